@@ -1,0 +1,1 @@
+//! phigate: a zero-trust, PHI-aware API gateway on pingora.

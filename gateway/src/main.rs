@@ -1,0 +1,2 @@
+//! The `phigate` binary: parses the command line and calls the library.
+fn main() {}

@@ -1,0 +1,184 @@
+//! Stable error codes and the [`Denial`] a stage returns.
+//!
+//! The codes are a public contract: clients and SIEM rules match on them. Each has one fixed status
+//! and one fixed public message; the cause of a denial goes to the log, never to the client.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident = ($code:literal, $status:literal, $message:literal), )*) => {
+        /// A stable, documented error code. See [`ErrorCode::ALL`] for the table.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in documentation order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The snake_case code as it appears in response bodies, logs and metrics.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status this code is always sent with.
+            pub fn status(self) -> StatusCode {
+                let n: u16 = match self { $(ErrorCode::$variant => $status,)* };
+                StatusCode::from_u16(n).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+
+            /// The fixed public message (never contains request data).
+            pub const fn message(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $message,)* }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The request path, query or framing is ambiguous (encoded separators, dot segments, ...).
+    AmbiguousRequest = ("ambiguous_request", 400, "The request is ambiguous and was not forwarded."),
+    /// The request is malformed in a way that is not about ambiguity (bad FHIR type, bad body).
+    BadRequest = ("bad_request", 400, "The request is malformed."),
+    /// The request line or headers exceed the configured limits.
+    HeadersTooLarge = ("headers_too_large", 431, "The request line or headers are too large."),
+    /// The request body exceeds what the gateway inspects.
+    BodyTooLarge = ("body_too_large", 413, "The request body is too large."),
+    /// No route matches the path.
+    RouteNotFound = ("route_not_found", 404, "No route matches this path."),
+    /// No bearer token was presented.
+    TokenMissing = ("token_missing", 401, "A bearer access token is required."),
+    /// The token is not a well-formed JWT, or is presented in a way the gateway does not accept.
+    TokenMalformed = ("token_malformed", 401, "The access token is malformed."),
+    /// The token has expired.
+    TokenExpired = ("token_expired", 401, "The access token has expired."),
+    /// The token's `nbf` is in the future.
+    TokenNotYetValid = ("token_not_yet_valid", 401, "The access token is not valid yet."),
+    /// The token's signature does not verify, or its key or algorithm is not acceptable.
+    TokenSignatureInvalid = ("token_signature_invalid", 401, "The access token signature is invalid."),
+    /// The token's issuer is not configured.
+    TokenIssuerUnknown = ("token_issuer_unknown", 401, "The access token issuer is not trusted."),
+    /// The token's audience does not include this gateway.
+    TokenAudienceInvalid = ("token_audience_invalid", 401, "The access token audience is not accepted."),
+    /// The token does not prove multi-factor authentication.
+    MfaRequired = ("mfa_required", 401, "Multi-factor authentication is required."),
+    /// The authentication event is older than the route allows.
+    AuthTooOld = ("auth_too_old", 401, "The authentication is too old; sign in again."),
+    /// The token is bound to a client certificate other than the one on this connection.
+    TokenBindingMismatch = ("token_binding_mismatch", 401, "The access token is not bound to this client certificate."),
+    /// The session was idle longer than allowed (automatic logoff).
+    SessionIdleTimeout = ("session_idle_timeout", 401, "The session timed out; sign in again."),
+    /// A client certificate is required on this listener or route.
+    ClientCertRequired = ("client_cert_required", 401, "A client certificate is required."),
+    /// The principal may not access data of the addressed tenant.
+    TenantMismatch = ("tenant_mismatch", 403, "Access to this tenant is not permitted."),
+    /// The principal may not access one or more of the patients the request touches.
+    PatientNotPermitted = ("patient_not_permitted", 403, "Access to this patient is not permitted."),
+    /// The principal's scopes do not allow this interaction or resource type.
+    ScopeInsufficient = ("scope_insufficient", 403, "The token's scopes do not allow this request."),
+    /// Policy denied the request for another reason.
+    PolicyDenied = ("policy_denied", 403, "The request is not permitted by policy."),
+    /// Policy evaluation failed or timed out (the request is denied: fail closed).
+    PolicyError = ("policy_error", 403, "The request could not be authorized."),
+    /// Break-glass access was requested without the break-glass role or a valid reason.
+    BreakGlassNotPermitted = ("break_glass_not_permitted", 403, "Emergency access is not permitted."),
+    /// The requested page size exceeds the allowed maximum.
+    PageSizeExceeded = ("page_size_exceeded", 400, "The requested page size exceeds the maximum."),
+    /// The search would return an unbounded result.
+    UnboundedSearch = ("unbounded_search", 400, "The search must be narrowed or paginated."),
+    /// Bulk export must be requested asynchronously.
+    ExportRequiresAsync = ("export_requires_async", 400, "Bulk export must be requested with Prefer: respond-async."),
+    /// Too many requests.
+    RateLimited = ("rate_limited", 429, "Too many requests."),
+    /// The principal is blocked after exfiltration-like activity.
+    PrincipalBlocked = ("principal_blocked", 403, "Access is suspended; contact your security team."),
+    /// The audit record could not be made durable, so nothing was forwarded (fail closed).
+    AuditUnavailable = ("audit_unavailable", 503, "The request could not be audited and was not forwarded."),
+    /// The upstream's TLS certificate or handshake failed verification.
+    UpstreamTlsError = ("upstream_tls_error", 502, "The upstream service could not be reached securely."),
+    /// The upstream could not be connected to.
+    UpstreamUnavailable = ("upstream_unavailable", 502, "The upstream service is unavailable."),
+    /// The upstream did not answer in time.
+    UpstreamTimeout = ("upstream_timeout", 504, "The upstream service did not answer in time."),
+    /// The upstream failed while the response was being proxied.
+    UpstreamError = ("upstream_error", 502, "The upstream service failed."),
+    /// A required component is not ready (keys, policies or sinks still loading).
+    NotReady = ("not_ready", 503, "The gateway is not ready."),
+    /// An unexpected internal failure.
+    InternalError = ("internal_error", 500, "Internal error."),
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal from a stage: a stable code, extra response headers (for example
+/// `WWW-Authenticate` or `Retry-After`), and a cause for the log only.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    /// The stable code; it fixes the status and public message.
+    pub code: ErrorCode,
+    /// Headers to add to the error response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Why, for operators. Goes to the log, never to the client; must not contain tokens or PHI.
+    pub cause: Option<Cow<'static, str>>,
+}
+
+impl Denial {
+    /// A denial with this code and no extra headers or cause.
+    pub fn new(code: ErrorCode) -> Self {
+        Denial { code, headers: Vec::new(), cause: None }
+    }
+
+    /// Adds a log-only cause.
+    pub fn with_cause(mut self, cause: impl Into<Cow<'static, str>>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl From<ErrorCode> for Denial {
+    fn from(code: ErrorCode) -> Self {
+        Denial::new(code)
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.cause {
+            Some(c) => write!(f, "{}: {c}", self.code),
+            None => write!(f, "{}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for Denial {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_snake_case_with_error_statuses() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "duplicate {c}");
+            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{c}");
+            assert!(c.status().is_client_error() || c.status().is_server_error(), "{c}");
+            assert!(!c.message().is_empty());
+        }
+    }
+}

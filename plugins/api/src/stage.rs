@@ -1,0 +1,94 @@
+//! The [`Stage`] trait: the phases a pipeline stage may hook, each with a safe default.
+
+use std::borrow::Cow;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::{Denial, RequestCtx};
+
+/// What a stage tells the gateway after [`Stage::on_request`].
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on with the next stage (and, after the last, forward upstream).
+    Continue,
+    /// Answer the client with this response; no later stage runs and nothing is forwarded.
+    Respond(LocalResponse),
+}
+
+/// A response a stage produces itself (not an error: errors are [`Denial`]s).
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    /// Status code.
+    pub status: StatusCode,
+    /// Extra headers (the gateway adds `content-type` when absent, and `x-request-id`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// The upstream response head as a stage sees it in [`Stage::on_response`].
+#[derive(Debug)]
+pub struct ResponseHead<'a> {
+    /// Status code the upstream answered with.
+    pub status: StatusCode,
+    /// Response headers; a stage may add or remove headers here.
+    pub headers: &'a mut HeaderMap,
+}
+
+/// Whether a stage can serve traffic yet (its keys, policies or sinks are loaded and healthy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready. The optional detail (for example the active policy revision) shows in `/readyz`.
+    Ready(Option<String>),
+    /// Not ready, with a short reason for operators (never request data).
+    NotReady(Cow<'static, str>),
+}
+
+/// One step of the request pipeline.
+///
+/// The gateway calls the built-in stages in this fixed order: identity, rate limit, policy,
+/// pagination, exfiltration watch, custom stages, audit. Audit is always last so that the record
+/// it writes before forwarding describes the request exactly as it will be sent.
+///
+/// Every phase has a default that does nothing, so a stage implements only what it needs.
+#[async_trait]
+pub trait Stage: Send + Sync + 'static {
+    /// A short, stable name used in logs, metrics labels and `/readyz`.
+    fn name(&self) -> &'static str;
+
+    /// Readiness for `/readyz`. Default: ready, no detail.
+    fn readiness(&self) -> Readiness {
+        Readiness::Ready(None)
+    }
+
+    /// Runs once per request after normalization, routing and (on FHIR routes) classification,
+    /// before anything is sent upstream. Return a [`Denial`] to refuse the request (fail closed),
+    /// [`Flow::Respond`] to answer it locally, or [`Flow::Continue`]. Default: continue.
+    async fn on_request(&self, _ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+        Ok(Flow::Continue)
+    }
+
+    /// Runs when the upstream response head arrives, before it is written to the client. A denial
+    /// here replaces the upstream response entirely (the upstream body is discarded). Set
+    /// `ctx.response.buffer_body = true` to have the whole body (bounded) passed to
+    /// [`Stage::on_buffered_response`] before any byte of it reaches the client. Default: accept.
+    fn on_response(&self, _ctx: &mut RequestCtx, _head: &mut ResponseHead<'_>) -> Result<(), Denial> {
+        Ok(())
+    }
+
+    /// Runs for each chunk of the upstream response body as it streams to the client (sync: keep
+    /// it cheap). `end` is true for the last call. Default: nothing.
+    fn on_response_body(&self, _ctx: &mut RequestCtx, _chunk: &[u8], _end: bool) {}
+
+    /// Runs once with the complete response body when some stage asked for buffering. A denial
+    /// replaces the response before any of the body left the gateway. Default: accept.
+    fn on_buffered_response(&self, _ctx: &mut RequestCtx, _body: &[u8]) -> Result<(), Denial> {
+        Ok(())
+    }
+
+    /// Runs exactly once per request after the response was sent, or after the request was refused
+    /// or failed, whatever the path. Default: nothing.
+    async fn on_complete(&self, _ctx: &RequestCtx) {}
+}
