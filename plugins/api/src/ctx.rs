@@ -81,7 +81,10 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// The first value of a query parameter.
     pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|p| p.name == name).map(|p| p.value.as_str())
+        self.query
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_str())
     }
 }
 
@@ -133,6 +136,8 @@ pub struct ResponseInfo {
     pub entries: Option<u32>,
     /// Time from sending upstream to the response head.
     pub upstream_latency: Option<Duration>,
+    /// Whether the request was sent upstream (false for requests refused by the gateway).
+    pub forwarded: bool,
     /// Set by a stage in `on_response` to have the full body buffered for `on_buffered_response`.
     pub buffer_body: bool,
 }

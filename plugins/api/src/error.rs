@@ -45,6 +45,10 @@ error_codes! {
     AmbiguousRequest = ("ambiguous_request", 400, "The request is ambiguous and was not forwarded."),
     /// The request is malformed in a way that is not about ambiguity (bad FHIR type, bad body).
     BadRequest = ("bad_request", 400, "The request is malformed."),
+    /// The method is not one the gateway forwards.
+    MethodNotAllowed = ("method_not_allowed", 405, "This method is not allowed."),
+    /// The request target (path and query) exceeds the configured limit.
+    UriTooLong = ("uri_too_long", 414, "The request URI is too long."),
     /// The request line or headers exceed the configured limits.
     HeadersTooLarge = ("headers_too_large", 431, "The request line or headers are too large."),
     /// The request body exceeds what the gateway inspects.
@@ -134,7 +138,11 @@ pub struct Denial {
 impl Denial {
     /// A denial with this code and no extra headers or cause.
     pub fn new(code: ErrorCode) -> Self {
-        Denial { code, headers: Vec::new(), cause: None }
+        Denial {
+            code,
+            headers: Vec::new(),
+            cause: None,
+        }
     }
 
     /// Adds a log-only cause.
@@ -176,8 +184,16 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for c in ErrorCode::ALL {
             assert!(seen.insert(c.as_str()), "duplicate {c}");
-            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{c}");
-            assert!(c.status().is_client_error() || c.status().is_server_error(), "{c}");
+            assert!(
+                c.as_str()
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+                "{c}"
+            );
+            assert!(
+                c.status().is_client_error() || c.status().is_server_error(),
+                "{c}"
+            );
             assert!(!c.message().is_empty());
         }
     }

@@ -9,15 +9,17 @@
 //! Fail closed: a stage that cannot decide returns a denial. The gateway turns every denial into
 //! one response shape (JSON or a FHIR `OperationOutcome`) in one place.
 
+mod build;
 mod ctx;
 mod error;
 mod fhir;
 mod principal;
 mod stage;
 
+pub use build::{BackgroundTask, ConfigIssue, StageBuildCtx};
 pub use ctx::{
-    ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo, ResponseInfo,
-    RouteMeta, UpstreamEdits,
+    ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo,
+    ResponseInfo, RouteMeta, UpstreamEdits,
 };
 pub use error::{Denial, ErrorCode};
 pub use fhir::{Compartment, FhirRequest, Interaction, UnresolvedParam};

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::{Denial, RequestCtx};
+use crate::{BackgroundTask, Denial, RequestCtx};
 
 /// What a stage tells the gateway after [`Stage::on_request`].
 #[derive(Debug)]
@@ -63,6 +63,12 @@ pub trait Stage: Send + Sync + 'static {
         Readiness::Ready(None)
     }
 
+    /// Long-running tasks this stage needs (key refresh, writers, reloaders). Called once by the
+    /// gateway at start; each task is spawned on a background runtime. Default: none.
+    fn background_tasks(&self) -> Vec<BackgroundTask> {
+        Vec::new()
+    }
+
     /// Runs once per request after normalization, routing and (on FHIR routes) classification,
     /// before anything is sent upstream. Return a [`Denial`] to refuse the request (fail closed),
     /// [`Flow::Respond`] to answer it locally, or [`Flow::Continue`]. Default: continue.
@@ -74,7 +80,11 @@ pub trait Stage: Send + Sync + 'static {
     /// here replaces the upstream response entirely (the upstream body is discarded). Set
     /// `ctx.response.buffer_body = true` to have the whole body (bounded) passed to
     /// [`Stage::on_buffered_response`] before any byte of it reaches the client. Default: accept.
-    fn on_response(&self, _ctx: &mut RequestCtx, _head: &mut ResponseHead<'_>) -> Result<(), Denial> {
+    fn on_response(
+        &self,
+        _ctx: &mut RequestCtx,
+        _head: &mut ResponseHead<'_>,
+    ) -> Result<(), Denial> {
         Ok(())
     }
 
