@@ -1,0 +1,6 @@
+//! Configuration: YAML → typed model → validation (every error at once, with file, line and key
+//! path, never the value).
+
+mod model;
+
+pub use model::*;

@@ -1,0 +1,274 @@
+//! The gateway's YAML config, as typed structs. Every field's `///` doc is the config reference
+//! (`config/REFERENCE.md` is generated from these docs).
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// The whole gateway config file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public listeners. They always serve TLS 1.3; plain HTTP is never served to clients.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin service (`/healthz`, `/readyz`, `/metrics`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Process settings: worker threads, shutdown and upgrade.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Request size limits, enforced before any stage runs.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// CIDRs of proxies in front of the gateway whose `X-Forwarded-For` chain is kept (and extended).
+    /// From any other peer the inbound chain is discarded. Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Named upstream services.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routes: path prefix → upstream. The longest matching prefix wins; no match is 404
+    /// `route_not_found`.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A public TLS listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A unique name (used in logs and metrics).
+    pub name: String,
+    /// Socket address to listen on, like `0.0.0.0:8443` or `[::1]:8443`.
+    pub address: String,
+    /// TLS settings. TLS 1.3 only.
+    pub tls: ListenerTlsConfig,
+    /// Offer HTTP/2 via ALPN (HTTP/1.1 is always offered). Default: true.
+    #[serde(default = "default_true")]
+    pub http2: bool,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Server certificate chain (PEM). Reloaded without dropping connections when the file changes
+    /// or on SIGHUP.
+    pub cert_path: PathBuf,
+    /// Server private key (PEM: PKCS#8, SEC1 or PKCS#1). Reloaded together with `cert_path`.
+    pub key_path: PathBuf,
+    /// Client certificates: `none` (never asked), `optional` (verified when sent), `required` (the
+    /// handshake fails without a valid one). Default: `none`.
+    #[serde(default)]
+    pub client_cert: ClientCertMode,
+    /// CA bundle (PEM) that client certificates must chain to. Required unless `client_cert` is
+    /// `none`.
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
+}
+
+/// Whether a listener asks for client certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertMode {
+    /// Never ask for a client certificate.
+    #[default]
+    None,
+    /// Ask; verify it when sent; accept connections without one.
+    Optional,
+    /// Require a valid client certificate in the handshake.
+    Required,
+}
+
+/// The admin service.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin service (plain HTTP: keep it on loopback or a private interface).
+    /// Default: `127.0.0.1:9901`.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { address: default_admin_address() }
+    }
+}
+
+/// Process settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy service. Default: 2.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// On SIGTERM, keep serving in-flight requests for up to this long before stopping.
+    /// Default: 10.
+    #[serde(default = "default_grace_period_secs")]
+    pub grace_period_secs: u64,
+    /// After the grace period, how long services get to shut down. Default: 5.
+    #[serde(default = "default_graceful_shutdown_timeout_secs")]
+    pub graceful_shutdown_timeout_secs: u64,
+    /// Unix socket used to hand listening sockets to a new process on SIGQUIT (zero-downtime
+    /// upgrade). Default: `/tmp/phigate-upgrade.sock`.
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: PathBuf,
+    /// PID file. Default: `/tmp/phigate.pid`.
+    #[serde(default = "default_pid_file")]
+    pub pid_file: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: default_threads(),
+            grace_period_secs: default_grace_period_secs(),
+            graceful_shutdown_timeout_secs: default_graceful_shutdown_timeout_secs(),
+            upgrade_sock: default_upgrade_sock(),
+            pid_file: default_pid_file(),
+        }
+    }
+}
+
+/// Request size limits.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest request target (path and query) accepted, in bytes; longer is 414 `uri_too_long`.
+    /// Default: 8192.
+    #[serde(default = "default_max_target_bytes")]
+    pub max_target_bytes: usize,
+    /// Largest total size of request headers, in bytes; larger is 431 `headers_too_large`.
+    /// Default: 32768.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request body the gateway buffers to inspect (FHIR batch Bundles, POST `_search`),
+    /// in bytes; larger is 413 `body_too_large`. At most 65536. Default: 65536.
+    #[serde(default = "default_max_body_inspect_bytes")]
+    pub max_body_inspect_bytes: usize,
+    /// Largest upstream response body buffered when a stage must inspect it before it is sent
+    /// (patient verification), in bytes; a larger one is refused. Default: 4194304.
+    #[serde(default = "default_max_response_buffer_bytes")]
+    pub max_response_buffer_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_target_bytes: default_max_target_bytes(),
+            max_header_bytes: default_max_header_bytes(),
+            max_body_inspect_bytes: default_max_body_inspect_bytes(),
+            max_response_buffer_bytes: default_max_response_buffer_bytes(),
+        }
+    }
+}
+
+/// A named upstream service.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// A unique name that routes refer to.
+    pub name: String,
+    /// `host:port` to connect to (an IP address or a DNS name resolved at connect time).
+    pub address: String,
+    /// TLS server name sent (SNI) and verified against the upstream certificate. Required with
+    /// `tls`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// mTLS to the upstream (the default and expected setting). Required unless
+    /// `insecure_plaintext` is true.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Send plain HTTP to this upstream. PHI then crosses the network unencrypted, against HIPAA
+    /// transmission-security guidance: the gateway logs a warning at every start. Default: false.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// TCP + TLS connect timeout, in milliseconds. Default: 2000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for each read from the upstream, in milliseconds. Default: 30000.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// How long an idle keep-alive connection stays in the pool, in seconds. Default: 60.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Offer HTTP/2 to the upstream via ALPN (falls back to HTTP/1.1). Default: false.
+    #[serde(default)]
+    pub http2: bool,
+}
+
+/// mTLS settings towards an upstream.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// CA bundle (PEM) the upstream's certificate must chain to.
+    pub ca_path: PathBuf,
+    /// The gateway's client certificate chain (PEM) presented to the upstream.
+    pub client_cert_path: PathBuf,
+    /// The gateway's client private key (PEM).
+    pub client_key_path: PathBuf,
+}
+
+/// A route: requests whose path starts with `path_prefix` go to `upstream`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A unique name (used in logs, metrics and per-route stage settings).
+    pub name: String,
+    /// Path prefix, starting with `/`, matched on whole segments (`/fhir` matches `/fhir` and
+    /// `/fhir/Patient`, not `/fhirx`).
+    pub path_prefix: String,
+    /// Name of the upstream that serves this route.
+    pub upstream: String,
+    /// The route is a FHIR R4 base: requests are classified by the FHIR REST grammar, and errors
+    /// are answered as `OperationOutcome`. Default: false.
+    #[serde(default)]
+    pub fhir: bool,
+    /// Replace the matched prefix with this one when forwarding (for example `/` or `/baseR4`).
+    /// Default: forward the path unchanged.
+    #[serde(default)]
+    pub upstream_path_prefix: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".to_owned()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_grace_period_secs() -> u64 {
+    10
+}
+fn default_graceful_shutdown_timeout_secs() -> u64 {
+    5
+}
+fn default_upgrade_sock() -> PathBuf {
+    PathBuf::from("/tmp/phigate-upgrade.sock")
+}
+fn default_pid_file() -> PathBuf {
+    PathBuf::from("/tmp/phigate.pid")
+}
+fn default_max_target_bytes() -> usize {
+    8192
+}
+fn default_max_header_bytes() -> usize {
+    32768
+}
+fn default_max_body_inspect_bytes() -> usize {
+    65536
+}
+fn default_max_response_buffer_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+fn default_read_timeout_ms() -> u64 {
+    30000
+}
+fn default_idle_timeout_secs() -> u64 {
+    60
+}
