@@ -1,3 +1,18 @@
 //! phigate: a zero-trust, PHI-aware API gateway on pingora.
 
+pub mod admin;
 pub mod config;
+pub mod error_response;
+pub mod events;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod request;
+pub mod routing;
+pub mod runtime;
+pub mod server;
+pub mod tls;
+
+pub use server::{Gateway, GatewayBuilder, Reloader};
+pub mod cli;
+pub mod demo;

@@ -1,2 +1,5 @@
 //! The `phigate` binary: parses the command line and calls the library.
-fn main() {}
+
+fn main() -> std::process::ExitCode {
+    phigate::cli::main()
+}

@@ -91,7 +91,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { address: default_admin_address() }
+        AdminConfig {
+            address: default_admin_address(),
+        }
     }
 }
 

@@ -138,6 +138,8 @@ pub struct ResponseInfo {
     pub upstream_latency: Option<Duration>,
     /// Whether the request was sent upstream (false for requests refused by the gateway).
     pub forwarded: bool,
+    /// Headers stages add to the response sent to the client (for example rate-limit headers).
+    pub add_headers: Vec<(HeaderName, HeaderValue)>,
     /// Set by a stage in `on_response` to have the full body buffered for `on_buffered_response`.
     pub buffer_body: bool,
 }

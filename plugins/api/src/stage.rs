@@ -33,8 +33,9 @@ pub struct LocalResponse {
 pub struct ResponseHead<'a> {
     /// Status code the upstream answered with.
     pub status: StatusCode,
-    /// Response headers; a stage may add or remove headers here.
-    pub headers: &'a mut HeaderMap,
+    /// Response headers as received from the upstream (read-only: add headers through
+    /// `ctx.response.add_headers`).
+    pub headers: &'a HeaderMap,
 }
 
 /// Whether a stage can serve traffic yet (its keys, policies or sinks are loaded and healthy).

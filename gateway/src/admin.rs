@@ -1,0 +1,97 @@
+//! The admin service, on its own (loopback by default) port: `/healthz` (the process is up),
+//! `/readyz` (upstream TLS material loaded and every stage ready: keys, policies, audit sink), and
+//! `/metrics` (Prometheus text format).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use phigate_plugin::Readiness;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::runtime::Runtime;
+
+/// The admin HTTP app.
+#[derive(Debug, Clone)]
+pub struct AdminApp {
+    rt: Arc<Runtime>,
+}
+
+impl AdminApp {
+    /// An admin app reporting on this runtime.
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        AdminApp { rt }
+    }
+
+    /// Readiness as (ready, JSON details).
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let mut ready = true;
+        let mut stages = serde_json::Map::new();
+        for (name, r) in self.rt.pipeline.readiness() {
+            let (ok, detail) = match r {
+                Readiness::Ready(detail) => (true, detail.unwrap_or_default()),
+                Readiness::NotReady(why) => (false, why.into_owned()),
+            };
+            self.rt
+                .metrics
+                .stage_ready
+                .with_label_values(&[name])
+                .set(i64::from(ok));
+            ready &= ok;
+            stages.insert(name.to_owned(), json!({ "ready": ok, "detail": detail }));
+        }
+        // Upstream TLS material is loaded when the runtime is built, so it is ready by construction.
+        let upstreams: Vec<_> = self
+            .rt
+            .upstreams
+            .iter()
+            .map(|u| u.name.to_string())
+            .collect();
+        (
+            ready,
+            json!({ "ready": ready, "stages": stages, "upstreams": upstreams }),
+        )
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        let (status, content_type, body) = match path.as_str() {
+            "/healthz" => (
+                StatusCode::OK,
+                "application/json",
+                br#"{"status":"ok"}"#.to_vec(),
+            ),
+            "/readyz" => {
+                let (ready, details) = self.readiness();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, "application/json", details.to_string().into_bytes())
+            }
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                crate::metrics::render(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "application/json",
+                br#"{"error":{"code":"route_not_found"}}"#.to_vec(),
+            ),
+        };
+        let len = body.len();
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, len)
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}

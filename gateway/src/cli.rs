@@ -1,0 +1,123 @@
+//! The command line: `run`, `check`, `demo`, `config schema` (and, as their stages land,
+//! `policy test|eval` and `audit verify`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, ValidateOptions};
+
+/// phigate: a zero-trust, PHI-aware API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "phigate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run {
+        /// The gateway config file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Take over the listening sockets of a running phigate (after it got SIGQUIT).
+        #[arg(long, short)]
+        upgrade: bool,
+    },
+    /// Validate a config file: exit 0, or print one line per error and exit 2.
+    Check {
+        /// The gateway config file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the demo: dev PKI, dev token issuer, a sample FHIR upstream over mTLS, and the gateway.
+    Demo {
+        /// Where to write the demo's files (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Gateway port (default: a free port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Config tools.
+    Config {
+        /// Config subcommand.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `phigate config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config reference (Markdown), generated from the config types' docs.
+    Schema,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, upgrade } => run(&config, upgrade),
+        Command::Demo { dir, port } => crate::demo::run::run_demo(dir, port),
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
+            print!("{}", config::reference_markdown());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_micros()
+        .try_init();
+}
+
+fn load_valid(path: &std::path::Path) -> Result<config::LoadedConfig, ExitCode> {
+    let loaded = config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })?;
+    config::validate(&loaded, ValidateOptions { check_files: true }).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })?;
+    Ok(loaded)
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load_valid(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
+    let loaded = match load_valid(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match crate::Gateway::builder(loaded.config, loaded.dir)
+        .upgrade(upgrade)
+        .build()
+    {
+        Ok(gw) => gw.run_forever(),
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The demo.
+pub mod run;

@@ -1,0 +1,35 @@
+//! Typed log events. Each carries allow-listed fields only: no paths, query strings, headers,
+//! tokens or bodies, which may carry PHI or credentials.
+
+/// One line per request.
+#[derive(Debug)]
+pub struct AccessLog<'a> {
+    /// Request id.
+    pub request_id: &'a str,
+    /// Route name (`-` when unrouted).
+    pub route: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// Status sent (0 when none).
+    pub status: u16,
+    /// Error code or `ok`.
+    pub code: &'a str,
+    /// Time in the gateway, microseconds.
+    pub duration_us: u128,
+}
+
+impl AccessLog<'_> {
+    /// Writes the event to the log at info level.
+    pub fn emit(&self) {
+        log::info!(
+            target: "phigate::access",
+            "request_id={} route={} method={} status={} code={} duration_us={}",
+            self.request_id,
+            self.route,
+            self.method,
+            self.status,
+            self.code,
+            self.duration_us
+        );
+    }
+}

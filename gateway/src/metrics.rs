@@ -1,0 +1,100 @@
+//! The gateway's Prometheus metrics, registered once per process in the default registry (stage
+//! crates register theirs there too, so `/metrics` shows everything).
+//!
+//! Labels come from bounded sets only: route, listener and upstream names from the config, status
+//! codes, error codes. Never user, patient or raw path values.
+
+use std::sync::{Arc, LazyLock};
+
+use prometheus::{
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec,
+    IntCounterVec, IntGaugeVec,
+};
+
+/// All gateway metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Requests by route, status and error code (`ok` when none).
+    pub requests: IntCounterVec,
+    /// End-to-end latency seen by the gateway, by route.
+    pub request_duration: HistogramVec,
+    /// Upstream connection failures by upstream and kind (`tls`, `connect`, `timeout`).
+    pub upstream_connect_errors: IntCounterVec,
+    /// TLS handshakes that reached certificate selection, by listener.
+    pub tls_handshakes_started: IntCounterVec,
+    /// TLS handshakes that completed, by listener.
+    pub tls_handshakes_completed: IntCounterVec,
+    /// Client certificates rejected during the handshake, by listener.
+    pub tls_client_cert_rejected: IntCounterVec,
+    /// Certificate reloads by listener and result.
+    pub cert_reloads: IntCounterVec,
+    /// Readiness of each stage (1 ready, 0 not).
+    pub stage_ready: IntGaugeVec,
+}
+
+static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::new(|| {
+    Ok(Arc::new(Metrics {
+        requests: register_int_counter_vec!(
+            "phigate_requests_total",
+            "Requests handled, by route, status and error code.",
+            &["route", "status", "code"]
+        )?,
+        request_duration: register_histogram_vec!(
+            "phigate_request_duration_seconds",
+            "Time from request head to the end of the response, by route.",
+            &["route"],
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+        )?,
+        upstream_connect_errors: register_int_counter_vec!(
+            "phigate_upstream_connect_errors_total",
+            "Failures to connect to an upstream, by upstream and kind (tls, connect, timeout).",
+            &["upstream", "kind"]
+        )?,
+        tls_handshakes_started: register_int_counter_vec!(
+            "phigate_tls_handshakes_started_total",
+            "TLS handshakes that reached certificate selection, by listener.",
+            &["listener"]
+        )?,
+        tls_handshakes_completed: register_int_counter_vec!(
+            "phigate_tls_handshakes_completed_total",
+            "TLS handshakes that completed, by listener (started - completed = failed or in flight).",
+            &["listener"]
+        )?,
+        tls_client_cert_rejected: register_int_counter_vec!(
+            "phigate_tls_client_cert_rejected_total",
+            "Client certificates rejected in the TLS handshake, by listener.",
+            &["listener"]
+        )?,
+        cert_reloads: register_int_counter_vec!(
+            "phigate_cert_reloads_total",
+            "Listener certificate reloads, by listener and result.",
+            &["listener", "result"]
+        )?,
+        stage_ready: register_int_gauge_vec!(
+            "phigate_stage_ready",
+            "Whether each pipeline stage is ready (1) or not (0).",
+            &["stage"]
+        )?,
+    }))
+});
+
+/// The process-wide metrics.
+///
+/// # Errors
+/// Only if another component registered a metric with one of these names.
+pub fn metrics() -> Result<Arc<Metrics>, prometheus::Error> {
+    METRICS
+        .as_ref()
+        .cloned()
+        .map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// Renders the default registry in the Prometheus text format.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    // Encoding into a Vec cannot fail for well-formed metric families.
+    let _ = encoder.encode(&prometheus::gather(), &mut buf);
+    buf
+}

@@ -1,0 +1,160 @@
+//! Admission: what the core does to every request before any stage runs. One normalization of
+//! method, path and query; framing and size checks; routing; the stages' context; the bounded
+//! request body read (for FHIR batch Bundles, `_search` forms and writes); FHIR classification.
+//!
+//! Ambiguous input is rejected, never guessed at: a proxy and the service behind it that parse
+//! one request two ways are how access controls get bypassed (request smuggling, path confusion).
+
+use bytes::BytesMut;
+use http::{header, Method};
+use phigate_plugin::{ClientInfo, Denial, ErrorCode, RequestCtx, RequestInfo};
+use pingora::proxy::Session;
+
+use super::ctx::GatewayCtx;
+use crate::request::{self, Ambiguity};
+use crate::runtime::Runtime;
+
+/// Admits a request: on success `ctx.req` is filled and ready for the stages.
+///
+/// # Errors
+/// A denial for the client (400, 404, 405, 413, 414, 431).
+pub(super) async fn admit(
+    rt: &Runtime,
+    session: &mut Session,
+    ctx: &mut GatewayCtx,
+) -> Result<(), Denial> {
+    let head = session.req_header();
+    request::check_framing(&head.headers).map_err(ambiguous)?;
+    let header_bytes: usize = head
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > rt.limits.max_header_bytes {
+        return Err(Denial::new(ErrorCode::HeadersTooLarge));
+    }
+    let method = head.method.clone();
+    if !matches!(
+        method,
+        Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::OPTIONS
+    ) {
+        return Err(Denial::new(ErrorCode::MethodNotAllowed));
+    }
+    let target =
+        request::normalize_target(head.raw_path(), &rt.target_limits).map_err(ambiguous)?;
+    let route = rt
+        .router
+        .find(&target.path)
+        .ok_or_else(|| Denial::new(ErrorCode::RouteNotFound))?;
+    ctx.fhir = route.meta.fhir;
+    ctx.route_label = route.meta.name.clone();
+    ctx.upstream = route.upstream;
+    ctx.strip = request::headers_to_strip(&head.headers);
+    let client = client_info(session);
+    if let Some(ip) = client.ip {
+        let inbound = session
+            .req_header()
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        ctx.forwarded_for = Some(request::x_forwarded_for(ip, inbound, &rt.trusted_proxies));
+    }
+    let info = RequestInfo {
+        method,
+        path: target.path,
+        query: target.query,
+        headers: session.req_header().headers.clone(),
+        body: None,
+    };
+    let mut req = RequestCtx::new(ctx.request_id.clone(), route.meta.clone(), info);
+    req.started = ctx.started;
+    req.client = client;
+    if route.meta.fhir {
+        if wants_body(&req.request.method) {
+            req.request.body = read_body(session, rt.limits.max_body_inspect_bytes).await?;
+        }
+        let content_type = req
+            .request
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let fhir = request::classify(
+            &req.request.method,
+            route.rest(&req.request.path),
+            &req.request.query,
+            req.request.body.as_deref(),
+            content_type,
+        )
+        .map_err(|e| {
+            Denial::new(ErrorCode::BadRequest).with_cause(format!("fhir classification: {e:?}"))
+        })?;
+        req.fhir = Some(fhir);
+    }
+    ctx.req = Some(req);
+    Ok(())
+}
+
+fn ambiguous(a: Ambiguity) -> Denial {
+    let code = match a {
+        Ambiguity::TooLong => ErrorCode::UriTooLong,
+        _ => ErrorCode::AmbiguousRequest,
+    };
+    Denial::new(code).with_cause(a.reason())
+}
+
+fn wants_body(m: &Method) -> bool {
+    matches!(*m, Method::POST | Method::PUT | Method::PATCH)
+}
+
+fn client_info(session: &Session) -> ClientInfo {
+    let ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let cert_thumbprint = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .filter(|s| !s.cert_digest.is_empty())
+        .map(|s| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(&s.cert_digest)
+                .into()
+        });
+    ClientInfo {
+        ip,
+        cert_thumbprint,
+    }
+}
+
+/// Reads the request body for inspection, bounded by `cap`. Pingora keeps what was read in its
+/// retry buffer and replays it upstream, so the body forwarded is the body inspected.
+async fn read_body(session: &mut Session, cap: usize) -> Result<Option<bytes::Bytes>, Denial> {
+    session.as_mut().enable_retry_buffering();
+    let mut buf = BytesMut::new();
+    loop {
+        match session.as_mut().read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > cap {
+                    return Err(Denial::new(ErrorCode::BodyTooLarge));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(Denial::new(ErrorCode::BadRequest)
+                    .with_cause(format!("request body: {}", e.etype().as_str())))
+            }
+        }
+    }
+    if session.as_mut().retry_buffer_truncated() {
+        return Err(Denial::new(ErrorCode::BodyTooLarge));
+    }
+    Ok((!buf.is_empty()).then(|| buf.freeze()))
+}

@@ -1,0 +1,350 @@
+//! The pingora `ProxyHttp` implementation. It maps pingora's phases to the core (admission,
+//! forwarding, error responses) and to the stage pipeline; it holds no stage logic itself.
+
+mod admit;
+mod ctx;
+mod respond;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use phigate_plugin::{Denial, ErrorCode, Flow, ResponseHead};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+pub use ctx::GatewayCtx;
+use respond::{write_denial, write_local, REQUEST_ID};
+
+use crate::runtime::Runtime;
+
+/// The gateway's proxy logic.
+#[derive(Debug, Clone)]
+pub struct GatewayProxy {
+    rt: Arc<Runtime>,
+}
+
+impl GatewayProxy {
+    /// A proxy over a built runtime.
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        GatewayProxy { rt }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = GatewayCtx;
+
+    fn new_ctx(&self) -> GatewayCtx {
+        GatewayCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut GatewayCtx) -> Result<bool> {
+        if let Err(denial) = admit::admit(&self.rt, session, ctx).await {
+            write_denial(session, ctx, &denial).await?;
+            return Ok(true);
+        }
+        let Some(req) = ctx.req.as_mut() else {
+            write_denial(session, ctx, &Denial::new(ErrorCode::InternalError)).await?;
+            return Ok(true);
+        };
+        match self.rt.pipeline.on_request(req).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Respond(local)) => {
+                req.response.status = Some(local.status.as_u16());
+                write_local(session, ctx, local).await?;
+                return Ok(true);
+            }
+            Err(denial) => {
+                write_denial(session, ctx, &denial).await?;
+                return Ok(true);
+            }
+        }
+        // Rebuilt from the normalized (and possibly narrowed) form: what the stages judged is
+        // exactly what the upstream receives.
+        let route = &self.rt.routes[req.route.index];
+        let path = match self.rt.router.find(&req.request.path) {
+            Some(r) if Arc::ptr_eq(&r.meta, route) => r.upstream_path(&req.request.path),
+            _ => req.request.path.clone(),
+        };
+        ctx.forward_target = Some(crate::request::rebuild_target(&path, &req.request.query));
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut GatewayCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let upstream = self.rt.upstreams.get(ctx.upstream).ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "upstream index out of range")
+        })?;
+        Ok(Box::new(upstream.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut GatewayCtx,
+    ) -> Result<()> {
+        for name in &ctx.strip {
+            up.remove_header(name);
+        }
+        if let Some(target) = &ctx.forward_target {
+            let uri = target.parse::<http::Uri>().map_err(|_| {
+                Error::explain(ErrorType::InternalError, "rebuilt target is not a URI")
+            })?;
+            up.set_uri(uri);
+        }
+        if up.headers.get(header::HOST).is_none() {
+            let authority = session
+                .req_header()
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_owned());
+            let upstream = &self.rt.upstreams[ctx.upstream];
+            let host = authority.unwrap_or_else(|| upstream.peer.sni.clone());
+            up.insert_header(header::HOST, host)?;
+        }
+        if let Some(xff) = &ctx.forwarded_for {
+            up.insert_header("x-forwarded-for", xff.as_str())?;
+        }
+        up.insert_header("x-forwarded-proto", "https")?;
+        up.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(req) = ctx.req.as_mut() {
+            for name in &req.upstream.remove_headers {
+                up.remove_header(name);
+            }
+            for (name, value) in &req.upstream.set_headers {
+                up.insert_header(name.clone(), value.clone())?;
+            }
+            req.response.forwarded = true;
+        }
+        ctx.upstream_sent_at = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut GatewayCtx,
+    ) -> Result<()> {
+        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        let Some(req) = ctx.req.as_mut() else {
+            return Ok(());
+        };
+        if let Some(sent) = ctx.upstream_sent_at {
+            req.response.upstream_latency = Some(sent.elapsed());
+        }
+        let mut head = ResponseHead {
+            status: resp.status,
+            headers: &resp.headers,
+        };
+        let verdict = self.rt.pipeline.on_response(req, &mut head);
+        for (name, value) in std::mem::take(&mut req.response.add_headers) {
+            resp.insert_header(name, value)?;
+        }
+        if let Err(denial) = verdict {
+            self.replace_response(resp, ctx, &denial)?;
+        } else if req.response.buffer_body {
+            // The body is held back until it has been inspected; its length may change.
+            resp.remove_header(&header::CONTENT_LENGTH);
+            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            ctx.buffered = Some(bytes::BytesMut::new());
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut GatewayCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.replace_body.is_some() {
+            *body = if end_of_stream {
+                ctx.replace_body.take()
+            } else {
+                None
+            };
+            return Ok(None);
+        }
+        if let Some(buf) = ctx.buffered.as_mut() {
+            if let Some(chunk) = body.take() {
+                if buf.len() + chunk.len() > self.rt.limits.max_response_buffer_bytes {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "response too large to inspect",
+                    );
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            if !end_of_stream {
+                return Ok(None);
+            }
+            let whole = ctx.buffered.take().map(|b| b.freeze()).unwrap_or_default();
+            if let Some(req) = ctx.req.as_mut() {
+                if let Err(denial) = self.rt.pipeline.on_buffered_response(req, &whole) {
+                    // Headers are already out: the client sees the refusal in the body only.
+                    ctx.error = Some(denial.code);
+                    req.error = Some(denial.code);
+                    let (_, err) = crate::error_response::error_body(
+                        denial.code,
+                        ctx.request_id.as_str(),
+                        ctx.fhir,
+                    );
+                    *body = Some(err);
+                    return Ok(None);
+                }
+            }
+            *body = Some(whole);
+        }
+        if let (Some(req), Some(chunk)) = (ctx.req.as_mut(), body.as_ref()) {
+            req.response.bytes_out += chunk.len() as u64;
+            self.rt.pipeline.on_response_body(req, chunk, end_of_stream);
+        } else if let (Some(req), true) = (ctx.req.as_mut(), end_of_stream) {
+            self.rt.pipeline.on_response_body(req, &[], true);
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut GatewayCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        let kind = match e.etype() {
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
+                "tls"
+            }
+            ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => "timeout",
+            _ => "connect",
+        };
+        if let Some(u) = self.rt.upstreams.get(ctx.upstream) {
+            self.rt
+                .metrics
+                .upstream_connect_errors
+                .with_label_values(&[&u.name, kind])
+                .inc();
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut GatewayCtx,
+    ) -> FailToProxy {
+        let code = error_code_for(e);
+        let status = match code {
+            Some(code) => {
+                let denial = Denial::new(code).with_cause(e.etype().as_str().to_owned());
+                match write_denial(session, ctx, &denial).await {
+                    Ok(()) => code.status().as_u16(),
+                    Err(_) => 0,
+                }
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut GatewayCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let code = ctx.error.map_or("ok", |c| c.as_str());
+        let status_label = status.to_string();
+        let m = &self.rt.metrics;
+        m.requests
+            .with_label_values(&[&*ctx.route_label, status_label.as_str(), code])
+            .inc();
+        m.request_duration
+            .with_label_values(&[&*ctx.route_label])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(req) = ctx.req.as_mut() {
+            req.response.status = Some(status);
+            if req.error.is_none() {
+                req.error = ctx.error;
+            }
+            self.rt.pipeline.on_complete(req).await;
+        }
+        crate::events::AccessLog {
+            request_id: ctx.request_id.as_str(),
+            route: &ctx.route_label,
+            method: session.req_header().method.as_str(),
+            status,
+            code,
+            duration_us: ctx.started.elapsed().as_micros(),
+        }
+        .emit();
+    }
+}
+
+impl GatewayProxy {
+    /// Replaces an upstream response (head already received) with the error for `denial`.
+    fn replace_response(
+        &self,
+        resp: &mut ResponseHeader,
+        ctx: &mut GatewayCtx,
+        denial: &Denial,
+    ) -> Result<()> {
+        let (content_type, body) =
+            crate::error_response::error_body(denial.code, ctx.request_id.as_str(), ctx.fhir);
+        resp.set_status(denial.code.status())?;
+        let names: Vec<_> = resp.headers.keys().cloned().collect();
+        for name in names {
+            if name.as_str() != REQUEST_ID {
+                resp.remove_header(&name);
+            }
+        }
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
+        resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        for (name, value) in &denial.headers {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        ctx.error = Some(denial.code);
+        if let Some(req) = ctx.req.as_mut() {
+            req.error = Some(denial.code);
+        }
+        ctx.replace_body = Some(body);
+        Ok(())
+    }
+}
+
+/// The stable code for a proxying failure, or `None` when the client is gone (no response).
+fn error_code_for(e: &Error) -> Option<ErrorCode> {
+    use ErrorType::*;
+    match e.etype() {
+        TLSHandshakeFailure | InvalidCert | HandshakeError | TLSHandshakeTimedout => {
+            Some(ErrorCode::UpstreamTlsError)
+        }
+        ConnectTimedout | ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => {
+            Some(ErrorCode::UpstreamTimeout)
+        }
+        ConnectTimedout => Some(ErrorCode::UpstreamTimeout),
+        ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError => {
+            Some(ErrorCode::UpstreamUnavailable)
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => Some(ErrorCode::UpstreamError),
+            ErrorSource::Downstream => match e.etype() {
+                ReadError | WriteError | ConnectionClosed => None,
+                _ => Some(ErrorCode::BadRequest),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => Some(ErrorCode::InternalError),
+        },
+    }
+}

@@ -1,0 +1,147 @@
+//! Routes: the longest path prefix, matched on whole segments, picks the upstream.
+
+use std::sync::Arc;
+
+use phigate_plugin::RouteMeta;
+
+/// A runtime route.
+#[derive(Debug)]
+pub struct Route {
+    /// What stages see.
+    pub meta: Arc<RouteMeta>,
+    /// Index of the upstream in the runtime upstream list.
+    pub upstream: usize,
+    /// The matched prefix without a trailing `/` (empty for `/`).
+    prefix: String,
+    /// Replacement prefix when forwarding, without a trailing `/`.
+    rewrite: Option<String>,
+}
+
+impl Route {
+    /// A route for `prefix` (normalized: no trailing `/`), forwarding to upstream `upstream`.
+    pub fn new(meta: Arc<RouteMeta>, upstream: usize, prefix: &str, rewrite: Option<&str>) -> Self {
+        Route {
+            meta,
+            upstream,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+            rewrite: rewrite.map(|r| r.trim_end_matches('/').to_owned()),
+        }
+    }
+
+    /// Whether the route serves `path` (a prefix match on whole segments).
+    pub fn matches(&self, path: &str) -> bool {
+        path.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// The part of `path` after the route prefix (`/` when empty).
+    pub fn rest<'p>(&self, path: &'p str) -> &'p str {
+        match path.get(self.prefix.len()..) {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        }
+    }
+
+    /// The path to forward upstream for the normalized `path`.
+    pub fn upstream_path(&self, path: &str) -> String {
+        match &self.rewrite {
+            None => path.to_owned(),
+            Some(rewrite) => {
+                let rest = path.get(self.prefix.len()..).unwrap_or("");
+                let joined = format!("{rewrite}{rest}");
+                if joined.is_empty() {
+                    "/".to_owned()
+                } else {
+                    joined
+                }
+            }
+        }
+    }
+}
+
+/// All routes, longest prefix first.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// A router over these routes.
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Router { routes }
+    }
+
+    /// The route for a normalized path, if any.
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, rewrite: Option<&str>) -> Route {
+        let meta = Arc::new(RouteMeta {
+            name: prefix.into(),
+            index: 0,
+            prefix: prefix.into(),
+            fhir: false,
+            upstream: "u".into(),
+        });
+        Route::new(meta, 0, prefix, rewrite)
+    }
+
+    #[test]
+    fn prefix_matches_whole_segments_only() {
+        let r = route("/fhir", None);
+        assert!(r.matches("/fhir"));
+        assert!(r.matches("/fhir/Patient/1"));
+        assert!(!r.matches("/fhirx"));
+        assert!(!r.matches("/fhi"));
+        assert!(route("/", None).matches("/anything"));
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let router = Router::new(vec![
+            route("/", None),
+            route("/fhir", None),
+            route("/fhir/admin", None),
+        ]);
+        assert_eq!(
+            &*router
+                .find("/fhir/admin/x")
+                .map(|r| r.meta.prefix.clone())
+                .unwrap(),
+            "/fhir/admin"
+        );
+        assert_eq!(
+            &*router
+                .find("/fhir/Patient")
+                .map(|r| r.meta.prefix.clone())
+                .unwrap(),
+            "/fhir"
+        );
+        assert_eq!(
+            &*router
+                .find("/other")
+                .map(|r| r.meta.prefix.clone())
+                .unwrap(),
+            "/"
+        );
+    }
+
+    #[test]
+    fn rewrite_replaces_the_prefix() {
+        let r = route("/fhir", Some("/baseR4"));
+        assert_eq!(r.upstream_path("/fhir/Patient/1"), "/baseR4/Patient/1");
+        assert_eq!(r.upstream_path("/fhir"), "/baseR4");
+        let r = route("/fhir", Some("/"));
+        assert_eq!(r.upstream_path("/fhir/Patient/1"), "/Patient/1");
+        assert_eq!(r.upstream_path("/fhir"), "/");
+        assert_eq!(r.rest("/fhir"), "/");
+        assert_eq!(r.rest("/fhir/metadata"), "/metadata");
+    }
+}

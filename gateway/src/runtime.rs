@@ -1,0 +1,182 @@
+//! The runtime model built once from a validated config: routes, upstream peers, limits and the
+//! stage pipeline, shared read-only by every request.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phigate_plugin::RouteMeta;
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use thiserror::Error;
+
+use crate::config::{Config, LimitsConfig};
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::request::TargetLimits;
+use crate::routing::{Route, Router};
+use crate::tls::{load_upstream_tls, TlsError};
+
+/// A runtime upstream: a prepared peer, cloned per request (its TLS material is `Arc`-shared).
+#[derive(Debug)]
+pub struct Upstream {
+    /// Config name (metrics label).
+    pub name: Arc<str>,
+    /// The prepared peer.
+    pub peer: HttpPeer,
+    /// Whether TLS is off (`insecure_plaintext`).
+    pub plaintext: bool,
+}
+
+/// Everything a request needs, built from config.
+#[derive(Debug)]
+pub struct Runtime {
+    /// Routes.
+    pub router: Router,
+    /// Route metadata in config order (index = `RouteMeta::index`).
+    pub routes: Vec<Arc<RouteMeta>>,
+    /// Upstreams in config order.
+    pub upstreams: Vec<Upstream>,
+    /// The stages.
+    pub pipeline: Pipeline,
+    /// Size limits.
+    pub limits: LimitsConfig,
+    /// Limits for target normalization.
+    pub target_limits: TargetLimits,
+    /// Proxies whose `X-Forwarded-For` is kept.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The runtime could not be built from an otherwise valid config.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// TLS material failed to load.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// An upstream address does not resolve.
+    #[error("upstream {name}: address does not resolve")]
+    Resolve {
+        /// Upstream name.
+        name: String,
+    },
+    /// A reference between config items is broken (validation should have caught it).
+    #[error("{0}")]
+    Invalid(String),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Route metadata for a config, in order (what stage builders index by).
+pub fn route_metas(cfg: &Config) -> Vec<Arc<RouteMeta>> {
+    cfg.routes
+        .iter()
+        .enumerate()
+        .map(|(index, r)| {
+            Arc::new(RouteMeta {
+                name: r.name.as_str().into(),
+                index,
+                prefix: r.path_prefix.as_str().into(),
+                fhir: r.fhir,
+                upstream: r.upstream.as_str().into(),
+            })
+        })
+        .collect()
+}
+
+impl Runtime {
+    /// Builds the runtime. Upstream DNS names are resolved here, once, so that no request ever
+    /// blocks a worker on name resolution.
+    ///
+    /// # Errors
+    /// When TLS material does not load or an address does not resolve.
+    pub fn build(cfg: &Config, dir: &Path, pipeline: Pipeline) -> Result<Runtime, BuildError> {
+        let metrics = crate::metrics::metrics()?;
+        let upstreams = cfg
+            .upstreams
+            .iter()
+            .map(|u| build_upstream(u, dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = route_metas(cfg);
+        let mut runtime_routes = Vec::with_capacity(routes.len());
+        for (meta, r) in routes.iter().zip(&cfg.routes) {
+            let upstream = cfg
+                .upstreams
+                .iter()
+                .position(|u| u.name == r.upstream)
+                .ok_or_else(|| {
+                    BuildError::Invalid(format!("route {}: unknown upstream", r.name))
+                })?;
+            runtime_routes.push(Route::new(
+                meta.clone(),
+                upstream,
+                &r.path_prefix,
+                r.upstream_path_prefix.as_deref(),
+            ));
+        }
+        let trusted_proxies = cfg
+            .trusted_proxies
+            .iter()
+            .map(|c| {
+                c.parse::<ipnet::IpNet>()
+                    .map_err(|_| BuildError::Invalid("trusted_proxies: invalid CIDR".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Runtime {
+            router: Router::new(runtime_routes),
+            routes,
+            upstreams,
+            pipeline,
+            target_limits: TargetLimits {
+                max_target_bytes: cfg.limits.max_target_bytes,
+                ..TargetLimits::default()
+            },
+            limits: cfg.limits.clone(),
+            trusted_proxies,
+            metrics,
+        })
+    }
+}
+
+fn build_upstream(u: &crate::config::UpstreamConfig, dir: &Path) -> Result<Upstream, BuildError> {
+    let addr: SocketAddr = u
+        .address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| BuildError::Resolve {
+            name: u.name.clone(),
+        })?;
+    let tls = !u.insecure_plaintext;
+    let sni = u.sni.clone().unwrap_or_default();
+    let mut peer = HttpPeer::new(addr, tls, sni);
+    peer.options.connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
+    peer.options.read_timeout = Some(Duration::from_millis(u.read_timeout_ms));
+    peer.options.idle_timeout = Some(Duration::from_secs(u.idle_timeout_secs));
+    peer.options.alpn = if u.http2 { ALPN::H2H1 } else { ALPN::H1 };
+    if let Some(t) = &u.tls {
+        let material = load_upstream_tls(t, dir)?;
+        peer.options.ca = Some(material.ca);
+        peer.client_cert_key = Some(material.client);
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+    } else if tls {
+        return Err(BuildError::Invalid(format!(
+            "upstream {}: tls settings missing",
+            u.name
+        )));
+    } else {
+        log::warn!(
+            "upstream {}: insecure_plaintext is on: PHI crosses the network UNENCRYPTED to this upstream",
+            u.name
+        );
+    }
+    Ok(Upstream {
+        name: u.name.as_str().into(),
+        peer,
+        plaintext: !tls,
+    })
+}

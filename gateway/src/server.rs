@@ -1,0 +1,190 @@
+//! Building and running the pingora server: the public TLS listeners with the proxy, the admin
+//! service, and a background service (certificate reload, SIGHUP, stage tasks).
+//!
+//! The library is the extension point: a custom binary adds its own stages with
+//! [`GatewayBuilder::stage`], the pingora way.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use phigate_plugin::{BackgroundTask, Stage};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::proxy::GatewayProxy;
+use crate::runtime::{BuildError, Runtime};
+use crate::tls::{build_listener_tls, install_tls13_only_provider, ReloadableCert};
+
+/// How often listener certificate files are checked for changes.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Builds a [`Gateway`].
+pub struct GatewayBuilder {
+    config: Config,
+    dir: PathBuf,
+    stages: Vec<Arc<dyn Stage>>,
+    upgrade: bool,
+}
+
+/// A built gateway, ready to run.
+pub struct Gateway {
+    server: Server,
+    runtime: Arc<Runtime>,
+    reloader: Reloader,
+}
+
+/// Reloads listener certificates (and, through SIGHUP, everything reloadable).
+#[derive(Clone)]
+pub struct Reloader {
+    certs: Arc<Vec<Arc<ReloadableCert>>>,
+}
+
+impl Reloader {
+    /// Re-reads every listener certificate; returns how many changed.
+    pub fn reload_certs(&self) -> usize {
+        self.certs
+            .iter()
+            .filter(|c| matches!(c.reload(), Ok(true)))
+            .count()
+    }
+}
+
+impl Gateway {
+    /// A builder for a gateway over a validated config; relative paths resolve against `dir`.
+    pub fn builder(config: Config, dir: impl Into<PathBuf>) -> GatewayBuilder {
+        GatewayBuilder {
+            config,
+            dir: dir.into(),
+            stages: Vec::new(),
+            upgrade: false,
+        }
+    }
+
+    /// The runtime (routes, upstreams, stages), for inspection.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// A handle that reloads certificates on demand (what SIGHUP does).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Runs until `shutdown` fires, then drains within the configured grace period.
+    pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
+        self.server.run(RunArgs {
+            shutdown_signal: shutdown,
+        });
+    }
+
+    /// Runs until a signal: SIGTERM drains gracefully, SIGINT stops fast, SIGQUIT hands the
+    /// listening sockets to a new process started with `--upgrade`.
+    pub fn run_forever(self) -> ! {
+        self.server.run_forever()
+    }
+}
+
+impl GatewayBuilder {
+    /// Adds a custom stage. Custom stages run after the built-in decision stages and before
+    /// audit, so the audit record describes the request exactly as forwarded.
+    pub fn stage(mut self, stage: Arc<dyn Stage>) -> Self {
+        self.stages.push(stage);
+        self
+    }
+
+    /// Take the listening sockets over from a running old process (zero-downtime upgrade).
+    pub fn upgrade(mut self, upgrade: bool) -> Self {
+        self.upgrade = upgrade;
+        self
+    }
+
+    /// Builds the server: loads TLS material, resolves upstreams, wires the services.
+    ///
+    /// # Errors
+    /// When TLS material or addresses fail.
+    pub fn build(self) -> Result<Gateway, BuildError> {
+        install_tls13_only_provider();
+        let cfg = &self.config;
+        let pipeline = Pipeline::new(self.stages);
+        let runtime = Arc::new(Runtime::build(cfg, &self.dir, pipeline)?);
+        let conf = ServerConf {
+            threads: cfg.server.threads,
+            grace_period_seconds: Some(cfg.server.grace_period_secs),
+            graceful_shutdown_timeout_seconds: Some(cfg.server.graceful_shutdown_timeout_secs),
+            upgrade_sock: cfg.server.upgrade_sock.display().to_string(),
+            pid_file: cfg.server.pid_file.display().to_string(),
+            ..ServerConf::default()
+        };
+        let opt = Opt {
+            upgrade: self.upgrade,
+            ..Opt::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        server.bootstrap();
+
+        let mut proxy = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            GatewayProxy::new(runtime.clone()),
+            "phigate proxy",
+        );
+        let mut certs = Vec::with_capacity(cfg.listeners.len());
+        for l in &cfg.listeners {
+            let tls = build_listener_tls(&l.name, &l.tls, &self.dir, l.http2, &runtime.metrics)?;
+            proxy.add_tls_with_settings(&l.address, None, tls.settings);
+            certs.push(tls.cert);
+        }
+        let mut admin = Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()));
+        admin.add_tcp(&cfg.admin.address);
+        let reloader = Reloader {
+            certs: Arc::new(certs),
+        };
+        let background = Background {
+            reloader: reloader.clone(),
+            tasks: Mutex::new(runtime.pipeline.background_tasks()),
+        };
+        server.add_service(proxy);
+        server.add_service(admin);
+        server.add_service(background_service("phigate background", background));
+        Ok(Gateway {
+            server,
+            runtime,
+            reloader,
+        })
+    }
+}
+
+/// Runs stage tasks, watches certificate files and handles SIGHUP.
+struct Background {
+    reloader: Reloader,
+    tasks: Mutex<Vec<BackgroundTask>>,
+}
+
+#[async_trait]
+impl BackgroundService for Background {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { self.reloader.reload_certs(); }
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    log::info!("SIGHUP: reloading certificates");
+                    self.reloader.reload_certs();
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        for h in handles {
+            h.abort();
+        }
+    }
+}
