@@ -34,25 +34,13 @@ impl AdminApp {
                 Readiness::Ready(detail) => (true, detail.unwrap_or_default()),
                 Readiness::NotReady(why) => (false, why.into_owned()),
             };
-            self.rt
-                .metrics
-                .stage_ready
-                .with_label_values(&[name])
-                .set(i64::from(ok));
+            self.rt.metrics.stage_ready.with_label_values(&[name]).set(i64::from(ok));
             ready &= ok;
             stages.insert(name.to_owned(), json!({ "ready": ok, "detail": detail }));
         }
         // Upstream TLS material is loaded when the runtime is built, so it is ready by construction.
-        let upstreams: Vec<_> = self
-            .rt
-            .upstreams
-            .iter()
-            .map(|u| u.name.to_string())
-            .collect();
-        (
-            ready,
-            json!({ "ready": ready, "stages": stages, "upstreams": upstreams }),
-        )
+        let upstreams: Vec<_> = self.rt.upstreams.iter().map(|u| u.name.to_string()).collect();
+        (ready, json!({ "ready": ready, "stages": stages, "upstreams": upstreams }))
     }
 }
 
@@ -61,25 +49,13 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
         let (status, content_type, body) = match path.as_str() {
-            "/healthz" => (
-                StatusCode::OK,
-                "application/json",
-                br#"{"status":"ok"}"#.to_vec(),
-            ),
+            "/healthz" => (StatusCode::OK, "application/json", br#"{"status":"ok"}"#.to_vec()),
             "/readyz" => {
                 let (ready, details) = self.readiness();
-                let status = if ready {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
+                let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 (status, "application/json", details.to_string().into_bytes())
             }
-            "/metrics" => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                crate::metrics::render(),
-            ),
+            "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render()),
             _ => (
                 StatusCode::NOT_FOUND,
                 "application/json",

@@ -67,9 +67,7 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Demo { dir, port } => crate::demo::run::run_demo(dir, port),
-        Command::Config {
-            command: ConfigCommand::Schema,
-        } => {
+        Command::Config { command: ConfigCommand::Schema } => {
             print!("{}", config::reference_markdown());
             ExitCode::SUCCESS
         }
@@ -78,9 +76,7 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_micros()
-        .try_init();
+    let _ = env_logger::Builder::from_env(env).format_timestamp_micros().try_init();
 }
 
 fn load_valid(path: &std::path::Path) -> Result<config::LoadedConfig, ExitCode> {
@@ -110,10 +106,7 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match crate::Gateway::builder(loaded.config, loaded.dir)
-        .upgrade(upgrade)
-        .build()
-    {
+    match crate::Gateway::builder(loaded.config, loaded.dir).upgrade(upgrade).build() {
         Ok(gw) => gw.run_forever(),
         Err(e) => {
             eprintln!("{}: {e}", path.display());

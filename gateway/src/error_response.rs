@@ -27,11 +27,7 @@ pub fn error_body(code: ErrorCode, request_id: &str, fhir: bool) -> (&'static st
     } else {
         json!({ "error": { "code": code.as_str(), "message": code.message(), "request_id": request_id } })
     };
-    let ct = if fhir {
-        "application/fhir+json"
-    } else {
-        "application/json"
-    };
+    let ct = if fhir { "application/fhir+json" } else { "application/json" };
     (ct, Bytes::from(value.to_string()))
 }
 
@@ -48,6 +44,23 @@ fn fhir_issue_type(code: ErrorCode) -> &'static str {
         400..=499 => "invalid",
         _ => "exception",
     }
+}
+
+/// The errors table (Markdown) for `gateway/docs/errors.md`, generated from [`ErrorCode::ALL`].
+pub fn errors_markdown() -> String {
+    let mut out = String::from(
+        "# Error codes\n\n\
+         Generated from `phigate_plugin::ErrorCode` (`PHIGATE_BLESS=1 cargo test -p phigate errors_table` \
+         regenerates it). Every error response carries one of these codes: as JSON \
+         `{\"error\":{\"code\",\"message\",\"request_id\"}}`, or on FHIR routes as an `OperationOutcome` \
+         whose `issue[0].details.coding[0]` has system `https://phigate.dev/error-codes` and the code. \
+         Codes and messages are stable; the cause of an error is logged, never sent.\n\n\
+         | code | status | message |\n|---|---|---|\n",
+    );
+    for code in ErrorCode::ALL {
+        out.push_str(&format!("| `{}` | {} | {} |\n", code.as_str(), code.status().as_u16(), code.message()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -71,10 +84,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["resourceType"], "OperationOutcome");
         assert_eq!(v["issue"][0]["code"], "forbidden");
-        assert_eq!(
-            v["issue"][0]["details"]["coding"][0]["code"],
-            "patient_not_permitted"
-        );
+        assert_eq!(v["issue"][0]["details"]["coding"][0]["code"], "patient_not_permitted");
         assert_eq!(v["issue"][0]["details"]["coding"][0]["system"], CODE_SYSTEM);
     }
 
@@ -86,5 +96,19 @@ mod tests {
                 assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
             }
         }
+    }
+
+    #[test]
+    fn errors_table_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/errors.md");
+        let want = errors_markdown();
+        if std::env::var_os("PHIGATE_BLESS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "gateway/docs/errors.md is stale: run PHIGATE_BLESS=1 cargo test -p phigate errors_table"
+        );
     }
 }

@@ -7,8 +7,8 @@
 use std::sync::{Arc, LazyLock};
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec,
-    IntCounterVec, IntGaugeVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec,
+    IntGaugeVec,
 };
 
 /// All gateway metrics.
@@ -83,10 +83,7 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
 /// # Errors
 /// Only if another component registered a metric with one of these names.
 pub fn metrics() -> Result<Arc<Metrics>, prometheus::Error> {
-    METRICS
-        .as_ref()
-        .cloned()
-        .map_err(|e| prometheus::Error::Msg(e.to_string()))
+    METRICS.as_ref().cloned().map_err(|e| prometheus::Error::Msg(e.to_string()))
 }
 
 /// Renders the default registry in the Prometheus text format.

@@ -13,9 +13,7 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.stages.iter().map(|s| s.name()))
-            .finish()
+        f.debug_list().entries(self.stages.iter().map(|s| s.name())).finish()
     }
 }
 
@@ -48,14 +46,8 @@ impl Pipeline {
     ///
     /// # Errors
     /// The first stage's denial.
-    pub fn on_response(
-        &self,
-        ctx: &mut RequestCtx,
-        head: &mut ResponseHead<'_>,
-    ) -> Result<(), Denial> {
-        self.stages
-            .iter()
-            .try_for_each(|s| s.on_response(ctx, head))
+    pub fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {
+        self.stages.iter().try_for_each(|s| s.on_response(ctx, head))
     }
 
     /// Feeds a body chunk to every stage.
@@ -70,9 +62,7 @@ impl Pipeline {
     /// # Errors
     /// The first stage's denial.
     pub fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
-        self.stages
-            .iter()
-            .try_for_each(|s| s.on_buffered_response(ctx, body))
+        self.stages.iter().try_for_each(|s| s.on_buffered_response(ctx, body))
     }
 
     /// Runs `on_complete` of every stage.
@@ -84,17 +74,11 @@ impl Pipeline {
 
     /// Each stage's name and readiness.
     pub fn readiness(&self) -> Vec<(&'static str, Readiness)> {
-        self.stages
-            .iter()
-            .map(|s| (s.name(), s.readiness()))
-            .collect()
+        self.stages.iter().map(|s| (s.name(), s.readiness())).collect()
     }
 
     /// Every stage's background tasks.
     pub fn background_tasks(&self) -> Vec<BackgroundTask> {
-        self.stages
-            .iter()
-            .flat_map(|s| s.background_tasks())
-            .collect()
+        self.stages.iter().flat_map(|s| s.background_tasks()).collect()
     }
 }

@@ -30,8 +30,7 @@ impl Route {
 
     /// Whether the route serves `path` (a prefix match on whole segments).
     pub fn matches(&self, path: &str) -> bool {
-        path.strip_prefix(self.prefix.as_str())
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        path.strip_prefix(self.prefix.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
     /// The part of `path` after the route prefix (`/` when empty).
@@ -105,32 +104,10 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins() {
-        let router = Router::new(vec![
-            route("/", None),
-            route("/fhir", None),
-            route("/fhir/admin", None),
-        ]);
-        assert_eq!(
-            &*router
-                .find("/fhir/admin/x")
-                .map(|r| r.meta.prefix.clone())
-                .unwrap(),
-            "/fhir/admin"
-        );
-        assert_eq!(
-            &*router
-                .find("/fhir/Patient")
-                .map(|r| r.meta.prefix.clone())
-                .unwrap(),
-            "/fhir"
-        );
-        assert_eq!(
-            &*router
-                .find("/other")
-                .map(|r| r.meta.prefix.clone())
-                .unwrap(),
-            "/"
-        );
+        let router = Router::new(vec![route("/", None), route("/fhir", None), route("/fhir/admin", None)]);
+        assert_eq!(&*router.find("/fhir/admin/x").map(|r| r.meta.prefix.clone()).unwrap(), "/fhir/admin");
+        assert_eq!(&*router.find("/fhir/Patient").map(|r| r.meta.prefix.clone()).unwrap(), "/fhir");
+        assert_eq!(&*router.find("/other").map(|r| r.meta.prefix.clone()).unwrap(), "/");
     }
 
     #[test]

@@ -95,11 +95,8 @@ impl Runtime {
     /// When TLS material does not load or an address does not resolve.
     pub fn build(cfg: &Config, dir: &Path, pipeline: Pipeline) -> Result<Runtime, BuildError> {
         let metrics = crate::metrics::metrics()?;
-        let upstreams = cfg
-            .upstreams
-            .iter()
-            .map(|u| build_upstream(u, dir))
-            .collect::<Result<Vec<_>, _>>()?;
+        let upstreams =
+            cfg.upstreams.iter().map(|u| build_upstream(u, dir)).collect::<Result<Vec<_>, _>>()?;
         let routes = route_metas(cfg);
         let mut runtime_routes = Vec::with_capacity(routes.len());
         for (meta, r) in routes.iter().zip(&cfg.routes) {
@@ -107,9 +104,7 @@ impl Runtime {
                 .upstreams
                 .iter()
                 .position(|u| u.name == r.upstream)
-                .ok_or_else(|| {
-                    BuildError::Invalid(format!("route {}: unknown upstream", r.name))
-                })?;
+                .ok_or_else(|| BuildError::Invalid(format!("route {}: unknown upstream", r.name)))?;
             runtime_routes.push(Route::new(
                 meta.clone(),
                 upstream,
@@ -147,9 +142,7 @@ fn build_upstream(u: &crate::config::UpstreamConfig, dir: &Path) -> Result<Upstr
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| BuildError::Resolve {
-            name: u.name.clone(),
-        })?;
+        .ok_or_else(|| BuildError::Resolve { name: u.name.clone() })?;
     let tls = !u.insecure_plaintext;
     let sni = u.sni.clone().unwrap_or_default();
     let mut peer = HttpPeer::new(addr, tls, sni);
@@ -164,19 +157,12 @@ fn build_upstream(u: &crate::config::UpstreamConfig, dir: &Path) -> Result<Upstr
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
     } else if tls {
-        return Err(BuildError::Invalid(format!(
-            "upstream {}: tls settings missing",
-            u.name
-        )));
+        return Err(BuildError::Invalid(format!("upstream {}: tls settings missing", u.name)));
     } else {
         log::warn!(
             "upstream {}: insecure_plaintext is on: PHI crosses the network UNENCRYPTED to this upstream",
             u.name
         );
     }
-    Ok(Upstream {
-        name: u.name.as_str().into(),
-        peer,
-        plaintext: !tls,
-    })
+    Ok(Upstream { name: u.name.as_str().into(), peer, plaintext: !tls })
 }

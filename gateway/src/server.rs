@@ -49,22 +49,14 @@ pub struct Reloader {
 impl Reloader {
     /// Re-reads every listener certificate; returns how many changed.
     pub fn reload_certs(&self) -> usize {
-        self.certs
-            .iter()
-            .filter(|c| matches!(c.reload(), Ok(true)))
-            .count()
+        self.certs.iter().filter(|c| matches!(c.reload(), Ok(true))).count()
     }
 }
 
 impl Gateway {
     /// A builder for a gateway over a validated config; relative paths resolve against `dir`.
     pub fn builder(config: Config, dir: impl Into<PathBuf>) -> GatewayBuilder {
-        GatewayBuilder {
-            config,
-            dir: dir.into(),
-            stages: Vec::new(),
-            upgrade: false,
-        }
+        GatewayBuilder { config, dir: dir.into(), stages: Vec::new(), upgrade: false }
     }
 
     /// The runtime (routes, upstreams, stages), for inspection.
@@ -79,9 +71,7 @@ impl Gateway {
 
     /// Runs until `shutdown` fires, then drains within the configured grace period.
     pub fn run(self, shutdown: Box<dyn ShutdownSignalWatch>) {
-        self.server.run(RunArgs {
-            shutdown_signal: shutdown,
-        });
+        self.server.run(RunArgs { shutdown_signal: shutdown });
     }
 
     /// Runs until a signal: SIGTERM drains gracefully, SIGINT stops fast, SIGQUIT hands the
@@ -122,10 +112,7 @@ impl GatewayBuilder {
             pid_file: cfg.server.pid_file.display().to_string(),
             ..ServerConf::default()
         };
-        let opt = Opt {
-            upgrade: self.upgrade,
-            ..Opt::default()
-        };
+        let opt = Opt { upgrade: self.upgrade, ..Opt::default() };
         let mut server = Server::new_with_opt_and_conf(opt, conf);
         server.bootstrap();
 
@@ -142,21 +129,13 @@ impl GatewayBuilder {
         }
         let mut admin = Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()));
         admin.add_tcp(&cfg.admin.address);
-        let reloader = Reloader {
-            certs: Arc::new(certs),
-        };
-        let background = Background {
-            reloader: reloader.clone(),
-            tasks: Mutex::new(runtime.pipeline.background_tasks()),
-        };
+        let reloader = Reloader { certs: Arc::new(certs) };
+        let background =
+            Background { reloader: reloader.clone(), tasks: Mutex::new(runtime.pipeline.background_tasks()) };
         server.add_service(proxy);
         server.add_service(admin);
         server.add_service(background_service("phigate background", background));
-        Ok(Gateway {
-            server,
-            runtime,
-            reloader,
-        })
+        Ok(Gateway { server, runtime, reloader })
     }
 }
 

@@ -25,16 +25,12 @@ pub struct ValidateOptions {
     pub check_files: bool,
 }
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
-    let config: Config = serde_yaml::from_str(&text)
-        .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+    let config: Config =
+        serde_yaml::from_str(&text).map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(LoadedConfig {
-        config,
-        path: path.to_owned(),
-        dir,
-    })
+    Ok(LoadedConfig { config, path: path.to_owned(), dir })
 }
 pub fn validate(_l: &LoadedConfig, _o: ValidateOptions) -> Result<(), ConfigErrors> {
     Ok(())

@@ -91,9 +91,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            address: default_admin_address(),
-        }
+        AdminConfig { address: default_admin_address() }
     }
 }
 

@@ -18,18 +18,10 @@ use crate::runtime::Runtime;
 ///
 /// # Errors
 /// A denial for the client (400, 404, 405, 413, 414, 431).
-pub(super) async fn admit(
-    rt: &Runtime,
-    session: &mut Session,
-    ctx: &mut GatewayCtx,
-) -> Result<(), Denial> {
+pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut GatewayCtx) -> Result<(), Denial> {
     let head = session.req_header();
     request::check_framing(&head.headers).map_err(ambiguous)?;
-    let header_bytes: usize = head
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
+    let header_bytes: usize = head.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if header_bytes > rt.limits.max_header_bytes {
         return Err(Denial::new(ErrorCode::HeadersTooLarge));
     }
@@ -46,23 +38,15 @@ pub(super) async fn admit(
     ) {
         return Err(Denial::new(ErrorCode::MethodNotAllowed));
     }
-    let target =
-        request::normalize_target(head.raw_path(), &rt.target_limits).map_err(ambiguous)?;
-    let route = rt
-        .router
-        .find(&target.path)
-        .ok_or_else(|| Denial::new(ErrorCode::RouteNotFound))?;
+    let target = request::normalize_target(head.raw_path(), &rt.target_limits).map_err(ambiguous)?;
+    let route = rt.router.find(&target.path).ok_or_else(|| Denial::new(ErrorCode::RouteNotFound))?;
     ctx.fhir = route.meta.fhir;
     ctx.route_label = route.meta.name.clone();
     ctx.upstream = route.upstream;
     ctx.strip = request::headers_to_strip(&head.headers);
     let client = client_info(session);
     if let Some(ip) = client.ip {
-        let inbound = session
-            .req_header()
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+        let inbound = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         ctx.forwarded_for = Some(request::x_forwarded_for(ip, inbound, &rt.trusted_proxies));
     }
     let info = RequestInfo {
@@ -79,11 +63,7 @@ pub(super) async fn admit(
         if wants_body(&req.request.method) {
             req.request.body = read_body(session, rt.limits.max_body_inspect_bytes).await?;
         }
-        let content_type = req
-            .request
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
+        let content_type = req.request.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let fhir = request::classify(
             &req.request.method,
             route.rest(&req.request.path),
@@ -91,9 +71,7 @@ pub(super) async fn admit(
             req.request.body.as_deref(),
             content_type,
         )
-        .map_err(|e| {
-            Denial::new(ErrorCode::BadRequest).with_cause(format!("fhir classification: {e:?}"))
-        })?;
+        .map_err(|e| Denial::new(ErrorCode::BadRequest).with_cause(format!("fhir classification: {e:?}")))?;
         req.fhir = Some(fhir);
     }
     ctx.req = Some(req);
@@ -113,24 +91,13 @@ fn wants_body(m: &Method) -> bool {
 }
 
 fn client_info(session: &Session) -> ClientInfo {
-    let ip = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip());
-    let cert_thumbprint = session
-        .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .filter(|s| !s.cert_digest.is_empty())
-        .map(|s| {
+    let ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let cert_thumbprint =
+        session.digest().and_then(|d| d.ssl_digest.as_ref()).filter(|s| !s.cert_digest.is_empty()).map(|s| {
             use base64::Engine;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(&s.cert_digest)
-                .into()
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&s.cert_digest).into()
         });
-    ClientInfo {
-        ip,
-        cert_thumbprint,
-    }
+    ClientInfo { ip, cert_thumbprint }
 }
 
 /// Reads the request body for inspection, bounded by `cap`. Pingora keeps what was read in its

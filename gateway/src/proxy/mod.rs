@@ -75,14 +75,12 @@ impl ProxyHttp for GatewayProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut GatewayCtx,
-    ) -> Result<Box<HttpPeer>> {
-        let upstream = self.rt.upstreams.get(ctx.upstream).ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "upstream index out of range")
-        })?;
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut GatewayCtx) -> Result<Box<HttpPeer>> {
+        let upstream = self
+            .rt
+            .upstreams
+            .get(ctx.upstream)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream index out of range"))?;
         Ok(Box::new(upstream.peer.clone()))
     }
 
@@ -96,17 +94,13 @@ impl ProxyHttp for GatewayProxy {
             up.remove_header(name);
         }
         if let Some(target) = &ctx.forward_target {
-            let uri = target.parse::<http::Uri>().map_err(|_| {
-                Error::explain(ErrorType::InternalError, "rebuilt target is not a URI")
-            })?;
+            let uri = target
+                .parse::<http::Uri>()
+                .map_err(|_| Error::explain(ErrorType::InternalError, "rebuilt target is not a URI"))?;
             up.set_uri(uri);
         }
         if up.headers.get(header::HOST).is_none() {
-            let authority = session
-                .req_header()
-                .uri
-                .authority()
-                .map(|a| a.as_str().to_owned());
+            let authority = session.req_header().uri.authority().map(|a| a.as_str().to_owned());
             let upstream = &self.rt.upstreams[ctx.upstream];
             let host = authority.unwrap_or_else(|| upstream.peer.sni.clone());
             up.insert_header(header::HOST, host)?;
@@ -142,10 +136,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(sent) = ctx.upstream_sent_at {
             req.response.upstream_latency = Some(sent.elapsed());
         }
-        let mut head = ResponseHead {
-            status: resp.status,
-            headers: &resp.headers,
-        };
+        let mut head = ResponseHead { status: resp.status, headers: &resp.headers };
         let verdict = self.rt.pipeline.on_response(req, &mut head);
         for (name, value) in std::mem::take(&mut req.response.add_headers) {
             resp.insert_header(name, value)?;
@@ -169,20 +160,13 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut GatewayCtx,
     ) -> Result<Option<std::time::Duration>> {
         if ctx.replace_body.is_some() {
-            *body = if end_of_stream {
-                ctx.replace_body.take()
-            } else {
-                None
-            };
+            *body = if end_of_stream { ctx.replace_body.take() } else { None };
             return Ok(None);
         }
         if let Some(buf) = ctx.buffered.as_mut() {
             if let Some(chunk) = body.take() {
                 if buf.len() + chunk.len() > self.rt.limits.max_response_buffer_bytes {
-                    return Error::e_explain(
-                        ErrorType::InternalError,
-                        "response too large to inspect",
-                    );
+                    return Error::e_explain(ErrorType::InternalError, "response too large to inspect");
                 }
                 buf.extend_from_slice(&chunk);
             }
@@ -195,11 +179,8 @@ impl ProxyHttp for GatewayProxy {
                     // Headers are already out: the client sees the refusal in the body only.
                     ctx.error = Some(denial.code);
                     req.error = Some(denial.code);
-                    let (_, err) = crate::error_response::error_body(
-                        denial.code,
-                        ctx.request_id.as_str(),
-                        ctx.fhir,
-                    );
+                    let (_, err) =
+                        crate::error_response::error_body(denial.code, ctx.request_id.as_str(), ctx.fhir);
                     *body = Some(err);
                     return Ok(None);
                 }
@@ -223,28 +204,17 @@ impl ProxyHttp for GatewayProxy {
         e: Box<Error>,
     ) -> Box<Error> {
         let kind = match e.etype() {
-            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
-                "tls"
-            }
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => "tls",
             ErrorType::ConnectTimedout | ErrorType::TLSHandshakeTimedout => "timeout",
             _ => "connect",
         };
         if let Some(u) = self.rt.upstreams.get(ctx.upstream) {
-            self.rt
-                .metrics
-                .upstream_connect_errors
-                .with_label_values(&[&u.name, kind])
-                .inc();
+            self.rt.metrics.upstream_connect_errors.with_label_values(&[&u.name, kind]).inc();
         }
         e
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut GatewayCtx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut GatewayCtx) -> FailToProxy {
         let code = error_code_for(e);
         let status = match code {
             Some(code) => {
@@ -256,10 +226,7 @@ impl ProxyHttp for GatewayProxy {
             }
             None => 0,
         };
-        FailToProxy {
-            error_code: status,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: status, can_reuse_downstream: false }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut GatewayCtx) {
@@ -267,9 +234,7 @@ impl ProxyHttp for GatewayProxy {
         let code = ctx.error.map_or("ok", |c| c.as_str());
         let status_label = status.to_string();
         let m = &self.rt.metrics;
-        m.requests
-            .with_label_values(&[&*ctx.route_label, status_label.as_str(), code])
-            .inc();
+        m.requests.with_label_values(&[&*ctx.route_label, status_label.as_str(), code]).inc();
         m.request_duration
             .with_label_values(&[&*ctx.route_label])
             .observe(ctx.started.elapsed().as_secs_f64());

@@ -14,17 +14,9 @@ use crate::error_response::error_body;
 pub(super) const REQUEST_ID: &str = "x-request-id";
 
 /// Writes the error response for a denial and records its code.
-pub(super) async fn write_denial(
-    session: &mut Session,
-    ctx: &mut GatewayCtx,
-    denial: &Denial,
-) -> Result<()> {
+pub(super) async fn write_denial(session: &mut Session, ctx: &mut GatewayCtx, denial: &Denial) -> Result<()> {
     if let Some(cause) = &denial.cause {
-        log::info!(
-            "request {} denied: {}: {cause}",
-            ctx.request_id.as_str(),
-            denial.code
-        );
+        log::info!("request {} denied: {}: {cause}", ctx.request_id.as_str(), denial.code);
     }
     ctx.error = Some(denial.code);
     if let Some(req) = ctx.req.as_mut() {
@@ -43,11 +35,7 @@ pub(super) async fn write_denial(
 }
 
 /// Writes a stage's local response.
-pub(super) async fn write_local(
-    session: &mut Session,
-    ctx: &GatewayCtx,
-    local: LocalResponse,
-) -> Result<()> {
+pub(super) async fn write_local(session: &mut Session, ctx: &GatewayCtx, local: LocalResponse) -> Result<()> {
     let mut resp = ResponseHeader::build(local.status, Some(3 + local.headers.len()))?;
     for (name, value) in local.headers {
         resp.append_header(name, value)?;
@@ -62,9 +50,7 @@ pub(super) async fn write_local(
 
 async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
+    session.write_response_header(Box::new(resp), head_only).await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }

@@ -9,9 +9,7 @@ pub struct TargetLimits {
 }
 impl Default for TargetLimits {
     fn default() -> Self {
-        TargetLimits {
-            max_target_bytes: 8192,
-        }
+        TargetLimits { max_target_bytes: 8192 }
     }
 }
 #[derive(Debug)]
@@ -42,16 +40,10 @@ pub fn normalize_target(raw: &[u8], limits: &TargetLimits) -> Result<NormalizedT
         .filter(|x| !x.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            QueryParam {
-                name: k.to_owned(),
-                value: v.to_owned(),
-            }
+            QueryParam { name: k.to_owned(), value: v.to_owned() }
         })
         .collect();
-    Ok(NormalizedTarget {
-        path: p.to_owned(),
-        query,
-    })
+    Ok(NormalizedTarget { path: p.to_owned(), query })
 }
 pub fn rebuild_target(path: &str, query: &[QueryParam]) -> String {
     let mut s = path.to_owned();
@@ -64,24 +56,15 @@ pub fn rebuild_target(path: &str, query: &[QueryParam]) -> String {
     s
 }
 pub fn check_framing(h: &http::HeaderMap) -> Result<(), Ambiguity> {
-    if h.contains_key(http::header::CONTENT_LENGTH)
-        && h.contains_key(http::header::TRANSFER_ENCODING)
-    {
+    if h.contains_key(http::header::CONTENT_LENGTH) && h.contains_key(http::header::TRANSFER_ENCODING) {
         return Err(Ambiguity::Other);
     }
     Ok(())
 }
 pub fn headers_to_strip(h: &http::HeaderMap) -> Vec<http::HeaderName> {
-    h.keys()
-        .filter(|k| k.as_str().starts_with("x-forwarded"))
-        .cloned()
-        .collect()
+    h.keys().filter(|k| k.as_str().starts_with("x-forwarded")).cloned().collect()
 }
-pub fn x_forwarded_for(
-    peer: std::net::IpAddr,
-    _inbound: Option<&str>,
-    _trusted: &[ipnet::IpNet],
-) -> String {
+pub fn x_forwarded_for(peer: std::net::IpAddr, _inbound: Option<&str>, _trusted: &[ipnet::IpNet]) -> String {
     peer.to_string()
 }
 #[derive(Debug)]

@@ -46,14 +46,10 @@ pub fn build_listener_tls(
         &dir.join(&cfg.key_path),
         metrics.clone(),
     )?);
-    let callbacks: TlsAcceptCallbacks = Box::new(HandshakeCompleted {
-        listener: listener.into(),
-        metrics: metrics.clone(),
-    });
-    let mut settings = TlsSettings::with_callbacks(callbacks).map_err(|e| TlsError::Invalid {
-        path: listener.to_owned(),
-        message: e.to_string(),
-    })?;
+    let callbacks: TlsAcceptCallbacks =
+        Box::new(HandshakeCompleted { listener: listener.into(), metrics: metrics.clone() });
+    let mut settings = TlsSettings::with_callbacks(callbacks)
+        .map_err(|e| TlsError::Invalid { path: listener.to_owned(), message: e.to_string() })?;
     settings.set_cert_resolver(cert.clone());
     if http2 {
         settings.enable_h2();
@@ -65,10 +61,7 @@ pub fn build_listener_tls(
             .client_ca_path
             .as_ref()
             .map(|p| dir.join(p))
-            .ok_or_else(|| TlsError::Missing {
-                path: listener.to_owned(),
-                what: "client_ca_path",
-            })?;
+            .ok_or_else(|| TlsError::Missing { path: listener.to_owned(), what: "client_ca_path" })?;
         let verifier = client_verifier(&ca_path, cfg.client_cert == ClientCertMode::Optional)?;
         settings.set_client_cert_verifier(Arc::new(CountingVerifier {
             inner: verifier,
@@ -79,14 +72,9 @@ pub fn build_listener_tls(
     Ok(ListenerTls { settings, cert })
 }
 
-fn client_verifier(
-    ca_path: &Path,
-    optional: bool,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let pem = std::fs::read(ca_path).map_err(|source| TlsError::Read {
-        path: ca_path.display().to_string(),
-        source,
-    })?;
+fn client_verifier(ca_path: &Path, optional: bool) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let pem = std::fs::read(ca_path)
+        .map_err(|source| TlsError::Read { path: ca_path.display().to_string(), source })?;
     let mut roots = RootCertStore::empty();
     for cert in parse_certs(ca_path, &pem)? {
         roots.add(cert).map_err(|e| TlsError::Invalid {
@@ -95,11 +83,7 @@ fn client_verifier(
         })?;
     }
     let builder = WebPkiClientVerifier::builder(Arc::new(roots));
-    let builder = if optional {
-        builder.allow_unauthenticated()
-    } else {
-        builder
-    };
+    let builder = if optional { builder.allow_unauthenticated() } else { builder };
     builder.build().map_err(|e| TlsError::Invalid {
         path: ca_path.display().to_string(),
         message: format!("cannot build the client certificate verifier: {e}"),
@@ -118,10 +102,7 @@ impl TlsAccept for HandshakeCompleted {
         &self,
         _tls: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        self.metrics
-            .tls_handshakes_completed
-            .with_label_values(&[&self.listener])
-            .inc();
+        self.metrics.tls_handshakes_completed.with_label_values(&[&self.listener]).inc();
         None
     }
 }
@@ -153,14 +134,9 @@ impl ClientCertVerifier for CountingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let result = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now);
+        let result = self.inner.verify_client_cert(end_entity, intermediates, now);
         if result.is_err() {
-            self.metrics
-                .tls_client_cert_rejected
-                .with_label_values(&[&self.listener])
-                .inc();
+            self.metrics.tls_client_cert_rejected.with_label_values(&[&self.listener]).inc();
         }
         result
     }

@@ -19,9 +19,7 @@ use thiserror::Error;
 /// default. Must run before pingora builds any TLS config; later calls are no-ops.
 pub fn install_tls13_only_provider() {
     let mut provider = rustls::crypto::ring::default_provider();
-    provider
-        .cipher_suites
-        .retain(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
+    provider.cipher_suites.retain(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
     // An error means a provider is installed already (an earlier call): keep it.
     let _ = rustls::crypto::CryptoProvider::install_default(provider);
 }

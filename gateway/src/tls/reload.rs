@@ -30,9 +30,7 @@ pub struct ReloadableCert {
 
 impl fmt::Debug for ReloadableCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReloadableCert")
-            .field("listener", &self.listener)
-            .finish_non_exhaustive()
+        f.debug_struct("ReloadableCert").field("listener", &self.listener).finish_non_exhaustive()
     }
 }
 
@@ -71,22 +69,13 @@ impl ReloadableCert {
             Ok((key, hash)) => {
                 self.current.store(Arc::new(key));
                 *loaded = hash;
-                self.metrics
-                    .cert_reloads
-                    .with_label_values(&[&self.listener, "ok"])
-                    .inc();
+                self.metrics.cert_reloads.with_label_values(&[&self.listener, "ok"]).inc();
                 log::info!("listener {}: certificate reloaded", self.listener);
                 Ok(true)
             }
             Err(e) => {
-                self.metrics
-                    .cert_reloads
-                    .with_label_values(&[&self.listener, "error"])
-                    .inc();
-                log::warn!(
-                    "listener {}: certificate reload failed, keeping the old one: {e}",
-                    self.listener
-                );
+                self.metrics.cert_reloads.with_label_values(&[&self.listener, "error"]).inc();
+                log::warn!("listener {}: certificate reload failed, keeping the old one: {e}", self.listener);
                 Err(e)
             }
         }
@@ -100,44 +89,28 @@ impl ReloadableCert {
 
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.metrics
-            .tls_handshakes_started
-            .with_label_values(&[&self.listener])
-            .inc();
+        self.metrics.tls_handshakes_started.with_label_values(&[&self.listener]).inc();
         Some(self.current.load_full())
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
 }
 
 /// Reads and parses a PEM certificate chain.
-pub(crate) fn parse_certs(
-    path: &Path,
-    pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .filter_map(Result::ok)
-        .collect();
+pub(crate) fn parse_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
     if certs.is_empty() {
-        return Err(TlsError::Missing {
-            path: path.display().to_string(),
-            what: "certificate",
-        });
+        return Err(TlsError::Missing { path: path.display().to_string(), what: "certificate" });
     }
     Ok(certs)
 }
 
 /// Reads and parses a PEM private key.
 pub(crate) fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(pem).map_err(|_| TlsError::Missing {
-        path: path.display().to_string(),
-        what: "private key",
-    })
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|_| TlsError::Missing { path: path.display().to_string(), what: "private key" })
 }
 
 fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, [u8; 32]), TlsError> {
@@ -149,11 +122,10 @@ fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, [u8; 32
     let hash: [u8; 32] = h.finalize().into();
     let certs = parse_certs(cert_path, &cert_pem)?;
     let key = parse_key(key_path, &key_pem)?;
-    let signing =
-        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Invalid {
-            path: key_path.display().to_string(),
-            message: format!("unsupported private key: {e}"),
-        })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Invalid {
+        path: key_path.display().to_string(),
+        message: format!("unsupported private key: {e}"),
+    })?;
     let ck = CertifiedKey::new(certs, signing);
     ck.keys_match().map_err(|_| TlsError::Invalid {
         path: key_path.display().to_string(),

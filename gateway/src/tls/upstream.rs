@@ -35,19 +35,10 @@ pub fn load_upstream_tls(cfg: &UpstreamTlsConfig, dir: &Path) -> Result<Upstream
     let key_path = dir.join(&cfg.client_key_path);
     let certs = parse_certs(&cert_path, &read(&cert_path)?)?;
     let key = parse_key(&key_path, &read(&key_path)?)?;
-    let client = CertKey::new(
-        certs.iter().map(|c| c.to_vec()).collect(),
-        key.secret_der().to_vec(),
-    );
-    Ok(UpstreamTls {
-        ca: Arc::from(ca.into_boxed_slice()),
-        client: Arc::new(client),
-    })
+    let client = CertKey::new(certs.iter().map(|c| c.to_vec()).collect(), key.secret_der().to_vec());
+    Ok(UpstreamTls { ca: Arc::from(ca.into_boxed_slice()), client: Arc::new(client) })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
 }

@@ -39,10 +39,7 @@ pub struct ConfigIssue {
 impl ConfigIssue {
     /// A new issue.
     pub fn new(key_path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigIssue {
-            key_path: key_path.into(),
-            message: message.into(),
-        }
+        ConfigIssue { key_path: key_path.into(), message: message.into() }
     }
 }
 

@@ -81,10 +81,7 @@ pub struct RequestInfo {
 impl RequestInfo {
     /// The first value of a query parameter.
     pub fn query_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.value.as_str())
+        self.query.iter().find(|p| p.name == name).map(|p| p.value.as_str())
     }
 }
 

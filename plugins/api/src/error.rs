@@ -138,11 +138,7 @@ pub struct Denial {
 impl Denial {
     /// A denial with this code and no extra headers or cause.
     pub fn new(code: ErrorCode) -> Self {
-        Denial {
-            code,
-            headers: Vec::new(),
-            cause: None,
-        }
+        Denial { code, headers: Vec::new(), cause: None }
     }
 
     /// Adds a log-only cause.
@@ -184,16 +180,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for c in ErrorCode::ALL {
             assert!(seen.insert(c.as_str()), "duplicate {c}");
-            assert!(
-                c.as_str()
-                    .chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch == '_'),
-                "{c}"
-            );
-            assert!(
-                c.status().is_client_error() || c.status().is_server_error(),
-                "{c}"
-            );
+            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{c}");
+            assert!(c.status().is_client_error() || c.status().is_server_error(), "{c}");
             assert!(!c.message().is_empty());
         }
     }

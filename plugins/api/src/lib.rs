@@ -18,8 +18,8 @@ mod stage;
 
 pub use build::{BackgroundTask, ConfigIssue, StageBuildCtx};
 pub use ctx::{
-    ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo,
-    ResponseInfo, RouteMeta, UpstreamEdits,
+    ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo, ResponseInfo,
+    RouteMeta, UpstreamEdits,
 };
 pub use error::{Denial, ErrorCode};
 pub use fhir::{Compartment, FhirRequest, Interaction, UnresolvedParam};

@@ -81,11 +81,7 @@ pub trait Stage: Send + Sync + 'static {
     /// here replaces the upstream response entirely (the upstream body is discarded). Set
     /// `ctx.response.buffer_body = true` to have the whole body (bounded) passed to
     /// [`Stage::on_buffered_response`] before any byte of it reaches the client. Default: accept.
-    fn on_response(
-        &self,
-        _ctx: &mut RequestCtx,
-        _head: &mut ResponseHead<'_>,
-    ) -> Result<(), Denial> {
+    fn on_response(&self, _ctx: &mut RequestCtx, _head: &mut ResponseHead<'_>) -> Result<(), Denial> {
         Ok(())
     }
 
