@@ -67,7 +67,7 @@ pub struct Router {
 impl Router {
     /// A router over these routes.
     pub fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Router { routes }
     }
 

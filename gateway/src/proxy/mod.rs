@@ -3,15 +3,17 @@
 
 mod admit;
 mod ctx;
+mod forward;
 mod respond;
+mod verified;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
 use phigate_plugin::{Denial, ErrorCode, Flow, ResponseHead};
+use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -23,15 +25,23 @@ use respond::{write_denial, write_local, REQUEST_ID};
 use crate::runtime::Runtime;
 
 /// The gateway's proxy logic.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayProxy {
     rt: Arc<Runtime>,
+    /// Connector for verified fetches (its own pool; same peers).
+    connector: Arc<Connector>,
+}
+
+impl std::fmt::Debug for GatewayProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayProxy").field("rt", &self.rt).finish_non_exhaustive()
+    }
 }
 
 impl GatewayProxy {
     /// A proxy over a built runtime.
     pub fn new(rt: Arc<Runtime>) -> Self {
-        GatewayProxy { rt }
+        GatewayProxy { rt, connector: Arc::new(Connector::new(None)) }
     }
 }
 
@@ -72,6 +82,10 @@ impl ProxyHttp for GatewayProxy {
             _ => req.request.path.clone(),
         };
         ctx.forward_target = Some(crate::request::rebuild_target(&path, &req.request.query));
+        if req.response.buffer_body {
+            verified::fetch_verified(&self.rt, &self.connector, session, ctx).await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -90,37 +104,8 @@ impl ProxyHttp for GatewayProxy {
         up: &mut RequestHeader,
         ctx: &mut GatewayCtx,
     ) -> Result<()> {
-        for name in &ctx.strip {
-            up.remove_header(name);
-        }
-        if let Some(target) = &ctx.forward_target {
-            let uri = target
-                .parse::<http::Uri>()
-                .map_err(|_| Error::explain(ErrorType::InternalError, "rebuilt target is not a URI"))?;
-            up.set_uri(uri);
-        }
-        if up.headers.get(header::HOST).is_none() {
-            let authority = session.req_header().uri.authority().map(|a| a.as_str().to_owned());
-            let upstream = &self.rt.upstreams[ctx.upstream];
-            let host = authority.unwrap_or_else(|| upstream.peer.sni.clone());
-            up.insert_header(header::HOST, host)?;
-        }
-        if let Some(xff) = &ctx.forwarded_for {
-            up.insert_header("x-forwarded-for", xff.as_str())?;
-        }
-        up.insert_header("x-forwarded-proto", "https")?;
-        up.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(req) = ctx.req.as_mut() {
-            for name in &req.upstream.remove_headers {
-                up.remove_header(name);
-            }
-            for (name, value) in &req.upstream.set_headers {
-                up.insert_header(name.clone(), value.clone())?;
-            }
-            req.response.forwarded = true;
-        }
-        ctx.upstream_sent_at = Some(Instant::now());
-        Ok(())
+        let authority = session.req_header().uri.authority().map(|a| a.as_str().to_owned());
+        forward::prepare(&self.rt, authority.as_deref(), up, ctx)
     }
 
     async fn response_filter(
@@ -290,7 +275,7 @@ impl GatewayProxy {
 }
 
 /// The stable code for a proxying failure, or `None` when the client is gone (no response).
-fn error_code_for(e: &Error) -> Option<ErrorCode> {
+pub(crate) fn error_code_for(e: &Error) -> Option<ErrorCode> {
     use ErrorType::*;
     match e.etype() {
         TLSHandshakeFailure | InvalidCert | HandshakeError | TLSHandshakeTimedout => {

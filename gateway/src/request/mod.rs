@@ -6,10 +6,11 @@ use phigate_plugin::{FhirRequest, Interaction, QueryParam};
 #[derive(Debug, Clone)]
 pub struct TargetLimits {
     pub max_target_bytes: usize,
+    pub singleton_params: Vec<&'static str>,
 }
 impl Default for TargetLimits {
     fn default() -> Self {
-        TargetLimits { max_target_bytes: 8192 }
+        TargetLimits { max_target_bytes: 8192, singleton_params: Vec::new() }
     }
 }
 #[derive(Debug)]

@@ -137,7 +137,11 @@ pub struct ResponseInfo {
     pub forwarded: bool,
     /// Headers stages add to the response sent to the client (for example rate-limit headers).
     pub add_headers: Vec<(HeaderName, HeaderValue)>,
-    /// Set by a stage in `on_response` to have the full body buffered for `on_buffered_response`.
+    /// Set by a stage in `on_request` when it must inspect the whole upstream response before any
+    /// byte of it reaches the client: the gateway then fetches the complete response (bounded),
+    /// runs `on_response` and `on_buffered_response`, and only then answers, so a denial can
+    /// still replace the status. Setting it later (in `on_response`) also buffers, but the
+    /// response head has then already been sent.
     pub buffer_body: bool,
 }
 

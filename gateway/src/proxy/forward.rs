@@ -1,0 +1,55 @@
+//! Shaping the request that goes upstream, shared by the streaming path (pingora's
+//! `upstream_request_filter`) and the verified-fetch path.
+
+use std::time::Instant;
+
+use http::header;
+use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType, Result};
+
+use super::ctx::GatewayCtx;
+use super::respond::REQUEST_ID;
+use crate::runtime::Runtime;
+
+/// Rewrites `up` (a copy of the client's request head) into what the upstream receives: the
+/// normalized target, no hop-by-hop or spoofable headers, the gateway's own forwarding headers,
+/// and the stages' edits. Marks the request as forwarded.
+pub(super) fn prepare(
+    rt: &Runtime,
+    authority: Option<&str>,
+    up: &mut RequestHeader,
+    ctx: &mut GatewayCtx,
+) -> Result<()> {
+    for name in &ctx.strip {
+        up.remove_header(name);
+    }
+    if let Some(target) = &ctx.forward_target {
+        let uri = target
+            .parse::<http::Uri>()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "rebuilt target is not a URI"))?;
+        up.set_uri(uri);
+    }
+    if up.headers.get(header::HOST).is_none() {
+        let host = match authority {
+            Some(a) => a.to_owned(),
+            None => rt.upstreams.get(ctx.upstream).map(|u| u.peer.sni.clone()).unwrap_or_default(),
+        };
+        up.insert_header(header::HOST, host)?;
+    }
+    if let Some(xff) = &ctx.forwarded_for {
+        up.insert_header("x-forwarded-for", xff.as_str())?;
+    }
+    up.insert_header("x-forwarded-proto", "https")?;
+    up.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    if let Some(req) = ctx.req.as_mut() {
+        for name in &req.upstream.remove_headers {
+            up.remove_header(name);
+        }
+        for (name, value) in &req.upstream.set_headers {
+            up.insert_header(name.clone(), value.clone())?;
+        }
+        req.response.forwarded = true;
+    }
+    ctx.upstream_sent_at = Some(Instant::now());
+    Ok(())
+}
