@@ -77,6 +77,13 @@ impl Pipeline {
         self.stages.iter().map(|s| (s.name(), s.readiness())).collect()
     }
 
+    /// Asks every stage to reload its files.
+    pub fn reload(&self) {
+        for stage in &self.stages {
+            stage.reload();
+        }
+    }
+
     /// Every stage's background tasks.
     pub fn background_tasks(&self) -> Vec<BackgroundTask> {
         self.stages.iter().flat_map(|s| s.background_tasks()).collect()

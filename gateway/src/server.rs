@@ -40,13 +40,20 @@ pub struct Gateway {
     reloader: Reloader,
 }
 
-/// Reloads listener certificates (and, through SIGHUP, everything reloadable).
+/// Reloads listener certificates and the stages' files (what SIGHUP does).
 #[derive(Clone)]
 pub struct Reloader {
     certs: Arc<Vec<Arc<ReloadableCert>>>,
+    runtime: Arc<Runtime>,
 }
 
 impl Reloader {
+    /// Everything SIGHUP reloads: certificates, then each stage's files.
+    pub fn reload_all(&self) {
+        self.reload_certs();
+        self.runtime.pipeline.reload();
+    }
+
     /// Re-reads every listener certificate; returns how many changed.
     pub fn reload_certs(&self) -> usize {
         self.certs.iter().filter(|c| matches!(c.reload(), Ok(true))).count()
@@ -129,7 +136,7 @@ impl GatewayBuilder {
         }
         let mut admin = Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()));
         admin.add_tcp(&cfg.admin.address);
-        let reloader = Reloader { certs: Arc::new(certs) };
+        let reloader = Reloader { certs: Arc::new(certs), runtime: runtime.clone() };
         let background =
             Background { reloader: reloader.clone(), tasks: Mutex::new(runtime.pipeline.background_tasks()) };
         server.add_service(proxy);
@@ -156,8 +163,8 @@ impl BackgroundService for Background {
             tokio::select! {
                 _ = tick.tick() => { self.reloader.reload_certs(); }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    log::info!("SIGHUP: reloading certificates");
-                    self.reloader.reload_certs();
+                    log::info!("SIGHUP: reloading certificates and stage files");
+                    self.reloader.reload_all();
                 }
                 _ = shutdown.changed() => break,
             }

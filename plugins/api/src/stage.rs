@@ -70,6 +70,10 @@ pub trait Stage: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Re-reads whatever the stage loads from files (keys, policies), as on SIGHUP. Must not block:
+    /// do the work on a background task and swap atomically. Default: nothing.
+    fn reload(&self) {}
+
     /// Runs once per request after normalization, routing and (on FHIR routes) classification,
     /// before anything is sent upstream. Return a [`Denial`] to refuse the request (fail closed),
     /// [`Flow::Respond`] to answer it locally, or [`Flow::Continue`]. Default: continue.
