@@ -1,0 +1,112 @@
+//! An in-process gateway for tests: free loopback ports, its own thread (pingora builds its own
+//! runtimes), shutdown through a notifier, readiness by connecting to its ports.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use phigate::config::Config;
+use phigate::{Gateway, Reloader};
+use phigate_plugin::Stage;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
+use tokio::sync::Notify;
+
+/// A running gateway.
+pub struct TestGateway {
+    /// Address of the (first) public TLS listener.
+    pub addr: SocketAddr,
+    /// Address of the admin service.
+    pub admin: SocketAddr,
+    /// Reloads certificates and stage files, like SIGHUP.
+    pub reloader: Reloader,
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A free loopback port (bound, read, released: the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+struct NotifyShutdown(Arc<Notify>);
+
+#[async_trait]
+impl ShutdownSignalWatch for NotifyShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+impl TestGateway {
+    /// Starts a gateway from YAML (relative paths resolve against `dir`). The first listener's
+    /// and the admin service's addresses are replaced with free loopback ports, and the pid file
+    /// and upgrade socket are put in `dir`.
+    ///
+    /// # Panics
+    /// When the config does not parse or the gateway does not build or start.
+    pub fn start_yaml(yaml: &str, dir: &Path, stages: Vec<Arc<dyn Stage>>) -> TestGateway {
+        let config: Config = serde_yaml::from_str(yaml).expect("test config parses");
+        Self::start(config, dir, stages)
+    }
+
+    /// Starts a gateway from a config (see [`TestGateway::start_yaml`]).
+    ///
+    /// # Panics
+    /// When the gateway does not build or start.
+    pub fn start(mut config: Config, dir: &Path, stages: Vec<Arc<dyn Stage>>) -> TestGateway {
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        config.listeners[0].address = addr.to_string();
+        config.admin.address = admin.to_string();
+        config.server.pid_file = dir.join("phigate.pid");
+        config.server.upgrade_sock = dir.join("upgrade.sock");
+        config.server.threads = 1;
+        let mut builder = Gateway::builder(config, dir);
+        for stage in stages {
+            builder = builder.stage(stage);
+        }
+        let gateway = builder.build().expect("gateway builds");
+        let reloader = gateway.reloader();
+        let stop = Arc::new(Notify::new());
+        let watch = NotifyShutdown(stop.clone());
+        let thread = std::thread::spawn(move || gateway.run(Box::new(watch)));
+        wait_listening(addr);
+        wait_listening(admin);
+        TestGateway { addr, admin, reloader, stop, thread: Some(thread) }
+    }
+
+    /// `https://localhost:PORT` of the public listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// `http://127.0.0.1:PORT` of the admin service.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits until something accepts TCP connections on `addr` (bounded: panics after 20 s).
+///
+/// # Panics
+/// When nothing listens within the bound.
+pub fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::yield_now();
+    }
+}
