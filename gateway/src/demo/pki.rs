@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -122,9 +122,7 @@ pub struct CertAuthority {
 impl std::fmt::Debug for CertAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The issuer holds the CA's private key: keep it out of debug output.
-        f.debug_struct("CertAuthority")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("CertAuthority").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -139,11 +137,8 @@ impl CertAuthority {
         params.distinguished_name = dn(&format!("phigate {name} CA"));
         // Path length 0: the dev CAs sign leaves only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         set_validity(&mut params, CA_VALIDITY);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
@@ -235,18 +230,14 @@ fn san(name: &str) -> Result<SanType, PkiError> {
         Err(_) => {
             // rcgen accepts any IA5 string; check DNS syntax here so a typo fails at generation
             // rather than as a name mismatch at handshake time.
-            rustls_pki_types::DnsName::try_from(name)
-                .map_err(|_| PkiError::InvalidName(name.to_owned()))?;
+            rustls_pki_types::DnsName::try_from(name).map_err(|_| PkiError::InvalidName(name.to_owned()))?;
             SanType::DnsName(name.to_owned().try_into()?)
         }
     })
 }
 
 fn set_validity(params: &mut CertificateParams, validity: Duration) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let at = |secs: u64| {
         OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -320,10 +311,7 @@ impl DevPki {
     /// # Errors
     /// When the directory or a file cannot be written.
     pub fn write_to(&self, dir: &Path) -> Result<DevPkiPaths, PkiError> {
-        fs::create_dir_all(dir).map_err(|source| PkiError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_owned(), source })?;
         let paths = DevPkiPaths::in_dir(dir);
         write_public(&paths.ca_cert, self.ca.cert_pem())?;
         write_public(&paths.internal_ca_cert, self.internal_ca.cert_pem())?;
@@ -331,11 +319,7 @@ impl DevPki {
             (&paths.gateway_cert, &paths.gateway_key, &self.gateway),
             (&paths.client_cert, &paths.client_key, &self.client),
             (&paths.upstream_cert, &paths.upstream_key, &self.upstream),
-            (
-                &paths.gateway_client_cert,
-                &paths.gateway_client_key,
-                &self.gateway_client,
-            ),
+            (&paths.gateway_client_cert, &paths.gateway_client_key, &self.gateway_client),
         ] {
             write_public(cert, issued.cert_pem())?;
             write_secret(key, issued.key_pem())?;
@@ -397,10 +381,7 @@ fn write_secret(path: &Path, pem: &str) -> Result<(), PkiError> {
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let err = |source| PkiError::Write { path: path.to_owned(), source };
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -410,8 +391,7 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
         // key byte is written (a reused demo dir must not leave a key world-readable).
         opts.mode(mode);
         let file = opts.open(path).map_err(err)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(err)?;
+        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(err)?;
         write_all(file, contents).map_err(err)
     }
     #[cfg(not(unix))]

@@ -10,28 +10,20 @@ use rustls_pki_types::{ServerName, UnixTime};
 use super::*;
 
 fn server_ok(ca: &CertAuthority, leaf: &IssuedCert, name: &str) -> Result<(), rustls::Error> {
-    let verifier = WebPkiServerVerifier::builder_with_provider(
-        Arc::new(ca.root_store()),
-        Arc::new(default_provider()),
-    )
-    .build()
-    .expect("verifier");
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(ca.root_store()), Arc::new(default_provider()))
+            .build()
+            .expect("verifier");
     let name = ServerName::try_from(name.to_owned()).expect("server name");
-    verifier
-        .verify_server_cert(leaf.cert_der(), &[], &name, &[], UnixTime::now())
-        .map(|_| ())
+    verifier.verify_server_cert(leaf.cert_der(), &[], &name, &[], UnixTime::now()).map(|_| ())
 }
 
 fn client_ok(ca: &CertAuthority, leaf: &IssuedCert) -> Result<(), rustls::Error> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(ca.root_store()),
-        Arc::new(default_provider()),
-    )
-    .build()
-    .expect("verifier");
-    verifier
-        .verify_client_cert(leaf.cert_der(), &[], UnixTime::now())
-        .map(|_| ())
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(ca.root_store()), Arc::new(default_provider()))
+            .build()
+            .expect("verifier");
+    verifier.verify_client_cert(leaf.cert_der(), &[], UnixTime::now()).map(|_| ())
 }
 
 #[test]
@@ -103,9 +95,7 @@ fn server_cert_is_not_accepted_as_client_cert_and_vice_versa() {
 #[test]
 fn extra_certs_from_the_builder_verify() {
     let pki = DevPki::generate().expect("pki");
-    let extra = pki
-        .issue_server(WhichCa::Internal, &["other.internal", "10.0.0.7"])
-        .expect("extra");
+    let extra = pki.issue_server(WhichCa::Internal, &["other.internal", "10.0.0.7"]).expect("extra");
     server_ok(&pki.internal_ca, &extra, "other.internal").expect("dns");
     server_ok(&pki.internal_ca, &extra, "10.0.0.7").expect("ip");
     let c = pki.issue_client(WhichCa::Public, "alice").expect("client");
@@ -115,10 +105,7 @@ fn extra_certs_from_the_builder_verify() {
 #[test]
 fn invalid_san_is_an_error() {
     let ca = CertAuthority::new("t").expect("ca");
-    assert!(matches!(
-        ca.issue_server(&["bad name with spaces"]),
-        Err(PkiError::InvalidName(_))
-    ));
+    assert!(matches!(ca.issue_server(&["bad name with spaces"]), Err(PkiError::InvalidName(_))));
 }
 
 #[test]
@@ -126,9 +113,7 @@ fn thumbprint_is_base64url_sha256_of_der() {
     let pki = DevPki::generate().expect("pki");
     let t = pki.client.thumbprint();
     assert_eq!(t.len(), 43);
-    assert!(t
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    assert!(t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     assert_ne!(t, pki.gateway_client.thumbprint());
 }
 
@@ -147,12 +132,7 @@ fn write_to_writes_parseable_pem_with_private_keys_0600() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for key in [
-            &paths.gateway_key,
-            &paths.client_key,
-            &paths.upstream_key,
-            &paths.gateway_client_key,
-        ] {
+        for key in [&paths.gateway_key, &paths.client_key, &paths.upstream_key, &paths.gateway_client_key] {
             let mode = fs::metadata(key).expect("meta").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", key.display());
         }
@@ -168,10 +148,7 @@ fn write_to_narrows_an_existing_world_readable_key_file() {
     let key = dir.join("client.key");
     fs::write(&key, "old").expect("old");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).expect("chmod");
-    DevPki::generate()
-        .expect("pki")
-        .write_to(dir)
-        .expect("write");
+    DevPki::generate().expect("pki").write_to(dir).expect("write");
     let mode = fs::metadata(&key).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
