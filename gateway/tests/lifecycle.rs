@@ -2,6 +2,8 @@
 //! within the configured grace period; SIGQUIT hands the listening socket to a new process
 //! (zero-downtime upgrade) without a single refused request.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
