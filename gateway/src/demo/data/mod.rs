@@ -37,7 +37,8 @@ pub const RESOURCE_TYPES: &[&str] = &[
 ];
 
 /// Types in the Patient compartment (reachable as `Patient/{id}/{type}`).
-pub const COMPARTMENT_TYPES: &[&str] = &["Encounter", "Condition", "Observation", "MedicationRequest"];
+pub const COMPARTMENT_TYPES: &[&str] =
+    &["Encounter", "Condition", "Observation", "MedicationRequest"];
 
 /// One tenant of the sample data.
 #[derive(Debug, Clone)]

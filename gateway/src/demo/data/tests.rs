@@ -20,7 +20,12 @@ fn generation_is_deterministic() {
 fn documented_ids_exist_with_their_tenants() {
     let data = SampleData::generate();
     let ids = |t: &str| -> Vec<String> {
-        data.tenant(t).expect(t).patients.iter().map(|p| p.id.clone()).collect()
+        data.tenant(t)
+            .expect(t)
+            .patients
+            .iter()
+            .map(|p| p.id.clone())
+            .collect()
     };
     assert_eq!(ids("tenant-a"), ["a-p1", "a-p2", "a-p3", "a-p4", "a-p5"]);
     assert_eq!(ids("tenant-b"), ["b-p1", "b-p2", "b-p3", "b-p4"]);
@@ -52,7 +57,8 @@ fn every_resource_is_fhir_json_with_tenant_tag_and_patient_reference() {
     let data = SampleData::generate();
     for r in data.resources() {
         assert!(
-            r.json.starts_with(format!("{{\"resourceType\":\"{}\",", r.resource_type).as_bytes()),
+            r.json
+                .starts_with(format!("{{\"resourceType\":\"{}\",", r.resource_type).as_bytes()),
             "{}",
             r.id
         );
