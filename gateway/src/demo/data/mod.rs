@@ -13,6 +13,7 @@
 //! tenant in `meta.tag` (system [`TENANT_TAG_SYSTEM`]) and its patient as `Patient/<id>` in
 //! `subject`. The names, dates and values are synthetic: there is no real PHI in the demo.
 
+mod entry;
 mod generate;
 mod params;
 
