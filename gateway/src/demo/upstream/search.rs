@@ -260,18 +260,18 @@ fn render(
     }
     let _ = out.write_all(b"]");
     if !page.is_empty() {
+        let base_json = json_escape_inner(base_url);
         let _ = out.write_all(b",\"entry\":[");
         for (n, i) in page.iter().enumerate() {
             let r = data.get(*i);
             if n > 0 {
                 let _ = out.write_all(b",");
             }
-            let _ = out.write_all(b"{\"fullUrl\":");
-            write_json_str(
-                &mut out,
-                &format!("{base_url}/{}/{}", r.resource_type, r.id),
-            );
-            let _ = out.write_all(b",\"resource\":");
+            // Ids and type names come from `SampleData::generate` (a safe alphabet); only the
+            // base needs escaping, and that once per page.
+            let _ = out.write_all(b"{\"fullUrl\":\"");
+            let _ = out.write_all(base_json.as_bytes());
+            let _ = write!(out, "/{}/{}\",\"resource\":", r.resource_type, r.id);
             let _ = out.write_all(&r.json);
             let _ = out.write_all(b",\"search\":{\"mode\":\"match\"}}");
         }
@@ -324,6 +324,16 @@ fn write_link(
     let _ = write!(out, "{{\"relation\":\"{relation}\",\"url\":");
     write_json_str(out, &url);
     let _ = out.write_all(b"}");
+}
+
+/// `s` escaped for use inside a JSON string (without the quotes).
+fn json_escape_inner(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn write_json_str(out: &mut impl std::io::Write, s: &str) {

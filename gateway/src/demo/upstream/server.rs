@@ -191,25 +191,7 @@ async fn handle(
         Err(_) => Err(()),
     };
     if shared.recorder.enabled() {
-        let len = body.as_ref().map_or(0, Bytes::len);
-        shared.recorder.record(SeenRequest {
-            method: parts.method.clone(),
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
-            headers: parts.headers.clone(),
-            version: parts.version,
-            client_cert_thumbprint: meta.thumbprint.clone(),
-            sni: meta.sni.clone(),
-            peer: meta.peer,
-            body_len: len,
-            body: body
-                .as_ref()
-                .ok()
-                .filter(|b| b.len() <= MAX_RECORDED_BODY)
-                .cloned(),
-        });
+        record(&shared.recorder, &parts, &meta, body.as_ref().ok());
     }
     let Ok(body) = body else {
         return Ok(respond(outcome(
@@ -226,11 +208,10 @@ async fn handle(
         )));
     };
     let base_url = base_url(&shared, &parts);
-    let form_body = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form_body = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    });
     let reply = shared.api.handle(&ApiRequest {
         method: &parts.method,
         path,
@@ -240,6 +221,29 @@ async fn handle(
         body: &body,
     });
     Ok(respond(reply))
+}
+
+fn record(
+    recorder: &Recorder,
+    parts: &http::request::Parts,
+    meta: &ConnMeta,
+    body: Option<&Bytes>,
+) {
+    recorder.record(SeenRequest {
+        method: parts.method.clone(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        headers: parts.headers.clone(),
+        version: parts.version,
+        client_cert_thumbprint: meta.thumbprint.clone(),
+        sni: meta.sni.clone(),
+        peer: meta.peer,
+        // An oversized body is recorded with length 0: it was refused before being read whole.
+        body_len: body.map_or(0, Bytes::len),
+        body: body.filter(|b| b.len() <= MAX_RECORDED_BODY).cloned(),
+    });
 }
 
 /// The path below the base, without its leading `/`; None when the path is outside the base.
