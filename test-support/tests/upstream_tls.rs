@@ -108,6 +108,12 @@ async fn batch_and_form_search_are_answered_over_tls() {
     assert_eq!(v["type"], "batch-response");
     assert_eq!(v["entry"][0]["response"]["status"], "200 OK");
     assert_eq!(v["entry"][1]["response"]["status"], "404 Not Found");
+    let seen = up.recorder.try_next().expect("recorded");
+    assert_eq!(
+        (seen.method.as_str(), seen.body_len),
+        ("POST", bundle.len())
+    );
+    assert_eq!(seen.body.as_deref(), Some(bundle.as_bytes()));
     let res = client
         .post(&format!("{}/Observation/_search", up.base_url()))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -401,4 +407,38 @@ async fn upstream_starts_from_the_written_pem_files() {
         .await
         .expect("response");
     assert_eq!(res.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_body_is_413_and_recorded_without_body() {
+    let pki = TestPki::new();
+    let up = start_upstream(&pki).await;
+    let res = pki
+        .upstream_client()
+        .post(up.base_url())
+        .body(vec![b' '; 1024 * 1024 + 1])
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let seen = up.recorder.try_next().expect("recorded");
+    assert_eq!((seen.body_len, seen.body), (0, None));
+}
+
+#[tokio::test]
+async fn hostile_host_header_does_not_steer_links() {
+    let pki = TestPki::new();
+    let up = start_upstream(&pki).await;
+    let req = b"GET /fhir/Patient?_count=1 HTTP/1.1\r\nHost: evil.example/\"x\r\nConnection: close\r\n\r\n";
+    let raw = pki.upstream_client().raw(up.addr, req).await.expect("raw");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(!text.contains("evil.example"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "\"fullUrl\":\"https://{}/fhir/Patient/a-p1\"",
+            up.addr
+        )),
+        "{text}"
+    );
 }
