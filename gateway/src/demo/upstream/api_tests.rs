@@ -108,6 +108,19 @@ fn count_is_capped_at_100_and_repeated_count_is_400() {
     assert_eq!((s, issue_code(&v)), (StatusCode::BAD_REQUEST, "invalid"));
     let (s, _) = get(&api, "Observation?_count=many");
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = get(&api, "Observation?_offset=1&_offset=2");
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn offset_past_the_end_is_an_empty_page_not_an_overflow() {
+    let api = api();
+    let (s, v) = get(&api, &format!("Observation?_offset={}", usize::MAX));
+    assert_eq!(
+        (s, v["total"].as_u64(), v.get("entry")),
+        (StatusCode::OK, Some(108), None)
+    );
+    assert!(link(&v, "next").is_none());
 }
 
 #[test]

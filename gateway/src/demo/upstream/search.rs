@@ -95,68 +95,77 @@ impl Filter<'_> {
 }
 
 /// A validated search: filters, paging, and the params to repeat in links.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Plan<'p> {
     filters: Vec<Filter<'p>>,
     echo: Vec<(&'p str, &'p str)>,
-    count: usize,
-    offset: usize,
+    count: Option<usize>,
+    offset: Option<usize>,
     summary_count: bool,
 }
 
+impl Plan<'_> {
+    fn count(&self) -> usize {
+        self.count.unwrap_or(DEFAULT_PAGE_SIZE)
+    }
+
+    fn offset(&self) -> usize {
+        self.offset.unwrap_or(0)
+    }
+
+    /// Applies a result-control parameter; false when `name` is not one.
+    fn control(&mut self, name: &str, value: &str) -> Result<bool, Reply> {
+        match name {
+            "_count" => {
+                // A repeated `_count` is ambiguous; refuse rather than pick one.
+                let n: usize = value.parse().map_err(|_| bad("_count is not a number."))?;
+                if self.count.replace(n.min(MAX_PAGE_SIZE)).is_some() {
+                    return Err(bad("_count is repeated."));
+                }
+            }
+            "_offset" => {
+                let n = value.parse().map_err(|_| bad("_offset is not a number."))?;
+                if self.offset.replace(n).is_some() {
+                    return Err(bad("_offset is repeated."));
+                }
+            }
+            "_summary" => match value {
+                "count" => self.summary_count = true,
+                "false" => {}
+                _ => return Err(bad("Only _summary=count is supported.")),
+            },
+            "_format" | "_pretty" | "_total" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 fn plan<'p>(scope: &SearchScope<'_>, params: &'p Params) -> Result<Plan<'p>, Reply> {
-    let mut plan = Plan {
-        filters: Vec::new(),
-        echo: Vec::new(),
-        count: DEFAULT_PAGE_SIZE,
-        offset: 0,
-        summary_count: false,
-    };
-    let (mut seen_count, mut seen_offset) = (false, false);
     let ty = match scope {
         SearchScope::Type { resource_type } | SearchScope::Compartment { resource_type, .. } => {
             Some(*resource_type)
         }
         SearchScope::Everything { .. } => None,
     };
+    let mut plan = Plan::default();
     for (name, value) in &params.0 {
-        match name.as_str() {
-            "_count" => {
-                // A repeated `_count` is ambiguous; refuse rather than pick one.
-                if std::mem::replace(&mut seen_count, true) {
-                    return Err(bad("_count is repeated."));
-                }
-                let n: usize = value.parse().map_err(|_| bad("_count is not a number."))?;
-                plan.count = n.min(MAX_PAGE_SIZE);
-            }
-            "_offset" => {
-                if std::mem::replace(&mut seen_offset, true) {
-                    return Err(bad("_offset is repeated."));
-                }
-                plan.offset = value.parse().map_err(|_| bad("_offset is not a number."))?;
-            }
-            "_summary" => match value.as_str() {
-                "count" => plan.summary_count = true,
-                "false" => {}
-                _ => return Err(bad("Only _summary=count is supported.")),
-            },
-            "_format" | "_pretty" | "_total" => {}
-            _ if value.is_empty() => {} // FHIR: an empty parameter value is ignored.
-            _ => {
-                // Unknown params are refused, not ignored: silently dropping a filter would widen
-                // the result, and a test upstream must make that visible.
-                let (param, kind) = ty
-                    .and_then(|ty| search_params(ty).find(|(n, _)| *n == name))
-                    .ok_or_else(|| bad("Unknown or unsupported search parameter."))?;
-                let values = value.split(',');
-                plan.filters.push(match kind {
-                    ParamKind::Patient => Filter::Patient(values.map(patient_id).collect()),
-                    ParamKind::Id => Filter::Id(values.collect()),
-                    ParamKind::Token => Filter::Token(param, values.collect()),
-                });
-                plan.echo.push((name, value));
-            }
+        // FHIR: a parameter with an empty value is ignored.
+        if plan.control(name, value)? || value.is_empty() {
+            continue;
         }
+        // Unknown params are refused, not ignored: silently dropping a filter would widen the
+        // result, and a test upstream must make that visible.
+        let (param, kind) = ty
+            .and_then(|ty| search_params(ty).find(|(n, _)| n == name))
+            .ok_or_else(|| bad("Unknown or unsupported search parameter."))?;
+        let values = value.split(',');
+        plan.filters.push(match kind {
+            ParamKind::Patient => Filter::Patient(values.map(patient_id).collect()),
+            ParamKind::Id => Filter::Id(values.collect()),
+            ParamKind::Token => Filter::Token(param, values.collect()),
+        });
+        plan.echo.push((name, value));
     }
     Ok(plan)
 }
@@ -223,8 +232,8 @@ fn render(
     let page: &[u32] = if plan.summary_count {
         &[]
     } else {
-        let start = plan.offset.min(total);
-        &matched[start..(start + plan.count).min(total)]
+        let start = plan.offset().min(total);
+        &matched[start..(start + plan.count()).min(total)]
     };
     let size: usize = page
         .iter()
@@ -235,26 +244,27 @@ fn render(
         out,
         "{{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"total\":{total},\"link\":["
     );
-    write_link(&mut out, "self", scope, plan, plan.offset, base_url);
-    if !plan.summary_count && plan.count > 0 && plan.offset + plan.count < total {
+    write_link(&mut out, "self", scope, plan, plan.offset(), base_url);
+    if !plan.summary_count && plan.count() > 0 && plan.offset().saturating_add(plan.count()) < total
+    {
         let _ = out.write_all(b",");
         write_link(
             &mut out,
             "next",
             scope,
             plan,
-            plan.offset + plan.count,
+            plan.offset().saturating_add(plan.count()),
             base_url,
         );
     }
-    if !plan.summary_count && plan.offset > 0 && plan.count > 0 {
+    if !plan.summary_count && plan.offset() > 0 && plan.count() > 0 {
         let _ = out.write_all(b",");
         write_link(
             &mut out,
             "previous",
             scope,
             plan,
-            plan.offset.saturating_sub(plan.count),
+            plan.offset().saturating_sub(plan.count()),
             base_url,
         );
     }
@@ -319,7 +329,7 @@ fn write_link(
     if plan.summary_count {
         url.push_str("_summary=count");
     } else {
-        url.push_str(&format!("_count={}&_offset={offset}", plan.count));
+        url.push_str(&format!("_count={}&_offset={offset}", plan.count()));
     }
     let _ = write!(out, "{{\"relation\":\"{relation}\",\"url\":");
     write_json_str(out, &url);
