@@ -5,5 +5,7 @@
 //! None of this is for production. The PKI is generated on every run; the upstream serves
 //! synthetic data only (no real PHI anywhere in the demo), read-only.
 
+pub mod data;
 pub mod pki;
 pub mod run;
+pub mod upstream;

@@ -11,23 +11,26 @@
 //! Nothing here is for production: keys are generated in memory on every run, and only the leaf
 //! keys are written out (mode 0600); CA keys never touch the disk.
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
+
+mod files;
+
+pub use files::DevPkiPaths;
 
 /// How long CA certificates are valid from generation.
 const CA_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -122,7 +125,9 @@ pub struct CertAuthority {
 impl std::fmt::Debug for CertAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The issuer holds the CA's private key: keep it out of debug output.
-        f.debug_struct("CertAuthority").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("CertAuthority")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -137,8 +142,11 @@ impl CertAuthority {
         params.distinguished_name = dn(&format!("phigate {name} CA"));
         // Path length 0: the dev CAs sign leaves only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         set_validity(&mut params, CA_VALIDITY);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
@@ -230,14 +238,18 @@ fn san(name: &str) -> Result<SanType, PkiError> {
         Err(_) => {
             // rcgen accepts any IA5 string; check DNS syntax here so a typo fails at generation
             // rather than as a name mismatch at handshake time.
-            rustls_pki_types::DnsName::try_from(name).map_err(|_| PkiError::InvalidName(name.to_owned()))?;
+            rustls_pki_types::DnsName::try_from(name)
+                .map_err(|_| PkiError::InvalidName(name.to_owned()))?;
             SanType::DnsName(name.to_owned().try_into()?)
         }
     })
 }
 
 fn set_validity(params: &mut CertificateParams, validity: Duration) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let at = |secs: u64| {
         OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -304,108 +316,7 @@ impl DevPki {
     pub fn issue_client(&self, which: WhichCa, common_name: &str) -> Result<IssuedCert, PkiError> {
         self.ca(which).issue_client(common_name)
     }
-
-    /// Writes the CA certificates and the leaf certificates and keys as PEM files into `dir`
-    /// (created if missing). Keys are created with mode 0600; CA keys are never written.
-    ///
-    /// # Errors
-    /// When the directory or a file cannot be written.
-    pub fn write_to(&self, dir: &Path) -> Result<DevPkiPaths, PkiError> {
-        fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_owned(), source })?;
-        let paths = DevPkiPaths::in_dir(dir);
-        write_public(&paths.ca_cert, self.ca.cert_pem())?;
-        write_public(&paths.internal_ca_cert, self.internal_ca.cert_pem())?;
-        for (cert, key, issued) in [
-            (&paths.gateway_cert, &paths.gateway_key, &self.gateway),
-            (&paths.client_cert, &paths.client_key, &self.client),
-            (&paths.upstream_cert, &paths.upstream_key, &self.upstream),
-            (&paths.gateway_client_cert, &paths.gateway_client_key, &self.gateway_client),
-        ] {
-            write_public(cert, issued.cert_pem())?;
-            write_secret(key, issued.key_pem())?;
-        }
-        Ok(paths)
-    }
-}
-
-/// Where [`DevPki::write_to`] put each file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DevPkiPaths {
-    /// `ca.crt`: the public dev CA.
-    pub ca_cert: PathBuf,
-    /// `internal-ca.crt`: the internal CA.
-    pub internal_ca_cert: PathBuf,
-    /// `gateway.crt`.
-    pub gateway_cert: PathBuf,
-    /// `gateway.key` (0600).
-    pub gateway_key: PathBuf,
-    /// `client.crt`.
-    pub client_cert: PathBuf,
-    /// `client.key` (0600).
-    pub client_key: PathBuf,
-    /// `upstream.crt`.
-    pub upstream_cert: PathBuf,
-    /// `upstream.key` (0600).
-    pub upstream_key: PathBuf,
-    /// `gateway-client.crt`.
-    pub gateway_client_cert: PathBuf,
-    /// `gateway-client.key` (0600).
-    pub gateway_client_key: PathBuf,
-}
-
-impl DevPkiPaths {
-    /// The file names [`DevPki::write_to`] uses, inside `dir`.
-    pub fn in_dir(dir: &Path) -> Self {
-        let p = |name: &str| dir.join(name);
-        DevPkiPaths {
-            ca_cert: p("ca.crt"),
-            internal_ca_cert: p("internal-ca.crt"),
-            gateway_cert: p("gateway.crt"),
-            gateway_key: p("gateway.key"),
-            client_cert: p("client.crt"),
-            client_key: p("client.key"),
-            upstream_cert: p("upstream.crt"),
-            upstream_key: p("upstream.key"),
-            gateway_client_cert: p("gateway-client.crt"),
-            gateway_client_key: p("gateway-client.key"),
-        }
-    }
-}
-
-fn write_public(path: &Path, pem: &str) -> Result<(), PkiError> {
-    write_file(path, pem, 0o644)
-}
-
-fn write_secret(path: &Path, pem: &str) -> Result<(), PkiError> {
-    write_file(path, pem, 0o600)
-}
-
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write { path: path.to_owned(), source };
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        // The mode applies at creation; an existing file keeps its mode, so narrow it before any
-        // key byte is written (a reused demo dir must not leave a key world-readable).
-        opts.mode(mode);
-        let file = opts.open(path).map_err(err)?;
-        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(err)?;
-        write_all(file, contents).map_err(err)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = mode;
-        write_all(opts.open(path).map_err(err)?, contents).map_err(err)
-    }
-}
-
-fn write_all(mut file: fs::File, contents: &str) -> io::Result<()> {
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()
 }
 
 #[cfg(test)]
-#[path = "pki_tests.rs"]
 mod tests;

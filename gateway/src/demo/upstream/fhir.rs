@@ -1,0 +1,283 @@
+//! The FHIR R4 REST surface of the sample upstream: routing, read, capabilities and error
+//! outcomes. Independent of hyper, so the behaviour is testable without sockets.
+//!
+//! Error bodies use fixed diagnostics and never echo the request: even a test server should not
+//! teach the habit of reflecting input (that is how PHI ends up in logs).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde_json::json;
+
+use super::search::{self, Params, SearchScope};
+use crate::demo::data::{
+    resource_type, search_params, ParamKind, SampleData, COMPARTMENT_TYPES, RESOURCE_TYPES,
+};
+
+/// The media type of every response body.
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// A response before it becomes HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Bytes,
+    /// Weak ETag for single-resource reads.
+    pub(crate) etag: Option<&'static str>,
+}
+
+impl Reply {
+    pub(crate) fn ok(body: Bytes) -> Self {
+        Reply {
+            status: StatusCode::OK,
+            body,
+            etag: None,
+        }
+    }
+}
+
+/// An `OperationOutcome` reply with a fixed diagnostic.
+pub(crate) fn outcome(status: StatusCode, code: &str, diagnostics: &'static str) -> Reply {
+    let body = json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }],
+    });
+    Reply {
+        status,
+        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        etag: None,
+    }
+}
+
+/// One request as the API sees it: the path already stripped of the base path.
+#[derive(Debug)]
+pub(crate) struct ApiRequest<'a> {
+    pub(crate) method: &'a Method,
+    /// Path below the base, without leading `/` (`Patient/a-p1`).
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+    /// `https://host:port/fhir`, for `fullUrl` and links.
+    pub(crate) base_url: &'a str,
+    pub(crate) form_body: bool,
+    pub(crate) body: &'a [u8],
+}
+
+/// The sample FHIR API over one data set.
+#[derive(Debug)]
+pub(crate) struct FhirApi {
+    pub(crate) data: Arc<SampleData>,
+    capability: Bytes,
+}
+
+impl FhirApi {
+    pub(crate) fn new(data: Arc<SampleData>) -> Self {
+        FhirApi {
+            data,
+            capability: capability_statement(),
+        }
+    }
+
+    /// Answers one request.
+    pub(crate) fn handle(&self, req: &ApiRequest<'_>) -> Reply {
+        // Exact segments: an empty one (`Patient//x`, trailing `/`) matches no route rather than
+        // being collapsed, so tests see what the gateway really forwarded.
+        let segs = if req.path.is_empty() {
+            [None; 4]
+        } else {
+            let mut it = req.path.split('/');
+            let segs = [it.next(), it.next(), it.next(), it.next()];
+            if it.next().is_some() || segs.iter().flatten().any(|s| s.is_empty()) {
+                return not_found();
+            }
+            segs
+        };
+        match *req.method {
+            Method::GET | Method::HEAD => self.route_get(segs, req),
+            Method::POST => self.route_post(segs, req),
+            _ => read_only(),
+        }
+    }
+
+    fn route_get(&self, segs: [Option<&str>; 4], req: &ApiRequest<'_>) -> Reply {
+        let (q, base) = (req.query, req.base_url);
+        match segs {
+            [Some("metadata"), None, ..] => Reply::ok(self.capability.clone()),
+            [Some(ty), None, ..] => self.search_type(ty, q, "", base),
+            [Some("Patient"), Some(id), Some("$everything"), None] => self.everything(id, q, base),
+            [Some("Patient"), Some(id), Some(ty), None] => self.compartment(id, ty, q, base),
+            [Some(_), Some("_search"), None, _] => read_only(),
+            [Some(ty), Some(id), None, _] => self.read(ty, id),
+            _ => not_found(),
+        }
+    }
+
+    fn route_post(&self, segs: [Option<&str>; 4], req: &ApiRequest<'_>) -> Reply {
+        match segs {
+            [None, ..] => super::batch::batch(self, req),
+            [Some(ty), Some("_search"), None, _] => {
+                if !req.form_body {
+                    return outcome(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "not-supported",
+                        "POST _search takes application/x-www-form-urlencoded.",
+                    );
+                }
+                let Ok(form) = std::str::from_utf8(req.body) else {
+                    return outcome(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        "The form body is not UTF-8.",
+                    );
+                };
+                self.search_type(ty, req.query, form, req.base_url)
+            }
+            [Some(_), None, ..] | [Some(_), Some(_), None, _] => read_only(),
+            _ => not_found(),
+        }
+    }
+
+    /// A GET for batch entries (never recursive: a batch entry cannot be a POST).
+    pub(crate) fn get(&self, path: &str, query: &str, base_url: &str) -> Reply {
+        self.handle(&ApiRequest {
+            method: &Method::GET,
+            path,
+            query,
+            base_url,
+            form_body: false,
+            body: &[],
+        })
+    }
+
+    fn read(&self, ty: &str, id: &str) -> Reply {
+        if resource_type(ty).is_none() {
+            return unknown_type();
+        }
+        match self.data.resource(ty, id) {
+            Some(r) => Reply {
+                status: StatusCode::OK,
+                body: r.json.clone(),
+                etag: Some("W/\"1\""),
+            },
+            None => outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found."),
+        }
+    }
+
+    fn search_type(&self, ty: &str, query: &str, form: &str, base_url: &str) -> Reply {
+        let Some(ty) = resource_type(ty) else {
+            return unknown_type();
+        };
+        let params = match Params::parse(query).and_then(|p| p.extend_form(form)) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        let scope = SearchScope::Type { resource_type: ty };
+        search::search(&self.data, &scope, &params, base_url)
+    }
+
+    fn compartment(&self, patient: &str, ty: &str, query: &str, base_url: &str) -> Reply {
+        let Some(ty) = resource_type(ty) else {
+            return unknown_type();
+        };
+        if !COMPARTMENT_TYPES.contains(&ty) {
+            return outcome(
+                StatusCode::BAD_REQUEST,
+                "not-supported",
+                "The type is not in the Patient compartment.",
+            );
+        }
+        if self.data.resource("Patient", patient).is_none() {
+            return outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found.");
+        }
+        let params = match Params::parse(query) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        let scope = SearchScope::Compartment {
+            patient,
+            resource_type: ty,
+        };
+        search::search(&self.data, &scope, &params, base_url)
+    }
+
+    fn everything(&self, patient: &str, query: &str, base_url: &str) -> Reply {
+        if self.data.resource("Patient", patient).is_none() {
+            return outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found.");
+        }
+        let params = match Params::parse(query) {
+            Ok(p) => p,
+            Err(reply) => return reply,
+        };
+        search::search(
+            &self.data,
+            &SearchScope::Everything { patient },
+            &params,
+            base_url,
+        )
+    }
+}
+
+fn not_found() -> Reply {
+    outcome(StatusCode::NOT_FOUND, "not-found", "No such endpoint.")
+}
+
+fn read_only() -> Reply {
+    outcome(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "not-supported",
+        "The sample upstream is read-only.",
+    )
+}
+
+fn unknown_type() -> Reply {
+    outcome(
+        StatusCode::NOT_FOUND,
+        "not-supported",
+        "Unknown or unsupported resource type.",
+    )
+}
+
+/// The CapabilityStatement, derived from the same tables search uses.
+fn capability_statement() -> Bytes {
+    let resources: Vec<_> = RESOURCE_TYPES
+        .iter()
+        .map(|ty| {
+            let params: Vec<_> = search_params(ty)
+                .map(|(name, kind)| {
+                    let t = match kind {
+                        ParamKind::Patient => "reference",
+                        ParamKind::Id | ParamKind::Token => "token",
+                    };
+                    json!({ "name": name, "type": t })
+                })
+                .collect();
+            let mut r = json!({
+                "type": ty,
+                "interaction": [{ "code": "read" }, { "code": "search-type" }],
+                "searchParam": params,
+            });
+            if *ty == "Patient" {
+                r["operation"] = json!([{
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                }]);
+            }
+            r
+        })
+        .collect();
+    let cs = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-01-01",
+        "kind": "instance",
+        "software": { "name": "phigate sample upstream", "version": env!("CARGO_PKG_VERSION") },
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{ "code": "batch" }],
+        }],
+    });
+    Bytes::from(serde_json::to_vec(&cs).unwrap_or_default())
+}
