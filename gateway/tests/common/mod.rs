@@ -1,0 +1,97 @@
+//! Shared fixture for the gateway's end-to-end tests: a dev PKI, the sample FHIR upstream over
+//! mTLS on a loopback port, and an in-process gateway in front of it.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a subset
+
+use std::net::SocketAddr;
+
+use phigate::demo::pki::UPSTREAM_SERVER_NAME;
+use phigate_test_support::{start_upstream, RunningUpstream, TestGateway, TestPki};
+
+/// PKI + upstream + gateway.
+pub struct Env {
+    pub pki: TestPki,
+    pub upstream: RunningUpstream,
+    pub gw: TestGateway,
+}
+
+/// Gateway YAML: one TLS listener (client certificates per `client_cert`), one mTLS upstream,
+/// a FHIR route at `/fhir` and a plain route at `/api`.
+pub fn yaml(pki: &TestPki, upstream: SocketAddr, client_cert: &str) -> String {
+    yaml_sni(pki, upstream, client_cert, UPSTREAM_SERVER_NAME)
+}
+
+/// [`yaml`] with another upstream SNI (the name the upstream certificate must carry).
+pub fn yaml_sni(pki: &TestPki, upstream: SocketAddr, client_cert: &str, sni: &str) -> String {
+    let p = &pki.paths;
+    format!(
+        r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:0
+    tls:
+      cert_path: {gw_cert}
+      key_path: {gw_key}
+      client_cert: {client_cert}
+      client_ca_path: {ca}
+upstreams:
+  - name: fhir
+    address: "{upstream}"
+    sni: {sni}
+    tls: {{ ca_path: {ica}, client_cert_path: {gc_cert}, client_key_path: {gc_key} }}
+routes:
+  - {{ name: fhir, path_prefix: /fhir, upstream: fhir, fhir: true }}
+  - {{ name: api, path_prefix: /api, upstream: fhir, upstream_path_prefix: /fhir }}
+"#,
+        gw_cert = p.gateway_cert.display(),
+        gw_key = p.gateway_key.display(),
+        ca = p.ca_cert.display(),
+        ica = p.internal_ca_cert.display(),
+        gc_cert = p.gateway_client_cert.display(),
+        gc_key = p.gateway_client_key.display(),
+    )
+}
+
+impl Env {
+    /// Starts everything with client certificates off.
+    pub async fn start() -> Env {
+        Self::with_client_cert("none").await
+    }
+
+    /// Starts everything with the given client certificate mode.
+    pub async fn with_client_cert(mode: &str) -> Env {
+        let pki = TestPki::new();
+        let upstream = start_upstream(&pki).await;
+        let gw = TestGateway::start_yaml(&yaml(&pki, upstream.addr, mode), pki.dir(), Vec::new());
+        Env { pki, upstream, gw }
+    }
+}
+
+/// GET over plain HTTP/1.1 to the admin service; returns the raw response text.
+pub async fn admin_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The stable error code of a JSON error or an `OperationOutcome`.
+pub fn error_code(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+    v["error"]["code"].as_str().map(str::to_owned).unwrap_or_else(|| {
+        v["issue"][0]["details"]["coding"][0]["code"].as_str().unwrap_or_default().to_owned()
+    })
+}
+
+/// Status line code and body of a raw HTTP/1.1 response.
+pub fn parse_raw(raw: &[u8]) -> (u16, String, Vec<u8>) {
+    let text = String::from_utf8_lossy(raw);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    (status, head, raw[split..].to_vec())
+}
