@@ -79,11 +79,7 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
 }
 
 fn ambiguous(a: Ambiguity) -> Denial {
-    let code = match a {
-        Ambiguity::TooLong => ErrorCode::UriTooLong,
-        _ => ErrorCode::AmbiguousRequest,
-    };
-    Denial::new(code).with_cause(a.reason())
+    Denial::new(a.error_code()).with_cause(a.reason())
 }
 
 fn wants_body(m: &Method) -> bool {

@@ -1,81 +1,30 @@
-//! PLACEHOLDER until the request-model branch lands: minimal normalization with the same API.
-#![allow(missing_docs, unreachable_pub, clippy::unwrap_used)]
+//! The request model of the gateway core: pure functions, no pingora types.
+//!
+//! Steps 1 and 2 of the request lifecycle (ARCHITECTURE §1), run once per request:
+//! - [`normalize_target`]: the request target decoded into one canonical path and query, or an
+//!   [`Ambiguity`] (400, or 414 for [`Ambiguity::TooLong`]). The forwarded target is rebuilt
+//!   from the normalized form with [`rebuild_target`], so the upstream receives exactly what the
+//!   stages judged.
+//! - [`check_framing`], [`headers_to_strip`], [`x_forwarded_for`]: header hygiene (smuggling,
+//!   hop-by-hop and spoofable identity headers).
+//! - [`classify`]: on FHIR routes, the FHIR R4 REST interaction and every patient the request
+//!   names, or the params that reach patients the gateway cannot name.
+//!
+//! None of these log or return request values: errors carry fixed reasons only.
 
-use phigate_plugin::{FhirRequest, Interaction, QueryParam};
+mod ambiguity;
+mod classify;
+mod headers;
+mod normalize;
+pub mod resource_types;
 
-#[derive(Debug, Clone)]
-pub struct TargetLimits {
-    pub max_target_bytes: usize,
-    pub singleton_params: Vec<&'static str>,
-}
-impl Default for TargetLimits {
-    fn default() -> Self {
-        TargetLimits { max_target_bytes: 8192, singleton_params: Vec::new() }
-    }
-}
-#[derive(Debug)]
-pub enum Ambiguity {
-    TooLong,
-    Other,
-}
-impl Ambiguity {
-    pub fn reason(&self) -> &'static str {
-        "placeholder"
-    }
-}
-pub struct NormalizedTarget {
-    pub path: String,
-    pub query: Vec<QueryParam>,
-}
-pub fn normalize_target(raw: &[u8], limits: &TargetLimits) -> Result<NormalizedTarget, Ambiguity> {
-    if raw.len() > limits.max_target_bytes {
-        return Err(Ambiguity::TooLong);
-    }
-    let s = std::str::from_utf8(raw).map_err(|_| Ambiguity::Other)?;
-    let (p, q) = s.split_once('?').unwrap_or((s, ""));
-    if p.contains("..") || p.contains('%') || p.contains("//") || !p.starts_with('/') {
-        return Err(Ambiguity::Other);
-    }
-    let query = q
-        .split('&')
-        .filter(|x| !x.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            QueryParam { name: k.to_owned(), value: v.to_owned() }
-        })
-        .collect();
-    Ok(NormalizedTarget { path: p.to_owned(), query })
-}
-pub fn rebuild_target(path: &str, query: &[QueryParam]) -> String {
-    let mut s = path.to_owned();
-    for (i, p) in query.iter().enumerate() {
-        s.push(if i == 0 { '?' } else { '&' });
-        s.push_str(&p.name);
-        s.push('=');
-        s.push_str(&p.value);
-    }
-    s
-}
-pub fn check_framing(h: &http::HeaderMap) -> Result<(), Ambiguity> {
-    if h.contains_key(http::header::CONTENT_LENGTH) && h.contains_key(http::header::TRANSFER_ENCODING) {
-        return Err(Ambiguity::Other);
-    }
-    Ok(())
-}
-pub fn headers_to_strip(h: &http::HeaderMap) -> Vec<http::HeaderName> {
-    h.keys().filter(|k| k.as_str().starts_with("x-forwarded")).cloned().collect()
-}
-pub fn x_forwarded_for(peer: std::net::IpAddr, _inbound: Option<&str>, _trusted: &[ipnet::IpNet]) -> String {
-    peer.to_string()
-}
-#[derive(Debug)]
-pub struct ClassifyError;
-pub fn classify(
-    _m: &http::Method,
-    _p: &str,
-    _q: &[QueryParam],
-    _b: Option<&[u8]>,
-    _ct: Option<&str>,
-) -> Result<FhirRequest, ClassifyError> {
-    Ok(FhirRequest::new(Interaction::Read))
-}
+#[cfg(test)]
+mod tests;
+
+pub use ambiguity::Ambiguity;
+pub use classify::{classify, preload, ClassifyError, UNRESOLVED_BODY};
+pub use headers::{check_framing, headers_to_strip, x_forwarded_for};
+pub use normalize::{
+    normalize_target, rebuild_target, NormalizedTarget, TargetLimits, DEFAULT_SINGLETON_PARAMS,
+};
+pub use resource_types::{resource_type, R4_RESOURCE_TYPES};

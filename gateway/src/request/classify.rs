@@ -1,0 +1,403 @@
+//! FHIR R4 request classification: method + path + params (+ body) → [`FhirRequest`].
+//!
+//! Policy decides on this model, so it must name every patient a request reaches or say that it
+//! cannot (HIPAA minimum necessary, 45 CFR 164.502(b): a principal restricted to some patients
+//! must not reach others through a search the gateway misread). The rule for reference values
+//! is documented in the `patients` submodule: typed references to `Patient` count, other typed
+//! references do not, bare ids count only on Patient-only params and are otherwise flagged
+//! unresolved, `urn:uuid:` references are bundle-local and ignored.
+//!
+//! Bodies: `POST _search` form bodies are parsed like a query. For create and update, a JSON
+//! body's top-level `subject` and `patient` references count. A body the gateway does not
+//! interpret (XML, JSON Patch, an operation's `Parameters`) is flagged with the unresolved name
+//! [`UNRESOLVED_BODY`]. A batch or transaction needs its JSON Bundle: each entry is classified
+//! like a request of its own, and the entries' patients and unresolved names are unioned into the
+//! Bundle's.
+
+mod body;
+mod compartment;
+mod patients;
+mod path;
+
+use std::sync::LazyLock;
+
+use http::Method;
+use phigate_plugin::{Compartment, ErrorCode, FhirRequest, Interaction, QueryParam};
+
+use self::body::{is_form, is_json, BundleIn, ResourceRefs};
+use self::compartment::PatientCompartment;
+use self::patients::{scan_params, Findings, Scope};
+use self::path::Target;
+use super::normalize::{check_singletons, parse_query, DEFAULT_SINGLETON_PARAMS};
+use super::{normalize_target, resource_types::resource_type, Ambiguity, TargetLimits};
+
+/// The unresolved name flagged when a request carries a body that may name patients but that the
+/// gateway does not interpret (not a request parameter name: it cannot collide with one).
+pub const UNRESOLVED_BODY: &str = "(body)";
+
+/// Why a request could not be classified. Messages never contain request data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClassifyError {
+    /// A resource type (path, `_type`, reference) that is not an R4 type.
+    #[error("unknown FHIR resource type")]
+    UnknownResourceType,
+    /// A path that is not part of the FHIR REST grammar.
+    #[error("path is not a FHIR REST interaction")]
+    InvalidPath,
+    /// A method the addressed FHIR path does not support.
+    #[error("method not supported on this FHIR path")]
+    MethodNotAllowed,
+    /// A logical or version id outside `[A-Za-z0-9-.]{1,64}`.
+    #[error("invalid FHIR id")]
+    InvalidId,
+    /// A malformed reference in a patient param or element.
+    #[error("invalid reference")]
+    InvalidReference,
+    /// `_count` that is not a non-negative 32-bit integer.
+    #[error("invalid _count")]
+    InvalidCount,
+    /// A body that is not the JSON the interaction needs.
+    #[error("invalid request body")]
+    InvalidBody,
+    /// A Bundle posted to the base whose `type` is not `batch` or `transaction`.
+    #[error("bundle type is not batch or transaction")]
+    BundleType,
+    /// A batch or transaction without its body.
+    #[error("request body required")]
+    BodyRequired,
+    /// A body in a media type the interaction cannot be judged in.
+    #[error("unsupported content type")]
+    UnsupportedContentType,
+    /// A batch or transaction inside a Bundle entry.
+    #[error("nested batch or transaction")]
+    NestedBundle,
+    /// A Bundle entry without a request, or with an unknown method.
+    #[error("invalid bundle entry request")]
+    InvalidEntry,
+    /// An ambiguous Bundle entry URL or form body.
+    #[error("ambiguous: {0}")]
+    Ambiguous(#[from] Ambiguity),
+    /// The embedded compartment definition did not load (fail closed).
+    #[error("patient compartment definition unavailable")]
+    CompartmentUnavailable,
+}
+
+impl ClassifyError {
+    /// The stable error code: `ambiguous_request`/`uri_too_long` for ambiguity,
+    /// `method_not_allowed`, `internal_error` for the compartment definition, else `bad_request`.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            ClassifyError::Ambiguous(a) => a.error_code(),
+            ClassifyError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ClassifyError::CompartmentUnavailable => ErrorCode::InternalError,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+}
+
+/// Parses the embedded Patient CompartmentDefinition now rather than on the first request; call
+/// at startup so a corrupt build fails there.
+pub fn preload() -> Result<(), ClassifyError> {
+    PatientCompartment::get()
+        .map(|_| ())
+        .ok_or(ClassifyError::CompartmentUnavailable)
+}
+
+/// Classifies a FHIR R4 request. `fhir_path` is the path after the route's FHIR base
+/// (`/Patient/123/$everything`; `/` or empty for the base); `query` the normalized params;
+/// `body` the buffered body, when the gateway read it.
+pub fn classify(
+    method: &Method,
+    fhir_path: &str,
+    query: &[QueryParam],
+    body: Option<&[u8]>,
+    content_type: Option<&str>,
+) -> Result<FhirRequest, ClassifyError> {
+    classify_at(method, fhir_path, query, Payload::Raw { body, content_type })
+}
+
+/// A request body: as received, or already parsed (a Bundle entry's resource).
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Raw {
+        body: Option<&'a [u8]>,
+        content_type: Option<&'a str>,
+    },
+    Entry(Option<&'a ResourceRefs<'a>>),
+}
+
+impl Payload<'_> {
+    fn raw_body(&self) -> Option<&[u8]> {
+        match self {
+            Payload::Raw { body, .. } => body.filter(|b| !b.is_empty()),
+            Payload::Entry(_) => None,
+        }
+    }
+}
+
+fn classify_at(
+    method: &Method,
+    fhir_path: &str,
+    query: &[QueryParam],
+    payload: Payload<'_>,
+) -> Result<FhirRequest, ClassifyError> {
+    let compartment = PatientCompartment::get().ok_or(ClassifyError::CompartmentUnavailable)?;
+    let target = path::parse(fhir_path)?;
+    if target == Target::Base && method == Method::POST {
+        return classify_bundle(payload);
+    }
+    let mut req = shape(method, target)?;
+    let form = match target {
+        Target::SystemSearch | Target::TypeSearch(_) | Target::Compartment { search: true, .. } => {
+            read_form(payload)?
+        }
+        _ => Vec::new(),
+    };
+    let combined;
+    let params: &[QueryParam] = if form.is_empty() {
+        query
+    } else {
+        combined = [query, &form[..]].concat();
+        check_singletons(&combined, DEFAULT_SINGLETON_PARAMS)?;
+        &combined
+    };
+    req.count = count(params)?;
+    let mut found = Findings::default();
+    let types;
+    let scope = match req.resource_type {
+        Some(t) => Scope::Type(t),
+        None if req.compartment.is_some() => Scope::Any,
+        None => {
+            types = type_list(params)?;
+            if types.is_empty() {
+                Scope::Any
+            } else {
+                Scope::Types(&types)
+            }
+        }
+    };
+    scan_params(params.iter(), scope, compartment, &mut found)?;
+    read_body(&req, payload, &mut found)?;
+    path_patients(target, &mut found);
+    (req.patients, req.unresolved) = found.finish();
+    Ok(req)
+}
+
+/// The interaction and addressed resource of a path under a method.
+fn shape(method: &Method, target: Target<'_>) -> Result<FhirRequest, ClassifyError> {
+    use Interaction as I;
+    let read = method == Method::GET || method == Method::HEAD;
+    let read_or_post = read || method == Method::POST;
+    let interaction = match target {
+        Target::Base if read => I::SearchSystem,
+        Target::Metadata if read => I::Capabilities,
+        Target::SystemHistory | Target::TypeHistory(_) | Target::InstanceHistory(..) if read => {
+            I::History
+        }
+        Target::SystemSearch if read_or_post => I::SearchSystem,
+        Target::TypeSearch(_) if read_or_post => I::SearchType,
+        Target::SystemOp(_) | Target::TypeOp(..) | Target::InstanceOp(..) if read_or_post => {
+            I::Operation
+        }
+        Target::Compartment { search, .. } if read || (search && method == Method::POST) => {
+            I::SearchCompartment
+        }
+        Target::Version(..) if read => I::Vread,
+        Target::Type(_) if read => I::SearchType,
+        Target::Type(_) if method == Method::POST => I::Create,
+        Target::Instance(..) if read => I::Read,
+        // Without an id these are the conditional forms (`PUT Patient?identifier=...`).
+        Target::Type(_) | Target::Instance(..) if method == Method::PUT => I::Update,
+        Target::Type(_) | Target::Instance(..) if method == Method::PATCH => I::Patch,
+        Target::Type(_) | Target::Instance(..) if method == Method::DELETE => I::Delete,
+        _ => return Err(ClassifyError::MethodNotAllowed),
+    };
+    let mut req = FhirRequest::new(interaction);
+    match target {
+        Target::SystemOp(op) => req.operation = Some(op.to_owned()),
+        Target::Type(t) | Target::TypeSearch(t) | Target::TypeHistory(t) => {
+            req.resource_type = Some(t)
+        }
+        Target::TypeOp(t, op) => {
+            req.resource_type = Some(t);
+            req.operation = Some(op.to_owned());
+        }
+        Target::Instance(t, id) | Target::InstanceHistory(t, id) => {
+            req.resource_type = Some(t);
+            req.id = Some(id.to_owned());
+        }
+        Target::Version(t, id, vid) => {
+            req.resource_type = Some(t);
+            req.id = Some(id.to_owned());
+            req.version_id = Some(vid.to_owned());
+        }
+        Target::InstanceOp(t, id, vid, op) => {
+            req.resource_type = Some(t);
+            req.id = Some(id.to_owned());
+            req.version_id = vid.map(str::to_owned);
+            req.operation = Some(op.to_owned());
+        }
+        Target::Compartment { owner, id, target, .. } => {
+            req.resource_type = target;
+            req.compartment = Some(Compartment {
+                resource_type: owner,
+                id: id.to_owned(),
+            });
+        }
+        Target::Base | Target::Metadata | Target::SystemHistory | Target::SystemSearch => {}
+    }
+    Ok(req)
+}
+
+/// The patient the path itself names (`Patient/X`, `Patient/X/...`).
+fn path_patients(target: Target<'_>, found: &mut Findings) {
+    match target {
+        Target::Instance("Patient", id)
+        | Target::InstanceHistory("Patient", id)
+        | Target::Version("Patient", id, _)
+        | Target::InstanceOp("Patient", id, ..)
+        | Target::Compartment {
+            owner: "Patient",
+            id,
+            ..
+        } => found.patient(id),
+        _ => {}
+    }
+}
+
+/// Patients named by a create or update body; bodies the gateway cannot read are flagged.
+fn read_body(
+    req: &FhirRequest,
+    payload: Payload<'_>,
+    found: &mut Findings,
+) -> Result<(), ClassifyError> {
+    let creates = matches!(req.interaction, Interaction::Create | Interaction::Update);
+    match payload {
+        Payload::Entry(Some(refs)) if creates => refs.collect(found),
+        Payload::Entry(Some(_)) if !is_search(req.interaction) => {
+            found.unresolved(UNRESOLVED_BODY);
+            Ok(())
+        }
+        Payload::Entry(_) => Ok(()),
+        Payload::Raw { content_type, .. } => {
+            let Some(body) = payload.raw_body() else {
+                return Ok(());
+            };
+            if creates && is_json(content_type) {
+                let refs: ResourceRefs<'_> =
+                    serde_json::from_slice(body).map_err(|_| ClassifyError::InvalidBody)?;
+                refs.collect(found)
+            } else {
+                if !is_search(req.interaction) {
+                    found.unresolved(UNRESOLVED_BODY);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn is_search(i: Interaction) -> bool {
+    matches!(
+        i,
+        Interaction::SearchSystem | Interaction::SearchType | Interaction::SearchCompartment
+    )
+}
+
+/// The params of a `POST _search` form body.
+fn read_form(payload: Payload<'_>) -> Result<Vec<QueryParam>, ClassifyError> {
+    let mut form = Vec::new();
+    if let Some(body) = payload.raw_body() {
+        let Payload::Raw { content_type, .. } = payload else {
+            return Ok(form);
+        };
+        if !is_form(content_type) {
+            return Err(ClassifyError::UnsupportedContentType);
+        }
+        parse_query(body, &mut form)?;
+    }
+    Ok(form)
+}
+
+/// `_count` as a u32: digits only (no sign, no spaces).
+fn count(params: &[QueryParam]) -> Result<Option<u32>, ClassifyError> {
+    let Some(p) = params.iter().find(|p| p.name == "_count") else {
+        return Ok(None);
+    };
+    if p.value.is_empty() || !p.value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ClassifyError::InvalidCount);
+    }
+    p.value
+        .parse()
+        .map(Some)
+        .map_err(|_| ClassifyError::InvalidCount)
+}
+
+/// The `_type` list of a system-level request (every `_type` param, comma-separated).
+fn type_list(params: &[QueryParam]) -> Result<Vec<&'static str>, ClassifyError> {
+    let mut types = Vec::new();
+    for p in params.iter().filter(|p| p.name == "_type") {
+        for t in p.value.split(',') {
+            types.push(resource_type(t.trim()).ok_or(ClassifyError::UnknownResourceType)?);
+        }
+    }
+    Ok(types)
+}
+
+/// Bundle entry URLs are normalized with the default limits.
+static ENTRY_LIMITS: LazyLock<TargetLimits> = LazyLock::new(TargetLimits::default);
+
+/// A batch or transaction: each entry classified on its own, patients and unresolved unioned.
+fn classify_bundle(payload: Payload<'_>) -> Result<FhirRequest, ClassifyError> {
+    let Payload::Raw { body, content_type } = payload else {
+        return Err(ClassifyError::NestedBundle);
+    };
+    let body = body.ok_or(ClassifyError::BodyRequired)?;
+    if !is_json(content_type) {
+        return Err(ClassifyError::UnsupportedContentType);
+    }
+    let bundle: BundleIn<'_> =
+        serde_json::from_slice(body).map_err(|_| ClassifyError::InvalidBody)?;
+    if bundle.resource_type != "Bundle" {
+        return Err(ClassifyError::InvalidBody);
+    }
+    let mut req = FhirRequest::new(match bundle.kind.as_deref() {
+        Some("batch") => Interaction::Batch,
+        Some("transaction") => Interaction::Transaction,
+        _ => return Err(ClassifyError::BundleType),
+    });
+    let mut found = Findings::default();
+    let mut target = String::new();
+    for entry in &bundle.entry {
+        let request = entry.request.as_ref().ok_or(ClassifyError::InvalidEntry)?;
+        let method = entry_method(&request.method)?;
+        target.clear();
+        if !request.url.starts_with('/') {
+            target.push('/');
+        }
+        target.push_str(&request.url);
+        let t = normalize_target(target.as_bytes(), &ENTRY_LIMITS)?;
+        let child = classify_at(&method, &t.path, &t.query, Payload::Entry(entry.resource.as_ref()))?;
+        found.patients.extend(child.patients.iter().cloned());
+        for u in &child.unresolved {
+            found.unresolved(&u.name);
+        }
+        req.entries.push(child);
+    }
+    (req.patients, req.unresolved) = found.finish();
+    Ok(req)
+}
+
+/// `Bundle.entry.request.method` (R4 `http-verb`).
+fn entry_method(m: &str) -> Result<Method, ClassifyError> {
+    Ok(match m {
+        "GET" => Method::GET,
+        "HEAD" => Method::HEAD,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "DELETE" => Method::DELETE,
+        "PATCH" => Method::PATCH,
+        _ => return Err(ClassifyError::InvalidEntry),
+    })
+}
