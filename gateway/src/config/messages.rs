@@ -1,0 +1,188 @@
+//! Rewrites serde and YAML parser messages so that they never carry the configured value.
+//!
+//! serde's messages quote what they found (`invalid type: string "s3cr3t", expected u64`), and a
+//! config file is where secrets live. Known message shapes are rewritten to name only the kind of
+//! value found; any other message that quotes something is replaced by a fixed text.
+
+/// A parse error message without the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rewritten {
+    /// The message.
+    pub(crate) message: String,
+    /// For an unknown key, the key's name (a key name is not a value: it is safe to show).
+    pub(crate) unknown_key: Option<String>,
+}
+
+/// Rewrites one raw serde_yaml message (`Display` of the error).
+pub(crate) fn rewrite(raw: &str) -> Rewritten {
+    let text = strip_marks(raw);
+    let text = strip_path_prefix(&text);
+    let mut unknown_key = None;
+    let message = if let Some(rest) = text.strip_prefix("invalid type: ") {
+        match split_expected(rest) {
+            Some((found, expected)) => {
+                format!("wrong type: expected {expected}, found {}", kind(found))
+            }
+            None => "wrong type".to_owned(),
+        }
+    } else if let Some(rest) = text.strip_prefix("invalid value: ") {
+        match split_expected(rest) {
+            Some((_, expected)) => format!("invalid value: expected {expected}"),
+            None => "invalid value".to_owned(),
+        }
+    } else if let Some(rest) = text.strip_prefix("unknown variant ") {
+        match split_expected(rest) {
+            Some((_, expected)) => format!("unknown variant, expected {expected}"),
+            None => "unknown variant".to_owned(),
+        }
+    } else if let Some(rest) = text.strip_prefix("unknown field `") {
+        let (name, expected) = split_unknown_field(rest);
+        unknown_key = name;
+        match expected {
+            Some(expected) => format!("unknown key, expected {expected}"),
+            None => "unknown key".to_owned(),
+        }
+    } else if let Some(rest) = text.strip_prefix("missing field ") {
+        format!("missing required key {rest}")
+    } else if text.starts_with("duplicate field ") || text.starts_with("invalid length ") {
+        text.to_owned()
+    } else if text.contains(['`', '"', '\'']) {
+        "invalid value".to_owned()
+    } else {
+        text.to_owned()
+    };
+    Rewritten {
+        message,
+        unknown_key,
+    }
+}
+
+/// Splits `<found>, expected <what>` at the *last* `, expected `: the found value comes first and
+/// may itself contain that text.
+fn split_expected(rest: &str) -> Option<(&str, &str)> {
+    let at = rest.rfind(", expected ")?;
+    Some((&rest[..at], &rest[at + ", expected ".len()..]))
+}
+
+/// Splits ``name`, expected one of ...`` (or ``name`, there are no fields``).
+fn split_unknown_field(rest: &str) -> (Option<String>, Option<&str>) {
+    if let Some(at) = rest.rfind("`, expected ") {
+        let expected = &rest[at + "`, expected ".len()..];
+        return (Some(rest[..at].to_owned()), Some(expected));
+    }
+    match rest.rfind("`, there are no fields") {
+        Some(at) => (Some(rest[..at].to_owned()), Some("no keys here")),
+        None => (None, None),
+    }
+}
+
+/// The kind of a serde `Unexpected` value, without the value.
+fn kind(found: &str) -> &'static str {
+    const KINDS: [(&str, &str); 8] = [
+        ("string", "a string"),
+        ("character", "a string"),
+        ("integer", "a number"),
+        ("floating point", "a number"),
+        ("boolean", "a boolean"),
+        ("map", "a mapping"),
+        ("sequence", "a sequence"),
+        ("unit", "null"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| found.starts_with(prefix))
+        .map_or("another type", |(_, kind)| kind)
+}
+
+/// Removes `at line N column M` and `at position N` (the line is reported separately).
+fn strip_marks(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find(" at ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " at ".len()..];
+        match mark_len(after) {
+            Some(len) => rest = &after[len..],
+            None => {
+                out.push_str(" at ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The length of a `line N column M` or `position N` mark at the start of `s`.
+fn mark_len(s: &str) -> Option<usize> {
+    if let Some(rest) = s.strip_prefix("line ") {
+        let digits = leading_digits(rest);
+        let rest = rest[digits..].strip_prefix(" column ")?;
+        let column = leading_digits(rest);
+        (digits > 0 && column > 0).then(|| s.len() - rest.len() + column)
+    } else {
+        let rest = s.strip_prefix("position ")?;
+        let digits = leading_digits(rest);
+        (digits > 0).then(|| "position ".len() + digits)
+    }
+}
+
+fn leading_digits(s: &str) -> usize {
+    s.bytes().take_while(u8::is_ascii_digit).count()
+}
+
+/// serde_yaml prefixes its own key path (`routes[0].name: ...`); the caller reports the path.
+fn strip_path_prefix(text: &str) -> &str {
+    match text.split_once(": ") {
+        Some((prefix, rest)) if !prefix.is_empty() && !prefix.contains([' ', '`', '"', '\'']) => {
+            rest
+        }
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_type_names_the_kind_not_the_value() {
+        let r = rewrite("routes[0].x: invalid type: string \"s3cr3t, expected b\", expected u64 at line 3 column 5");
+        assert_eq!(r.message, "wrong type: expected u64, found a string");
+    }
+
+    #[test]
+    fn unknown_variant_drops_the_variant() {
+        let r = rewrite("unknown variant `hunter2`, expected one of `none`, `optional`");
+        assert_eq!(
+            r.message,
+            "unknown variant, expected one of `none`, `optional`"
+        );
+    }
+
+    #[test]
+    fn unknown_field_keeps_the_key_name() {
+        let r = rewrite("listeners[0]: unknown field `adress`, expected one of `name`, `address` at line 2 column 3");
+        assert_eq!(r.message, "unknown key, expected one of `name`, `address`");
+        assert_eq!(r.unknown_key.as_deref(), Some("adress"));
+    }
+
+    #[test]
+    fn libyaml_marks_are_stripped() {
+        let r = rewrite("mapping values are not allowed in this context at line 3 column 9");
+        assert_eq!(r.message, "mapping values are not allowed in this context");
+        let r = rewrite("did not find expected key at line 5 column 3, while parsing a block mapping at line 1 column 1");
+        assert_eq!(
+            r.message,
+            "did not find expected key, while parsing a block mapping"
+        );
+    }
+
+    #[test]
+    fn unknown_quoting_messages_become_fixed_text() {
+        assert_eq!(
+            rewrite("something odd about 'topsecret'").message,
+            "invalid value"
+        );
+    }
+}
