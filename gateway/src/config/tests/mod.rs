@@ -6,6 +6,7 @@ use tempfile::TempDir;
 
 use super::{load, validate, ConfigErrors, LoadedConfig, ValidateOptions};
 
+mod examples;
 mod parse_errors;
 mod reference;
 mod spans;
