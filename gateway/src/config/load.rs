@@ -104,21 +104,28 @@ fn parse_error(
         key_path = parent.to_owned();
     }
     if let Some(unknown) = rewritten.unknown_key {
-        // serde_path_to_error usually includes the unknown key already; add it when it does not.
-        let named = key_path == unknown || key_path.ends_with(&format!(".{unknown}"));
-        if !named {
-            key_path = if key_path.is_empty() {
-                unknown
-            } else {
-                format!("{key_path}.{unknown}")
-            };
-        }
+        key_path = with_key(key_path, &unknown);
         line = spans.exact(&key_path).or(line);
+    }
+    if let Some(duplicate) = rewritten.duplicate_key {
+        key_path = with_key(key_path, &duplicate);
+        line = spans.repeated(&key_path).or(line);
     }
     if line.is_none() && !key_path.is_empty() {
         line = spans.line(&key_path);
     }
     ConfigError::new(file, line, key_path, rewritten.message)
+}
+
+/// `key_path` ending with `key` (serde_path_to_error usually includes an unknown key already).
+fn with_key(key_path: String, key: &str) -> String {
+    if key_path == key || key_path.ends_with(&format!(".{key}")) {
+        key_path
+    } else if key_path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{key_path}.{key}")
+    }
 }
 
 /// The absolute directory holding the config file.

@@ -11,6 +11,8 @@ pub(crate) struct Rewritten {
     pub(crate) message: String,
     /// For an unknown key, the key's name (a key name is not a value: it is safe to show).
     pub(crate) unknown_key: Option<String>,
+    /// For a key given twice in one mapping, the key's name.
+    pub(crate) duplicate_key: Option<String>,
 }
 
 /// Rewrites one raw serde_yaml message (`Display` of the error).
@@ -18,6 +20,7 @@ pub(crate) fn rewrite(raw: &str) -> Rewritten {
     let text = strip_marks(raw);
     let text = strip_path_prefix(&text);
     let mut unknown_key = None;
+    let mut duplicate_key = None;
     let message = if let Some(rest) = text.strip_prefix("invalid type: ") {
         match split_expected(rest) {
             Some((found, expected)) => {
@@ -44,7 +47,13 @@ pub(crate) fn rewrite(raw: &str) -> Rewritten {
         }
     } else if let Some(rest) = text.strip_prefix("missing field ") {
         format!("missing required key {rest}")
-    } else if text.starts_with("duplicate field ") || text.starts_with("invalid length ") {
+    } else if let Some(rest) = text.strip_prefix("duplicate field ") {
+        duplicate_key = rest
+            .strip_prefix('`')
+            .and_then(|r| r.strip_suffix('`'))
+            .map(str::to_owned);
+        format!("duplicate key {rest}")
+    } else if text.starts_with("invalid length ") {
         text.to_owned()
     } else if text.contains(['`', '"', '\'']) {
         "invalid value".to_owned()
@@ -54,6 +63,7 @@ pub(crate) fn rewrite(raw: &str) -> Rewritten {
     Rewritten {
         message,
         unknown_key,
+        duplicate_key,
     }
 }
 
@@ -131,14 +141,26 @@ fn leading_digits(s: &str) -> usize {
     s.bytes().take_while(u8::is_ascii_digit).count()
 }
 
-/// serde_yaml prefixes its own key path (`routes[0].name: ...`); the caller reports the path.
+/// Messages serde and serde_yaml build from a key path and a known shape.
+const KNOWN_STARTS: [&str; 7] = [
+    "invalid type: ",
+    "invalid value: ",
+    "unknown variant ",
+    "unknown field `",
+    "missing field ",
+    "duplicate field ",
+    "invalid length ",
+];
+
+/// serde_yaml prefixes its own key path (`routes[0].name: ...`); the caller reports the path, so
+/// cut everything before a known message shape that follows a `: `.
 fn strip_path_prefix(text: &str) -> &str {
-    match text.split_once(": ") {
-        Some((prefix, rest)) if !prefix.is_empty() && !prefix.contains([' ', '`', '"', '\'']) => {
-            rest
-        }
-        _ => text,
-    }
+    KNOWN_STARTS
+        .iter()
+        .filter_map(|start| text.find(start))
+        .filter(|&at| at == 0 || text[..at].ends_with(": "))
+        .min()
+        .map_or(text, |at| &text[at..])
 }
 
 #[cfg(test)]
@@ -176,6 +198,15 @@ mod tests {
             r.message,
             "did not find expected key, while parsing a block mapping"
         );
+    }
+
+    #[test]
+    fn serde_yaml_path_prefix_is_cut_even_with_spaces_in_keys() {
+        let r = rewrite("a.my key: unknown field `my key`, expected `b`");
+        assert_eq!(r.message, "unknown key, expected `b`");
+        assert_eq!(r.unknown_key.as_deref(), Some("my key"));
+        let r = rewrite("routes[0]: duplicate field `name`");
+        assert_eq!(r.message, "duplicate key `name`");
     }
 
     #[test]

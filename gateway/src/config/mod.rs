@@ -15,6 +15,7 @@ mod model;
 mod reference;
 mod spans;
 mod validate;
+mod warnings;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, load_from_str, LoadedConfig};
@@ -22,6 +23,7 @@ pub use model::*;
 pub use reference::{json_schema, reference_markdown};
 pub use spans::KeySpans;
 pub use validate::{load_and_validate, stage_issues, validate, ValidateOptions};
+pub use warnings::warnings;
 
 #[cfg(test)]
 mod tests;

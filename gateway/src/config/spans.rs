@@ -13,6 +13,9 @@ use saphyr_parser::{Event, Parser};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeySpans {
     lines: HashMap<String, usize>,
+    /// The line of a key's second occurrence in the same mapping (an error serde reports at the
+    /// mapping's start).
+    repeats: HashMap<String, usize>,
 }
 
 /// A container being walked.
@@ -67,8 +70,17 @@ impl KeySpans {
         self.lines.get(key_path).copied()
     }
 
+    /// The line where `key_path` appears a second time, if it does.
+    pub fn repeated(&self, key_path: &str) -> Option<usize> {
+        self.repeats.get(key_path).copied()
+    }
+
     fn record(&mut self, path: &str, line: usize) {
-        self.lines.entry(path.to_owned()).or_insert(line);
+        if self.lines.contains_key(path) {
+            self.repeats.entry(path.to_owned()).or_insert(line);
+        } else {
+            self.lines.insert(path.to_owned(), line);
+        }
     }
 
     /// A scalar: a mapping key, or a leaf value.

@@ -84,6 +84,13 @@ fn cases() -> Vec<Case> {
             line: Some(18),
             message: "mapping values are not allowed in this context",
         },
+        Case {
+            name: "duplicate key",
+            yaml: replace("    fhir: true", "    fhir: true\n    name: again"),
+            key_path: "routes[0].name",
+            line: Some(20),
+            message: "duplicate key `name`",
+        },
     ]
 }
 

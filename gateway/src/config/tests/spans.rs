@@ -62,3 +62,11 @@ fn syntax_errors_keep_the_keys_seen_so_far() {
     let spans = KeySpans::parse("a: 1\nb: [\n");
     assert_eq!(spans.exact("a"), Some(1));
 }
+
+#[test]
+fn a_repeated_key_records_its_second_line() {
+    let spans = KeySpans::parse("a:\n  b: 1\n  c: 2\n  b: 3\n");
+    assert_eq!(spans.exact("a.b"), Some(2));
+    assert_eq!(spans.repeated("a.b"), Some(4));
+    assert_eq!(spans.repeated("a.c"), None);
+}

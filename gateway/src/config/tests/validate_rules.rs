@@ -3,7 +3,7 @@
 use phigate_plugin::ConfigIssue;
 
 use super::{replace, Fixture, SECRET, VALID};
-use crate::config::stage_issues;
+use crate::config::{stage_issues, warnings};
 
 /// (name, replace this, with this, expected key path, expected line, message fragment)
 type Case = (
@@ -179,4 +179,28 @@ fn stage_issues_are_prefixed_and_located() {
             "Some(20) identity: needs at least one issuer",
         ]
     );
+}
+
+#[test]
+fn plaintext_upstream_and_public_admin_are_warned() {
+    let yaml = replace(
+        "    sni: fhir.internal\n    tls:\n      ca_path: pki/internal-ca.crt\n      client_cert_path: pki/gateway-client.crt\n      client_key_path: pki/gateway-client.key\n",
+        "    insecure_plaintext: true\n",
+    )
+    .replace("routes:", "admin:\n  address: 0.0.0.0:9901\nroutes:");
+    let loaded = Fixture::new(&yaml)
+        .check(false)
+        .expect("valid, with warnings");
+    let got: Vec<String> = warnings(&loaded)
+        .iter()
+        .map(|w| format!("{:?} {}", w.line, w.key_path))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "Some(10) upstreams[0].insecure_plaintext",
+            "Some(12) admin.address"
+        ]
+    );
+    assert!(warnings(&Fixture::new(VALID).load().expect("valid")).is_empty());
 }
