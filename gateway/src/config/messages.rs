@@ -24,13 +24,14 @@ pub(crate) fn rewrite(raw: &str) -> Rewritten {
     let message = if let Some(rest) = text.strip_prefix("invalid type: ") {
         match split_expected(rest) {
             Some((found, expected)) => {
+                let expected = plain_expected(expected);
                 format!("wrong type: expected {expected}, found {}", kind(found))
             }
             None => "wrong type".to_owned(),
         }
     } else if let Some(rest) = text.strip_prefix("invalid value: ") {
         match split_expected(rest) {
-            Some((_, expected)) => format!("invalid value: expected {expected}"),
+            Some((_, expected)) => format!("invalid value: expected {}", plain_expected(expected)),
             None => "invalid value".to_owned(),
         }
     } else if let Some(rest) = text.strip_prefix("unknown variant ") {
@@ -83,6 +84,18 @@ fn split_unknown_field(rest: &str) -> (Option<String>, Option<&str>) {
     match rest.rfind("`, there are no fields") {
         Some(at) => (Some(rest[..at].to_owned()), Some("no keys here")),
         None => (None, None),
+    }
+}
+
+/// serde's expectation in config words: Rust type names mean nothing to an operator.
+fn plain_expected(expected: &str) -> &str {
+    match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" => "an integer ≥ 0",
+        "isize" | "i64" | "i32" | "i16" | "i8" => "an integer",
+        "f64" | "f32" => "a number",
+        "path string" => "a path (string)",
+        e if e.starts_with("struct ") => "a mapping",
+        e => e,
     }
 }
 
@@ -170,7 +183,10 @@ mod tests {
     #[test]
     fn invalid_type_names_the_kind_not_the_value() {
         let r = rewrite("routes[0].x: invalid type: string \"s3cr3t, expected b\", expected u64 at line 3 column 5");
-        assert_eq!(r.message, "wrong type: expected u64, found a string");
+        assert_eq!(
+            r.message,
+            "wrong type: expected an integer ≥ 0, found a string"
+        );
     }
 
     #[test]

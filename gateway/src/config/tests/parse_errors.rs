@@ -44,7 +44,7 @@ fn cases() -> Vec<Case> {
             ),
             key_path: "upstreams[0].read_timeout_ms",
             line: Some(11),
-            message: "wrong type: expected u64, found a string",
+            message: "wrong type: expected an integer ≥ 0, found a string",
         },
         Case {
             name: "unknown enum variant is not echoed",
@@ -168,4 +168,35 @@ fn relative_paths_resolve_against_the_config_directory() {
         loaded.config.server.pid_file,
         std::path::PathBuf::from("/tmp/phigate.pid")
     );
+}
+
+#[test]
+fn malformed_values_are_never_echoed() {
+    let docs = [
+        format!("listeners: !{SECRET} []\n"),
+        format!("listeners: [{SECRET}\n"),
+        format!("listeners: *{SECRET}\n"),
+        format!("listeners: &{SECRET}\n"),
+        format!("routes: {SECRET}\n"),
+        format!("server: {{threads: {SECRET}}}\n"),
+        format!("server:\n  threads: 1{SECRET}\n"),
+        format!("server:\n  threads: \"\\q{SECRET}\"\n"),
+        format!("trusted_proxies: {{a: {SECRET}}}\n"),
+        format!(
+            "limits:\n  max_target_bytes: 184467440737095516150{}\n",
+            SECRET.len()
+        ),
+        format!("{VALID}\t{SECRET}: x\n"),
+        format!("{VALID}---\n{SECRET}: 1\n"),
+    ];
+    for doc in docs {
+        let errors = Fixture::new(&doc).load().expect_err(&doc);
+        let text = errors.to_string();
+        assert!(!text.contains(SECRET), "value echoed for {doc:?}: {text}");
+        assert!(
+            !text.contains("184467440737095516150"),
+            "number echoed: {text}"
+        );
+        assert_eq!(errors.0.len(), 1, "{text}");
+    }
 }
