@@ -75,14 +75,29 @@ fn split_expected(rest: &str) -> Option<(&str, &str)> {
     Some((&rest[..at], &rest[at + ", expected ".len()..]))
 }
 
+/// A key name as it may be printed: control characters (terminal escapes) replaced, length
+/// bounded.
+fn printable_key(name: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    let mut out: String = name
+        .chars()
+        .take(MAX_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if name.chars().count() > MAX_CHARS {
+        out.push('…');
+    }
+    out
+}
+
 /// Splits ``name`, expected one of ...`` (or ``name`, there are no fields``).
 fn split_unknown_field(rest: &str) -> (Option<String>, Option<&str>) {
     if let Some(at) = rest.rfind("`, expected ") {
         let expected = &rest[at + "`, expected ".len()..];
-        return (Some(rest[..at].to_owned()), Some(expected));
+        return (Some(printable_key(&rest[..at])), Some(expected));
     }
     match rest.rfind("`, there are no fields") {
-        Some(at) => (Some(rest[..at].to_owned()), Some("no keys here")),
+        Some(at) => (Some(printable_key(&rest[..at])), Some("no keys here")),
         None => (None, None),
     }
 }
@@ -223,6 +238,15 @@ mod tests {
         assert_eq!(r.unknown_key.as_deref(), Some("my key"));
         let r = rewrite("routes[0]: duplicate field `name`");
         assert_eq!(r.message, "duplicate key `name`");
+    }
+
+    #[test]
+    fn unknown_key_names_are_made_printable_and_bounded() {
+        let r = rewrite("unknown field `a\u{1b}[31mb`, expected `c`");
+        assert_eq!(r.unknown_key.as_deref(), Some("a?[31mb"));
+        let long = "k".repeat(100);
+        let r = rewrite(&format!("unknown field `{long}`, expected `c`"));
+        assert_eq!(r.unknown_key.map(|k| k.chars().count()), Some(65));
     }
 
     #[test]

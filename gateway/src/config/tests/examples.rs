@@ -71,6 +71,9 @@ fn demo_config_points_into_the_demo_pki() {
     assert_eq!(upstream.client_cert_path, pki.join("gateway-client.crt"));
     assert_eq!(upstream.client_key_path, pki.join("gateway-client.key"));
     assert!(config.listeners[0].address.starts_with("127.0.0.1:"));
-    assert_eq!(config.upstreams[0].sni.as_deref(), Some("fhir-upstream.internal"));
+    assert_eq!(
+        config.upstreams[0].sni.as_deref(),
+        Some("fhir-upstream.internal")
+    );
     assert!(config.routes[0].fhir);
 }
