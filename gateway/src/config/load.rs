@@ -141,7 +141,8 @@ fn config_dir(path: &Path) -> PathBuf {
 /// `phigate run` behaves the same from any working directory.
 fn resolve_paths(config: &mut Config, dir: &Path) {
     let resolve = |p: &mut PathBuf| {
-        if p.is_relative() {
+        // An empty path stays empty so that validation can name it (joined, it would be `dir`).
+        if p.is_relative() && !p.as_os_str().is_empty() {
             *p = dir.join(&*p);
         }
     };

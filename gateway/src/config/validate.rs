@@ -44,6 +44,7 @@ pub fn validate(loaded: &LoadedConfig, opts: ValidateOptions) -> Result<(), Conf
     v.trusted_proxies();
     v.upstreams();
     v.routes();
+    v.empty_paths();
     if opts.check_files {
         check_files(loaded, &mut v.errors);
     }
@@ -247,6 +248,39 @@ impl Validator<'_> {
             }
             if let Some(Err(why)) = r.upstream_path_prefix.as_deref().map(check_prefix) {
                 self.err(format!("{key}.upstream_path_prefix"), why);
+            }
+        }
+    }
+
+    /// File paths must not be empty (checked even without `check_files`).
+    fn empty_paths(&mut self) {
+        let config = &self.loaded.config;
+        let mut paths: Vec<(String, &Path)> = vec![
+            (
+                "server.upgrade_sock".to_owned(),
+                &config.server.upgrade_sock,
+            ),
+            ("server.pid_file".to_owned(), &config.server.pid_file),
+        ];
+        for (i, l) in config.listeners.iter().enumerate() {
+            let key = format!("listeners[{i}].tls");
+            paths.push((format!("{key}.cert_path"), &l.tls.cert_path));
+            paths.push((format!("{key}.key_path"), &l.tls.key_path));
+            if let Some(ca) = &l.tls.client_ca_path {
+                paths.push((format!("{key}.client_ca_path"), ca));
+            }
+        }
+        for (i, u) in config.upstreams.iter().enumerate() {
+            if let Some(tls) = &u.tls {
+                let key = format!("upstreams[{i}].tls");
+                paths.push((format!("{key}.ca_path"), &tls.ca_path));
+                paths.push((format!("{key}.client_cert_path"), &tls.client_cert_path));
+                paths.push((format!("{key}.client_key_path"), &tls.client_key_path));
+            }
+        }
+        for (key, path) in paths {
+            if path.as_os_str().is_empty() {
+                self.err(key, "must not be empty");
             }
         }
     }

@@ -53,6 +53,7 @@ fn cases() -> Vec<Case> {
         ("threads at least 1", "routes:", s("server:\n  threads: 0\nroutes:"), "server.threads", 16, "at least 1"),
         ("body inspection capped at pingora's buffer", "routes:", s("limits:\n  max_body_inspect_bytes: 65537\nroutes:"), "limits.max_body_inspect_bytes", 16, "at most 65536"),
         ("body inspection positive", "routes:", s("limits:\n  max_body_inspect_bytes: 0\nroutes:"), "limits.max_body_inspect_bytes", 16, "greater than 0"),
+        ("empty file path", "      cert_path: pki/gateway.crt", s("      cert_path: \"\""), "listeners[0].tls.cert_path", 5, "must not be empty"),
         ("at least one listener", "listeners:\n  - name: public\n    address: 127.0.0.1:8443\n    tls:\n      cert_path: pki/gateway.crt\n      key_path: pki/gateway.key\n", s("listeners: []\n"), "listeners", 1, "at least one listener"),
     ]
 }
