@@ -79,15 +79,15 @@ fn init_logging() {
     let _ = env_logger::Builder::from_env(env).format_timestamp_micros().try_init();
 }
 
+/// Loads and validates, printing every error (one per line) and every warning.
 fn load_valid(path: &std::path::Path) -> Result<config::LoadedConfig, ExitCode> {
-    let loaded = config::load(path).map_err(|e| {
-        eprint!("{e}");
+    let loaded = config::load_and_validate(path, ValidateOptions { check_files: true }).map_err(|e| {
+        eprintln!("{e}");
         ExitCode::from(2)
     })?;
-    config::validate(&loaded, ValidateOptions { check_files: true }).map_err(|e| {
-        eprint!("{e}");
-        ExitCode::from(2)
-    })?;
+    for warning in config::warnings(&loaded) {
+        log::warn!("{warning}");
+    }
     Ok(loaded)
 }
 

@@ -18,7 +18,10 @@ async fn healthz_readyz_and_metrics_answer() {
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     assert!(ready.contains("\"ready\":true"));
     let metrics = admin_get(env.gw.admin, "/metrics").await;
-    assert!(metrics.contains("phigate_requests_total{code=\"ok\",route=\"fhir\",status=\"200\"}"), "{metrics}");
+    assert!(
+        metrics.contains("phigate_requests_total{code=\"ok\",route=\"fhir\",status=\"200\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("phigate_requests_total{code=\"route_not_found\",route=\"-\",status=\"404\"}"));
     assert!(metrics.contains("phigate_request_duration_seconds_bucket"));
     assert!(metrics.contains("phigate_tls_handshakes_completed_total{listener=\"public\"}"));

@@ -30,8 +30,18 @@ async fn hop_by_hop_nominated_and_spoofed_headers_never_reach_the_upstream() {
     let seen = env.upstream.recorder.next().await;
     let names: Vec<String> = seen.headers.keys().map(|k| k.as_str().to_owned()).collect();
     for banned in [
-        "x-secret-hop", "keep-alive", "proxy-authorization", "te", "trailer", "x-forwarded-host",
-        "forwarded", "x-real-ip", "x-phigate-subject", "x-phigate-tenant", "x-auth-user", "x-client-cert",
+        "x-secret-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "x-forwarded-host",
+        "forwarded",
+        "x-real-ip",
+        "x-phigate-subject",
+        "x-phigate-tenant",
+        "x-auth-user",
+        "x-client-cert",
     ] {
         assert!(!names.iter().any(|n| n == banned), "{banned} reached the upstream: {names:?}");
     }

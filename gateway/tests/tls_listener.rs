@@ -10,7 +10,10 @@ use std::sync::Arc;
 use common::Env;
 use phigate_test_support::{TlsProbe, TlsVersions};
 
-fn probe_config(env: &Env, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ClientConfig> {
+fn probe_config(
+    env: &Env,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
@@ -24,11 +27,13 @@ fn probe_config(env: &Env, versions: &[&'static rustls::SupportedProtocolVersion
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls13_handshake_succeeds_with_h2_and_http11() {
     let env = Env::start().await;
-    let info = TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
+    let info =
+        TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
     assert_eq!(info.version, rustls::ProtocolVersion::TLSv1_3);
     assert_eq!(info.alpn.as_deref(), Some(&b"h2"[..]));
 
-    for client in [env.pki.public_client_builder().http2_only(), env.pki.public_client_builder().http1_only()] {
+    for client in [env.pki.public_client_builder().http2_only(), env.pki.public_client_builder().http1_only()]
+    {
         let client = client.build().unwrap();
         let res = client.get(&env.gw.url("/fhir/Patient/a-p1")).send().await.unwrap();
         assert_eq!(res.status, 200, "{}", res.text());
@@ -81,14 +86,17 @@ async fn certificate_reload_serves_the_new_cert_and_keeps_open_connections() {
     // One keep-alive connection opened before the reload, used again after it.
     let mut kept = KeptConnection::open(&env).await;
     assert_eq!(kept.get("/fhir/Patient/a-p1").await, 200);
-    let before = TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
+    let before =
+        TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
 
-    let fresh = env.pki.issue_server(phigate_test_support::WhichCa::Public, &["localhost", "127.0.0.1"]).unwrap();
+    let fresh =
+        env.pki.issue_server(phigate_test_support::WhichCa::Public, &["localhost", "127.0.0.1"]).unwrap();
     std::fs::write(&env.pki.paths.gateway_cert, fresh.cert_pem()).unwrap();
     std::fs::write(&env.pki.paths.gateway_key, fresh.key_pem()).unwrap();
     assert_eq!(env.gw.reloader.reload_certs(), 1, "the listener picked up the new pair");
 
-    let after = TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
+    let after =
+        TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
     assert_ne!(before.peer_certificates[0], after.peer_certificates[0]);
     assert_eq!(after.peer_certificates[0].as_ref(), fresh.cert_der().as_ref());
     assert_eq!(kept.get("/fhir/Patient/a-p2").await, 200, "the established connection still works");
@@ -97,7 +105,8 @@ async fn certificate_reload_serves_the_new_cert_and_keeps_open_connections() {
     // A broken pair is refused and the current one keeps serving.
     std::fs::write(&env.pki.paths.gateway_key, "not a key").unwrap();
     assert_eq!(env.gw.reloader.reload_certs(), 0);
-    let still = TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
+    let still =
+        TlsProbe::handshake(env.gw.addr, probe_config(&env, &[&rustls::version::TLS13])).await.unwrap();
     assert_eq!(still.peer_certificates[0].as_ref(), fresh.cert_der().as_ref());
 }
 
@@ -121,7 +130,8 @@ impl KeptConnection {
 
     async fn get(&mut self, path: &str) -> u16 {
         use http_body_util::BodyExt;
-        let req = http::Request::get(path).header("host", "localhost").body(http_body_util::Empty::new()).unwrap();
+        let req =
+            http::Request::get(path).header("host", "localhost").body(http_body_util::Empty::new()).unwrap();
         let res = self.sender.send_request(req).await.unwrap();
         let status = res.status().as_u16();
         res.into_body().collect().await.unwrap();

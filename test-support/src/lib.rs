@@ -28,8 +28,8 @@ mod pki;
 mod upstream;
 
 pub use client::{
-    ClientError, HandshakeInfo, RawOptions, RequestBuilder, TestClient, TestClientBuilder,
-    TestResponse, TlsProbe, TlsVersions,
+    ClientError, HandshakeInfo, RawOptions, RequestBuilder, TestClient, TestClientBuilder, TestResponse,
+    TlsProbe, TlsVersions,
 };
 pub use gateway::{free_port, wait_listening, TestGateway};
 pub use pki::TestPki;

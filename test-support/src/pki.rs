@@ -26,9 +26,7 @@ impl TestPki {
     pub fn new() -> Self {
         let pki = DevPki::generate().unwrap_or_else(|e| panic!("dev PKI generation: {e}"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let paths = pki
-            .write_to(dir.path())
-            .unwrap_or_else(|e| panic!("writing dev PKI: {e}"));
+        let paths = pki.write_to(dir.path()).unwrap_or_else(|e| panic!("writing dev PKI: {e}"));
         TestPki { pki, paths, dir }
     }
 
@@ -82,7 +80,5 @@ impl Deref for TestPki {
 }
 
 fn build(builder: TestClientBuilder) -> TestClient {
-    builder
-        .build()
-        .unwrap_or_else(|e| panic!("test client: {e}"))
+    builder.build().unwrap_or_else(|e| panic!("test client: {e}"))
 }

@@ -8,9 +8,7 @@ use crate::TestPki;
 /// required from the internal CA, base path `/fhir`, generated sample data. Adjust, then
 /// `.bind("127.0.0.1:0")`.
 pub fn upstream_builder(pki: &TestPki) -> SampleUpstreamBuilder {
-    SampleUpstream::builder()
-        .identity(&pki.upstream)
-        .client_ca(&pki.internal_ca)
+    SampleUpstream::builder().identity(&pki.upstream).client_ca(&pki.internal_ca)
 }
 
 /// Starts the mTLS sample upstream on `127.0.0.1:0`.
@@ -18,10 +16,7 @@ pub fn upstream_builder(pki: &TestPki) -> SampleUpstreamBuilder {
 /// # Panics
 /// When binding fails.
 pub async fn start_upstream(pki: &TestPki) -> RunningUpstream {
-    upstream_builder(pki)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    upstream_builder(pki).bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Starts the sample upstream in plaintext mode on `127.0.0.1:0` (tests of the gateway's
@@ -30,9 +25,5 @@ pub async fn start_upstream(pki: &TestPki) -> RunningUpstream {
 /// # Panics
 /// When binding fails.
 pub async fn start_plaintext_upstream() -> RunningUpstream {
-    SampleUpstream::builder()
-        .insecure_plaintext()
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    SampleUpstream::builder().insecure_plaintext().bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"))
 }

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use http::{StatusCode, Version};
 use phigate_test_support::{
-    start_plaintext_upstream, start_upstream, upstream_builder, TestClient, TestPki, TlsProbe,
-    TlsVersions,
+    start_plaintext_upstream, start_upstream, upstream_builder, TestClient, TestPki, TlsProbe, TlsVersions,
 };
 use rustls::AlertDescription;
 
@@ -16,20 +15,13 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn read_over_mtls_returns_the_resource_as_fhir_json_on_h2() {
     let pki = TestPki::new();
     let up = start_upstream(&pki).await;
-    let res = pki
-        .upstream_client()
-        .get(&format!("{}/Patient/a-p1", up.base_url()))
-        .send()
-        .await
-        .expect("response");
+    let res =
+        pki.upstream_client().get(&format!("{}/Patient/a-p1", up.base_url())).send().await.expect("response");
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.version, Version::HTTP_2);
     assert_eq!(res.header("content-type"), Some("application/fhir+json"));
     let v = res.json();
-    assert_eq!(
-        (v["resourceType"].as_str(), v["id"].as_str()),
-        (Some("Patient"), Some("a-p1"))
-    );
+    assert_eq!((v["resourceType"].as_str(), v["id"].as_str()), (Some("Patient"), Some("a-p1")));
     let missing = pki
         .upstream_client()
         .get(&format!("{}/Patient/zz-p9", up.base_url()))
@@ -73,20 +65,14 @@ async fn compartment_search_and_everything_are_scoped_to_the_patient() {
         .json();
     assert_eq!(v["total"], 2);
     let v = client
-        .get(&format!(
-            "{}/Patient/b-p2/$everything?_count=100",
-            up.base_url()
-        ))
+        .get(&format!("{}/Patient/b-p2/$everything?_count=100", up.base_url()))
         .send()
         .await
         .expect("everything")
         .json();
     assert_eq!(v["total"], 18);
     let entries = v["entry"].as_array().expect("entries");
-    assert!(entries
-        .iter()
-        .skip(1)
-        .all(|e| e["resource"]["subject"]["reference"] == "Patient/b-p2"));
+    assert!(entries.iter().skip(1).all(|e| e["resource"]["subject"]["reference"] == "Patient/b-p2"));
 }
 
 #[tokio::test]
@@ -109,10 +95,7 @@ async fn batch_and_form_search_are_answered_over_tls() {
     assert_eq!(v["entry"][0]["response"]["status"], "200 OK");
     assert_eq!(v["entry"][1]["response"]["status"], "404 Not Found");
     let seen = up.recorder.try_next().expect("recorded");
-    assert_eq!(
-        (seen.method.as_str(), seen.body_len),
-        ("POST", bundle.len())
-    );
+    assert_eq!((seen.method.as_str(), seen.body_len), ("POST", bundle.len()));
     assert_eq!(seen.body.as_deref(), Some(bundle.as_bytes()));
     let res = client
         .post(&format!("{}/Observation/_search", up.base_url()))
@@ -128,12 +111,8 @@ async fn batch_and_form_search_are_answered_over_tls() {
 async fn metadata_is_served() {
     let pki = TestPki::new();
     let up = start_upstream(&pki).await;
-    let res = pki
-        .upstream_client()
-        .get(&format!("{}/metadata", up.base_url()))
-        .send()
-        .await
-        .expect("metadata");
+    let res =
+        pki.upstream_client().get(&format!("{}/metadata", up.base_url())).send().await.expect("metadata");
     assert_eq!(res.json()["resourceType"], "CapabilityStatement");
 }
 
@@ -142,27 +121,15 @@ async fn alpn_picks_h2_or_http1_and_the_recorder_sees_the_version() {
     let pki = TestPki::new();
     let up = start_upstream(&pki).await;
     let url = format!("{}/metadata", up.base_url());
-    let h1 = pki
-        .upstream_client_builder()
-        .http1_only()
-        .build()
-        .expect("client");
+    let h1 = pki.upstream_client_builder().http1_only().build().expect("client");
     let res = h1.get(&url).send().await.expect("h1");
     assert_eq!(res.version, Version::HTTP_11);
-    let seen = tokio::time::timeout(WAIT, up.recorder.next())
-        .await
-        .expect("recorded");
+    let seen = tokio::time::timeout(WAIT, up.recorder.next()).await.expect("recorded");
     assert_eq!(seen.version, Version::HTTP_11);
-    let h2 = pki
-        .upstream_client_builder()
-        .http2_only()
-        .build()
-        .expect("client");
+    let h2 = pki.upstream_client_builder().http2_only().build().expect("client");
     let res = h2.get(&url).send().await.expect("h2");
     assert_eq!(res.version, Version::HTTP_2);
-    let seen = tokio::time::timeout(WAIT, up.recorder.next())
-        .await
-        .expect("recorded");
+    let seen = tokio::time::timeout(WAIT, up.recorder.next()).await.expect("recorded");
     assert_eq!(seen.version, Version::HTTP_2);
 }
 
@@ -182,9 +149,7 @@ async fn client_without_certificate_is_refused_at_the_handshake() {
         .expect_err("no client cert must fail");
     assert_eq!(
         err.tls_error(),
-        Some(rustls::Error::AlertReceived(
-            AlertDescription::CertificateRequired
-        )),
+        Some(rustls::Error::AlertReceived(AlertDescription::CertificateRequired)),
         "{err}"
     );
     assert_eq!(up.recorder.count(), 0, "no request reached the upstream");
@@ -206,10 +171,7 @@ async fn end_user_certificate_from_public_ca_is_refused_by_the_upstream() {
         .send()
         .await
         .expect_err("public CA cert must fail");
-    assert!(
-        matches!(err.tls_error(), Some(rustls::Error::AlertReceived(_))),
-        "{err}"
-    );
+    assert!(matches!(err.tls_error(), Some(rustls::Error::AlertReceived(_))), "{err}");
     assert_eq!(up.recorder.count(), 0);
 }
 
@@ -223,15 +185,8 @@ async fn client_that_trusts_only_the_public_ca_rejects_the_upstream_certificate(
         .server_name("fhir-upstream.internal")
         .build()
         .expect("client");
-    let err = client
-        .get(&format!("{}/metadata", up.base_url()))
-        .send()
-        .await
-        .expect_err("untrusted server");
-    assert!(
-        matches!(err.tls_error(), Some(rustls::Error::InvalidCertificate(_))),
-        "{err}"
-    );
+    let err = client.get(&format!("{}/metadata", up.base_url())).send().await.expect_err("untrusted server");
+    assert!(matches!(err.tls_error(), Some(rustls::Error::InvalidCertificate(_))), "{err}");
 }
 
 #[tokio::test]
@@ -245,19 +200,11 @@ async fn recorder_sees_client_cert_thumbprint_sni_and_target_as_sent() {
         .send()
         .await
         .expect("response");
-    let seen = tokio::time::timeout(WAIT, up.recorder.next())
-        .await
-        .expect("recorded");
+    let seen = tokio::time::timeout(WAIT, up.recorder.next()).await.expect("recorded");
     assert_eq!(seen.path_and_query, target);
-    assert_eq!(
-        seen.client_cert_thumbprint.as_deref(),
-        Some(&*pki.gateway_client.thumbprint())
-    );
+    assert_eq!(seen.client_cert_thumbprint.as_deref(), Some(&*pki.gateway_client.thumbprint()));
     assert_eq!(seen.sni.as_deref(), Some("fhir-upstream.internal"));
-    assert_eq!(
-        seen.headers.get("x-probe").map(|v| v.as_bytes()),
-        Some(&b"1"[..])
-    );
+    assert_eq!(seen.headers.get("x-probe").map(|v| v.as_bytes()), Some(&b"1"[..]));
     assert_eq!(up.recorder.all().len(), 1);
 }
 
@@ -265,21 +212,10 @@ async fn recorder_sees_client_cert_thumbprint_sni_and_target_as_sent() {
 async fn tls12_only_client_cannot_connect_and_tls13_negotiates_h2() {
     let pki = TestPki::new();
     let up = start_upstream(&pki).await;
-    let tls12 = pki
-        .upstream_client_builder()
-        .tls_versions(TlsVersions::Tls12)
-        .build()
-        .expect("client");
-    let err = TlsProbe::handshake(up.addr, tls12.tls_config())
-        .await
-        .expect_err("TLS 1.2 must be refused");
-    assert!(
-        matches!(err.tls_error(), Some(rustls::Error::AlertReceived(_))),
-        "{err}"
-    );
-    let info = TlsProbe::handshake(up.addr, pki.upstream_client().tls_config())
-        .await
-        .expect("TLS 1.3");
+    let tls12 = pki.upstream_client_builder().tls_versions(TlsVersions::Tls12).build().expect("client");
+    let err = TlsProbe::handshake(up.addr, tls12.tls_config()).await.expect_err("TLS 1.2 must be refused");
+    assert!(matches!(err.tls_error(), Some(rustls::Error::AlertReceived(_))), "{err}");
+    let info = TlsProbe::handshake(up.addr, pki.upstream_client().tls_config()).await.expect("TLS 1.3");
     assert_eq!(info.version, rustls::ProtocolVersion::TLSv1_3);
     assert_eq!(info.alpn.as_deref(), Some(&b"h2"[..]));
 }
@@ -296,10 +232,7 @@ async fn raw_bytes_over_tls_get_the_raw_http1_response() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("\"id\":\"b-p1\""), "{text}");
     assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
-    assert!(up
-        .recorder
-        .try_next()
-        .is_some_and(|s| s.path_and_query == "/fhir/Patient/b-p1"));
+    assert!(up.recorder.try_next().is_some_and(|s| s.path_and_query == "/fhir/Patient/b-p1"));
 }
 
 #[tokio::test]
@@ -307,15 +240,8 @@ async fn plaintext_upstream_serves_http_for_the_plaintext_option() {
     let up = start_plaintext_upstream().await;
     assert!(up.base_url().starts_with("http://127.0.0.1:"));
     let client = TestClient::builder().build().expect("client");
-    let res = client
-        .get(&format!("{}/Patient/a-p2", up.base_url()))
-        .send()
-        .await
-        .expect("plaintext");
-    assert_eq!(
-        (res.status, res.version),
-        (StatusCode::OK, Version::HTTP_11)
-    );
+    let res = client.get(&format!("{}/Patient/a-p2", up.base_url())).send().await.expect("plaintext");
+    assert_eq!((res.status, res.version), (StatusCode::OK, Version::HTTP_11));
     let seen = up.recorder.try_next().expect("recorded");
     assert_eq!(seen.client_cert_thumbprint, None);
 }
@@ -335,10 +261,7 @@ async fn public_base_url_is_used_for_full_urls_and_links() {
         .await
         .expect("search")
         .json();
-    assert_eq!(
-        v["entry"][0]["fullUrl"],
-        "https://gateway.example/fhir/Patient/a-p1"
-    );
+    assert_eq!(v["entry"][0]["fullUrl"], "https://gateway.example/fhir/Patient/a-p1");
 }
 
 #[tokio::test]
@@ -353,17 +276,11 @@ async fn shutdown_stops_accepting_connections() {
 #[test]
 fn upstream_on_its_own_runtime_serves_callers_outside_tokio() {
     let pki = TestPki::new();
-    let dedicated = upstream_builder(&pki)
-        .bind_on_own_runtime("127.0.0.1:0".parse().expect("addr"), 1)
-        .expect("start");
+    let dedicated =
+        upstream_builder(&pki).bind_on_own_runtime("127.0.0.1:0".parse().expect("addr"), 1).expect("start");
     let url = format!("{}/Patient/a-p3", dedicated.upstream().base_url());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let res = rt
-        .block_on(pki.upstream_client().get(&url).send())
-        .expect("response");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let res = rt.block_on(pki.upstream_client().get(&url).send()).expect("response");
     assert_eq!(res.status, StatusCode::OK);
     let addr = dedicated.upstream().addr;
     // The client's connection lives on `rt`; closing it first lets the graceful drain finish
@@ -376,10 +293,7 @@ fn upstream_on_its_own_runtime_serves_callers_outside_tokio() {
 #[tokio::test]
 async fn missing_tls_material_is_a_start_error_not_a_plaintext_server() {
     use phigate::demo::upstream::{SampleUpstream, UpstreamError};
-    let err = SampleUpstream::builder()
-        .bind("127.0.0.1:0")
-        .await
-        .expect_err("no TLS material");
+    let err = SampleUpstream::builder().bind("127.0.0.1:0").await.expect_err("no TLS material");
     assert!(matches!(err, UpstreamError::Missing("cert")), "{err}");
     let pki = TestPki::new();
     let err = SampleUpstream::builder()
@@ -400,12 +314,8 @@ async fn upstream_starts_from_the_written_pem_files() {
         .bind("127.0.0.1:0")
         .await
         .expect("bind from files");
-    let res = pki
-        .upstream_client()
-        .get(&format!("{}/metadata", up.base_url()))
-        .send()
-        .await
-        .expect("response");
+    let res =
+        pki.upstream_client().get(&format!("{}/metadata", up.base_url())).send().await.expect("response");
     assert_eq!(res.status, StatusCode::OK);
 }
 
@@ -434,11 +344,5 @@ async fn hostile_host_header_does_not_steer_links() {
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(!text.contains("evil.example"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "\"fullUrl\":\"https://{}/fhir/Patient/a-p1\"",
-            up.addr
-        )),
-        "{text}"
-    );
+    assert!(text.contains(&format!("\"fullUrl\":\"https://{}/fhir/Patient/a-p1\"", up.addr)), "{text}");
 }

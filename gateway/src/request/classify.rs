@@ -16,8 +16,8 @@
 
 mod body;
 mod compartment;
-mod patients;
 mod path;
+mod patients;
 
 use std::sync::LazyLock;
 
@@ -26,8 +26,8 @@ use phigate_plugin::{Compartment, ErrorCode, FhirRequest, Interaction, QueryPara
 
 use self::body::{is_form, is_json, BundleIn, ResourceRefs};
 use self::compartment::PatientCompartment;
-use self::patients::{scan_params, Findings, Scope};
 use self::path::Target;
+use self::patients::{scan_params, Findings, Scope};
 use super::normalize::{check_singletons, parse_query, DEFAULT_SINGLETON_PARAMS};
 use super::{normalize_target, resource_types::resource_type, Ambiguity, TargetLimits};
 
@@ -99,9 +99,7 @@ impl ClassifyError {
 /// Parses the embedded Patient CompartmentDefinition now rather than on the first request; call
 /// at startup so a corrupt build fails there.
 pub fn preload() -> Result<(), ClassifyError> {
-    PatientCompartment::get()
-        .map(|_| ())
-        .ok_or(ClassifyError::CompartmentUnavailable)
+    PatientCompartment::get().map(|_| ()).ok_or(ClassifyError::CompartmentUnavailable)
 }
 
 /// Classifies a FHIR R4 request. `fhir_path` is the path after the route's FHIR base
@@ -120,10 +118,7 @@ pub fn classify(
 /// A request body: as received, or already parsed (a Bundle entry's resource).
 #[derive(Clone, Copy)]
 enum Payload<'a> {
-    Raw {
-        body: Option<&'a [u8]>,
-        content_type: Option<&'a str>,
-    },
+    Raw { body: Option<&'a [u8]>, content_type: Option<&'a str> },
     Entry(Option<&'a ResourceRefs<'a>>),
 }
 
@@ -192,14 +187,10 @@ fn shape(method: &Method, target: Target<'_>) -> Result<FhirRequest, ClassifyErr
     let interaction = match target {
         Target::Base if read => I::SearchSystem,
         Target::Metadata if read => I::Capabilities,
-        Target::SystemHistory | Target::TypeHistory(_) | Target::InstanceHistory(..) if read => {
-            I::History
-        }
+        Target::SystemHistory | Target::TypeHistory(_) | Target::InstanceHistory(..) if read => I::History,
         Target::SystemSearch if read_or_post => I::SearchSystem,
         Target::TypeSearch(_) if read_or_post => I::SearchType,
-        Target::SystemOp(_) | Target::TypeOp(..) | Target::InstanceOp(..) if read_or_post => {
-            I::Operation
-        }
+        Target::SystemOp(_) | Target::TypeOp(..) | Target::InstanceOp(..) if read_or_post => I::Operation,
         Target::Compartment { search, .. } if read || (search && method == Method::POST) => {
             I::SearchCompartment
         }
@@ -216,9 +207,7 @@ fn shape(method: &Method, target: Target<'_>) -> Result<FhirRequest, ClassifyErr
     let mut req = FhirRequest::new(interaction);
     match target {
         Target::SystemOp(op) => req.operation = Some(op.to_owned()),
-        Target::Type(t) | Target::TypeSearch(t) | Target::TypeHistory(t) => {
-            req.resource_type = Some(t)
-        }
+        Target::Type(t) | Target::TypeSearch(t) | Target::TypeHistory(t) => req.resource_type = Some(t),
         Target::TypeOp(t, op) => {
             req.resource_type = Some(t);
             req.operation = Some(op.to_owned());
@@ -240,10 +229,7 @@ fn shape(method: &Method, target: Target<'_>) -> Result<FhirRequest, ClassifyErr
         }
         Target::Compartment { owner, id, target, .. } => {
             req.resource_type = target;
-            req.compartment = Some(Compartment {
-                resource_type: owner,
-                id: id.to_owned(),
-            });
+            req.compartment = Some(Compartment { resource_type: owner, id: id.to_owned() });
         }
         Target::Base | Target::Metadata | Target::SystemHistory | Target::SystemSearch => {}
     }
@@ -257,21 +243,13 @@ fn path_patients(target: Target<'_>, found: &mut Findings) {
         | Target::InstanceHistory("Patient", id)
         | Target::Version("Patient", id, _)
         | Target::InstanceOp("Patient", id, ..)
-        | Target::Compartment {
-            owner: "Patient",
-            id,
-            ..
-        } => found.patient(id),
+        | Target::Compartment { owner: "Patient", id, .. } => found.patient(id),
         _ => {}
     }
 }
 
 /// Patients named by a create or update body; bodies the gateway cannot read are flagged.
-fn read_body(
-    req: &FhirRequest,
-    payload: Payload<'_>,
-    found: &mut Findings,
-) -> Result<(), ClassifyError> {
+fn read_body(req: &FhirRequest, payload: Payload<'_>, found: &mut Findings) -> Result<(), ClassifyError> {
     let creates = matches!(req.interaction, Interaction::Create | Interaction::Update);
     match payload {
         Payload::Entry(Some(refs)) if creates => refs.collect(found),
@@ -299,10 +277,7 @@ fn read_body(
 }
 
 fn is_search(i: Interaction) -> bool {
-    matches!(
-        i,
-        Interaction::SearchSystem | Interaction::SearchType | Interaction::SearchCompartment
-    )
+    matches!(i, Interaction::SearchSystem | Interaction::SearchType | Interaction::SearchCompartment)
 }
 
 /// The params of a `POST _search` form body.
@@ -328,10 +303,7 @@ fn count(params: &[QueryParam]) -> Result<Option<u32>, ClassifyError> {
     if p.value.is_empty() || !p.value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ClassifyError::InvalidCount);
     }
-    p.value
-        .parse()
-        .map(Some)
-        .map_err(|_| ClassifyError::InvalidCount)
+    p.value.parse().map(Some).map_err(|_| ClassifyError::InvalidCount)
 }
 
 /// The `_type` list of a system-level request (every `_type` param, comma-separated).
@@ -357,8 +329,7 @@ fn classify_bundle(payload: Payload<'_>) -> Result<FhirRequest, ClassifyError> {
     if !is_json(content_type) {
         return Err(ClassifyError::UnsupportedContentType);
     }
-    let bundle: BundleIn<'_> =
-        serde_json::from_slice(body).map_err(|_| ClassifyError::InvalidBody)?;
+    let bundle: BundleIn<'_> = serde_json::from_slice(body).map_err(|_| ClassifyError::InvalidBody)?;
     if bundle.resource_type != "Bundle" {
         return Err(ClassifyError::InvalidBody);
     }

@@ -31,13 +31,7 @@ const HOP_BY_HOP: &[&str] = &[
 const SPOOFABLE_EXACT: &[&str] = &["forwarded", "x-real-ip"];
 
 /// Prefixes of spoofable identity headers (names are lowercase in `http`).
-const SPOOFABLE_PREFIXES: &[&str] = &[
-    "x-forwarded-",
-    "x-phigate-",
-    "x-auth-",
-    "x-client-cert",
-    "x-ssl-",
-];
+const SPOOFABLE_PREFIXES: &[&str] = &["x-forwarded-", "x-phigate-", "x-auth-", "x-client-cert", "x-ssl-"];
 
 /// Headers pingora needs to frame the message: a `Connection` header may not remove them.
 const FRAMING: &[HeaderName] = &[CONTENT_LENGTH, TRANSFER_ENCODING, HOST];

@@ -50,10 +50,7 @@ fn default_max_target_bytes() -> usize {
 }
 
 fn default_singleton_params() -> Vec<String> {
-    DEFAULT_SINGLETON_PARAMS
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
+    DEFAULT_SINGLETON_PARAMS.iter().map(|s| (*s).to_owned()).collect()
 }
 
 impl Default for TargetLimits {
@@ -229,9 +226,7 @@ fn decode_into(raw: &[u8], part: Part, out: &mut Vec<u8>) -> Result<(), Ambiguit
 }
 
 fn has_escape(decoded: &[u8]) -> bool {
-    decoded.windows(3).any(|w| {
-        w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some()
-    })
+    decoded.windows(3).any(|w| w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some())
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -256,7 +251,8 @@ fn path_safe(b: u8) -> bool {
 /// Bytes kept raw in a rebuilt query name or value. `&`, `=`, `+`, `#`, `%`, space and `\`
 /// are encoded, so the upstream splits and decodes exactly as we did.
 fn query_safe(b: u8) -> bool {
-    unreserved(b) || matches!(b, b'/' | b'$' | b':' | b'@' | b'!' | b'*' | b',' | b'\'' | b'(' | b')' | b'?' | b';')
+    unreserved(b)
+        || matches!(b, b'/' | b'$' | b':' | b'@' | b'!' | b'*' | b',' | b'\'' | b'(' | b')' | b'?' | b';')
 }
 
 fn encode_into(bytes: &[u8], safe: fn(u8) -> bool, out: &mut String) {

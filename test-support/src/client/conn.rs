@@ -30,10 +30,7 @@ impl Target {
             _ => return Err(ClientError::BadUrl),
         };
         let authority = uri.authority().ok_or(ClientError::BadUrl)?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         Ok(Target {
             tls,
             host: host.to_owned(),

@@ -54,10 +54,7 @@ impl ClientError {
                 return Some(t.clone());
             }
             // io::Error hides its payload from `source()`; look inside.
-            if let Some(inner) = e
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-            {
+            if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
                 if let Some(t) = inner.downcast_ref::<rustls::Error>() {
                     return Some(t.clone());
                 }
@@ -75,9 +72,7 @@ impl ClientError {
 /// arrives as rustls' message ("received fatal alert: X"); map it back to the alert.
 fn alert_from_text(text: &str) -> Option<rustls::AlertDescription> {
     let name = text.strip_prefix("received fatal alert: ")?;
-    (0..=u8::MAX)
-        .map(rustls::AlertDescription::from)
-        .find(|a| format!("{a:?}") == name)
+    (0..=u8::MAX).map(rustls::AlertDescription::from).find(|a| format!("{a:?}") == name)
 }
 
 /// Which TLS versions the client offers.
@@ -118,9 +113,7 @@ impl TestClientBuilder {
         let mut n = 0;
         for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
             let cert = cert.map_err(|e| ClientError::Config(e.to_string()))?;
-            self.roots
-                .add(cert)
-                .map_err(|e| ClientError::Config(e.to_string()))?;
+            self.roots.add(cert).map_err(|e| ClientError::Config(e.to_string()))?;
             n += 1;
         }
         if n == 0 {
@@ -204,16 +197,14 @@ impl TestClientBuilder {
             .map_err(|e| ClientError::Config(e.to_string()))?
             .with_root_certificates(self.roots);
         let mut config = match self.identity {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| ClientError::Config(e.to_string()))?,
+            Some((chain, key)) => {
+                builder.with_client_auth_cert(chain, key).map_err(|e| ClientError::Config(e.to_string()))?
+            }
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn;
         let server_name = match self.server_name {
-            Some(n) => {
-                Some(ServerName::try_from(n).map_err(|e| ClientError::Config(e.to_string()))?)
-            }
+            Some(n) => Some(ServerName::try_from(n).map_err(|e| ClientError::Config(e.to_string()))?),
             None => None,
         };
         Ok(TestClient {

@@ -25,10 +25,7 @@ pub struct RawOptions {
 
 impl Default for RawOptions {
     fn default() -> Self {
-        RawOptions {
-            close_write: false,
-            timeout: DEFAULT_TIMEOUT,
-        }
+        RawOptions { close_write: false, timeout: DEFAULT_TIMEOUT }
     }
 }
 
@@ -56,10 +53,7 @@ impl TestClient {
             // Raw bytes are HTTP/1.x: never let ALPN pick h2 under them.
             let mut config = (*self.config).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let name = self
-                .server_name
-                .clone()
-                .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+            let name = self.server_name.clone().unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
             let tcp = conn::tcp(&addr.ip().to_string(), addr.port()).await?;
             let mut tls = conn::tls(Arc::new(config), tcp, name).await?;
             tls.write_all(bytes).await?;
@@ -69,15 +63,11 @@ impl TestClient {
             }
             read_until_close(&mut tls).await
         };
-        tokio::time::timeout(options.timeout, exchange)
-            .await
-            .map_err(|_| ClientError::Timeout)?
+        tokio::time::timeout(options.timeout, exchange).await.map_err(|_| ClientError::Timeout)?
     }
 }
 
-async fn read_until_close<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<Vec<u8>, ClientError> {
+async fn read_until_close<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ClientError> {
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -85,9 +75,7 @@ async fn read_until_close<R: tokio::io::AsyncRead + Unpin>(
             Ok(0) => return Ok(out),
             Ok(n) => out.extend_from_slice(&buf[..n]),
             // A server that closes TCP without `close_notify` after answering still answered.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {
-                return Ok(out)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => return Ok(out),
             Err(e) => return Err(e.into()),
         }
     }
@@ -151,8 +139,6 @@ impl TlsProbe {
                 peer_certificates: session.peer_certificates().unwrap_or_default().to_vec(),
             })
         };
-        tokio::time::timeout(DEFAULT_TIMEOUT, probe)
-            .await
-            .map_err(|_| ClientError::Timeout)?
+        tokio::time::timeout(DEFAULT_TIMEOUT, probe).await.map_err(|_| ClientError::Timeout)?
     }
 }

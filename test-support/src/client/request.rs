@@ -72,10 +72,7 @@ impl RequestBuilder {
 
     /// Adds a header (repeated calls with one name send several values).
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             (Ok(n), Ok(v)) => self.headers.push((n, v)),
             _ => self.bad_header = true,
         }
@@ -100,9 +97,7 @@ impl RequestBuilder {
     /// failure, or timeout.
     pub async fn send(self) -> Result<TestResponse, ClientError> {
         let timeout = self.client.timeout;
-        tokio::time::timeout(timeout, self.send_inner())
-            .await
-            .map_err(|_| ClientError::Timeout)?
+        tokio::time::timeout(timeout, self.send_inner()).await.map_err(|_| ClientError::Timeout)?
     }
 
     async fn send_inner(self) -> Result<TestResponse, ClientError> {
@@ -141,8 +136,7 @@ impl RequestBuilder {
             let origin = uri.path_and_query().map_or("/", |pq| pq.as_str());
             *req.uri_mut() = origin.parse().map_err(|_| ClientError::BadUrl)?;
             if !self.headers.iter().any(|(n, _)| n == HOST) {
-                let host =
-                    HeaderValue::from_str(&target.authority).map_err(|_| ClientError::BadUrl)?;
+                let host = HeaderValue::from_str(&target.authority).map_err(|_| ClientError::BadUrl)?;
                 req.headers_mut().insert(HOST, host);
             }
         }
@@ -152,12 +146,7 @@ impl RequestBuilder {
         let res = send(TokioIo::new(io), h2, req).await?;
         let (parts, body) = res.into_parts();
         let body = body.collect().await?.to_bytes();
-        Ok(TestResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            version: parts.version,
-        })
+        Ok(TestResponse { status: parts.status, headers: parts.headers, body, version: parts.version })
     }
 }
 
@@ -173,8 +162,7 @@ where
     // example `certificate_required` after a TLS 1.3 handshake), the alert is the connection's
     // error, and the request only sees "connection closed". Prefer the connection's error.
     if h2 {
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
         let conn = tokio::spawn(conn);
         match sender.send_request(req).await {
             Ok(res) => Ok(res),
@@ -190,9 +178,7 @@ where
     }
 }
 
-async fn conn_error(
-    conn: tokio::task::JoinHandle<Result<(), hyper::Error>>,
-) -> Option<hyper::Error> {
+async fn conn_error(conn: tokio::task::JoinHandle<Result<(), hyper::Error>>) -> Option<hyper::Error> {
     match conn.await {
         Ok(Err(e)) => Some(e),
         _ => None,

@@ -45,9 +45,7 @@ impl Entry {
             tokens: Vec::new(),
         };
         resource.tokens.push(("_tag", Box::from(&**tenant)));
-        resource
-            .tokens
-            .push(("_tag", format!("{TENANT_TAG_SYSTEM}|{tenant}").into()));
+        resource.tokens.push(("_tag", format!("{TENANT_TAG_SYSTEM}|{tenant}").into()));
         Entry { resource, body }
     }
 
@@ -57,9 +55,7 @@ impl Entry {
         self.resource.tokens.push((param, code.into()));
         if let Some(system) = system {
             let sep = if system.starts_with("http") { '|' } else { '/' };
-            self.resource
-                .tokens
-                .push((param, format!("{system}{sep}{code}").into()));
+            self.resource.tokens.push((param, format!("{system}{sep}{code}").into()));
         }
     }
 

@@ -14,56 +14,19 @@ const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
 const OBS_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 const OBSERVATIONS_PER_PATIENT: usize = 12;
 
-const GIVEN: &[&str] = &[
-    "Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines",
-];
-const FAMILY: &[&str] = &[
-    "Okafor",
-    "Lindqvist",
-    "Moreau",
-    "Tanaka",
-    "Alvarez",
-    "Novak",
-    "Schmidt",
-    "Haddad",
-    "Kowalski",
-];
-const DOCTORS: &[&str] = &[
-    "Imani Reyes",
-    "Tomas Berg",
-    "Priya Natarajan",
-    "Kofi Mensah",
-];
+const GIVEN: &[&str] = &["Ada", "Bruno", "Chiara", "Dmitri", "Elena", "Farid", "Greta", "Hiro", "Ines"];
+const FAMILY: &[&str] =
+    &["Okafor", "Lindqvist", "Moreau", "Tanaka", "Alvarez", "Novak", "Schmidt", "Haddad", "Kowalski"];
+const DOCTORS: &[&str] = &["Imani Reyes", "Tomas Berg", "Priya Natarajan", "Kofi Mensah"];
 
 /// (LOINC code, display, category, unit, base value, spread)
 const VITALS: &[(&str, &str, &str, &str, f64, f64)] = &[
     ("8867-4", "Heart rate", "vital-signs", "/min", 62.0, 30.0),
-    (
-        "9279-1",
-        "Respiratory rate",
-        "vital-signs",
-        "/min",
-        12.0,
-        8.0,
-    ),
-    (
-        "8310-5",
-        "Body temperature",
-        "vital-signs",
-        "Cel",
-        36.4,
-        1.2,
-    ),
+    ("9279-1", "Respiratory rate", "vital-signs", "/min", 12.0, 8.0),
+    ("8310-5", "Body temperature", "vital-signs", "Cel", 36.4, 1.2),
     ("29463-7", "Body weight", "vital-signs", "kg", 55.0, 40.0),
     ("8302-2", "Body height", "vital-signs", "cm", 155.0, 35.0),
-    (
-        "2339-0",
-        "Glucose [Mass/volume] in Blood",
-        "laboratory",
-        "mg/dL",
-        70.0,
-        60.0,
-    ),
+    ("2339-0", "Glucose [Mass/volume] in Blood", "laboratory", "mg/dL", 70.0, 60.0),
 ];
 const CONDITIONS: &[(&str, &str)] = &[
     ("38341003", "Hypertension (disorder)"),
@@ -75,10 +38,7 @@ const CONDITIONS: &[(&str, &str)] = &[
 ];
 const MEDICATIONS: &[(&str, &str)] = &[
     ("314076", "lisinopril 10 MG Oral Tablet"),
-    (
-        "860975",
-        "24 HR metformin hydrochloride 500 MG Extended Release Oral Tablet",
-    ),
+    ("860975", "24 HR metformin hydrochloride 500 MG Extended Release Oral Tablet"),
     ("197361", "amlodipine 5 MG Oral Tablet"),
     ("316672", "simvastatin 10 MG Oral Tablet"),
 ];
@@ -105,10 +65,8 @@ impl Rng {
 }
 
 /// One tenant's shape: id, id prefix, patient count, care teams (patient numbers per doctor).
-const TENANTS: &[(&str, &str, usize, &[&[usize]])] = &[
-    ("tenant-a", "a", 5, &[&[1, 2, 3], &[3, 4, 5]]),
-    ("tenant-b", "b", 4, &[&[1, 2], &[3, 4]]),
-];
+const TENANTS: &[(&str, &str, usize, &[&[usize]])] =
+    &[("tenant-a", "a", 5, &[&[1, 2, 3], &[3, 4, 5]]), ("tenant-b", "b", 4, &[&[1, 2], &[3, 4]])];
 
 /// Generates every tenant and resource, in a fixed order.
 pub(super) fn generate() -> (Vec<TenantInfo>, Vec<StoredResource>) {
@@ -147,11 +105,7 @@ pub(super) fn generate() -> (Vec<TenantInfo>, Vec<StoredResource>) {
             infos.push(patient_with_records(&ctx, person, &mut rng, &mut out));
             person += 1;
         }
-        tenants.push(TenantInfo {
-            id: tenant.to_string(),
-            patients: infos,
-            practitioners,
-        });
+        tenants.push(TenantInfo { id: tenant.to_string(), patients: infos, practitioners });
     }
     (tenants, out)
 }
@@ -181,12 +135,7 @@ fn patient_with_records(
     let given = GIVEN[person % GIVEN.len()];
     let family = FAMILY[(person * 4 + 1) % FAMILY.len()];
     let gender = if person % 2 == 0 { "female" } else { "male" };
-    let birth = format!(
-        "{}-{:02}-{:02}",
-        1940 + rng.below(65),
-        1 + rng.below(12),
-        1 + rng.below(28)
-    );
+    let birth = format!("{}-{:02}-{:02}", 1940 + rng.below(65), 1 + rng.below(12), 1 + rng.below(28));
     let mrn = format!("MRN{:05}", 10_000 + person * 37);
     let mut p = Entry::new(
         "Patient",
@@ -205,11 +154,7 @@ fn patient_with_records(
         }),
     );
     p.token("gender", None, gender);
-    p.token(
-        "identifier",
-        Some(&format!("https://phigate.dev/{}/mrn", ctx.tenant)),
-        &mrn,
-    );
+    p.token("identifier", Some(&format!("https://phigate.dev/{}/mrn", ctx.tenant)), &mrn);
     p.token("general-practitioner", Some("Practitioner"), &ctx.gp);
     out.push(p.finish());
 
@@ -234,35 +179,18 @@ fn patient_with_records(
     }
     for c in 1..=2 {
         let id = format!("{}-cond-{c}", ctx.id);
-        out.push(condition(
-            ctx,
-            &id,
-            &info.encounters[c - 1],
-            (person + c * 3) % CONDITIONS.len(),
-        ));
+        out.push(condition(ctx, &id, &info.encounters[c - 1], (person + c * 3) % CONDITIONS.len()));
         info.conditions.push(id);
     }
     let id = format!("{}-medreq-1", ctx.id);
-    out.push(medication_request(
-        ctx,
-        &id,
-        &info.encounters[0],
-        person % MEDICATIONS.len(),
-    ));
+    out.push(medication_request(ctx, &id, &info.encounters[0], person % MEDICATIONS.len()));
     info.medication_requests.push(id);
     info
 }
 
 fn practitioner(tenant: &Arc<str>, info: &PractitionerInfo) -> StoredResource {
-    let (given, family) = info
-        .name
-        .trim_start_matches("Dr. ")
-        .split_once(' ')
-        .unwrap_or(("", ""));
-    let npi = format!(
-        "99{:08}",
-        info.id.bytes().map(u64::from).sum::<u64>() * 7919
-    );
+    let (given, family) = info.name.trim_start_matches("Dr. ").split_once(' ').unwrap_or(("", ""));
+    let npi = format!("99{:08}", info.id.bytes().map(u64::from).sum::<u64>() * 7919);
     let mut r = Entry::new(
         "Practitioner",
         info.id.clone(),
@@ -293,11 +221,7 @@ fn encounter(ctx: &PatientCtx, id: &str, n: usize, rng: &mut Rng) -> StoredResou
         }),
     );
     r.token("status", None, "finished");
-    r.token(
-        "class",
-        Some("http://terminology.hl7.org/CodeSystem/v3-ActCode"),
-        "AMB",
-    );
+    r.token("class", Some("http://terminology.hl7.org/CodeSystem/v3-ActCode"), "AMB");
     r.token("practitioner", Some("Practitioner"), &ctx.gp);
     r.finish()
 }
@@ -305,12 +229,7 @@ fn encounter(ctx: &PatientCtx, id: &str, n: usize, rng: &mut Rng) -> StoredResou
 fn observation(ctx: &PatientCtx, id: &str, enc: &str, n: usize, rng: &mut Rng) -> StoredResource {
     let (code, display, category, unit, base, spread) = VITALS[(n - 1) % VITALS.len()];
     let value = ((base + rng.unit() * spread) * 10.0).round() / 10.0;
-    let when = format!(
-        "2025-{:02}-{:02}T09:{:02}:00Z",
-        2 + (n % 2) * 3,
-        1 + n,
-        n * 2
-    );
+    let when = format!("2025-{:02}-{:02}T09:{:02}:00Z", 2 + (n % 2) * 3, 1 + n, n * 2);
     let mut r = ctx.child(
         "Observation",
         id.to_owned(),

@@ -28,18 +28,11 @@ pub(crate) use params::{search_params, ParamKind};
 pub const TENANT_TAG_SYSTEM: &str = "https://phigate.dev/tenant";
 
 /// The resource types the sample data holds, in the order the CapabilityStatement lists them.
-pub const RESOURCE_TYPES: &[&str] = &[
-    "Patient",
-    "Practitioner",
-    "Encounter",
-    "Condition",
-    "Observation",
-    "MedicationRequest",
-];
+pub const RESOURCE_TYPES: &[&str] =
+    &["Patient", "Practitioner", "Encounter", "Condition", "Observation", "MedicationRequest"];
 
 /// Types in the Patient compartment (reachable as `Patient/{id}/{type}`).
-pub const COMPARTMENT_TYPES: &[&str] =
-    &["Encounter", "Condition", "Observation", "MedicationRequest"];
+pub const COMPARTMENT_TYPES: &[&str] = &["Encounter", "Condition", "Observation", "MedicationRequest"];
 
 /// One tenant of the sample data.
 #[derive(Debug, Clone)]
@@ -100,9 +93,7 @@ pub struct StoredResource {
 impl StoredResource {
     /// Whether the resource has this token value for this search param.
     pub(crate) fn has_token(&self, param: &str, value: &str) -> bool {
-        self.tokens
-            .iter()
-            .any(|(p, v)| *p == param && &**v == value)
+        self.tokens.iter().any(|(p, v)| *p == param && &**v == value)
     }
 }
 
@@ -136,18 +127,10 @@ impl SampleData {
         };
         for (i, r) in resources.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
-            data.by_id
-                .entry(r.resource_type)
-                .or_default()
-                .insert(r.id.clone(), i);
+            data.by_id.entry(r.resource_type).or_default().insert(r.id.clone(), i);
             data.by_type.entry(r.resource_type).or_default().push(i);
             if let Some(p) = &r.patient {
-                data.by_patient
-                    .entry(r.resource_type)
-                    .or_default()
-                    .entry(p.clone())
-                    .or_default()
-                    .push(i);
+                data.by_patient.entry(r.resource_type).or_default().entry(p.clone()).or_default().push(i);
                 data.everything.entry(p.clone()).or_default().push(i);
             }
         }
@@ -167,9 +150,7 @@ impl SampleData {
 
     /// A patient by id, with its tenant.
     pub fn patient(&self, id: &str) -> Option<(&TenantInfo, &PatientInfo)> {
-        self.tenants
-            .iter()
-            .find_map(|t| t.patients.iter().find(|p| p.id == id).map(|p| (t, p)))
+        self.tenants.iter().find_map(|t| t.patients.iter().find(|p| p.id == id).map(|p| (t, p)))
     }
 
     /// Every resource, in store order.
@@ -197,10 +178,7 @@ impl SampleData {
 
     /// Store indexes of a type's resources about one patient.
     pub(crate) fn of_patient(&self, resource_type: &str, patient: &str) -> &[u32] {
-        self.by_patient
-            .get(resource_type)
-            .and_then(|m| m.get(patient))
-            .map_or(&[], Vec::as_slice)
+        self.by_patient.get(resource_type).and_then(|m| m.get(patient)).map_or(&[], Vec::as_slice)
     }
 
     /// Store indexes of the patient and everything about them (`$everything`).

@@ -52,9 +52,7 @@ const MEDICATION_REQUEST: &[(&str, ParamKind)] = &[
 ];
 
 /// The kind of search parameter `name` on `resource_type`, if supported.
-pub(crate) fn search_params(
-    resource_type: &str,
-) -> impl Iterator<Item = (&'static str, ParamKind)> {
+pub(crate) fn search_params(resource_type: &str) -> impl Iterator<Item = (&'static str, ParamKind)> {
     let specific: &[(&str, ParamKind)] = match resource_type {
         "Patient" => PATIENT,
         "Practitioner" => PRACTITIONER,

@@ -19,14 +19,8 @@ fn generation_is_deterministic() {
 #[test]
 fn documented_ids_exist_with_their_tenants() {
     let data = SampleData::generate();
-    let ids = |t: &str| -> Vec<String> {
-        data.tenant(t)
-            .expect(t)
-            .patients
-            .iter()
-            .map(|p| p.id.clone())
-            .collect()
-    };
+    let ids =
+        |t: &str| -> Vec<String> { data.tenant(t).expect(t).patients.iter().map(|p| p.id.clone()).collect() };
     assert_eq!(ids("tenant-a"), ["a-p1", "a-p2", "a-p3", "a-p4", "a-p5"]);
     assert_eq!(ids("tenant-b"), ["b-p1", "b-p2", "b-p3", "b-p4"]);
     let (tenant, p) = data.patient("b-p2").expect("b-p2");
@@ -57,8 +51,7 @@ fn every_resource_is_fhir_json_with_tenant_tag_and_patient_reference() {
     let data = SampleData::generate();
     for r in data.resources() {
         assert!(
-            r.json
-                .starts_with(format!("{{\"resourceType\":\"{}\",", r.resource_type).as_bytes()),
+            r.json.starts_with(format!("{{\"resourceType\":\"{}\",", r.resource_type).as_bytes()),
             "{}",
             r.id
         );

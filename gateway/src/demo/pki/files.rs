@@ -13,10 +13,7 @@ impl DevPki {
     /// # Errors
     /// When the directory or a file cannot be written.
     pub fn write_to(&self, dir: &Path) -> Result<DevPkiPaths, PkiError> {
-        fs::create_dir_all(dir).map_err(|source| PkiError::Write {
-            path: dir.to_owned(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| PkiError::Write { path: dir.to_owned(), source })?;
         let paths = DevPkiPaths::in_dir(dir);
         write_public(&paths.ca_cert, self.ca.cert_pem())?;
         write_public(&paths.internal_ca_cert, self.internal_ca.cert_pem())?;
@@ -24,11 +21,7 @@ impl DevPki {
             (&paths.gateway_cert, &paths.gateway_key, &self.gateway),
             (&paths.client_cert, &paths.client_key, &self.client),
             (&paths.upstream_cert, &paths.upstream_key, &self.upstream),
-            (
-                &paths.gateway_client_cert,
-                &paths.gateway_client_key,
-                &self.gateway_client,
-            ),
+            (&paths.gateway_client_cert, &paths.gateway_client_key, &self.gateway_client),
         ] {
             write_public(cert, issued.cert_pem())?;
             write_secret(key, issued.key_pem())?;
@@ -90,10 +83,7 @@ fn write_secret(path: &Path, pem: &str) -> Result<(), PkiError> {
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let err = |source| PkiError::Write { path: path.to_owned(), source };
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -103,8 +93,7 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
         // key byte is written (a reused demo dir must not leave a key world-readable).
         opts.mode(mode);
         let file = opts.open(path).map_err(err)?;
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(err)?;
+        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(err)?;
         write_all(file, contents).map_err(err)
     }
     #[cfg(not(unix))]

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -125,9 +125,7 @@ pub struct CertAuthority {
 impl std::fmt::Debug for CertAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The issuer holds the CA's private key: keep it out of debug output.
-        f.debug_struct("CertAuthority")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("CertAuthority").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -142,11 +140,8 @@ impl CertAuthority {
         params.distinguished_name = dn(&format!("phigate {name} CA"));
         // Path length 0: the dev CAs sign leaves only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         set_validity(&mut params, CA_VALIDITY);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
@@ -238,18 +233,14 @@ fn san(name: &str) -> Result<SanType, PkiError> {
         Err(_) => {
             // rcgen accepts any IA5 string; check DNS syntax here so a typo fails at generation
             // rather than as a name mismatch at handshake time.
-            rustls_pki_types::DnsName::try_from(name)
-                .map_err(|_| PkiError::InvalidName(name.to_owned()))?;
+            rustls_pki_types::DnsName::try_from(name).map_err(|_| PkiError::InvalidName(name.to_owned()))?;
             SanType::DnsName(name.to_owned().try_into()?)
         }
     })
 }
 
 fn set_validity(params: &mut CertificateParams, validity: Duration) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let at = |secs: u64| {
         OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)

@@ -37,11 +37,7 @@ fn get(api: &FhirApi, target: &str) -> (StatusCode, Value) {
 fn ids(bundle: &Value) -> Vec<String> {
     bundle["entry"]
         .as_array()
-        .map(|e| {
-            e.iter()
-                .map(|e| e["resource"]["id"].as_str().unwrap_or("").to_owned())
-                .collect()
-        })
+        .map(|e| e.iter().map(|e| e["resource"]["id"].as_str().unwrap_or("").to_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -67,10 +63,7 @@ fn read_returns_the_resource_and_missing_is_404_operation_outcome() {
     let (s, v) = get(&api, "Observation/a-p2-obs-99");
     assert_eq!((s, issue_code(&v)), (StatusCode::NOT_FOUND, "not-found"));
     let (s, v) = get(&api, "Banana/1");
-    assert_eq!(
-        (s, issue_code(&v)),
-        (StatusCode::NOT_FOUND, "not-supported")
-    );
+    assert_eq!((s, issue_code(&v)), (StatusCode::NOT_FOUND, "not-supported"));
 }
 
 #[test]
@@ -78,15 +71,9 @@ fn search_pages_with_default_size_and_next_link_using_offset() {
     let api = api();
     let (s, v) = get(&api, "Observation");
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(
-        (v["type"].as_str(), v["total"].as_u64()),
-        (Some("searchset"), Some(108))
-    );
+    assert_eq!((v["type"].as_str(), v["total"].as_u64()), (Some("searchset"), Some(108)));
     assert_eq!(ids(&v).len(), 20);
-    assert_eq!(
-        v["entry"][0]["fullUrl"],
-        format!("{BASE}/Observation/a-p1-obs-01")
-    );
+    assert_eq!(v["entry"][0]["fullUrl"], format!("{BASE}/Observation/a-p1-obs-01"));
     assert_eq!(v["entry"][0]["search"]["mode"], "match");
     let next = link(&v, "next").expect("next");
     assert_eq!(next, format!("{BASE}/Observation?_count=20&_offset=20"));
@@ -116,10 +103,7 @@ fn count_is_capped_at_100_and_repeated_count_is_400() {
 fn offset_past_the_end_is_an_empty_page_not_an_overflow() {
     let api = api();
     let (s, v) = get(&api, &format!("Observation?_offset={}", usize::MAX));
-    assert_eq!(
-        (s, v["total"].as_u64(), v.get("entry")),
-        (StatusCode::OK, Some(108), None)
-    );
+    assert_eq!((s, v["total"].as_u64(), v.get("entry")), (StatusCode::OK, Some(108), None));
     assert!(link(&v, "next").is_none());
 }
 
@@ -128,17 +112,12 @@ fn patient_and_subject_filters_accept_references_and_or_lists() {
     let api = api();
     let (_, v) = get(&api, "Observation?patient=Patient/a-p1,a-p2&_count=100");
     assert_eq!(v["total"], 24);
-    assert!(ids(&v)
-        .iter()
-        .all(|i| i.starts_with("a-p1-") || i.starts_with("a-p2-")));
+    assert!(ids(&v).iter().all(|i| i.starts_with("a-p1-") || i.starts_with("a-p2-")));
     let (_, v) = get(&api, "Condition?subject=Patient%2Fb-p3");
     assert_eq!(ids(&v), ["b-p3-cond-1", "b-p3-cond-2"]);
     let (_, v) = get(&api, "Condition?subject=Group/b-p3");
     assert_eq!(v["total"], 0);
-    let (_, v) = get(
-        &api,
-        "Observation?patient=a-p1&code=http://loinc.org|8867-4",
-    );
+    let (_, v) = get(&api, "Observation?patient=a-p1&code=http://loinc.org|8867-4");
     assert_eq!(ids(&v), ["a-p1-obs-01", "a-p1-obs-07"]);
 }
 
@@ -170,9 +149,7 @@ fn compartment_search_is_scoped_and_pages_on_its_own_path() {
     assert_eq!(ids(&v).len(), 5);
     assert_eq!(
         link(&v, "next").as_deref(),
-        Some(&*format!(
-            "{BASE}/Patient/a-p1/Observation?_count=5&_offset=5"
-        ))
+        Some(&*format!("{BASE}/Patient/a-p1/Observation?_count=5&_offset=5"))
     );
     let (s, _) = get(&api, "Patient/zz/Observation");
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -187,10 +164,7 @@ fn everything_returns_patient_first_then_records_paged() {
     assert_eq!(v["total"], 18);
     assert_eq!(ids(&v)[0], "b-p1");
     let next = link(&v, "next").expect("next");
-    assert_eq!(
-        next,
-        format!("{BASE}/Patient/b-p1/$everything?_count=10&_offset=10")
-    );
+    assert_eq!(next, format!("{BASE}/Patient/b-p1/$everything?_count=10&_offset=10"));
     let (_, page2) = get(&api, "Patient/b-p1/$everything?_count=10&_offset=10");
     assert_eq!(ids(&page2).len(), 8);
     let (s, _) = get(&api, "Patient/b-p1/$everything?code=x");
@@ -216,21 +190,9 @@ fn batch_answers_each_entry_in_order() {
     assert_eq!(reply.status, StatusCode::OK);
     let v: Value = serde_json::from_slice(&reply.body).expect("json");
     assert_eq!(v["type"], "batch-response");
-    let statuses: Vec<_> = v["entry"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| e["response"]["status"].clone())
-        .collect();
-    assert_eq!(
-        statuses,
-        [
-            "200 OK",
-            "404 Not Found",
-            "200 OK",
-            "405 Method Not Allowed"
-        ]
-    );
+    let statuses: Vec<_> =
+        v["entry"].as_array().expect("entries").iter().map(|e| e["response"]["status"].clone()).collect();
+    assert_eq!(statuses, ["200 OK", "404 Not Found", "200 OK", "405 Method Not Allowed"]);
     assert_eq!(v["entry"][0]["resource"]["id"], "a-p1");
     assert_eq!(v["entry"][2]["resource"]["total"], 12);
     assert_eq!(v["entry"][1]["outcome"]["resourceType"], "OperationOutcome");
@@ -255,12 +217,7 @@ fn transaction_and_non_bundle_posts_are_400() {
 #[test]
 fn post_search_reads_form_parameters() {
     let api = api();
-    let (s, v) = call(
-        &api,
-        Method::POST,
-        "Observation/_search",
-        Some("patient=b-p2&_count=3"),
-    );
+    let (s, v) = call(&api, Method::POST, "Observation/_search", Some("patient=b-p2&_count=3"));
     assert_eq!(s, StatusCode::OK);
     assert_eq!((v["total"].as_u64(), ids(&v).len()), (Some(12), 3));
     let (s, _) = call(&api, Method::POST, "Observation/_search?patient=b-p2", None);
@@ -270,22 +227,12 @@ fn post_search_reads_form_parameters() {
 #[test]
 fn writes_are_405_and_unknown_paths_404() {
     let api = api();
-    for (m, p) in [
-        (Method::PUT, "Patient/a-p1"),
-        (Method::DELETE, "Patient/a-p1"),
-        (Method::POST, "Patient"),
-    ] {
+    for (m, p) in [(Method::PUT, "Patient/a-p1"), (Method::DELETE, "Patient/a-p1"), (Method::POST, "Patient")]
+    {
         let (s, v) = call(&api, m, p, None);
-        assert_eq!(
-            (s, issue_code(&v)),
-            (StatusCode::METHOD_NOT_ALLOWED, "not-supported")
-        );
+        assert_eq!((s, issue_code(&v)), (StatusCode::METHOD_NOT_ALLOWED, "not-supported"));
     }
-    for p in [
-        "Patient//a-p1",
-        "Patient/a-p1/",
-        "Patient/a-p1/Observation/x/y",
-    ] {
+    for p in ["Patient//a-p1", "Patient/a-p1/", "Patient/a-p1/Observation/x/y"] {
         assert_eq!(get(&api, p).0, StatusCode::NOT_FOUND, "{p}");
     }
 }
@@ -305,11 +252,7 @@ fn metadata_is_an_r4_capability_statement_listing_the_search_params() {
         .iter()
         .find(|r| r["type"] == "Observation")
         .expect("Observation");
-    assert!(obs["searchParam"]
-        .as_array()
-        .expect("params")
-        .iter()
-        .any(|p| p["name"] == "patient"));
+    assert!(obs["searchParam"].as_array().expect("params").iter().any(|p| p["name"] == "patient"));
 }
 
 #[test]

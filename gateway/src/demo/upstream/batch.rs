@@ -35,18 +35,10 @@ struct EntryRequest {
 
 pub(crate) fn batch(api: &FhirApi, req: &ApiRequest<'_>) -> Reply {
     let Ok(bundle) = serde_json::from_slice::<Bundle>(req.body) else {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "The body is not a Bundle.",
-        );
+        return outcome(StatusCode::BAD_REQUEST, "invalid", "The body is not a Bundle.");
     };
     if bundle.resource_type != "Bundle" {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "The body is not a Bundle.",
-        );
+        return outcome(StatusCode::BAD_REQUEST, "invalid", "The body is not a Bundle.");
     }
     match bundle.bundle_type.as_deref() {
         Some("batch") => {}
@@ -57,20 +49,10 @@ pub(crate) fn batch(api: &FhirApi, req: &ApiRequest<'_>) -> Reply {
                 "Transactions are not supported; use a batch.",
             )
         }
-        _ => {
-            return outcome(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                "Only batch Bundles can be posted.",
-            )
-        }
+        _ => return outcome(StatusCode::BAD_REQUEST, "invalid", "Only batch Bundles can be posted."),
     }
     if bundle.entry.len() > MAX_BATCH_ENTRIES {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "too-costly",
-            "The batch has too many entries.",
-        );
+        return outcome(StatusCode::BAD_REQUEST, "too-costly", "The batch has too many entries.");
     }
     let mut out = BytesMut::with_capacity(1024).writer();
     let _ = out.write_all(b"{\"resourceType\":\"Bundle\",\"type\":\"batch-response\",\"entry\":[");
@@ -79,16 +61,8 @@ pub(crate) fn batch(api: &FhirApi, req: &ApiRequest<'_>) -> Reply {
             let _ = out.write_all(b",");
         }
         let reply = run_entry(api, entry, req.base_url);
-        let status = format!(
-            "{} {}",
-            reply.status.as_u16(),
-            reply.status.canonical_reason().unwrap_or("")
-        );
-        let member: &[u8] = if reply.status.is_success() {
-            b"resource"
-        } else {
-            b"outcome"
-        };
+        let status = format!("{} {}", reply.status.as_u16(), reply.status.canonical_reason().unwrap_or(""));
+        let member: &[u8] = if reply.status.is_success() { b"resource" } else { b"outcome" };
         let _ = out.write_all(b"{\"");
         let _ = out.write_all(member);
         let _ = out.write_all(b"\":");
@@ -103,29 +77,17 @@ pub(crate) fn batch(api: &FhirApi, req: &ApiRequest<'_>) -> Reply {
 
 fn run_entry(api: &FhirApi, entry: &BundleEntry, base_url: &str) -> Reply {
     let Some(request) = &entry.request else {
-        return outcome(
-            StatusCode::BAD_REQUEST,
-            "invalid",
-            "The entry has no request.",
-        );
+        return outcome(StatusCode::BAD_REQUEST, "invalid", "The entry has no request.");
     };
     if request.method != "GET" {
-        return outcome(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "not-supported",
-            "The sample upstream is read-only.",
-        );
+        return outcome(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "The sample upstream is read-only.");
     }
     // Entry URLs are relative to the base; an absolute URL must name this base.
     let url = request.url.as_str();
     let relative = match url.strip_prefix(base_url) {
         Some(rest) => rest.trim_start_matches('/'),
         None if url.contains("://") => {
-            return outcome(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                "The entry URL is not on this server.",
-            )
+            return outcome(StatusCode::BAD_REQUEST, "invalid", "The entry URL is not on this server.")
         }
         None => url.trim_start_matches('/'),
     };

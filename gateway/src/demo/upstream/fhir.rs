@@ -29,11 +29,7 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn ok(body: Bytes) -> Self {
-        Reply {
-            status: StatusCode::OK,
-            body,
-            etag: None,
-        }
+        Reply { status: StatusCode::OK, body, etag: None }
     }
 }
 
@@ -43,11 +39,7 @@ pub(crate) fn outcome(status: StatusCode, code: &str, diagnostics: &'static str)
         "resourceType": "OperationOutcome",
         "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }],
     });
-    Reply {
-        status,
-        body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-        etag: None,
-    }
+    Reply { status, body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), etag: None }
 }
 
 /// One request as the API sees it: the path already stripped of the base path.
@@ -72,10 +64,7 @@ pub(crate) struct FhirApi {
 
 impl FhirApi {
     pub(crate) fn new(data: Arc<SampleData>) -> Self {
-        FhirApi {
-            data,
-            capability: capability_statement(),
-        }
+        FhirApi { data, capability: capability_statement() }
     }
 
     /// Answers one request.
@@ -124,11 +113,7 @@ impl FhirApi {
                     );
                 }
                 let Ok(form) = std::str::from_utf8(req.body) else {
-                    return outcome(
-                        StatusCode::BAD_REQUEST,
-                        "invalid",
-                        "The form body is not UTF-8.",
-                    );
+                    return outcome(StatusCode::BAD_REQUEST, "invalid", "The form body is not UTF-8.");
                 };
                 self.search_type(ty, req.query, form, req.base_url)
             }
@@ -139,14 +124,7 @@ impl FhirApi {
 
     /// A GET for batch entries (never recursive: a batch entry cannot be a POST).
     pub(crate) fn get(&self, path: &str, query: &str, base_url: &str) -> Reply {
-        self.handle(&ApiRequest {
-            method: &Method::GET,
-            path,
-            query,
-            base_url,
-            form_body: false,
-            body: &[],
-        })
+        self.handle(&ApiRequest { method: &Method::GET, path, query, base_url, form_body: false, body: &[] })
     }
 
     fn read(&self, ty: &str, id: &str) -> Reply {
@@ -154,11 +132,7 @@ impl FhirApi {
             return unknown_type();
         }
         match self.data.resource(ty, id) {
-            Some(r) => Reply {
-                status: StatusCode::OK,
-                body: r.json.clone(),
-                etag: Some("W/\"1\""),
-            },
+            Some(r) => Reply { status: StatusCode::OK, body: r.json.clone(), etag: Some("W/\"1\"") },
             None => outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found."),
         }
     }
@@ -193,10 +167,7 @@ impl FhirApi {
             Ok(p) => p,
             Err(reply) => return reply,
         };
-        let scope = SearchScope::Compartment {
-            patient,
-            resource_type: ty,
-        };
+        let scope = SearchScope::Compartment { patient, resource_type: ty };
         search::search(&self.data, &scope, &params, base_url)
     }
 
@@ -208,12 +179,7 @@ impl FhirApi {
             Ok(p) => p,
             Err(reply) => return reply,
         };
-        search::search(
-            &self.data,
-            &SearchScope::Everything { patient },
-            &params,
-            base_url,
-        )
+        search::search(&self.data, &SearchScope::Everything { patient }, &params, base_url)
     }
 }
 
@@ -222,19 +188,11 @@ fn not_found() -> Reply {
 }
 
 fn read_only() -> Reply {
-    outcome(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "not-supported",
-        "The sample upstream is read-only.",
-    )
+    outcome(StatusCode::METHOD_NOT_ALLOWED, "not-supported", "The sample upstream is read-only.")
 }
 
 fn unknown_type() -> Reply {
-    outcome(
-        StatusCode::NOT_FOUND,
-        "not-supported",
-        "Unknown or unsupported resource type.",
-    )
+    outcome(StatusCode::NOT_FOUND, "not-supported", "Unknown or unsupported resource type.")
 }
 
 /// The CapabilityStatement, derived from the same tables search uses.

@@ -169,14 +169,9 @@ impl SampleUpstreamBuilder {
     ///
     /// # Errors
     /// When TLS material is missing or invalid, a setting is malformed, or binding fails.
-    pub async fn bind(
-        self,
-        addr: impl tokio::net::ToSocketAddrs,
-    ) -> Result<RunningUpstream, UpstreamError> {
+    pub async fn bind(self, addr: impl tokio::net::ToSocketAddrs) -> Result<RunningUpstream, UpstreamError> {
         let prepared = self.prepare()?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(UpstreamError::Bind)?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(UpstreamError::Bind)?;
         Ok(prepared.start(listener))
     }
 
@@ -197,10 +192,7 @@ impl SampleUpstreamBuilder {
             .build()
             .map_err(UpstreamError::Runtime)?;
         let upstream = runtime.block_on(self.bind(addr))?;
-        Ok(DedicatedUpstream {
-            upstream,
-            runtime: Some(runtime),
-        })
+        Ok(DedicatedUpstream { upstream, runtime: Some(runtime) })
     }
 
     fn prepare(self) -> Result<server::Prepared, UpstreamError> {
@@ -212,18 +204,12 @@ impl SampleUpstreamBuilder {
             Some(_) => return Err(UpstreamError::BadSetting("public_base_url")),
             None => None,
         };
-        let tls = if self.plaintext {
-            None
-        } else {
-            Some(self.tls.server_config()?)
-        };
+        let tls = if self.plaintext { None } else { Some(self.tls.server_config()?) };
         Ok(server::Prepared {
             tls,
             base_path,
             public_base_url,
-            data: self
-                .data
-                .unwrap_or_else(|| Arc::new(SampleData::generate())),
+            data: self.data.unwrap_or_else(|| Arc::new(SampleData::generate())),
             recorder: Recorder::new(self.record_capacity),
         })
     }
@@ -233,9 +219,7 @@ fn normalize_base_path(path: &str) -> Result<String, UpstreamError> {
     let trimmed = path.trim_end_matches('/');
     let ok = trimmed.is_empty()
         || (trimmed.starts_with('/')
-            && trimmed
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
+            && trimmed.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b))
             && !trimmed.contains("//"));
     if ok {
         Ok(trimmed.to_owned())
@@ -305,10 +289,7 @@ impl Drop for DedicatedUpstream {
         };
         // Draining needs `block_on`, which panics inside another runtime; there the drain is
         // skipped and the runtime is torn down in the background.
-        if let (Some(task), Err(_)) = (
-            self.upstream.task.take(),
-            tokio::runtime::Handle::try_current(),
-        ) {
+        if let (Some(task), Err(_)) = (self.upstream.task.take(), tokio::runtime::Handle::try_current()) {
             let _ = rt.block_on(task);
         }
         rt.shutdown_background();

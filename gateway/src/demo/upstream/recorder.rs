@@ -64,20 +64,13 @@ impl Recorder {
     /// A recorder keeping the last `capacity` requests (0 records nothing, for load tests).
     pub fn new(capacity: usize) -> Self {
         Recorder {
-            inner: Arc::new(Inner {
-                capacity,
-                state: Mutex::new(State::default()),
-                notify: Notify::new(),
-            }),
+            inner: Arc::new(Inner { capacity, state: Mutex::new(State::default()), notify: Notify::new() }),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not wedge every later assertion; the ring stays usable.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether recording is on (capacity above zero).
@@ -200,10 +193,7 @@ mod tests {
         let all: Vec<_> = r.all().into_iter().map(|s| s.path_and_query).collect();
         assert_eq!(all, ["/2", "/3"]);
         assert_eq!(r.count(), 3);
-        assert_eq!(
-            r.try_next().map(|s| s.path_and_query).as_deref(),
-            Some("/2")
-        );
+        assert_eq!(r.try_next().map(|s| s.path_and_query).as_deref(), Some("/2"));
         r.clear();
         assert!(r.try_next().is_none());
         assert!(r.all().is_empty());

@@ -33,10 +33,7 @@ pub(crate) enum SearchScope<'a> {
     /// `GET {type}?...`
     Type { resource_type: &'static str },
     /// `GET Patient/{id}/{type}?...`
-    Compartment {
-        patient: &'a str,
-        resource_type: &'static str,
-    },
+    Compartment { patient: &'a str, resource_type: &'static str },
     /// `GET Patient/{id}/$everything`
     Everything { patient: &'a str },
 }
@@ -62,11 +59,7 @@ impl Params {
 }
 
 fn decode(s: &str) -> Result<String, Reply> {
-    let s: Cow<'_, str> = if s.contains('+') {
-        Cow::Owned(s.replace('+', " "))
-    } else {
-        Cow::Borrowed(s)
-    };
+    let s: Cow<'_, str> = if s.contains('+') { Cow::Owned(s.replace('+', " ")) } else { Cow::Borrowed(s) };
     percent_decode_str(&s)
         .decode_utf8()
         .map(Cow::into_owned)
@@ -176,12 +169,7 @@ fn patient_id(v: &str) -> &str {
 }
 
 /// Runs a search and renders the page.
-pub(crate) fn search(
-    data: &SampleData,
-    scope: &SearchScope<'_>,
-    params: &Params,
-    base_url: &str,
-) -> Reply {
+pub(crate) fn search(data: &SampleData, scope: &SearchScope<'_>, params: &Params, base_url: &str) -> Reply {
     let plan = match plan(scope, params) {
         Ok(p) => p,
         Err(reply) => return reply,
@@ -195,11 +183,8 @@ pub(crate) fn search(
                 // Start from the patient index: a patient-scoped search touches only that
                 // patient's resources, whatever the size of the store.
                 Some(ids) => {
-                    let mut v: Vec<u32> = ids
-                        .iter()
-                        .flat_map(|p| data.of_patient(resource_type, p))
-                        .copied()
-                        .collect();
+                    let mut v: Vec<u32> =
+                        ids.iter().flat_map(|p| data.of_patient(resource_type, p)).copied().collect();
                     v.sort_unstable();
                     v.dedup();
                     Cow::Owned(v)
@@ -207,17 +192,13 @@ pub(crate) fn search(
                 None => Cow::Borrowed(data.of_type(resource_type)),
             }
         }
-        SearchScope::Compartment {
-            patient,
-            resource_type,
-        } => Cow::Borrowed(data.of_patient(resource_type, patient)),
+        SearchScope::Compartment { patient, resource_type } => {
+            Cow::Borrowed(data.of_patient(resource_type, patient))
+        }
         SearchScope::Everything { patient } => Cow::Borrowed(data.everything(patient)),
     };
-    let matched: Vec<u32> = candidates
-        .iter()
-        .copied()
-        .filter(|i| plan.filters.iter().all(|f| f.matches(data.get(*i))))
-        .collect();
+    let matched: Vec<u32> =
+        candidates.iter().copied().filter(|i| plan.filters.iter().all(|f| f.matches(data.get(*i)))).collect();
     Reply::ok(render(data, scope, &plan, &matched, base_url))
 }
 
@@ -235,38 +216,17 @@ fn render(
         let start = plan.offset().min(total);
         &matched[start..(start + plan.count()).min(total)]
     };
-    let size: usize = page
-        .iter()
-        .map(|i| data.get(*i).json.len() + base_url.len() + 96)
-        .sum();
+    let size: usize = page.iter().map(|i| data.get(*i).json.len() + base_url.len() + 96).sum();
     let mut out = BytesMut::with_capacity(size + 512).writer();
-    let _ = write!(
-        out,
-        "{{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"total\":{total},\"link\":["
-    );
+    let _ = write!(out, "{{\"resourceType\":\"Bundle\",\"type\":\"searchset\",\"total\":{total},\"link\":[");
     write_link(&mut out, "self", scope, plan, plan.offset(), base_url);
-    if !plan.summary_count && plan.count() > 0 && plan.offset().saturating_add(plan.count()) < total
-    {
+    if !plan.summary_count && plan.count() > 0 && plan.offset().saturating_add(plan.count()) < total {
         let _ = out.write_all(b",");
-        write_link(
-            &mut out,
-            "next",
-            scope,
-            plan,
-            plan.offset().saturating_add(plan.count()),
-            base_url,
-        );
+        write_link(&mut out, "next", scope, plan, plan.offset().saturating_add(plan.count()), base_url);
     }
     if !plan.summary_count && plan.offset() > 0 && plan.count() > 0 {
         let _ = out.write_all(b",");
-        write_link(
-            &mut out,
-            "previous",
-            scope,
-            plan,
-            plan.offset().saturating_sub(plan.count()),
-            base_url,
-        );
+        write_link(&mut out, "previous", scope, plan, plan.offset().saturating_sub(plan.count()), base_url);
     }
     let _ = out.write_all(b"]");
     if !page.is_empty() {
@@ -304,10 +264,7 @@ fn write_link(
     url.push('/');
     match scope {
         SearchScope::Type { resource_type } => url.push_str(resource_type),
-        SearchScope::Compartment {
-            patient,
-            resource_type,
-        } => {
+        SearchScope::Compartment { patient, resource_type } => {
             url.push_str("Patient/");
             url.push_str(patient);
             url.push('/');
@@ -339,11 +296,7 @@ fn write_link(
 /// `s` escaped for use inside a JSON string (without the quotes).
 fn json_escape_inner(s: &str) -> String {
     let quoted = serde_json::to_string(s).unwrap_or_default();
-    quoted
-        .strip_prefix('"')
-        .and_then(|q| q.strip_suffix('"'))
-        .unwrap_or("")
-        .to_owned()
+    quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).unwrap_or("").to_owned()
 }
 
 fn write_json_str(out: &mut impl std::io::Write, s: &str) {

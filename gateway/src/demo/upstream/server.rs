@@ -62,9 +62,7 @@ struct ConnMeta {
 
 impl Prepared {
     pub(super) fn start(self, listener: TcpListener) -> RunningUpstream {
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let auto = Builder::new(TokioExecutor::new());
         let shared = Arc::new(Shared {
@@ -131,11 +129,7 @@ async fn connection(
 ) {
     let _ = tcp.set_nodelay(true);
     let Some(acceptor) = acceptor else {
-        let meta = ConnMeta {
-            peer,
-            thumbprint: None,
-            sni: None,
-        };
+        let meta = ConnMeta { peer, thumbprint: None, sni: None };
         return serve_io(tcp, &shared.auto, shared.clone(), meta, watcher).await;
     };
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -154,11 +148,7 @@ async fn connection(
             .map(|c| Arc::from(cert_thumbprint(c))),
         sni: session.server_name().map(Arc::from),
     };
-    let builder = if session.alpn_protocol() == Some(b"h2") {
-        &shared.h2
-    } else {
-        &shared.h1
-    };
+    let builder = if session.alpn_protocol() == Some(b"h2") { &shared.h2 } else { &shared.h1 };
     let builder = builder.clone();
     serve_io(tls, &builder, shared, meta, watcher).await;
 }
@@ -201,17 +191,13 @@ async fn handle(
         )));
     };
     let Some(path) = strip_base(parts.uri.path(), &shared.base_path) else {
-        return Ok(respond(outcome(
-            http::StatusCode::NOT_FOUND,
-            "not-found",
-            "No such endpoint.",
-        )));
+        return Ok(respond(outcome(http::StatusCode::NOT_FOUND, "not-found", "No such endpoint.")));
     };
     let base_url = base_url(&shared, &parts);
-    let form_body = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .starts_with(b"application/x-www-form-urlencoded")
-    });
+    let form_body = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/x-www-form-urlencoded"));
     let reply = shared.api.handle(&ApiRequest {
         method: &parts.method,
         path,
@@ -223,12 +209,7 @@ async fn handle(
     Ok(respond(reply))
 }
 
-fn record(
-    recorder: &Recorder,
-    parts: &http::request::Parts,
-    meta: &ConnMeta,
-    body: Option<&Bytes>,
-) {
+fn record(recorder: &Recorder, parts: &http::request::Parts, meta: &ConnMeta, body: Option<&Bytes>) {
     recorder.record(SeenRequest {
         method: parts.method.clone(),
         path_and_query: parts
@@ -266,17 +247,11 @@ fn base_url(shared: &Shared, parts: &http::request::Parts) -> String {
         .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
         .filter(|a| {
             !a.is_empty()
                 && a.len() <= 255
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+                && a.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         });
     match authority {
         Some(a) => format!("{}://{a}{}", shared.scheme, shared.base_path),

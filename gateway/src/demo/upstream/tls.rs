@@ -29,10 +29,9 @@ impl PemSource {
 
     fn read(&self) -> Result<Vec<u8>, UpstreamError> {
         match self {
-            PemSource::File(p) => std::fs::read(p).map_err(|source| UpstreamError::ReadPem {
-                path: p.clone(),
-                source,
-            }),
+            PemSource::File(p) => {
+                std::fs::read(p).map_err(|source| UpstreamError::ReadPem { path: p.clone(), source })
+            }
             PemSource::Inline(s) => Ok(s.as_bytes().to_vec()),
         }
     }
@@ -96,21 +95,15 @@ impl TlsMaterial {
     pub(super) fn server_config(&self) -> Result<Arc<ServerConfig>, UpstreamError> {
         let cert = self.cert.as_ref().ok_or(UpstreamError::Missing("cert"))?;
         let key = self.key.as_ref().ok_or(UpstreamError::Missing("key"))?;
-        let ca = self
-            .client_ca
-            .as_ref()
-            .ok_or(UpstreamError::Missing("client_ca"))?;
+        let ca = self.client_ca.as_ref().ok_or(UpstreamError::Missing("client_ca"))?;
         let mut roots = RootCertStore::empty();
         for c in ca.certs("client_ca")? {
-            roots
-                .add(c)
-                .map_err(|_| UpstreamError::BadPem("client_ca"))?;
+            roots.add(c).map_err(|_| UpstreamError::BadPem("client_ca"))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| UpstreamError::Tls(e.to_string()))?;
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| UpstreamError::Tls(e.to_string()))?

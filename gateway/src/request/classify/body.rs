@@ -38,10 +38,9 @@ impl ResourceRefs<'_> {
     /// Adds the patients these references name. `patient` elements target Patient only;
     /// `subject` is multi-target, so only typed references count (see `patients` docs).
     pub(super) fn collect(&self, out: &mut Findings) -> Result<(), ClassifyError> {
-        for (name, refs, patient_only) in [
-            ("subject", &self.subject, false),
-            ("patient", &self.patient, true),
-        ] {
+        for (name, refs, patient_only) in
+            [("subject", &self.subject, false), ("patient", &self.patient, true)]
+        {
             let list: &[Reference<'_>] = match refs {
                 Some(OneOrMany::One(r)) => std::slice::from_ref(r),
                 Some(OneOrMany::Many(v)) => v,

@@ -47,10 +47,7 @@ static COMPARTMENT: LazyLock<Result<PatientCompartment, String>> = LazyLock::new
     }
     all.sort_unstable();
     all.dedup();
-    Ok(PatientCompartment {
-        by_type,
-        all: all.into_boxed_slice(),
-    })
+    Ok(PatientCompartment { by_type, all: all.into_boxed_slice() })
 });
 
 impl PatientCompartment {

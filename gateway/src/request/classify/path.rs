@@ -93,12 +93,7 @@ fn compartment<'p>(c: &str, i: &'p str, t: &str, search: bool) -> Result<Target<
         return Err(ClassifyError::InvalidPath);
     }
     let target = if t == "*" { None } else { Some(ty(t)?) };
-    Ok(Target::Compartment {
-        owner,
-        id: id(i)?,
-        target,
-        search,
-    })
+    Ok(Target::Compartment { owner, id: id(i)?, target, search })
 }
 
 fn ty(s: &str) -> Result<&'static str, ClassifyError> {

@@ -65,9 +65,7 @@ impl Findings {
 
     pub(super) fn unresolved(&mut self, name: &str) {
         if !self.unresolved.iter().any(|u| u.name == name) {
-            self.unresolved.push(UnresolvedParam {
-                name: name.to_owned(),
-            });
+            self.unresolved.push(UnresolvedParam { name: name.to_owned() });
         }
     }
 
@@ -207,8 +205,5 @@ fn typed_tail(path: &str) -> Option<(&str, &str)> {
 
 /// FHIR R4 `id`: `[A-Za-z0-9\-\.]{1,64}`.
 pub(super) fn is_fhir_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
