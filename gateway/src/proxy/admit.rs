@@ -38,7 +38,14 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
     ) {
         return Err(Denial::new(ErrorCode::MethodNotAllowed));
     }
-    let target = request::normalize_target(head.raw_path(), &rt.target_limits).map_err(ambiguous)?;
+    let target = request::normalize_target(head.raw_path(), &rt.target_limits).map_err(|a| {
+        // Only to choose the error format (OperationOutcome on FHIR routes): the raw path is not
+        // trusted for anything else.
+        let raw = String::from_utf8_lossy(head.raw_path());
+        let raw_path = raw.split('?').next().unwrap_or_default();
+        ctx.fhir = rt.router.find(raw_path).is_some_and(|r| r.meta.fhir);
+        ambiguous(a)
+    })?;
     let route = rt.router.find(&target.path).ok_or_else(|| Denial::new(ErrorCode::RouteNotFound))?;
     ctx.fhir = route.meta.fhir;
     ctx.route_label = route.meta.name.clone();
