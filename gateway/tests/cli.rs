@@ -1,0 +1,74 @@
+//! The command line: `phigate check` exits 0 or prints one `file:line: key: message` line per
+//! error and exits 2; `phigate config schema` prints the reference.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+use std::process::Command;
+
+fn phigate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_phigate")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listeners:\n  - name: public\n    address: 127.0.0.1:8443\n    tls:\n      cert_path: missing.crt\n      key_path: missing.key\n\
+         upstreams:\n  - name: up\n    address: 127.0.0.1:9443\n    sni: up.internal\n    tls: { ca_path: ca.crt, client_cert_path: c.crt, client_key_path: c.key }\n\
+         routes:\n  - { name: r, path_prefix: /fhir, upstream: nope }\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = phigate(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    let file = path.display().to_string();
+    assert!(stderr.contains(&format!("{file}:5: listeners[0].tls.cert_path:")), "{stderr}");
+    assert!(stderr.contains(&format!("{file}:13: routes[0].upstream:")), "{stderr}");
+    assert!(stderr.lines().count() >= 5, "every error at once: {stderr}");
+}
+
+#[test]
+fn check_names_an_unknown_key_and_never_echoes_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.yaml");
+    std::fs::write(&path, "listeners: []\nupstreams: []\nroutes: []\nadmin:\n  adress: s3cr3t-value\n").unwrap();
+    let (code, _, stderr) = phigate(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains(":5: admin.adress:"), "{stderr}");
+    assert!(!stderr.contains("s3cr3t-value"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_a_valid_config_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = phigate::demo::pki::DevPki::generate().unwrap().write_to(&dir.path().join("pki")).unwrap();
+    let path = dir.path().join("ok.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listeners:\n  - name: public\n    address: 127.0.0.1:8443\n    tls: {{ cert_path: {}, key_path: {} }}\n\
+             upstreams:\n  - name: up\n    address: 127.0.0.1:9443\n    sni: fhir-upstream.internal\n\
+             \x20   tls: {{ ca_path: {}, client_cert_path: {}, client_key_path: {} }}\n\
+             routes:\n  - {{ name: r, path_prefix: /fhir, upstream: up, fhir: true }}\n",
+            paths.gateway_cert.display(),
+            paths.gateway_key.display(),
+            paths.internal_ca_cert.display(),
+            paths.gateway_client_cert.display(),
+            paths.gateway_client_key.display(),
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = phigate(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": ok"));
+}
+
+#[test]
+fn config_schema_prints_the_committed_reference() {
+    let (code, stdout, _) = phigate(&["config", "schema"]);
+    assert_eq!(code, 0);
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/REFERENCE.md")).unwrap();
+    assert_eq!(stdout.trim_end(), committed.trim_end());
+}
