@@ -7,7 +7,11 @@ use std::process::Command;
 
 fn phigate(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_phigate")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -33,7 +37,8 @@ fn check_reports_every_error_with_file_line_and_key_and_exits_2() {
 fn check_names_an_unknown_key_and_never_echoes_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("typo.yaml");
-    std::fs::write(&path, "listeners: []\nupstreams: []\nroutes: []\nadmin:\n  adress: s3cr3t-value\n").unwrap();
+    std::fs::write(&path, "listeners: []\nupstreams: []\nroutes: []\nadmin:\n  adress: s3cr3t-value\n")
+        .unwrap();
     let (code, _, stderr) = phigate(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(stderr.contains(":5: admin.adress:"), "{stderr}");
@@ -69,6 +74,7 @@ fn check_accepts_a_valid_config_and_exits_0() {
 fn config_schema_prints_the_committed_reference() {
     let (code, stdout, _) = phigate(&["config", "schema"]);
     assert_eq!(code, 0);
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/REFERENCE.md")).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/REFERENCE.md")).unwrap();
     assert_eq!(stdout.trim_end(), committed.trim_end());
 }

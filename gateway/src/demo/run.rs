@@ -1,9 +1,159 @@
-//! `phigate demo`: PLACEHOLDER until the demo pieces land.
-#![allow(missing_docs)]
-use std::path::PathBuf;
+//! `phigate demo`: the embedded default a new user runs first. It generates a dev PKI, starts the
+//! sample FHIR upstream (mTLS only, from the gateway's client certificate), writes the gateway
+//! config (the committed `config/demo.yaml` with free ports filled in), `demo.json` and prints
+//! ready-to-paste curl lines, then runs the gateway in the foreground until SIGINT or SIGTERM.
+//! Nothing is downloaded.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub fn run_demo(_dir: Option<PathBuf>, _port: Option<u16>) -> ExitCode {
-    eprintln!("demo: not built yet");
-    ExitCode::FAILURE
+use serde_json::json;
+
+use super::data::SampleData;
+use super::pki::{DevPki, DevPkiPaths};
+use super::upstream::{DedicatedUpstream, SampleUpstream};
+use crate::config::{self, ValidateOptions};
+
+/// The committed demo config; ports are replaced at start.
+const DEMO_CONFIG: &str = include_str!("../../../config/demo.yaml");
+
+/// What the demo is running, as written to `demo.json`.
+struct Demo {
+    dir: PathBuf,
+    config_path: PathBuf,
+    pki: DevPkiPaths,
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    upstream_url: String,
+    data: std::sync::Arc<SampleData>,
+}
+
+/// Runs the demo; returns only on a start-up failure (the gateway itself exits the process).
+pub fn run_demo(dir: Option<PathBuf>, port: Option<u16>) -> ExitCode {
+    match prepare(dir, port) {
+        Ok((demo, upstream)) => {
+            let loaded =
+                match config::load_and_validate(&demo.config_path, ValidateOptions { check_files: true }) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("demo: the generated config is invalid (a bug):\n{e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+            let gateway = match crate::Gateway::builder(loaded.config, loaded.dir).build() {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Err(e) = write_demo_json(&demo) {
+                eprintln!("demo: cannot write demo.json: {e}");
+                return ExitCode::FAILURE;
+            }
+            print_banner(&demo);
+            // The upstream runs on its own runtime for the life of the process.
+            let _upstream: DedicatedUpstream = upstream;
+            gateway.run_forever()
+        }
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn prepare(dir: Option<PathBuf>, port: Option<u16>) -> Result<(Demo, DedicatedUpstream), String> {
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("phigate-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(dir.join("run")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let pki = DevPki::generate().map_err(|e| e.to_string())?;
+    let paths = pki.write_to(&dir.join("pki")).map_err(|e| e.to_string())?;
+    let gateway: SocketAddr = ([127, 0, 0, 1], port.unwrap_or_else(free_port)).into();
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let data = std::sync::Arc::new(SampleData::generate());
+    let upstream = SampleUpstream::builder()
+        .identity(&pki.upstream)
+        .client_ca(&pki.internal_ca)
+        .base_path("/")
+        .public_base_url(&format!("https://localhost:{}/fhir", gateway.port()))
+        .shared_data(data.clone())
+        .record_capacity(0)
+        .bind_on_own_runtime(([127, 0, 0, 1], 0).into(), 1)
+        .map_err(|e| format!("sample upstream: {e}"))?;
+    let upstream_addr = upstream.upstream().addr;
+    let config_text = DEMO_CONFIG
+        .replace("127.0.0.1:8443", &gateway.to_string())
+        .replace("127.0.0.1:9901", &admin.to_string())
+        .replace("127.0.0.1:9443", &upstream_addr.to_string());
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, config_text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let upstream_url = format!("https://{upstream_addr}");
+    Ok((Demo { dir, config_path, pki: paths, gateway, admin, upstream_url, data }, upstream))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(8443)
+}
+
+fn write_demo_json(demo: &Demo) -> std::io::Result<()> {
+    let tenants: serde_json::Map<String, serde_json::Value> = demo
+        .data
+        .tenants()
+        .iter()
+        .map(|t| (t.id.clone(), json!({ "patients": t.patients.iter().map(|p| &p.id).collect::<Vec<_>>() })))
+        .collect();
+    let value = json!({
+        "gateway_url": format!("https://localhost:{}", demo.gateway.port()),
+        "fhir_base": format!("https://localhost:{}/fhir", demo.gateway.port()),
+        "admin_url": format!("http://{}", demo.admin),
+        "upstream_url": demo.upstream_url,
+        "config_path": demo.config_path,
+        "ca_cert": demo.pki.ca_cert,
+        "client_cert": demo.pki.client_cert,
+        "client_key": demo.pki.client_key,
+        "tenants": tenants,
+    });
+    let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
+    std::fs::write(demo.dir.join("demo.json"), text)
+}
+
+/// Curl lines a user can paste (also what the demo test runs).
+fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
+    let base = format!("https://localhost:{}/fhir", demo.gateway.port());
+    let ca = demo.pki.ca_cert.display();
+    vec![
+        ("Read a patient".into(), format!("curl -s --cacert {ca} {base}/Patient/a-p1")),
+        (
+            "Search a patient's observations (paged)".into(),
+            format!("curl -s --cacert {ca} '{base}/Observation?patient=a-p1&_count=5'"),
+        ),
+        (
+            "An ambiguous path is refused (400)".into(),
+            format!("curl -s --cacert {ca} '{base}/Patient/a-p1%2F..%2Fb-p1'"),
+        ),
+        ("Readiness and metrics".into(), format!("curl -s http://{}/readyz", demo.admin)),
+    ]
+}
+
+fn print_banner(demo: &Demo) {
+    println!("phigate demo: files in {}", demo.dir.display());
+    println!("  gateway  https://localhost:{}   (TLS 1.3; FHIR base /fhir)", demo.gateway.port());
+    println!("  admin    http://{}", demo.admin);
+    println!("  upstream {} (mTLS: only the gateway's client certificate gets in)", demo.upstream_url);
+    println!("  config   {}", demo.config_path.display());
+    println!();
+    for (what, line) in curl_lines(demo) {
+        println!("# {what}\n{line}\n");
+    }
+    println!("Ctrl-C stops the demo.");
+}
+
+/// The demo's files under `dir`, for tests.
+pub fn demo_json_path(dir: &Path) -> PathBuf {
+    dir.join("demo.json")
 }
