@@ -1,1 +1,2 @@
+//! Placeholder until the request bench lands.
 fn main() {}
