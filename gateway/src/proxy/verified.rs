@@ -58,6 +58,8 @@ async fn fetch(
         let code = super::error_code_for(&e).unwrap_or(ErrorCode::UpstreamError);
         Denial::new(code).with_cause(e.etype().as_str().to_owned())
     };
+    // The client may speak HTTP/2; this upstream connection speaks what it negotiated.
+    head.set_version(if up.as_http2().is_some() { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
     up.write_request_header(Box::new(head)).await.map_err(upstream_err)?;
     let body = ctx.req.as_ref().and_then(|r| r.request.body.clone());
     if let Some(body) = body {
