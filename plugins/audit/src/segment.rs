@@ -1,0 +1,407 @@
+//! The local segment store: the embedded [`AuditSink`] and the trail's source of truth.
+//!
+//! Files in the audit directory: `seg-000000000001.jsonl`, `seg-000000000002.jsonl`, … (one
+//! chain across all of them), `checkpoints.jsonl` (the checkpoint log) and, after a crash,
+//! `seg-….jsonl.<offset>.torn` (a copy of the torn bytes). Files are created with the configured
+//! mode and opened `O_APPEND` only, so the store works under `chattr +a`: it never truncates,
+//! rewrites or deletes a segment. A torn tail is therefore not cut off but closed with a newline
+//! and declared by a chained `recovery` record naming the skipped byte range and its SHA-256.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+
+use crate::chain::{append_line, hex, Hash, GENESIS};
+use crate::checkpoint::{Checkpoint, CHECKPOINT_LOG};
+use crate::error::SinkError;
+use crate::record::now_ts;
+use crate::scan::{classify_tail, Tail};
+use crate::sink::{AuditSink, PendingRecord};
+
+/// What the store needs from the config.
+pub(crate) struct StoreSettings {
+    pub(crate) dir: PathBuf,
+    pub(crate) file_mode: u32,
+    pub(crate) signer: SigningKey,
+    pub(crate) segment_max_bytes: u64,
+    pub(crate) segment_max_age: Duration,
+    pub(crate) checkpoint_every_records: u64,
+    pub(crate) checkpoint_every: Duration,
+}
+
+/// The file name of segment `index`.
+pub(crate) fn segment_name(index: u64) -> String {
+    format!("seg-{index:012}.jsonl")
+}
+
+/// The index of a segment file name, if it is one.
+pub(crate) fn segment_index(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".jsonl")?;
+    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The segments in `dir`, by index.
+pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(i) = entry.file_name().to_str().and_then(segment_index) {
+            out.push((i, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+struct OpenSegment {
+    file: File,
+    name: String,
+    index: u64,
+    len: u64,
+    opened: Instant,
+}
+
+/// The local, append-only segment store.
+pub struct SegmentStore {
+    s: StoreSettings,
+    key_b64: String,
+    open: Option<OpenSegment>,
+    log: Option<File>,
+    next_seq: u64,
+    last_hash: Hash,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    /// Recoveries performed by this process (start-up and after write failures).
+    pub(crate) recoveries: u64,
+    buf: Vec<u8>,
+}
+
+impl SegmentStore {
+    /// A store over `s.dir`; nothing is touched on disk until the first append or tick.
+    pub(crate) fn new(s: StoreSettings) -> Self {
+        let key_b64 = STANDARD.encode(s.signer.verifying_key().as_bytes());
+        SegmentStore {
+            s,
+            key_b64,
+            open: None,
+            log: None,
+            next_seq: 0,
+            last_hash: GENESIS,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            recoveries: 0,
+            buf: Vec::with_capacity(1 << 16),
+        }
+    }
+
+    fn open_file(&self, path: &Path, create_new: bool) -> Result<File, SinkError> {
+        let f = OpenOptions::new()
+            .append(true)
+            .create_new(create_new)
+            .mode(self.s.file_mode)
+            .open(path)
+            .map_err(|e| SinkError::unwritable(path, e))?;
+        if create_new {
+            // The umask may have narrowed (or a pre-set ACL widened) the mode asked for.
+            f.set_permissions(fs::Permissions::from_mode(self.s.file_mode))
+                .map_err(|e| SinkError::unwritable(path, e))?;
+        }
+        Ok(f)
+    }
+
+    fn sync_dir(&self) -> Result<(), SinkError> {
+        File::open(&self.s.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| SinkError::unwritable(&self.s.dir, e))
+    }
+
+    /// Opens the last segment (recovering a torn tail) or creates the first one.
+    fn ensure_open(&mut self) -> Result<(), SinkError> {
+        if self.open.is_some() {
+            return Ok(());
+        }
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.s.dir)
+            .map_err(|e| SinkError::unwritable(&self.s.dir, e))?;
+        loop {
+            let segs =
+                list_segments(&self.s.dir).map_err(|e| SinkError::unwritable(&self.s.dir, e))?;
+            let Some((index, path)) = segs.last().cloned() else {
+                return self.create_segment(1, None, GENESIS, 0);
+            };
+            let data = fs::read(&path).map_err(|e| SinkError::unwritable(&path, e))?;
+            let (seq, hash, valid_end) = match classify_tail(&data) {
+                Tail::Clean { seq, hash } => (seq, hash, data.len() as u64),
+                Tail::Torn {
+                    seq,
+                    hash,
+                    valid_end,
+                } => (seq, hash, valid_end),
+                Tail::Corrupt { offset } => return Err(SinkError::Corrupt { path, offset }),
+                Tail::NoHeader => {
+                    // Crash while creating the segment: it holds no acknowledged record (the
+                    // header is synced before any record goes in). Move it aside, look again.
+                    let aside = path.with_extension(format!("jsonl.{}.torn", data.len()));
+                    fs::rename(&path, &aside).map_err(|e| SinkError::unwritable(&path, e))?;
+                    self.recoveries += 1;
+                    continue;
+                }
+            };
+            let file = self.open_file(&path, false)?;
+            self.open = Some(OpenSegment {
+                file,
+                name: segment_name(index),
+                index,
+                len: valid_end,
+                opened: Instant::now(),
+            });
+            self.next_seq = seq + 1;
+            self.last_hash = hash;
+            if (data.len() as u64) > valid_end {
+                let torn = data.get(valid_end as usize..).unwrap_or_default();
+                if let Err(e) = self.repair(&path, torn, valid_end) {
+                    self.open = None;
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Copies a torn tail aside, closes it with a newline and chains a `recovery` record that
+    /// declares the skipped range, so `verify` can tell a crash from an edit.
+    fn repair(&mut self, path: &Path, torn: &[u8], from: u64) -> Result<(), SinkError> {
+        let aside = path.with_extension(format!("jsonl.{from}.torn"));
+        let mut copy = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(self.s.file_mode)
+            .open(&aside)
+            .map_err(|e| SinkError::unwritable(&aside, e))?;
+        copy.write_all(torn)
+            .and_then(|()| copy.sync_data())
+            .map_err(SinkError::from_write)?;
+        let mut skipped = torn.to_vec();
+        if !torn.ends_with(b"\n") {
+            skipped.push(b'\n');
+        }
+        let to = from + skipped.len() as u64;
+        let name = self
+            .open
+            .as_ref()
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        let inner = format!(
+            "\"ts\":\"{}\",\"segment\":\"{name}\",\"reason\":\"torn_tail\",\"skip_from\":{from},\"skip_to\":{to},\"skipped_sha256\":\"{}\"",
+            now_ts(),
+            hex::encode(Sha256::digest(&skipped)),
+        );
+        let mut buf = skipped[torn.len()..].to_vec();
+        let hash = append_line(
+            &mut buf,
+            "recovery",
+            self.next_seq,
+            inner.as_bytes(),
+            &self.last_hash,
+        );
+        self.write_sync(&buf)?;
+        if let Some(o) = self.open.as_mut() {
+            o.len = to + (buf.len() - (skipped.len() - torn.len())) as u64;
+        }
+        self.next_seq += 1;
+        self.last_hash = hash;
+        self.recoveries += 1;
+        log::warn!(
+            "audit: recovered torn tail of {} ({} bytes at {from})",
+            path.display(),
+            torn.len()
+        );
+        Ok(())
+    }
+
+    fn create_segment(
+        &mut self,
+        index: u64,
+        prev: Option<&str>,
+        prev_hash: Hash,
+        seq: u64,
+    ) -> Result<(), SinkError> {
+        let name = segment_name(index);
+        let path = self.s.dir.join(&name);
+        let file = self.open_file(&path, true)?;
+        let prev_segment = prev.map_or("null".to_owned(), |p| format!("\"{p}\""));
+        let inner = format!(
+            "\"ts\":\"{}\",\"segment\":\"{name}\",\"index\":{index},\"prev_segment\":{prev_segment},\"key\":\"{}\"",
+            now_ts(),
+            self.key_b64
+        );
+        let mut buf = Vec::new();
+        let hash = append_line(&mut buf, "segment", seq, inner.as_bytes(), &prev_hash);
+        self.open = Some(OpenSegment {
+            file,
+            name,
+            index,
+            len: 0,
+            opened: Instant::now(),
+        });
+        self.write_sync(&buf)?;
+        self.sync_dir()?;
+        if let Some(o) = self.open.as_mut() {
+            o.len = buf.len() as u64;
+        }
+        self.next_seq = seq + 1;
+        self.last_hash = hash;
+        Ok(())
+    }
+
+    /// Writes and `fdatasync`s; on failure the segment is dropped so the next call re-reads it
+    /// from disk and repairs whatever part of `buf` landed.
+    fn write_sync(&mut self, buf: &[u8]) -> Result<(), SinkError> {
+        let Some(o) = self.open.as_mut() else {
+            return Err(SinkError::WriterStopped);
+        };
+        let res = o.file.write_all(buf).and_then(|()| o.file.sync_data());
+        if let Err(e) = res {
+            self.open = None;
+            return Err(SinkError::from_write(e));
+        }
+        Ok(())
+    }
+}
+
+// === checkpoints and rotation ===
+
+impl SegmentStore {
+    /// Appends a signed checkpoint covering the current head to `buf` (not yet written).
+    fn push_checkpoint(&mut self, buf: &mut Vec<u8>, seq: &mut u64, head: &mut Hash) -> Checkpoint {
+        let name = self
+            .open
+            .as_ref()
+            .map(|o| o.name.as_str())
+            .unwrap_or_default();
+        let cp = Checkpoint::sign(&self.s.signer, name, *seq - 1, &hex(head), now_ts());
+        let prev = *head;
+        *head = append_line(buf, "checkpoint", *seq, &cp.inner_json(), &prev);
+        *seq += 1;
+        cp
+    }
+
+    /// Appends the checkpoint to the checkpoint log and syncs it.
+    fn log_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), SinkError> {
+        if self.log.is_none() {
+            let path = self.s.dir.join(CHECKPOINT_LOG);
+            let exists = path.exists();
+            self.log = Some(self.open_file(&path, !exists)?);
+        }
+        let mut line = serde_json::to_vec(cp).unwrap_or_default();
+        line.push(b'\n');
+        let res = match self.log.as_mut() {
+            Some(f) => f.write_all(&line).and_then(|()| f.sync_data()),
+            None => Ok(()),
+        };
+        res.map_err(|e| {
+            self.log = None;
+            SinkError::from_write(e)
+        })?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Writes a lone checkpoint (time-based, or sealing a segment before rotation).
+    fn checkpoint_now(&mut self) -> Result<(), SinkError> {
+        let mut buf = Vec::new();
+        let (mut seq, mut head) = (self.next_seq, self.last_hash);
+        let cp = self.push_checkpoint(&mut buf, &mut seq, &mut head);
+        self.write_sync(&buf)?;
+        self.commit(seq, head, buf.len());
+        self.log_checkpoint(&cp)
+    }
+
+    fn commit(&mut self, seq: u64, head: Hash, written: usize) {
+        self.next_seq = seq;
+        self.last_hash = head;
+        if let Some(o) = self.open.as_mut() {
+            o.len += written as u64;
+        }
+    }
+
+    fn rotation_due(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| {
+            o.len >= self.s.segment_max_bytes || o.opened.elapsed() >= self.s.segment_max_age
+        })
+    }
+
+    /// Seals the current segment with a checkpoint and starts the next one, whose header links
+    /// to the sealed segment's last hash.
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        self.checkpoint_now()?;
+        let (index, name) = match self.open.as_ref() {
+            Some(o) => (o.index, o.name.clone()),
+            None => return Err(SinkError::WriterStopped),
+        };
+        self.open = None;
+        self.create_segment(index + 1, Some(&name), self.last_hash, self.next_seq)
+    }
+}
+
+impl AuditSink for SegmentStore {
+    fn name(&self) -> &'static str {
+        "segments"
+    }
+
+    fn append_batch(&mut self, batch: &[PendingRecord]) -> Result<(), SinkError> {
+        self.ensure_open()?;
+        if self.rotation_due() {
+            self.rotate()?;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let (mut seq, mut head) = (self.next_seq, self.last_hash);
+        for r in batch {
+            head = append_line(&mut buf, "access", seq, &r.body, &head);
+            seq += 1;
+        }
+        let due = self.since_checkpoint + batch.len() as u64 >= self.s.checkpoint_every_records
+            || self.last_checkpoint.elapsed() >= self.s.checkpoint_every;
+        let cp = due.then(|| self.push_checkpoint(&mut buf, &mut seq, &mut head));
+        let res = self.write_sync(&buf);
+        let written = buf.len();
+        self.buf = buf;
+        res?;
+        self.commit(seq, head, written);
+        self.since_checkpoint += batch.len() as u64;
+        match cp {
+            Some(cp) => self.log_checkpoint(&cp),
+            None => Ok(()),
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), SinkError> {
+        self.ensure_open()?;
+        if self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.s.checkpoint_every {
+            self.checkpoint_now()?;
+        }
+        if self.rotation_due()
+            && self
+                .open
+                .as_ref()
+                .is_some_and(|o| o.opened.elapsed() >= self.s.segment_max_age)
+        {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+}
