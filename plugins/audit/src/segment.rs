@@ -263,7 +263,9 @@ impl SegmentStore {
         }
         self.next_seq = seq + 1;
         self.last_hash = hash;
-        Ok(())
+        // Sign the header right away: the checkpoint log then names every segment, so deleting
+        // the newest segment (before it held a checkpoint of its own) is detected too.
+        self.checkpoint_now()
     }
 
     /// Writes and `fdatasync`s; on failure the segment is dropped so the next call re-reads it

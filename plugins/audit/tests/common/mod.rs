@@ -34,7 +34,12 @@ impl Env {
         write_public_key(&public_key, &vk).unwrap();
         let hmac = tmp.path().join("query-hmac.key");
         phigate_audit::generate_hmac_key(&hmac).unwrap();
-        Env { audit_dir: tmp.path().join("audit"), tmp, key, public_key }
+        Env {
+            audit_dir: tmp.path().join("audit"),
+            tmp,
+            key,
+            public_key,
+        }
     }
 
     pub fn config(&self) -> AuditConfig {
@@ -58,7 +63,10 @@ impl Env {
 }
 
 pub fn build(config: AuditConfig, config_dir: &Path) -> AuditStage {
-    let ctx = StageBuildCtx { routes: &[], config_dir };
+    let ctx = StageBuildCtx {
+        routes: &[],
+        config_dir,
+    };
     config.build(&ctx).unwrap()
 }
 
@@ -128,14 +136,26 @@ pub fn principal() -> Arc<Principal> {
 /// the last stage: identified, allowed by policy, with a bearer token in the headers.
 pub fn read_ctx(id: &str) -> RequestCtx {
     let mut headers = HeaderMap::new();
-    headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap());
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+    );
     let request = RequestInfo {
         method: Method::GET,
         path: "/fhir/Observation".into(),
         query: vec![
-            QueryParam { name: "patient".into(), value: "Patient/p1".into() },
-            QueryParam { name: "name".into(), value: SEARCHED_NAME.into() },
-            QueryParam { name: "_count".into(), value: "10".into() },
+            QueryParam {
+                name: "patient".into(),
+                value: "Patient/p1".into(),
+            },
+            QueryParam {
+                name: "name".into(),
+                value: SEARCHED_NAME.into(),
+            },
+            QueryParam {
+                name: "_count".into(),
+                value: "10".into(),
+            },
         ],
         headers,
         body: None,
