@@ -82,6 +82,9 @@ pub struct SegmentStore {
     last_checkpoint: Instant,
     /// Recoveries performed by this process (start-up and after write failures).
     pub(crate) recoveries: u64,
+    /// `(segment index, committed length)` after a failed write: everything past that length is
+    /// unacknowledged, whatever it looks like (a failed repair may have left a newline in it).
+    failed_at: Option<(u64, u64)>,
     buf: Vec<u8>,
 }
 
@@ -99,6 +102,7 @@ impl SegmentStore {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             recoveries: 0,
+            failed_at: None,
             buf: Vec::with_capacity(1 << 16),
         }
     }
@@ -141,7 +145,18 @@ impl SegmentStore {
                 return self.create_segment(1, None, GENESIS, 0);
             };
             let data = fs::read(&path).map_err(|e| SinkError::unwritable(&path, e))?;
-            let (seq, hash, valid_end) = match classify_tail(&data) {
+            let known = self
+                .failed_at
+                .filter(|&(i, len)| i == index && len > 0 && len <= data.len() as u64);
+            let tail = match known {
+                Some((_, len)) => Tail::Torn {
+                    seq: self.next_seq - 1,
+                    hash: self.last_hash,
+                    valid_end: len,
+                },
+                None => classify_tail(&data),
+            };
+            let (seq, hash, valid_end) = match tail {
                 Tail::Clean { seq, hash } => (seq, hash, data.len() as u64),
                 Tail::Torn {
                     seq,
@@ -175,6 +190,7 @@ impl SegmentStore {
                     return Err(e);
                 }
             }
+            self.failed_at = None;
             return Ok(());
         }
     }
@@ -276,6 +292,7 @@ impl SegmentStore {
         };
         let res = o.file.write_all(buf).and_then(|()| o.file.sync_data());
         if let Err(e) = res {
+            self.failed_at = Some((o.index, o.len));
             self.open = None;
             return Err(SinkError::from_write(e));
         }

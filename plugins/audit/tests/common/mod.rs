@@ -43,10 +43,7 @@ impl Env {
     }
 
     pub fn config(&self) -> AuditConfig {
-        let mut c = AuditConfig::new(&self.audit_dir, &self.key);
-        c.hmac_key_path = Some(self.tmp.path().join("query-hmac.key"));
-        c.max_wait_ms = std::num::NonZeroU32::new(5_000).unwrap();
-        c
+        config_at(self.tmp.path())
     }
 
     pub fn stage(&self) -> AuditStage {
@@ -60,6 +57,14 @@ impl Env {
     pub fn lines(&self) -> Vec<serde_json::Value> {
         lines(&self.audit_dir)
     }
+}
+
+/// The config of an [`Env`] rooted at `tmp` (also used by re-executed child processes).
+pub fn config_at(tmp: &Path) -> AuditConfig {
+    let mut c = AuditConfig::new(tmp.join("audit"), tmp.join("audit-signing.pem"));
+    c.hmac_key_path = Some(tmp.join("query-hmac.key"));
+    c.max_wait_ms = std::num::NonZeroU32::new(5_000).unwrap();
+    c
 }
 
 pub fn build(config: AuditConfig, config_dir: &Path) -> AuditStage {
