@@ -19,7 +19,7 @@ use crate::stage::AuditStage;
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct AuditConfig {
     /// Directory of the segment files and the checkpoint log (relative paths resolve against the
-    /// config file's directory). Created with mode 0700 if missing. Recommended: a dedicated
+    /// config file's directory). Created if missing with mode 0700 (0750 with `file_mode: "0640"`). Recommended: a dedicated
     /// filesystem with `chattr +a` on the files, or WORM storage.
     pub dir: PathBuf,
     /// Ed25519 key that signs checkpoints: a PKCS#8 PEM file (`-----BEGIN PRIVATE KEY-----`) or a

@@ -135,7 +135,12 @@ impl SegmentStore {
         }
         DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            // Group read on files (0640) is useless without group search on the directory.
+            .mode(if self.s.file_mode & 0o040 != 0 {
+                0o750
+            } else {
+                0o700
+            })
             .create(&self.s.dir)
             .map_err(|e| SinkError::unwritable(&self.s.dir, e))?;
         loop {

@@ -180,3 +180,82 @@ fn run(sink: &mut dyn AuditSink, rx: &mpsc::Receiver<Job>, limits: BatchLimits, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, Sender};
+
+    use super::*;
+
+    /// A sink that holds every batch until the test releases it: the writer's view of a disk
+    /// that stopped answering.
+    struct StuckSink {
+        entered: Sender<()>,
+        release: Receiver<()>,
+    }
+
+    impl AuditSink for StuckSink {
+        fn name(&self) -> &'static str {
+            "stuck"
+        }
+        fn append_batch(&mut self, _batch: &[PendingRecord]) -> Result<(), SinkError> {
+            let _ = self.entered.send(());
+            self.release.recv().map_err(|_| SinkError::WriterStopped)
+        }
+        fn tick(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn stuck(queue: usize) -> (Writer, Receiver<()>, Sender<()>) {
+        let (entered, entered_rx) = mpsc::channel();
+        let (release_tx, release) = mpsc::channel();
+        let limits = BatchLimits {
+            max_records: 1,
+            max_bytes: 1 << 20,
+            queue,
+        };
+        let w = Writer::spawn(Box::new(StuckSink { entered, release }), limits).unwrap();
+        (w, entered_rx, release_tx)
+    }
+
+    fn record() -> PendingRecord {
+        PendingRecord {
+            phase: Phase::Attempt,
+            body: b"\"x\":1".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_beyond_max_wait_is_a_timeout() {
+        let (w, _entered, release) = stuck(8);
+        assert_eq!(
+            w.append(record(), Duration::from_millis(20)).await,
+            Err("timeout")
+        );
+        release.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_at_once() {
+        let (w, entered, release) = stuck(1);
+        let first = w.append(record(), Duration::from_secs(60));
+        tokio::pin!(first);
+        // Poll once: the first record is queued, then taken by the (now stuck) writer.
+        tokio::select! { biased; _ = &mut first => panic!("stuck sink answered"), () = async {} => {} }
+        tokio::task::spawn_blocking(move || entered.recv().unwrap())
+            .await
+            .unwrap();
+        let second = w.append(record(), Duration::from_secs(60));
+        tokio::pin!(second);
+        tokio::select! { biased; _ = &mut second => panic!("stuck sink answered"), () = async {} => {} }
+        assert_eq!(
+            w.append(record(), Duration::from_secs(60)).await,
+            Err("queue_full")
+        );
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        assert_eq!(first.await, Ok(()));
+        assert_eq!(second.await, Ok(()));
+    }
+}
