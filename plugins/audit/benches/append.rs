@@ -27,8 +27,14 @@ fn ctx(id: String) -> RequestCtx {
         method: Method::GET,
         path: "/fhir/Observation".into(),
         query: vec![
-            QueryParam { name: "patient".into(), value: "Patient/p1".into() },
-            QueryParam { name: "code".into(), value: "8867-4".into() },
+            QueryParam {
+                name: "patient".into(),
+                value: "Patient/p1".into(),
+            },
+            QueryParam {
+                name: "code".into(),
+                value: "8867-4".into(),
+            },
         ],
         headers: Default::default(),
         body: None,
@@ -55,7 +61,12 @@ fn ctx(id: String) -> RequestCtx {
         expires_at: 0,
         cert_thumbprint: None,
     }));
-    c.decision = Some(Decision { allow: true, reasons: vec!["care_team".into()], revision: "r1".into(), obligations: Default::default() });
+    c.decision = Some(Decision {
+        allow: true,
+        reasons: vec!["care_team".into()],
+        revision: "r1".into(),
+        obligations: Default::default(),
+    });
     c
 }
 
@@ -65,7 +76,11 @@ fn stage(dir: &std::path::Path) -> AuditStage {
     let mut cfg = AuditConfig::new(dir.join("audit"), dir.join("k.pem"));
     cfg.hmac_key_path = Some(dir.join("h.key"));
     cfg.max_wait_ms = std::num::NonZeroU32::new(10_000).expect("nonzero");
-    cfg.build(&StageBuildCtx { routes: &[], config_dir: dir }).expect("build")
+    cfg.build(&StageBuildCtx {
+        routes: &[],
+        config_dir: dir,
+    })
+    .expect("build")
 }
 
 async fn level(writers: usize, run_for: Duration) {

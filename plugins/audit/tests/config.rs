@@ -1,5 +1,6 @@
 //! The `audit:` section: validation reports every problem without echoing values, paths resolve
 //! against the config directory, and files get the configured mode.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
 mod common;
 

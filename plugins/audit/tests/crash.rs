@@ -1,5 +1,6 @@
 //! Crash recovery: a torn last line is moved aside and declared by a `recovery` record; a
 //! SIGKILL under load loses no acknowledged record and leaves a trail that verifies.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Fail closed: an unwritable directory or a full disk refuses the request with 503
 //! `audit_unavailable`, turns readiness false, and recovers once storage works again.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
 mod common;
 

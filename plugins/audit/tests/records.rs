@@ -1,4 +1,5 @@
 //! Every request kind leaves the right records, with every required field, and nothing secret.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
 mod common;
 

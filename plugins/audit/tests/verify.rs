@@ -1,4 +1,5 @@
 //! `verify` passes an intact trail and catches each kind of tampering (one test each).
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is a test failure
 
 mod common;
 

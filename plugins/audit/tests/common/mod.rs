@@ -1,6 +1,7 @@
 //! Shared builders for the audit stage's tests: real key files, a real stage on a temp dir, and
 //! request contexts as the gateway builds them.
 #![allow(dead_code, unreachable_pub)] // each test crate uses a subset
+#![allow(clippy::unwrap_used)] // test helpers: a failure here is a test failure
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
