@@ -12,6 +12,17 @@ use common::*;
 use phigate_audit::{verify, VerifyStatus};
 use phigate_plugin::{ErrorCode, Readiness, Stage};
 
+/// The value of a counter with one label in the default registry (0 when absent).
+fn counter(name: &str, label_value: &str) -> f64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| m.get_label().iter().any(|l| l.value() == label_value))
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
 const FULL_DISK_CHILD: &str = "PHIGATE_AUDIT_TEST_FULL_DISK_DIR";
 
 #[tokio::test]
@@ -25,9 +36,11 @@ async fn unwritable_directory_is_503_audit_unavailable_and_not_ready_until_fixed
     let stage = build(cfg, env.tmp.path());
     assert!(matches!(stage.readiness(), Readiness::NotReady(_)));
 
+    let before = counter("phigate_audit_failures_total", "unwritable");
     let denial = stage.on_request(&mut read_ctx("r1")).await.unwrap_err();
     assert_eq!(denial.code, ErrorCode::AuditUnavailable);
     assert_eq!(denial.code.status().as_u16(), 503);
+    assert!(counter("phigate_audit_failures_total", "unwritable") > before, "the refusal is counted");
     assert!(matches!(stage.readiness(), Readiness::NotReady(_)));
 
     std::fs::remove_file(&blocker).unwrap();
