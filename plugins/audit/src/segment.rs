@@ -329,8 +329,9 @@ impl SegmentStore {
             let exists = path.exists();
             self.log = Some(self.open_file(&path, !exists)?);
         }
-        let mut line = serde_json::to_vec(cp).unwrap_or_default();
-        line.push(b'\n');
+        let mut line = b"{\"v\":1,".to_vec();
+        line.extend_from_slice(&cp.inner_json());
+        line.extend_from_slice(b"}\n");
         let res = match self.log.as_mut() {
             Some(f) => f.write_all(&line).and_then(|()| f.sync_data()),
             None => Ok(()),

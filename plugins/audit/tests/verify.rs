@@ -19,8 +19,8 @@ async fn trail(env: &Env, n: usize) {
     cfg.segment_max_bytes = 64 << 10;
     cfg.checkpoint_every_records = NonZeroU32::new(5).unwrap();
     let stage = std::sync::Arc::new(build(cfg, env.tmp.path()));
-    // Ten requests at a time: several records share each group commit, as in production.
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+    // Forty requests at a time: several records share each group commit, as in production.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(40) {
         let mut set = tokio::task::JoinSet::new();
         for &i in chunk {
             let stage = stage.clone();
