@@ -40,7 +40,10 @@ async fn unwritable_directory_is_503_audit_unavailable_and_not_ready_until_fixed
     let denial = stage.on_request(&mut read_ctx("r1")).await.unwrap_err();
     assert_eq!(denial.code, ErrorCode::AuditUnavailable);
     assert_eq!(denial.code.status().as_u16(), 503);
-    assert!(counter("phigate_audit_failures_total", "unwritable") > before, "the refusal is counted");
+    assert!(
+        counter("phigate_audit_failures_total", "unwritable") > before,
+        "the refusal is counted"
+    );
     assert!(matches!(stage.readiness(), Readiness::NotReady(_)));
 
     std::fs::remove_file(&blocker).unwrap();
