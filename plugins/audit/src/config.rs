@@ -46,7 +46,8 @@ pub struct AuditConfig {
     /// size, in bytes. Default 64 MiB.
     #[serde(default = "default_segment_max_bytes")]
     pub segment_max_bytes: u64,
-    /// A segment is rotated once it has been open this long, in seconds. Default 86400 (a day).
+    /// A segment is rotated once it has been open this long, in seconds (counted from when this
+    /// process opened it). Default 86400 (a day).
     #[serde(default = "default_segment_max_age_secs")]
     pub segment_max_age_secs: NonZeroU32,
     /// A signed checkpoint is written after this many records. Default 1000.

@@ -38,18 +38,7 @@ impl SegmentStore {
                 return self.create_segment(1, None, GENESIS, 0);
             };
             let data = fs::read(&path).map_err(|e| SinkError::unwritable(&path, e))?;
-            let known = self
-                .failed_at
-                .filter(|&(i, len)| i == index && len > 0 && len <= data.len() as u64);
-            let tail = match known {
-                Some((_, len)) => Tail::Torn {
-                    seq: self.next_seq - 1,
-                    hash: self.last_hash,
-                    valid_end: len,
-                },
-                None => classify_tail(&data),
-            };
-            let (seq, hash, valid_end) = match tail {
+            let (seq, hash, valid_end) = match self.tail_of(index, &data) {
                 Tail::Clean { seq, hash } => (seq, hash, data.len() as u64),
                 Tail::Torn {
                     seq,
@@ -66,26 +55,54 @@ impl SegmentStore {
                     continue;
                 }
             };
-            let file = self.open_file(&path, false)?;
-            self.open = Some(OpenSegment {
-                file,
-                name: segment_name(index),
-                index,
-                len: valid_end,
-                opened: Instant::now(),
-            });
-            self.next_seq = seq + 1;
-            self.last_hash = hash;
-            if (data.len() as u64) > valid_end {
-                let torn = data.get(valid_end as usize..).unwrap_or_default();
-                if let Err(e) = self.repair(&path, torn, valid_end) {
-                    self.open = None;
-                    return Err(e);
-                }
-            }
-            self.failed_at = None;
-            return Ok(());
+            return self.reopen(index, &path, &data, (seq, hash), valid_end);
         }
+    }
+
+    /// After a failed write of this process, everything past the committed length is
+    /// unacknowledged; otherwise (start-up) the file itself says where the valid prefix ends.
+    fn tail_of(&self, index: u64, data: &[u8]) -> Tail {
+        let known = self
+            .failed_at
+            .filter(|&(i, len)| i == index && len > 0 && len <= data.len() as u64);
+        match known {
+            Some((_, len)) => Tail::Torn {
+                seq: self.next_seq - 1,
+                hash: self.last_hash,
+                valid_end: len,
+            },
+            None => classify_tail(data),
+        }
+    }
+
+    /// Opens `path` for appending after its valid prefix, repairing whatever follows it.
+    fn reopen(
+        &mut self,
+        index: u64,
+        path: &Path,
+        data: &[u8],
+        (seq, hash): (u64, crate::chain::Hash),
+        valid_end: u64,
+    ) -> Result<(), SinkError> {
+        let file = self.open_file(path, false)?;
+        self.open = Some(OpenSegment {
+            file,
+            name: segment_name(index),
+            index,
+            len: valid_end,
+            opened: Instant::now(),
+        });
+        self.next_seq = seq + 1;
+        self.last_hash = hash;
+        if (data.len() as u64) > valid_end {
+            let torn = data.get(valid_end as usize..).unwrap_or_default();
+            if let Err(e) = self.repair(path, torn, valid_end) {
+                self.open = None;
+                return Err(e);
+            }
+        }
+        self.failed_at = None;
+        Ok(())
     }
 
     /// Copies a torn tail aside, closes it with a newline and chains a `recovery` record that
