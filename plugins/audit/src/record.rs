@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use phigate_plugin::{Compartment, FhirRequest, Interaction, PatientId, RequestCtx};
+use phigate_plugin::{Compartment, FhirRequest, Interaction, PatientId, QueryParam, RequestCtx};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -132,6 +132,30 @@ impl RecordBuilder {
         Some(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
+    /// Query params: names in clear; values in clear only when they are patient ids the request
+    /// names, else as keyed HMAC (or dropped without a key).
+    fn query_fields<'a>(
+        &self,
+        query: &'a [QueryParam],
+        patients: &[PatientId],
+    ) -> Vec<QueryField<'a>> {
+        query
+            .iter()
+            .map(|p| {
+                let clear = is_patient_value(&p.value, patients);
+                QueryField {
+                    name: &p.name,
+                    value: clear.then_some(p.value.as_str()),
+                    value_hmac: if clear {
+                        None
+                    } else {
+                        self.value_hmac(&p.value)
+                    },
+                }
+            })
+            .collect()
+    }
+
     /// The record members for `ctx` in `phase`. `completed` is the gateway latency (monotonic
     /// time from arrival to completion) for outcome and denied records.
     pub(crate) fn build(
@@ -143,26 +167,7 @@ impl RecordBuilder {
         let principal = ctx.principal.as_deref();
         let fhir = ctx.fhir.as_ref();
         let patients: &[PatientId] = fhir.map(|f| f.patients.as_slice()).unwrap_or(&[]);
-        let query = ctx
-            .request
-            .query
-            .iter()
-            .map(|p| {
-                if is_patient_value(&p.value, patients) {
-                    QueryField {
-                        name: &p.name,
-                        value: Some(&p.value),
-                        value_hmac: None,
-                    }
-                } else {
-                    QueryField {
-                        name: &p.name,
-                        value: None,
-                        value_hmac: self.value_hmac(&p.value),
-                    }
-                }
-            })
-            .collect();
+        let query = self.query_fields(&ctx.request.query, patients);
         let done = phase != Phase::Attempt;
         let resp = &ctx.response;
         let record = Record {
