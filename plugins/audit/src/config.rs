@@ -173,6 +173,7 @@ impl AuditConfig {
             segment_max_age: Duration::from_secs(self.segment_max_age_secs.get().into()),
             checkpoint_every_records: self.checkpoint_every_records.get().into(),
             checkpoint_every: Duration::from_secs(self.checkpoint_every_secs.get().into()),
+            clock: crate::segment::system_clock(),
         };
         AuditStage::start(self, settings, hmac_key)
             .map_err(|e| vec![ConfigIssue::new("dir", format!("cannot start writer: {e}"))])

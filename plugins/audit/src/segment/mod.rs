@@ -34,6 +34,16 @@ pub(crate) struct StoreSettings {
     pub(crate) segment_max_age: Duration,
     pub(crate) checkpoint_every_records: u64,
     pub(crate) checkpoint_every: Duration,
+    /// Monotonic clock for checkpoint and rotation timers (injected by tests).
+    pub(crate) clock: Clock,
+}
+
+/// A monotonic clock.
+pub(crate) type Clock = std::sync::Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// The real clock.
+pub(crate) fn system_clock() -> Clock {
+    std::sync::Arc::new(Instant::now)
 }
 
 /// The file name of segment `index`.
@@ -92,6 +102,7 @@ impl SegmentStore {
     /// A store over `s.dir`; nothing is touched on disk until the first append or tick.
     pub(crate) fn new(s: StoreSettings) -> Self {
         let key_b64 = STANDARD.encode(s.signer.verifying_key().as_bytes());
+        let now = (s.clock)();
         SegmentStore {
             s,
             key_b64,
@@ -100,7 +111,7 @@ impl SegmentStore {
             next_seq: 0,
             last_hash: GENESIS,
             since_checkpoint: 0,
-            last_checkpoint: Instant::now(),
+            last_checkpoint: now,
             recoveries: 0,
             failed_at: None,
             buf: Vec::with_capacity(1 << 16),
@@ -120,6 +131,11 @@ impl SegmentStore {
                 .map_err(|e| SinkError::unwritable(path, e))?;
         }
         Ok(f)
+    }
+
+    /// Time on the store's clock since `t`.
+    fn since(&self, t: Instant) -> Duration {
+        (self.s.clock)().saturating_duration_since(t)
     }
 
     fn sync_dir(&self) -> Result<(), SinkError> {
@@ -151,7 +167,7 @@ impl SegmentStore {
             name,
             index,
             len: 0,
-            opened: Instant::now(),
+            opened: (self.s.clock)(),
         });
         self.write_sync(&buf)?;
         self.sync_dir()?;
@@ -217,7 +233,7 @@ impl SegmentStore {
             SinkError::from_write(e)
         })?;
         self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint = (self.s.clock)();
         Ok(())
     }
 
@@ -241,14 +257,16 @@ impl SegmentStore {
 
     fn rotation_due(&self) -> bool {
         self.open.as_ref().is_some_and(|o| {
-            o.len >= self.s.segment_max_bytes || o.opened.elapsed() >= self.s.segment_max_age
+            o.len >= self.s.segment_max_bytes || self.since(o.opened) >= self.s.segment_max_age
         })
     }
 
     /// Seals the current segment with a checkpoint and starts the next one, whose header links
     /// to the sealed segment's last hash.
     fn rotate(&mut self) -> Result<(), SinkError> {
-        self.checkpoint_now()?;
+        if self.since_checkpoint > 0 {
+            self.checkpoint_now()?;
+        }
         let (index, name) = match self.open.as_ref() {
             Some(o) => (o.index, o.name.clone()),
             None => return Err(SinkError::WriterStopped),
@@ -276,7 +294,7 @@ impl AuditSink for SegmentStore {
             seq += 1;
         }
         let due = self.since_checkpoint + batch.len() as u64 >= self.s.checkpoint_every_records
-            || self.last_checkpoint.elapsed() >= self.s.checkpoint_every;
+            || self.since(self.last_checkpoint) >= self.s.checkpoint_every;
         let cp = due.then(|| self.push_checkpoint(&mut buf, &mut seq, &mut head));
         let res = self.write_sync(&buf);
         let written = buf.len();
@@ -292,17 +310,21 @@ impl AuditSink for SegmentStore {
 
     fn tick(&mut self) -> Result<(), SinkError> {
         self.ensure_open()?;
-        if self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= self.s.checkpoint_every {
+        if self.since_checkpoint > 0 && self.since(self.last_checkpoint) >= self.s.checkpoint_every
+        {
             self.checkpoint_now()?;
         }
         if self.rotation_due()
             && self
                 .open
                 .as_ref()
-                .is_some_and(|o| o.opened.elapsed() >= self.s.segment_max_age)
+                .is_some_and(|o| self.since(o.opened) >= self.s.segment_max_age)
         {
             self.rotate()?;
         }
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,6 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
@@ -90,7 +89,7 @@ impl SegmentStore {
             name: segment_name(index),
             index,
             len: valid_end,
-            opened: Instant::now(),
+            opened: (self.s.clock)(),
         });
         self.next_seq = seq + 1;
         self.last_hash = hash;
