@@ -125,6 +125,9 @@ impl AuditConfig {
     /// Validates the section, loads the keys, recovers the segment store (a torn last line is
     /// moved aside and a `recovery` record written) and starts the writer thread.
     ///
+    /// Does blocking file I/O (start-up recovery reads the newest segment): call it from start-up
+    /// code, not from an async worker.
+    ///
     /// I/O problems with `dir` are not config errors: the stage starts, reports not ready, and
     /// refuses requests with 503 `audit_unavailable` until the directory works (fail closed).
     ///
