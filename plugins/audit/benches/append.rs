@@ -83,7 +83,23 @@ fn stage(dir: &std::path::Path) -> AuditStage {
     .expect("build")
 }
 
+/// (batches, seconds spent in write + fdatasync) so far, from the stage's own metrics.
+fn sync_totals() -> (u64, f64) {
+    let mut out = (0, 0.0);
+    for f in prometheus::gather() {
+        for m in f.get_metric() {
+            match f.name() {
+                "phigate_audit_batches_total" => out.0 += m.get_counter().get_value() as u64,
+                "phigate_audit_fsync_seconds" => out.1 += m.get_histogram().get_sample_sum(),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 async fn level(writers: usize, run_for: Duration) {
+    let (batches0, sync0) = sync_totals();
     let tmp = tempfile::tempdir().expect("tempdir");
     let stage = Arc::new(stage(tmp.path()));
     let start = Instant::now();
@@ -117,6 +133,14 @@ async fn level(writers: usize, run_for: Duration) {
         pct(0.50).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3,
         waits.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    let (batches, sync) = sync_totals();
+    let (batches, sync) = (batches - batches0, sync - sync0);
+    println!(
+        "              {batches} group commits, {:.0} records each, write+fdatasync {:.3} ms each, writer busy {:.0}%",
+        waits.len() as f64 / batches.max(1) as f64,
+        sync * 1e3 / batches.max(1) as f64,
+        sync * 100.0 / elapsed.as_secs_f64(),
     );
 }
 
