@@ -1,0 +1,123 @@
+//! The [`AuditStage`]: the pipeline's last stage, writing `attempt` records before forwarding and
+//! `outcome`/`denied` records on completion.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use phigate_plugin::{async_trait, Denial, ErrorCode, Flow, Readiness, RequestCtx, Stage};
+
+use crate::config::AuditConfig;
+use crate::metrics;
+use crate::record::{Phase, RecordBuilder};
+use crate::segment::{SegmentStore, StoreSettings};
+use crate::sink::PendingRecord;
+use crate::writer::{BatchLimits, Writer};
+
+/// The audit stage. Built by [`AuditConfig::build`]; owns the writer thread, which stops once
+/// the stage is dropped and every queued record is written.
+pub struct AuditStage {
+    writer: Writer,
+    records: RecordBuilder,
+    max_wait: Duration,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for AuditStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditStage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditStage {
+    pub(crate) fn start(
+        cfg: AuditConfig,
+        settings: StoreSettings,
+        hmac_key: Option<Vec<u8>>,
+    ) -> std::io::Result<Self> {
+        let dir = settings.dir.clone();
+        let limits = BatchLimits {
+            max_records: cfg.max_batch_records.get() as usize,
+            max_bytes: cfg.max_batch_bytes.get() as usize,
+            queue: cfg.queue_capacity.get() as usize,
+        };
+        let writer = Writer::spawn(Box::new(SegmentStore::new(settings)), limits)?;
+        Ok(AuditStage {
+            writer,
+            records: RecordBuilder::new(hmac_key.as_deref()),
+            max_wait: Duration::from_millis(cfg.max_wait_ms.get().into()),
+            dir,
+        })
+    }
+
+    /// The resolved audit directory (what `phigate audit verify` should be pointed at).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn write(&self, ctx: &RequestCtx, phase: Phase) -> Result<(), &'static str> {
+        let completed = (phase != Phase::Attempt).then(|| ctx.started.elapsed());
+        let body = self.records.build(ctx, phase, completed);
+        let res = self
+            .writer
+            .append(PendingRecord { phase, body }, self.max_wait)
+            .await;
+        if let Err(reason) = res {
+            // Sink failures are counted by the writer, per record; these never reached it.
+            if matches!(reason, "timeout" | "queue_full" | "writer_stopped") {
+                metrics::FAILURES.with_label_values(&[reason]).inc();
+            }
+            if reason == "timeout" {
+                metrics::WAIT_TIMEOUTS.inc();
+            }
+        }
+        res
+    }
+}
+
+#[async_trait]
+impl Stage for AuditStage {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    /// Not ready while the sink cannot make records durable; ready again after the next
+    /// successful write or probe (the writer probes every second while broken).
+    fn readiness(&self) -> Readiness {
+        match self.writer.health.broken_reason() {
+            None => Readiness::Ready(None),
+            Some(reason) => Readiness::NotReady(Cow::Owned(reason)),
+        }
+    }
+
+    /// Appends the `attempt` record and returns only once it is durable: the gateway forwards
+    /// after this returns, so no request reaches an upstream unrecorded (HIPAA 45 CFR
+    /// 164.312(b)). Any failure, including waiting longer than `max_wait_ms`, is 503
+    /// `audit_unavailable`.
+    async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+        match self.write(ctx, Phase::Attempt).await {
+            Ok(()) => Ok(Flow::Continue),
+            Err(reason) => Err(Denial::new(ErrorCode::AuditUnavailable)
+                .with_cause(format!("attempt record not durable: {reason}"))),
+        }
+    }
+
+    /// Appends `outcome` for forwarded requests and `denied` for the others. The response is
+    /// already sent: a failure here can only be logged and counted.
+    async fn on_complete(&self, ctx: &RequestCtx) {
+        let phase = if ctx.response.forwarded {
+            Phase::Outcome
+        } else {
+            Phase::Denied
+        };
+        if let Err(reason) = self.write(ctx, phase).await {
+            log::error!(
+                "audit {} record for request {} not durable: {reason}",
+                phase.as_str(),
+                ctx.request_id.as_str()
+            );
+        }
+    }
+}
