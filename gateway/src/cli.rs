@@ -44,11 +44,32 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Audit trail tools.
+    Audit {
+        /// Audit subcommand.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Config tools.
     Config {
         /// Config subcommand.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+/// `phigate audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify an audit directory: every hash chain, segment link and checkpoint signature.
+    /// Exit 0 intact, 1 tampered, 2 unreadable.
+    Verify {
+        /// The audit directory.
+        dir: PathBuf,
+        /// The Ed25519 public key (PEM or raw) checkpoints must verify with. Without it, the key
+        /// recorded in the first segment header is trusted.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
     },
 }
 
@@ -67,6 +88,11 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Demo { dir, port } => crate::demo::run::run_demo(dir, port),
+        Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
+            let report = phigate_audit::verify(&dir, public_key.as_deref());
+            println!("{report}");
+            ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
+        }
         Command::Config { command: ConfigCommand::Schema } => {
             print!("{}", config::reference_markdown());
             ExitCode::SUCCESS
@@ -106,7 +132,7 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    match crate::Gateway::builder(loaded.config, loaded.dir).upgrade(upgrade).build() {
+    match crate::Gateway::builder(loaded).upgrade(upgrade).build() {
         Ok(gw) => gw.run_forever(),
         Err(e) => {
             eprintln!("{}: {e}", path.display());

@@ -11,6 +11,7 @@ pub mod request;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod stages;
 pub mod tls;
 
 pub use server::{Gateway, GatewayBuilder, Reloader};

@@ -65,6 +65,9 @@ pub enum BuildError {
     /// A reference between config items is broken (validation should have caught it).
     #[error("{0}")]
     Invalid(String),
+    /// A stage's config section is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),

@@ -4,7 +4,6 @@
 //! The library is the extension point: a custom binary adds its own stages with
 //! [`GatewayBuilder::stage`], the pingora way.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::config::Config;
+use crate::config::LoadedConfig;
 use crate::pipeline::Pipeline;
 use crate::proxy::GatewayProxy;
 use crate::runtime::{BuildError, Runtime};
@@ -27,8 +26,7 @@ const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Builds a [`Gateway`].
 pub struct GatewayBuilder {
-    config: Config,
-    dir: PathBuf,
+    loaded: LoadedConfig,
     stages: Vec<Arc<dyn Stage>>,
     upgrade: bool,
 }
@@ -61,9 +59,9 @@ impl Reloader {
 }
 
 impl Gateway {
-    /// A builder for a gateway over a validated config; relative paths resolve against `dir`.
-    pub fn builder(config: Config, dir: impl Into<PathBuf>) -> GatewayBuilder {
-        GatewayBuilder { config, dir: dir.into(), stages: Vec::new(), upgrade: false }
+    /// A builder for a gateway over a loaded, validated config.
+    pub fn builder(loaded: LoadedConfig) -> GatewayBuilder {
+        GatewayBuilder { loaded, stages: Vec::new(), upgrade: false }
     }
 
     /// The runtime (routes, upstreams, stages), for inspection.
@@ -108,9 +106,12 @@ impl GatewayBuilder {
     /// When TLS material or addresses fail.
     pub fn build(self) -> Result<Gateway, BuildError> {
         install_tls13_only_provider();
-        let cfg = &self.config;
-        let pipeline = Pipeline::new(self.stages);
-        let runtime = Arc::new(Runtime::build(cfg, &self.dir, pipeline)?);
+        let cfg = &self.loaded.config;
+        let dir = &self.loaded.dir;
+        let built = crate::stages::build_stages(&self.loaded, &crate::runtime::route_metas(cfg))?;
+        let stages = built.decide.into_iter().chain(self.stages).chain(built.record).collect();
+        let pipeline = Pipeline::new(stages);
+        let runtime = Arc::new(Runtime::build(cfg, dir, pipeline)?);
         let conf = ServerConf {
             threads: cfg.server.threads,
             grace_period_seconds: Some(cfg.server.grace_period_secs),
@@ -130,7 +131,7 @@ impl GatewayBuilder {
         );
         let mut certs = Vec::with_capacity(cfg.listeners.len());
         for l in &cfg.listeners {
-            let tls = build_listener_tls(&l.name, &l.tls, &self.dir, l.http2, &runtime.metrics)?;
+            let tls = build_listener_tls(&l.name, &l.tls, dir, l.http2, &runtime.metrics)?;
             proxy.add_tls_with_settings(&l.address, None, tls.settings);
             certs.push(tls.cert);
         }

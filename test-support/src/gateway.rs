@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use phigate::config::Config;
+use phigate::config::LoadedConfig;
 use phigate::{Gateway, Reloader};
 use phigate_plugin::Stage;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
@@ -49,15 +49,17 @@ impl TestGateway {
     /// # Panics
     /// When the config does not parse or the gateway does not build or start.
     pub fn start_yaml(yaml: &str, dir: &Path, stages: Vec<Arc<dyn Stage>>) -> TestGateway {
-        let config: Config = serde_yaml::from_str(yaml).expect("test config parses");
-        Self::start(config, dir, stages)
+        let loaded = phigate::config::load_from_str(yaml, &dir.join("gateway.yaml"))
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        Self::start(loaded, dir, stages)
     }
 
     /// Starts a gateway from a config (see [`TestGateway::start_yaml`]).
     ///
     /// # Panics
     /// When the gateway does not build or start.
-    pub fn start(mut config: Config, dir: &Path, stages: Vec<Arc<dyn Stage>>) -> TestGateway {
+    pub fn start(mut loaded: LoadedConfig, dir: &Path, stages: Vec<Arc<dyn Stage>>) -> TestGateway {
+        let config = &mut loaded.config;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         config.listeners[0].address = addr.to_string();
@@ -65,7 +67,7 @@ impl TestGateway {
         config.server.pid_file = dir.join("phigate.pid");
         config.server.upgrade_sock = dir.join("upgrade.sock");
         config.server.threads = 1;
-        let mut builder = Gateway::builder(config, dir);
+        let mut builder = Gateway::builder(loaded);
         for stage in stages {
             builder = builder.stage(stage);
         }

@@ -30,6 +30,10 @@ pub struct Config {
     /// Routes: path prefix → upstream. The longest matching prefix wins; no match is 404
     /// `route_not_found`.
     pub routes: Vec<RouteConfig>,
+    /// The tamper-evident audit trail (stage `audit`, always last): every request is recorded
+    /// durably before anything is forwarded. Absent: no audit stage (not for PHI routes).
+    #[serde(default)]
+    pub audit: Option<phigate_audit::AuditConfig>,
 }
 
 /// A public TLS listener.

@@ -41,7 +41,7 @@ pub fn run_demo(dir: Option<PathBuf>, port: Option<u16>) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-            let gateway = match crate::Gateway::builder(loaded.config, loaded.dir).build() {
+            let gateway = match crate::Gateway::builder(loaded).build() {
                 Ok(g) => g,
                 Err(e) => {
                     eprintln!("demo: {e}");
@@ -90,10 +90,27 @@ fn prepare(dir: Option<PathBuf>, port: Option<u16>) -> Result<(Demo, DedicatedUp
         .replace("127.0.0.1:8443", &gateway.to_string())
         .replace("127.0.0.1:9901", &admin.to_string())
         .replace("127.0.0.1:9443", &upstream_addr.to_string());
+    audit_keys(&dir)?;
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config_text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let upstream_url = format!("https://{upstream_addr}");
     Ok((Demo { dir, config_path, pki: paths, gateway, admin, upstream_url, data }, upstream))
+}
+
+/// The audit trail's Ed25519 signing key (and its public half, for `audit verify`) and the HMAC
+/// key for query values; kept across demo runs in the same directory.
+fn audit_keys(dir: &Path) -> Result<(), String> {
+    let signing = dir.join("audit-signing.key");
+    if !signing.exists() {
+        let public = phigate_audit::generate_signing_key(&signing).map_err(|e| e.to_string())?;
+        phigate_audit::write_public_key(&dir.join("audit-signing.pub"), &public)
+            .map_err(|e| e.to_string())?;
+    }
+    let hmac = dir.join("audit-hmac.key");
+    if !hmac.exists() {
+        phigate_audit::generate_hmac_key(&hmac).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn free_port() -> u16 {
@@ -116,6 +133,8 @@ fn write_demo_json(demo: &Demo) -> std::io::Result<()> {
         "ca_cert": demo.pki.ca_cert,
         "client_cert": demo.pki.client_cert,
         "client_key": demo.pki.client_key,
+        "audit_dir": demo.dir.join("audit"),
+        "audit_public_key": demo.dir.join("audit-signing.pub"),
         "tenants": tenants,
     });
     let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
@@ -137,6 +156,14 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
             format!("curl -s --cacert {ca} '{base}/Patient/a-p1%2F..%2Fb-p1'"),
         ),
         ("Readiness and metrics".into(), format!("curl -s http://{}/readyz", demo.admin)),
+        (
+            "Verify the audit trail (hash chains and signed checkpoints)".into(),
+            format!(
+                "phigate audit verify {} --public-key {}",
+                demo.dir.join("audit").display(),
+                demo.dir.join("audit-signing.pub").display()
+            ),
+        ),
     ]
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use http::Method;
 use phigate_audit::{generate_hmac_key, generate_signing_key, AuditConfig, AuditStage};
 use phigate_plugin::{
-    Decision, FhirRequest, Interaction, PatientId, Principal, QueryParam, RequestCtx, RequestId,
-    RequestInfo, RouteMeta, Stage, StageBuildCtx, Subject, TenantId,
+    Decision, FhirRequest, Interaction, PatientId, Principal, QueryParam, RequestCtx, RequestId, RequestInfo,
+    RouteMeta, Stage, StageBuildCtx, Subject, TenantId,
 };
 
 fn ctx(id: String) -> RequestCtx {
@@ -27,14 +27,8 @@ fn ctx(id: String) -> RequestCtx {
         method: Method::GET,
         path: "/fhir/Observation".into(),
         query: vec![
-            QueryParam {
-                name: "patient".into(),
-                value: "Patient/p1".into(),
-            },
-            QueryParam {
-                name: "code".into(),
-                value: "8867-4".into(),
-            },
+            QueryParam { name: "patient".into(), value: "Patient/p1".into() },
+            QueryParam { name: "code".into(), value: "8867-4".into() },
         ],
         headers: Default::default(),
         body: None,
@@ -76,11 +70,7 @@ fn stage(dir: &std::path::Path) -> AuditStage {
     let mut cfg = AuditConfig::new(dir.join("audit"), dir.join("k.pem"));
     cfg.hmac_key_path = Some(dir.join("h.key"));
     cfg.max_wait_ms = std::num::NonZeroU32::new(10_000).expect("nonzero");
-    cfg.build(&StageBuildCtx {
-        routes: &[],
-        config_dir: dir,
-    })
-    .expect("build")
+    cfg.build(&StageBuildCtx { routes: &[], config_dir: dir }).expect("build")
 }
 
 /// (batches, seconds spent in write + fdatasync) so far, from the stage's own metrics.
@@ -145,15 +135,9 @@ async fn level(writers: usize, run_for: Duration) {
 }
 
 fn main() {
-    let secs = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse::<u64>().ok())
-        .unwrap_or(3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let secs = std::env::args().skip(1).find_map(|a| a.parse::<u64>().ok()).unwrap_or(3);
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     for writers in [1, 64, 512] {
         rt.block_on(level(writers, Duration::from_secs(secs)));
     }

@@ -24,13 +24,7 @@ const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 
 /// Appends one chained line (with its `\n`) to `out` and returns its hash. `inner` holds the
 /// kind-specific members without braces (`"a":1,"b":2`), or nothing.
-pub(crate) fn append_line(
-    out: &mut Vec<u8>,
-    kind: &str,
-    seq: u64,
-    inner: &[u8],
-    prev: &Hash,
-) -> Hash {
+pub(crate) fn append_line(out: &mut Vec<u8>, kind: &str, seq: u64, inner: &[u8], prev: &Hash) -> Hash {
     let start = out.len();
     out.extend_from_slice(b"{\"v\":1,\"kind\":\"");
     out.extend_from_slice(kind.as_bytes());
@@ -43,11 +37,7 @@ pub(crate) fn append_line(
     out.extend_from_slice(b",\"prev\":\"");
     push_hex(out, prev);
     out.push(b'"');
-    let hash: Hash = Sha256::new()
-        .chain_update(&out[start..])
-        .chain_update(b"}")
-        .finalize()
-        .into();
+    let hash: Hash = Sha256::new().chain_update(&out[start..]).chain_update(b"}").finalize().into();
     out.extend_from_slice(b",\"hash\":\"");
     push_hex(out, &hash);
     out.extend_from_slice(b"\"}\n");
@@ -93,15 +83,9 @@ pub(crate) fn check_line(line: &[u8]) -> Result<Hash, LineFault> {
     if !suffix.starts_with(b",\"hash\":\"") {
         return Err(LineFault::NoHash);
     }
-    let stored = std::str::from_utf8(&suffix[9..9 + 64])
-        .ok()
-        .and_then(parse_hash)
-        .ok_or(LineFault::NoHash)?;
-    let computed: Hash = Sha256::new()
-        .chain_update(&line[..cut])
-        .chain_update(b"}")
-        .finalize()
-        .into();
+    let stored =
+        std::str::from_utf8(&suffix[9..9 + 64]).ok().and_then(parse_hash).ok_or(LineFault::NoHash)?;
+    let computed: Hash = Sha256::new().chain_update(&line[..cut]).chain_update(b"}").finalize().into();
     if computed == stored {
         Ok(stored)
     } else {

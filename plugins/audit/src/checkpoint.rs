@@ -34,8 +34,7 @@ pub(crate) struct Checkpoint {
 impl Checkpoint {
     /// The signed bytes: a domain tag, then the fields NUL-separated (none can hold a NUL).
     fn message(segment: &str, covers_seq: u64, covers_hash: &str, ts: &str) -> Vec<u8> {
-        format!("phigate-audit-checkpoint-v1\0{segment}\0{covers_seq}\0{covers_hash}\0{ts}")
-            .into_bytes()
+        format!("phigate-audit-checkpoint-v1\0{segment}\0{covers_seq}\0{covers_hash}\0{ts}").into_bytes()
     }
 
     /// Signs a checkpoint.

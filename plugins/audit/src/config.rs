@@ -140,18 +140,12 @@ impl AuditConfig {
             "0600" | "600" => 0o600,
             "0640" | "640" => 0o640,
             _ => {
-                issues.push(ConfigIssue::new(
-                    "file_mode",
-                    "must be \"0600\" or \"0640\"",
-                ));
+                issues.push(ConfigIssue::new("file_mode", "must be \"0600\" or \"0640\""));
                 0o600
             }
         };
         if self.segment_max_bytes < MIN_SEGMENT_BYTES {
-            issues.push(ConfigIssue::new(
-                "segment_max_bytes",
-                "must be at least 65536",
-            ));
+            issues.push(ConfigIssue::new("segment_max_bytes", "must be at least 65536"));
         }
         let signer = keys::load_signing_key(&resolve(&self.signing_key_path))
             .map_err(|e| issues.push(ConfigIssue::new("signing_key_path", key_msg(&e))))

@@ -59,10 +59,7 @@ impl SinkError {
 
     /// Classifies an open/create error.
     pub(crate) fn unwritable(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        SinkError::Unwritable {
-            path: path.into(),
-            source,
-        }
+        SinkError::Unwritable { path: path.into(), source }
     }
 }
 

@@ -21,17 +21,11 @@ use crate::error::KeyError;
 pub(crate) const MIN_HMAC_KEY_BYTES: usize = 32;
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
-    fs::read(path).map_err(|source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    fs::read(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })
 }
 
 fn format_err(path: &Path, what: &'static str) -> KeyError {
-    KeyError::Format {
-        path: path.to_owned(),
-        what,
-    }
+    KeyError::Format { path: path.to_owned(), what }
 }
 
 /// Loads the Ed25519 signing key (PKCS#8 PEM or raw 32-byte seed).
@@ -45,10 +39,8 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
         return SigningKey::from_pkcs8_pem(pem)
             .map_err(|_| format_err(path, "not a PKCS#8 Ed25519 private key"));
     }
-    let seed: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format_err(path, "expected PKCS#8 PEM or 32 raw bytes"))?;
+    let seed: [u8; 32] =
+        bytes.as_slice().try_into().map_err(|_| format_err(path, "expected PKCS#8 PEM or 32 raw bytes"))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
@@ -63,10 +55,8 @@ pub fn load_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
         return VerifyingKey::from_public_key_pem(pem)
             .map_err(|_| format_err(path, "not an SPKI Ed25519 public key"));
     }
-    let raw: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format_err(path, "expected SPKI PEM or 32 raw bytes"))?;
+    let raw: [u8; 32] =
+        bytes.as_slice().try_into().map_err(|_| format_err(path, "expected SPKI PEM or 32 raw bytes"))?;
     VerifyingKey::from_bytes(&raw).map_err(|_| format_err(path, "not a valid Ed25519 point"))
 }
 
@@ -84,16 +74,8 @@ pub(crate) fn load_hmac_key(path: &Path) -> Result<Vec<u8>, KeyError> {
 
 /// Creates `path` with mode 0600, failing if it exists (a key is never overwritten).
 fn write_new_0600(path: &Path, data: &[u8]) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
+    let io = |source| KeyError::Io { path: path.to_owned(), source };
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
     f.write_all(data).map_err(io)?;
     f.sync_all().map_err(io)
 }
@@ -105,9 +87,7 @@ fn write_new_0600(path: &Path, data: &[u8]) -> Result<(), KeyError> {
 /// `path` exists already or cannot be written.
 pub fn generate_signing_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let key = SigningKey::generate(&mut rand_core::OsRng);
-    let pem = key
-        .to_pkcs8_pem(Default::default())
-        .map_err(|_| format_err(path, "PKCS#8 encoding failed"))?;
+    let pem = key.to_pkcs8_pem(Default::default()).map_err(|_| format_err(path, "PKCS#8 encoding failed"))?;
     write_new_0600(path, pem.as_bytes())?;
     Ok(key.verifying_key())
 }
@@ -127,8 +107,7 @@ pub fn generate_hmac_key(path: &Path) -> Result<(), KeyError> {
 /// # Errors
 /// `path` exists already or cannot be written.
 pub fn write_public_key(path: &Path, key: &VerifyingKey) -> Result<(), KeyError> {
-    let pem = key
-        .to_public_key_pem(Default::default())
-        .map_err(|_| format_err(path, "SPKI encoding failed"))?;
+    let pem =
+        key.to_public_key_pem(Default::default()).map_err(|_| format_err(path, "SPKI encoding failed"))?;
     write_new_0600(path, pem.as_bytes())
 }

@@ -35,8 +35,7 @@ pub use checkpoint::CHECKPOINT_LOG;
 pub use config::AuditConfig;
 pub use error::{KeyError, SinkError};
 pub use keys::{
-    generate_hmac_key, generate_signing_key, load_public_key, load_signing_key, write_public_key,
-    PublicKey,
+    generate_hmac_key, generate_signing_key, load_public_key, load_signing_key, write_public_key, PublicKey,
 };
 pub use record::Phase;
 pub use segment::SegmentStore;

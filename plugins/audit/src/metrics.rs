@@ -4,14 +4,10 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
-    IntCounterVec,
+    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter, IntCounterVec,
 };
 
-fn or_unregistered<T>(
-    r: prometheus::Result<T>,
-    fallback: impl FnOnce() -> prometheus::Result<T>,
-) -> T
+fn or_unregistered<T>(r: prometheus::Result<T>, fallback: impl FnOnce() -> prometheus::Result<T>) -> T
 where
     T: Clone,
 {
@@ -29,23 +25,14 @@ where
 
 /// Records made durable, by phase.
 pub(crate) static RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = || {
-        prometheus::Opts::new(
-            "phigate_audit_records_total",
-            "Audit records made durable, by phase.",
-        )
-    };
-    or_unregistered(register_int_counter_vec!(opts(), &["phase"]), || {
-        IntCounterVec::new(opts(), &["phase"])
-    })
+    let opts =
+        || prometheus::Opts::new("phigate_audit_records_total", "Audit records made durable, by phase.");
+    or_unregistered(register_int_counter_vec!(opts(), &["phase"]), || IntCounterVec::new(opts(), &["phase"]))
 });
 
 /// Group commits (one `fdatasync` each).
 pub(crate) static BATCHES: LazyLock<IntCounter> = LazyLock::new(|| {
-    let (n, h) = (
-        "phigate_audit_batches_total",
-        "Audit group commits (one fdatasync each).",
-    );
+    let (n, h) = ("phigate_audit_batches_total", "Audit group commits (one fdatasync each).");
     or_unregistered(register_int_counter!(n, h), || IntCounter::new(n, h))
 });
 
@@ -56,9 +43,7 @@ pub(crate) static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
             "phigate_audit_fsync_seconds",
             "Time to write and fdatasync one audit batch.",
         )
-        .buckets(vec![
-            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-        ])
+        .buckets(vec![0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0])
     };
     or_unregistered(register_histogram!(opts()), || Histogram::with_opts(opts()))
 });
@@ -67,10 +52,7 @@ pub(crate) static FSYNC_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 /// `queue_full`, `timeout`).
 pub(crate) static FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     let opts = || {
-        prometheus::Opts::new(
-            "phigate_audit_failures_total",
-            "Audit records not made durable, by reason.",
-        )
+        prometheus::Opts::new("phigate_audit_failures_total", "Audit records not made durable, by reason.")
     };
     or_unregistered(register_int_counter_vec!(opts(), &["reason"]), || {
         IntCounterVec::new(opts(), &["reason"])

@@ -121,9 +121,7 @@ pub(crate) struct RecordBuilder {
 impl RecordBuilder {
     /// A builder; `hmac_key` keys the query-value HMAC (without it values are dropped).
     pub(crate) fn new(hmac_key: Option<&[u8]>) -> Self {
-        RecordBuilder {
-            hmac: hmac_key.and_then(|k| Hmac::<Sha256>::new_from_slice(k).ok()),
-        }
+        RecordBuilder { hmac: hmac_key.and_then(|k| Hmac::<Sha256>::new_from_slice(k).ok()) }
     }
 
     fn value_hmac(&self, value: &str) -> Option<String> {
@@ -134,11 +132,7 @@ impl RecordBuilder {
 
     /// Query params: names in clear; values in clear only when they are patient ids the request
     /// names, else as keyed HMAC (or dropped without a key).
-    fn query_fields<'a>(
-        &self,
-        query: &'a [QueryParam],
-        patients: &[PatientId],
-    ) -> Vec<QueryField<'a>> {
+    fn query_fields<'a>(&self, query: &'a [QueryParam], patients: &[PatientId]) -> Vec<QueryField<'a>> {
         query
             .iter()
             .map(|p| {
@@ -146,11 +140,7 @@ impl RecordBuilder {
                 QueryField {
                     name: &p.name,
                     value: clear.then_some(p.value.as_str()),
-                    value_hmac: if clear {
-                        None
-                    } else {
-                        self.value_hmac(&p.value)
-                    },
+                    value_hmac: if clear { None } else { self.value_hmac(&p.value) },
                 }
             })
             .collect()
@@ -158,12 +148,7 @@ impl RecordBuilder {
 
     /// The record members for `ctx` in `phase`. `completed` is the gateway latency (monotonic
     /// time from arrival to completion) for outcome and denied records.
-    pub(crate) fn build(
-        &self,
-        ctx: &RequestCtx,
-        phase: Phase,
-        completed: Option<Duration>,
-    ) -> Vec<u8> {
+    pub(crate) fn build(&self, ctx: &RequestCtx, phase: Phase, completed: Option<Duration>) -> Vec<u8> {
         let principal = ctx.principal.as_deref();
         let fhir = ctx.fhir.as_ref();
         let patients: &[PatientId] = fhir.map(|f| f.patients.as_slice()).unwrap_or(&[]);
@@ -174,11 +159,7 @@ impl RecordBuilder {
             ts: Ts(SystemTime::now()),
             phase,
             request_id: ctx.request_id.as_str(),
-            tenant: ctx
-                .tenant
-                .as_ref()
-                .or(principal.and_then(|p| p.tenant.as_ref()))
-                .map(|t| t.as_str()),
+            tenant: ctx.tenant.as_ref().or(principal.and_then(|p| p.tenant.as_ref())).map(|t| t.as_str()),
             subject: principal.map(|p| p.subject.as_str()),
             issuer: principal.map(|p| &*p.issuer),
             session_id: principal.and_then(|p| p.session_id.as_deref()),

@@ -55,9 +55,7 @@ pub(crate) fn skips(data: &[u8], lines: &[RawLine<'_>]) -> HashMap<u64, Skip> {
         let Ok((_, e)) = parse_line(l.bytes) else {
             continue;
         };
-        let (Some(from), Some(to), Some(sha)) =
-            (e.skip_from, e.skip_to, e.skipped_sha256.as_deref())
-        else {
+        let (Some(from), Some(to), Some(sha)) = (e.skip_from, e.skip_to, e.skipped_sha256.as_deref()) else {
             continue;
         };
         if e.kind != "recovery" || from > to || to != l.offset {
@@ -77,11 +75,7 @@ pub(crate) enum Tail {
     /// The whole file is valid; the chain head is `(seq, hash)`.
     Clean { seq: u64, hash: Hash },
     /// Valid up to `valid_end`, then a torn (incomplete) last line.
-    Torn {
-        seq: u64,
-        hash: Hash,
-        valid_end: u64,
-    },
+    Torn { seq: u64, hash: Hash, valid_end: u64 },
     /// Not even the header line is complete: a crash while the segment was being created.
     NoHeader,
     /// A complete line fails its hash or link: not a crash artefact. Refuse to write.
@@ -109,11 +103,7 @@ pub(crate) fn classify_tail(data: &[u8]) -> Tail {
             (Some((h, e)), Some((seq, prev))) if linked(&e, seq, &prev) => head = Some((e.seq, h)),
             _ if !l.complete => {
                 return match head {
-                    Some((seq, hash)) => Tail::Torn {
-                        seq,
-                        hash,
-                        valid_end,
-                    },
+                    Some((seq, hash)) => Tail::Torn { seq, hash, valid_end },
                     None => Tail::NoHeader,
                 }
             }

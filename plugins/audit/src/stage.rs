@@ -25,9 +25,7 @@ pub struct AuditStage {
 
 impl std::fmt::Debug for AuditStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditStage")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("AuditStage").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -60,10 +58,7 @@ impl AuditStage {
     async fn write(&self, ctx: &RequestCtx, phase: Phase) -> Result<(), &'static str> {
         let completed = (phase != Phase::Attempt).then(|| ctx.started.elapsed());
         let body = self.records.build(ctx, phase, completed);
-        let res = self
-            .writer
-            .append(PendingRecord { phase, body }, self.max_wait)
-            .await;
+        let res = self.writer.append(PendingRecord { phase, body }, self.max_wait).await;
         if let Err(reason) = res {
             // Sink failures are counted by the writer, per record; these never reached it.
             if matches!(reason, "timeout" | "queue_full" | "writer_stopped") {
@@ -107,11 +102,7 @@ impl Stage for AuditStage {
     /// Appends `outcome` for forwarded requests and `denied` for the others. The response is
     /// already sent: a failure here can only be logged and counted.
     async fn on_complete(&self, ctx: &RequestCtx) {
-        let phase = if ctx.response.forwarded {
-            Phase::Outcome
-        } else {
-            Phase::Denied
-        };
+        let phase = if ctx.response.forwarded { Phase::Outcome } else { Phase::Denied };
         if let Err(reason) = self.write(ctx, phase).await {
             log::error!(
                 "audit {} record for request {} not durable: {reason}",

@@ -69,11 +69,7 @@ impl Health {
             return None;
         }
         Some(
-            self.reason
-                .lock()
-                .ok()
-                .and_then(|r| r.clone())
-                .unwrap_or_else(|| "audit sink broken".to_owned()),
+            self.reason.lock().ok().and_then(|r| r.clone()).unwrap_or_else(|| "audit sink broken".to_owned()),
         )
     }
 }
@@ -87,10 +83,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Probes the sink once (start-up recovery happens here, before any request), then starts
     /// the thread.
-    pub(crate) fn spawn(
-        mut sink: Box<dyn AuditSink>,
-        limits: BatchLimits,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn spawn(mut sink: Box<dyn AuditSink>, limits: BatchLimits) -> std::io::Result<Self> {
         let health = Arc::new(Health::default());
         health.set(&sink.tick());
         let (tx, rx) = mpsc::sync_channel::<Job>(limits.queue);
@@ -105,11 +98,7 @@ impl Writer {
     ///
     /// # Errors
     /// The failure reason label: `queue_full`, `timeout`, `writer_stopped` or the sink's reason.
-    pub(crate) async fn append(
-        &self,
-        record: PendingRecord,
-        max_wait: Duration,
-    ) -> Result<(), &'static str> {
+    pub(crate) async fn append(&self, record: PendingRecord, max_wait: Duration) -> Result<(), &'static str> {
         let (done, rx) = oneshot::channel();
         match self.tx.try_send(Job { record, done }) {
             Ok(()) => {}
@@ -167,9 +156,7 @@ fn run(sink: &mut dyn AuditSink, rx: &mpsc::Receiver<Job>, limits: BatchLimits, 
                 Ok(())
             }
             Err(e) => {
-                metrics::FAILURES
-                    .with_label_values(&[e.reason()])
-                    .inc_by(records.len() as u64);
+                metrics::FAILURES.with_label_values(&[e.reason()]).inc_by(records.len() as u64);
                 Err(e.reason())
             }
         };
@@ -210,29 +197,19 @@ mod tests {
     fn stuck(queue: usize) -> (Writer, Receiver<()>, Sender<()>) {
         let (entered, entered_rx) = mpsc::channel();
         let (release_tx, release) = mpsc::channel();
-        let limits = BatchLimits {
-            max_records: 1,
-            max_bytes: 1 << 20,
-            queue,
-        };
+        let limits = BatchLimits { max_records: 1, max_bytes: 1 << 20, queue };
         let w = Writer::spawn(Box::new(StuckSink { entered, release }), limits).unwrap();
         (w, entered_rx, release_tx)
     }
 
     fn record() -> PendingRecord {
-        PendingRecord {
-            phase: Phase::Attempt,
-            body: b"\"x\":1".to_vec(),
-        }
+        PendingRecord { phase: Phase::Attempt, body: b"\"x\":1".to_vec() }
     }
 
     #[tokio::test]
     async fn wait_beyond_max_wait_is_a_timeout() {
         let (w, _entered, release) = stuck(8);
-        assert_eq!(
-            w.append(record(), Duration::from_millis(20)).await,
-            Err("timeout")
-        );
+        assert_eq!(w.append(record(), Duration::from_millis(20)).await, Err("timeout"));
         release.send(()).unwrap();
     }
 
@@ -243,16 +220,11 @@ mod tests {
         tokio::pin!(first);
         // Poll once: the first record is queued, then taken by the (now stuck) writer.
         tokio::select! { biased; _ = &mut first => panic!("stuck sink answered"), () = async {} => {} }
-        tokio::task::spawn_blocking(move || entered.recv().unwrap())
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || entered.recv().unwrap()).await.unwrap();
         let second = w.append(record(), Duration::from_secs(60));
         tokio::pin!(second);
         tokio::select! { biased; _ = &mut second => panic!("stuck sink answered"), () = async {} => {} }
-        assert_eq!(
-            w.append(record(), Duration::from_secs(60)).await,
-            Err("queue_full")
-        );
+        assert_eq!(w.append(record(), Duration::from_secs(60)).await, Err("queue_full"));
         release.send(()).unwrap();
         release.send(()).unwrap();
         assert_eq!(first.await, Ok(()));

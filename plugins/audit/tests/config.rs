@@ -25,26 +25,12 @@ fn every_problem_is_reported_at_once_without_values() {
     let env = Env::new();
     let cfg = parse("dir: audit\nsigning_key_path: missing.pem\nhmac_key_path: short.key\nfile_mode: \"0666\"\nsegment_max_bytes: 10\n").unwrap();
     std::fs::write(env.tmp.path().join("short.key"), b"tiny-secret").unwrap();
-    let ctx = StageBuildCtx {
-        routes: &[],
-        config_dir: env.tmp.path(),
-    };
+    let ctx = StageBuildCtx { routes: &[], config_dir: env.tmp.path() };
     let issues = cfg.build(&ctx).unwrap_err();
     let keys: Vec<_> = issues.iter().map(|i| i.key_path.as_str()).collect();
-    assert_eq!(
-        keys,
-        [
-            "file_mode",
-            "segment_max_bytes",
-            "signing_key_path",
-            "hmac_key_path"
-        ]
-    );
+    assert_eq!(keys, ["file_mode", "segment_max_bytes", "signing_key_path", "hmac_key_path"]);
     for i in &issues {
-        assert!(
-            !i.message.contains("tiny-secret") && !i.message.contains("0666"),
-            "{i}"
-        );
+        assert!(!i.message.contains("tiny-secret") && !i.message.contains("0666"), "{i}");
     }
 }
 
@@ -53,16 +39,9 @@ fn raw_seed_key_is_accepted_and_key_files_are_never_overwritten() {
     let env = Env::new();
     std::fs::write(env.tmp.path().join("seed.key"), [7u8; 32]).unwrap();
     let cfg = parse("dir: audit\nsigning_key_path: seed.key\n").unwrap();
-    let ctx = StageBuildCtx {
-        routes: &[],
-        config_dir: env.tmp.path(),
-    };
+    let ctx = StageBuildCtx { routes: &[], config_dir: env.tmp.path() };
     let stage = cfg.build(&ctx).unwrap();
-    assert_eq!(
-        stage.dir(),
-        env.tmp.path().join("audit"),
-        "relative to the config dir"
-    );
+    assert_eq!(stage.dir(), env.tmp.path().join("audit"), "relative to the config dir");
     assert!(phigate_audit::generate_signing_key(&env.key).is_err());
     let mode = std::fs::metadata(&env.key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -90,11 +69,6 @@ fn every_config_field_is_documented_in_the_schema() {
     let props = schema["properties"].as_object().unwrap();
     assert!(props.len() >= 13);
     for (name, p) in props {
-        assert!(
-            p.get("description")
-                .and_then(|d| d.as_str())
-                .is_some_and(|d| !d.is_empty()),
-            "{name}"
-        );
+        assert!(p.get("description").and_then(|d| d.as_str()).is_some_and(|d| !d.is_empty()), "{name}");
     }
 }

@@ -20,25 +20,13 @@ async fn torn_final_line_is_moved_aside_and_a_recovery_record_chained() {
     let env = Env::new();
     let stage = env.stage();
     for i in 0..5 {
-        stage
-            .on_request(&mut read_ctx(&format!("before-{i}")))
-            .await
-            .unwrap();
+        stage.on_request(&mut read_ctx(&format!("before-{i}"))).await.unwrap();
     }
     drop(stage);
     let seg = env.segments().pop().unwrap();
     let torn = br#"{"v":1,"kind":"access","seq":99,"ts":"2026-"#;
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&seg)
-        .unwrap()
-        .write_all(torn)
-        .unwrap();
-    assert_eq!(
-        verify(&env.audit_dir, None).status,
-        VerifyStatus::Tampered,
-        "unrecovered torn line"
-    );
+    std::fs::OpenOptions::new().append(true).open(&seg).unwrap().write_all(torn).unwrap();
+    assert_eq!(verify(&env.audit_dir, None).status, VerifyStatus::Tampered, "unrecovered torn line");
 
     let stage = env.stage();
     assert_eq!(stage.readiness(), Readiness::Ready(None));
@@ -56,11 +44,7 @@ async fn torn_final_line_is_moved_aside_and_a_recovery_record_chained() {
         .collect();
     assert_eq!(aside.len(), 1);
     assert_eq!(std::fs::read(&aside[0]).unwrap(), torn);
-    let recovery = env
-        .lines()
-        .into_iter()
-        .find(|l| l["kind"] == "recovery")
-        .unwrap();
+    let recovery = env.lines().into_iter().find(|l| l["kind"] == "recovery").unwrap();
     assert_eq!(recovery["reason"], "torn_tail");
 }
 
@@ -74,10 +58,7 @@ async fn segment_with_torn_header_is_moved_aside_and_writing_continues() {
     stage.on_request(&mut read_ctx("after")).await.unwrap();
     drop(stage);
     assert!(!next.exists());
-    assert_eq!(
-        verify(&env.audit_dir, Some(&env.public_key)).status,
-        VerifyStatus::Intact
-    );
+    assert_eq!(verify(&env.audit_dir, Some(&env.public_key)).status, VerifyStatus::Intact);
 }
 
 #[tokio::test]
@@ -87,9 +68,7 @@ async fn corrupt_complete_line_in_last_segment_fails_closed_on_start() {
     stage.on_request(&mut read_ctx("x")).await.unwrap();
     drop(stage);
     let seg = env.segments().pop().unwrap();
-    let text = std::fs::read_to_string(&seg)
-        .unwrap()
-        .replace("dr-alice", "dr-mallo");
+    let text = std::fs::read_to_string(&seg).unwrap().replace("dr-alice", "dr-mallo");
     std::fs::write(&seg, text).unwrap();
     // Not a crash artefact: an edit. The writer must not paper over it with a recovery record.
     let stage = env.stage();
@@ -135,10 +114,7 @@ async fn sigkill_under_load_then_restart_verifies_and_keeps_every_acknowledged_a
 
     let stage = env.stage();
     assert_eq!(stage.readiness(), Readiness::Ready(None));
-    stage
-        .on_request(&mut read_ctx("after-restart"))
-        .await
-        .unwrap();
+    stage.on_request(&mut read_ctx("after-restart")).await.unwrap();
     drop(stage);
 
     let r = verify(&env.audit_dir, Some(&env.public_key));
@@ -150,10 +126,7 @@ async fn sigkill_under_load_then_restart_verifies_and_keeps_every_acknowledged_a
         .map(|l| l["request_id"].as_str().unwrap().to_owned())
         .collect();
     let lost: Vec<_> = acked.difference(&on_disk).collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged attempts missing after SIGKILL: {lost:?}"
-    );
+    assert!(lost.is_empty(), "acknowledged attempts missing after SIGKILL: {lost:?}");
     eprintln!("after SIGKILL: {} acked, {r}", acked.len());
 }
 

@@ -45,10 +45,7 @@ fn assert_has_every_field(rec: &serde_json::Value) {
         assert!(rec.get(k).is_some(), "record lacks `{k}`: {rec}");
     }
     let ts = rec["ts"].as_str().unwrap();
-    assert!(
-        ts.ends_with('Z') && ts.len() == "2026-11-23T10:15:10.123456Z".len(),
-        "{ts}"
-    );
+    assert!(ts.ends_with('Z') && ts.len() == "2026-11-23T10:15:10.123456Z".len(), "{ts}");
 }
 
 #[tokio::test]
@@ -57,10 +54,7 @@ async fn allowed_read_records_attempt_then_outcome_with_every_field() {
     let stage = env.stage();
     let mut ctx = read_ctx("req-read");
     ctx.break_glass_reason = Some("ER admission".into());
-    assert!(matches!(
-        stage.on_request(&mut ctx).await,
-        Ok(Flow::Continue)
-    ));
+    assert!(matches!(stage.on_request(&mut ctx).await, Ok(Flow::Continue)));
     answered(&mut ctx, 200);
     stage.on_complete(&ctx).await;
 
@@ -95,19 +89,10 @@ async fn allowed_read_records_attempt_then_outcome_with_every_field() {
     assert_eq!(outcome["entries"], 3);
     assert_eq!(outcome["upstream_latency_us"], 850);
     assert!(outcome["gateway_latency_us"].as_u64().is_some());
-    assert_eq!(
-        outcome["prev"], attempt["hash"],
-        "consecutive records are chained"
-    );
-    assert_eq!(
-        outcome["seq"].as_u64(),
-        attempt["seq"].as_u64().map(|s| s + 1)
-    );
+    assert_eq!(outcome["prev"], attempt["hash"], "consecutive records are chained");
+    assert_eq!(outcome["seq"].as_u64(), attempt["seq"].as_u64().map(|s| s + 1));
     drop(stage);
-    assert_eq!(
-        verify(&env.audit_dir, Some(&env.public_key)).status,
-        VerifyStatus::Intact
-    );
+    assert_eq!(verify(&env.audit_dir, Some(&env.public_key)).status, VerifyStatus::Intact);
 }
 
 #[tokio::test]
@@ -129,10 +114,7 @@ async fn policy_denial_records_denied_with_decision_and_error() {
     assert_eq!(recs[0]["status"], 403);
     assert_eq!(recs[0]["error"], "patient_not_permitted");
     assert_eq!(recs[0]["decision"]["allow"], false);
-    assert_eq!(
-        recs[0]["decision"]["reasons"],
-        serde_json::json!(["not_on_care_team"])
-    );
+    assert_eq!(recs[0]["decision"]["reasons"], serde_json::json!(["not_on_care_team"]));
     assert_eq!(recs[0]["subject"], "dr-alice");
 }
 
@@ -185,11 +167,7 @@ async fn attempt_is_on_disk_when_on_request_returns() {
         stage.on_request(&mut ctx).await.unwrap();
         // Read the file through a fresh descriptor: what the upstream could see right now.
         let recs = access(&env.audit_dir, &id);
-        assert_eq!(
-            recs.len(),
-            1,
-            "attempt for {id} must be on disk before forwarding"
-        );
+        assert_eq!(recs.len(), 1, "attempt for {id} must be on disk before forwarding");
         assert_eq!(recs[0]["phase"], "attempt");
     }
 }
@@ -216,17 +194,10 @@ async fn no_token_or_raw_query_value_in_any_record() {
 
     let rec = &access(&env.audit_dir, "req-secret")[0];
     let q = rec["query"].as_array().unwrap();
-    assert_eq!(
-        q[0],
-        serde_json::json!({"name": "patient", "value": "Patient/p1"})
-    );
+    assert_eq!(q[0], serde_json::json!({"name": "patient", "value": "Patient/p1"}));
     assert_eq!(q[1]["name"], "name");
     assert!(q[1].get("value").is_none());
-    assert_eq!(
-        q[1]["value_hmac"].as_str().unwrap().len(),
-        43,
-        "HMAC-SHA256, base64url"
-    );
+    assert_eq!(q[1]["value_hmac"].as_str().unwrap().len(), 43, "HMAC-SHA256, base64url");
     assert_eq!(q[2]["name"], "_count");
 }
 
@@ -237,10 +208,7 @@ async fn equal_query_values_get_equal_hmacs_so_investigators_can_correlate() {
     for id in ["a", "b"] {
         stage.on_request(&mut read_ctx(id)).await.unwrap();
     }
-    let (a, b) = (
-        &access(&env.audit_dir, "a")[0],
-        &access(&env.audit_dir, "b")[0],
-    );
+    let (a, b) = (&access(&env.audit_dir, "a")[0], &access(&env.audit_dir, "b")[0]);
     assert_eq!(a["query"][1]["value_hmac"], b["query"][1]["value_hmac"]);
     assert_ne!(a["query"][1]["value_hmac"], a["query"][2]["value_hmac"]);
 }

@@ -38,25 +38,15 @@ async fn trail(env: &Env, n: usize) {
 }
 
 fn seg_lines(p: &Path) -> Vec<String> {
-    fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    fs::read_to_string(p).unwrap().lines().map(str::to_owned).collect()
 }
 
 fn write_lines(p: &Path, lines: &[String]) {
-    fs::write(
-        p,
-        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )
-    .unwrap();
+    fs::write(p, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
 }
 
 fn seq_of(line: &str) -> u64 {
-    serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
-        .as_u64()
-        .unwrap()
+    serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"].as_u64().unwrap()
 }
 
 fn tampered(env: &Env) -> VerifyReport {
@@ -76,10 +66,7 @@ async fn intact_trail_verifies_with_summary() {
     assert!(r.segments >= 2, "{r}");
     assert_eq!(r.segments, env.segments().len());
     assert_eq!(r.records, 240);
-    assert!(
-        r.checkpoints >= r.segments as u64,
-        "every rotation seals with a checkpoint: {r}"
-    );
+    assert!(r.checkpoints >= r.segments as u64, "every rotation seals with a checkpoint: {r}");
     assert_eq!(r.checkpoints_logged, r.checkpoints);
     assert_eq!(r.attempts_without_outcome, 0);
     assert_eq!(r.recoveries, 0);
@@ -124,11 +111,7 @@ async fn inserted_copy_of_a_record_is_detected() {
     write_lines(seg, &lines);
     let f = tampered(&env).failure.unwrap();
     assert_eq!(f.line, Some(5));
-    assert!(
-        f.reason.contains("out of order or duplicated"),
-        "{}",
-        f.reason
-    );
+    assert!(f.reason.contains("out of order or duplicated"), "{}", f.reason);
 }
 
 /// A forged line with a correct self-hash, linked to its predecessor: the chain breaks at the
@@ -152,18 +135,11 @@ async fn forged_inserted_record_with_valid_hash_is_detected() {
             &format!("\"seq\":{}", prev["seq"].as_u64().unwrap() + 1),
         );
     let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
-    let forged = format!(
-        "{},\"hash\":\"{hash}\"}}",
-        &canonical[..canonical.len() - 1]
-    );
+    let forged = format!("{},\"hash\":\"{hash}\"}}", &canonical[..canonical.len() - 1]);
     lines.insert(4, forged);
     write_lines(seg, &lines);
     let f = tampered(&env).failure.unwrap();
-    assert_eq!(
-        f.line,
-        Some(6),
-        "the forged line itself links; the next one cannot"
-    );
+    assert_eq!(f.line, Some(6), "the forged line itself links; the next one cannot");
 }
 
 #[tokio::test]
@@ -184,10 +160,7 @@ async fn segment_tail_cut_after_a_checkpoint_is_detected() {
     trail(&env, 20).await;
     let seg = env.segments().last().unwrap().clone();
     let mut lines = seg_lines(&seg);
-    let last_cp = lines
-        .iter()
-        .rposition(|l| l.contains("\"kind\":\"checkpoint\""))
-        .unwrap();
+    let last_cp = lines.iter().rposition(|l| l.contains("\"kind\":\"checkpoint\"")).unwrap();
     lines.truncate(last_cp);
     write_lines(&seg, &lines);
     let f = tampered(&env).failure.unwrap();
@@ -229,10 +202,7 @@ async fn checkpoint_signed_with_another_key_fails() {
     cfg.checkpoint_every_records = NonZeroU32::new(5).unwrap();
     let stage = build(cfg, env.tmp.path());
     for i in 0..5 {
-        stage
-            .on_request(&mut read_ctx(&format!("late-{i}")))
-            .await
-            .unwrap();
+        stage.on_request(&mut read_ctx(&format!("late-{i}"))).await.unwrap();
     }
     drop(stage);
     let f = tampered(&env).failure.unwrap();
@@ -247,11 +217,7 @@ async fn altered_checkpoint_log_entry_is_detected() {
     trail(&env, 10).await;
     let log = env.audit_dir.join(phigate_audit::CHECKPOINT_LOG);
     let text = fs::read_to_string(&log).unwrap();
-    fs::write(
-        &log,
-        text.replacen("\"covers_seq\":", "\"covers_seq\":1", 1),
-    )
-    .unwrap();
+    fs::write(&log, text.replacen("\"covers_seq\":", "\"covers_seq\":1", 1)).unwrap();
     let f = tampered(&env).failure.unwrap();
     assert_eq!(f.file, log);
 }
@@ -260,10 +226,7 @@ async fn altered_checkpoint_log_entry_is_detected() {
 async fn attempt_without_outcome_is_reported_not_tampering() {
     let env = Env::new();
     let stage = env.stage();
-    stage
-        .on_request(&mut read_ctx("crashed-before-outcome"))
-        .await
-        .unwrap();
+    stage.on_request(&mut read_ctx("crashed-before-outcome")).await.unwrap();
     drop(stage);
     let r = verify(&env.audit_dir, Some(&env.public_key));
     assert_eq!(r.status, VerifyStatus::Intact, "{r}");

@@ -54,9 +54,7 @@ pub(crate) fn segment_name(index: u64) -> String {
 /// The index of a segment file name, if it is one.
 pub(crate) fn segment_index(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("seg-")?.strip_suffix(".jsonl")?;
-    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
 }
 
 /// The segments in `dir`, by index.
@@ -139,9 +137,7 @@ impl SegmentStore {
     }
 
     fn sync_dir(&self) -> Result<(), SinkError> {
-        File::open(&self.s.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| SinkError::unwritable(&self.s.dir, e))
+        File::open(&self.s.dir).and_then(|d| d.sync_all()).map_err(|e| SinkError::unwritable(&self.s.dir, e))
     }
 
     fn create_segment(
@@ -162,13 +158,7 @@ impl SegmentStore {
         );
         let mut buf = Vec::new();
         let hash = append_line(&mut buf, "segment", seq, inner.as_bytes(), &prev_hash);
-        self.open = Some(OpenSegment {
-            file,
-            name,
-            index,
-            len: 0,
-            opened: (self.s.clock)(),
-        });
+        self.open = Some(OpenSegment { file, name, index, len: 0, opened: (self.s.clock)() });
         self.write_sync(&buf)?;
         self.sync_dir()?;
         if let Some(o) = self.open.as_mut() {
@@ -202,11 +192,7 @@ impl SegmentStore {
 impl SegmentStore {
     /// Appends a signed checkpoint covering the current head to `buf` (not yet written).
     fn push_checkpoint(&mut self, buf: &mut Vec<u8>, seq: &mut u64, head: &mut Hash) -> Checkpoint {
-        let name = self
-            .open
-            .as_ref()
-            .map(|o| o.name.as_str())
-            .unwrap_or_default();
+        let name = self.open.as_ref().map(|o| o.name.as_str()).unwrap_or_default();
         let cp = Checkpoint::sign(&self.s.signer, name, *seq - 1, &hex(head), now_ts());
         let prev = *head;
         *head = append_line(buf, "checkpoint", *seq, &cp.inner_json(), &prev);
@@ -310,15 +296,11 @@ impl AuditSink for SegmentStore {
 
     fn tick(&mut self) -> Result<(), SinkError> {
         self.ensure_open()?;
-        if self.since_checkpoint > 0 && self.since(self.last_checkpoint) >= self.s.checkpoint_every
-        {
+        if self.since_checkpoint > 0 && self.since(self.last_checkpoint) >= self.s.checkpoint_every {
             self.checkpoint_now()?;
         }
         if self.rotation_due()
-            && self
-                .open
-                .as_ref()
-                .is_some_and(|o| self.since(o.opened) >= self.s.segment_max_age)
+            && self.open.as_ref().is_some_and(|o| self.since(o.opened) >= self.s.segment_max_age)
         {
             self.rotate()?;
         }

@@ -23,27 +23,18 @@ impl SegmentStore {
         DirBuilder::new()
             .recursive(true)
             // Group read on files (0640) is useless without group search on the directory.
-            .mode(if self.s.file_mode & 0o040 != 0 {
-                0o750
-            } else {
-                0o700
-            })
+            .mode(if self.s.file_mode & 0o040 != 0 { 0o750 } else { 0o700 })
             .create(&self.s.dir)
             .map_err(|e| SinkError::unwritable(&self.s.dir, e))?;
         loop {
-            let segs =
-                list_segments(&self.s.dir).map_err(|e| SinkError::unwritable(&self.s.dir, e))?;
+            let segs = list_segments(&self.s.dir).map_err(|e| SinkError::unwritable(&self.s.dir, e))?;
             let Some((index, path)) = segs.last().cloned() else {
                 return self.create_segment(1, None, GENESIS, 0);
             };
             let data = fs::read(&path).map_err(|e| SinkError::unwritable(&path, e))?;
             let (seq, hash, valid_end) = match self.tail_of(index, &data) {
                 Tail::Clean { seq, hash } => (seq, hash, data.len() as u64),
-                Tail::Torn {
-                    seq,
-                    hash,
-                    valid_end,
-                } => (seq, hash, valid_end),
+                Tail::Torn { seq, hash, valid_end } => (seq, hash, valid_end),
                 Tail::Corrupt { offset } => return Err(SinkError::Corrupt { path, offset }),
                 Tail::NoHeader => {
                     // Crash while creating the segment: it holds no acknowledged record (the
@@ -61,15 +52,9 @@ impl SegmentStore {
     /// After a failed write of this process, everything past the committed length is
     /// unacknowledged; otherwise (start-up) the file itself says where the valid prefix ends.
     fn tail_of(&self, index: u64, data: &[u8]) -> Tail {
-        let known = self
-            .failed_at
-            .filter(|&(i, len)| i == index && len > 0 && len <= data.len() as u64);
+        let known = self.failed_at.filter(|&(i, len)| i == index && len > 0 && len <= data.len() as u64);
         match known {
-            Some((_, len)) => Tail::Torn {
-                seq: self.next_seq - 1,
-                hash: self.last_hash,
-                valid_end: len,
-            },
+            Some((_, len)) => Tail::Torn { seq: self.next_seq - 1, hash: self.last_hash, valid_end: len },
             None => classify_tail(data),
         }
     }
@@ -118,32 +103,20 @@ impl SegmentStore {
             .mode(self.s.file_mode)
             .open(&aside)
             .map_err(|e| SinkError::unwritable(&aside, e))?;
-        copy.write_all(torn)
-            .and_then(|()| copy.sync_data())
-            .map_err(SinkError::from_write)?;
+        copy.write_all(torn).and_then(|()| copy.sync_data()).map_err(SinkError::from_write)?;
         let mut skipped = torn.to_vec();
         if !torn.ends_with(b"\n") {
             skipped.push(b'\n');
         }
         let to = from + skipped.len() as u64;
-        let name = self
-            .open
-            .as_ref()
-            .map(|o| o.name.clone())
-            .unwrap_or_default();
+        let name = self.open.as_ref().map(|o| o.name.clone()).unwrap_or_default();
         let inner = format!(
             "\"ts\":\"{}\",\"segment\":\"{name}\",\"reason\":\"torn_tail\",\"skip_from\":{from},\"skip_to\":{to},\"skipped_sha256\":\"{}\"",
             now_ts(),
             hex::encode(Sha256::digest(&skipped)),
         );
         let mut buf = skipped[torn.len()..].to_vec();
-        let hash = append_line(
-            &mut buf,
-            "recovery",
-            self.next_seq,
-            inner.as_bytes(),
-            &self.last_hash,
-        );
+        let hash = append_line(&mut buf, "recovery", self.next_seq, inner.as_bytes(), &self.last_hash);
         self.write_sync(&buf)?;
         if let Some(o) = self.open.as_mut() {
             o.len = to + (buf.len() - (skipped.len() - torn.len())) as u64;
@@ -151,11 +124,7 @@ impl SegmentStore {
         self.next_seq += 1;
         self.last_hash = hash;
         self.recoveries += 1;
-        log::warn!(
-            "audit: recovered torn tail of {} ({} bytes at {from})",
-            path.display(),
-            torn.len()
-        );
+        log::warn!("audit: recovered torn tail of {} ({} bytes at {from})", path.display(), torn.len());
         Ok(())
     }
 }

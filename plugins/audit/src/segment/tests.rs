@@ -28,12 +28,7 @@ impl Fixture {
             checkpoint_every: Duration::from_secs(60),
             clock: Arc::new(move || *clock_now.lock().unwrap()),
         });
-        Fixture {
-            _tmp: tmp,
-            dir,
-            now,
-            store,
-        }
+        Fixture { _tmp: tmp, dir, now, store }
     }
 
     fn advance(&self, secs: u64) {
@@ -41,10 +36,8 @@ impl Fixture {
     }
 
     fn append(&mut self) {
-        let r = PendingRecord {
-            phase: Phase::Attempt,
-            body: br#""phase":"attempt","request_id":"t""#.to_vec(),
-        };
+        let r =
+            PendingRecord { phase: Phase::Attempt, body: br#""phase":"attempt","request_id":"t""#.to_vec() };
         self.store.append_batch(&[r]).unwrap();
     }
 

@@ -18,9 +18,7 @@ struct SeqOnly {
 
 /// The `seq` of a line whose hash fails, for the report (best effort).
 fn seq_of(bytes: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<SeqOnly>(bytes)
-        .ok()
-        .and_then(|s| s.seq)
+    serde_json::from_slice::<SeqOnly>(bytes).ok().and_then(|s| s.seq)
 }
 
 pub(super) fn check_segment(
@@ -39,34 +37,21 @@ pub(super) fn check_segment(
         if l.offset < skip_until {
             continue;
         }
-        let t = |seq: Option<u64>, reason: &str| {
-            fail(VerifyStatus::Tampered, path, Some(l.line_no), seq, reason)
-        };
+        let t =
+            |seq: Option<u64>, reason: &str| fail(VerifyStatus::Tampered, path, Some(l.line_no), seq, reason);
         if let Some(s) = skips.get(&l.offset) {
             if !s.intact {
-                return Err(t(
-                    None,
-                    "bytes skipped by a recovery record do not match its skipped_sha256",
-                ));
+                return Err(t(None, "bytes skipped by a recovery record do not match its skipped_sha256"));
             }
             skip_until = s.to;
             continue;
         }
         if !l.complete {
-            return Err(t(
-                None,
-                "incomplete final line (a crash not yet recovered by a restart, or a cut)",
-            ));
+            return Err(t(None, "incomplete final line (a crash not yet recovered by a restart, or a cut)"));
         }
         let (hash, e) = parse_line(l.bytes).map_err(|fault| match fault {
-            LineFault::HashMismatch => t(
-                seq_of(l.bytes),
-                "record modified: hash does not match its content",
-            ),
-            LineFault::NoHash => t(
-                seq_of(l.bytes),
-                "malformed line: not a chained audit record",
-            ),
+            LineFault::HashMismatch => t(seq_of(l.bytes), "record modified: hash does not match its content"),
+            LineFault::NoHash => t(seq_of(l.bytes), "malformed line: not a chained audit record"),
         })?;
         if e.v != crate::chain::FORMAT_VERSION {
             return Err(t(Some(e.seq), "unknown format version"));
@@ -82,13 +67,7 @@ pub(super) fn check_segment(
         walk.last = Some((e.seq, hash));
     }
     if first {
-        return Err(fail(
-            VerifyStatus::Tampered,
-            path,
-            None,
-            None,
-            "segment has no header",
-        ));
+        return Err(fail(VerifyStatus::Tampered, path, None, None, "segment has no header"));
     }
     walk.prev_segment = Some(name);
     Ok(())
@@ -102,12 +81,7 @@ fn check_header(walk: &mut Walk, e: &Entry, name: &str, index: u64) -> Result<()
         return Err("segment header does not name the previous segment");
     }
     if walk.key.is_none() {
-        walk.key = Some(
-            e.key
-                .as_deref()
-                .and_then(decode_key)
-                .ok_or("segment header has no valid key")?,
-        );
+        walk.key = Some(e.key.as_deref().and_then(decode_key).ok_or("segment header has no valid key")?);
     }
     Ok(())
 }
@@ -124,7 +98,9 @@ fn check_link(walk: &Walk, e: &Entry) -> Result<(), &'static str> {
         return Err("records missing before this one (seq gap)");
     }
     if parse_hash(&e.prev) != Some(want_prev) {
-        return Err("chain broken: prev is not the previous record's hash (record inserted, deleted or reordered)");
+        return Err(
+            "chain broken: prev is not the previous record's hash (record inserted, deleted or reordered)",
+        );
     }
     Ok(())
 }
@@ -140,10 +116,7 @@ fn check_entry(
         "segment" => {}
         "access" => {
             report.records += 1;
-            let id = e
-                .request_id
-                .clone()
-                .ok_or("access record without request_id")?;
+            let id = e.request_id.clone().ok_or("access record without request_id")?;
             match e.phase.as_deref() {
                 Some("attempt") => {
                     walk.open_attempts.insert(id);
@@ -170,8 +143,7 @@ fn check_entry(
                 return Err("checkpoint signature invalid (another key, or altered)");
             }
             report.checkpoints += 1;
-            walk.checkpoints
-                .insert((cp.segment, cp.covers_seq, cp.covers_hash));
+            walk.checkpoints.insert((cp.segment, cp.covers_seq, cp.covers_hash));
         }
         "recovery" => {
             // An empty skip range is impossible (the writer only recovers torn bytes); a range
@@ -193,9 +165,7 @@ pub(super) fn check_log(walk: &Walk, report: &mut VerifyReport, dir: &Path) -> R
     let path = dir.join(CHECKPOINT_LOG);
     let data = match fs::read(&path) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && report.checkpoints == 0 => {
-            return Ok(())
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && report.checkpoints == 0 => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(fail(
                 VerifyStatus::Tampered,
@@ -205,15 +175,7 @@ pub(super) fn check_log(walk: &Walk, report: &mut VerifyReport, dir: &Path) -> R
                 format!("checkpoint log missing: {e}"),
             ))
         }
-        Err(e) => {
-            return Err(fail(
-                VerifyStatus::Unreadable,
-                &path,
-                None,
-                None,
-                e.to_string(),
-            ))
-        }
+        Err(e) => return Err(fail(VerifyStatus::Unreadable, &path, None, None, e.to_string())),
     };
     for l in split_lines(&data) {
         // A crash between the segment's sync and the log's write may tear the log's last line;
@@ -221,20 +183,13 @@ pub(super) fn check_log(walk: &Walk, report: &mut VerifyReport, dir: &Path) -> R
         if !l.complete {
             break;
         }
-        let t =
-            |seq, reason: &str| fail(VerifyStatus::Tampered, &path, Some(l.line_no), seq, reason);
-        let cp: Checkpoint = serde_json::from_slice(l.bytes)
-            .map_err(|_| t(None, "malformed checkpoint log line"))?;
+        let t = |seq, reason: &str| fail(VerifyStatus::Tampered, &path, Some(l.line_no), seq, reason);
+        let cp: Checkpoint =
+            serde_json::from_slice(l.bytes).map_err(|_| t(None, "malformed checkpoint log line"))?;
         if !walk.key.as_ref().is_some_and(|k| cp.verifies(k)) {
-            return Err(t(
-                Some(cp.covers_seq),
-                "checkpoint log signature invalid (another key, or altered)",
-            ));
+            return Err(t(Some(cp.covers_seq), "checkpoint log signature invalid (another key, or altered)"));
         }
-        if !walk
-            .checkpoints
-            .contains(&(cp.segment.clone(), cp.covers_seq, cp.covers_hash.clone()))
-        {
+        if !walk.checkpoints.contains(&(cp.segment.clone(), cp.covers_seq, cp.covers_hash.clone())) {
             let seg = dir.join(&cp.segment);
             return Err(fail(
                 VerifyStatus::Tampered,

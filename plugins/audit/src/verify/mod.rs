@@ -125,15 +125,7 @@ fn fail(
     reason: impl Into<String>,
 ) -> Fail {
     let reason = reason.into();
-    (
-        status,
-        Failure {
-            file: file.to_owned(),
-            line,
-            seq,
-            reason,
-        },
-    )
+    (status, Failure { file: file.to_owned(), line, seq, reason })
 }
 
 /// Verifies the audit trail in `dir`. With `public_key`, checkpoint signatures must verify under
@@ -168,9 +160,7 @@ struct Walk {
 fn run(dir: &Path, public_key: Option<&Path>, report: &mut VerifyReport) -> Result<(), Fail> {
     use VerifyStatus::Unreadable;
     let key = match public_key {
-        Some(p) => {
-            Some(load_public_key(p).map_err(|e| fail(Unreadable, p, None, None, e.to_string()))?)
-        }
+        Some(p) => Some(load_public_key(p).map_err(|e| fail(Unreadable, p, None, None, e.to_string()))?),
         None => None,
     };
     let segs = list_segments(dir).map_err(|e| fail(Unreadable, dir, None, None, e.to_string()))?;
@@ -187,13 +177,7 @@ fn run(dir: &Path, public_key: Option<&Path>, report: &mut VerifyReport) -> Resu
     for (expected, (index, path)) in (1u64..).zip(&segs) {
         if *index != expected {
             let missing = dir.join(segment_name(expected));
-            return Err(fail(
-                VerifyStatus::Tampered,
-                &missing,
-                None,
-                None,
-                "segment missing",
-            ));
+            return Err(fail(VerifyStatus::Tampered, &missing, None, None, "segment missing"));
         }
         let data = fs::read(path).map_err(|e| fail(Unreadable, path, None, None, e.to_string()))?;
         check_segment(&mut walk, report, path, *index, &data)?;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, Method};
 use phigate_audit::{generate_signing_key, write_public_key, AuditConfig, AuditStage};
 use phigate_plugin::{
-    Decision, ErrorCode, FhirRequest, Interaction, PatientId, Principal, QueryParam, RequestCtx,
-    RequestId, RequestInfo, RouteMeta, StageBuildCtx, Subject, TenantId,
+    Decision, ErrorCode, FhirRequest, Interaction, PatientId, Principal, QueryParam, RequestCtx, RequestId,
+    RequestInfo, RouteMeta, StageBuildCtx, Subject, TenantId,
 };
 
 pub const TOKEN: &str = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJkci1hbGljZSJ9.c2VjcmV0LXNpZ25hdHVyZQ";
@@ -35,12 +35,7 @@ impl Env {
         write_public_key(&public_key, &vk).unwrap();
         let hmac = tmp.path().join("query-hmac.key");
         phigate_audit::generate_hmac_key(&hmac).unwrap();
-        Env {
-            audit_dir: tmp.path().join("audit"),
-            tmp,
-            key,
-            public_key,
-        }
+        Env { audit_dir: tmp.path().join("audit"), tmp, key, public_key }
     }
 
     pub fn config(&self) -> AuditConfig {
@@ -69,10 +64,7 @@ pub fn config_at(tmp: &Path) -> AuditConfig {
 }
 
 pub fn build(config: AuditConfig, config_dir: &Path) -> AuditStage {
-    let ctx = StageBuildCtx {
-        routes: &[],
-        config_dir,
-    };
+    let ctx = StageBuildCtx { routes: &[], config_dir };
     config.build(&ctx).unwrap()
 }
 
@@ -95,18 +87,13 @@ pub fn lines(dir: &Path) -> Vec<serde_json::Value> {
         .iter()
         .flat_map(|p| {
             let text = std::fs::read_to_string(p).unwrap();
-            text.lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<serde_json::Value>>()
+            text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect::<Vec<serde_json::Value>>()
         })
         .collect()
 }
 
 pub fn access(dir: &Path, request_id: &str) -> Vec<serde_json::Value> {
-    lines(dir)
-        .into_iter()
-        .filter(|l| l["kind"] == "access" && l["request_id"] == request_id)
-        .collect()
+    lines(dir).into_iter().filter(|l| l["kind"] == "access" && l["request_id"] == request_id).collect()
 }
 
 pub fn route() -> Arc<RouteMeta> {
@@ -142,26 +129,14 @@ pub fn principal() -> Arc<Principal> {
 /// the last stage: identified, allowed by policy, with a bearer token in the headers.
 pub fn read_ctx(id: &str) -> RequestCtx {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
-    );
+    headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap());
     let request = RequestInfo {
         method: Method::GET,
         path: "/fhir/Observation".into(),
         query: vec![
-            QueryParam {
-                name: "patient".into(),
-                value: "Patient/p1".into(),
-            },
-            QueryParam {
-                name: "name".into(),
-                value: SEARCHED_NAME.into(),
-            },
-            QueryParam {
-                name: "_count".into(),
-                value: "10".into(),
-            },
+            QueryParam { name: "patient".into(), value: "Patient/p1".into() },
+            QueryParam { name: "name".into(), value: SEARCHED_NAME.into() },
+            QueryParam { name: "_count".into(), value: "10".into() },
         ],
         headers,
         body: None,
