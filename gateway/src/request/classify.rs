@@ -16,8 +16,8 @@
 
 mod body;
 mod compartment;
-mod patients;
 mod path;
+mod patients;
 
 use std::sync::LazyLock;
 
@@ -26,8 +26,8 @@ use phigate_plugin::{Compartment, ErrorCode, FhirRequest, Interaction, QueryPara
 
 use self::body::{is_form, is_json, BundleIn, ResourceRefs};
 use self::compartment::PatientCompartment;
-use self::patients::{scan_params, Findings, Scope};
 use self::path::Target;
+use self::patients::{scan_params, Findings, Scope};
 use super::normalize::{check_singletons, parse_query, DEFAULT_SINGLETON_PARAMS};
 use super::{normalize_target, resource_types::resource_type, Ambiguity, TargetLimits};
 
@@ -114,7 +114,12 @@ pub fn classify(
     body: Option<&[u8]>,
     content_type: Option<&str>,
 ) -> Result<FhirRequest, ClassifyError> {
-    classify_at(method, fhir_path, query, Payload::Raw { body, content_type })
+    classify_at(
+        method,
+        fhir_path,
+        query,
+        Payload::Raw { body, content_type },
+    )
 }
 
 /// A request body: as received, or already parsed (a Bundle entry's resource).
@@ -238,7 +243,9 @@ fn shape(method: &Method, target: Target<'_>) -> Result<FhirRequest, ClassifyErr
             req.version_id = vid.map(str::to_owned);
             req.operation = Some(op.to_owned());
         }
-        Target::Compartment { owner, id, target, .. } => {
+        Target::Compartment {
+            owner, id, target, ..
+        } => {
             req.resource_type = target;
             req.compartment = Some(Compartment {
                 resource_type: owner,
@@ -378,7 +385,12 @@ fn classify_bundle(payload: Payload<'_>) -> Result<FhirRequest, ClassifyError> {
         }
         target.push_str(&request.url);
         let t = normalize_target(target.as_bytes(), &ENTRY_LIMITS)?;
-        let child = classify_at(&method, &t.path, &t.query, Payload::Entry(entry.resource.as_ref()))?;
+        let child = classify_at(
+            &method,
+            &t.path,
+            &t.query,
+            Payload::Entry(entry.resource.as_ref()),
+        )?;
         found.patients.extend(child.patients.iter().cloned());
         for u in &child.unresolved {
             found.unresolved(&u.name);

@@ -60,7 +60,12 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), Ambiguity> {
         let digits = v.as_bytes();
         // Only 1*DIGIT (RFC 9110 §8.6); `+5`, ` 5`, `5,5` and values beyond u64 are refused.
         let numeric = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
-        if !numeric || v.to_str().ok().and_then(|s| s.parse::<u64>().ok()).is_none() {
+        if !numeric
+            || v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .is_none()
+        {
             return Err(Ambiguity::InvalidContentLength);
         }
     }

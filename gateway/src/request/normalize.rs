@@ -229,9 +229,9 @@ fn decode_into(raw: &[u8], part: Part, out: &mut Vec<u8>) -> Result<(), Ambiguit
 }
 
 fn has_escape(decoded: &[u8]) -> bool {
-    decoded.windows(3).any(|w| {
-        w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some()
-    })
+    decoded
+        .windows(3)
+        .any(|w| w[0] == b'%' && hex_value(w[1]).is_some() && hex_value(w[2]).is_some())
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -250,13 +250,21 @@ fn unreserved(b: u8) -> bool {
 /// Bytes kept raw in a rebuilt path: unreserved, `/` and the sub-delims FHIR uses (`$` for
 /// operations). `;`, `+`, `%` and everything else are encoded.
 fn path_safe(b: u8) -> bool {
-    unreserved(b) || matches!(b, b'/' | b'$' | b':' | b'@' | b'!' | b'*' | b',' | b'\'' | b'(' | b')')
+    unreserved(b)
+        || matches!(
+            b,
+            b'/' | b'$' | b':' | b'@' | b'!' | b'*' | b',' | b'\'' | b'(' | b')'
+        )
 }
 
 /// Bytes kept raw in a rebuilt query name or value. `&`, `=`, `+`, `#`, `%`, space and `\`
 /// are encoded, so the upstream splits and decodes exactly as we did.
 fn query_safe(b: u8) -> bool {
-    unreserved(b) || matches!(b, b'/' | b'$' | b':' | b'@' | b'!' | b'*' | b',' | b'\'' | b'(' | b')' | b'?' | b';')
+    unreserved(b)
+        || matches!(
+            b,
+            b'/' | b'$' | b':' | b'@' | b'!' | b'*' | b',' | b'\'' | b'(' | b')' | b'?' | b';'
+        )
 }
 
 fn encode_into(bytes: &[u8], safe: fn(u8) -> bool, out: &mut String) {

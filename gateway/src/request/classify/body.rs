@@ -92,14 +92,21 @@ pub(super) struct EntryRequest<'a> {
 pub(super) fn is_json(content_type: Option<&str>) -> bool {
     let Some(ct) = content_type else { return true };
     let media = ct.split(';').next().unwrap_or("").trim();
-    ["application/fhir+json", "application/json", "application/json+fhir"]
-        .iter()
-        .any(|m| media.eq_ignore_ascii_case(m))
+    [
+        "application/fhir+json",
+        "application/json",
+        "application/json+fhir",
+    ]
+    .iter()
+    .any(|m| media.eq_ignore_ascii_case(m))
 }
 
 /// Whether a `Content-Type` is `application/x-www-form-urlencoded`.
 pub(super) fn is_form(content_type: Option<&str>) -> bool {
     content_type
         .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }

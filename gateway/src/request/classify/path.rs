@@ -5,7 +5,13 @@ use super::ClassifyError;
 use crate::request::resource_types::resource_type;
 
 /// Types that define a compartment in R4 (`[type]/[id]/[type]` searches).
-const COMPARTMENT_TYPES: &[&str] = &["Device", "Encounter", "Patient", "Practitioner", "RelatedPerson"];
+const COMPARTMENT_TYPES: &[&str] = &[
+    "Device",
+    "Encounter",
+    "Patient",
+    "Practitioner",
+    "RelatedPerson",
+];
 
 /// What a FHIR path addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +93,12 @@ pub(super) fn parse(path: &str) -> Result<Target<'_>, ClassifyError> {
     })
 }
 
-fn compartment<'p>(c: &str, i: &'p str, t: &str, search: bool) -> Result<Target<'p>, ClassifyError> {
+fn compartment<'p>(
+    c: &str,
+    i: &'p str,
+    t: &str,
+    search: bool,
+) -> Result<Target<'p>, ClassifyError> {
     let owner = ty(c)?;
     if !COMPARTMENT_TYPES.contains(&owner) {
         return Err(ClassifyError::InvalidPath);
@@ -118,7 +129,9 @@ fn op_name(op: &str) -> Result<&str, ClassifyError> {
     let name = op.strip_prefix('$').unwrap_or("");
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid {
         Ok(name)
     } else {

@@ -208,7 +208,6 @@ fn typed_tail(path: &str) -> Option<(&str, &str)> {
 /// FHIR R4 `id`: `[A-Za-z0-9\-\.]{1,64}`.
 pub(super) fn is_fhir_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
