@@ -246,16 +246,26 @@ fn duplicate_json_keys_are_refused_not_guessed() {
     // Two parsers may keep different copies of a repeated key: the gateway refuses the body.
     let dup = r#"{"resourceType":"Observation","subject":{"reference":"Patient/1"},
         "subject":{"reference":"Patient/2"}}"#;
-    assert_eq!(run("POST", "/Observation", Some(dup), JSON).unwrap_err(), E::InvalidBody);
+    assert_eq!(
+        run("POST", "/Observation", Some(dup), JSON).unwrap_err(),
+        E::InvalidBody
+    );
     let dup_type = r#"{"resourceType":"Bundle","type":"batch","type":"collection","entry":[]}"#;
-    assert_eq!(run("POST", "/", Some(dup_type), JSON).unwrap_err(), E::InvalidBody);
+    assert_eq!(
+        run("POST", "/", Some(dup_type), JSON).unwrap_err(),
+        E::InvalidBody
+    );
 }
 
 #[test]
 fn json_escapes_in_references_are_decoded_before_judging() {
     let escaped = r#"{"resourceType":"Observation","subject":{"reference":"Patient\/1\u0032"}}"#;
     let r = run("POST", "/Observation", Some(escaped), JSON).unwrap();
-    check(&r, &p(w(I::Create, OBS, None), &["12"]), "escaped reference");
+    check(
+        &r,
+        &p(w(I::Create, OBS, None), &["12"]),
+        "escaped reference",
+    );
 }
 
 #[test]
@@ -263,5 +273,8 @@ fn compartment_definition_preloads_and_errors_have_fixed_reasons() {
     assert_eq!(crate::request::preload(), Ok(()));
     assert_eq!(E::InvalidCount.reason(), "invalid_count");
     assert_eq!(E::Ambiguous(Ambiguity::DotSegment).reason(), "dot_segment");
-    assert_eq!(E::CompartmentUnavailable.error_code().as_str(), "internal_error");
+    assert_eq!(
+        E::CompartmentUnavailable.error_code().as_str(),
+        "internal_error"
+    );
 }

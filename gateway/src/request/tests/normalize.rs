@@ -302,6 +302,9 @@ proptest! {
         let path = format!("/{}", segs.join("/"));
         let query: Vec<QueryParam> = params.iter().map(|(n, v)| qp(n, v)).collect();
         let rebuilt = rebuild_target(&path, &query);
+        // What we hand pingora must be a valid URI as it is, with nothing left to escape.
+        prop_assert!(http::uri::PathAndQuery::try_from(rebuilt.as_str()).is_ok());
+        prop_assert!(rebuilt.bytes().all(|b| b.is_ascii_graphic()));
         match norm(&rebuilt) {
             Ok(x) => prop_assert_eq!(x, NormalizedTarget { path, query }),
             // Values that are themselves ambiguous (dot segments, `;`, `%41`-looking text) are
