@@ -21,6 +21,8 @@ mod error;
 mod path;
 mod patients;
 
+use std::borrow::Cow;
+
 use http::Method;
 use phigate_plugin::{Compartment, FhirRequest, Interaction, QueryParam};
 
@@ -95,35 +97,19 @@ fn classify_at(
         return classify_bundle(payload);
     }
     let mut req = shape(method, target)?;
-    let form = match target {
-        Target::SystemSearch | Target::TypeSearch(_) | Target::Compartment { search: true, .. } => {
-            read_form(payload)?
-        }
+    let params = search_params(target, query, payload)?;
+    req.count = count(&params)?;
+    // `_type` narrows a system-level request; compartment `*` searches span every type.
+    let types = match (req.resource_type, &req.compartment) {
+        (None, None) => type_list(&params)?,
         _ => Vec::new(),
     };
-    let combined;
-    let params: &[QueryParam] = if form.is_empty() {
-        query
-    } else {
-        combined = [query, &form[..]].concat();
-        check_singletons(&combined, DEFAULT_SINGLETON_PARAMS)?;
-        &combined
-    };
-    req.count = count(params)?;
-    let mut found = Findings::default();
-    let types;
     let scope = match req.resource_type {
         Some(t) => Scope::Type(t),
-        None if req.compartment.is_some() => Scope::Any,
-        None => {
-            types = type_list(params)?;
-            if types.is_empty() {
-                Scope::Any
-            } else {
-                Scope::Types(&types)
-            }
-        }
+        None if types.is_empty() => Scope::Any,
+        None => Scope::Types(&types),
     };
+    let mut found = Findings::default();
     scan_params(params.iter(), scope, compartment, &mut found)?;
     read_body(&req, payload, &mut found)?;
     path_patients(target, &mut found);
@@ -252,6 +238,27 @@ fn is_search(i: Interaction) -> bool {
         i,
         Interaction::SearchSystem | Interaction::SearchType | Interaction::SearchCompartment
     )
+}
+
+/// The query params, plus the form body params of a `POST .../_search` (singletons checked
+/// across both, so a `_count` in the body cannot shadow the one in the URL).
+fn search_params<'q>(
+    target: Target<'_>,
+    query: &'q [QueryParam],
+    payload: Payload<'_>,
+) -> Result<Cow<'q, [QueryParam]>, ClassifyError> {
+    let form = match target {
+        Target::SystemSearch | Target::TypeSearch(_) | Target::Compartment { search: true, .. } => {
+            read_form(payload)?
+        }
+        _ => return Ok(Cow::Borrowed(query)),
+    };
+    if form.is_empty() {
+        return Ok(Cow::Borrowed(query));
+    }
+    let combined = [query, &form[..]].concat();
+    check_singletons(&combined, DEFAULT_SINGLETON_PARAMS)?;
+    Ok(Cow::Owned(combined))
 }
 
 /// The params of a `POST _search` form body.
