@@ -106,6 +106,8 @@ impl GatewayBuilder {
     /// When TLS material or addresses fail.
     pub fn build(self) -> Result<Gateway, BuildError> {
         install_tls13_only_provider();
+        crate::request::preload()
+            .map_err(|e| BuildError::Invalid(format!("FHIR compartment definition: {}", e.reason())))?;
         let cfg = &self.loaded.config;
         let dir = &self.loaded.dir;
         let built = crate::stages::build_stages(&self.loaded, &crate::runtime::route_metas(cfg))?;

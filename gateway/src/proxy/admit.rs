@@ -78,7 +78,7 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
             req.request.body.as_deref(),
             content_type,
         )
-        .map_err(|e| Denial::new(ErrorCode::BadRequest).with_cause(format!("fhir classification: {e:?}")))?;
+        .map_err(|e| Denial::new(e.error_code()).with_cause(e.reason()))?;
         req.fhir = Some(fhir);
     }
     ctx.req = Some(req);

@@ -15,86 +15,30 @@
 //! Bundle's.
 
 mod body;
+mod bundle;
 mod compartment;
+mod error;
 mod path;
 mod patients;
 
-use std::sync::LazyLock;
+use std::borrow::Cow;
 
 use http::Method;
-use phigate_plugin::{Compartment, ErrorCode, FhirRequest, Interaction, QueryParam};
+use phigate_plugin::{Compartment, FhirRequest, Interaction, QueryParam};
 
-use self::body::{is_form, is_json, BundleIn, ResourceRefs};
+pub use self::error::ClassifyError;
+
+use self::body::{is_form, is_json, ResourceRefs};
+use self::bundle::classify_bundle;
 use self::compartment::PatientCompartment;
 use self::path::Target;
 use self::patients::{scan_params, Findings, Scope};
 use super::normalize::{check_singletons, parse_query, DEFAULT_SINGLETON_PARAMS};
-use super::{normalize_target, resource_types::resource_type, Ambiguity, TargetLimits};
+use super::resource_types::resource_type;
 
 /// The unresolved name flagged when a request carries a body that may name patients but that the
 /// gateway does not interpret (not a request parameter name: it cannot collide with one).
 pub const UNRESOLVED_BODY: &str = "(body)";
-
-/// Why a request could not be classified. Messages never contain request data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClassifyError {
-    /// A resource type (path, `_type`, reference) that is not an R4 type.
-    #[error("unknown FHIR resource type")]
-    UnknownResourceType,
-    /// A path that is not part of the FHIR REST grammar.
-    #[error("path is not a FHIR REST interaction")]
-    InvalidPath,
-    /// A method the addressed FHIR path does not support.
-    #[error("method not supported on this FHIR path")]
-    MethodNotAllowed,
-    /// A logical or version id outside `[A-Za-z0-9-.]{1,64}`.
-    #[error("invalid FHIR id")]
-    InvalidId,
-    /// A malformed reference in a patient param or element.
-    #[error("invalid reference")]
-    InvalidReference,
-    /// `_count` that is not a non-negative 32-bit integer.
-    #[error("invalid _count")]
-    InvalidCount,
-    /// A body that is not the JSON the interaction needs.
-    #[error("invalid request body")]
-    InvalidBody,
-    /// A Bundle posted to the base whose `type` is not `batch` or `transaction`.
-    #[error("bundle type is not batch or transaction")]
-    BundleType,
-    /// A batch or transaction without its body.
-    #[error("request body required")]
-    BodyRequired,
-    /// A body in a media type the interaction cannot be judged in.
-    #[error("unsupported content type")]
-    UnsupportedContentType,
-    /// A batch or transaction inside a Bundle entry.
-    #[error("nested batch or transaction")]
-    NestedBundle,
-    /// A Bundle entry without a request, or with an unknown method.
-    #[error("invalid bundle entry request")]
-    InvalidEntry,
-    /// An ambiguous Bundle entry URL or form body.
-    #[error("ambiguous: {0}")]
-    Ambiguous(#[from] Ambiguity),
-    /// The embedded compartment definition did not load (fail closed).
-    #[error("patient compartment definition unavailable")]
-    CompartmentUnavailable,
-}
-
-impl ClassifyError {
-    /// The stable error code: `ambiguous_request`/`uri_too_long` for ambiguity,
-    /// `method_not_allowed`, `internal_error` for the compartment definition, else `bad_request`.
-    pub fn error_code(&self) -> ErrorCode {
-        match self {
-            ClassifyError::Ambiguous(a) => a.error_code(),
-            ClassifyError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
-            ClassifyError::CompartmentUnavailable => ErrorCode::InternalError,
-            _ => ErrorCode::BadRequest,
-        }
-    }
-}
 
 /// Parses the embedded Patient CompartmentDefinition now rather than on the first request; call
 /// at startup so a corrupt build fails there.
@@ -143,35 +87,19 @@ fn classify_at(
         return classify_bundle(payload);
     }
     let mut req = shape(method, target)?;
-    let form = match target {
-        Target::SystemSearch | Target::TypeSearch(_) | Target::Compartment { search: true, .. } => {
-            read_form(payload)?
-        }
+    let params = search_params(target, query, payload)?;
+    req.count = count(&params)?;
+    // `_type` narrows a system-level request; compartment `*` searches span every type.
+    let types = match (req.resource_type, &req.compartment) {
+        (None, None) => type_list(&params)?,
         _ => Vec::new(),
     };
-    let combined;
-    let params: &[QueryParam] = if form.is_empty() {
-        query
-    } else {
-        combined = [query, &form[..]].concat();
-        check_singletons(&combined, DEFAULT_SINGLETON_PARAMS)?;
-        &combined
-    };
-    req.count = count(params)?;
-    let mut found = Findings::default();
-    let types;
     let scope = match req.resource_type {
         Some(t) => Scope::Type(t),
-        None if req.compartment.is_some() => Scope::Any,
-        None => {
-            types = type_list(params)?;
-            if types.is_empty() {
-                Scope::Any
-            } else {
-                Scope::Types(&types)
-            }
-        }
+        None if types.is_empty() => Scope::Any,
+        None => Scope::Types(&types),
     };
+    let mut found = Findings::default();
     scan_params(params.iter(), scope, compartment, &mut found)?;
     read_body(&req, payload, &mut found)?;
     path_patients(target, &mut found);
@@ -280,6 +208,27 @@ fn is_search(i: Interaction) -> bool {
     matches!(i, Interaction::SearchSystem | Interaction::SearchType | Interaction::SearchCompartment)
 }
 
+/// The query params, plus the form body params of a `POST .../_search` (singletons checked
+/// across both, so a `_count` in the body cannot shadow the one in the URL).
+fn search_params<'q>(
+    target: Target<'_>,
+    query: &'q [QueryParam],
+    payload: Payload<'_>,
+) -> Result<Cow<'q, [QueryParam]>, ClassifyError> {
+    let form = match target {
+        Target::SystemSearch | Target::TypeSearch(_) | Target::Compartment { search: true, .. } => {
+            read_form(payload)?
+        }
+        _ => return Ok(Cow::Borrowed(query)),
+    };
+    if form.is_empty() {
+        return Ok(Cow::Borrowed(query));
+    }
+    let combined = [query, &form[..]].concat();
+    check_singletons(&combined, DEFAULT_SINGLETON_PARAMS)?;
+    Ok(Cow::Owned(combined))
+}
+
 /// The params of a `POST _search` form body.
 fn read_form(payload: Payload<'_>) -> Result<Vec<QueryParam>, ClassifyError> {
     let mut form = Vec::new();
@@ -315,60 +264,4 @@ fn type_list(params: &[QueryParam]) -> Result<Vec<&'static str>, ClassifyError> 
         }
     }
     Ok(types)
-}
-
-/// Bundle entry URLs are normalized with the default limits.
-static ENTRY_LIMITS: LazyLock<TargetLimits> = LazyLock::new(TargetLimits::default);
-
-/// A batch or transaction: each entry classified on its own, patients and unresolved unioned.
-fn classify_bundle(payload: Payload<'_>) -> Result<FhirRequest, ClassifyError> {
-    let Payload::Raw { body, content_type } = payload else {
-        return Err(ClassifyError::NestedBundle);
-    };
-    let body = body.ok_or(ClassifyError::BodyRequired)?;
-    if !is_json(content_type) {
-        return Err(ClassifyError::UnsupportedContentType);
-    }
-    let bundle: BundleIn<'_> = serde_json::from_slice(body).map_err(|_| ClassifyError::InvalidBody)?;
-    if bundle.resource_type != "Bundle" {
-        return Err(ClassifyError::InvalidBody);
-    }
-    let mut req = FhirRequest::new(match bundle.kind.as_deref() {
-        Some("batch") => Interaction::Batch,
-        Some("transaction") => Interaction::Transaction,
-        _ => return Err(ClassifyError::BundleType),
-    });
-    let mut found = Findings::default();
-    let mut target = String::new();
-    for entry in &bundle.entry {
-        let request = entry.request.as_ref().ok_or(ClassifyError::InvalidEntry)?;
-        let method = entry_method(&request.method)?;
-        target.clear();
-        if !request.url.starts_with('/') {
-            target.push('/');
-        }
-        target.push_str(&request.url);
-        let t = normalize_target(target.as_bytes(), &ENTRY_LIMITS)?;
-        let child = classify_at(&method, &t.path, &t.query, Payload::Entry(entry.resource.as_ref()))?;
-        found.patients.extend(child.patients.iter().cloned());
-        for u in &child.unresolved {
-            found.unresolved(&u.name);
-        }
-        req.entries.push(child);
-    }
-    (req.patients, req.unresolved) = found.finish();
-    Ok(req)
-}
-
-/// `Bundle.entry.request.method` (R4 `http-verb`).
-fn entry_method(m: &str) -> Result<Method, ClassifyError> {
-    Ok(match m {
-        "GET" => Method::GET,
-        "HEAD" => Method::HEAD,
-        "POST" => Method::POST,
-        "PUT" => Method::PUT,
-        "DELETE" => Method::DELETE,
-        "PATCH" => Method::PATCH,
-        _ => return Err(ClassifyError::InvalidEntry),
-    })
 }

@@ -11,6 +11,19 @@
 //!   names, or the params that reach patients the gateway cannot name.
 //!
 //! None of these log or return request values: errors carry fixed reasons only.
+//!
+//! # Wiring (per request, in `request_filter`)
+//! 1. [`check_framing`] on the request headers; an error is [`Ambiguity::error_code`].
+//! 2. [`normalize_target`] on pingora's `RequestHeader::raw_path()` (the bytes as received;
+//!    pingora has already dropped any `#fragment` there, so [`Ambiguity::Fragment`] fires only
+//!    for Bundle entry URLs).
+//! 3. Route on the normalized path; on FHIR routes, [`classify`] the path after the route's base
+//!    (with the buffered body for `POST` to the base, `_search`, create and update).
+//! 4. In `upstream_request_filter`: `remove_header` each of [`headers_to_strip`], set
+//!    `X-Forwarded-For` from [`x_forwarded_for`], and `set_raw_path(rebuild_target(..))` from
+//!    the (possibly stage-narrowed) normalized path and query.
+//!
+//! [`preload`] parses the embedded Patient CompartmentDefinition; call it once at startup.
 
 mod ambiguity;
 mod classify;

@@ -1,5 +1,6 @@
 //! Table-driven tests of the request model.
 
+mod bodies;
 mod classify;
 mod headers;
 mod normalize;
