@@ -181,3 +181,45 @@ async fn sigquit_upgrade_hands_over_the_socket_without_refusing_requests() {
     signal(&new, "INT");
     tokio::task::spawn_blocking(move || wait_exit(new, Duration::from_secs(20))).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_listener_certificate() {
+    use phigate_test_support::{TlsProbe, WhichCa};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::generate().unwrap();
+    let paths = pki.write_to(&dir.path().join("pki")).unwrap();
+    let up = slow_upstream().await;
+    let (port, admin) = (free_port(), free_port());
+    let config = write_config(dir.path(), port, admin, up.addr, false);
+    let gw = spawn_gateway(&config, false);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_listening(addr);
+    let probe = || {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(pki.ca.root_store())
+            .with_no_client_auth();
+        Arc::new(cfg)
+    };
+    let before = TlsProbe::handshake(addr, probe()).await.unwrap().peer_certificates[0].clone();
+    assert_eq!(before.as_ref(), pki.gateway.cert_der().as_ref());
+
+    let fresh = pki.issue_server(WhichCa::Public, &["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(&paths.gateway_cert, fresh.cert_pem()).unwrap();
+    std::fs::write(&paths.gateway_key, fresh.key_pem()).unwrap();
+    signal(&gw, "HUP");
+    // The reload runs on the gateway's background service: watch new handshakes (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let served = TlsProbe::handshake(addr, probe()).await.unwrap().peer_certificates[0].clone();
+        if served.as_ref() == fresh.cert_der().as_ref() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload the certificate");
+        tokio::task::yield_now().await;
+    }
+    signal(&gw, "INT");
+    tokio::task::spawn_blocking(move || wait_exit(gw, Duration::from_secs(20))).await.unwrap();
+}
