@@ -45,13 +45,19 @@ impl IdentityConfig {
         let mut issues = Issues::new();
         self.check_limits(&mut issues);
         if self.issuers.is_empty() {
-            issues.push(ConfigIssue::new("issuers", "at least one issuer is required"));
+            issues.push(ConfigIssue::new(
+                "issuers",
+                "at least one issuer is required",
+            ));
         }
         let mut issuers = Vec::new();
         let mut by_iss = HashMap::new();
         for (i, ic) in self.issuers.iter().enumerate() {
             if by_iss.insert(ic.issuer.clone(), i).is_some() {
-                issues.push(ConfigIssue::new(format!("issuers[{i}].issuer"), "duplicate issuer"));
+                issues.push(ConfigIssue::new(
+                    format!("issuers[{i}].issuer"),
+                    "duplicate issuer",
+                ));
             }
             if let Some(rt) = build_issuer(ic, i, &self, ctx.config_dir, &clock, &mut issues) {
                 issuers.push(rt);
@@ -60,21 +66,31 @@ impl IdentityConfig {
         let default_route = route_rt(&self.defaults, "defaults", &mut issues);
         for name in self.routes.keys() {
             if ctx.route_index(name).is_none() {
-                issues.push(ConfigIssue::new(format!("routes.{name}"), "no route with this name"));
+                issues.push(ConfigIssue::new(
+                    format!("routes.{name}"),
+                    "no route with this name",
+                ));
             }
         }
         let routes = ctx
             .routes
             .iter()
             .map(|r| match self.routes.get(&*r.name) {
-                Some(ov) => route_rt(&ov.apply(&self.defaults), &format!("routes.{}", r.name), &mut issues),
+                Some(ov) => route_rt(
+                    &ov.apply(&self.defaults),
+                    &format!("routes.{}", r.name),
+                    &mut issues,
+                ),
                 None => default_route.clone(),
             })
             .collect::<Vec<_>>();
         if !issues.is_empty() {
             return Err(issues);
         }
-        let (Some(default_route), Some(routes)) = (default_route, routes.into_iter().collect::<Option<Vec<_>>>()) else {
+        let (Some(default_route), Some(routes)) = (
+            default_route,
+            routes.into_iter().collect::<Option<Vec<_>>>(),
+        ) else {
             return Err(vec![ConfigIssue::new("routes", "invalid route settings")]);
         };
         Ok(IdentityStage {
@@ -98,7 +114,10 @@ impl IdentityConfig {
     fn check_limits(&self, issues: &mut Issues) {
         let j = &self.jwks;
         if !(256..=65_536).contains(&self.max_token_bytes) {
-            issues.push(ConfigIssue::new("max_token_bytes", "must be between 256 and 65536"));
+            issues.push(ConfigIssue::new(
+                "max_token_bytes",
+                "must be between 256 and 65536",
+            ));
         }
         if j.min_refresh_secs == 0 || j.min_refresh_secs > j.max_refresh_secs {
             issues.push(ConfigIssue::new(
@@ -113,10 +132,16 @@ impl IdentityConfig {
             ));
         }
         if j.fetch_timeout_ms == 0 {
-            issues.push(ConfigIssue::new("jwks.fetch_timeout_ms", "must be at least 1"));
+            issues.push(ConfigIssue::new(
+                "jwks.fetch_timeout_ms",
+                "must be at least 1",
+            ));
         }
         if self.token_cache_size == 0 || self.session_cache_size == 0 {
-            issues.push(ConfigIssue::new("token_cache_size", "cache sizes must be at least 1"));
+            issues.push(ConfigIssue::new(
+                "token_cache_size",
+                "cache sizes must be at least 1",
+            ));
         }
     }
 }
@@ -143,13 +168,22 @@ fn build_issuer(
         issues.push(ConfigIssue::new(key("issuer"), "must not be empty"));
     }
     if ic.audiences.is_empty() || ic.audiences.iter().any(String::is_empty) {
-        issues.push(ConfigIssue::new(key("audiences"), "at least one non-empty audience is required"));
+        issues.push(ConfigIssue::new(
+            key("audiences"),
+            "at least one non-empty audience is required",
+        ));
     }
     if ic.algorithms.is_empty() {
-        issues.push(ConfigIssue::new(key("algorithms"), "at least one algorithm is required"));
+        issues.push(ConfigIssue::new(
+            key("algorithms"),
+            "at least one algorithm is required",
+        ));
     }
     if ic.tenant.is_some() && ic.claims.tenant.is_some() {
-        issues.push(ConfigIssue::new(key("tenant"), "set either tenant or claims.tenant, not both"));
+        issues.push(ConfigIssue::new(
+            key("tenant"),
+            "set either tenant or claims.tenant, not both",
+        ));
     }
     let (mut mapping, mut required) = ic.preset.map(presets::preset).unwrap_or_default();
     mapping = presets::overlay(mapping, &ic.claims);
@@ -157,7 +191,11 @@ fn build_issuer(
     let label: Arc<str> = Arc::from(ic.issuer.as_str());
     let source = match (&ic.jwks_uri, &ic.jwks_path) {
         (Some(uri), None) => {
-            let roots = roots(ic.ca_path.as_deref().map(|p| resolve(dir, p)), &key("ca_path"), issues)?;
+            let roots = roots(
+                ic.ca_path.as_deref().map(|p| resolve(dir, p)),
+                &key("ca_path"),
+                issues,
+            )?;
             match HttpsSource::new(uri, roots) {
                 Ok(h) => JwksSource::Https(h),
                 Err(msg) => {
@@ -173,7 +211,10 @@ fn build_issuer(
             JwksSource::File(resolve(dir, p))
         }
         _ => {
-            issues.push(ConfigIssue::new(key("jwks_uri"), "set exactly one of jwks_uri and jwks_path"));
+            issues.push(ConfigIssue::new(
+                key("jwks_uri"),
+                "set exactly one of jwks_uri and jwks_path",
+            ));
             return None;
         }
     };
@@ -181,13 +222,24 @@ fn build_issuer(
         JwksSource::File(p) => Some(p.clone()),
         JwksSource::Https(_) => None,
     };
-    let keys = Arc::new(KeyStore::new(Arc::clone(&label), source, cfg.jwks.clone(), Arc::clone(clock)));
+    let keys = Arc::new(KeyStore::new(
+        Arc::clone(&label),
+        source,
+        cfg.jwks.clone(),
+        Arc::clone(clock),
+    ));
     // A JWKS file is loaded now, so `phigate check` reports a broken one and the issuer is ready
     // from the start.
     if let Some(p) = file {
-        match std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| keys.install(&b, None).map_err(|e| e.to_string())) {
+        match std::fs::read(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| keys.install(&b, None).map_err(|e| e.to_string()))
+        {
             Ok(_) => {}
-            Err(e) => issues.push(ConfigIssue::new(key("jwks_path"), format!("cannot load the JWKS: {e}"))),
+            Err(e) => issues.push(ConfigIssue::new(
+                key("jwks_path"),
+                format!("cannot load the JWKS: {e}"),
+            )),
         }
     }
     if issues.len() > before {
@@ -217,7 +269,10 @@ fn roots(ca: Option<PathBuf>, key: &str, issues: &mut Issues) -> Option<rustls::
         .unwrap_or_default();
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
-        issues.push(ConfigIssue::new(key, "no readable CA certificate in the file"));
+        issues.push(ConfigIssue::new(
+            key,
+            "no readable CA certificate in the file",
+        ));
         return None;
     }
     Some(store)

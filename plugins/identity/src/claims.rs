@@ -82,19 +82,30 @@ fn string_list(v: Option<&Value>, what: &'static str) -> Result<Vec<String>, Aut
         Some(Value::String(s)) => Ok(s.split_ascii_whitespace().map(String::from).collect()),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|x| x.as_str().map(String::from).ok_or(AuthError::Malformed(what)))
+            .map(|x| {
+                x.as_str()
+                    .map(String::from)
+                    .ok_or(AuthError::Malformed(what))
+            })
             .collect(),
         Some(_) => Err(AuthError::Malformed(what)),
     }
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number, possibly fractional. Strings are refused.
-pub(crate) fn numeric_date(v: Option<&Value>, what: &'static str) -> Result<Option<i64>, AuthError> {
+pub(crate) fn numeric_date(
+    v: Option<&Value>,
+    what: &'static str,
+) -> Result<Option<i64>, AuthError> {
     match v {
         None => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
             .map(Some)
             .ok_or(AuthError::Malformed(what)),
         Some(_) => Err(AuthError::Malformed(what)),
@@ -114,8 +125,9 @@ pub(crate) fn principal(
         .ok_or(AuthError::Malformed("subject claim missing"))?;
     let tenant = match fixed_tenant {
         Some(t) => Some(t.clone()),
-        None => opt_string(lookup(claims, &map.tenant), "tenant claim not a string")?
-            .map(|t| TenantId::new(t)),
+        None => {
+            opt_string(lookup(claims, &map.tenant), "tenant claim not a string")?.map(TenantId::new)
+        }
     };
     // `acr` is one string in OIDC; Entra's `acrs` is an array: keep all values, space-joined.
     let acr = match lookup(claims, &map.acr) {

@@ -304,7 +304,9 @@ impl RouteOverrideConfig {
             forward_subject_header: self
                 .forward_subject_header
                 .unwrap_or(d.forward_subject_header),
-            forward_tenant_header: self.forward_tenant_header.unwrap_or(d.forward_tenant_header),
+            forward_tenant_header: self
+                .forward_tenant_header
+                .unwrap_or(d.forward_tenant_header),
         }
     }
 }

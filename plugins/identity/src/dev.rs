@@ -58,9 +58,15 @@ impl DevIssuer {
     pub fn es256(iss: impl Into<String>) -> Result<Self, DevIssuerError> {
         use p256::pkcs8::{EncodePrivateKey, LineEnding};
         let sk = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
-        let pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?.to_string();
+        let pem = sk
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(key_err)?
+            .to_string();
         let point = sk.verifying_key().to_encoded_point(false);
-        let (x, y) = (point.x().ok_or(DevIssuerError::Algorithm)?, point.y().ok_or(DevIssuerError::Algorithm)?);
+        let (x, y) = (
+            point.x().ok_or(DevIssuerError::Algorithm)?,
+            point.y().ok_or(DevIssuerError::Algorithm)?,
+        );
         let kid = kid_for(point.as_bytes());
         let jwk = json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
@@ -79,9 +85,12 @@ impl DevIssuer {
     /// # Errors
     /// If the key cannot be encoded.
     pub fn eddsa(iss: impl Into<String>) -> Result<Self, DevIssuerError> {
-        use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
         let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-        let pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?.to_string();
+        let pem = sk
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(key_err)?
+            .to_string();
         let public = sk.verifying_key().to_bytes();
         let kid = kid_for(&public);
         let jwk = json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": kid,
@@ -101,11 +110,15 @@ impl DevIssuer {
     ///
     /// # Errors
     /// If the PEM is not an RSA key or `alg` is not an RSA algorithm.
-    pub fn rsa_from_pem(iss: impl Into<String>, pem: &str, alg: jsonwebtoken::Algorithm) -> Result<Self, DevIssuerError> {
+    pub fn rsa_from_pem(
+        iss: impl Into<String>,
+        pem: &str,
+        alg: jsonwebtoken::Algorithm,
+    ) -> Result<Self, DevIssuerError> {
+        use jsonwebtoken::Algorithm::*;
         use rsa::pkcs1::EncodeRsaPrivateKey;
         use rsa::pkcs8::DecodePrivateKey;
         use rsa::traits::PublicKeyParts;
-        use jsonwebtoken::Algorithm::*;
         if !matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512) {
             return Err(DevIssuerError::Algorithm);
         }
@@ -178,7 +191,8 @@ impl DevIssuer {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(payload.to_string())
         );
-        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).unwrap_or_default();
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).unwrap_or_default();
         format!("{input}.{sig}")
     }
 }

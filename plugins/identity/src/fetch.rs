@@ -86,7 +86,9 @@ pub(crate) struct HttpsSource {
 
 impl std::fmt::Debug for HttpsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpsSource").field("uri", &self.uri).finish()
+        f.debug_struct("HttpsSource")
+            .field("uri", &self.uri)
+            .finish()
     }
 }
 
@@ -98,8 +100,12 @@ impl HttpsSource {
             return Err("must use https");
         }
         let host = uri.host().ok_or("has no host")?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let server_name = ServerName::try_from(host.clone()).map_err(|_| "host is not a valid name")?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let server_name =
+            ServerName::try_from(host.clone()).map_err(|_| "host is not a valid name")?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -127,7 +133,10 @@ impl HttpsSource {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         let conn = tokio::spawn(conn);
         let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let authority = self.uri.authority().map_or(self.host.as_str(), |a| a.as_str());
+        let authority = self
+            .uri
+            .authority()
+            .map_or(self.host.as_str(), |a| a.as_str());
         let req = Request::get(path)
             .header(HOST, authority)
             .header(ACCEPT, "application/json")

@@ -169,7 +169,11 @@ impl KeyStore {
     }
 
     /// Installs a document (also used at build time for `jwks_path`). Returns the refresh delay.
-    pub(crate) fn install(&self, body: &[u8], max_age_secs: Option<u64>) -> Result<Duration, FetchError> {
+    pub(crate) fn install(
+        &self,
+        body: &[u8],
+        max_age_secs: Option<u64>,
+    ) -> Result<Duration, FetchError> {
         let (keys, digest) = parse_jwks(body)?;
         let ttl = Duration::from_secs(
             max_age_secs

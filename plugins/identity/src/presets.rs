@@ -79,7 +79,10 @@ pub(crate) fn preset(p: Preset) -> (ClaimMappingConfig, BTreeMap<String, String>
 }
 
 /// Field-wise `explicit` over `base`.
-pub(crate) fn overlay(base: ClaimMappingConfig, explicit: &ClaimMappingConfig) -> ClaimMappingConfig {
+pub(crate) fn overlay(
+    base: ClaimMappingConfig,
+    explicit: &ClaimMappingConfig,
+) -> ClaimMappingConfig {
     let e = explicit.clone();
     ClaimMappingConfig {
         subject: e.subject.or(base.subject),

@@ -41,7 +41,12 @@ impl Sessions {
     }
 
     /// Records a request of session `key` at `now`, or refuses it.
-    pub(crate) fn touch(&self, key: [u8; 32], auth_time: Option<i64>, now: Instant) -> Result<(), AuthError> {
+    pub(crate) fn touch(
+        &self,
+        key: [u8; 32],
+        auth_time: Option<i64>,
+        now: Instant,
+    ) -> Result<(), AuthError> {
         let Some(idle) = self.idle else {
             return Ok(());
         };
@@ -64,10 +69,22 @@ impl Sessions {
             return Err(AuthError::IdleTimeout);
         }
         if now.saturating_duration_since(s.last_seen) > idle {
-            self.cache.insert(key, SessionState { timed_out: true, ..s });
+            self.cache.insert(
+                key,
+                SessionState {
+                    timed_out: true,
+                    ..s
+                },
+            );
             return Err(AuthError::IdleTimeout);
         }
-        self.cache.insert(key, SessionState { last_seen: now, ..s });
+        self.cache.insert(
+            key,
+            SessionState {
+                last_seen: now,
+                ..s
+            },
+        );
         Ok(())
     }
 }

@@ -112,7 +112,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     // RFC 6750 §3.1: more than one credential is `invalid_request`; also stops a proxy and the
     // gateway from picking different headers.
     if all.next().is_some() {
-        return Err(AuthError::InvalidRequest("more than one Authorization header"));
+        return Err(AuthError::InvalidRequest(
+            "more than one Authorization header",
+        ));
     }
     let v = v
         .to_str()
@@ -144,7 +146,11 @@ impl IdentityStage {
                 .is_some_and(|k| k.generation == v.generation)
     }
 
-    async fn authenticate(&self, ctx: &RequestCtx, route: &RouteRt) -> Result<Arc<Verified>, AuthError> {
+    async fn authenticate(
+        &self,
+        ctx: &RequestCtx,
+        route: &RouteRt,
+    ) -> Result<Arc<Verified>, AuthError> {
         // RFC 6750 §2.3 query transport leaks tokens into logs and histories: not accepted.
         if ctx.request.query.iter().any(|q| q.name == "access_token") {
             return Err(AuthError::InvalidRequest("access_token query parameter"));
@@ -172,7 +178,13 @@ impl IdentityStage {
     }
 
     /// Checks that depend on the connection, the route or time, so never cached.
-    fn per_request(&self, ctx: &RequestCtx, route: &RouteRt, v: &Verified, now: i64) -> Result<(), AuthError> {
+    fn per_request(
+        &self,
+        ctx: &RequestCtx,
+        route: &RouteRt,
+        v: &Verified,
+        now: i64,
+    ) -> Result<(), AuthError> {
         let p = &v.principal;
         let policy = &route.policy;
         match (&p.cert_thumbprint, &ctx.client.cert_thumbprint) {
@@ -181,11 +193,14 @@ impl IdentityStage {
             (Some(_), Some(_)) => return Err(AuthError::Binding("client certificate differs")),
             (Some(_), None) => return Err(AuthError::Binding("no client certificate")),
             (None, _) if policy.require_bound_token => {
-                return Err(AuthError::Binding("route requires a certificate-bound token"))
+                return Err(AuthError::Binding(
+                    "route requires a certificate-bound token",
+                ))
             }
             (None, _) => {}
         }
-        self.sessions.touch(v.session_key, p.auth_time, self.clock.now())?;
+        self.sessions
+            .touch(v.session_key, p.auth_time, self.clock.now())?;
         if policy.require_mfa {
             let amr_ok = p.amr.iter().any(|m| policy.mfa_amr.contains(m));
             let acr_ok = p
@@ -206,17 +221,24 @@ impl IdentityStage {
         if (policy.forward_subject_header && v.subject_hv.is_none())
             || (policy.forward_tenant_header && p.tenant.is_some() && v.tenant_hv.is_none())
         {
-            return Err(AuthError::Malformed("identity not representable in a header"));
+            return Err(AuthError::Malformed(
+                "identity not representable in a header",
+            ));
         }
         Ok(())
     }
 
     async fn validate(&self, token: &str, hash: [u8; 32], now: i64) -> Result<Verified, AuthError> {
         let p = token::parse(token)?;
-        let &idx = self.by_iss.get(p.iss.as_str()).ok_or(AuthError::UnknownIssuer)?;
+        let &idx = self
+            .by_iss
+            .get(p.iss.as_str())
+            .ok_or(AuthError::UnknownIssuer)?;
         let is = &self.issuers[idx];
         if !is.algorithms.contains(&p.alg) {
-            return Err(AuthError::Signature("algorithm not allowed for this issuer"));
+            return Err(AuthError::Signature(
+                "algorithm not allowed for this issuer",
+            ));
         }
         if is.require_typ {
             token::check_typ(p.typ.as_deref())?;
@@ -242,7 +264,8 @@ impl IdentityStage {
                 return Err(AuthError::Malformed("required claim value missing"));
             }
         }
-        let principal = claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
+        let principal =
+            claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
         let session_key = match &principal.session_id {
             Some(sid) => {
                 let mut h = Sha256::new();
@@ -278,7 +301,9 @@ impl IdentityStage {
             ctx.upstream.remove_headers.push(AUTHORIZATION);
         }
         if let (true, Some(h)) = (p.forward_subject_header, &v.subject_hv) {
-            ctx.upstream.set_headers.push((X_PHIGATE_SUBJECT, h.clone()));
+            ctx.upstream
+                .set_headers
+                .push((X_PHIGATE_SUBJECT, h.clone()));
         }
         if let (true, Some(h)) = (p.forward_tenant_header, &v.tenant_hv) {
             ctx.upstream.set_headers.push((X_PHIGATE_TENANT, h.clone()));

@@ -88,7 +88,8 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
     }
     // Keys come from the issuer's configured JWKS only; a token naming its own key or key URL
     // is an attack (CVE-2018-0114 style embedded jwk, jku/x5u SSRF).
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some()
+    {
         return Err(AuthError::Signature("key reference header present"));
     }
     let alg = alg(&header.alg)?;
@@ -122,7 +123,10 @@ fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthError> {
                 fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                     f.write_str("a JSON object")
                 }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Strict, A::Error> {
                     let mut m = Map::new();
                     while let Some((k, v)) = a.next_entry::<String, Value>()? {
                         if m.insert(k, v).is_some() {
@@ -141,7 +145,10 @@ fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthError> {
 }
 
 /// Verifies the signature with `jsonwebtoken`'s RustCrypto backend.
-pub(crate) fn verify_signature(p: &Parsed<'_>, key: &jsonwebtoken::DecodingKey) -> Result<(), AuthError> {
+pub(crate) fn verify_signature(
+    p: &Parsed<'_>,
+    key: &jsonwebtoken::DecodingKey,
+) -> Result<(), AuthError> {
     let alg = match p.alg {
         Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
         Algorithm::RS384 => jsonwebtoken::Algorithm::RS384,
@@ -161,7 +168,11 @@ pub(crate) fn verify_signature(p: &Parsed<'_>, key: &jsonwebtoken::DecodingKey) 
 
 /// Time claims, checked after the signature: `exp` and `iat` required NumericDates, `nbf`
 /// optional. Returns `exp`.
-pub(crate) fn check_times(claims: &Map<String, Value>, now: i64, leeway: i64) -> Result<i64, AuthError> {
+pub(crate) fn check_times(
+    claims: &Map<String, Value>,
+    now: i64,
+    leeway: i64,
+) -> Result<i64, AuthError> {
     use crate::claims::numeric_date;
     let exp = numeric_date(claims.get("exp"), "exp not numeric")?
         .ok_or(AuthError::Malformed("exp missing"))?;
@@ -199,7 +210,11 @@ pub(crate) fn check_audience(v: Option<&Value>, accepted: &[String]) -> Result<(
 /// RFC 9068 §4: `typ` must be `at+jwt` (or `application/at+jwt`), case-insensitively.
 pub(crate) fn check_typ(typ: Option<&str>) -> Result<(), AuthError> {
     match typ {
-        Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => Ok(()),
+        Some(t)
+            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") =>
+        {
+            Ok(())
+        }
         _ => Err(AuthError::Malformed("typ is not at+jwt")),
     }
 }

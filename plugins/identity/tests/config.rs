@@ -1,4 +1,5 @@
 //! The `identity:` section: typos fail, every problem is reported at once by key path, and no
+#![allow(clippy::unwrap_used)]
 //! message echoes a configured value.
 
 mod support;
@@ -11,7 +12,10 @@ fn issues(yaml: &str, route_names: &[&str]) -> Vec<ConfigIssue> {
     let cfg: IdentityConfig = serde_yaml::from_str(yaml).unwrap();
     let dir = temp_dir("config");
     let routes = routes(route_names);
-    match cfg.build(&StageBuildCtx { routes: &routes, config_dir: &dir }) {
+    match cfg.build(&StageBuildCtx {
+        routes: &routes,
+        config_dir: &dir,
+    }) {
         Ok(_) => Vec::new(),
         Err(e) => e,
     }
@@ -30,7 +34,10 @@ fn unknown_keys_and_hmac_or_none_algorithms_do_not_parse() {
         "issuers: [{ issuer: x, audiences: [a], jwks_path: j, algorithms: [none] }]\n",
         "issuers: []\nroutes: { a: { requre_mfa: false } }\n",
     ] {
-        assert!(serde_yaml::from_str::<IdentityConfig>(bad).is_err(), "{bad}");
+        assert!(
+            serde_yaml::from_str::<IdentityConfig>(bad).is_err(),
+            "{bad}"
+        );
     }
 }
 
@@ -78,29 +85,40 @@ fn relative_jwks_path_resolves_against_the_config_dir() {
     )
     .unwrap();
     let routes = routes(&["a"]);
-    assert!(cfg.build(&StageBuildCtx { routes: &routes, config_dir: &dir }).is_ok());
+    assert!(cfg
+        .build(&StageBuildCtx {
+            routes: &routes,
+            config_dir: &dir
+        })
+        .is_ok());
 }
 
 #[test]
 fn jwks_file_without_usable_keys_is_a_config_issue() {
     let dir = temp_dir("nokeys");
     // Only a symmetric key: never usable.
-    std::fs::write(dir.join("j.json"), r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#).unwrap();
+    std::fs::write(
+        dir.join("j.json"),
+        r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#,
+    )
+    .unwrap();
     let cfg: IdentityConfig = serde_yaml::from_str(
         "issuers: [{ issuer: \"https://a.test\", audiences: [x], jwks_path: j.json }]\n",
     )
     .unwrap();
     let routes = routes(&["a"]);
-    let err = cfg.build(&StageBuildCtx { routes: &routes, config_dir: &dir }).unwrap_err();
+    let err = cfg
+        .build(&StageBuildCtx {
+            routes: &routes,
+            config_dir: &dir,
+        })
+        .unwrap_err();
     assert_eq!(keys(&err), vec!["issuers[0].jwks_path"]);
 }
 
 #[test]
 fn mfa_required_with_nothing_that_can_prove_it_is_a_config_issue() {
-    let got = issues(
-        "issuers: []\ndefaults: { mfa_amr: [] }\n",
-        &["a"],
-    );
+    let got = issues("issuers: []\ndefaults: { mfa_amr: [] }\n", &["a"]);
     assert!(keys(&got).contains(&"defaults.require_mfa"), "{got:?}");
     assert!(keys(&got).contains(&"issuers"));
 }

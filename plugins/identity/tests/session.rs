@@ -1,4 +1,5 @@
 //! Automatic logoff (HIPAA §164.312(a)(2)(iii)) with tokio's paused clock: no sleeps.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -57,7 +58,10 @@ async fn idle_session_is_401_session_idle_timeout_until_reauthentication() {
     let t = token(&idp, Some("s1"), t0, "1");
     assert!(ok(&stage, &routes, &t).await);
     tokio::time::advance(Duration::from_secs(899)).await;
-    assert!(ok(&stage, &routes, &t).await, "activity within the timeout keeps the session");
+    assert!(
+        ok(&stage, &routes, &t).await,
+        "activity within the timeout keeps the session"
+    );
     tokio::time::advance(Duration::from_secs(901)).await;
     timed_out(&stage, &routes, &t).await;
     // Stays logged off, even right away and even with a refreshed token of the same login.

@@ -1,6 +1,6 @@
 //! Shared test support: a real JWKS endpoint over TLS on 127.0.0.1, request contexts, stage
 //! builders and denial assertions. The stage under test is the real one.
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,7 +15,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use phigate_identity::dev::DevIssuer;
 use phigate_identity::{Clock, IdentityConfig, IdentityStage};
-use phigate_plugin::{Denial, ErrorCode, Flow, QueryParam, RequestCtx, RequestId, RequestInfo, RouteMeta, Stage, StageBuildCtx};
+use phigate_plugin::{
+    Denial, ErrorCode, Flow, QueryParam, RequestCtx, RequestId, RequestInfo, RouteMeta, Stage,
+    StageBuildCtx,
+};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
@@ -64,9 +67,17 @@ pub fn routes(names: &[&str]) -> Vec<Arc<RouteMeta>> {
         .collect()
 }
 
-pub fn build_with(yaml: &str, routes: &[Arc<RouteMeta>], dir: &std::path::Path, clock: Arc<dyn Clock>) -> IdentityStage {
+pub fn build_with(
+    yaml: &str,
+    routes: &[Arc<RouteMeta>],
+    dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+) -> IdentityStage {
     let cfg: IdentityConfig = serde_yaml::from_str(yaml).unwrap();
-    let ctx = StageBuildCtx { routes, config_dir: dir };
+    let ctx = StageBuildCtx {
+        routes,
+        config_dir: dir,
+    };
     cfg.build_with_clock(&ctx, clock).unwrap()
 }
 
@@ -77,14 +88,21 @@ pub fn build(yaml: &str, routes: &[Arc<RouteMeta>], dir: &std::path::Path) -> Id
 /// A file-based issuer config snippet for `iss`, JWKS written to `dir/<name>.json`.
 pub fn file_issuer(dir: &std::path::Path, name: &str, issuers: &[&DevIssuer]) -> String {
     let keys: Vec<_> = issuers.iter().map(|i| i.jwk().clone()).collect();
-    std::fs::write(dir.join(format!("{name}.json")), serde_json::json!({"keys": keys}).to_string()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::json!({"keys": keys}).to_string(),
+    )
+    .unwrap();
     format!("{name}.json")
 }
 
 pub fn request(route: &Arc<RouteMeta>, auth: &[&str]) -> RequestCtx {
     let mut headers = HeaderMap::new();
     for a in auth {
-        headers.append(http::header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        headers.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(a).unwrap(),
+        );
     }
     let info = RequestInfo {
         method: Method::GET,
@@ -101,7 +119,10 @@ pub fn bearer(route: &Arc<RouteMeta>, token: &str) -> RequestCtx {
 }
 
 pub fn with_query(mut ctx: RequestCtx, name: &str, value: &str) -> RequestCtx {
-    ctx.request.query.push(QueryParam { name: name.into(), value: value.into() });
+    ctx.request.query.push(QueryParam {
+        name: name.into(),
+        value: value.into(),
+    });
     ctx
 }
 
@@ -139,7 +160,10 @@ pub fn assert_denied(res: Result<Flow, Denial>, code: ErrorCode, www: Option<&st
 }
 
 pub fn invalid_token(code: ErrorCode) -> String {
-    format!("Bearer error=\"invalid_token\", error_description=\"{}\"", code.message())
+    format!(
+        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+        code.message()
+    )
 }
 
 pub fn invalid_request() -> String {
@@ -171,12 +195,15 @@ impl JwksServer {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "phigate test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "phigate test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
         let mut lp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        lp.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        lp.subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -200,11 +227,15 @@ impl JwksServer {
         let st = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { return };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
                 let acceptor = acceptor.clone();
                 let st = Arc::clone(&st);
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
                     let svc = service_fn(move |_req| {
                         let st = Arc::clone(&st);
                         async move { Ok::<_, Infallible>(respond(&st)) }
@@ -265,5 +296,6 @@ fn respond(st: &ServerState) -> Response<Full<Bytes>> {
     if let Some(a) = *st.max_age.lock().unwrap() {
         b = b.header("cache-control", format!("public, max-age={a}"));
     }
-    b.body(Full::new(Bytes::from(st.body.lock().unwrap().clone()))).unwrap()
+    b.body(Full::new(Bytes::from(st.body.lock().unwrap().clone())))
+        .unwrap()
 }
