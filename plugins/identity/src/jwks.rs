@@ -141,6 +141,8 @@ pub(crate) struct KeyStore {
     clock: Arc<dyn Clock>,
     current: RwLock<Option<Arc<KeySet>>>,
     fetch: tokio::sync::Mutex<FetchState>,
+    /// Counts finished fetch attempts (success or failure), for anyone who must wait for one.
+    attempts: tokio::sync::watch::Sender<u64>,
 }
 
 impl KeyStore {
@@ -157,6 +159,7 @@ impl KeyStore {
             clock,
             current: RwLock::new(None),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
+            attempts: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -213,6 +216,7 @@ impl KeyStore {
             Ok(f) => self.install(&f.body, f.max_age_secs),
             Err(e) => Err(e),
         };
+        self.attempts.send_modify(|n| *n += 1);
         match res {
             Ok(ttl) => {
                 st.failures = 0;
@@ -264,6 +268,11 @@ impl KeyStore {
         }
         self.fetch_locked(&mut st).await;
         self.keys()
+    }
+
+    /// A receiver that changes after every finished fetch attempt.
+    pub(crate) fn attempts(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.attempts.subscribe()
     }
 
     /// The background refresher: runs for the life of the process.

@@ -51,4 +51,11 @@ impl IdentityStage {
         }
         out
     }
+
+    /// One receiver per issuer (config order) that changes after every finished JWKS fetch
+    /// attempt, scheduled or not. Lets tests and operators' tooling wait for a refresh instead of
+    /// guessing how long it takes.
+    pub fn jwks_fetch_attempts(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        self.issuers.iter().map(|i| i.keys.attempts()).collect()
+    }
 }
