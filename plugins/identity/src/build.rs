@@ -105,9 +105,9 @@ impl IdentityConfig {
             routes,
             default_route: Some(default_route),
             clock,
-            ok: metrics::VALIDATIONS.with_label_values(&["ok"]),
-            hit: metrics::TOKEN_CACHE.with_label_values(&["hit"]),
-            miss: metrics::TOKEN_CACHE.with_label_values(&["miss"]),
+            ok: metrics::validation("ok"),
+            hit: metrics::cache("hit"),
+            miss: metrics::cache("miss"),
         })
     }
 
@@ -189,35 +189,7 @@ fn build_issuer(
     mapping = presets::overlay(mapping, &ic.claims);
     required.extend(ic.required_claims.clone());
     let label: Arc<str> = Arc::from(ic.issuer.as_str());
-    let source = match (&ic.jwks_uri, &ic.jwks_path) {
-        (Some(uri), None) => {
-            let roots = roots(
-                ic.ca_path.as_deref().map(|p| resolve(dir, p)),
-                &key("ca_path"),
-                issues,
-            )?;
-            match HttpsSource::new(uri, roots) {
-                Ok(h) => JwksSource::Https(h),
-                Err(msg) => {
-                    issues.push(ConfigIssue::new(key("jwks_uri"), msg));
-                    return None;
-                }
-            }
-        }
-        (None, Some(p)) => {
-            if ic.ca_path.is_some() {
-                issues.push(ConfigIssue::new(key("ca_path"), "only applies to jwks_uri"));
-            }
-            JwksSource::File(resolve(dir, p))
-        }
-        _ => {
-            issues.push(ConfigIssue::new(
-                key("jwks_uri"),
-                "set exactly one of jwks_uri and jwks_path",
-            ));
-            return None;
-        }
-    };
+    let source = source(ic, &key, dir, issues)?;
     let file = match &source {
         JwksSource::File(p) => Some(p.clone()),
         JwksSource::Https(_) => None,
@@ -231,15 +203,14 @@ fn build_issuer(
     // A JWKS file is loaded now, so `phigate check` reports a broken one and the issuer is ready
     // from the start.
     if let Some(p) = file {
-        match std::fs::read(&p)
+        let loaded = std::fs::read(&p)
             .map_err(|e| e.to_string())
-            .and_then(|b| keys.install(&b, None).map_err(|e| e.to_string()))
-        {
-            Ok(_) => {}
-            Err(e) => issues.push(ConfigIssue::new(
+            .and_then(|b| keys.install(&b, None).map_err(|e| e.to_string()));
+        if let Err(e) = loaded {
+            issues.push(ConfigIssue::new(
                 key("jwks_path"),
                 format!("cannot load the JWKS: {e}"),
-            )),
+            ));
         }
     }
     if issues.len() > before {
@@ -256,6 +227,41 @@ fn build_issuer(
         required_claims: required.into_iter().collect(),
         keys,
     })
+}
+
+/// The JWKS source: exactly one of an `https` URI (with its trust roots) or a file.
+fn source(
+    ic: &IssuerConfig,
+    key: &dyn Fn(&str) -> String,
+    dir: &Path,
+    issues: &mut Issues,
+) -> Option<JwksSource> {
+    match (&ic.jwks_uri, &ic.jwks_path) {
+        (Some(uri), None) => {
+            let ca = ic.ca_path.as_deref().map(|p| resolve(dir, p));
+            let roots = roots(ca, &key("ca_path"), issues)?;
+            match HttpsSource::new(uri, roots) {
+                Ok(h) => Some(JwksSource::Https(h)),
+                Err(msg) => {
+                    issues.push(ConfigIssue::new(key("jwks_uri"), msg));
+                    None
+                }
+            }
+        }
+        (None, Some(p)) => {
+            if ic.ca_path.is_some() {
+                issues.push(ConfigIssue::new(key("ca_path"), "only applies to jwks_uri"));
+            }
+            Some(JwksSource::File(resolve(dir, p)))
+        }
+        _ => {
+            issues.push(ConfigIssue::new(
+                key("jwks_uri"),
+                "set exactly one of jwks_uri and jwks_path",
+            ));
+            None
+        }
+    }
 }
 
 fn roots(ca: Option<PathBuf>, key: &str, issues: &mut Issues) -> Option<rustls::RootCertStore> {

@@ -195,9 +195,7 @@ impl KeyStore {
             .enumerate()
             .filter_map(|(i, k)| k.kid.clone().map(|kid| (kid, i)))
             .collect();
-        metrics::JWKS_KEYS
-            .with_label_values(&[&*self.label])
-            .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
+        metrics::jwks_keys(&self.label, keys.len());
         *cur = Some(Arc::new(KeySet {
             keys,
             by_kid,
@@ -220,16 +218,12 @@ impl KeyStore {
         match res {
             Ok(ttl) => {
                 st.failures = 0;
-                metrics::JWKS_REFRESH
-                    .with_label_values(&[&*self.label, "success"])
-                    .inc();
+                metrics::jwks_refresh(&self.label, "success");
                 ttl
             }
             Err(e) => {
                 st.failures = st.failures.saturating_add(1);
-                metrics::JWKS_REFRESH
-                    .with_label_values(&[&*self.label, "failure"])
-                    .inc();
+                metrics::jwks_refresh(&self.label, "failure");
                 log::warn!(target: "phigate::identity", "jwks refresh failed issuer={} failures={} error={e}", self.label, st.failures);
                 self.backoff(st.failures)
             }

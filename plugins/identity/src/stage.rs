@@ -84,9 +84,9 @@ pub struct IdentityStage {
     pub(crate) routes: Vec<RouteRt>,
     pub(crate) default_route: Option<RouteRt>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) ok: IntCounter,
-    pub(crate) hit: IntCounter,
-    pub(crate) miss: IntCounter,
+    pub(crate) ok: Option<IntCounter>,
+    pub(crate) hit: Option<IntCounter>,
+    pub(crate) miss: Option<IntCounter>,
 }
 
 impl std::fmt::Debug for IdentityStage {
@@ -163,11 +163,11 @@ impl IdentityStage {
         let now = self.clock.unix_secs();
         let v = match self.cache.get(&hash) {
             Some(v) if self.still_valid(&v, now) => {
-                self.hit.inc();
+                metrics::inc(&self.hit);
                 v
             }
             _ => {
-                self.miss.inc();
+                metrics::inc(&self.miss);
                 let v = Arc::new(self.validate(token, hash, now).await?);
                 self.cache.insert(hash, Arc::clone(&v));
                 v
@@ -338,14 +338,12 @@ impl Stage for IdentityStage {
         };
         match self.authenticate(ctx, route).await {
             Ok(v) => {
-                self.ok.inc();
+                metrics::inc(&self.ok);
                 Self::apply(ctx, route, &v);
                 Ok(Flow::Continue)
             }
             Err(e) => {
-                metrics::VALIDATIONS
-                    .with_label_values(&[e.code().as_str()])
-                    .inc();
+                metrics::inc(&metrics::validation(e.code().as_str()));
                 log::debug!(target: "phigate::identity", "denied route={} code={} cause={e}", ctx.route.name, e.code());
                 Err(error::denial(e, &route.challenges))
             }
