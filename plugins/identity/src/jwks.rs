@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -113,9 +113,10 @@ fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
         // exactly what an RS256→HS256 confusion attack needs).
         _ => return None,
     };
-    if let Some(ka) = &jwk.common.key_algorithm {
-        let declared = format!("{ka:?}");
-        algs.retain(|a| format!("{a:?}") == declared);
+    // RFC 7517 §4.4: a key that declares its algorithm is used with that one only.
+    if let Some(ka) = jwk.common.key_algorithm {
+        let declared = declared_alg(ka);
+        algs.retain(|a| Some(*a) == declared);
     }
     if algs.is_empty() {
         return None;
@@ -124,6 +125,22 @@ fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
         kid: jwk.common.key_id.clone(),
         key: DecodingKey::from_jwk(jwk).ok()?,
         algs,
+    })
+}
+
+fn declared_alg(ka: KeyAlgorithm) -> Option<Algorithm> {
+    use Algorithm::*;
+    Some(match ka {
+        KeyAlgorithm::RS256 => RS256,
+        KeyAlgorithm::RS384 => RS384,
+        KeyAlgorithm::RS512 => RS512,
+        KeyAlgorithm::PS256 => PS256,
+        KeyAlgorithm::PS384 => PS384,
+        KeyAlgorithm::PS512 => PS512,
+        KeyAlgorithm::ES256 => ES256,
+        KeyAlgorithm::ES384 => ES384,
+        KeyAlgorithm::EdDSA => EdDSA,
+        _ => return None,
     })
 }
 
@@ -279,5 +296,45 @@ impl KeyStore {
             tokio::time::sleep(delay).await;
             delay = self.refresh_once().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::DevIssuer;
+    use base64::Engine;
+    use serde_json::json;
+
+    fn b64(n: usize) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![0xc5u8; n])
+    }
+
+    #[test]
+    fn only_asymmetric_signature_keys_of_adequate_size_are_kept() {
+        let es = DevIssuer::es256("i").unwrap();
+        let mut declared_rs =
+            json!({"kty": "RSA", "kid": "rs", "alg": "RS256", "n": b64(256), "e": "AQAB"});
+        let doc = json!({"keys": [
+            es.jwk(),
+            {"kty": "oct", "kid": "h", "k": "c2VjcmV0"},
+            {"kty": "RSA", "kid": "small", "n": b64(128), "e": "AQAB"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": b64(256), "e": "AQAB"},
+            {"kty": "EC", "kid": "k1", "crv": "secp256k1", "x": b64(32), "y": b64(32)},
+            {"kty": "weird"},
+            declared_rs.take(),
+        ]});
+        let (keys, _) = parse_jwks(doc.to_string().as_bytes()).unwrap();
+        let kids: Vec<_> = keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+        assert_eq!(kids, vec![es.kid().to_owned(), "rs".to_owned()]);
+        // A key that declares RS256 is not usable for PS256 (RFC 7517 §4.4).
+        assert_eq!(keys[1].algs, vec![Algorithm::RS256]);
+    }
+
+    #[test]
+    fn a_document_without_usable_keys_is_refused() {
+        let doc = br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#;
+        assert!(matches!(parse_jwks(doc), Err(FetchError::NoKeys)));
+        assert!(matches!(parse_jwks(b"[]"), Err(FetchError::NotJwks)));
     }
 }

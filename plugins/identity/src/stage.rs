@@ -19,7 +19,7 @@ use crate::claims::{self, ClaimMap};
 use crate::clock::Clock;
 use crate::config::{Algorithm, RoutePolicyConfig};
 use crate::error::{self, AuthError, Challenges};
-use crate::jwks::KeyStore;
+use crate::jwks::{KeySet, KeyStore};
 use crate::session::Sessions;
 use crate::{metrics, token};
 
@@ -243,16 +243,7 @@ impl IdentityStage {
         if is.require_typ {
             token::check_typ(p.typ.as_deref())?;
         }
-        let mut set = is.keys.keys().ok_or(AuthError::KeysUnavailable)?;
-        if set.find(p.kid.as_deref(), p.alg).is_none() {
-            if let Some(kid) = p.kid.as_deref() {
-                set = is
-                    .keys
-                    .refetch_for_kid(kid)
-                    .await
-                    .ok_or(AuthError::Signature("unknown kid"))?;
-            }
-        }
+        let set = select_keys(is, &p).await?;
         let key = set
             .find(p.kid.as_deref(), p.alg)
             .ok_or(AuthError::Signature("no key for this kid and algorithm"))?;
@@ -308,6 +299,20 @@ impl IdentityStage {
         if let (true, Some(h)) = (p.forward_tenant_header, &v.tenant_hv) {
             ctx.upstream.set_headers.push((X_PHIGATE_TENANT, h.clone()));
         }
+    }
+}
+
+/// The issuer's key set holding the token's key: the current one, or after the rate-limited
+/// unknown-`kid` refetch. Keys come only from the issuer's own JWKS.
+async fn select_keys(is: &IssuerRt, p: &token::Parsed<'_>) -> Result<Arc<KeySet>, AuthError> {
+    let set = is.keys.keys().ok_or(AuthError::KeysUnavailable)?;
+    match p.kid.as_deref() {
+        Some(kid) if set.find(Some(kid), p.alg).is_none() => is
+            .keys
+            .refetch_for_kid(kid)
+            .await
+            .ok_or(AuthError::Signature("unknown kid")),
+        _ => Ok(set),
     }
 }
 
