@@ -273,6 +273,16 @@ impl DevClaims {
         self.set("cnf", json!({"x5t#S256": thumbprint}))
     }
 
+    /// Evidence of a multi-factor sign-in at `auth_time`: `amr: [pwd, otp]`, `acr: "mfa"`.
+    pub fn mfa(self, auth_time: i64) -> Self {
+        self.amr(&["pwd", "otp"]).acr("mfa").auth_time(auth_time)
+    }
+
+    /// A password-only sign-in at `auth_time` (`amr: [pwd]`): refused on MFA routes.
+    pub fn password_only(self, auth_time: i64) -> Self {
+        self.amr(&["pwd"]).auth_time(auth_time)
+    }
+
     /// `exp`.
     pub fn exp(self, t: i64) -> Self {
         self.set("exp", t)
@@ -292,4 +302,29 @@ impl DevClaims {
 /// The RFC 8705 `x5t#S256` of a DER certificate: base64url (no padding) SHA-256.
 pub fn cert_thumbprint(cert_der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(cert_der))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_issuers_publish_a_jwks_with_their_kid_and_sign_verifiable_tokens() {
+        for i in [
+            DevIssuer::es256("https://dev").unwrap(),
+            DevIssuer::eddsa("https://dev").unwrap(),
+        ] {
+            let jwks: Value = serde_json::from_str(&i.jwks_json()).unwrap();
+            assert_eq!(jwks["keys"][0]["kid"], i.kid());
+            let t = i.sign(&i.claims("alice", "aud", 1).mfa(1).sid("s"));
+            let jwk: jsonwebtoken::jwk::Jwk =
+                serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+            let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+            let (input, sig) = t.rsplit_once('.').unwrap();
+            assert!(jsonwebtoken::crypto::verify(sig, input.as_bytes(), &key, i.alg).unwrap());
+            assert!(i
+                .private_key_pem()
+                .starts_with("-----BEGIN PRIVATE KEY-----"));
+        }
+    }
 }
