@@ -118,7 +118,7 @@ pub enum Preset {
 /// Where a claim is read: a top-level claim name (taken literally, so namespaced names such as
 /// `https://example.com/tenant` work), or `{path: [a, b]}` for a nested claim.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum ClaimPath {
     /// A top-level claim.
     Name(String),

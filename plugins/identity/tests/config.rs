@@ -33,6 +33,9 @@ fn unknown_keys_and_hmac_or_none_algorithms_do_not_parse() {
         "issuers: [{ issuer: x, audiences: [a], jwks_path: j, algorithms: [HS256] }]\n",
         "issuers: [{ issuer: x, audiences: [a], jwks_path: j, algorithms: [none] }]\n",
         "issuers: []\nroutes: { a: { requre_mfa: false } }\n",
+        "issuers: [{ issuer: x, audiences: [a], jwks_path: j, claims: { roles: { path: [a], pth: [b] } } }]\n",
+        "issuers: [{ issuer: x, audiences: [a], jwks_path: j, claims: { role: r } }]\n",
+        "issuers: [{ issuer: x, audiences: [a], jwks_path: j, preset: azure }]\n",
     ] {
         assert!(
             serde_yaml::from_str::<IdentityConfig>(bad).is_err(),
