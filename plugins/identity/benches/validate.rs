@@ -1,0 +1,123 @@
+//! Token validation cost per algorithm through the real stage (`on_request`): a cache hit (the
+//! same token again) and a cache miss (a token never seen: parse, key lookup, signature, claims).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue, Method};
+use phigate_identity::dev::DevIssuer;
+use phigate_identity::{IdentityConfig, IdentityStage};
+use phigate_plugin::{RequestCtx, RequestId, RequestInfo, RouteMeta, Stage, StageBuildCtx};
+
+const AUD: &str = "https://fhir.bench";
+const MISS_TOKENS: usize = 512;
+
+fn issuers() -> Vec<(&'static str, DevIssuer)> {
+    let pem = include_str!("../tests/keys/rsa2048.pem");
+    vec![
+        (
+            "RS256",
+            DevIssuer::rsa_from_pem("https://rs.bench", pem, jsonwebtoken::Algorithm::RS256)
+                .unwrap(),
+        ),
+        (
+            "PS256",
+            DevIssuer::rsa_from_pem("https://ps.bench", pem, jsonwebtoken::Algorithm::PS256)
+                .unwrap(),
+        ),
+        ("ES256", DevIssuer::es256("https://es.bench").unwrap()),
+        ("EdDSA", DevIssuer::eddsa("https://ed.bench").unwrap()),
+    ]
+}
+
+fn stage(idp: &DevIssuer, cache: u64, route: &Arc<RouteMeta>) -> IdentityStage {
+    let dir = std::env::temp_dir().join(format!("phigate-identity-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{}.json", idp.kid()));
+    std::fs::write(&file, idp.jwks_json()).unwrap();
+    let yaml = format!(
+        "issuers: [{{ issuer: \"{}\", audiences: [\"{AUD}\"], jwks_path: \"{}\" }}]\n\
+         token_cache_size: {cache}\nidle_timeout_secs: 0\ndefaults: {{ require_mfa: false }}\n",
+        idp.issuer(),
+        file.display()
+    );
+    let cfg: IdentityConfig = serde_yaml::from_str(&yaml).unwrap();
+    let routes = [Arc::clone(route)];
+    cfg.build(&StageBuildCtx {
+        routes: &routes,
+        config_dir: &dir,
+    })
+    .unwrap()
+}
+
+fn ctx(route: &Arc<RouteMeta>, auth: &HeaderValue) -> RequestCtx {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, auth.clone());
+    let info = RequestInfo {
+        method: Method::GET,
+        path: "/fhir/Patient/1".into(),
+        query: Vec::new(),
+        headers,
+        body: None,
+    };
+    RequestCtx::new(RequestId::new("b"), Arc::clone(route), info)
+}
+
+fn token(idp: &DevIssuer, n: usize) -> HeaderValue {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let c = idp
+        .claims("alice", AUD, now)
+        .set("jti", format!("j{n}"))
+        .amr(&["pwd", "otp"])
+        .roles(&["clinician"])
+        .scope("patient/*.read")
+        .set("tenant", "tenant-a");
+    HeaderValue::from_str(&format!("Bearer {}", idp.sign(&c))).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let route = Arc::new(RouteMeta {
+        name: "fhir".into(),
+        index: 0,
+        prefix: "/fhir".into(),
+        fhir: true,
+        upstream: "u".into(),
+    });
+    for (alg, idp) in issuers() {
+        let hit_stage = stage(&idp, 1000, &route);
+        let hot = token(&idp, 0);
+        rt.block_on(hit_stage.on_request(&mut ctx(&route, &hot)))
+            .unwrap();
+        c.bench_function(&format!("validate/{alg}/cache_hit"), |b| {
+            b.iter(|| {
+                let mut cx = ctx(&route, &hot);
+                black_box(rt.block_on(hit_stage.on_request(&mut cx)).is_ok())
+            })
+        });
+        // Capacity 1 and 512 distinct tokens in rotation: every lookup misses.
+        let miss_stage = stage(&idp, 1, &route);
+        let cold: Vec<HeaderValue> = (1..=MISS_TOKENS).map(|n| token(&idp, n)).collect();
+        let mut i = 0;
+        c.bench_function(&format!("validate/{alg}/cache_miss"), |b| {
+            b.iter(|| {
+                i = (i + 1) % MISS_TOKENS;
+                let mut cx = ctx(&route, &cold[i]);
+                let ok = rt.block_on(miss_stage.on_request(&mut cx)).is_ok();
+                assert!(ok);
+                black_box(ok)
+            })
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

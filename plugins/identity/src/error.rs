@@ -1,0 +1,140 @@
+//! Why a request was refused, and the one place that turns a refusal into a [`Denial`] with the
+//! exact RFC 6750 / RFC 9470 challenge.
+//!
+//! Causes are static strings: they never contain the token, a claim value or a header value.
+
+use http::header::WWW_AUTHENTICATE;
+use http::HeaderValue;
+use phigate_plugin::{Denial, ErrorCode};
+
+/// A refusal reason (log-only detail; the client sees the code and the challenge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AuthError {
+    /// No bearer credentials (RFC 6750 §3.1: the challenge carries no error code).
+    #[error("no bearer token presented")]
+    Missing,
+    /// The request presents the token in a way we do not accept (RFC 6750 `invalid_request`).
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// The token is not a well-formed JWT access token.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` or `iat` lies in the future.
+    #[error("token not yet valid: {0}")]
+    NotYetValid(&'static str),
+    /// Signature, algorithm or key selection rejected.
+    #[error("signature rejected: {0}")]
+    Signature(&'static str),
+    /// `iss` is not a configured issuer.
+    #[error("issuer not configured")]
+    UnknownIssuer,
+    /// No configured audience in the audience claim.
+    #[error("audience not accepted")]
+    Audience,
+    /// RFC 8705 binding failed.
+    #[error("certificate binding failed: {0}")]
+    Binding(&'static str),
+    /// Automatic logoff (HIPAA §164.312(a)(2)(iii)).
+    #[error("session idle timeout")]
+    IdleTimeout,
+    /// The token does not prove MFA (RFC 9470 step-up).
+    #[error("multi-factor authentication not proven")]
+    MfaRequired,
+    /// `auth_time` missing or older than the route allows (RFC 9470 step-up).
+    #[error("authentication too old or auth_time missing")]
+    AuthTooOld,
+    /// The issuer's keys are unavailable or expired: we cannot verify anything (503).
+    #[error("issuer keys unavailable")]
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// The stable code.
+    pub(crate) fn code(self) -> ErrorCode {
+        match self {
+            AuthError::Missing => ErrorCode::TokenMissing,
+            AuthError::InvalidRequest(_) | AuthError::Malformed(_) => ErrorCode::TokenMalformed,
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::NotYetValid(_) => ErrorCode::TokenNotYetValid,
+            AuthError::Signature(_) => ErrorCode::TokenSignatureInvalid,
+            AuthError::UnknownIssuer => ErrorCode::TokenIssuerUnknown,
+            AuthError::Audience => ErrorCode::TokenAudienceInvalid,
+            AuthError::Binding(_) => ErrorCode::TokenBindingMismatch,
+            AuthError::IdleTimeout => ErrorCode::SessionIdleTimeout,
+            AuthError::MfaRequired => ErrorCode::MfaRequired,
+            AuthError::AuthTooOld => ErrorCode::AuthTooOld,
+            AuthError::KeysUnavailable => ErrorCode::NotReady,
+        }
+    }
+}
+
+/// Challenge header values, built once (they depend only on the code and the route).
+#[derive(Debug, Clone)]
+pub(crate) struct Challenges {
+    /// For `mfa_required` on this route.
+    pub(crate) mfa: HeaderValue,
+    /// For `auth_too_old` on this route.
+    pub(crate) age: HeaderValue,
+}
+
+impl Challenges {
+    /// RFC 9470 §3: `acr_values` (space-separated, quoted) and `max_age` (quoted seconds) tell
+    /// the client what the new token must prove. Values come from config and were checked to be
+    /// quotable when the config was built.
+    pub(crate) fn for_route(acr_values: &[String], max_age_secs: Option<u64>) -> Option<Self> {
+        let mk = |desc: &str| {
+            let mut s = format!(
+                "Bearer error=\"insufficient_user_authentication\", error_description=\"{desc}\""
+            );
+            if !acr_values.is_empty() {
+                s.push_str(&format!(", acr_values=\"{}\"", acr_values.join(" ")));
+            }
+            if let Some(age) = max_age_secs {
+                s.push_str(&format!(", max_age=\"{age}\""));
+            }
+            HeaderValue::from_str(&s).ok()
+        };
+        Some(Challenges {
+            mfa: mk(ErrorCode::MfaRequired.message())?,
+            age: mk(ErrorCode::AuthTooOld.message())?,
+        })
+    }
+}
+
+/// Whether a config string may appear inside a quoted challenge parameter (RFC 6750 §3:
+/// `%x20-21 / %x23-5B / %x5D-7E`).
+pub(crate) fn quotable(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// Turns a refusal into the denial the gateway sends.
+pub(crate) fn denial(err: AuthError, challenges: &Challenges) -> Denial {
+    let code = err.code();
+    let header = match err {
+        AuthError::Missing => Some(HeaderValue::from_static("Bearer")),
+        AuthError::InvalidRequest(_) => Some(static_challenge("invalid_request", code)),
+        AuthError::MfaRequired => Some(challenges.mfa.clone()),
+        AuthError::AuthTooOld => Some(challenges.age.clone()),
+        // Not the client's fault: no challenge, a 503 the client may retry.
+        AuthError::KeysUnavailable => None,
+        _ => Some(static_challenge("invalid_token", code)),
+    };
+    let d = Denial::new(code).with_cause(err.to_string());
+    match header {
+        Some(h) => d.with_header(WWW_AUTHENTICATE, h),
+        None => d,
+    }
+}
+
+fn static_challenge(error: &str, code: ErrorCode) -> HeaderValue {
+    let s = format!(
+        "Bearer error=\"{error}\", error_description=\"{}\"",
+        code.message()
+    );
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}

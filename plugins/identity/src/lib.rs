@@ -1,0 +1,61 @@
+//! The identity stage of phigate (pipeline step 3, after normalization and classification).
+//!
+//! **What it decides.** A request carries exactly one `Authorization: Bearer <JWT>` header. The
+//! token is verified against its issuer's JWKS (asymmetric algorithms only), its time, audience
+//! and issuer claims are checked, and it becomes a typed [`phigate_plugin::Principal`] on
+//! `ctx.principal` (and `ctx.tenant` when the route did not name one). Then, per request and per
+//! route: RFC 8705 certificate binding, automatic logoff after idle time, MFA (`amr`/`acr`) and
+//! authentication age (`auth_time`).
+//!
+//! **How it fails.** Closed. Every refusal is a [`phigate_plugin::Denial`] with a stable code and
+//! the exact challenge: RFC 6750 `invalid_request`/`invalid_token`, or the RFC 9470 step-up
+//! challenge (`insufficient_user_authentication`, `acr_values`, `max_age`). An issuer whose keys
+//! are gone (IdP unreachable beyond `max_stale_secs`) answers 503 `not_ready`.
+//!
+//! **What it never logs.** Tokens, claim values, header values. Causes are fixed strings; the
+//! caches are keyed by the token's SHA-256.
+//!
+//! **Wiring.** [`IdentityConfig::build`] → [`IdentityStage`] (a [`phigate_plugin::Stage`]); spawn
+//! its `background_tasks()` (JWKS refreshers). [`dev::DevIssuer`] signs tokens for the demo and
+//! tests.
+
+mod build;
+mod claims;
+mod clock;
+mod config;
+pub mod dev;
+mod error;
+mod fetch;
+mod jwks;
+mod metrics;
+mod presets;
+mod session;
+mod stage;
+mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    Algorithm, ClaimMappingConfig, ClaimPath, IdentityConfig, IssuerConfig, JwksRefreshConfig,
+    Preset, RouteOverrideConfig, RoutePolicyConfig,
+};
+pub use stage::IdentityStage;
+
+impl IdentityStage {
+    /// Runs one JWKS refresh for every issuer now and returns each issuer's next delay. The
+    /// background tasks do this on their own schedule; this exists for tests and for a gateway
+    /// that wants keys before it opens its listener.
+    pub async fn refresh_jwks_now(&self) -> Vec<std::time::Duration> {
+        let mut out = Vec::with_capacity(self.issuers.len());
+        for i in &self.issuers {
+            out.push(i.keys.refresh_once().await);
+        }
+        out
+    }
+
+    /// One receiver per issuer (config order) that changes after every finished JWKS fetch
+    /// attempt, scheduled or not. Lets tests and operators' tooling wait for a refresh instead of
+    /// guessing how long it takes.
+    pub fn jwks_fetch_attempts(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        self.issuers.iter().map(|i| i.keys.attempts()).collect()
+    }
+}

@@ -1,0 +1,87 @@
+//! Prometheus metrics of the identity stage (default registry). Labels come from bounded sets:
+//! result codes and configured issuers, never subjects or tokens.
+//!
+//! Metric definitions are constants; should one ever fail to build, the metric is absent and the
+//! request path is unaffected (metrics never decide anything).
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
+    // A failed registration (already registered by an embedding binary) still counts locally.
+    let _ = prometheus::register(Box::new(c.clone()));
+    Some(c)
+}
+
+static VALIDATIONS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        "phigate_identity_validations_total",
+        "Bearer token validations by result (ok or error code).",
+        &["result"],
+    )
+});
+
+static TOKEN_CACHE: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        "phigate_identity_token_cache_total",
+        "Validated-token cache lookups by outcome (hit or miss).",
+        &["outcome"],
+    )
+});
+
+static JWKS_REFRESH: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        "phigate_identity_jwks_refresh_total",
+        "JWKS fetches by issuer and result (success or failure).",
+        &["issuer", "result"],
+    )
+});
+
+static JWKS_KEYS: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
+    let g = IntGaugeVec::new(
+        Opts::new(
+            "phigate_identity_jwks_keys",
+            "Usable signing keys currently loaded per issuer.",
+        ),
+        &["issuer"],
+    )
+    .ok()?;
+    let _ = prometheus::register(Box::new(g.clone()));
+    Some(g)
+});
+
+/// The counter for one validation result, resolved once (hot path: no label lookup).
+pub(crate) fn validation(result: &str) -> Option<IntCounter> {
+    VALIDATIONS.as_ref().map(|v| v.with_label_values(&[result]))
+}
+
+/// The counter for one cache outcome (`hit`, `miss`), resolved once.
+pub(crate) fn cache(outcome: &str) -> Option<IntCounter> {
+    TOKEN_CACHE
+        .as_ref()
+        .map(|v| v.with_label_values(&[outcome]))
+}
+
+/// Counts a JWKS fetch (`success`, `failure`).
+pub(crate) fn jwks_refresh(issuer: &str, result: &str) {
+    if let Some(v) = JWKS_REFRESH.as_ref() {
+        v.with_label_values(&[issuer, result]).inc();
+    }
+}
+
+/// Sets the usable key count of an issuer.
+pub(crate) fn jwks_keys(issuer: &str, n: usize) {
+    if let Some(v) = JWKS_KEYS.as_ref() {
+        v.with_label_values(&[issuer])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
+/// Increments an optional counter.
+pub(crate) fn inc(c: &Option<IntCounter>) {
+    if let Some(c) = c {
+        c.inc();
+    }
+}

@@ -1,0 +1,357 @@
+//! The identity stage at request time: extract the bearer token, validate it (or find it in the
+//! cache), then the per-request checks that no cache may skip: binding, idle timeout, MFA and
+//! freshness.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use moka::sync::Cache;
+use phigate_plugin::{
+    async_trait, BackgroundTask, Denial, Flow, Principal, Readiness, RequestCtx, Stage, TenantId,
+};
+use prometheus::IntCounter;
+use sha2::{Digest, Sha256};
+
+use crate::claims::{self, ClaimMap};
+use crate::clock::Clock;
+use crate::config::{Algorithm, RoutePolicyConfig};
+use crate::error::{self, AuthError, Challenges};
+use crate::jwks::{KeySet, KeyStore};
+use crate::session::Sessions;
+use crate::{metrics, token};
+
+const X_PHIGATE_SUBJECT: HeaderName = HeaderName::from_static("x-phigate-subject");
+const X_PHIGATE_TENANT: HeaderName = HeaderName::from_static("x-phigate-tenant");
+/// Upper bound on a cache entry's life, whatever `exp` says.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A configured issuer at run time.
+pub(crate) struct IssuerRt {
+    pub(crate) iss: Arc<str>,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) leeway: i64,
+    pub(crate) map: ClaimMap,
+    pub(crate) fixed_tenant: Option<TenantId>,
+    pub(crate) require_typ: bool,
+    pub(crate) required_claims: Vec<(String, String)>,
+    pub(crate) keys: Arc<KeyStore>,
+}
+
+/// A route's effective requirements.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteRt {
+    pub(crate) policy: RoutePolicyConfig,
+    pub(crate) challenges: Challenges,
+}
+
+/// A verified token, shared by every request that presents it.
+pub(crate) struct Verified {
+    principal: Arc<Principal>,
+    issuer: usize,
+    generation: u64,
+    leeway: i64,
+    session_key: [u8; 32],
+    subject_hv: Option<HeaderValue>,
+    tenant_hv: Option<HeaderValue>,
+    ttl: Duration,
+}
+
+/// Cache entries live until the token expires (plus leeway), never longer.
+pub(crate) struct ByExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Verified>> for ByExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Verified>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The identity stage. Build it with [`crate::IdentityConfig::build`].
+pub struct IdentityStage {
+    pub(crate) issuers: Vec<IssuerRt>,
+    pub(crate) by_iss: HashMap<String, usize>,
+    pub(crate) max_token_bytes: usize,
+    pub(crate) cache: Cache<[u8; 32], Arc<Verified>>,
+    pub(crate) sessions: Sessions,
+    pub(crate) routes: Vec<RouteRt>,
+    pub(crate) default_route: Option<RouteRt>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) ok: Option<IntCounter>,
+    pub(crate) hit: Option<IntCounter>,
+    pub(crate) miss: Option<IntCounter>,
+}
+
+impl std::fmt::Debug for IdentityStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityStage")
+            .field("issuers", &self.issuers.len())
+            .field("routes", &self.routes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 6750 §2.1 `b64token` characters (JWS compact form is a subset plus `.`).
+fn b64token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// The bearer token from the one `Authorization` header.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut all = headers.get_all(AUTHORIZATION).iter();
+    let Some(v) = all.next() else {
+        return Err(AuthError::Missing);
+    };
+    // RFC 6750 §3.1: more than one credential is `invalid_request`; also stops a proxy and the
+    // gateway from picking different headers.
+    if all.next().is_some() {
+        return Err(AuthError::InvalidRequest(
+            "more than one Authorization header",
+        ));
+    }
+    let v = v
+        .to_str()
+        .map_err(|_| AuthError::InvalidRequest("Authorization is not visible ASCII"))?;
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Missing);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(AuthError::InvalidRequest("empty bearer credentials"));
+    }
+    if !token.bytes().all(b64token_byte) {
+        return Err(AuthError::Malformed("characters outside b64token"));
+    }
+    Ok(token)
+}
+
+impl IdentityStage {
+    fn route(&self, index: usize) -> Option<&RouteRt> {
+        self.routes.get(index).or(self.default_route.as_ref())
+    }
+
+    fn still_valid(&self, v: &Verified, now: i64) -> bool {
+        now < v.principal.expires_at.saturating_add(v.leeway)
+            && self.issuers[v.issuer]
+                .keys
+                .keys()
+                .is_some_and(|k| k.generation == v.generation)
+    }
+
+    async fn authenticate(
+        &self,
+        ctx: &RequestCtx,
+        route: &RouteRt,
+    ) -> Result<Arc<Verified>, AuthError> {
+        // RFC 6750 §2.3 query transport leaks tokens into logs and histories: not accepted.
+        if ctx.request.query.iter().any(|q| q.name == "access_token") {
+            return Err(AuthError::InvalidRequest("access_token query parameter"));
+        }
+        let token = bearer(&ctx.request.headers)?;
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::Malformed("token larger than max_token_bytes"));
+        }
+        let hash = token::token_hash(token);
+        let now = self.clock.unix_secs();
+        let v = match self.cache.get(&hash) {
+            Some(v) if self.still_valid(&v, now) => {
+                metrics::inc(&self.hit);
+                v
+            }
+            _ => {
+                metrics::inc(&self.miss);
+                let v = Arc::new(self.validate(token, hash, now).await?);
+                self.cache.insert(hash, Arc::clone(&v));
+                v
+            }
+        };
+        self.per_request(ctx, route, &v, now)?;
+        Ok(v)
+    }
+
+    /// Checks that depend on the connection, the route or time, so never cached.
+    fn per_request(
+        &self,
+        ctx: &RequestCtx,
+        route: &RouteRt,
+        v: &Verified,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        let p = &v.principal;
+        let policy = &route.policy;
+        match (&p.cert_thumbprint, &ctx.client.cert_thumbprint) {
+            // RFC 8705 §3: the token is only good on a TLS connection with the bound certificate.
+            (Some(want), Some(have)) if want.as_bytes() == have.as_bytes() => {}
+            (Some(_), Some(_)) => return Err(AuthError::Binding("client certificate differs")),
+            (Some(_), None) => return Err(AuthError::Binding("no client certificate")),
+            (None, _) if policy.require_bound_token => {
+                return Err(AuthError::Binding(
+                    "route requires a certificate-bound token",
+                ))
+            }
+            (None, _) => {}
+        }
+        self.sessions
+            .touch(v.session_key, p.auth_time, self.clock.now())?;
+        if policy.require_mfa {
+            let amr_ok = p.amr.iter().any(|m| policy.mfa_amr.contains(m));
+            let acr_ok = p
+                .acr
+                .as_deref()
+                .is_some_and(|a| a.split(' ').any(|x| policy.mfa_acr.iter().any(|w| w == x)));
+            if !(amr_ok || acr_ok) {
+                return Err(AuthError::MfaRequired);
+            }
+        }
+        if let Some(max) = policy.max_auth_age_secs {
+            let max = i64::try_from(max).unwrap_or(i64::MAX);
+            match p.auth_time {
+                Some(t) if now.saturating_sub(t) <= max.saturating_add(v.leeway) => {}
+                _ => return Err(AuthError::AuthTooOld),
+            }
+        }
+        if (policy.forward_subject_header && v.subject_hv.is_none())
+            || (policy.forward_tenant_header && p.tenant.is_some() && v.tenant_hv.is_none())
+        {
+            return Err(AuthError::Malformed(
+                "identity not representable in a header",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn validate(&self, token: &str, hash: [u8; 32], now: i64) -> Result<Verified, AuthError> {
+        let p = token::parse(token)?;
+        let &idx = self
+            .by_iss
+            .get(p.iss.as_str())
+            .ok_or(AuthError::UnknownIssuer)?;
+        let is = &self.issuers[idx];
+        if !is.algorithms.contains(&p.alg) {
+            return Err(AuthError::Signature(
+                "algorithm not allowed for this issuer",
+            ));
+        }
+        if is.require_typ {
+            token::check_typ(p.typ.as_deref())?;
+        }
+        let set = select_keys(is, &p).await?;
+        let key = set
+            .find(p.kid.as_deref(), p.alg)
+            .ok_or(AuthError::Signature("no key for this kid and algorithm"))?;
+        token::verify_signature(&p, &key.key)?;
+        let exp = token::check_times(&p.claims, now, is.leeway)?;
+        token::check_audience(claims::lookup(&p.claims, &is.map.audience), &is.audiences)?;
+        for (name, want) in &is.required_claims {
+            if p.claims.get(name).and_then(|v| v.as_str()) != Some(want.as_str()) {
+                return Err(AuthError::Malformed("required claim value missing"));
+            }
+        }
+        let principal =
+            claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
+        let session_key = match &principal.session_id {
+            Some(sid) => {
+                let mut h = Sha256::new();
+                h.update((idx as u64).to_be_bytes());
+                h.update(sid.as_bytes());
+                h.finalize().into()
+            }
+            None => hash,
+        };
+        let secs = exp.saturating_add(is.leeway).saturating_sub(now).max(1);
+        Ok(Verified {
+            subject_hv: HeaderValue::from_bytes(principal.subject.as_str().as_bytes()).ok(),
+            tenant_hv: principal
+                .tenant
+                .as_ref()
+                .and_then(|t| HeaderValue::from_bytes(t.as_str().as_bytes()).ok()),
+            principal: Arc::new(principal),
+            issuer: idx,
+            generation: set.generation,
+            leeway: is.leeway,
+            session_key,
+            ttl: Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(MAX_CACHE_TTL),
+        })
+    }
+
+    fn apply(ctx: &mut RequestCtx, route: &RouteRt, v: &Verified) {
+        ctx.principal = Some(Arc::clone(&v.principal));
+        if ctx.tenant.is_none() {
+            ctx.tenant = v.principal.tenant.clone();
+        }
+        let p = &route.policy;
+        if p.strip_authorization {
+            ctx.upstream.remove_headers.push(AUTHORIZATION);
+        }
+        if let (true, Some(h)) = (p.forward_subject_header, &v.subject_hv) {
+            ctx.upstream
+                .set_headers
+                .push((X_PHIGATE_SUBJECT, h.clone()));
+        }
+        if let (true, Some(h)) = (p.forward_tenant_header, &v.tenant_hv) {
+            ctx.upstream.set_headers.push((X_PHIGATE_TENANT, h.clone()));
+        }
+    }
+}
+
+/// The issuer's key set holding the token's key: the current one, or after the rate-limited
+/// unknown-`kid` refetch. Keys come only from the issuer's own JWKS.
+async fn select_keys(is: &IssuerRt, p: &token::Parsed<'_>) -> Result<Arc<KeySet>, AuthError> {
+    let set = is.keys.keys().ok_or(AuthError::KeysUnavailable)?;
+    match p.kid.as_deref() {
+        Some(kid) if set.find(Some(kid), p.alg).is_none() => is
+            .keys
+            .refetch_for_kid(kid)
+            .await
+            .ok_or(AuthError::Signature("unknown kid")),
+        _ => Ok(set),
+    }
+}
+
+#[async_trait]
+impl Stage for IdentityStage {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn readiness(&self) -> Readiness {
+        match self.issuers.iter().find(|i| i.keys.keys().is_none()) {
+            None => Readiness::Ready(None),
+            Some(_) => Readiness::NotReady("an issuer has no usable signing keys".into()),
+        }
+    }
+
+    fn background_tasks(&self) -> Vec<BackgroundTask> {
+        self.issuers
+            .iter()
+            .map(|i| Box::pin(Arc::clone(&i.keys).run()) as BackgroundTask)
+            .collect()
+    }
+
+    async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+        let Some(route) = self.route(ctx.route.index) else {
+            return Err(Denial::new(phigate_plugin::ErrorCode::InternalError)
+                .with_cause("identity: no route settings"));
+        };
+        match self.authenticate(ctx, route).await {
+            Ok(v) => {
+                metrics::inc(&self.ok);
+                Self::apply(ctx, route, &v);
+                Ok(Flow::Continue)
+            }
+            Err(e) => {
+                metrics::inc(&metrics::validation(e.code().as_str()));
+                log::debug!(target: "phigate::identity", "denied route={} code={} cause={e}", ctx.route.name, e.code());
+                Err(error::denial(e, &route.challenges))
+            }
+        }
+    }
+}
