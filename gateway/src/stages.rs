@@ -24,6 +24,12 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
     let ctx = StageBuildCtx { routes, config_dir: &loaded.dir };
     let mut errors = Vec::new();
     let mut built = BuiltStages::default();
+    if let Some(identity) = loaded.config.identity.clone() {
+        match identity.build(&ctx) {
+            Ok(stage) => built.decide.push(Arc::new(stage)),
+            Err(issues) => errors.extend(stage_issues("identity", issues, loaded)),
+        }
+    }
     if let Some(audit) = loaded.config.audit.clone() {
         match audit.build(&ctx) {
             Ok(stage) => built.record.push(Arc::new(stage)),

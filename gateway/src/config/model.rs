@@ -30,6 +30,11 @@ pub struct Config {
     /// Routes: path prefix → upstream. The longest matching prefix wins; no match is 404
     /// `route_not_found`.
     pub routes: Vec<RouteConfig>,
+    /// Identity (stage `identity`, first): bearer JWTs from trusted issuers become a typed
+    /// principal; MFA, freshness, certificate binding and idle timeout are enforced.
+    /// Absent: no identity stage (requests are anonymous; not for PHI routes).
+    #[serde(default)]
+    pub identity: Option<phigate_identity::IdentityConfig>,
     /// The tamper-evident audit trail (stage `audit`, always last): every request is recorded
     /// durably before anything is forwarded. Absent: no audit stage (not for PHI routes).
     #[serde(default)]

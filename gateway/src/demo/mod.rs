@@ -6,6 +6,7 @@
 //! synthetic data only (no real PHI anywhere in the demo), read-only.
 
 pub mod data;
+pub mod personas;
 pub mod pki;
 pub mod run;
 pub mod upstream;

@@ -23,6 +23,7 @@ struct Demo {
     dir: PathBuf,
     config_path: PathBuf,
     pki: DevPkiPaths,
+    issued: super::personas::IssuedDemo,
     gateway: SocketAddr,
     admin: SocketAddr,
     upstream_url: String,
@@ -91,10 +92,14 @@ fn prepare(dir: Option<PathBuf>, port: Option<u16>) -> Result<(Demo, DedicatedUp
         .replace("127.0.0.1:9901", &admin.to_string())
         .replace("127.0.0.1:9443", &upstream_addr.to_string());
     audit_keys(&dir)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let issued = super::personas::issue(&dir, &pki.client.thumbprint(), now)?;
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config_text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let upstream_url = format!("https://{upstream_addr}");
-    Ok((Demo { dir, config_path, pki: paths, gateway, admin, upstream_url, data }, upstream))
+    Ok((Demo { dir, config_path, pki: paths, issued, gateway, admin, upstream_url, data }, upstream))
 }
 
 /// The audit trail's Ed25519 signing key (and its public half, for `audit verify`) and the HMAC
@@ -136,6 +141,14 @@ fn write_demo_json(demo: &Demo) -> std::io::Result<()> {
         "audit_dir": demo.dir.join("audit"),
         "audit_public_key": demo.dir.join("audit-signing.pub"),
         "tenants": tenants,
+        "issuer": {
+            "iss": demo.issued.issuer.issuer(),
+            "jwks_path": demo.issued.jwks_path,
+            "signing_key_path": demo.issued.signing_key_path,
+            "kid": demo.issued.issuer.kid(),
+            "alg": demo.issued.issuer.alg(),
+        },
+        "personas": demo.issued.personas,
     });
     let text = serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?;
     std::fs::write(demo.dir.join("demo.json"), text)
@@ -145,11 +158,36 @@ fn write_demo_json(demo: &Demo) -> std::io::Result<()> {
 fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
     let base = format!("https://localhost:{}/fhir", demo.gateway.port());
     let ca = demo.pki.ca_cert.display();
+    let tokens = demo.dir.join("tokens");
+    let bearer = |who: &str| format!("-H \"Authorization: Bearer $(cat {}/{who}.jwt)\"", tokens.display());
     vec![
-        ("Read a patient".into(), format!("curl -s --cacert {ca} {base}/Patient/a-p1")),
         (
-            "Search a patient's observations (paged)".into(),
-            format!("curl -s --cacert {ca} '{base}/Observation?patient=a-p1&_count=5'"),
+            "clinician_a reads a patient on her care team".into(),
+            format!("curl -s --cacert {ca} {} {base}/Patient/a-p1", bearer("clinician_a")),
+        ),
+        (
+            "clinician_a searches that patient's observations (paged)".into(),
+            format!(
+                "curl -s --cacert {ca} {} '{base}/Observation?patient=a-p1&_count=5'",
+                bearer("clinician_a")
+            ),
+        ),
+        (
+            "No token: 401 with a Bearer challenge".into(),
+            format!("curl -si --cacert {ca} {base}/Patient/a-p1"),
+        ),
+        (
+            "Password-only sign-in: 401 with the RFC 9470 step-up challenge".into(),
+            format!("curl -si --cacert {ca} {} {base}/Patient/a-p5", bearer("nurse_nomfa")),
+        ),
+        (
+            "A certificate-bound token works only with its client certificate".into(),
+            format!(
+                "curl -s --cacert {ca} --cert {} --key {} {} {base}/Patient/a-p1",
+                demo.pki.client_cert.display(),
+                demo.pki.client_key.display(),
+                bearer("bound_client")
+            ),
         ),
         (
             "An ambiguous path is refused (400)".into(),

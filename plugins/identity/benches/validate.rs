@@ -17,16 +17,8 @@ const MISS_TOKENS: usize = 512;
 fn issuers() -> Vec<(&'static str, DevIssuer)> {
     let pem = include_str!("../tests/keys/rsa2048.pem");
     vec![
-        (
-            "RS256",
-            DevIssuer::rsa_from_pem("https://rs.bench", pem, jsonwebtoken::Algorithm::RS256)
-                .unwrap(),
-        ),
-        (
-            "PS256",
-            DevIssuer::rsa_from_pem("https://ps.bench", pem, jsonwebtoken::Algorithm::PS256)
-                .unwrap(),
-        ),
+        ("RS256", DevIssuer::rsa_from_pem("https://rs.bench", pem, jsonwebtoken::Algorithm::RS256).unwrap()),
+        ("PS256", DevIssuer::rsa_from_pem("https://ps.bench", pem, jsonwebtoken::Algorithm::PS256).unwrap()),
         ("ES256", DevIssuer::es256("https://es.bench").unwrap()),
         ("EdDSA", DevIssuer::eddsa("https://ed.bench").unwrap()),
     ]
@@ -45,11 +37,7 @@ fn stage(idp: &DevIssuer, cache: u64, route: &Arc<RouteMeta>) -> IdentityStage {
     );
     let cfg: IdentityConfig = serde_yaml::from_str(&yaml).unwrap();
     let routes = [Arc::clone(route)];
-    cfg.build(&StageBuildCtx {
-        routes: &routes,
-        config_dir: &dir,
-    })
-    .unwrap()
+    cfg.build(&StageBuildCtx { routes: &routes, config_dir: &dir }).unwrap()
 }
 
 fn ctx(route: &Arc<RouteMeta>, auth: &HeaderValue) -> RequestCtx {
@@ -66,10 +54,7 @@ fn ctx(route: &Arc<RouteMeta>, auth: &HeaderValue) -> RequestCtx {
 }
 
 fn token(idp: &DevIssuer, n: usize) -> HeaderValue {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let c = idp
         .claims("alice", AUD, now)
         .set("jti", format!("j{n}"))
@@ -81,10 +66,7 @@ fn token(idp: &DevIssuer, n: usize) -> HeaderValue {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let route = Arc::new(RouteMeta {
         name: "fhir".into(),
         index: 0,
@@ -95,8 +77,7 @@ fn bench(c: &mut Criterion) {
     for (alg, idp) in issuers() {
         let hit_stage = stage(&idp, 1000, &route);
         let hot = token(&idp, 0);
-        rt.block_on(hit_stage.on_request(&mut ctx(&route, &hot)))
-            .unwrap();
+        rt.block_on(hit_stage.on_request(&mut ctx(&route, &hot))).unwrap();
         c.bench_function(&format!("validate/{alg}/cache_hit"), |b| {
             b.iter(|| {
                 let mut cx = ctx(&route, &hot);

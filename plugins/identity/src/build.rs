@@ -45,19 +45,13 @@ impl IdentityConfig {
         let mut issues = Issues::new();
         self.check_limits(&mut issues);
         if self.issuers.is_empty() {
-            issues.push(ConfigIssue::new(
-                "issuers",
-                "at least one issuer is required",
-            ));
+            issues.push(ConfigIssue::new("issuers", "at least one issuer is required"));
         }
         let mut issuers = Vec::new();
         let mut by_iss = HashMap::new();
         for (i, ic) in self.issuers.iter().enumerate() {
             if by_iss.insert(ic.issuer.clone(), i).is_some() {
-                issues.push(ConfigIssue::new(
-                    format!("issuers[{i}].issuer"),
-                    "duplicate issuer",
-                ));
+                issues.push(ConfigIssue::new(format!("issuers[{i}].issuer"), "duplicate issuer"));
             }
             if let Some(rt) = build_issuer(ic, i, &self, ctx.config_dir, &clock, &mut issues) {
                 issuers.push(rt);
@@ -66,41 +60,30 @@ impl IdentityConfig {
         let default_route = route_rt(&self.defaults, "defaults", &mut issues);
         for name in self.routes.keys() {
             if ctx.route_index(name).is_none() {
-                issues.push(ConfigIssue::new(
-                    format!("routes.{name}"),
-                    "no route with this name",
-                ));
+                issues.push(ConfigIssue::new(format!("routes.{name}"), "no route with this name"));
             }
         }
         let routes = ctx
             .routes
             .iter()
             .map(|r| match self.routes.get(&*r.name) {
-                Some(ov) => route_rt(
-                    &ov.apply(&self.defaults),
-                    &format!("routes.{}", r.name),
-                    &mut issues,
-                ),
+                Some(ov) => route_rt(&ov.apply(&self.defaults), &format!("routes.{}", r.name), &mut issues),
                 None => default_route.clone(),
             })
             .collect::<Vec<_>>();
         if !issues.is_empty() {
             return Err(issues);
         }
-        let (Some(default_route), Some(routes)) = (
-            default_route,
-            routes.into_iter().collect::<Option<Vec<_>>>(),
-        ) else {
+        let (Some(default_route), Some(routes)) =
+            (default_route, routes.into_iter().collect::<Option<Vec<_>>>())
+        else {
             return Err(vec![ConfigIssue::new("routes", "invalid route settings")]);
         };
         Ok(IdentityStage {
             issuers,
             by_iss,
             max_token_bytes: self.max_token_bytes,
-            cache: Cache::builder()
-                .max_capacity(self.token_cache_size)
-                .expire_after(ByExpiry)
-                .build(),
+            cache: Cache::builder().max_capacity(self.token_cache_size).expire_after(ByExpiry).build(),
             sessions: Sessions::new(self.idle_timeout_secs, self.session_cache_size),
             routes,
             default_route: Some(default_route),
@@ -114,10 +97,7 @@ impl IdentityConfig {
     fn check_limits(&self, issues: &mut Issues) {
         let j = &self.jwks;
         if !(256..=65_536).contains(&self.max_token_bytes) {
-            issues.push(ConfigIssue::new(
-                "max_token_bytes",
-                "must be between 256 and 65536",
-            ));
+            issues.push(ConfigIssue::new("max_token_bytes", "must be between 256 and 65536"));
         }
         if j.min_refresh_secs == 0 || j.min_refresh_secs > j.max_refresh_secs {
             issues.push(ConfigIssue::new(
@@ -132,16 +112,10 @@ impl IdentityConfig {
             ));
         }
         if j.fetch_timeout_ms == 0 {
-            issues.push(ConfigIssue::new(
-                "jwks.fetch_timeout_ms",
-                "must be at least 1",
-            ));
+            issues.push(ConfigIssue::new("jwks.fetch_timeout_ms", "must be at least 1"));
         }
         if self.token_cache_size == 0 || self.session_cache_size == 0 {
-            issues.push(ConfigIssue::new(
-                "token_cache_size",
-                "cache sizes must be at least 1",
-            ));
+            issues.push(ConfigIssue::new("token_cache_size", "cache sizes must be at least 1"));
         }
     }
 }
@@ -168,22 +142,13 @@ fn build_issuer(
         issues.push(ConfigIssue::new(key("issuer"), "must not be empty"));
     }
     if ic.audiences.is_empty() || ic.audiences.iter().any(String::is_empty) {
-        issues.push(ConfigIssue::new(
-            key("audiences"),
-            "at least one non-empty audience is required",
-        ));
+        issues.push(ConfigIssue::new(key("audiences"), "at least one non-empty audience is required"));
     }
     if ic.algorithms.is_empty() {
-        issues.push(ConfigIssue::new(
-            key("algorithms"),
-            "at least one algorithm is required",
-        ));
+        issues.push(ConfigIssue::new(key("algorithms"), "at least one algorithm is required"));
     }
     if ic.tenant.is_some() && ic.claims.tenant.is_some() {
-        issues.push(ConfigIssue::new(
-            key("tenant"),
-            "set either tenant or claims.tenant, not both",
-        ));
+        issues.push(ConfigIssue::new(key("tenant"), "set either tenant or claims.tenant, not both"));
     }
     let (mut mapping, mut required) = ic.preset.map(presets::preset).unwrap_or_default();
     mapping = presets::overlay(mapping, &ic.claims);
@@ -194,12 +159,7 @@ fn build_issuer(
         JwksSource::File(p) => Some(p.clone()),
         JwksSource::Https(_) => None,
     };
-    let keys = Arc::new(KeyStore::new(
-        Arc::clone(&label),
-        source,
-        cfg.jwks.clone(),
-        Arc::clone(clock),
-    ));
+    let keys = Arc::new(KeyStore::new(Arc::clone(&label), source, cfg.jwks.clone(), Arc::clone(clock)));
     // A JWKS file is loaded now, so `phigate check` reports a broken one and the issuer is ready
     // from the start.
     if let Some(p) = file {
@@ -207,10 +167,7 @@ fn build_issuer(
             .map_err(|e| e.to_string())
             .and_then(|b| keys.install(&b, None).map_err(|e| e.to_string()));
         if let Err(e) = loaded {
-            issues.push(ConfigIssue::new(
-                key("jwks_path"),
-                format!("cannot load the JWKS: {e}"),
-            ));
+            issues.push(ConfigIssue::new(key("jwks_path"), format!("cannot load the JWKS: {e}")));
         }
     }
     if issues.len() > before {
@@ -255,10 +212,7 @@ fn source(
             Some(JwksSource::File(resolve(dir, p)))
         }
         _ => {
-            issues.push(ConfigIssue::new(
-                key("jwks_uri"),
-                "set exactly one of jwks_uri and jwks_path",
-            ));
+            issues.push(ConfigIssue::new(key("jwks_uri"), "set exactly one of jwks_uri and jwks_path"));
             None
         }
     }
@@ -275,10 +229,7 @@ fn roots(ca: Option<PathBuf>, key: &str, issues: &mut Issues) -> Option<rustls::
         .unwrap_or_default();
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
-        issues.push(ConfigIssue::new(
-            key,
-            "no readable CA certificate in the file",
-        ));
+        issues.push(ConfigIssue::new(key, "no readable CA certificate in the file"));
         return None;
     }
     Some(store)
@@ -299,8 +250,5 @@ fn route_rt(p: &RoutePolicyConfig, key: &str, issues: &mut Issues) -> Option<Rou
         return None;
     }
     let challenges = Challenges::for_route(&p.mfa_acr, p.max_auth_age_secs)?;
-    Some(RouteRt {
-        policy: p.clone(),
-        challenges,
-    })
+    Some(RouteRt { policy: p.clone(), challenges })
 }

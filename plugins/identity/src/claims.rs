@@ -28,10 +28,7 @@ pub(crate) struct ClaimMap {
 fn or(p: Option<ClaimPath>, defaults: &[&str]) -> Vec<ClaimPath> {
     match p {
         Some(p) => vec![p],
-        None => defaults
-            .iter()
-            .map(|d| ClaimPath::Name((*d).to_owned()))
-            .collect(),
+        None => defaults.iter().map(|d| ClaimPath::Name((*d).to_owned())).collect(),
     }
 }
 
@@ -61,8 +58,7 @@ pub(crate) fn lookup<'a>(claims: &'a Map<String, Value>, paths: &[ClaimPath]) ->
         ClaimPath::Name(n) => claims.get(n),
         ClaimPath::Nested { path } => {
             let (first, rest) = path.split_first()?;
-            rest.iter()
-                .try_fold(claims.get(first)?, |v, k| v.as_object()?.get(k))
+            rest.iter().try_fold(claims.get(first)?, |v, k| v.as_object()?.get(k))
         }
     })
 }
@@ -80,32 +76,20 @@ fn string_list(v: Option<&Value>, what: &'static str) -> Result<Vec<String>, Aut
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(s.split_ascii_whitespace().map(String::from).collect()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(String::from)
-                    .ok_or(AuthError::Malformed(what))
-            })
-            .collect(),
+        Some(Value::Array(a)) => {
+            a.iter().map(|x| x.as_str().map(String::from).ok_or(AuthError::Malformed(what))).collect()
+        }
         Some(_) => Err(AuthError::Malformed(what)),
     }
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number, possibly fractional. Strings are refused.
-pub(crate) fn numeric_date(
-    v: Option<&Value>,
-    what: &'static str,
-) -> Result<Option<i64>, AuthError> {
+pub(crate) fn numeric_date(v: Option<&Value>, what: &'static str) -> Result<Option<i64>, AuthError> {
     match v {
         None => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.is_finite())
-                    .map(|f| f.floor() as i64)
-            })
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
             .map(Some)
             .ok_or(AuthError::Malformed(what)),
         Some(_) => Err(AuthError::Malformed(what)),
@@ -125,9 +109,7 @@ pub(crate) fn principal(
         .ok_or(AuthError::Malformed("subject claim missing"))?;
     let tenant = match fixed_tenant {
         Some(t) => Some(t.clone()),
-        None => {
-            opt_string(lookup(claims, &map.tenant), "tenant claim not a string")?.map(TenantId::new)
-        }
+        None => opt_string(lookup(claims, &map.tenant), "tenant claim not a string")?.map(TenantId::new),
     };
     // `acr` is one string in OIDC; Entra's `acrs` is an array: keep all values, space-joined.
     let acr = match lookup(claims, &map.acr) {
@@ -153,8 +135,7 @@ pub(crate) fn principal(
         roles: string_list(lookup(claims, &map.roles), "roles claim malformed")?,
         scopes: string_list(lookup(claims, &map.scopes), "scope claim malformed")?,
         fhir_user: opt_string(lookup(claims, &map.fhir_user), "fhirUser not a string")?,
-        patient: opt_string(lookup(claims, &map.patient), "patient not a string")?
-            .map(PatientId::new),
+        patient: opt_string(lookup(claims, &map.patient), "patient not a string")?.map(PatientId::new),
         session_id: opt_string(lookup(claims, &map.session_id), "session id not a string")?,
         client_id: opt_string(lookup(claims, &map.client_id), "client id not a string")?,
         amr: string_list(lookup(claims, &map.amr), "amr claim malformed")?,

@@ -47,11 +47,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock starting at the current time.
     pub fn new() -> Self {
-        ManualClock {
-            base: Instant::now(),
-            base_unix: unix_now(),
-            offset: Mutex::new(Duration::ZERO),
-        }
+        ManualClock { base: Instant::now(), base_unix: unix_now(), offset: Mutex::new(Duration::ZERO) }
     }
 
     /// Moves both readings forward.

@@ -301,12 +301,8 @@ impl RouteOverrideConfig {
             max_auth_age_secs: self.max_auth_age_secs.or(d.max_auth_age_secs),
             require_bound_token: self.require_bound_token.unwrap_or(d.require_bound_token),
             strip_authorization: self.strip_authorization.unwrap_or(d.strip_authorization),
-            forward_subject_header: self
-                .forward_subject_header
-                .unwrap_or(d.forward_subject_header),
-            forward_tenant_header: self
-                .forward_tenant_header
-                .unwrap_or(d.forward_tenant_header),
+            forward_subject_header: self.forward_subject_header.unwrap_or(d.forward_subject_header),
+            forward_tenant_header: self.forward_tenant_header.unwrap_or(d.forward_tenant_header),
         }
     }
 }
@@ -324,12 +320,7 @@ fn default_session_cache_size() -> u64 {
     100_000
 }
 fn default_algorithms() -> Vec<Algorithm> {
-    vec![
-        Algorithm::RS256,
-        Algorithm::PS256,
-        Algorithm::ES256,
-        Algorithm::EdDSA,
-    ]
+    vec![Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA]
 }
 fn default_leeway_secs() -> u64 {
     30
@@ -357,8 +348,5 @@ fn default_true() -> bool {
 }
 fn default_mfa_amr() -> Vec<String> {
     // RFC 8176 method values that involve a second factor or a possession/inherence factor.
-    ["mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "pop"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    ["mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "pop"].into_iter().map(String::from).collect()
 }

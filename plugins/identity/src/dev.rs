@@ -58,15 +58,10 @@ impl DevIssuer {
     pub fn es256(iss: impl Into<String>) -> Result<Self, DevIssuerError> {
         use p256::pkcs8::{EncodePrivateKey, LineEnding};
         let sk = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
-        let pem = sk
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(key_err)?
-            .to_string();
+        let pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?.to_string();
         let point = sk.verifying_key().to_encoded_point(false);
-        let (x, y) = (
-            point.x().ok_or(DevIssuerError::Algorithm)?,
-            point.y().ok_or(DevIssuerError::Algorithm)?,
-        );
+        let (x, y) =
+            (point.x().ok_or(DevIssuerError::Algorithm)?, point.y().ok_or(DevIssuerError::Algorithm)?);
         let kid = kid_for(point.as_bytes());
         let jwk = json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
             "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
@@ -87,10 +82,7 @@ impl DevIssuer {
     pub fn eddsa(iss: impl Into<String>) -> Result<Self, DevIssuerError> {
         use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
         let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-        let pem = sk
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(key_err)?
-            .to_string();
+        let pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?.to_string();
         let public = sk.verifying_key().to_bytes();
         let kid = kid_for(&public);
         let jwk = json!({"kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": kid,
@@ -191,8 +183,7 @@ impl DevIssuer {
             URL_SAFE_NO_PAD.encode(header.to_string()),
             URL_SAFE_NO_PAD.encode(payload.to_string())
         );
-        let sig =
-            jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).unwrap_or_default();
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg).unwrap_or_default();
         format!("{input}.{sig}")
     }
 }
@@ -310,21 +301,15 @@ mod tests {
 
     #[test]
     fn dev_issuers_publish_a_jwks_with_their_kid_and_sign_verifiable_tokens() {
-        for i in [
-            DevIssuer::es256("https://dev").unwrap(),
-            DevIssuer::eddsa("https://dev").unwrap(),
-        ] {
+        for i in [DevIssuer::es256("https://dev").unwrap(), DevIssuer::eddsa("https://dev").unwrap()] {
             let jwks: Value = serde_json::from_str(&i.jwks_json()).unwrap();
             assert_eq!(jwks["keys"][0]["kid"], i.kid());
             let t = i.sign(&i.claims("alice", "aud", 1).mfa(1).sid("s"));
-            let jwk: jsonwebtoken::jwk::Jwk =
-                serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
             let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
             let (input, sig) = t.rsplit_once('.').unwrap();
             assert!(jsonwebtoken::crypto::verify(sig, input.as_bytes(), &key, i.alg).unwrap());
-            assert!(i
-                .private_key_pem()
-                .starts_with("-----BEGIN PRIVATE KEY-----"));
+            assert!(i.private_key_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
         }
     }
 }

@@ -86,9 +86,8 @@ impl Challenges {
     /// quotable when the config was built.
     pub(crate) fn for_route(acr_values: &[String], max_age_secs: Option<u64>) -> Option<Self> {
         let mk = |desc: &str| {
-            let mut s = format!(
-                "Bearer error=\"insufficient_user_authentication\", error_description=\"{desc}\""
-            );
+            let mut s =
+                format!("Bearer error=\"insufficient_user_authentication\", error_description=\"{desc}\"");
             if !acr_values.is_empty() {
                 s.push_str(&format!(", acr_values=\"{}\"", acr_values.join(" ")));
             }
@@ -107,9 +106,7 @@ impl Challenges {
 /// Whether a config string may appear inside a quoted challenge parameter (RFC 6750 §3:
 /// `%x20-21 / %x23-5B / %x5D-7E`).
 pub(crate) fn quotable(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    !s.is_empty() && s.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// Turns a refusal into the denial the gateway sends.
@@ -132,9 +129,6 @@ pub(crate) fn denial(err: AuthError, challenges: &Challenges) -> Denial {
 }
 
 fn static_challenge(error: &str, code: ErrorCode) -> HeaderValue {
-    let s = format!(
-        "Bearer error=\"{error}\", error_description=\"{}\"",
-        code.message()
-    );
+    let s = format!("Bearer error=\"{error}\", error_description=\"{}\"", code.message());
     HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }

@@ -58,18 +58,15 @@ pub(crate) enum JwksSource {
 impl JwksSource {
     pub(crate) async fn fetch(&self, timeout: Duration) -> Result<Fetched, FetchError> {
         match self {
-            JwksSource::Https(h) => tokio::time::timeout(timeout, h.get())
-                .await
-                .map_err(|_| FetchError::Timeout)?,
+            JwksSource::Https(h) => {
+                tokio::time::timeout(timeout, h.get()).await.map_err(|_| FetchError::Timeout)?
+            }
             JwksSource::File(p) => {
                 let body = tokio::fs::read(p).await.map_err(FetchError::File)?;
                 if body.len() > MAX_JWKS_BYTES {
                     return Err(FetchError::Body);
                 }
-                Ok(Fetched {
-                    body: body.into(),
-                    max_age_secs: None,
-                })
+                Ok(Fetched { body: body.into(), max_age_secs: None })
             }
         }
     }
@@ -86,9 +83,7 @@ pub(crate) struct HttpsSource {
 
 impl std::fmt::Debug for HttpsSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpsSource")
-            .field("uri", &self.uri)
-            .finish()
+        f.debug_struct("HttpsSource").field("uri", &self.uri).finish()
     }
 }
 
@@ -100,12 +95,8 @@ impl HttpsSource {
             return Err("must use https");
         }
         let host = uri.host().ok_or("has no host")?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let server_name =
-            ServerName::try_from(host.clone()).map_err(|_| "host is not a valid name")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let server_name = ServerName::try_from(host.clone()).map_err(|_| "host is not a valid name")?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -122,21 +113,12 @@ impl HttpsSource {
     }
 
     async fn get(&self) -> Result<Fetched, FetchError> {
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(FetchError::Connect)?;
-        let tls = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(FetchError::Tls)?;
+        let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(FetchError::Connect)?;
+        let tls = self.tls.connect(self.server_name.clone(), tcp).await.map_err(FetchError::Tls)?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         let conn = tokio::spawn(conn);
         let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
-        let authority = self
-            .uri
-            .authority()
-            .map_or(self.host.as_str(), |a| a.as_str());
+        let authority = self.uri.authority().map_or(self.host.as_str(), |a| a.as_str());
         let req = Request::get(path)
             .header(HOST, authority)
             .header(ACCEPT, "application/json")
@@ -150,11 +132,8 @@ impl HttpsSource {
             conn.abort();
             return Err(FetchError::Status(resp.status()));
         }
-        let max_age_secs = resp
-            .headers()
-            .get(CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_max_age);
+        let max_age_secs =
+            resp.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(parse_max_age);
         let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
             .collect()
             .await

@@ -45,11 +45,7 @@ impl KeySet {
     /// The key for `kid` that may verify `alg`; without a kid, the only such key.
     pub(crate) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<&Arc<KeyEntry>> {
         match kid {
-            Some(k) => self
-                .by_kid
-                .get(k)
-                .map(|&i| &self.keys[i])
-                .filter(|e| e.algs.contains(&alg)),
+            Some(k) => self.by_kid.get(k).map(|&i| &self.keys[i]).filter(|e| e.algs.contains(&alg)),
             None => {
                 let mut it = self.keys.iter().filter(|e| e.algs.contains(&alg));
                 let first = it.next()?;
@@ -91,9 +87,8 @@ fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
     let mut algs = match &jwk.algorithm {
         AlgorithmParameters::RSA(p) => {
             use base64::Engine;
-            let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p.n.trim_end_matches('='))
-                .ok()?;
+            let n =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p.n.trim_end_matches('=')).ok()?;
             let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < 2048 {
                 return None;
@@ -121,11 +116,7 @@ fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
     if algs.is_empty() {
         return None;
     }
-    Some(KeyEntry {
-        kid: jwk.common.key_id.clone(),
-        key: DecodingKey::from_jwk(jwk).ok()?,
-        algs,
-    })
+    Some(KeyEntry { kid: jwk.common.key_id.clone(), key: DecodingKey::from_jwk(jwk).ok()?, algs })
 }
 
 fn declared_alg(ka: KeyAlgorithm) -> Option<Algorithm> {
@@ -183,17 +174,11 @@ impl KeyStore {
     /// The usable key set, if any (none before the first load or after `max_stale_secs`).
     pub(crate) fn keys(&self) -> Option<Arc<KeySet>> {
         let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
-        cur.as_ref()
-            .filter(|k| self.clock.now() < k.expires)
-            .map(Arc::clone)
+        cur.as_ref().filter(|k| self.clock.now() < k.expires).map(Arc::clone)
     }
 
     /// Installs a document (also used at build time for `jwks_path`). Returns the refresh delay.
-    pub(crate) fn install(
-        &self,
-        body: &[u8],
-        max_age_secs: Option<u64>,
-    ) -> Result<Duration, FetchError> {
+    pub(crate) fn install(&self, body: &[u8], max_age_secs: Option<u64>) -> Result<Duration, FetchError> {
         let (keys, digest) = parse_jwks(body)?;
         let ttl = Duration::from_secs(
             max_age_secs
@@ -207,11 +192,7 @@ impl KeyStore {
             Some(old) => old.generation + 1,
             None => 1,
         };
-        let by_kid = keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| k.kid.clone().map(|kid| (kid, i)))
-            .collect();
+        let by_kid = keys.iter().enumerate().filter_map(|(i, k)| k.kid.clone().map(|kid| (kid, i))).collect();
         metrics::jwks_keys(&self.label, keys.len());
         *cur = Some(Arc::new(KeySet {
             keys,
@@ -249,11 +230,8 @@ impl KeyStore {
 
     fn backoff(&self, failures: u32) -> Duration {
         let exp = failures.saturating_sub(1).min(30);
-        let secs = self
-            .bounds
-            .backoff_initial_secs
-            .saturating_mul(1u64 << exp)
-            .min(self.bounds.backoff_max_secs);
+        let secs =
+            self.bounds.backoff_initial_secs.saturating_mul(1u64 << exp).min(self.bounds.backoff_max_secs);
         Duration::from_secs(secs.max(1))
     }
 
@@ -271,9 +249,7 @@ impl KeyStore {
             return Some(k);
         }
         let min = Duration::from_secs(self.bounds.min_refresh_secs);
-        let recent = st
-            .last_attempt
-            .is_some_and(|t| self.clock.now().saturating_duration_since(t) < min);
+        let recent = st.last_attempt.is_some_and(|t| self.clock.now().saturating_duration_since(t) < min);
         if recent || st.failures > 0 {
             return None;
         }
@@ -313,8 +289,7 @@ mod tests {
     #[test]
     fn only_asymmetric_signature_keys_of_adequate_size_are_kept() {
         let es = DevIssuer::es256("i").unwrap();
-        let mut declared_rs =
-            json!({"kty": "RSA", "kid": "rs", "alg": "RS256", "n": b64(256), "e": "AQAB"});
+        let mut declared_rs = json!({"kty": "RSA", "kid": "rs", "alg": "RS256", "n": b64(256), "e": "AQAB"});
         let doc = json!({"keys": [
             es.jwk(),
             {"kty": "oct", "kid": "h", "k": "c2VjcmV0"},

@@ -35,8 +35,8 @@ mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Algorithm, ClaimMappingConfig, ClaimPath, IdentityConfig, IssuerConfig, JwksRefreshConfig,
-    Preset, RouteOverrideConfig, RoutePolicyConfig,
+    Algorithm, ClaimMappingConfig, ClaimPath, IdentityConfig, IssuerConfig, JwksRefreshConfig, Preset,
+    RouteOverrideConfig, RoutePolicyConfig,
 };
 pub use stage::IdentityStage;
 

@@ -41,10 +41,7 @@ static JWKS_REFRESH: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
 
 static JWKS_KEYS: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     let g = IntGaugeVec::new(
-        Opts::new(
-            "phigate_identity_jwks_keys",
-            "Usable signing keys currently loaded per issuer.",
-        ),
+        Opts::new("phigate_identity_jwks_keys", "Usable signing keys currently loaded per issuer."),
         &["issuer"],
     )
     .ok()?;
@@ -59,9 +56,7 @@ pub(crate) fn validation(result: &str) -> Option<IntCounter> {
 
 /// The counter for one cache outcome (`hit`, `miss`), resolved once.
 pub(crate) fn cache(outcome: &str) -> Option<IntCounter> {
-    TOKEN_CACHE
-        .as_ref()
-        .map(|v| v.with_label_values(&[outcome]))
+    TOKEN_CACHE.as_ref().map(|v| v.with_label_values(&[outcome]))
 }
 
 /// Counts a JWKS fetch (`success`, `failure`).
@@ -74,8 +69,7 @@ pub(crate) fn jwks_refresh(issuer: &str, result: &str) {
 /// Sets the usable key count of an issuer.
 pub(crate) fn jwks_keys(issuer: &str, n: usize) {
     if let Some(v) = JWKS_KEYS.as_ref() {
-        v.with_label_values(&[issuer])
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        v.with_label_values(&[issuer]).set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 

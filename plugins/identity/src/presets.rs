@@ -66,9 +66,7 @@ pub(crate) fn preset(p: Preset) -> (ClaimMappingConfig, BTreeMap<String, String>
         // `realm_access.roles`, space-separated `scope`, client in `azp`, session in `sid`,
         // level of authentication in `acr`, and `auth_time`.
         Preset::Keycloak => ClaimMappingConfig {
-            roles: Some(ClaimPath::Nested {
-                path: vec!["realm_access".to_owned(), "roles".to_owned()],
-            }),
+            roles: Some(ClaimPath::Nested { path: vec!["realm_access".to_owned(), "roles".to_owned()] }),
             scopes: name("scope"),
             client_id: name("azp"),
             session_id: name("sid"),
@@ -79,10 +77,7 @@ pub(crate) fn preset(p: Preset) -> (ClaimMappingConfig, BTreeMap<String, String>
 }
 
 /// Field-wise `explicit` over `base`.
-pub(crate) fn overlay(
-    base: ClaimMappingConfig,
-    explicit: &ClaimMappingConfig,
-) -> ClaimMappingConfig {
+pub(crate) fn overlay(base: ClaimMappingConfig, explicit: &ClaimMappingConfig) -> ClaimMappingConfig {
     let e = explicit.clone();
     ClaimMappingConfig {
         subject: e.subject.or(base.subject),

@@ -33,28 +33,16 @@ impl Sessions {
     pub(crate) fn new(idle_secs: u64, capacity: u64) -> Self {
         Sessions {
             idle: (idle_secs > 0).then(|| Duration::from_secs(idle_secs)),
-            cache: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(RETENTION)
-                .build(),
+            cache: Cache::builder().max_capacity(capacity).time_to_idle(RETENTION).build(),
         }
     }
 
     /// Records a request of session `key` at `now`, or refuses it.
-    pub(crate) fn touch(
-        &self,
-        key: [u8; 32],
-        auth_time: Option<i64>,
-        now: Instant,
-    ) -> Result<(), AuthError> {
+    pub(crate) fn touch(&self, key: [u8; 32], auth_time: Option<i64>, now: Instant) -> Result<(), AuthError> {
         let Some(idle) = self.idle else {
             return Ok(());
         };
-        let fresh = SessionState {
-            last_seen: now,
-            auth_time,
-            timed_out: false,
-        };
+        let fresh = SessionState { last_seen: now, auth_time, timed_out: false };
         let Some(s) = self.cache.get(&key) else {
             self.cache.insert(key, fresh);
             return Ok(());
@@ -69,22 +57,10 @@ impl Sessions {
             return Err(AuthError::IdleTimeout);
         }
         if now.saturating_duration_since(s.last_seen) > idle {
-            self.cache.insert(
-                key,
-                SessionState {
-                    timed_out: true,
-                    ..s
-                },
-            );
+            self.cache.insert(key, SessionState { timed_out: true, ..s });
             return Err(AuthError::IdleTimeout);
         }
-        self.cache.insert(
-            key,
-            SessionState {
-                last_seen: now,
-                ..s
-            },
-        );
+        self.cache.insert(key, SessionState { last_seen: now, ..s });
         Ok(())
     }
 }

@@ -112,13 +112,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     // RFC 6750 §3.1: more than one credential is `invalid_request`; also stops a proxy and the
     // gateway from picking different headers.
     if all.next().is_some() {
-        return Err(AuthError::InvalidRequest(
-            "more than one Authorization header",
-        ));
+        return Err(AuthError::InvalidRequest("more than one Authorization header"));
     }
-    let v = v
-        .to_str()
-        .map_err(|_| AuthError::InvalidRequest("Authorization is not visible ASCII"))?;
+    let v = v.to_str().map_err(|_| AuthError::InvalidRequest("Authorization is not visible ASCII"))?;
     let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Missing);
@@ -140,17 +136,10 @@ impl IdentityStage {
 
     fn still_valid(&self, v: &Verified, now: i64) -> bool {
         now < v.principal.expires_at.saturating_add(v.leeway)
-            && self.issuers[v.issuer]
-                .keys
-                .keys()
-                .is_some_and(|k| k.generation == v.generation)
+            && self.issuers[v.issuer].keys.keys().is_some_and(|k| k.generation == v.generation)
     }
 
-    async fn authenticate(
-        &self,
-        ctx: &RequestCtx,
-        route: &RouteRt,
-    ) -> Result<Arc<Verified>, AuthError> {
+    async fn authenticate(&self, ctx: &RequestCtx, route: &RouteRt) -> Result<Arc<Verified>, AuthError> {
         // RFC 6750 §2.3 query transport leaks tokens into logs and histories: not accepted.
         if ctx.request.query.iter().any(|q| q.name == "access_token") {
             return Err(AuthError::InvalidRequest("access_token query parameter"));
@@ -193,20 +182,15 @@ impl IdentityStage {
             (Some(_), Some(_)) => return Err(AuthError::Binding("client certificate differs")),
             (Some(_), None) => return Err(AuthError::Binding("no client certificate")),
             (None, _) if policy.require_bound_token => {
-                return Err(AuthError::Binding(
-                    "route requires a certificate-bound token",
-                ))
+                return Err(AuthError::Binding("route requires a certificate-bound token"))
             }
             (None, _) => {}
         }
-        self.sessions
-            .touch(v.session_key, p.auth_time, self.clock.now())?;
+        self.sessions.touch(v.session_key, p.auth_time, self.clock.now())?;
         if policy.require_mfa {
             let amr_ok = p.amr.iter().any(|m| policy.mfa_amr.contains(m));
-            let acr_ok = p
-                .acr
-                .as_deref()
-                .is_some_and(|a| a.split(' ').any(|x| policy.mfa_acr.iter().any(|w| w == x)));
+            let acr_ok =
+                p.acr.as_deref().is_some_and(|a| a.split(' ').any(|x| policy.mfa_acr.iter().any(|w| w == x)));
             if !(amr_ok || acr_ok) {
                 return Err(AuthError::MfaRequired);
             }
@@ -221,24 +205,17 @@ impl IdentityStage {
         if (policy.forward_subject_header && v.subject_hv.is_none())
             || (policy.forward_tenant_header && p.tenant.is_some() && v.tenant_hv.is_none())
         {
-            return Err(AuthError::Malformed(
-                "identity not representable in a header",
-            ));
+            return Err(AuthError::Malformed("identity not representable in a header"));
         }
         Ok(())
     }
 
     async fn validate(&self, token: &str, hash: [u8; 32], now: i64) -> Result<Verified, AuthError> {
         let p = token::parse(token)?;
-        let &idx = self
-            .by_iss
-            .get(p.iss.as_str())
-            .ok_or(AuthError::UnknownIssuer)?;
+        let &idx = self.by_iss.get(p.iss.as_str()).ok_or(AuthError::UnknownIssuer)?;
         let is = &self.issuers[idx];
         if !is.algorithms.contains(&p.alg) {
-            return Err(AuthError::Signature(
-                "algorithm not allowed for this issuer",
-            ));
+            return Err(AuthError::Signature("algorithm not allowed for this issuer"));
         }
         if is.require_typ {
             token::check_typ(p.typ.as_deref())?;
@@ -255,8 +232,7 @@ impl IdentityStage {
                 return Err(AuthError::Malformed("required claim value missing"));
             }
         }
-        let principal =
-            claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
+        let principal = claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
         let session_key = match &principal.session_id {
             Some(sid) => {
                 let mut h = Sha256::new();
@@ -292,9 +268,7 @@ impl IdentityStage {
             ctx.upstream.remove_headers.push(AUTHORIZATION);
         }
         if let (true, Some(h)) = (p.forward_subject_header, &v.subject_hv) {
-            ctx.upstream
-                .set_headers
-                .push((X_PHIGATE_SUBJECT, h.clone()));
+            ctx.upstream.set_headers.push((X_PHIGATE_SUBJECT, h.clone()));
         }
         if let (true, Some(h)) = (p.forward_tenant_header, &v.tenant_hv) {
             ctx.upstream.set_headers.push((X_PHIGATE_TENANT, h.clone()));
@@ -307,11 +281,9 @@ impl IdentityStage {
 async fn select_keys(is: &IssuerRt, p: &token::Parsed<'_>) -> Result<Arc<KeySet>, AuthError> {
     let set = is.keys.keys().ok_or(AuthError::KeysUnavailable)?;
     match p.kid.as_deref() {
-        Some(kid) if set.find(Some(kid), p.alg).is_none() => is
-            .keys
-            .refetch_for_kid(kid)
-            .await
-            .ok_or(AuthError::Signature("unknown kid")),
+        Some(kid) if set.find(Some(kid), p.alg).is_none() => {
+            is.keys.refetch_for_kid(kid).await.ok_or(AuthError::Signature("unknown kid"))
+        }
         _ => Ok(set),
     }
 }
@@ -330,10 +302,7 @@ impl Stage for IdentityStage {
     }
 
     fn background_tasks(&self) -> Vec<BackgroundTask> {
-        self.issuers
-            .iter()
-            .map(|i| Box::pin(Arc::clone(&i.keys).run()) as BackgroundTask)
-            .collect()
+        self.issuers.iter().map(|i| Box::pin(Arc::clone(&i.keys).run()) as BackgroundTask).collect()
     }
 
     async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {

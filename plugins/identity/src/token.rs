@@ -64,32 +64,26 @@ fn alg(s: &str) -> Result<Algorithm, AuthError> {
 }
 
 fn b64(part: &str) -> Result<Vec<u8>, AuthError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| AuthError::Malformed("segment is not base64url"))
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| AuthError::Malformed("segment is not base64url"))
 }
 
 /// Splits and decodes the token, and applies the header rules.
 pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
-    let (signing_input, signature) = token
-        .rsplit_once('.')
-        .ok_or(AuthError::Malformed("not a compact JWS"))?;
-    let (h, p) = signing_input
-        .split_once('.')
-        .ok_or(AuthError::Malformed("not a compact JWS"))?;
+    let (signing_input, signature) =
+        token.rsplit_once('.').ok_or(AuthError::Malformed("not a compact JWS"))?;
+    let (h, p) = signing_input.split_once('.').ok_or(AuthError::Malformed("not a compact JWS"))?;
     if p.contains('.') || h.is_empty() || p.is_empty() || signature.is_empty() {
         return Err(AuthError::Malformed("not a compact JWS"));
     }
-    let header: RawHeader = serde_json::from_slice(&b64(h)?)
-        .map_err(|_| AuthError::Malformed("header is not a JOSE header"))?;
+    let header: RawHeader =
+        serde_json::from_slice(&b64(h)?).map_err(|_| AuthError::Malformed("header is not a JOSE header"))?;
     // RFC 7515 §4.1.11: we implement no extensions, so any `crit` makes the token invalid.
     if header.crit.is_some() {
         return Err(AuthError::Malformed("crit header present"));
     }
     // Keys come from the issuer's configured JWKS only; a token naming its own key or key URL
     // is an attack (CVE-2018-0114 style embedded jwk, jku/x5u SSRF).
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some()
-    {
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
         return Err(AuthError::Signature("key reference header present"));
     }
     let alg = alg(&header.alg)?;
@@ -99,15 +93,7 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
         Some(_) => return Err(AuthError::Malformed("iss is not a string")),
         None => return Err(AuthError::Malformed("iss missing")),
     };
-    Ok(Parsed {
-        alg,
-        kid: header.kid,
-        typ: header.typ,
-        signing_input,
-        signature,
-        claims,
-        iss,
-    })
+    Ok(Parsed { alg, kid: header.kid, typ: header.typ, signing_input, signature, claims, iss })
 }
 
 /// A JSON object with no duplicate member names: two `iss` or two `exp` would let two parsers
@@ -123,10 +109,7 @@ fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthError> {
                 fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                     f.write_str("a JSON object")
                 }
-                fn visit_map<A: serde::de::MapAccess<'de>>(
-                    self,
-                    mut a: A,
-                ) -> Result<Strict, A::Error> {
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Strict, A::Error> {
                     let mut m = Map::new();
                     while let Some((k, v)) = a.next_entry::<String, Value>()? {
                         if m.insert(k, v).is_some() {
@@ -145,10 +128,7 @@ fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthError> {
 }
 
 /// Verifies the signature with `jsonwebtoken`'s RustCrypto backend.
-pub(crate) fn verify_signature(
-    p: &Parsed<'_>,
-    key: &jsonwebtoken::DecodingKey,
-) -> Result<(), AuthError> {
+pub(crate) fn verify_signature(p: &Parsed<'_>, key: &jsonwebtoken::DecodingKey) -> Result<(), AuthError> {
     let alg = match p.alg {
         Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
         Algorithm::RS384 => jsonwebtoken::Algorithm::RS384,
@@ -168,16 +148,12 @@ pub(crate) fn verify_signature(
 
 /// Time claims, checked after the signature: `exp` and `iat` required NumericDates, `nbf`
 /// optional. Returns `exp`.
-pub(crate) fn check_times(
-    claims: &Map<String, Value>,
-    now: i64,
-    leeway: i64,
-) -> Result<i64, AuthError> {
+pub(crate) fn check_times(claims: &Map<String, Value>, now: i64, leeway: i64) -> Result<i64, AuthError> {
     use crate::claims::numeric_date;
-    let exp = numeric_date(claims.get("exp"), "exp not numeric")?
-        .ok_or(AuthError::Malformed("exp missing"))?;
-    let iat = numeric_date(claims.get("iat"), "iat not numeric")?
-        .ok_or(AuthError::Malformed("iat missing"))?;
+    let exp =
+        numeric_date(claims.get("exp"), "exp not numeric")?.ok_or(AuthError::Malformed("exp missing"))?;
+    let iat =
+        numeric_date(claims.get("iat"), "iat not numeric")?.ok_or(AuthError::Malformed("iat missing"))?;
     let nbf = numeric_date(claims.get("nbf"), "nbf not numeric")?;
     if now >= exp.saturating_add(leeway) {
         return Err(AuthError::Expired);
@@ -195,9 +171,9 @@ pub(crate) fn check_times(
 pub(crate) fn check_audience(v: Option<&Value>, accepted: &[String]) -> Result<(), AuthError> {
     let ok = match v {
         Some(Value::String(s)) => accepted.iter().any(|a| a == s),
-        Some(Value::Array(items)) => items
-            .iter()
-            .any(|i| i.as_str().is_some_and(|s| accepted.iter().any(|a| a == s))),
+        Some(Value::Array(items)) => {
+            items.iter().any(|i| i.as_str().is_some_and(|s| accepted.iter().any(|a| a == s)))
+        }
         _ => false,
     };
     if ok {
@@ -210,11 +186,7 @@ pub(crate) fn check_audience(v: Option<&Value>, accepted: &[String]) -> Result<(
 /// RFC 9068 §4: `typ` must be `at+jwt` (or `application/at+jwt`), case-insensitively.
 pub(crate) fn check_typ(typ: Option<&str>) -> Result<(), AuthError> {
     match typ {
-        Some(t)
-            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") =>
-        {
-            Ok(())
-        }
+        Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => Ok(()),
         _ => Err(AuthError::Malformed("typ is not at+jwt")),
     }
 }

@@ -48,15 +48,7 @@ defaults: {{ require_mfa: false }}
     );
     let routes = routes(&["a"]);
     let stage = build(&yaml, &routes, &dir);
-    Fx {
-        es,
-        rsa,
-        ps,
-        ed,
-        strict,
-        stage,
-        routes,
-    }
+    Fx { es, rsa, ps, ed, strict, stage, routes }
 }
 
 fn claims(i: &DevIssuer) -> DevClaims {
@@ -74,12 +66,7 @@ fn raw(header: &Value, payload: &Value, sig: &str) -> String {
 impl Fx {
     async fn deny(&self, token: &str, code: ErrorCode) {
         let mut ctx = bearer(&self.routes[0], token);
-        assert_denied(
-            run(&self.stage, &mut ctx).await,
-            code,
-            Some(&invalid_token(code)),
-            token,
-        );
+        assert_denied(run(&self.stage, &mut ctx).await, code, Some(&invalid_token(code)), token);
     }
 
     async fn accept(&self, token: &str) {
@@ -104,11 +91,9 @@ async fn alg_none_in_any_casing_is_refused() {
     for alg in ["none", "None", "NONE", "nOnE"] {
         let h = json!({"alg": alg, "kid": f.es.kid()});
         // Unsigned (empty signature): not even a JWS.
-        f.deny(&raw(&h, &payload, ""), ErrorCode::TokenMalformed)
-            .await;
+        f.deny(&raw(&h, &payload, ""), ErrorCode::TokenMalformed).await;
         // With some signature bytes: the algorithm itself is refused.
-        f.deny(&raw(&h, &payload, "c2ln"), ErrorCode::TokenSignatureInvalid)
-            .await;
+        f.deny(&raw(&h, &payload, "c2ln"), ErrorCode::TokenSignatureInvalid).await;
     }
 }
 
@@ -117,19 +102,13 @@ async fn hs256_signed_with_the_issuers_public_key_is_refused() {
     let f = fx();
     let payload = Value::Object(claims(&f.rsa).0);
     let h = json!({"alg": "HS256", "kid": f.rsa.kid()});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(h.to_string()),
-        URL_SAFE_NO_PAD.encode(payload.to_string())
-    );
+    let input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(h.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()));
     // The classic confusion: the attacker HMACs with what the verifier would load as the key.
     for secret in [f.rsa.jwk().to_string(), f.rsa.jwks_json()] {
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-        let sig =
-            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-                .unwrap();
-        f.deny(&format!("{input}.{sig}"), ErrorCode::TokenSignatureInvalid)
-            .await;
+        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+        f.deny(&format!("{input}.{sig}"), ErrorCode::TokenSignatureInvalid).await;
     }
 }
 
@@ -137,29 +116,15 @@ async fn hs256_signed_with_the_issuers_public_key_is_refused() {
 async fn unknown_kid_is_refused() {
     let f = fx();
     let h = json!({"alg": "ES256", "kid": "not-a-key"});
-    f.deny(
-        &f.es.sign_raw(&h, &Value::Object(claims(&f.es).0)),
-        ErrorCode::TokenSignatureInvalid,
-    )
-    .await;
+    f.deny(&f.es.sign_raw(&h, &Value::Object(claims(&f.es).0)), ErrorCode::TokenSignatureInvalid).await;
 }
 
 #[tokio::test]
 async fn kid_with_path_or_sql_characters_is_refused() {
     let f = fx();
-    for kid in [
-        "../../../../etc/passwd",
-        "' OR '1'='1",
-        "x; DROP TABLE keys; --",
-        "/dev/null",
-        "%2e%2e%2f",
-    ] {
+    for kid in ["../../../../etc/passwd", "' OR '1'='1", "x; DROP TABLE keys; --", "/dev/null", "%2e%2e%2f"] {
         let h = json!({"alg": "ES256", "kid": kid});
-        f.deny(
-            &f.es.sign_raw(&h, &Value::Object(claims(&f.es).0)),
-            ErrorCode::TokenSignatureInvalid,
-        )
-        .await;
+        f.deny(&f.es.sign_raw(&h, &Value::Object(claims(&f.es).0)), ErrorCode::TokenSignatureInvalid).await;
     }
 }
 
@@ -175,11 +140,7 @@ async fn key_reference_headers_are_never_followed_even_with_a_valid_signature() 
     ] {
         let mut h = json!({"alg": "ES256", "kid": f.es.kid()});
         h[name] = value;
-        f.deny(
-            &f.es.sign_raw(&h, &payload),
-            ErrorCode::TokenSignatureInvalid,
-        )
-        .await;
+        f.deny(&f.es.sign_raw(&h, &payload), ErrorCode::TokenSignatureInvalid).await;
     }
 }
 
@@ -187,18 +148,13 @@ async fn key_reference_headers_are_never_followed_even_with_a_valid_signature() 
 async fn crit_header_is_refused() {
     let f = fx();
     let h = json!({"alg": "ES256", "kid": f.es.kid(), "crit": ["exp"], "exp": 1});
-    f.deny(
-        &f.es.sign_raw(&h, &Value::Object(claims(&f.es).0)),
-        ErrorCode::TokenMalformed,
-    )
-    .await;
+    f.deny(&f.es.sign_raw(&h, &Value::Object(claims(&f.es).0)), ErrorCode::TokenMalformed).await;
 }
 
 #[tokio::test]
 async fn iss_as_array_is_refused_even_if_it_contains_a_trusted_issuer() {
     let f = fx();
-    let t =
-        f.es.sign(&claims(&f.es).set("iss", json!(["https://es.test"])));
+    let t = f.es.sign(&claims(&f.es).set("iss", json!(["https://es.test"])));
     f.deny(&t, ErrorCode::TokenMalformed).await;
     let t = f.es.sign(&claims(&f.es).set("iss", json!({"x": 1})));
     f.deny(&t, ErrorCode::TokenMalformed).await;
@@ -208,41 +164,17 @@ async fn iss_as_array_is_refused_even_if_it_contains_a_trusted_issuer() {
 async fn exp_as_string_missing_exp_and_missing_iat_are_refused() {
     let f = fx();
     let later = (now() + 600).to_string();
-    f.deny(
-        &f.es.sign(&claims(&f.es).set("exp", later)),
-        ErrorCode::TokenMalformed,
-    )
-    .await;
-    f.deny(
-        &f.es.sign(&claims(&f.es).remove("exp")),
-        ErrorCode::TokenMalformed,
-    )
-    .await;
-    f.deny(
-        &f.es.sign(&claims(&f.es).remove("iat")),
-        ErrorCode::TokenMalformed,
-    )
-    .await;
-    f.deny(
-        &f.es.sign(&claims(&f.es).set("iat", "yesterday")),
-        ErrorCode::TokenMalformed,
-    )
-    .await;
+    f.deny(&f.es.sign(&claims(&f.es).set("exp", later)), ErrorCode::TokenMalformed).await;
+    f.deny(&f.es.sign(&claims(&f.es).remove("exp")), ErrorCode::TokenMalformed).await;
+    f.deny(&f.es.sign(&claims(&f.es).remove("iat")), ErrorCode::TokenMalformed).await;
+    f.deny(&f.es.sign(&claims(&f.es).set("iat", "yesterday")), ErrorCode::TokenMalformed).await;
 }
 
 #[tokio::test]
 async fn future_nbf_and_future_iat_are_refused() {
     let f = fx();
-    f.deny(
-        &f.es.sign(&claims(&f.es).nbf(now() + 3600)),
-        ErrorCode::TokenNotYetValid,
-    )
-    .await;
-    f.deny(
-        &f.es.sign(&claims(&f.es).iat(now() + 3600)),
-        ErrorCode::TokenNotYetValid,
-    )
-    .await;
+    f.deny(&f.es.sign(&claims(&f.es).nbf(now() + 3600)), ErrorCode::TokenNotYetValid).await;
+    f.deny(&f.es.sign(&claims(&f.es).iat(now() + 3600)), ErrorCode::TokenNotYetValid).await;
 }
 
 #[tokio::test]
@@ -254,19 +186,14 @@ async fn duplicate_claims_are_refused() {
         now(),
         now() + 600
     );
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(h.to_string()),
-        URL_SAFE_NO_PAD.encode(body)
-    );
+    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(h.to_string()), URL_SAFE_NO_PAD.encode(body));
     // Validly signed by the real key: the duplicate itself is what is refused.
     let sig = {
         let pem = f.es.private_key_pem();
         let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
         jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256).unwrap()
     };
-    f.deny(&format!("{input}.{sig}"), ErrorCode::TokenMalformed)
-        .await;
+    f.deny(&format!("{input}.{sig}"), ErrorCode::TokenMalformed).await;
 }
 
 #[tokio::test]
@@ -284,12 +211,7 @@ async fn access_token_query_parameter_is_refused_as_invalid_request() {
         with_query(request(&f.routes[0], &[]), "access_token", &t),
         with_query(bearer(&f.routes[0], &t), "access_token", &t),
     ] {
-        assert_denied(
-            run(&f.stage, &mut ctx).await,
-            ErrorCode::TokenMalformed,
-            Some(&invalid_request()),
-            &t,
-        );
+        assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::TokenMalformed, Some(&invalid_request()), &t);
     }
 }
 
@@ -299,19 +221,9 @@ async fn two_authorization_headers_are_refused_as_invalid_request() {
     let t = f.es.sign(&claims(&f.es));
     let h = format!("Bearer {t}");
     let mut ctx = request(&f.routes[0], &[&h, &h]);
-    assert_denied(
-        run(&f.stage, &mut ctx).await,
-        ErrorCode::TokenMalformed,
-        Some(&invalid_request()),
-        &t,
-    );
+    assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::TokenMalformed, Some(&invalid_request()), &t);
     let mut ctx = request(&f.routes[0], &[&h, "Basic YTpi"]);
-    assert_denied(
-        run(&f.stage, &mut ctx).await,
-        ErrorCode::TokenMalformed,
-        Some(&invalid_request()),
-        &t,
-    );
+    assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::TokenMalformed, Some(&invalid_request()), &t);
 }
 
 #[tokio::test]
@@ -327,11 +239,7 @@ async fn header_alg_that_does_not_fit_the_key_is_refused() {
     let f = fx();
     // kid of the EC key with an RSA algorithm: no key fits, so no verification is attempted.
     let h = json!({"alg": "RS256", "kid": f.es.kid()});
-    f.deny(
-        &f.rsa.sign_raw(&h, &Value::Object(claims(&f.es).0)),
-        ErrorCode::TokenSignatureInvalid,
-    )
-    .await;
+    f.deny(&f.rsa.sign_raw(&h, &Value::Object(claims(&f.es).0)), ErrorCode::TokenSignatureInvalid).await;
 }
 
 #[tokio::test]
@@ -339,20 +247,12 @@ async fn token_signed_by_another_issuers_key_is_refused() {
     let f = fx();
     // Right iss and kid of es.test, but signed by the strict issuer's key.
     let h = json!({"alg": "ES256", "kid": f.es.kid()});
-    f.deny(
-        &f.strict.sign_raw(&h, &Value::Object(claims(&f.es).0)),
-        ErrorCode::TokenSignatureInvalid,
-    )
-    .await;
+    f.deny(&f.strict.sign_raw(&h, &Value::Object(claims(&f.es).0)), ErrorCode::TokenSignatureInvalid).await;
 }
 
 #[tokio::test]
 async fn issuer_requiring_at_jwt_refuses_an_id_token_typ() {
     let f = fx();
     let h = json!({"alg": "ES256", "kid": f.strict.kid(), "typ": "JWT"});
-    f.deny(
-        &f.strict.sign_raw(&h, &Value::Object(claims(&f.strict).0)),
-        ErrorCode::TokenMalformed,
-    )
-    .await;
+    f.deny(&f.strict.sign_raw(&h, &Value::Object(claims(&f.strict).0)), ErrorCode::TokenMalformed).await;
 }

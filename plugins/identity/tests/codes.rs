@@ -83,23 +83,10 @@ async fn route_can_strip_authorization_and_forward_identity_headers() {
     let token = f.idp.sign(&f.good());
     let mut ctx = bearer(&f.routes[3], &token);
     run(&f.stage, &mut ctx).await.unwrap();
-    assert_eq!(
-        ctx.upstream.remove_headers,
-        vec![http::header::AUTHORIZATION]
-    );
-    let set: Vec<_> = ctx
-        .upstream
-        .set_headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
-        .collect();
-    assert_eq!(
-        set,
-        vec![
-            ("x-phigate-subject", "alice"),
-            ("x-phigate-tenant", "tenant-a")
-        ]
-    );
+    assert_eq!(ctx.upstream.remove_headers, vec![http::header::AUTHORIZATION]);
+    let set: Vec<_> =
+        ctx.upstream.set_headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap())).collect();
+    assert_eq!(set, vec![("x-phigate-subject", "alice"), ("x-phigate-tenant", "tenant-a")]);
 }
 
 #[tokio::test]
@@ -110,48 +97,23 @@ async fn tenant_named_by_route_is_not_overwritten() {
     ctx.tenant = Some("tenant-b".into());
     run(&f.stage, &mut ctx).await.unwrap();
     assert_eq!(ctx.tenant.unwrap().as_str(), "tenant-b");
-    assert_eq!(
-        ctx.principal.unwrap().tenant.as_ref().unwrap().as_str(),
-        "tenant-a"
-    );
+    assert_eq!(ctx.principal.unwrap().tenant.as_ref().unwrap().as_str(), "tenant-a");
 }
 
 #[tokio::test]
 async fn missing_token_is_401_token_missing_with_bare_challenge() {
     let f = fx();
     let mut ctx = request(&f.routes[0], &[]);
-    assert_denied(
-        run(&f.stage, &mut ctx).await,
-        ErrorCode::TokenMissing,
-        Some("Bearer"),
-        "",
-    );
+    assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::TokenMissing, Some("Bearer"), "");
     let mut ctx = request(&f.routes[0], &["Basic YWxpY2U6cHc="]);
-    assert_denied(
-        run(&f.stage, &mut ctx).await,
-        ErrorCode::TokenMissing,
-        Some("Bearer"),
-        "",
-    );
+    assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::TokenMissing, Some("Bearer"), "");
 }
 
 #[tokio::test]
 async fn garbage_token_is_401_token_malformed_invalid_token() {
     let f = fx();
-    for t in [
-        "abc",
-        "a.b",
-        "a.b.c.d",
-        "eyJhbGciOiJFUzI1NiJ9.e30.",
-        "!!!.x.y",
-    ] {
-        f.deny(
-            0,
-            t,
-            ErrorCode::TokenMalformed,
-            Some(&invalid_token(ErrorCode::TokenMalformed)),
-        )
-        .await;
+    for t in ["abc", "a.b", "a.b.c.d", "eyJhbGciOiJFUzI1NiJ9.e30.", "!!!.x.y"] {
+        f.deny(0, t, ErrorCode::TokenMalformed, Some(&invalid_token(ErrorCode::TokenMalformed))).await;
     }
 }
 
@@ -159,25 +121,14 @@ async fn garbage_token_is_401_token_malformed_invalid_token() {
 async fn empty_bearer_is_401_token_malformed_invalid_request() {
     let f = fx();
     let mut ctx = request(&f.routes[0], &["Bearer "]);
-    assert_denied(
-        run(&f.stage, &mut ctx).await,
-        ErrorCode::TokenMalformed,
-        Some(&invalid_request()),
-        "",
-    );
+    assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::TokenMalformed, Some(&invalid_request()), "");
 }
 
 #[tokio::test]
 async fn expired_token_is_401_token_expired() {
     let f = fx();
     let token = f.idp.sign(&f.good().iat(now() - 4000).exp(now() - 31));
-    f.deny(
-        0,
-        &token,
-        ErrorCode::TokenExpired,
-        Some(&invalid_token(ErrorCode::TokenExpired)),
-    )
-    .await;
+    f.deny(0, &token, ErrorCode::TokenExpired, Some(&invalid_token(ErrorCode::TokenExpired))).await;
 }
 
 #[tokio::test]
@@ -192,13 +143,7 @@ async fn token_within_leeway_of_exp_is_accepted() {
 async fn future_nbf_is_401_token_not_yet_valid() {
     let f = fx();
     let token = f.idp.sign(&f.good().nbf(now() + 600));
-    f.deny(
-        0,
-        &token,
-        ErrorCode::TokenNotYetValid,
-        Some(&invalid_token(ErrorCode::TokenNotYetValid)),
-    )
-    .await;
+    f.deny(0, &token, ErrorCode::TokenNotYetValid, Some(&invalid_token(ErrorCode::TokenNotYetValid))).await;
 }
 
 #[tokio::test]
@@ -207,12 +152,7 @@ async fn tampered_payload_is_401_token_signature_invalid() {
     let token = f.idp.sign(&f.good());
     let other = f.idp.sign(&f.good().set("sub", "mallory"));
     let parts: Vec<_> = token.split('.').collect();
-    let forged = format!(
-        "{}.{}.{}",
-        parts[0],
-        other.split('.').nth(1).unwrap(),
-        parts[2]
-    );
+    let forged = format!("{}.{}.{}", parts[0], other.split('.').nth(1).unwrap(), parts[2]);
     f.deny(
         0,
         &forged,
@@ -226,23 +166,15 @@ async fn tampered_payload_is_401_token_signature_invalid() {
 async fn unknown_issuer_is_401_token_issuer_unknown() {
     let f = fx();
     let token = f.idp.sign(&f.good().set("iss", "https://evil.test"));
-    f.deny(
-        0,
-        &token,
-        ErrorCode::TokenIssuerUnknown,
-        Some(&invalid_token(ErrorCode::TokenIssuerUnknown)),
-    )
-    .await;
+    f.deny(0, &token, ErrorCode::TokenIssuerUnknown, Some(&invalid_token(ErrorCode::TokenIssuerUnknown)))
+        .await;
 }
 
 #[tokio::test]
 async fn aud_mismatch_is_401_token_audience_invalid() {
     let f = fx();
-    for aud in [
-        serde_json::json!("https://other.test"),
-        serde_json::json!(["a", "b"]),
-        serde_json::json!(7),
-    ] {
+    for aud in [serde_json::json!("https://other.test"), serde_json::json!(["a", "b"]), serde_json::json!(7)]
+    {
         let token = f.idp.sign(&f.good().set("aud", aud));
         f.deny(
             0,
@@ -253,24 +185,15 @@ async fn aud_mismatch_is_401_token_audience_invalid() {
         .await;
     }
     let token = f.idp.sign(&f.good().remove("aud"));
-    f.deny(
-        0,
-        &token,
-        ErrorCode::TokenAudienceInvalid,
-        Some(&invalid_token(ErrorCode::TokenAudienceInvalid)),
-    )
-    .await;
+    f.deny(0, &token, ErrorCode::TokenAudienceInvalid, Some(&invalid_token(ErrorCode::TokenAudienceInvalid)))
+        .await;
 }
 
 #[tokio::test]
 async fn aud_array_containing_ours_is_accepted() {
     let f = fx();
-    let token = f
-        .idp
-        .sign(&f.good().set("aud", serde_json::json!(["x", AUD])));
-    assert!(run(&f.stage, &mut bearer(&f.routes[0], &token))
-        .await
-        .is_ok());
+    let token = f.idp.sign(&f.good().set("aud", serde_json::json!(["x", AUD])));
+    assert!(run(&f.stage, &mut bearer(&f.routes[0], &token)).await.is_ok());
 }
 
 #[tokio::test]
@@ -286,18 +209,14 @@ async fn password_only_token_is_401_mfa_required_step_up() {
                  acr_values=\"urn:phigate:mfa\", max_age=\"300\"";
     f.deny(1, &token, ErrorCode::MfaRequired, Some(www_b)).await;
     // A route that does not require MFA accepts it.
-    assert!(run(&f.stage, &mut bearer(&f.routes[3], &token))
-        .await
-        .is_ok());
+    assert!(run(&f.stage, &mut bearer(&f.routes[3], &token)).await.is_ok());
 }
 
 #[tokio::test]
 async fn configured_acr_proves_mfa() {
     let f = fx();
     let token = f.idp.sign(&f.good().amr(&["pwd"]).acr("urn:phigate:mfa"));
-    assert!(run(&f.stage, &mut bearer(&f.routes[1], &token))
-        .await
-        .is_ok());
+    assert!(run(&f.stage, &mut bearer(&f.routes[1], &token)).await.is_ok());
 }
 
 #[tokio::test]
@@ -321,25 +240,16 @@ async fn bound_token_without_matching_cert_is_401_token_binding_mismatch() {
     let good_tp = cert_thumbprint(b"client cert der");
     let token = f.idp.sign(&f.good().cnf_x5t_s256(&good_tp));
     // No client certificate on the connection.
-    f.deny(0, &token, ErrorCode::TokenBindingMismatch, Some(&www))
-        .await;
+    f.deny(0, &token, ErrorCode::TokenBindingMismatch, Some(&www)).await;
     // Another certificate.
     let mut ctx = bearer(&f.routes[0], &token);
     ctx.client.cert_thumbprint = Some(cert_thumbprint(b"other cert der").into());
-    assert_denied(
-        run(&f.stage, &mut ctx).await,
-        ErrorCode::TokenBindingMismatch,
-        Some(&www),
-        &token,
-    );
+    assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::TokenBindingMismatch, Some(&www), &token);
     // The bound certificate.
     let mut ctx = bearer(&f.routes[2], &token);
     ctx.client.cert_thumbprint = Some(good_tp.as_str().into());
     assert!(run(&f.stage, &mut ctx).await.is_ok());
-    assert_eq!(
-        ctx.principal.unwrap().cert_thumbprint.as_deref(),
-        Some(good_tp.as_str())
-    );
+    assert_eq!(ctx.principal.unwrap().cert_thumbprint.as_deref(), Some(good_tp.as_str()));
 }
 
 #[tokio::test]
@@ -359,25 +269,16 @@ async fn route_requiring_bound_tokens_refuses_unbound_token() {
 #[tokio::test]
 async fn dpop_bound_token_is_refused_as_bearer() {
     let f = fx();
-    let token = f
-        .idp
-        .sign(&f.good().set("cnf", serde_json::json!({"jkt": "abc"})));
-    f.deny(
-        0,
-        &token,
-        ErrorCode::TokenBindingMismatch,
-        Some(&invalid_token(ErrorCode::TokenBindingMismatch)),
-    )
-    .await;
+    let token = f.idp.sign(&f.good().set("cnf", serde_json::json!({"jkt": "abc"})));
+    f.deny(0, &token, ErrorCode::TokenBindingMismatch, Some(&invalid_token(ErrorCode::TokenBindingMismatch)))
+        .await;
 }
 
 #[tokio::test]
 async fn second_request_with_same_token_is_a_cache_hit_and_still_checks_the_route() {
     let f = fx();
     let token = f.idp.sign(&f.good().amr(&["pwd"]));
-    assert!(run(&f.stage, &mut bearer(&f.routes[3], &token))
-        .await
-        .is_ok());
+    assert!(run(&f.stage, &mut bearer(&f.routes[3], &token)).await.is_ok());
     // Cached as valid, but route a still demands MFA.
     f.deny(0, &token, ErrorCode::MfaRequired, Some("Bearer error=\"insufficient_user_authentication\", error_description=\"Multi-factor authentication is required.\"")).await;
 }

@@ -12,10 +12,7 @@ fn issues(yaml: &str, route_names: &[&str]) -> Vec<ConfigIssue> {
     let cfg: IdentityConfig = serde_yaml::from_str(yaml).unwrap();
     let dir = temp_dir("config");
     let routes = routes(route_names);
-    match cfg.build(&StageBuildCtx {
-        routes: &routes,
-        config_dir: &dir,
-    }) {
+    match cfg.build(&StageBuildCtx { routes: &routes, config_dir: &dir }) {
         Ok(_) => Vec::new(),
         Err(e) => e,
     }
@@ -88,34 +85,20 @@ fn relative_jwks_path_resolves_against_the_config_dir() {
     )
     .unwrap();
     let routes = routes(&["a"]);
-    assert!(cfg
-        .build(&StageBuildCtx {
-            routes: &routes,
-            config_dir: &dir
-        })
-        .is_ok());
+    assert!(cfg.build(&StageBuildCtx { routes: &routes, config_dir: &dir }).is_ok());
 }
 
 #[test]
 fn jwks_file_without_usable_keys_is_a_config_issue() {
     let dir = temp_dir("nokeys");
     // Only a symmetric key: never usable.
-    std::fs::write(
-        dir.join("j.json"),
-        r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.join("j.json"), r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#).unwrap();
     let cfg: IdentityConfig = serde_yaml::from_str(
         "issuers: [{ issuer: \"https://a.test\", audiences: [x], jwks_path: j.json }]\n",
     )
     .unwrap();
     let routes = routes(&["a"]);
-    let err = cfg
-        .build(&StageBuildCtx {
-            routes: &routes,
-            config_dir: &dir,
-        })
-        .unwrap_err();
+    let err = cfg.build(&StageBuildCtx { routes: &routes, config_dir: &dir }).unwrap_err();
     assert_eq!(keys(&err), vec!["issuers[0].jwks_path"]);
 }
 

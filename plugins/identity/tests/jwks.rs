@@ -28,11 +28,7 @@ async fn fx_with(ca: bool) -> Fx {
     let idp = DevIssuer::es256(ISS).unwrap();
     let server = JwksServer::start(idp.jwks_json()).await;
     let dir = temp_dir("jwks");
-    let ca_line = if ca {
-        format!("ca_path: {}", server.write_ca(&dir))
-    } else {
-        String::new()
-    };
+    let ca_line = if ca { format!("ca_path: {}", server.write_ca(&dir)) } else { String::new() };
     let yaml = format!(
         r#"
 issuers:
@@ -49,21 +45,12 @@ idle_timeout_secs: 0
     let clock = Arc::new(ManualClock::new());
     let routes = routes(&["a"]);
     let stage = Arc::new(build_with(&yaml, &routes, &dir, clock.clone()));
-    Fx {
-        idp,
-        server,
-        clock,
-        stage,
-        routes,
-    }
+    Fx { idp, server, clock, stage, routes }
 }
 
 async fn fx() -> Fx {
     let f = fx_with(true).await;
-    assert_eq!(
-        f.stage.refresh_jwks_now().await,
-        vec![Duration::from_secs(600)]
-    );
+    assert_eq!(f.stage.refresh_jwks_now().await, vec![Duration::from_secs(600)]);
     f
 }
 
@@ -75,10 +62,7 @@ impl Fx {
 
     async fn check(&self, token: &str) -> Result<(), ErrorCode> {
         let mut ctx = bearer(&self.routes[0], token);
-        run(&self.stage, &mut ctx)
-            .await
-            .map(|_| ())
-            .map_err(|d| d.code)
+        run(&self.stage, &mut ctx).await.map(|_| ()).map_err(|d| d.code)
     }
 }
 
@@ -98,11 +82,7 @@ async fn issuer_is_not_ready_and_answers_503_until_its_keys_are_fetched() {
     let t = f.token(&f.idp);
     let mut ctx = bearer(&f.routes[0], &t);
     assert_denied(run(&f.stage, &mut ctx).await, ErrorCode::NotReady, None, &t);
-    assert_eq!(
-        f.server.fetches(),
-        0,
-        "a request never waits for the first fetch"
-    );
+    assert_eq!(f.server.fetches(), 0, "a request never waits for the first fetch");
     f.stage.refresh_jwks_now().await;
     assert_eq!(f.stage.readiness(), Readiness::Ready(None));
     assert_eq!(f.check(&t).await, Ok(()));
@@ -113,32 +93,17 @@ async fn issuer_is_not_ready_and_answers_503_until_its_keys_are_fetched() {
 async fn jwks_from_a_server_with_an_untrusted_certificate_is_not_loaded() {
     let f = fx_with(false).await;
     // Public roots only: our test CA is not among them.
-    assert_eq!(
-        f.stage.refresh_jwks_now().await,
-        vec![Duration::from_secs(2)]
-    );
+    assert_eq!(f.stage.refresh_jwks_now().await, vec![Duration::from_secs(2)]);
     assert!(matches!(f.stage.readiness(), Readiness::NotReady(_)));
-    assert_eq!(
-        f.server.fetches(),
-        0,
-        "TLS failed before any request was sent"
-    );
+    assert_eq!(f.server.fetches(), 0, "TLS failed before any request was sent");
 }
 
 #[tokio::test]
 async fn cache_control_max_age_sets_the_refresh_delay_within_bounds() {
     let f = fx().await;
-    for (max_age, want) in [
-        (Some(120), 120),
-        (Some(5), 60),
-        (Some(99_999), 600),
-        (None, 600),
-    ] {
+    for (max_age, want) in [(Some(120), 120), (Some(5), 60), (Some(99_999), 600), (None, 600)] {
         f.server.set_max_age(max_age);
-        assert_eq!(
-            f.stage.refresh_jwks_now().await,
-            vec![Duration::from_secs(want)]
-        );
+        assert_eq!(f.stage.refresh_jwks_now().await, vec![Duration::from_secs(want)]);
     }
 }
 
@@ -148,20 +113,11 @@ async fn failed_refreshes_back_off_exponentially_up_to_the_cap() {
     f.server.set_up(false);
     let mut delays = Vec::new();
     for _ in 0..6 {
-        delays.extend(
-            f.stage
-                .refresh_jwks_now()
-                .await
-                .into_iter()
-                .map(|d| d.as_secs()),
-        );
+        delays.extend(f.stage.refresh_jwks_now().await.into_iter().map(|d| d.as_secs()));
     }
     assert_eq!(delays, vec![2, 4, 8, 16, 30, 30]);
     f.server.set_up(true);
-    assert_eq!(
-        f.stage.refresh_jwks_now().await,
-        vec![Duration::from_secs(600)]
-    );
+    assert_eq!(f.stage.refresh_jwks_now().await, vec![Duration::from_secs(600)]);
 }
 
 #[tokio::test]
@@ -181,10 +137,7 @@ async fn unknown_kid_triggers_one_refetch_that_finds_a_new_key() {
     let next = with_key(&f.idp);
     f.server.set_jwks(jwks(&[&next]));
     // Within min_refresh_secs of the last fetch: refused without fetching.
-    assert_eq!(
-        f.check(&f.token(&next)).await,
-        Err(ErrorCode::TokenSignatureInvalid)
-    );
+    assert_eq!(f.check(&f.token(&next)).await, Err(ErrorCode::TokenSignatureInvalid));
     assert_eq!(f.server.fetches(), 1);
     f.clock.advance(Duration::from_secs(61));
     assert_eq!(f.check(&f.token(&next)).await, Ok(()));
@@ -217,10 +170,7 @@ async fn idp_outage_serves_stale_keys_then_expires_them() {
     let fetches = f.server.fetches();
     f.clock.advance(Duration::from_secs(120));
     let stranger = with_key(&f.idp);
-    assert_eq!(
-        f.check(&f.token(&stranger)).await,
-        Err(ErrorCode::TokenSignatureInvalid)
-    );
+    assert_eq!(f.check(&f.token(&stranger)).await, Err(ErrorCode::TokenSignatureInvalid));
     assert_eq!(f.server.fetches(), fetches);
     // Past the staleness bound: nothing can be verified; 503 and not ready.
     f.clock.advance(Duration::from_secs(3600));
@@ -250,11 +200,7 @@ async fn hundred_concurrent_unknown_kid_requests_cause_at_most_one_fetch() {
     while let Some(r) = set.join_next().await {
         assert_eq!(r.unwrap(), Err(ErrorCode::TokenSignatureInvalid));
     }
-    assert_eq!(
-        f.server.fetches(),
-        2,
-        "the initial load plus one shared refetch"
-    );
+    assert_eq!(f.server.fetches(), 2, "the initial load plus one shared refetch");
 }
 
 #[tokio::test(start_paused = true)]

@@ -16,10 +16,7 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, r: &log::Record<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("{} {}", r.target(), r.args()));
+        self.0.lock().unwrap().push(format!("{} {}", r.target(), r.args()));
     }
     fn flush(&self) {}
 }
@@ -33,9 +30,8 @@ async fn denials_and_refresh_failures_never_log_tokens() {
     let idp = DevIssuer::es256("https://logs.test").unwrap();
     let dir = temp_dir("logs");
     let j = file_issuer(&dir, "idp", &[&idp]);
-    let yaml = format!(
-        "issuers: [{{ issuer: \"https://logs.test\", audiences: [\"{AUD}\"], jwks_path: {j} }}]\n"
-    );
+    let yaml =
+        format!("issuers: [{{ issuer: \"https://logs.test\", audiences: [\"{AUD}\"], jwks_path: {j} }}]\n");
     let routes = routes(&["a"]);
     let stage = build(&yaml, &routes, &dir);
     let c = || idp.claims("alice-secret-subject", AUD, now());
@@ -52,10 +48,7 @@ async fn denials_and_refresh_failures_never_log_tokens() {
     std::fs::remove_file(dir.join(&j)).unwrap();
     stage.refresh_jwks_now().await;
     let logs = LOGS.0.lock().unwrap().join("\n");
-    assert!(
-        logs.contains("code=mfa_required"),
-        "denials are logged: {logs}"
-    );
+    assert!(logs.contains("code=mfa_required"), "denials are logged: {logs}");
     assert!(logs.contains("jwks refresh failed"));
     assert!(!logs.contains("alice-secret-subject"));
     for t in &tokens {

@@ -12,11 +12,8 @@ fn value(name: &str, labels: &[(&str, &str)]) -> f64 {
             continue;
         }
         for m in fam.get_metric() {
-            let ok = labels.iter().all(|(k, v)| {
-                m.get_label()
-                    .iter()
-                    .any(|l| l.name() == *k && l.value() == *v)
-            });
+            let ok =
+                labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v));
             if ok {
                 return if fam.get_field_type() == prometheus::proto::MetricType::COUNTER {
                     m.get_counter().get_value()
@@ -40,60 +37,28 @@ async fn validations_cache_and_jwks_are_counted() {
     );
     let routes = routes(&["a"]);
     let stage = build(&yaml, &routes, &dir);
-    assert_eq!(
-        value(
-            "phigate_identity_jwks_keys",
-            &[("issuer", "https://metrics.test")]
-        ),
-        1.0
-    );
+    assert_eq!(value("phigate_identity_jwks_keys", &[("issuer", "https://metrics.test")]), 1.0);
 
     let t = idp.sign(&idp.claims("alice", AUD, now()));
     for _ in 0..3 {
         run(&stage, &mut bearer(&routes[0], &t)).await.unwrap();
     }
     let expired = idp.sign(&idp.claims("alice", AUD, now() - 7200));
-    assert!(run(&stage, &mut bearer(&routes[0], &expired))
-        .await
-        .is_err());
+    assert!(run(&stage, &mut bearer(&routes[0], &expired)).await.is_err());
     assert!(run(&stage, &mut request(&routes[0], &[])).await.is_err());
 
-    assert_eq!(
-        value("phigate_identity_validations_total", &[("result", "ok")]),
-        3.0
-    );
-    assert_eq!(
-        value(
-            "phigate_identity_validations_total",
-            &[("result", "token_expired")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        value(
-            "phigate_identity_validations_total",
-            &[("result", "token_missing")]
-        ),
-        1.0
-    );
+    assert_eq!(value("phigate_identity_validations_total", &[("result", "ok")]), 3.0);
+    assert_eq!(value("phigate_identity_validations_total", &[("result", "token_expired")]), 1.0);
+    assert_eq!(value("phigate_identity_validations_total", &[("result", "token_missing")]), 1.0);
     // One miss per distinct token that reached the cache, hits for the repeats.
-    assert_eq!(
-        value("phigate_identity_token_cache_total", &[("outcome", "miss")]),
-        2.0
-    );
-    assert_eq!(
-        value("phigate_identity_token_cache_total", &[("outcome", "hit")]),
-        2.0
-    );
+    assert_eq!(value("phigate_identity_token_cache_total", &[("outcome", "miss")]), 2.0);
+    assert_eq!(value("phigate_identity_token_cache_total", &[("outcome", "hit")]), 2.0);
 
     stage.refresh_jwks_now().await;
     std::fs::remove_file(dir.join(&j)).unwrap();
     stage.refresh_jwks_now().await;
     let refresh = |r| {
-        value(
-            "phigate_identity_jwks_refresh_total",
-            &[("issuer", "https://metrics.test"), ("result", r)],
-        )
+        value("phigate_identity_jwks_refresh_total", &[("issuer", "https://metrics.test"), ("result", r)])
     };
     assert_eq!((refresh("success"), refresh("failure")), (1.0, 1.0));
 }

@@ -33,11 +33,8 @@ fn fx() -> Fx {
         DevIssuer::es256("https://sso.example.org/realms/override").unwrap(),
     ];
     let dir = temp_dir("presets");
-    let j: Vec<String> = idps
-        .iter()
-        .enumerate()
-        .map(|(n, i)| file_issuer(&dir, &format!("p{n}"), &[i]))
-        .collect();
+    let j: Vec<String> =
+        idps.iter().enumerate().map(|(n, i)| file_issuer(&dir, &format!("p{n}"), &[i])).collect();
     let yaml = format!(
         r#"
 issuers:
@@ -59,19 +56,12 @@ routes:
     );
     let routes = routes(&["open", "mfa"]);
     let stage = build(&yaml, &routes, &dir);
-    Fx {
-        idps,
-        stage,
-        routes,
-    }
+    Fx { idps, stage, routes }
 }
 
 fn base(i: &DevIssuer) -> DevClaims {
     let n = now();
-    DevClaims::default()
-        .set("iss", i.issuer())
-        .set("iat", n)
-        .set("exp", n + 3600)
+    DevClaims::default().set("iss", i.issuer()).set("iat", n).set("exp", n + 3600)
 }
 
 async fn principal(f: &Fx, route: usize, token: &str) -> Result<Arc<Principal>, ErrorCode> {
@@ -100,9 +90,7 @@ fn cognito_access(f: &Fx, token_use: &str) -> String {
 #[tokio::test]
 async fn cognito_access_token_maps_groups_client_and_origin_session() {
     let f = fx();
-    let p = principal(&f, 0, &cognito_access(&f, "access"))
-        .await
-        .unwrap();
+    let p = principal(&f, 0, &cognito_access(&f, "access")).await.unwrap();
     assert_eq!(p.subject.as_str(), "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
     assert_eq!(p.roles, vec!["clinicians", "tenant-a"]);
     assert_eq!(p.scopes, vec!["openid", "phigate/patient.read"]);
@@ -114,12 +102,7 @@ async fn cognito_access_token_maps_groups_client_and_origin_session() {
 #[tokio::test]
 async fn cognito_id_token_is_refused_as_an_access_token() {
     let f = fx();
-    assert_eq!(
-        principal(&f, 0, &cognito_access(&f, "id"))
-            .await
-            .unwrap_err(),
-        ErrorCode::TokenMalformed
-    );
+    assert_eq!(principal(&f, 0, &cognito_access(&f, "id")).await.unwrap_err(), ErrorCode::TokenMalformed);
 }
 
 #[tokio::test]
@@ -139,10 +122,7 @@ async fn entra_v2_token_maps_oid_tid_roles_scp_and_acrs() {
     );
     let p = principal(&f, 1, &t).await.unwrap();
     assert_eq!(p.subject.as_str(), "00000000-0000-0000-0000-000000000abc");
-    assert_eq!(
-        p.tenant.as_ref().unwrap().as_str(),
-        "9f0c1b6e-2b0e-4e57-8f9a-3c1d2e4f5a6b"
-    );
+    assert_eq!(p.tenant.as_ref().unwrap().as_str(), "9f0c1b6e-2b0e-4e57-8f9a-3c1d2e4f5a6b");
     assert_eq!(p.roles, vec!["Clinician"]);
     assert_eq!(p.scopes, vec!["Patient.Read", "Observation.Read"]);
     assert_eq!(p.client_id.as_deref(), Some("client-guid"));
@@ -156,13 +136,7 @@ async fn auth0_token_maps_org_permissions_and_array_audience() {
     let t = f.idps[2].sign(
         &base(&f.idps[2])
             .set("sub", "auth0|123456")
-            .set(
-                "aud",
-                json!([
-                    "https://fhir.example.org",
-                    "https://health-example.us.auth0.com/userinfo"
-                ]),
-            )
+            .set("aud", json!(["https://fhir.example.org", "https://health-example.us.auth0.com/userinfo"]))
             .set("azp", "my_client_id")
             .set("scope", "openid read:patients")
             .set("permissions", json!(["read:patients"]))
@@ -180,10 +154,7 @@ async fn auth0_token_maps_org_permissions_and_array_audience() {
             .set("aud", "https://fhir.example.org")
             .set("client_id", "c9068"),
     );
-    assert_eq!(
-        principal(&f, 0, &t).await.unwrap().client_id.as_deref(),
-        Some("c9068")
-    );
+    assert_eq!(principal(&f, 0, &t).await.unwrap().client_id.as_deref(), Some("c9068"));
 }
 
 #[tokio::test]
@@ -214,10 +185,7 @@ fn keycloak_claims(i: &DevIssuer) -> DevClaims {
         .set("sub", "f1c4f64e")
         .set("aud", json!(["phigate", "account"]))
         .set("azp", "phigate-web")
-        .set(
-            "realm_access",
-            json!({"roles": ["clinician", "offline_access"]}),
-        )
+        .set("realm_access", json!({"roles": ["clinician", "offline_access"]}))
         .set("resource_access", json!({"phigate": {"roles": ["reader"]}}))
         .set("scope", "openid profile")
         .set("sid", "kc-session-1")
@@ -228,9 +196,7 @@ fn keycloak_claims(i: &DevIssuer) -> DevClaims {
 #[tokio::test]
 async fn keycloak_token_maps_nested_realm_roles_sid_and_azp() {
     let f = fx();
-    let p = principal(&f, 0, &f.idps[4].sign(&keycloak_claims(&f.idps[4])))
-        .await
-        .unwrap();
+    let p = principal(&f, 0, &f.idps[4].sign(&keycloak_claims(&f.idps[4]))).await.unwrap();
     assert_eq!(p.roles, vec!["clinician", "offline_access"]);
     assert_eq!(p.session_id.as_deref(), Some("kc-session-1"));
     assert_eq!(p.client_id.as_deref(), Some("phigate-web"));
@@ -241,19 +207,11 @@ async fn keycloak_token_maps_nested_realm_roles_sid_and_azp() {
 #[tokio::test]
 async fn explicit_claim_mapping_overrides_one_preset_field() {
     let f = fx();
-    let p = principal(
-        &f,
-        0,
-        &f.idps[5].sign(&keycloak_claims(&f.idps[5]).set("iss", f.idps[5].issuer())),
-    )
-    .await
-    .unwrap();
+    let p = principal(&f, 0, &f.idps[5].sign(&keycloak_claims(&f.idps[5]).set("iss", f.idps[5].issuer())))
+        .await
+        .unwrap();
     assert_eq!(p.roles, vec!["reader"]);
-    assert_eq!(
-        p.session_id.as_deref(),
-        Some("kc-session-1"),
-        "other preset fields kept"
-    );
+    assert_eq!(p.session_id.as_deref(), Some("kc-session-1"), "other preset fields kept");
 }
 
 #[tokio::test]
@@ -266,8 +224,5 @@ async fn entra_token_without_the_route_auth_context_is_mfa_required() {
             .set("sub", "s")
             .set("acrs", json!(["c2"])),
     );
-    assert_eq!(
-        principal(&f, 1, &t).await.unwrap_err(),
-        ErrorCode::MfaRequired
-    );
+    assert_eq!(principal(&f, 1, &t).await.unwrap_err(), ErrorCode::MfaRequired);
 }

@@ -26,11 +26,7 @@ fn fx(idle: u64) -> (DevIssuer, IdentityStage, Vec<Arc<RouteMeta>>) {
 }
 
 fn token(idp: &DevIssuer, sid: Option<&str>, auth_time: i64, jti: &str) -> String {
-    let c = idp
-        .claims("alice", AUD, now())
-        .amr(&["mfa"])
-        .auth_time(auth_time)
-        .set("jti", jti);
+    let c = idp.claims("alice", AUD, now()).amr(&["mfa"]).auth_time(auth_time).set("jti", jti);
     idp.sign(&match sid {
         Some(s) => c.sid(s),
         None => c,
@@ -58,10 +54,7 @@ async fn idle_session_is_401_session_idle_timeout_until_reauthentication() {
     let t = token(&idp, Some("s1"), t0, "1");
     assert!(ok(&stage, &routes, &t).await);
     tokio::time::advance(Duration::from_secs(899)).await;
-    assert!(
-        ok(&stage, &routes, &t).await,
-        "activity within the timeout keeps the session"
-    );
+    assert!(ok(&stage, &routes, &t).await, "activity within the timeout keeps the session");
     tokio::time::advance(Duration::from_secs(901)).await;
     timed_out(&stage, &routes, &t).await;
     // Stays logged off, even right away and even with a refreshed token of the same login.

@@ -16,8 +16,7 @@ use hyper_util::rt::TokioIo;
 use phigate_identity::dev::DevIssuer;
 use phigate_identity::{Clock, IdentityConfig, IdentityStage};
 use phigate_plugin::{
-    Denial, ErrorCode, Flow, QueryParam, RequestCtx, RequestId, RequestInfo, RouteMeta, Stage,
-    StageBuildCtx,
+    Denial, ErrorCode, Flow, QueryParam, RequestCtx, RequestId, RequestInfo, RouteMeta, Stage, StageBuildCtx,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -39,10 +38,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 }
 
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 pub fn rsa_issuer(iss: &str, alg: jsonwebtoken::Algorithm) -> DevIssuer {
@@ -74,10 +70,7 @@ pub fn build_with(
     clock: Arc<dyn Clock>,
 ) -> IdentityStage {
     let cfg: IdentityConfig = serde_yaml::from_str(yaml).unwrap();
-    let ctx = StageBuildCtx {
-        routes,
-        config_dir: dir,
-    };
+    let ctx = StageBuildCtx { routes, config_dir: dir };
     cfg.build_with_clock(&ctx, clock).unwrap()
 }
 
@@ -88,21 +81,14 @@ pub fn build(yaml: &str, routes: &[Arc<RouteMeta>], dir: &std::path::Path) -> Id
 /// A file-based issuer config snippet for `iss`, JWKS written to `dir/<name>.json`.
 pub fn file_issuer(dir: &std::path::Path, name: &str, issuers: &[&DevIssuer]) -> String {
     let keys: Vec<_> = issuers.iter().map(|i| i.jwk().clone()).collect();
-    std::fs::write(
-        dir.join(format!("{name}.json")),
-        serde_json::json!({"keys": keys}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(dir.join(format!("{name}.json")), serde_json::json!({"keys": keys}).to_string()).unwrap();
     format!("{name}.json")
 }
 
 pub fn request(route: &Arc<RouteMeta>, auth: &[&str]) -> RequestCtx {
     let mut headers = HeaderMap::new();
     for a in auth {
-        headers.append(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_str(a).unwrap(),
-        );
+        headers.append(http::header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
     }
     let info = RequestInfo {
         method: Method::GET,
@@ -119,10 +105,7 @@ pub fn bearer(route: &Arc<RouteMeta>, token: &str) -> RequestCtx {
 }
 
 pub fn with_query(mut ctx: RequestCtx, name: &str, value: &str) -> RequestCtx {
-    ctx.request.query.push(QueryParam {
-        name: name.into(),
-        value: value.into(),
-    });
+    ctx.request.query.push(QueryParam { name: name.into(), value: value.into() });
     ctx
 }
 
@@ -160,17 +143,11 @@ pub fn assert_denied(res: Result<Flow, Denial>, code: ErrorCode, www: Option<&st
 }
 
 pub fn invalid_token(code: ErrorCode) -> String {
-    format!(
-        "Bearer error=\"invalid_token\", error_description=\"{}\"",
-        code.message()
-    )
+    format!("Bearer error=\"invalid_token\", error_description=\"{}\"", code.message())
 }
 
 pub fn invalid_request() -> String {
-    format!(
-        "Bearer error=\"invalid_request\", error_description=\"{}\"",
-        ErrorCode::TokenMalformed.message()
-    )
+    format!("Bearer error=\"invalid_request\", error_description=\"{}\"", ErrorCode::TokenMalformed.message())
 }
 
 // === JWKS server ===
@@ -195,15 +172,12 @@ impl JwksServer {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "phigate test CA");
+        ca_params.distinguished_name.push(DnType::CommonName, "phigate test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
         let mut lp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        lp.subject_alt_names
-            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        lp.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -246,12 +220,7 @@ impl JwksServer {
                 });
             }
         });
-        JwksServer {
-            url: format!("https://{addr}/jwks"),
-            ca_pem: ca_cert.pem(),
-            state,
-            task,
-        }
+        JwksServer { url: format!("https://{addr}/jwks"), ca_pem: ca_cert.pem(), state, task }
     }
 
     pub fn set_jwks(&self, body: String) {
@@ -296,6 +265,5 @@ fn respond(st: &ServerState) -> Response<Full<Bytes>> {
     if let Some(a) = *st.max_age.lock().unwrap() {
         b = b.header("cache-control", format!("public, max-age={a}"));
     }
-    b.body(Full::new(Bytes::from(st.body.lock().unwrap().clone())))
-        .unwrap()
+    b.body(Full::new(Bytes::from(st.body.lock().unwrap().clone()))).unwrap()
 }

@@ -1,0 +1,195 @@
+//! The demo's dev token issuer and personas: who can do what in the demo, with a signed token
+//! for each (ES256, with `kid`, published as a JWKS file the gateway trusts).
+
+use std::path::{Path, PathBuf};
+
+use phigate_identity::dev::{DevClaims, DevIssuer};
+use serde_json::{json, Value};
+
+/// The demo issuer's `iss`.
+pub const ISSUER: &str = "https://issuer.phigate.demo";
+/// The audience demo tokens are for.
+pub const AUDIENCE: &str = "phigate-demo";
+/// How long demo tokens live, in seconds.
+const TOKEN_TTL_SECS: i64 = 8 * 3600;
+
+/// One demo user.
+#[derive(Debug, Clone, Copy)]
+pub struct Persona {
+    /// Name: also the token subject (`sub`) and the token file name.
+    pub name: &'static str,
+    /// Tenant claim.
+    pub tenant: &'static str,
+    /// Roles claim.
+    pub roles: &'static [&'static str],
+    /// SMART scopes.
+    pub scope: &'static str,
+    /// Whether the token proves MFA.
+    pub mfa: bool,
+    /// Whether the token is bound to the demo client certificate (RFC 8705).
+    pub bound: bool,
+    /// Patients on the persona's care team (the demo's policy data says the same).
+    pub care_team: &'static [&'static str],
+    /// What the persona shows.
+    pub note: &'static str,
+}
+
+/// Every demo persona.
+pub const PERSONAS: &[Persona] = &[
+    Persona {
+        name: "clinician_a",
+        tenant: "tenant-a",
+        roles: &["clinician"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        care_team: &["a-p1", "a-p2"],
+        note: "treats a-p1 and a-p2: reads them; other patients are refused",
+    },
+    Persona {
+        name: "clinician_a2",
+        tenant: "tenant-a",
+        roles: &["clinician"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        care_team: &["a-p3", "a-p4"],
+        note: "treats a-p3 and a-p4; shares no patient with clinician_a",
+    },
+    Persona {
+        name: "clinician_b",
+        tenant: "tenant-b",
+        roles: &["clinician"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        care_team: &["b-p1", "b-p2"],
+        note: "tenant B: never sees tenant A",
+    },
+    Persona {
+        name: "nurse_nomfa",
+        tenant: "tenant-a",
+        roles: &["nurse"],
+        scope: "user/*.rs",
+        mfa: false,
+        bound: false,
+        care_team: &["a-p5"],
+        note: "password-only sign-in: refused with the RFC 9470 step-up challenge",
+    },
+    Persona {
+        name: "bound_client",
+        tenant: "tenant-a",
+        roles: &["clinician"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: true,
+        care_team: &["a-p1"],
+        note: "token bound to pki/client.crt: works only with that client certificate",
+    },
+    Persona {
+        name: "admin_a",
+        tenant: "tenant-a",
+        roles: &["admin"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        care_team: &[],
+        note: "tenant A administrator: no patient data",
+    },
+    Persona {
+        name: "er_doctor_a",
+        tenant: "tenant-a",
+        roles: &["clinician", "break_glass"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        care_team: &[],
+        note: "emergency physician: no care team; break-glass with X-Break-Glass-Reason",
+    },
+    Persona {
+        name: "scraper_a",
+        tenant: "tenant-a",
+        roles: &["analyst"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        care_team: &[],
+        note: "broad tenant-wide role: the exfiltration scenarios' suspect",
+    },
+];
+
+/// The issuer's files and the personas' tokens, written under `dir`.
+pub struct IssuedDemo {
+    /// The issuer.
+    pub issuer: DevIssuer,
+    /// `issuer/jwks.json`.
+    pub jwks_path: PathBuf,
+    /// `issuer/signing-key.pem`.
+    pub signing_key_path: PathBuf,
+    /// `demo.json`'s `personas` object.
+    pub personas: Value,
+}
+
+/// Generates the issuer key, writes its JWKS and private key, and signs one token per persona
+/// (`client_cert_thumbprint` binds `bound_client`).
+///
+/// # Errors
+/// When a key cannot be made or a file written.
+pub fn issue(dir: &Path, client_cert_thumbprint: &str, now: i64) -> Result<IssuedDemo, String> {
+    let issuer = DevIssuer::es256(ISSUER).map_err(|e| e.to_string())?;
+    let issuer_dir = dir.join("issuer");
+    let tokens_dir = dir.join("tokens");
+    for d in [&issuer_dir, &tokens_dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let jwks_path = issuer_dir.join("jwks.json");
+    let signing_key_path = issuer_dir.join("signing-key.pem");
+    write(&jwks_path, issuer.jwks_json().as_bytes())?;
+    write(&signing_key_path, issuer.private_key_pem().as_bytes())?;
+    let mut personas = serde_json::Map::new();
+    for p in PERSONAS {
+        let token = issuer.sign(&claims(&issuer, p, client_cert_thumbprint, now));
+        let token_path = tokens_dir.join(format!("{}.jwt", p.name));
+        write(&token_path, token.as_bytes())?;
+        personas.insert(
+            p.name.to_owned(),
+            json!({
+                "token_path": token_path, "sub": p.name, "tenant": p.tenant, "roles": p.roles,
+                "care_team": p.care_team, "mfa": p.mfa, "bound_to_client_cert": p.bound, "note": p.note,
+            }),
+        );
+    }
+    Ok(IssuedDemo { issuer, jwks_path, signing_key_path, personas: Value::Object(personas) })
+}
+
+fn claims(issuer: &DevIssuer, p: &Persona, thumbprint: &str, now: i64) -> DevClaims {
+    let c = issuer
+        .claims(p.name, AUDIENCE, now)
+        .exp(now + TOKEN_TTL_SECS)
+        .tenant("tenant", p.tenant)
+        .roles(p.roles)
+        .scope(p.scope)
+        .sid(&format!("{}-session", p.name));
+    let c = if p.mfa { c.mfa(now) } else { c.password_only(now) };
+    if p.bound {
+        c.cnf_x5t_s256(thumbprint)
+    } else {
+        c
+    }
+}
+
+/// The demo's care-team data for the policy stage, from the persona table.
+pub fn care_teams_yaml() -> String {
+    let mut out = String::from("# Written by `phigate demo` from its personas.\ncare_teams:\n");
+    for tenant in ["tenant-a", "tenant-b"] {
+        out.push_str(&format!("  {tenant}:\n"));
+        for p in PERSONAS.iter().filter(|p| p.tenant == tenant) {
+            out.push_str(&format!("    {}: [{}]\n", p.name, p.care_team.join(", ")));
+        }
+    }
+    out
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
