@@ -1,0 +1,138 @@
+# Patient access (HIPAA minimum necessary): who may touch which patients.
+#   patient_context  a patient-facing app (SMART `patient` context or fhirUser Patient/X): that patient
+#   care_team        roles granting `care_team`: the patients in data.care_teams[tenant][sub]
+#   tenant           roles granting `tenant`, and backend services (`system/` scopes): the tenant's patients
+#   none             nobody's data
+# Break-glass widens care_team / patient_context to the tenant's patients.
+package phigate.patients
+
+import data.phigate.break_glass
+import data.phigate.common
+
+tenant := input.principal.tenant
+
+role_access contains a if {
+	some r in input.principal.roles
+	a := data.role_grants[r].patient_access
+}
+
+system_client if {
+	some s in input.principal.scopes
+	startswith(s, "system/")
+}
+
+tenant_wide if "tenant" in role_access
+
+tenant_wide if system_client
+
+default mode := "none"
+
+mode := "patient_context" if {
+	common.context_patient
+} else := "tenant" if {
+	tenant_wide
+} else := "care_team" if {
+	"care_team" in role_access
+}
+
+tenant_patients contains p if {
+	some p, info in data.patients
+	info.tenant == tenant
+}
+
+care_team contains p if some p in data.care_teams[tenant][input.principal.sub]
+
+permitted := {common.context_patient} if {
+	mode == "patient_context"
+} else := care_team if {
+	mode == "care_team"
+} else := tenant_patients if {
+	mode == "tenant"
+} else := set()
+
+effective := tenant_patients if {
+	break_glass.active
+} else := permitted
+
+# Restricted principals are held to the patients they can name.
+restricted if {
+	mode in {"patient_context", "care_team"}
+	not break_glass.active
+}
+
+patient_data if count(input.request.patients) > 0
+
+patient_data if {
+	some op in common.ops
+	op.resource_type in data.fhir.patient_compartment_types
+}
+
+patient_data if {
+	some op in common.ops
+	not op.resource_type
+	op.interaction in {"search-system", "history"}
+}
+
+patient_data if {
+	some op in common.ops
+	op.operation in {"everything", "export"}
+}
+
+foreign contains p if {
+	some p in input.request.patients
+	not p in effective
+}
+
+deny contains "patient_not_permitted" if count(foreign) > 0
+
+deny contains "patient_not_permitted" if {
+	patient_data
+	count(effective) == 0
+}
+
+# A chained or _has parameter can reach patients nobody named: refused for restricted principals.
+deny contains "patient_not_permitted" if {
+	restricted
+	count(common.unresolved) > 0
+}
+
+deny contains "unresolved_params" if {
+	restricted
+	count(common.unresolved) > 0
+}
+
+# A compartment-type search without a patient: narrowed to the permitted patients, or refused
+# when the tenant says so.
+needs_narrowing if {
+	common.fhir.interaction == "search-type"
+	common.fhir.resource_type in data.fhir.patient_compartment_types
+	count(input.request.patients) == 0
+}
+
+refuse_unnarrowed if {
+	needs_narrowing
+	restricted
+	data.tenants[tenant].restricted_search == "refuse"
+}
+
+# System-wide searches and type-level history cannot be narrowed by a patient parameter.
+refuse_unnarrowed if {
+	restricted
+	common.fhir.interaction in {"search-system", "history"}
+	not common.fhir.id
+	count(input.request.patients) == 0
+}
+
+deny contains "patient_param_required" if refuse_unnarrowed
+
+narrow := sort(effective) if {
+	needs_narrowing
+	not refuse_unnarrowed
+}
+
+# Every FHIR response is checked against this set (read-by-id, searches, _include leaks).
+permitted_patients := sort(effective) if {
+	common.fhir
+	not common.fhir.interaction == "capabilities"
+	not common.fhir.operation == "export"
+}

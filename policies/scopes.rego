@@ -1,0 +1,97 @@
+# SMART on FHIR scopes gate resource types and interactions.
+#   v1: `patient/Observation.read`, `user/*.write`, `system/*.*`
+#   v2: `patient/Observation.rs`, `user/*.cruds` (letters in this order, any non-empty subset)
+# `patient/` scopes only count with a patient launch context. Granular v2 scopes with a query
+# (`?category=...`) grant nothing: the gateway cannot enforce their constraint (fail closed).
+package phigate.scopes
+
+import data.phigate.common
+
+letters("read") := {"r", "s"}
+
+letters("write") := {"c", "u", "d"}
+
+letters("*") := {"c", "r", "u", "d", "s"}
+
+letters(p) := {c | some c in chars} if {
+	not p in {"read", "write", "*"}
+	count(p) > 0
+	chars := [substring(p, i, 1) | some i in numbers.range(0, count(p) - 1)]
+	every i, _ in chars {
+		in_order(chars, i)
+	}
+}
+
+in_order(chars, 0) if indexof("cruds", chars[0]) >= 0
+
+in_order(chars, i) if {
+	i > 0
+	indexof("cruds", chars[i]) > indexof("cruds", chars[i - 1])
+}
+
+grants contains {"context": ctx, "type": type, "letters": letters(perm)} if {
+	some raw in input.principal.scopes
+	not contains(raw, "?")
+	[ctx, rest] := split(raw, "/")
+	ctx in {"patient", "user", "system"}
+	[type, perm] := split(rest, ".")
+}
+
+usable(g) if {
+	g.context == "patient"
+	common.context_patient
+}
+
+usable(g) if g.context in {"user", "system"}
+
+permits(type, letter) if {
+	some g in grants
+	usable(g)
+	g.type in {type, "*"}
+	letter in g.letters
+}
+
+interaction_letter := {
+	"read": "r", "vread": "r",
+	"search-type": "s", "search-compartment": "s", "search-system": "s", "history": "s",
+	"create": "c", "update": "u", "patch": "u", "delete": "d",
+}
+
+type_of(op) := op.resource_type if {
+	op.resource_type
+} else := "*"
+
+# Other operations: reading ones (GET) need read, anything else needs update.
+op_letter("GET") := "r"
+
+op_letter(m) := "u" if m != "GET"
+
+needs contains {"type": type_of(op), "letter": interaction_letter[op.interaction]} if {
+	some op in common.ops
+}
+
+# $everything returns every type of the patient's record.
+needs contains {"type": "*", "letter": l} if {
+	some op in common.ops
+	op.operation == "everything"
+	some l in {"r", "s"}
+}
+
+needs contains {"type": type_of(op), "letter": op_letter(input.request.method)} if {
+	some op in common.ops
+	op.interaction == "operation"
+	not op.operation in {"everything", "export"}
+}
+
+known := object.keys(interaction_letter) | {"operation", "capabilities"}
+
+deny contains "scope_insufficient" if {
+	some n in needs
+	not permits(n.type, n.letter)
+}
+
+# An interaction this policy does not know is refused rather than waved through.
+deny contains "unknown_interaction" if {
+	some op in common.ops
+	not op.interaction in known
+}
