@@ -46,7 +46,10 @@ basis contains "break_glass" if break_glass.active
 
 basis contains g if some g in grant
 
-reasons := sort(deny) if {
+# Without a principal nothing else is worth reporting.
+reasons := ["unauthenticated"] if {
+	not input.principal
+} else := sort(deny) if {
 	count(deny) > 0
 } else := ["no_grant"] if {
 	count(grant) == 0

@@ -64,7 +64,7 @@ patient_data if count(input.request.patients) > 0
 
 patient_data if {
 	some op in common.ops
-	op.resource_type in data.fhir.patient_compartment_types
+	data.fhir.patient_compartment[op.resource_type]
 }
 
 patient_data if {
@@ -105,7 +105,7 @@ deny contains "unresolved_params" if {
 # when the tenant says so.
 needs_narrowing if {
 	common.fhir.interaction == "search-type"
-	common.fhir.resource_type in data.fhir.patient_compartment_types
+	data.fhir.patient_compartment[common.fhir.resource_type]
 	count(input.request.patients) == 0
 }
 

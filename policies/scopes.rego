@@ -7,27 +7,9 @@ package phigate.scopes
 
 import data.phigate.common
 
-letters("read") := {"r", "s"}
-
-letters("write") := {"c", "u", "d"}
-
-letters("*") := {"c", "r", "u", "d", "s"}
-
-letters(p) := {c | some c in chars} if {
-	not p in {"read", "write", "*"}
-	count(p) > 0
-	chars := [substring(p, i, 1) | some i in numbers.range(0, count(p) - 1)]
-	every i, _ in chars {
-		in_order(chars, i)
-	}
-}
-
-in_order(chars, 0) if indexof("cruds", chars[0]) >= 0
-
-in_order(chars, i) if {
-	i > 0
-	indexof("cruds", chars[i]) > indexof("cruds", chars[i - 1])
-}
+# data.smart.permissions maps every valid permission string (v1 `read`, `write`, `*`; v2 each
+# ordered subset of `cruds`) to its letters: a lookup, not string parsing per request.
+letters(p) := {c | some c in perms} if perms := data.smart.permissions[p]
 
 grants contains {"context": ctx, "type": type, "letters": letters(perm)} if {
 	some raw in input.principal.scopes

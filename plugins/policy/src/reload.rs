@@ -40,6 +40,7 @@ pub(crate) async fn watch(inner: Arc<Inner>) {
             return;
         }
     }
+    inner.watching.send_replace(true);
     while rx.recv().await.is_some() {
         loop {
             match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
@@ -52,5 +53,6 @@ pub(crate) async fn watch(inner: Arc<Inner>) {
         // The outcome is logged and counted inside `reload`.
         let _ = tokio::task::spawn_blocking(move || inner.reload()).await;
     }
+    inner.watching.send_replace(false);
     drop(watcher);
 }

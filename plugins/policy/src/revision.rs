@@ -1,21 +1,32 @@
 //! One policy revision: the files of a policy directory, content-hashed, parsed and prepared once,
 //! then evaluated many times.
 //!
-//! regorus evaluates through `&mut Engine`, so a revision keeps a prepared engine and hands each
-//! evaluation its own copy: a small pool of warmed engines, refilled by cloning the prepared one
-//! (a clone shares the compiled policy through `Arc`). See `benches/decide.rs` for the numbers.
+//! regorus evaluates through `&mut`, so a revision keeps a pool of warm VMs and hands each
+//! evaluation its own. See `benches/decide.rs` for the strategy numbers.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
+use regorus::utils::limits::ExecutionTimerConfig;
+
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::{RegoVM, VmError};
 use regorus::{Engine, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, LoadError};
 
-/// Engines kept warm per revision; more concurrent evaluations clone the prepared engine.
+/// Interpreter work units between two clock reads of the execution timer.
+pub(crate) const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::MIN.saturating_add(31);
+
+/// VMs kept warm per revision; more concurrent evaluations build a fresh one.
 const POOL_MAX: usize = 64;
+
+/// A deterministic bound beside the clock: bytecode instructions per evaluation.
+const MAX_INSTRUCTIONS: usize = 5_000_000;
 
 /// Values the gateway injects as `data.gateway` (its config, visible to policies and their tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,17 +211,22 @@ fn walk(
 }
 
 /// A compiled revision ready to evaluate.
+///
+/// Served by the regorus VM (RVM): the Rego is compiled once to bytecode, and each evaluation
+/// runs on a pooled VM (`execute` needs `&mut`). The tree-walking interpreter is kept for the
+/// policy tests and coverage; at load time both must agree on the probe input.
 #[derive(Debug)]
 pub(crate) struct Revision {
     /// Content hash (16 hex digits of SHA-256).
     pub(crate) id: Arc<str>,
-    entrypoint: String,
-    prepared: Engine,
-    pool: Mutex<Vec<Engine>>,
+    program: Arc<Program>,
+    data: Value,
+    max_eval: Duration,
+    pool: Mutex<Vec<RegoVM>>,
 }
 
 impl Revision {
-    /// Prepares the serving engine (no test modules) with the time limit set.
+    /// Compiles the serving program (no test modules) and checks it on a probe input.
     pub(crate) fn compile(
         sources: &Sources,
         settings: &GatewaySettings,
@@ -218,72 +234,96 @@ impl Revision {
         max_eval: Duration,
     ) -> Result<Revision, LoadError> {
         let mut engine = sources.engine(settings, false)?;
-        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
-            limit: max_eval,
-            check_interval: std::num::NonZeroU32::MIN.saturating_add(31),
-        });
-        // Preparing (indexing rules) happens on the first evaluation: do it here, on the engine
-        // every later copy is cloned from, so requests never pay for it.
-        probe(&mut engine, entrypoint)?;
-        Ok(Revision {
+        let expected = probe(&mut engine, entrypoint)?;
+        let compiled = engine
+            .compile_with_entrypoint(&entrypoint.into())
+            .map_err(|e| LoadError::Rego(e.to_string()))?;
+        let program = Compiler::compile_from_policy(&compiled, &[entrypoint])
+            .map_err(|e| LoadError::Rego(format!("bytecode: {e}")))?;
+        let revision = Revision {
             id: sources.revision.clone(),
-            entrypoint: entrypoint.to_owned(),
-            prepared: engine,
+            program,
+            data: engine.get_data(),
+            max_eval,
             pool: Mutex::new(Vec::new()),
-        })
+        };
+        let got = revision
+            .evaluate(probe_input()?)
+            .map_err(|e| LoadError::Rego(format!("bytecode probe: {e}")))?;
+        if got != expected {
+            return Err(LoadError::Rego(
+                "bytecode and interpreter disagree on the probe input".into(),
+            ));
+        }
+        Ok(revision)
     }
 
     /// Evaluates the entrypoint for one input. Safe to call from many threads at once.
     pub(crate) fn evaluate(&self, input: Value) -> Result<Value, EvalError> {
-        let mut engine = self.checkout();
-        engine.set_input(input);
-        let result = engine.eval_rule(self.entrypoint.clone());
-        match result {
+        let mut vm = self.checkout()?;
+        vm.set_input(input);
+        match vm.execute() {
             Ok(Value::Undefined) => {
-                self.checkin(engine);
+                self.checkin(vm);
                 Err(EvalError::Output("entrypoint is undefined"))
             }
             Ok(v) => {
-                self.checkin(engine);
+                self.checkin(vm);
                 Ok(v)
             }
-            // An engine interrupted mid-evaluation is dropped rather than reused.
-            Err(e) if e.downcast_ref::<regorus::LimitError>().is_some() => Err(EvalError::Timeout),
+            // A VM interrupted mid-evaluation is dropped rather than reused.
+            Err(VmError::TimeLimitExceeded { .. } | VmError::InstructionLimitExceeded { .. }) => {
+                Err(EvalError::Timeout)
+            }
             Err(e) => Err(EvalError::Rego(e.to_string())),
         }
     }
 
-    fn checkout(&self) -> Engine {
-        let pooled = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
-        pooled.unwrap_or_else(|| self.prepared.clone())
+    fn checkout(&self) -> Result<RegoVM, EvalError> {
+        if let Some(vm) = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None) {
+            return Ok(vm);
+        }
+        let mut vm = RegoVM::new();
+        vm.load_program(self.program.clone());
+        vm.set_data(self.data.clone())
+            .map_err(|e| EvalError::Rego(e.to_string()))?;
+        vm.set_execution_timer_config(Some(ExecutionTimerConfig {
+            limit: self.max_eval,
+            check_interval: TIMER_CHECK_INTERVAL,
+        }));
+        vm.set_max_instructions(MAX_INSTRUCTIONS);
+        Ok(vm)
     }
 
-    fn checkin(&self, engine: Engine) {
+    fn checkin(&self, vm: RegoVM) {
         if let Ok(mut pool) = self.pool.lock() {
             if pool.len() < POOL_MAX {
-                pool.push(engine);
+                pool.push(vm);
             }
         }
     }
 }
 
+fn probe_input() -> Result<Value, LoadError> {
+    Value::from_json_str(
+        r#"{"v":1,"request":{"method":"GET","route":"probe","patients":[],"prefer":[]}}"#,
+    )
+    .map_err(|e| LoadError::Rego(e.to_string()))
+}
+
 /// Evaluates the entrypoint once on an anonymous request: it must yield an object with a boolean
 /// `allow`, so a renamed rule or a broken import is caught before the revision is swapped in.
-fn probe(engine: &mut Engine, entrypoint: &str) -> Result<(), LoadError> {
+fn probe(engine: &mut Engine, entrypoint: &str) -> Result<Value, LoadError> {
     let bad = |message: String| LoadError::Entrypoint {
         entrypoint: entrypoint.to_owned(),
         message,
     };
-    let input = Value::from_json_str(
-        r#"{"v":1,"request":{"method":"GET","route":"probe","patients":[],"prefer":[]}}"#,
-    )
-    .map_err(|e| bad(e.to_string()))?;
-    engine.set_input(input);
+    engine.set_input(probe_input()?);
     let out = engine
         .eval_rule(entrypoint.to_owned())
         .map_err(|e| bad(e.to_string()))?;
     match &out["allow"] {
-        Value::Bool(_) => Ok(()),
+        Value::Bool(_) => Ok(out),
         _ => Err(bad("no boolean `allow`".into())),
     }
 }

@@ -45,6 +45,10 @@ pub(crate) struct Inner {
     cache: Option<moka::sync::Cache<String, Arc<Decision>>>,
     /// Serialises reloads (watcher and SIGHUP); never taken on the request path.
     reload_lock: Mutex<()>,
+    /// Publishes each newly active revision.
+    revisions: tokio::sync::watch::Sender<String>,
+    /// True while the file watcher is established.
+    pub(crate) watching: tokio::sync::watch::Sender<bool>,
 }
 
 /// The policy stage. Cheap to clone handles to it are not needed: the gateway holds it in an
@@ -73,8 +77,11 @@ impl PolicyStage {
                 .max_capacity(max)
                 .build()
         });
+        let (revisions, _) = tokio::sync::watch::channel(revision.id.to_string());
         Ok(PolicyStage {
             inner: Arc::new(Inner {
+                revisions,
+                watching: tokio::sync::watch::channel(false).0,
                 settings,
                 active: ArcSwap::from_pointee(revision),
                 cache,
@@ -86,6 +93,17 @@ impl PolicyStage {
     /// The active revision (content hash).
     pub fn revision(&self) -> String {
         self.inner.active.load().id.to_string()
+    }
+
+    /// Follows the active revision: the receiver sees each swap (for logs, or to wait for a
+    /// file-watch reload).
+    pub fn subscribe_revisions(&self) -> tokio::sync::watch::Receiver<String> {
+        self.inner.revisions.subscribe()
+    }
+
+    /// Whether the file watcher is established (it starts with the background task).
+    pub fn watching(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.watching.subscribe()
     }
 
     /// Reloads `dir` now: reads, compiles and tests the files off the request path, then swaps
@@ -143,6 +161,7 @@ impl Inner {
                     c.invalidate_all();
                 }
                 events::revision_active(Some(&current.id), &id);
+                self.revisions.send_replace(id.clone());
                 events::RELOADS.with_label_values(&["applied"]).inc();
                 log::info!("policy revision {id} active (was {})", current.id);
                 Ok(ReloadOutcome::Applied(id))
@@ -242,7 +261,8 @@ impl Stage for PolicyStage {
     }
 
     fn readiness(&self) -> Readiness {
-        Readiness::Ready(Some(format!("revision {}", self.revision())))
+        let watch = if *self.inner.watching.borrow() { "; watching" } else { "" };
+        Readiness::Ready(Some(format!("policy revision {}{watch}", self.revision())))
     }
 
     fn background_tasks(&self) -> Vec<BackgroundTask> {

@@ -172,7 +172,7 @@ fn run(
     let mut engine: Engine = sources.engine(settings, true)?;
     engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
         limit: TEST_TIME_LIMIT,
-        check_interval: std::num::NonZeroU32::MIN.saturating_add(31),
+        check_interval: crate::revision::TIMER_CHECK_INTERVAL,
     });
     engine.set_enable_coverage(coverage);
     let mut results = Vec::new();
