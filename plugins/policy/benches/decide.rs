@@ -1,6 +1,7 @@
 //! Decision latency of the shipped policies through the real stage (input build + regorus
-//! evaluation + decision parsing), with the decision cache off and on; plus the engine strategy
-//! (fresh clone of the prepared engine per evaluation vs a pool of warm engines).
+//! evaluation + decision parsing), with the decision cache off and on; plus the evaluation
+//! strategy: interpreter with a fresh clone of the prepared engine per evaluation, interpreter
+//! reusing a warm engine, and bytecode (RVM) on a reused VM (what the stage serves with).
 //!
 //! `cargo bench -p phigate-policy --bench decide`. Besides criterion's estimates it prints
 //! p50/p99 per scenario from a separate timed loop (criterion reports means, not tails).
@@ -27,12 +28,21 @@ fn stage(cache: bool) -> PolicyStage {
     c.watch = false;
     c.decision_cache.enabled = cache;
     let routes = vec![route()];
-    let ctx = StageBuildCtx { routes: &routes, config_dir: Path::new("/") };
+    let ctx = StageBuildCtx {
+        routes: &routes,
+        config_dir: Path::new("/"),
+    };
     c.build(&ctx).expect("policies load")
 }
 
 fn route() -> Arc<RouteMeta> {
-    Arc::new(RouteMeta { name: "fhir".into(), index: 0, prefix: "/fhir".into(), fhir: true, upstream: "fhir".into() })
+    Arc::new(RouteMeta {
+        name: "fhir".into(),
+        index: 0,
+        prefix: "/fhir".into(),
+        fhir: true,
+        upstream: "fhir".into(),
+    })
 }
 
 fn clinician() -> Arc<Principal> {
@@ -54,8 +64,19 @@ fn clinician() -> Arc<Principal> {
     })
 }
 
-fn ctx(interaction: Interaction, rt: &'static str, id: Option<&str>, patients: &[&str]) -> RequestCtx {
-    let info = RequestInfo { method: Method::GET, path: "/fhir/x".into(), query: Vec::new(), headers: HeaderMap::new(), body: None };
+fn ctx(
+    interaction: Interaction,
+    rt: &'static str,
+    id: Option<&str>,
+    patients: &[&str],
+) -> RequestCtx {
+    let info = RequestInfo {
+        method: Method::GET,
+        path: "/fhir/x".into(),
+        query: Vec::new(),
+        headers: HeaderMap::new(),
+        body: None,
+    };
     let mut c = RequestCtx::new(RequestId::new("bench"), route(), info);
     let mut f = FhirRequest::new(interaction);
     f.resource_type = Some(rt);
@@ -69,9 +90,18 @@ fn ctx(interaction: Interaction, rt: &'static str, id: Option<&str>, patients: &
 
 fn scenarios() -> Vec<(&'static str, RequestCtx)> {
     vec![
-        ("read_care_team", ctx(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"])),
-        ("search_narrowed", ctx(Interaction::SearchType, "Observation", None, &[])),
-        ("read_foreign_denied", ctx(Interaction::Read, "Patient", Some("a-p3"), &["a-p3"])),
+        (
+            "read_care_team",
+            ctx(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]),
+        ),
+        (
+            "search_narrowed",
+            ctx(Interaction::SearchType, "Observation", None, &[]),
+        ),
+        (
+            "read_foreign_denied",
+            ctx(Interaction::Read, "Patient", Some("a-p3"), &["a-p3"]),
+        ),
     ]
 }
 
@@ -89,7 +119,12 @@ fn percentiles(name: &str, mut f: impl FnMut()) {
         .collect();
     samples.sort_unstable();
     let p = |q: f64| samples[((N as f64 * q) as usize).min(N - 1)];
-    println!("{name:<40} p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}", p(0.50), p(0.99), p(0.999));
+    println!(
+        "{name:<40} p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}",
+        p(0.50),
+        p(0.99),
+        p(0.999)
+    );
 }
 
 fn decide(c: &mut Criterion) {
@@ -97,7 +132,9 @@ fn decide(c: &mut Criterion) {
         let stage = stage(cache);
         let label = if cache { "cache_on" } else { "cache_off" };
         for (name, rc) in scenarios() {
-            c.bench_function(&format!("decide/{label}/{name}"), |b| b.iter(|| black_box(stage.decide(black_box(&rc)).expect("decides"))));
+            c.bench_function(&format!("decide/{label}/{name}"), |b| {
+                b.iter(|| black_box(stage.decide(black_box(&rc)).expect("decides")))
+            });
             percentiles(&format!("decide/{label}/{name}"), || {
                 black_box(stage.decide(&rc).expect("decides"));
             });
@@ -118,7 +155,11 @@ fn engine() -> regorus::Engine {
         };
         e.add_data(regorus::Value::from(v)).expect("data");
     }
-    e.add_data(regorus::Value::from_json_str(r#"{"gateway":{"break_glass_role":"break_glass"}}"#).expect("gw")).expect("gw");
+    e.add_data(
+        regorus::Value::from_json_str(r#"{"gateway":{"break_glass_role":"break_glass"}}"#)
+            .expect("gw"),
+    )
+    .expect("gw");
     for entry in std::fs::read_dir(policies()).expect("dir") {
         let p = entry.expect("entry").path();
         let name = p.to_string_lossy().to_string();
@@ -151,6 +192,26 @@ fn strategies(c: &mut Criterion) {
         b.iter(|| {
             warm.set_input(input.clone());
             black_box(warm.eval_rule(rule.clone()).expect("eval"))
+        })
+    });
+    // What the stage serves with: bytecode on a reused VM.
+    let compiled = prepared
+        .clone()
+        .compile_with_entrypoint(&rule.as_str().into())
+        .expect("compiles");
+    let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+        &compiled,
+        &[rule.as_str()],
+    )
+    .expect("bytecode");
+    let mut vm = regorus::rvm::vm::RegoVM::new();
+    vm.load_program(program);
+    vm.set_data(prepared.get_data()).expect("data");
+    vm.set_max_instructions(5_000_000);
+    c.bench_function("rvm/reuse_warm", |b| {
+        b.iter(|| {
+            vm.set_input(input.clone());
+            black_box(vm.execute().expect("eval"))
         })
     });
 }

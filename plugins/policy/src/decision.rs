@@ -15,7 +15,10 @@ const MAX_REASON_BYTES: usize = 64;
 /// `policy_denied`.
 const CODED_REASONS: &[(&str, ErrorCode)] = &[
     ("tenant_mismatch", ErrorCode::TenantMismatch),
-    ("break_glass_not_permitted", ErrorCode::BreakGlassNotPermitted),
+    (
+        "break_glass_not_permitted",
+        ErrorCode::BreakGlassNotPermitted,
+    ),
     ("scope_insufficient", ErrorCode::ScopeInsufficient),
     ("export_requires_async", ErrorCode::ExportRequiresAsync),
     ("patient_not_permitted", ErrorCode::PatientNotPermitted),

@@ -4,9 +4,9 @@
 //! regorus evaluates through `&mut`, so a revision keeps a pool of warm VMs and hands each
 //! evaluation its own. See `benches/decide.rs` for the strategy numbers.
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::num::NonZeroU32;
 use std::time::Duration;
 
 use regorus::utils::limits::ExecutionTimerConfig;
@@ -77,7 +77,12 @@ impl Sources {
         settings: &GatewaySettings,
     ) -> Result<Sources, LoadError> {
         let mut rego = Vec::new();
-        walk(dir, dir, &mut |p| p.extension().is_some_and(|e| e == "rego"), &mut rego)?;
+        walk(
+            dir,
+            dir,
+            &|p| p.extension().is_some_and(|e| e == "rego"),
+            &mut rego,
+        )?;
         let mut data_files = Vec::new();
         if data_dir.is_dir() {
             let is_data = |p: &Path| {
@@ -104,7 +109,12 @@ impl Sources {
             hash_file(&mut hasher, "data", &rel, text.as_bytes());
             data.push((rel.clone(), parse_data(&rel, &text)?));
         }
-        hash_file(&mut hasher, "gateway", "", settings.break_glass_role.as_bytes());
+        hash_file(
+            &mut hasher,
+            "gateway",
+            "",
+            settings.break_glass_role.as_bytes(),
+        );
         if policies.is_empty() {
             return Err(LoadError::Empty);
         }

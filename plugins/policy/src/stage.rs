@@ -178,7 +178,11 @@ impl Inner {
         let base = input::build(ctx);
         let key = match &self.cache {
             Some(cache) => {
-                let key = format!("{}\n{}", revision.id, base.to_json_str().unwrap_or_default());
+                let key = format!(
+                    "{}\n{}",
+                    revision.id,
+                    base.to_json_str().unwrap_or_default()
+                );
                 if let Some(hit) = cache.get(&key) {
                     events::CACHE.with_label_values(&["hit"]).inc();
                     return Ok(hit);
@@ -204,13 +208,14 @@ fn break_glass_reason(ctx: &RequestCtx, max: usize) -> Result<Option<String>, De
     let Some(v) = values.next() else {
         return Ok(ctx.break_glass_reason.clone());
     };
-    let refuse = |why: &'static str| {
-        Denial::new(ErrorCode::BreakGlassNotPermitted).with_cause(why)
-    };
+    let refuse = |why: &'static str| Denial::new(ErrorCode::BreakGlassNotPermitted).with_cause(why);
     if values.next().is_some() {
         return Err(refuse("more than one break-glass reason header"));
     }
-    let text = v.to_str().map_err(|_| refuse("break-glass reason is not text"))?.trim();
+    let text = v
+        .to_str()
+        .map_err(|_| refuse("break-glass reason is not text"))?
+        .trim();
     if text.is_empty() {
         return Err(refuse("empty break-glass reason"));
     }
@@ -245,8 +250,13 @@ impl PolicyStage {
                 events::NARROWING.with_label_values(&["refused"]).inc();
                 let (code, cause) = match e {
                     NarrowError::Empty => (ErrorCode::PatientNotPermitted, "nobody to narrow to"),
-                    NarrowError::TooMany => (ErrorCode::PolicyDenied, "too many patients to narrow to"),
-                    NarrowError::NotASearch => (ErrorCode::PolicyError, "narrowing obligation on a non-search"),
+                    NarrowError::TooMany => {
+                        (ErrorCode::PolicyDenied, "too many patients to narrow to")
+                    }
+                    NarrowError::NotASearch => (
+                        ErrorCode::PolicyError,
+                        "narrowing obligation on a non-search",
+                    ),
                 };
                 Err(Denial::new(code).with_cause(cause))
             }
@@ -261,7 +271,11 @@ impl Stage for PolicyStage {
     }
 
     fn readiness(&self) -> Readiness {
-        let watch = if *self.inner.watching.borrow() { "; watching" } else { "" };
+        let watch = if *self.inner.watching.borrow() {
+            "; watching"
+        } else {
+            ""
+        };
         Readiness::Ready(Some(format!("policy revision {}{watch}", self.revision())))
     }
 
@@ -307,12 +321,21 @@ impl Stage for PolicyStage {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"));
         if !json {
             // XML or anything else cannot be checked: refused rather than passed unverified.
-            events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
-            return Err(Denial::new(ErrorCode::PolicyError).with_cause("response not verifiable (not JSON)"));
+            events::RESPONSE_CHECKS
+                .with_label_values(&["unreadable"])
+                .inc();
+            return Err(Denial::new(ErrorCode::PolicyError)
+                .with_cause("response not verifiable (not JSON)"));
         }
         ctx.response.buffer_body = true;
         Ok(())
@@ -332,13 +355,18 @@ impl Stage for PolicyStage {
         match verify(body, &ids) {
             Verdict::Clean => Ok(()),
             Verdict::Violation => {
-                events::RESPONSE_CHECKS.with_label_values(&["violation"]).inc();
+                events::RESPONSE_CHECKS
+                    .with_label_values(&["violation"])
+                    .inc();
                 Err(Denial::new(ErrorCode::PatientNotPermitted)
                     .with_cause("response names a patient outside the permitted set"))
             }
             Verdict::Unreadable => {
-                events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
-                Err(Denial::new(ErrorCode::PolicyError).with_cause("response body is not readable JSON"))
+                events::RESPONSE_CHECKS
+                    .with_label_values(&["unreadable"])
+                    .inc();
+                Err(Denial::new(ErrorCode::PolicyError)
+                    .with_cause("response body is not readable JSON"))
             }
         }
     }

@@ -93,7 +93,15 @@ impl fmt::Display for TestReport {
         for c in &self.coverage {
             let t = c.covered + c.not_covered.len();
             (cov, total) = (cov + c.covered, total + t);
-            writeln!(f, "  {:<24} {:>5.1}% ({}/{}) uncovered lines: {:?}", c.path, pct(c.covered, t), c.covered, t, c.not_covered)?;
+            writeln!(
+                f,
+                "  {:<24} {:>5.1}% ({}/{}) uncovered lines: {:?}",
+                c.path,
+                pct(c.covered, t),
+                c.covered,
+                t,
+                c.not_covered
+            )?;
         }
         writeln!(f, "  total {:>5.1}% ({cov}/{total})", pct(cov, total))?;
         let passed = self.results.len() - self.failed();
@@ -119,7 +127,12 @@ pub fn run_policy_tests_with(dir: &Path, data_dir: &Path) -> TestReport {
     let settings = GatewaySettings::default();
     let sources = match Sources::read(dir, data_dir, &settings) {
         Ok(s) => s,
-        Err(e) => return TestReport { load_error: Some(e.to_string()), ..TestReport::default() },
+        Err(e) => {
+            return TestReport {
+                load_error: Some(e.to_string()),
+                ..TestReport::default()
+            }
+        }
     };
     match run(&sources, &settings, true) {
         Ok((results, coverage)) => TestReport {
@@ -128,14 +141,23 @@ pub fn run_policy_tests_with(dir: &Path, data_dir: &Path) -> TestReport {
             revision: Some(sources.revision.to_string()),
             load_error: None,
         },
-        Err(e) => TestReport { load_error: Some(e.to_string()), ..TestReport::default() },
+        Err(e) => TestReport {
+            load_error: Some(e.to_string()),
+            ..TestReport::default()
+        },
     }
 }
 
 /// Fails unless every test of `sources` passes (the reload gate).
-pub(crate) fn require_passing(sources: &Sources, settings: &GatewaySettings) -> Result<(), LoadError> {
+pub(crate) fn require_passing(
+    sources: &Sources,
+    settings: &GatewaySettings,
+) -> Result<(), LoadError> {
     let (results, _) = run(sources, settings, false)?;
-    let failed: Vec<&TestResult> = results.iter().filter(|r| r.outcome != TestOutcome::Pass).collect();
+    let failed: Vec<&TestResult> = results
+        .iter()
+        .filter(|r| r.outcome != TestOutcome::Pass)
+        .collect();
     match failed.first() {
         None => Ok(()),
         Some(first) => Err(LoadError::TestsFailed {
@@ -155,7 +177,10 @@ fn test_rules(text: &str) -> (Option<String>, Vec<String>) {
             package.get_or_insert_with(|| format!("data.{}", p.trim()));
         }
         if line.starts_with("test_") {
-            let name: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
             if !rules.contains(&name) {
                 rules.push(name);
             }
@@ -177,7 +202,9 @@ fn run(
     engine.set_enable_coverage(coverage);
     let mut results = Vec::new();
     for (file, text) in &sources.tests {
-        let (Some(package), rules) = test_rules(text) else { continue };
+        let (Some(package), rules) = test_rules(text) else {
+            continue;
+        };
         for name in rules {
             let rule = format!("{package}.{name}");
             let outcome = match engine.eval_rule(rule.clone()) {
@@ -185,15 +212,25 @@ fn run(
                 Ok(_) => TestOutcome::Fail,
                 Err(e) => TestOutcome::Error(e.to_string()),
             };
-            results.push(TestResult { file: file.clone(), rule, outcome });
+            results.push(TestResult {
+                file: file.clone(),
+                rule,
+                outcome,
+            });
         }
     }
-    let coverage = if coverage { coverage_of(&engine) } else { Vec::new() };
+    let coverage = if coverage {
+        coverage_of(&engine)
+    } else {
+        Vec::new()
+    };
     Ok((results, coverage))
 }
 
 fn coverage_of(engine: &Engine) -> Vec<FileCoverage> {
-    let Ok(report) = engine.get_coverage_report() else { return Vec::new() };
+    let Ok(report) = engine.get_coverage_report() else {
+        return Vec::new();
+    };
     report
         .files
         .into_iter()

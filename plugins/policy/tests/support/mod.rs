@@ -1,5 +1,5 @@
 //! Builders for request contexts and stages over the shipped policies (real Rego, real stage).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -97,10 +97,20 @@ pub fn clinician_b() -> Arc<Principal> {
     principal("clinician_b", "tenant-b", &["clinician"], &["user/*.rs"])
 }
 pub fn er_doctor_a() -> Arc<Principal> {
-    principal("er_doctor_a", "tenant-a", &["clinician", "break_glass"], &["user/*.rs"])
+    principal(
+        "er_doctor_a",
+        "tenant-a",
+        &["clinician", "break_glass"],
+        &["user/*.rs"],
+    )
 }
 
-pub fn fhir(interaction: Interaction, rt: &str, id: Option<&str>, patients: &[&str]) -> FhirRequest {
+pub fn fhir(
+    interaction: Interaction,
+    rt: &str,
+    id: Option<&str>,
+    patients: &[&str],
+) -> FhirRequest {
     let mut f = FhirRequest::new(interaction);
     f.resource_type = phigate_static(rt);
     f.id = id.map(str::to_owned);
@@ -110,7 +120,14 @@ pub fn fhir(interaction: Interaction, rt: &str, id: Option<&str>, patients: &[&s
 
 /// `FhirRequest::resource_type` is `&'static str` (the gateway validates against the R4 list).
 fn phigate_static(rt: &str) -> Option<&'static str> {
-    const TYPES: &[&str] = &["Patient", "Observation", "Encounter", "Practitioner", "Organization", "Group"];
+    const TYPES: &[&str] = &[
+        "Patient",
+        "Observation",
+        "Encounter",
+        "Practitioner",
+        "Organization",
+        "Group",
+    ];
     TYPES.iter().copied().find(|t| *t == rt)
 }
 
@@ -140,7 +157,9 @@ pub fn get(path: &str, principal: Arc<Principal>, f: FhirRequest) -> RequestCtx 
 }
 
 pub fn with_header(mut c: RequestCtx, name: &'static str, value: &str) -> RequestCtx {
-    c.request.headers.append(name, HeaderValue::from_str(value).unwrap());
+    c.request
+        .headers
+        .append(name, HeaderValue::from_str(value).unwrap());
     c
 }
 
