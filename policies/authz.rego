@@ -2,22 +2,15 @@
 # Default deny: a request is allowed only when something grants it and nothing denies it.
 package phigate.authz
 
-import data.phigate.break_glass
-import data.phigate.common
-import data.phigate.export
-import data.phigate.patients
-import data.phigate.scopes
-import data.phigate.tenant
+deny contains r if some r in tenant_deny
 
-deny contains r if some r in tenant.deny
+deny contains r if some r in scope_deny
 
-deny contains r if some r in scopes.deny
+deny contains r if some r in patient_deny
 
-deny contains r if some r in patients.deny
+deny contains r if some r in break_glass_deny
 
-deny contains r if some r in break_glass.deny
-
-deny contains r if some r in export.deny
+deny contains r if some r in export_deny
 
 deny contains "unauthenticated" if not input.principal
 
@@ -25,10 +18,10 @@ deny contains "unsupported_input_version" if input.v != 1
 
 # A FHIR request is granted by passing the scope, tenant and patient checks above. A non-FHIR
 # route needs one of the roles listed for it in data.routes.
-grant contains "fhir" if common.fhir
+grant contains "fhir" if fhir
 
 grant contains "route_role" if {
-	not common.fhir
+	not fhir
 	some r in input.principal.roles
 	r in data.routes[input.request.route].roles
 }
@@ -40,9 +33,9 @@ allow if {
 	count(deny) == 0
 }
 
-basis contains patients.mode if common.fhir
+basis contains mode if fhir
 
-basis contains "break_glass" if break_glass.active
+basis contains "break_glass" if break_glass_active
 
 basis contains g if some g in grant
 
@@ -57,23 +50,23 @@ reasons := ["unauthenticated"] if {
 
 default narrow_patients := null
 
-narrow_patients := patients.narrow
+narrow_patients := narrow
 
 default permitted_patients := null
 
-permitted_patients := patients.permitted_patients
+permitted_patients := verify_patients
 
 default max_page_size := null
 
-max_page_size := data.tenants[input.principal.tenant].max_page_size if common.searching
+max_page_size := data.tenants[input.principal.tenant].max_page_size if searching
 
 default break_glass_access := false
 
-break_glass_access if break_glass.active
+break_glass_access if break_glass_active
 
 default alert := null
 
-alert := "break_glass_access" if break_glass.active
+alert := "break_glass_access" if break_glass_active
 
 decision := {
 	"allow": allow,

@@ -1,6 +1,6 @@
 # Helpers shared by the phigate policies: the FHIR operations a request performs and the
 # principal's patient launch context. See README.md for the input schema (input.v = 1).
-package phigate.common
+package phigate.authz
 
 fhir := input.request.fhir
 

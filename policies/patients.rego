@@ -4,12 +4,7 @@
 #   tenant           roles granting `tenant`, and backend services (`system/` scopes): the tenant's patients
 #   none             nobody's data
 # Break-glass widens care_team / patient_context to the tenant's patients.
-package phigate.patients
-
-import data.phigate.break_glass
-import data.phigate.common
-
-tenant := input.principal.tenant
+package phigate.authz
 
 role_access contains a if {
 	some r in input.principal.roles
@@ -28,7 +23,7 @@ tenant_wide if system_client
 default mode := "none"
 
 mode := "patient_context" if {
-	common.context_patient
+	context_patient
 } else := "tenant" if {
 	tenant_wide
 } else := "care_team" if {
@@ -37,12 +32,12 @@ mode := "patient_context" if {
 
 tenant_patients contains p if {
 	some p, info in data.patients
-	info.tenant == tenant
+	info.tenant == principal_tenant
 }
 
-care_team contains p if some p in data.care_teams[tenant][input.principal.sub]
+care_team contains p if some p in data.care_teams[principal_tenant][input.principal.sub]
 
-permitted := {common.context_patient} if {
+permitted := {context_patient} if {
 	mode == "patient_context"
 } else := care_team if {
 	mode == "care_team"
@@ -51,30 +46,30 @@ permitted := {common.context_patient} if {
 } else := set()
 
 effective := tenant_patients if {
-	break_glass.active
+	break_glass_active
 } else := permitted
 
 # Restricted principals are held to the patients they can name.
 restricted if {
 	mode in {"patient_context", "care_team"}
-	not break_glass.active
+	not break_glass_active
 }
 
 patient_data if count(input.request.patients) > 0
 
 patient_data if {
-	some op in common.ops
+	some op in ops
 	data.fhir.patient_compartment[op.resource_type]
 }
 
 patient_data if {
-	some op in common.ops
+	some op in ops
 	not op.resource_type
 	op.interaction in {"search-system", "history"}
 }
 
 patient_data if {
-	some op in common.ops
+	some op in ops
 	op.operation in {"everything", "export"}
 }
 
@@ -83,47 +78,47 @@ foreign contains p if {
 	not p in effective
 }
 
-deny contains "patient_not_permitted" if count(foreign) > 0
+patient_deny contains "patient_not_permitted" if count(foreign) > 0
 
-deny contains "patient_not_permitted" if {
+patient_deny contains "patient_not_permitted" if {
 	patient_data
 	count(effective) == 0
 }
 
 # A chained or _has parameter can reach patients nobody named: refused for restricted principals.
-deny contains "patient_not_permitted" if {
+patient_deny contains "patient_not_permitted" if {
 	restricted
-	count(common.unresolved) > 0
+	count(unresolved) > 0
 }
 
-deny contains "unresolved_params" if {
+patient_deny contains "unresolved_params" if {
 	restricted
-	count(common.unresolved) > 0
+	count(unresolved) > 0
 }
 
 # A compartment-type search without a patient: narrowed to the permitted patients, or refused
 # when the tenant says so.
 needs_narrowing if {
-	common.fhir.interaction == "search-type"
-	data.fhir.patient_compartment[common.fhir.resource_type]
+	fhir.interaction == "search-type"
+	data.fhir.patient_compartment[fhir.resource_type]
 	count(input.request.patients) == 0
 }
 
 refuse_unnarrowed if {
 	needs_narrowing
 	restricted
-	data.tenants[tenant].restricted_search == "refuse"
+	data.tenants[principal_tenant].restricted_search == "refuse"
 }
 
 # System-wide searches and type-level history cannot be narrowed by a patient parameter.
 refuse_unnarrowed if {
 	restricted
-	common.fhir.interaction in {"search-system", "history"}
-	not common.fhir.id
+	fhir.interaction in {"search-system", "history"}
+	not fhir.id
 	count(input.request.patients) == 0
 }
 
-deny contains "patient_param_required" if refuse_unnarrowed
+patient_deny contains "patient_param_required" if refuse_unnarrowed
 
 narrow := sort(effective) if {
 	needs_narrowing
@@ -131,8 +126,8 @@ narrow := sort(effective) if {
 }
 
 # Every FHIR response is checked against this set (read-by-id, searches, _include leaks).
-permitted_patients := sort(effective) if {
-	common.fhir
-	not common.fhir.interaction == "capabilities"
-	not common.fhir.operation == "export"
+verify_patients := sort(effective) if {
+	fhir
+	not fhir.interaction == "capabilities"
+	not fhir.operation == "export"
 }

@@ -2,7 +2,6 @@ package phigate.patients_test
 
 import data.phigate.authz
 import data.phigate.fixtures as f
-import data.phigate.patients
 
 test_non_care_team_patient_denied if {
 	d := authz.decision with input as f.get(f.clinician_a, f.read_patient("a-p3"))
@@ -84,7 +83,7 @@ test_patient_app_reaches_only_its_patient if {
 
 test_fhir_user_patient_is_patient_context if {
 	p := {"sub": "u", "tenant": "tenant-a", "roles": ["clinician"], "fhir_user": "Patient/a-p5", "scopes": ["user/*.rs"]}
-	patients.mode == "patient_context" with input as f.get(p, f.read_patient("a-p5"))
+	authz.mode == "patient_context" with input as f.get(p, f.read_patient("a-p5"))
 	d := authz.decision with input as f.get(p, f.read_patient("a-p1"))
 	not d.allow
 }

@@ -3,9 +3,7 @@
 #   v2: `patient/Observation.rs`, `user/*.cruds` (letters in this order, any non-empty subset)
 # `patient/` scopes only count with a patient launch context. Granular v2 scopes with a query
 # (`?category=...`) grant nothing: the gateway cannot enforce their constraint (fail closed).
-package phigate.scopes
-
-import data.phigate.common
+package phigate.authz
 
 # data.smart.permissions maps every valid permission string (v1 `read`, `write`, `*`; v2 each
 # ordered subset of `cruds`) to its letters: a lookup, not string parsing per request.
@@ -21,7 +19,7 @@ grants contains {"context": ctx, "type": type, "letters": letters(perm)} if {
 
 usable(g) if {
 	g.context == "patient"
-	common.context_patient
+	context_patient
 }
 
 usable(g) if g.context in {"user", "system"}
@@ -49,31 +47,31 @@ op_letter("GET") := "r"
 op_letter(m) := "u" if m != "GET"
 
 needs contains {"type": type_of(op), "letter": interaction_letter[op.interaction]} if {
-	some op in common.ops
+	some op in ops
 }
 
 # $everything returns every type of the patient's record.
 needs contains {"type": "*", "letter": l} if {
-	some op in common.ops
+	some op in ops
 	op.operation == "everything"
 	some l in {"r", "s"}
 }
 
 needs contains {"type": type_of(op), "letter": op_letter(input.request.method)} if {
-	some op in common.ops
+	some op in ops
 	op.interaction == "operation"
 	not op.operation in {"everything", "export"}
 }
 
 known := object.keys(interaction_letter) | {"operation", "capabilities"}
 
-deny contains "scope_insufficient" if {
+scope_deny contains "scope_insufficient" if {
 	some n in needs
 	not permits(n.type, n.letter)
 }
 
 # An interaction this policy does not know is refused rather than waved through.
-deny contains "unknown_interaction" if {
-	some op in common.ops
+scope_deny contains "unknown_interaction" if {
+	some op in ops
 	not op.interaction in known
 }

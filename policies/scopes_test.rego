@@ -2,13 +2,12 @@ package phigate.scopes_test
 
 import data.phigate.authz
 import data.phigate.fixtures as f
-import data.phigate.scopes
 
 test_v2_letters_parsed if {
-	scopes.letters("rs") == {"r", "s"}
-	scopes.letters("cruds") == {"c", "r", "u", "d", "s"}
-	not scopes.letters("sr")
-	not scopes.letters("x")
+	authz.letters("rs") == {"r", "s"}
+	authz.letters("cruds") == {"c", "r", "u", "d", "s"}
+	not authz.letters("sr")
+	not authz.letters("x")
 }
 
 test_v1_read_allows_read if {

@@ -118,7 +118,7 @@ async fn broken_update_is_rejected_while_the_old_revision_serves() {
     );
 
     // Parses, but breaks tenant isolation: its own tests catch it.
-    let broken = original.replace("input.request.tenant != tenant", "false");
+    let broken = original.replace("input.request.tenant != principal_tenant", "false");
     std::fs::write(tmp.path().join("tenant.rego"), broken).unwrap();
     assert!(matches!(
         stage.reload_now(),
