@@ -7,7 +7,7 @@ package phigate.authz
 
 # data.smart.permissions maps every valid permission string (v1 `read`, `write`, `*`; v2 each
 # ordered subset of `cruds`) to its letters: a lookup, not string parsing per request.
-letters(p) := {c | some c in perms} if perms := data.smart.permissions[p]
+letters(p) := data.smart.permissions[p]
 
 grants contains {"context": ctx, "type": type, "letters": letters(perm)} if {
 	some raw in input.principal.scopes
@@ -24,12 +24,16 @@ usable(g) if {
 
 usable(g) if g.context in {"user", "system"}
 
-permits(type, letter) if {
+# "Type:letter" pairs the usable scopes grant, built once per evaluation.
+granted contains concat(":", [g.type, l]) if {
 	some g in grants
 	usable(g)
-	g.type in {type, "*"}
-	letter in g.letters
+	some l in g.letters
 }
+
+permits(type, letter) if granted[concat(":", [type, letter])]
+
+permits(_, letter) if granted[concat(":", ["*", letter])]
 
 interaction_letter := {
 	"read": "r", "vread": "r",
@@ -38,7 +42,7 @@ interaction_letter := {
 }
 
 type_of(op) := op.resource_type if {
-	op.resource_type
+	is_string(op.resource_type)
 } else := "*"
 
 # Other operations: reading ones (GET) need read, anything else needs update.

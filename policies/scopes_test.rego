@@ -4,8 +4,8 @@ import data.phigate.authz
 import data.phigate.fixtures as f
 
 test_v2_letters_parsed if {
-	authz.letters("rs") == {"r", "s"}
-	authz.letters("cruds") == {"c", "r", "u", "d", "s"}
+	authz.letters("rs") == ["r", "s"]
+	authz.letters("cruds") == ["c", "r", "u", "d", "s"]
 	not authz.letters("sr")
 	not authz.letters("x")
 }
