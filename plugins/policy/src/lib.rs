@@ -1,0 +1,54 @@
+//! The phigate policy stage (`policy:`): patient-level authorization with Rego, evaluated by
+//! regorus before anything reaches an upstream.
+//!
+//! **Phase.** `on_request`, after identity and rate limiting: builds the versioned input
+//! (`input.v == 1`: principal, request with its FHIR model and patients, client, time), evaluates
+//! the active revision's entrypoint (`data.phigate.authz.decision` by default) and stores the
+//! [`Decision`](phigate_plugin::Decision) in `ctx.decision`. A deny answers with the code of its
+//! most specific reason (`tenant_mismatch`, `break_glass_not_permitted`, `scope_insufficient`,
+//! `export_requires_async`, `patient_not_permitted`, else `policy_denied`). An allow may narrow a
+//! search (a `patient=` parameter is added to `ctx.request.query`) and name the patients a
+//! response may contain: `on_response` then asks for the body and `on_buffered_response`
+//! replaces a response naming anyone else with `patient_not_permitted`.
+//!
+//! **Fail closed.** An evaluation error, a time-out (regorus execution timer, `max_eval_ms`), a
+//! malformed decision, an invalid break-glass header, a response that cannot be read: all deny,
+//! and all are counted (`phigate_policy_errors_total`, `phigate_policy_response_denials_total`).
+//!
+//! **Revisions.** Policies and data are compiled once per revision (content hash), tested with
+//! their own `*_test.rego`, and swapped atomically ([`arc_swap`]); a revision that fails to parse
+//! or fails its tests is rejected and the old one keeps serving. The file watcher runs as a
+//! background task; [`PolicyStage::reload_now`] reloads on demand (SIGHUP).
+//!
+//! **Never logged.** Inputs, query values, bodies, patient ids, the engine's error text for live
+//! requests (it may quote input values), and the break-glass reason (that goes to audit only).
+//!
+//! **Tooling.** [`run_policy_tests`] and [`eval_input`] back `phigate policy test` and
+//! `phigate policy eval`.
+
+mod config;
+mod decision;
+mod error;
+mod events;
+mod input;
+mod narrow;
+mod oneshot;
+mod reload;
+mod revision;
+mod stage;
+mod testing;
+mod verify;
+
+pub use config::{DecisionCacheConfig, PolicyConfig};
+pub use decision::deny_code;
+pub use error::{EvalError, LoadError};
+pub use input::INPUT_VERSION;
+pub use oneshot::{eval_input, EvalInputError};
+pub use stage::{PolicyStage, ReloadOutcome, BREAK_GLASS_HEADER};
+pub use testing::{
+    run_policy_tests, run_policy_tests_with, FileCoverage, TestOutcome, TestReport, TestResult,
+};
+pub use verify::{patient_of, verify as verify_response, Verdict};
+
+/// The entrypoint evaluated when the config names none.
+pub const DEFAULT_ENTRYPOINT: &str = "data.phigate.authz.decision";

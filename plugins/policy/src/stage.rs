@@ -1,0 +1,373 @@
+//! The policy stage: holds the active revision, decides per request, narrows searches and
+//! verifies responses.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use phigate_plugin::{
+    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, Readiness, RequestCtx,
+    ResponseHead, Stage,
+};
+use regorus::Value;
+
+use crate::error::{EvalError, LoadError};
+use crate::events;
+use crate::narrow::{narrow, NarrowError};
+use crate::revision::{GatewaySettings, Revision, Sources};
+use crate::verify::{verify, Verdict};
+use crate::{decision, input};
+
+/// The header a principal states its emergency-access reason in.
+pub const BREAK_GLASS_HEADER: &str = "x-break-glass-reason";
+
+/// Runtime settings resolved from [`crate::PolicyConfig`].
+#[derive(Debug, Clone)]
+pub(crate) struct StageSettings {
+    pub(crate) dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) entrypoint: String,
+    pub(crate) max_eval: Duration,
+    pub(crate) gateway: GatewaySettings,
+    pub(crate) max_reason_bytes: usize,
+    pub(crate) max_narrow_patients: usize,
+    pub(crate) test_on_reload: bool,
+    pub(crate) watch: bool,
+    pub(crate) cache: Option<(Duration, u64)>,
+}
+
+/// Shared state of the stage and its reload task.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) settings: StageSettings,
+    pub(crate) active: ArcSwap<Revision>,
+    cache: Option<moka::sync::Cache<String, Arc<Decision>>>,
+    /// Serialises reloads (watcher and SIGHUP); never taken on the request path.
+    reload_lock: Mutex<()>,
+    /// Publishes each newly active revision.
+    revisions: tokio::sync::watch::Sender<String>,
+    /// True while the file watcher is established.
+    pub(crate) watching: tokio::sync::watch::Sender<bool>,
+}
+
+/// The policy stage. Cheap to clone handles to it are not needed: the gateway holds it in an
+/// `Arc<dyn Stage>`; the reload task holds the shared state.
+#[derive(Debug)]
+pub struct PolicyStage {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The outcome of a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new revision (this content hash) is now active.
+    Applied(String),
+    /// The files did not change; the active revision stays.
+    Unchanged(String),
+}
+
+impl PolicyStage {
+    pub(crate) fn new(settings: StageSettings) -> Result<PolicyStage, LoadError> {
+        let revision = load_revision(&settings)?;
+        events::revision_active(None, &revision.id);
+        let cache = settings.cache.map(|(ttl, max)| {
+            moka::sync::Cache::builder()
+                .time_to_live(ttl)
+                .max_capacity(max)
+                .build()
+        });
+        let (revisions, _) = tokio::sync::watch::channel(revision.id.to_string());
+        Ok(PolicyStage {
+            inner: Arc::new(Inner {
+                revisions,
+                watching: tokio::sync::watch::channel(false).0,
+                settings,
+                active: ArcSwap::from_pointee(revision),
+                cache,
+                reload_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The active revision (content hash).
+    pub fn revision(&self) -> String {
+        self.inner.active.load().id.to_string()
+    }
+
+    /// Follows the active revision: the receiver sees each swap (for logs, or to wait for a
+    /// file-watch reload).
+    pub fn subscribe_revisions(&self) -> tokio::sync::watch::Receiver<String> {
+        self.inner.revisions.subscribe()
+    }
+
+    /// Whether the file watcher is established (it starts with the background task).
+    pub fn watching(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.watching.subscribe()
+    }
+
+    /// Reloads `dir` now: reads, compiles and tests the files off the request path, then swaps
+    /// atomically. Blocking (compiling and testing takes milliseconds): call it from a blocking
+    /// thread (`spawn_blocking`), for example on SIGHUP.
+    ///
+    /// # Errors
+    /// The load error when the new files fail to parse, compile or pass their tests; the active
+    /// revision keeps serving, the rejection is logged and counted.
+    pub fn reload_now(&self) -> Result<ReloadOutcome, LoadError> {
+        self.inner.reload()
+    }
+
+    /// Decides for a request context without applying the decision (for tests, benches and
+    /// `policy eval`).
+    ///
+    /// # Errors
+    /// An [`EvalError`] when the policy fails; the stage answers those with `policy_error`.
+    pub fn decide(&self, ctx: &RequestCtx) -> Result<Arc<Decision>, EvalError> {
+        self.inner.decide(ctx)
+    }
+}
+
+fn load_revision(s: &StageSettings) -> Result<Revision, LoadError> {
+    let sources = Sources::read(&s.dir, &s.data_dir, &s.gateway)?;
+    if s.test_on_reload {
+        crate::testing::require_passing(&sources, &s.gateway)?;
+    }
+    Revision::compile(&sources, &s.gateway, &s.entrypoint, s.max_eval)
+}
+
+impl Inner {
+    pub(crate) fn reload(&self) -> Result<ReloadOutcome, LoadError> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.active.load_full();
+        let s = &self.settings;
+        let attempt = Sources::read(&s.dir, &s.data_dir, &s.gateway).and_then(|src| {
+            if src.revision == current.id {
+                return Ok(None);
+            }
+            if s.test_on_reload {
+                crate::testing::require_passing(&src, &s.gateway)?;
+            }
+            Revision::compile(&src, &s.gateway, &s.entrypoint, s.max_eval).map(Some)
+        });
+        match attempt {
+            Ok(None) => {
+                events::RELOADS.with_label_values(&["unchanged"]).inc();
+                Ok(ReloadOutcome::Unchanged(current.id.to_string()))
+            }
+            Ok(Some(rev)) => {
+                let id = rev.id.to_string();
+                self.active.store(Arc::new(rev));
+                if let Some(c) = &self.cache {
+                    c.invalidate_all();
+                }
+                events::revision_active(Some(&current.id), &id);
+                self.revisions.send_replace(id.clone());
+                events::RELOADS.with_label_values(&["applied"]).inc();
+                log::info!("policy revision {id} active (was {})", current.id);
+                Ok(ReloadOutcome::Applied(id))
+            }
+            Err(e) => {
+                events::reload_rejected(None, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn decide(&self, ctx: &RequestCtx) -> Result<Arc<Decision>, EvalError> {
+        let revision = self.active.load();
+        let base = input::build(ctx);
+        let key = match &self.cache {
+            Some(cache) => {
+                let key = format!(
+                    "{}\n{}",
+                    revision.id,
+                    base.to_json_str().unwrap_or_default()
+                );
+                if let Some(hit) = cache.get(&key) {
+                    events::CACHE.with_label_values(&["hit"]).inc();
+                    return Ok(hit);
+                }
+                events::CACHE.with_label_values(&["miss"]).inc();
+                Some(key)
+            }
+            None => None,
+        };
+        let out: Value = revision.evaluate(input::with_time(base, ctx))?;
+        let decision = Arc::new(decision::parse(&out, &revision.id)?);
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            cache.insert(key, decision.clone());
+        }
+        Ok(decision)
+    }
+}
+
+/// Reads and validates `X-Break-Glass-Reason`: present means break-glass is claimed, and then it
+/// must be non-empty visible text within the bound.
+fn break_glass_reason(ctx: &RequestCtx, max: usize) -> Result<Option<String>, Denial> {
+    let mut values = ctx.request.headers.get_all(BREAK_GLASS_HEADER).iter();
+    let Some(v) = values.next() else {
+        return Ok(ctx.break_glass_reason.clone());
+    };
+    let refuse = |why: &'static str| Denial::new(ErrorCode::BreakGlassNotPermitted).with_cause(why);
+    if values.next().is_some() {
+        return Err(refuse("more than one break-glass reason header"));
+    }
+    let text = v
+        .to_str()
+        .map_err(|_| refuse("break-glass reason is not text"))?
+        .trim();
+    if text.is_empty() {
+        return Err(refuse("empty break-glass reason"));
+    }
+    if text.len() > max {
+        return Err(refuse("break-glass reason too long"));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+fn deny(decision: &Decision) -> Denial {
+    let code = decision::deny_code(&decision.reasons);
+    // Reasons are policy-defined identifiers (bounded), safe for the log.
+    Denial::new(code).with_cause(format!(
+        "policy {} denied: {}",
+        decision.revision,
+        decision.reasons.join(",")
+    ))
+}
+
+impl PolicyStage {
+    fn apply_narrowing(&self, ctx: &mut RequestCtx, decision: &Decision) -> Result<(), Denial> {
+        let Some(patients) = decision.obligations.narrow_patients.as_deref() else {
+            return Ok(());
+        };
+        let max = self.inner.settings.max_narrow_patients;
+        match narrow(ctx.fhir.as_ref(), patients, max, &mut ctx.request.query) {
+            Ok(()) => {
+                events::NARROWING.with_label_values(&["narrowed"]).inc();
+                Ok(())
+            }
+            Err(e) => {
+                events::NARROWING.with_label_values(&["refused"]).inc();
+                let (code, cause) = match e {
+                    NarrowError::Empty => (ErrorCode::PatientNotPermitted, "nobody to narrow to"),
+                    NarrowError::TooMany => {
+                        (ErrorCode::PolicyDenied, "too many patients to narrow to")
+                    }
+                    NarrowError::NotASearch => (
+                        ErrorCode::PolicyError,
+                        "narrowing obligation on a non-search",
+                    ),
+                };
+                Err(Denial::new(code).with_cause(cause))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Stage for PolicyStage {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn readiness(&self) -> Readiness {
+        let watch = if *self.inner.watching.borrow() {
+            "; watching"
+        } else {
+            ""
+        };
+        Readiness::Ready(Some(format!("policy revision {}{watch}", self.revision())))
+    }
+
+    fn background_tasks(&self) -> Vec<BackgroundTask> {
+        if !self.inner.settings.watch {
+            return Vec::new();
+        }
+        vec![Box::pin(crate::reload::watch(self.inner.clone()))]
+    }
+
+    async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+        ctx.break_glass_reason = break_glass_reason(ctx, self.inner.settings.max_reason_bytes)?;
+        let decision = match self.inner.decide(ctx) {
+            Ok(d) => d,
+            Err(e) => {
+                let revision = self.inner.active.load().id.clone();
+                events::eval_failed(&revision, ctx.request_id.as_str(), &e);
+                return Err(Denial::new(ErrorCode::PolicyError).with_cause(e.kind()));
+            }
+        };
+        let decision = Decision::clone(&decision);
+        if !decision.allow {
+            events::DECISIONS.with_label_values(&["deny"]).inc();
+            let denial = deny(&decision);
+            ctx.decision = Some(decision);
+            return Err(denial);
+        }
+        events::DECISIONS.with_label_values(&["allow"]).inc();
+        let narrowed = self.apply_narrowing(ctx, &decision);
+        ctx.decision = Some(decision);
+        narrowed.map(|()| Flow::Continue)
+    }
+
+    fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {
+        let verify = ctx
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.obligations.permitted_patients.is_some());
+        if !verify || !head.status.is_success() || head.status.as_u16() == 204 {
+            return Ok(());
+        }
+        let json = head
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"));
+        if !json {
+            // XML or anything else cannot be checked: refused rather than passed unverified.
+            events::RESPONSE_CHECKS
+                .with_label_values(&["unreadable"])
+                .inc();
+            return Err(Denial::new(ErrorCode::PolicyError)
+                .with_cause("response not verifiable (not JSON)"));
+        }
+        ctx.response.buffer_body = true;
+        Ok(())
+    }
+
+    fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
+        let Some(permitted) = ctx
+            .decision
+            .as_ref()
+            .and_then(|d| d.obligations.permitted_patients.as_deref())
+        else {
+            return Ok(());
+        };
+        let mut ids: Vec<&str> = permitted.iter().map(|p| p.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        match verify(body, &ids) {
+            Verdict::Clean => Ok(()),
+            Verdict::Violation => {
+                events::RESPONSE_CHECKS
+                    .with_label_values(&["violation"])
+                    .inc();
+                Err(Denial::new(ErrorCode::PatientNotPermitted)
+                    .with_cause("response names a patient outside the permitted set"))
+            }
+            Verdict::Unreadable => {
+                events::RESPONSE_CHECKS
+                    .with_label_values(&["unreadable"])
+                    .inc();
+                Err(Denial::new(ErrorCode::PolicyError)
+                    .with_cause("response body is not readable JSON"))
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Policy tests the OPA way: every `test_*` rule of every `*_test.rego` must evaluate to `true`.
+//! Used by `phigate policy test`, and before any revision is served.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use regorus::Engine;
+
+use crate::error::LoadError;
+use crate::revision::{GatewaySettings, Sources};
+
+/// Longest one test rule may run.
+const TEST_TIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// How one test rule ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestOutcome {
+    /// The rule evaluated to `true`.
+    Pass,
+    /// The rule was undefined or not `true`.
+    Fail,
+    /// Evaluation raised an error (message included: these are the author's own test inputs).
+    Error(String),
+}
+
+/// One test rule's result.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    /// The test file, relative to the policy directory.
+    pub file: String,
+    /// The rule path, like `data.phigate.tenant_test.test_cross_tenant_denied`.
+    pub rule: String,
+    /// The outcome.
+    pub outcome: TestOutcome,
+}
+
+/// Line coverage of one policy file (test files excluded).
+#[derive(Debug, Clone)]
+pub struct FileCoverage {
+    /// The policy file.
+    pub path: String,
+    /// Lines evaluated by the tests.
+    pub covered: usize,
+    /// Executable lines no test reached.
+    pub not_covered: Vec<u32>,
+}
+
+/// The result of running a directory's policy tests.
+#[derive(Debug, Clone, Default)]
+pub struct TestReport {
+    /// Every test rule, in file order.
+    pub results: Vec<TestResult>,
+    /// Coverage per policy file.
+    pub coverage: Vec<FileCoverage>,
+    /// The revision tested (content hash), when the files loaded.
+    pub revision: Option<String>,
+    /// Why the files did not load (then there are no results).
+    pub load_error: Option<String>,
+}
+
+impl TestReport {
+    /// Whether the files loaded, at least one test ran and every test passed.
+    pub fn success(&self) -> bool {
+        self.load_error.is_none()
+            && !self.results.is_empty()
+            && self.results.iter().all(|r| r.outcome == TestOutcome::Pass)
+    }
+
+    /// How many tests did not pass.
+    pub fn failed(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.outcome != TestOutcome::Pass)
+            .count()
+    }
+}
+
+impl fmt::Display for TestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(e) = &self.load_error {
+            return writeln!(f, "ERROR: {e}");
+        }
+        for r in &self.results {
+            match &r.outcome {
+                TestOutcome::Pass => writeln!(f, "PASS {} ({})", r.rule, r.file)?,
+                TestOutcome::Fail => writeln!(f, "FAIL {} ({})", r.rule, r.file)?,
+                TestOutcome::Error(e) => writeln!(f, "FAIL {} ({}): {e}", r.rule, r.file)?,
+            }
+        }
+        let (mut cov, mut total) = (0usize, 0usize);
+        writeln!(f, "coverage:")?;
+        for c in &self.coverage {
+            let t = c.covered + c.not_covered.len();
+            (cov, total) = (cov + c.covered, total + t);
+            writeln!(
+                f,
+                "  {:<24} {:>5.1}% ({}/{}) uncovered lines: {:?}",
+                c.path,
+                pct(c.covered, t),
+                c.covered,
+                t,
+                c.not_covered
+            )?;
+        }
+        writeln!(f, "  total {:>5.1}% ({cov}/{total})", pct(cov, total))?;
+        let passed = self.results.len() - self.failed();
+        write!(f, "{passed}/{} tests passed", self.results.len())
+    }
+}
+
+fn pct(n: usize, d: usize) -> f64 {
+    if d == 0 {
+        100.0
+    } else {
+        n as f64 * 100.0 / d as f64
+    }
+}
+
+/// Runs every `test_*` rule under `dir` (data from `dir/data`, default gateway settings).
+pub fn run_policy_tests(dir: &Path) -> TestReport {
+    run_policy_tests_with(dir, &dir.join("data"))
+}
+
+/// Like [`run_policy_tests`] with an explicit data directory.
+pub fn run_policy_tests_with(dir: &Path, data_dir: &Path) -> TestReport {
+    let settings = GatewaySettings::default();
+    let sources = match Sources::read(dir, data_dir, &settings) {
+        Ok(s) => s,
+        Err(e) => {
+            return TestReport {
+                load_error: Some(e.to_string()),
+                ..TestReport::default()
+            }
+        }
+    };
+    match run(&sources, &settings, true) {
+        Ok((results, coverage)) => TestReport {
+            results,
+            coverage,
+            revision: Some(sources.revision.to_string()),
+            load_error: None,
+        },
+        Err(e) => TestReport {
+            load_error: Some(e.to_string()),
+            ..TestReport::default()
+        },
+    }
+}
+
+/// Fails unless every test of `sources` passes (the reload gate).
+pub(crate) fn require_passing(
+    sources: &Sources,
+    settings: &GatewaySettings,
+) -> Result<(), LoadError> {
+    let (results, _) = run(sources, settings, false)?;
+    let failed: Vec<&TestResult> = results
+        .iter()
+        .filter(|r| r.outcome != TestOutcome::Pass)
+        .collect();
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(LoadError::TestsFailed {
+            failed: failed.len(),
+            total: results.len(),
+            first: first.rule.clone(),
+        }),
+    }
+}
+
+/// The `test_*` rule names of a test module: rules start at column 0 (as `opa fmt` writes them).
+fn test_rules(text: &str) -> (Option<String>, Vec<String>) {
+    let mut package = None;
+    let mut rules: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(p) = line.strip_prefix("package ") {
+            package.get_or_insert_with(|| format!("data.{}", p.trim()));
+        }
+        if line.starts_with("test_") {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !rules.contains(&name) {
+                rules.push(name);
+            }
+        }
+    }
+    (package, rules)
+}
+
+fn run(
+    sources: &Sources,
+    settings: &GatewaySettings,
+    coverage: bool,
+) -> Result<(Vec<TestResult>, Vec<FileCoverage>), LoadError> {
+    let mut engine: Engine = sources.engine(settings, true)?;
+    engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        limit: TEST_TIME_LIMIT,
+        check_interval: crate::revision::TIMER_CHECK_INTERVAL,
+    });
+    engine.set_enable_coverage(coverage);
+    let mut results = Vec::new();
+    for (file, text) in &sources.tests {
+        let (Some(package), rules) = test_rules(text) else {
+            continue;
+        };
+        for name in rules {
+            let rule = format!("{package}.{name}");
+            let outcome = match engine.eval_rule(rule.clone()) {
+                Ok(regorus::Value::Bool(true)) => TestOutcome::Pass,
+                Ok(_) => TestOutcome::Fail,
+                Err(e) => TestOutcome::Error(e.to_string()),
+            };
+            results.push(TestResult {
+                file: file.clone(),
+                rule,
+                outcome,
+            });
+        }
+    }
+    let coverage = if coverage {
+        coverage_of(&engine)
+    } else {
+        Vec::new()
+    };
+    Ok((results, coverage))
+}
+
+fn coverage_of(engine: &Engine) -> Vec<FileCoverage> {
+    let Ok(report) = engine.get_coverage_report() else {
+        return Vec::new();
+    };
+    report
+        .files
+        .into_iter()
+        .filter(|f| !f.path.ends_with("_test.rego"))
+        .map(|f| FileCoverage {
+            path: f.path,
+            covered: f.covered.len(),
+            not_covered: f.not_covered.into_iter().collect(),
+        })
+        .collect()
+}

@@ -1,0 +1,234 @@
+//! Response verification: every patient a FHIR JSON response names must be in the permitted set.
+//!
+//! `GET /Observation/123` cannot be judged from the URL, and a search can leak through `_include`
+//! or an upstream bug; so the body is checked before any byte of it reaches the client. The walk
+//! is a streaming serde visitor: it allocates nothing per node, keeps no tree, stops at the first
+//! violation, and inherits serde_json's nesting limit (128). It checks every `reference` string
+//! anywhere in the document (a superset of the compartment params: `subject`, `patient`,
+//! `performer`, contained resources, Bundle entries) and the `id` of every `Patient` resource.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every patient named is permitted.
+    Clean,
+    /// A patient outside the permitted set is named.
+    Violation,
+    /// The body is not JSON this check can read (fail closed: treat as a violation).
+    Unreadable,
+}
+
+/// Checks a response body against a sorted, deduplicated list of permitted patient ids.
+pub fn verify(body: &[u8], permitted: &[&str]) -> Verdict {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Verdict::Clean;
+    }
+    let found = Cell::new(false);
+    let walk = Node {
+        permitted,
+        violation: &found,
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = walk.deserialize(&mut de).and_then(|()| de.end());
+    match (found.get(), parsed) {
+        (true, _) => Verdict::Violation,
+        (false, Ok(())) => Verdict::Clean,
+        (false, Err(_)) => Verdict::Unreadable,
+    }
+}
+
+/// The id of the patient a reference points to, `None` when it names no patient. A conditional
+/// reference (`Patient?identifier=...`) cannot be checked and yields `Some("")`, never permitted.
+pub fn patient_of(reference: &str) -> Option<&str> {
+    let reference = reference.split('#').next().unwrap_or("");
+    if reference.starts_with("Patient?") || reference.contains("/Patient?") {
+        return Some("");
+    }
+    let mut after: Option<&str> = None;
+    for segment in reference.rsplit('/') {
+        if segment == "Patient" {
+            if let Some(id) = after.filter(|s| !s.is_empty()) {
+                return Some(id);
+            }
+        }
+        after = Some(segment);
+    }
+    None
+}
+
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    permitted: &'a [&'a str],
+    violation: &'a Cell<bool>,
+}
+
+impl Node<'_> {
+    fn check(&self, id: &str) -> Result<(), ()> {
+        if self.permitted.binary_search(&id).is_ok() {
+            Ok(())
+        } else {
+            self.violation.set(true);
+            Err(())
+        }
+    }
+}
+
+fn stop<E: de::Error>() -> E {
+    E::custom("patient not permitted")
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Node<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FHIR JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut is_patient = false;
+        let mut id: Option<String> = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Reference => map.next_value_seed(RefSeed(self))?,
+                Key::ResourceType => is_patient = map.next_value::<Tag>()?.0,
+                Key::Id if id.is_none() => id = map.next_value::<Option<String>>()?,
+                Key::Id | Key::Other => map.next_value_seed(self)?,
+            }
+        }
+        if is_patient {
+            self.check(id.as_deref().unwrap_or(""))
+                .map_err(|()| stop::<A::Error>())?;
+        }
+        Ok(())
+    }
+}
+
+enum Key {
+    Reference,
+    ResourceType,
+    Id,
+    Other,
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeySeed {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+        Ok(match k {
+            "reference" => Key::Reference,
+            "resourceType" => Key::ResourceType,
+            "id" => Key::Id,
+            _ => Key::Other,
+        })
+    }
+}
+
+/// Whether a `resourceType` value is `Patient`.
+struct Tag(bool);
+
+impl<'de> serde::Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tag, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Tag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a resource type")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Tag, E> {
+                Ok(Tag(s == "Patient"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A `reference` value: a string is checked; anything else is walked like any node.
+struct RefSeed<'a>(Node<'a>);
+
+impl<'de> DeserializeSeed<'de> for RefSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RefSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a reference")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        match patient_of(s) {
+            Some(id) => self.0.check(id).map_err(|()| stop::<E>()),
+            None => Ok(()),
+        }
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.0.visit_map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.0.visit_seq(seq)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Response verification: the body of an allowed request is checked before it leaves.
+
+// Test helpers outside #[test] functions unwrap too: a failed setup is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use http::{HeaderMap, HeaderValue, StatusCode};
+use phigate_plugin::{ErrorCode, Interaction, RequestCtx, ResponseHead, Stage};
+use support::*;
+
+async fn allowed_read_of_observation() -> RequestCtx {
+    let mut c = get(
+        "/fhir/Observation/o1",
+        clinician_a(),
+        fhir(Interaction::Read, "Observation", Some("o1"), &[]),
+    );
+    stage().on_request(&mut c).await.unwrap();
+    c
+}
+
+fn head_json(c: &mut RequestCtx, content_type: &str) -> Result<(), ErrorCode> {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
+    let mut head = ResponseHead {
+        status: StatusCode::OK,
+        headers: &mut headers,
+    };
+    stage().on_response(c, &mut head).map_err(|d| d.code)
+}
+
+#[tokio::test]
+async fn read_by_id_asks_for_the_body() {
+    let mut c = allowed_read_of_observation().await;
+    assert_eq!(
+        head_json(&mut c, "application/fhir+json; charset=utf-8"),
+        Ok(())
+    );
+    assert!(c.response.buffer_body);
+}
+
+#[tokio::test]
+async fn read_by_id_of_foreign_patients_observation_is_replaced_with_403() {
+    let mut c = allowed_read_of_observation().await;
+    head_json(&mut c, "application/fhir+json").unwrap();
+    let body = br#"{"resourceType":"Observation","id":"o1","status":"final","subject":{"reference":"Patient/a-p3"}}"#;
+    let denial = stage().on_buffered_response(&mut c, body).unwrap_err();
+    assert_eq!(denial.code, ErrorCode::PatientNotPermitted);
+}
+
+#[tokio::test]
+async fn read_by_id_of_own_patients_observation_passes() {
+    let mut c = allowed_read_of_observation().await;
+    let body = br#"{"resourceType":"Observation","id":"o1","subject":{"reference":"https://fhir.test/fhir/Patient/a-p2/_history/3"},"performer":[{"reference":"Practitioner/x"}]}"#;
+    assert!(stage().on_buffered_response(&mut c, body).is_ok());
+}
+
+#[tokio::test]
+async fn bundle_with_one_foreign_entry_is_replaced_with_403() {
+    let mut c = get(
+        "/fhir/Observation",
+        clinician_a(),
+        fhir(Interaction::SearchType, "Observation", None, &[]),
+    );
+    stage().on_request(&mut c).await.unwrap();
+    let body = br#"{"resourceType":"Bundle","type":"searchset","entry":[
+        {"resource":{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/a-p1"}}},
+        {"resource":{"resourceType":"Patient","id":"a-p4"},"search":{"mode":"include"}}]}"#;
+    let denial = stage().on_buffered_response(&mut c, body).unwrap_err();
+    assert_eq!(denial.code, ErrorCode::PatientNotPermitted);
+}
+
+#[tokio::test]
+async fn non_json_response_for_a_restricted_principal_is_policy_error() {
+    let mut c = allowed_read_of_observation().await;
+    assert_eq!(
+        head_json(&mut c, "application/fhir+xml"),
+        Err(ErrorCode::PolicyError)
+    );
+}
+
+#[tokio::test]
+async fn truncated_json_is_policy_error() {
+    let mut c = allowed_read_of_observation().await;
+    let denial = stage()
+        .on_buffered_response(&mut c, br#"{"resourceType":"Observation","subject":{"#)
+        .unwrap_err();
+    assert_eq!(denial.code, ErrorCode::PolicyError);
+}
+
+#[test]
+fn patient_references_are_found_in_every_form() {
+    use phigate_policy::patient_of;
+    assert_eq!(patient_of("Patient/a-p1"), Some("a-p1"));
+    assert_eq!(
+        patient_of("https://x/fhir/Patient/a-p1/_history/2"),
+        Some("a-p1")
+    );
+    assert_eq!(
+        patient_of("Patient?identifier=123"),
+        Some(""),
+        "conditional refs are never permitted"
+    );
+    assert_eq!(patient_of("Practitioner/p1"), None);
+    assert_eq!(patient_of("#contained"), None);
+}
+
+#[test]
+fn deeply_nested_bodies_are_unreadable_not_a_stack_overflow() {
+    let body = "[".repeat(100_000);
+    assert_eq!(
+        phigate_policy::verify_response(body.as_bytes(), &["a-p1"]),
+        phigate_policy::Verdict::Unreadable
+    );
+}

@@ -1,0 +1,75 @@
+//! The library functions behind `phigate policy test` and `phigate policy eval`.
+
+// Test helpers outside #[test] functions unwrap too: a failed setup is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use phigate_policy::{eval_input, run_policy_tests, TestOutcome};
+use support::*;
+
+#[test]
+fn shipped_policy_tests_all_pass_with_coverage() {
+    let report = run_policy_tests(&shipped_policies());
+    let text = report.to_string();
+    assert!(report.success(), "{text}");
+    assert!(report.results.len() >= 50);
+    assert!(text.contains("PASS data.phigate.tenant_test.test_other_tenant_patient_denied"));
+    assert!(report
+        .coverage
+        .iter()
+        .any(|c| c.path == "authz.rego" && c.covered > 0));
+    assert!(!report
+        .coverage
+        .iter()
+        .any(|c| c.path.ends_with("_test.rego")));
+}
+
+#[test]
+fn failing_and_erroring_tests_are_reported() {
+    let tmp = policies_copy();
+    std::fs::write(
+        tmp.path().join("extra_test.rego"),
+        "package extra_test\n\ntest_fails if false\n\ntest_errors if to_number(\"x\") == 1\n",
+    )
+    .unwrap();
+    let report = run_policy_tests(tmp.path());
+    assert!(!report.success());
+    assert_eq!(report.failed(), 2);
+    let fails: Vec<&TestOutcome> = report
+        .results
+        .iter()
+        .filter(|r| r.rule.starts_with("data.extra_test"))
+        .map(|r| &r.outcome)
+        .collect();
+    assert_eq!(fails[0], &TestOutcome::Fail);
+    assert!(matches!(fails[1], TestOutcome::Error(_)));
+    assert!(report
+        .to_string()
+        .contains("FAIL data.extra_test.test_fails"));
+}
+
+#[test]
+fn unparsable_policy_is_a_load_error_not_a_pass() {
+    let tmp = policies_copy();
+    std::fs::write(
+        tmp.path().join("broken.rego"),
+        "package broken\n\nallow if {\n",
+    )
+    .unwrap();
+    let report = run_policy_tests(tmp.path());
+    assert!(!report.success());
+    assert!(report.load_error.is_some());
+}
+
+#[test]
+fn eval_input_gives_the_decision_and_code() {
+    let input = r#"{"v":1,"principal":{"sub":"clinician_a","tenant":"tenant-a","roles":["clinician"],"scopes":["user/*.rs"]},
+      "request":{"method":"GET","route":"fhir","tenant":"tenant-a","patients":["b-p1"],"prefer":[],
+      "fhir":{"interaction":"read","resource_type":"Patient","id":"b-p1","patients":["b-p1"],"unresolved":[],"entries":[]}}}"#;
+    let out = eval_input(&shipped_policies(), input).unwrap();
+    assert_eq!(out["decision"]["allow"], false);
+    assert_eq!(out["code"], "tenant_mismatch");
+    assert_eq!(out["revision"].as_str().unwrap().len(), 16);
+    assert!(eval_input(&shipped_policies(), "{not json").is_err());
+}

@@ -1,0 +1,44 @@
+package phigate.authz_test
+
+import data.phigate.authz
+import data.phigate.fixtures as f
+
+test_care_team_read_allowed if {
+	d := authz.decision with input as f.get(f.clinician_a, f.read_patient("a-p1"))
+	d.allow
+	d.obligations.permitted_patients == ["a-p1", "a-p2"]
+}
+
+test_default_deny_without_principal if {
+	d := authz.decision with input as {"v": 1, "request": {"method": "GET", "route": "fhir", "patients": [], "prefer": [], "fhir": f.read_patient("a-p1")}}
+	not d.allow
+	"unauthenticated" in d.reasons
+}
+
+test_non_fhir_route_without_grant_denied if {
+	d := authz.decision with input as {"v": 1, "principal": f.clinician_a, "request": {"method": "GET", "route": "admin", "patients": [], "prefer": []}}
+	not d.allow
+	d.reasons == ["no_grant"]
+}
+
+test_non_fhir_route_with_role_allowed if {
+	d := authz.decision with input as {"v": 1, "principal": f.admin_a, "request": {"method": "GET", "route": "admin", "patients": [], "prefer": []}}
+		with data.routes as {"admin": {"roles": ["admin"]}}
+	d.allow
+}
+
+test_unknown_input_version_denied if {
+	d := authz.decision with input as object.union(f.get(f.clinician_a, f.read_patient("a-p1")), {"v": 2})
+	not d.allow
+}
+
+test_capabilities_allowed_for_any_principal if {
+	d := authz.decision with input as f.get(f.admin_a, f.op("capabilities", null, []))
+	d.allow
+}
+
+test_search_gets_page_size_cap if {
+	d := authz.decision with input as f.get(f.clinician_a, f.search("Observation", ["a-p1"]))
+	d.allow
+	d.obligations.max_page_size == 100
+}
