@@ -134,7 +134,7 @@ fn patient_with_records(
 ) -> PatientInfo {
     let given = GIVEN[person % GIVEN.len()];
     let family = FAMILY[(person * 4 + 1) % FAMILY.len()];
-    let gender = if person % 2 == 0 { "female" } else { "male" };
+    let gender = if person.is_multiple_of(2) { "female" } else { "male" };
     let birth = format!("{}-{:02}-{:02}", 1940 + rng.below(65), 1 + rng.below(12), 1 + rng.below(28));
     let mrn = format!("MRN{:05}", 10_000 + person * 37);
     let mut p = Entry::new(
