@@ -44,6 +44,12 @@ pub enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Policy tools for security teams.
+    Policy {
+        /// Policy subcommand.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Audit trail tools.
     Audit {
         /// Audit subcommand.
@@ -55,6 +61,27 @@ pub enum Command {
         /// Config subcommand.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+/// `phigate policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run every `test_*` rule of every `*_test.rego` in DIR (default `policies`) through the
+    /// same engine the gateway uses; PASS/FAIL per rule and coverage. Exit 0 only if all pass.
+    Test {
+        /// The policy directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+    },
+    /// Print the decision for one input document (JSON, the documented input schema).
+    Eval {
+        /// The input document.
+        #[arg(long)]
+        input: PathBuf,
+        /// The policy directory.
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
     },
 }
 
@@ -88,6 +115,16 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Demo { dir, port } => crate::demo::run::run_demo(dir, port),
+        Command::Policy { command: PolicyCommand::Test { dir } } => {
+            let report = phigate_policy::run_policy_tests(&dir);
+            println!("{report}");
+            if report.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Policy { command: PolicyCommand::Eval { input, dir } } => policy_eval(&dir, &input),
         Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
             let report = phigate_audit::verify(&dir, public_key.as_deref());
             println!("{report}");
@@ -136,6 +173,26 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
         Ok(gw) => gw.run_forever(),
         Err(e) => {
             eprintln!("{}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn policy_eval(dir: &std::path::Path, input: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(input) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", input.display());
+            return ExitCode::from(2);
+        }
+    };
+    match phigate_policy::eval_input(dir, &text) {
+        Ok(decision) => {
+            println!("{}", serde_json::to_string_pretty(&decision).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(2)
         }
     }

@@ -30,6 +30,12 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
             Err(issues) => errors.extend(stage_issues("identity", issues, loaded)),
         }
     }
+    if let Some(policy) = loaded.config.policy.clone() {
+        match policy.build(&ctx) {
+            Ok(stage) => built.decide.push(Arc::new(stage)),
+            Err(issues) => errors.extend(stage_issues("policy", issues, loaded)),
+        }
+    }
     if let Some(audit) = loaded.config.audit.clone() {
         match audit.build(&ctx) {
             Ok(stage) => built.record.push(Arc::new(stage)),

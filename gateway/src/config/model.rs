@@ -35,6 +35,11 @@ pub struct Config {
     /// Absent: no identity stage (requests are anonymous; not for PHI routes).
     #[serde(default)]
     pub identity: Option<phigate_identity::IdentityConfig>,
+    /// Patient-level authorization (stage `policy`, after identity): Rego policies decide over the
+    /// principal, the classified FHIR request and the policy data; obligations narrow searches
+    /// and verify responses. Absent: no policy stage.
+    #[serde(default)]
+    pub policy: Option<phigate_policy::PolicyConfig>,
     /// The tamper-evident audit trail (stage `audit`, always last): every request is recorded
     /// durably before anything is forwarded. Absent: no audit stage (not for PHI routes).
     #[serde(default)]

@@ -8,5 +8,6 @@
 pub mod data;
 pub mod personas;
 pub mod pki;
+pub mod policies;
 pub mod run;
 pub mod upstream;

@@ -96,6 +96,7 @@ fn prepare(dir: Option<PathBuf>, port: Option<u16>) -> Result<(Demo, DedicatedUp
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let issued = super::personas::issue(&dir, &pki.client.thumbprint(), now)?;
+    super::policies::write(&dir.join("policies"))?;
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config_text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let upstream_url = format!("https://{upstream_addr}");

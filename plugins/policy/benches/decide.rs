@@ -34,10 +34,7 @@ fn stage(cache: bool) -> PolicyStage {
     c.watch = false;
     c.decision_cache.enabled = cache;
     let routes = vec![route()];
-    let ctx = StageBuildCtx {
-        routes: &routes,
-        config_dir: Path::new("/"),
-    };
+    let ctx = StageBuildCtx { routes: &routes, config_dir: Path::new("/") };
     c.build(&ctx).expect("policies load")
 }
 
@@ -70,12 +67,7 @@ fn clinician() -> Arc<Principal> {
     })
 }
 
-fn ctx(
-    interaction: Interaction,
-    rt: &'static str,
-    id: Option<&str>,
-    patients: &[&str],
-) -> RequestCtx {
+fn ctx(interaction: Interaction, rt: &'static str, id: Option<&str>, patients: &[&str]) -> RequestCtx {
     let info = RequestInfo {
         method: Method::GET,
         path: "/fhir/x".into(),
@@ -96,18 +88,9 @@ fn ctx(
 
 fn scenarios() -> Vec<(&'static str, RequestCtx)> {
     vec![
-        (
-            "read_care_team",
-            ctx(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]),
-        ),
-        (
-            "search_narrowed",
-            ctx(Interaction::SearchType, "Observation", None, &[]),
-        ),
-        (
-            "read_foreign_denied",
-            ctx(Interaction::Read, "Patient", Some("a-p3"), &["a-p3"]),
-        ),
+        ("read_care_team", ctx(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"])),
+        ("search_narrowed", ctx(Interaction::SearchType, "Observation", None, &[])),
+        ("read_foreign_denied", ctx(Interaction::Read, "Patient", Some("a-p3"), &["a-p3"])),
     ]
 }
 
@@ -125,12 +108,7 @@ fn percentiles(name: &str, mut f: impl FnMut()) {
         .collect();
     samples.sort_unstable();
     let p = |q: f64| samples[((N as f64 * q) as usize).min(N - 1)];
-    println!(
-        "{name:<40} p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}",
-        p(0.50),
-        p(0.99),
-        p(0.999)
-    );
+    println!("{name:<40} p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}", p(0.50), p(0.99), p(0.999));
 }
 
 fn decide(c: &mut Criterion) {
@@ -162,8 +140,7 @@ fn engine() -> regorus::Engine {
         e.add_data(regorus::Value::from(v)).expect("data");
     }
     e.add_data(
-        regorus::Value::from_json_str(r#"{"gateway":{"break_glass_role":"break_glass"}}"#)
-            .expect("gw"),
+        regorus::Value::from_json_str(r#"{"gateway":{"break_glass_role":"break_glass"}}"#).expect("gw"),
     )
     .expect("gw");
     for entry in std::fs::read_dir(policies()).expect("dir") {
@@ -201,15 +178,10 @@ fn strategies(c: &mut Criterion) {
         })
     });
     // What the stage serves with: bytecode on a reused VM.
-    let compiled = prepared
-        .clone()
-        .compile_with_entrypoint(&rule.as_str().into())
-        .expect("compiles");
-    let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
-        &compiled,
-        &[rule.as_str()],
-    )
-    .expect("bytecode");
+    let compiled = prepared.clone().compile_with_entrypoint(&rule.as_str().into()).expect("compiles");
+    let program =
+        regorus::languages::rego::compiler::Compiler::compile_from_policy(&compiled, &[rule.as_str()])
+            .expect("bytecode");
     let mut vm = regorus::rvm::vm::RegoVM::new();
     vm.load_program(program);
     vm.set_data(prepared.get_data()).expect("data");

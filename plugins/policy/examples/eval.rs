@@ -15,10 +15,7 @@ fn main() {
             Ok(v) => println!("{}", serde_json::json!({"file": file, "result": v})),
             Err(e) => {
                 failed = true;
-                println!(
-                    "{}",
-                    serde_json::json!({"file": file, "error": e.to_string()})
-                );
+                println!("{}", serde_json::json!({"file": file, "error": e.to_string()}));
             }
         }
     }

@@ -172,27 +172,20 @@ impl PolicyConfig {
         if !issues.is_empty() {
             return Err(issues);
         }
-        let data_dir = self
-            .data_dir
-            .as_deref()
-            .map_or_else(|| dir.join("data"), |d| resolve(ctx.config_dir, d));
+        let data_dir =
+            self.data_dir.as_deref().map_or_else(|| dir.join("data"), |d| resolve(ctx.config_dir, d));
         let settings = StageSettings {
             dir,
             data_dir,
             entrypoint: self.entrypoint,
             max_eval: Duration::from_millis(self.max_eval_ms),
-            gateway: GatewaySettings {
-                break_glass_role: self.break_glass_role,
-            },
+            gateway: GatewaySettings { break_glass_role: self.break_glass_role },
             max_reason_bytes: self.max_break_glass_reason_bytes,
             max_narrow_patients: self.max_narrow_patients,
             test_on_reload: self.test_on_reload,
             watch: self.watch,
             cache: self.decision_cache.enabled.then(|| {
-                (
-                    Duration::from_secs(self.decision_cache.ttl_secs),
-                    self.decision_cache.max_entries,
-                )
+                (Duration::from_secs(self.decision_cache.ttl_secs), self.decision_cache.max_entries)
             }),
         };
         PolicyStage::new(settings).map_err(|e| vec![ConfigIssue::new("dir", e.to_string())])

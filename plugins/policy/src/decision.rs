@@ -15,10 +15,7 @@ const MAX_REASON_BYTES: usize = 64;
 /// `policy_denied`.
 const CODED_REASONS: &[(&str, ErrorCode)] = &[
     ("tenant_mismatch", ErrorCode::TenantMismatch),
-    (
-        "break_glass_not_permitted",
-        ErrorCode::BreakGlassNotPermitted,
-    ),
+    ("break_glass_not_permitted", ErrorCode::BreakGlassNotPermitted),
     ("scope_insufficient", ErrorCode::ScopeInsufficient),
     ("export_requires_async", ErrorCode::ExportRequiresAsync),
     ("patient_not_permitted", ErrorCode::PatientNotPermitted),
@@ -56,10 +53,7 @@ fn obligations(v: &Value) -> Result<Obligations, EvalError> {
     }
     let max_page_size = match &v["max_page_size"] {
         Value::Null | Value::Undefined => None,
-        n => Some(
-            n.as_u32()
-                .map_err(|_| EvalError::Output("max_page_size must be a u32"))?,
-        ),
+        n => Some(n.as_u32().map_err(|_| EvalError::Output("max_page_size must be a u32"))?),
     };
     let alert = match &v["alert"] {
         Value::Null | Value::Undefined => None,

@@ -6,8 +6,7 @@ use std::sync::LazyLock;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|_| unreachable_metric(name));
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| unreachable_metric(name));
     // A second registration (another stage instance in the same process) keeps the first.
     let _ = prometheus::default_registry().register(Box::new(c.clone()));
     c
@@ -22,11 +21,7 @@ fn unreachable_metric(name: &str) -> IntCounterVec {
 
 /// Decisions by result: `allow`, `deny`, `error`.
 pub(crate) static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter(
-        "phigate_policy_decisions_total",
-        "Policy decisions by result (allow, deny, error).",
-        &["result"],
-    )
+    counter("phigate_policy_decisions_total", "Policy decisions by result (allow, deny, error).", &["result"])
 });
 
 /// Evaluation failures (fail closed) by kind: `timeout`, `eval`, `output`.
@@ -78,10 +73,7 @@ pub(crate) static CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// The active revision: one series with value 1, labelled with the content hash.
 pub(crate) static REVISION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let g = IntGaugeVec::new(
-        Opts::new(
-            "phigate_policy_revision_info",
-            "The active policy revision (content hash) has value 1.",
-        ),
+        Opts::new("phigate_policy_revision_info", "The active policy revision (content hash) has value 1."),
         &["revision"],
     )
     .unwrap_or_else(|_| std::process::abort());

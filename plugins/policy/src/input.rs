@@ -75,18 +75,11 @@ fn fhir(f: &FhirRequest) -> Value {
         .opt("operation", f.operation.as_deref())
         .opt("count", f.count)
         .set("patients", strings(f.patients.iter().map(|p| p.as_str())))
-        .set(
-            "unresolved",
-            strings(f.unresolved.iter().map(|u| u.name.as_str())),
-        )
-        .set(
-            "entries",
-            Value::from(f.entries.iter().map(fhir).collect::<Vec<_>>()),
-        );
+        .set("unresolved", strings(f.unresolved.iter().map(|u| u.name.as_str())))
+        .set("entries", Value::from(f.entries.iter().map(fhir).collect::<Vec<_>>()));
     if let Some(c) = &f.compartment {
         let mut co = Obj::default();
-        co.set("resource_type", c.resource_type)
-            .set("id", c.id.as_str());
+        co.set("resource_type", c.resource_type).set("id", c.id.as_str());
         o.set("compartment", co.done());
     }
     o.done()
@@ -96,11 +89,7 @@ fn fhir(f: &FhirRequest) -> Value {
 /// `return=minimal` → `return`): enough for policy, without echoing values.
 fn prefer(ctx: &RequestCtx) -> Value {
     let mut out = Vec::new();
-    for v in ctx
-        .request
-        .headers
-        .get_all(http::header::HeaderName::from_static("prefer"))
-    {
+    for v in ctx.request.headers.get_all(http::header::HeaderName::from_static("prefer")) {
         let Ok(s) = v.to_str() else { continue };
         if s.len() > MAX_PREFER_BYTES {
             continue;
@@ -124,14 +113,7 @@ pub(crate) fn build(ctx: &RequestCtx) -> Value {
         .set("path", ctx.request.path.as_str())
         .opt("tenant", ctx.tenant.as_ref().map(|t| t.as_str()))
         .opt("fhir", ctx.fhir.as_ref().map(fhir))
-        .set(
-            "patients",
-            strings(
-                ctx.fhir
-                    .iter()
-                    .flat_map(|f| f.patients.iter().map(|p| p.as_str())),
-            ),
-        )
+        .set("patients", strings(ctx.fhir.iter().flat_map(|f| f.patients.iter().map(|p| p.as_str()))))
         .opt("break_glass_reason", ctx.break_glass_reason.as_deref())
         .set("prefer", prefer(ctx));
     let mut client = Obj::default();
@@ -148,11 +130,7 @@ pub(crate) fn build(ctx: &RequestCtx) -> Value {
 
 /// Adds `time` to a decision-relevant input.
 pub(crate) fn with_time(mut input: Value, ctx: &RequestCtx) -> Value {
-    let secs = ctx
-        .received_at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = ctx.received_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut time = Obj::default();
     time.set("unix_secs", secs);
     if let Ok(obj) = input.as_object_mut() {

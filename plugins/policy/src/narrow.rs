@@ -59,9 +59,6 @@ pub(crate) fn narrow(
         }
         value.push_str(p.as_str());
     }
-    query.push(QueryParam {
-        name: name.to_owned(),
-        value,
-    });
+    query.push(QueryParam { name: name.to_owned(), value });
     Ok(())
 }

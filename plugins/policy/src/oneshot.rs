@@ -34,22 +34,14 @@ pub enum EvalInputError {
 pub fn eval_input(dir: &Path, input_json: &str) -> Result<serde_json::Value, EvalInputError> {
     let settings = GatewaySettings::default();
     let sources = Sources::read(dir, &dir.join("data"), &settings)?;
-    let revision = Revision::compile(
-        &sources,
-        &settings,
-        DEFAULT_ENTRYPOINT,
-        Duration::from_secs(5),
-    )?;
-    let input =
-        Value::from_json_str(input_json).map_err(|e| EvalInputError::Input(e.to_string()))?;
+    let revision = Revision::compile(&sources, &settings, DEFAULT_ENTRYPOINT, Duration::from_secs(5))?;
+    let input = Value::from_json_str(input_json).map_err(|e| EvalInputError::Input(e.to_string()))?;
     let out = revision.evaluate(input)?;
     let parsed = decision::parse(&out, &revision.id)?;
     let code = (!parsed.allow).then(|| decision::deny_code(&parsed.reasons).as_str());
-    let raw: serde_json::Value = serde_json::from_str(
-        &out.to_json_str()
-            .map_err(|e| EvalError::Rego(e.to_string()))?,
-    )
-    .map_err(|e| EvalError::Rego(e.to_string()))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(&out.to_json_str().map_err(|e| EvalError::Rego(e.to_string()))?)
+            .map_err(|e| EvalError::Rego(e.to_string()))?;
     Ok(serde_json::json!({
         "revision": &*revision.id,
         "decision": raw,

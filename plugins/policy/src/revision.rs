@@ -37,19 +37,14 @@ pub(crate) struct GatewaySettings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        GatewaySettings {
-            break_glass_role: crate::config::default_break_glass_role(),
-        }
+        GatewaySettings { break_glass_role: crate::config::default_break_glass_role() }
     }
 }
 
 impl GatewaySettings {
     fn to_value(&self) -> Value {
         let mut gw = std::collections::BTreeMap::new();
-        gw.insert(
-            Value::from("break_glass_role"),
-            Value::from(self.break_glass_role.as_str()),
-        );
+        gw.insert(Value::from("break_glass_role"), Value::from(self.break_glass_role.as_str()));
         let mut root = std::collections::BTreeMap::new();
         root.insert(Value::from("gateway"), Value::from(gw));
         Value::from(root)
@@ -77,18 +72,10 @@ impl Sources {
         settings: &GatewaySettings,
     ) -> Result<Sources, LoadError> {
         let mut rego = Vec::new();
-        walk(
-            dir,
-            dir,
-            &|p| p.extension().is_some_and(|e| e == "rego"),
-            &mut rego,
-        )?;
+        walk(dir, dir, &|p| p.extension().is_some_and(|e| e == "rego"), &mut rego)?;
         let mut data_files = Vec::new();
         if data_dir.is_dir() {
-            let is_data = |p: &Path| {
-                p.extension()
-                    .is_some_and(|e| e == "json" || e == "yaml" || e == "yml")
-            };
+            let is_data = |p: &Path| p.extension().is_some_and(|e| e == "json" || e == "yaml" || e == "yml");
             walk(data_dir, data_dir, &is_data, &mut data_files)?;
         }
         rego.sort();
@@ -109,49 +96,27 @@ impl Sources {
             hash_file(&mut hasher, "data", &rel, text.as_bytes());
             data.push((rel.clone(), parse_data(&rel, &text)?));
         }
-        hash_file(
-            &mut hasher,
-            "gateway",
-            "",
-            settings.break_glass_role.as_bytes(),
-        );
+        hash_file(&mut hasher, "gateway", "", settings.break_glass_role.as_bytes());
         if policies.is_empty() {
             return Err(LoadError::Empty);
         }
         let digest = hex::encode(hasher.finalize());
         let revision = Arc::from(digest.get(..16).unwrap_or(&digest));
-        Ok(Sources {
-            policies,
-            tests,
-            data,
-            revision,
-        })
+        Ok(Sources { policies, tests, data, revision })
     }
 
     /// An engine with the data and the given modules loaded.
-    pub(crate) fn engine(
-        &self,
-        settings: &GatewaySettings,
-        with_tests: bool,
-    ) -> Result<Engine, LoadError> {
+    pub(crate) fn engine(&self, settings: &GatewaySettings, with_tests: bool) -> Result<Engine, LoadError> {
         let mut engine = Engine::new();
         for (rel, doc) in &self.data {
-            engine.add_data(doc.clone()).map_err(|e| LoadError::Data {
-                path: rel.clone(),
-                message: e.to_string(),
-            })?;
-        }
-        engine
-            .add_data(settings.to_value())
-            .map_err(|e| LoadError::Rego(format!("data.gateway: {e}")))?;
-        let modules = self
-            .policies
-            .iter()
-            .chain(self.tests.iter().filter(|_| with_tests));
-        for (rel, text) in modules {
             engine
-                .add_policy(rel.clone(), text.clone())
-                .map_err(|e| LoadError::Rego(e.to_string()))?;
+                .add_data(doc.clone())
+                .map_err(|e| LoadError::Data { path: rel.clone(), message: e.to_string() })?;
+        }
+        engine.add_data(settings.to_value()).map_err(|e| LoadError::Rego(format!("data.gateway: {e}")))?;
+        let modules = self.policies.iter().chain(self.tests.iter().filter(|_| with_tests));
+        for (rel, text) in modules {
+            engine.add_policy(rel.clone(), text.clone()).map_err(|e| LoadError::Rego(e.to_string()))?;
         }
         Ok(engine)
     }
@@ -165,10 +130,7 @@ fn hash_file(h: &mut Sha256, kind: &str, rel: &str, bytes: &[u8]) {
 }
 
 fn read_text(abs: &Path, rel: &str) -> Result<String, LoadError> {
-    std::fs::read_to_string(abs).map_err(|source| LoadError::Io {
-        path: rel.to_owned(),
-        source,
-    })
+    std::fs::read_to_string(abs).map_err(|source| LoadError::Io { path: rel.to_owned(), source })
 }
 
 fn parse_data(rel: &str, text: &str) -> Result<Value, LoadError> {
@@ -177,10 +139,7 @@ fn parse_data(rel: &str, text: &str) -> Result<Value, LoadError> {
     } else {
         serde_yaml::from_str(text).map_err(|e| e.to_string())
     };
-    let json = parsed.map_err(|message| LoadError::Data {
-        path: rel.to_owned(),
-        message,
-    })?;
+    let json = parsed.map_err(|message| LoadError::Data { path: rel.to_owned(), message })?;
     if !json.is_object() {
         return Err(LoadError::Data {
             path: rel.to_owned(),
@@ -197,16 +156,10 @@ fn walk(
     keep: &dyn Fn(&Path) -> bool,
     out: &mut Vec<(String, PathBuf)>,
 ) -> Result<(), LoadError> {
-    let io = |source| LoadError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
+    let io = |source| LoadError::Io { path: dir.display().to_string(), source };
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
@@ -245,9 +198,8 @@ impl Revision {
     ) -> Result<Revision, LoadError> {
         let mut engine = sources.engine(settings, false)?;
         let expected = probe(&mut engine, entrypoint)?;
-        let compiled = engine
-            .compile_with_entrypoint(&entrypoint.into())
-            .map_err(|e| LoadError::Rego(e.to_string()))?;
+        let compiled =
+            engine.compile_with_entrypoint(&entrypoint.into()).map_err(|e| LoadError::Rego(e.to_string()))?;
         let program = Compiler::compile_from_policy(&compiled, &[entrypoint])
             .map_err(|e| LoadError::Rego(format!("bytecode: {e}")))?;
         let revision = Revision {
@@ -257,13 +209,10 @@ impl Revision {
             max_eval,
             pool: Mutex::new(Vec::new()),
         };
-        let got = revision
-            .evaluate(probe_input()?)
-            .map_err(|e| LoadError::Rego(format!("bytecode probe: {e}")))?;
+        let got =
+            revision.evaluate(probe_input()?).map_err(|e| LoadError::Rego(format!("bytecode probe: {e}")))?;
         if got != expected {
-            return Err(LoadError::Rego(
-                "bytecode and interpreter disagree on the probe input".into(),
-            ));
+            return Err(LoadError::Rego("bytecode and interpreter disagree on the probe input".into()));
         }
         Ok(revision)
     }
@@ -295,8 +244,7 @@ impl Revision {
         }
         let mut vm = RegoVM::new();
         vm.load_program(self.program.clone());
-        vm.set_data(self.data.clone())
-            .map_err(|e| EvalError::Rego(e.to_string()))?;
+        vm.set_data(self.data.clone()).map_err(|e| EvalError::Rego(e.to_string()))?;
         vm.set_execution_timer_config(Some(ExecutionTimerConfig {
             limit: self.max_eval,
             check_interval: TIMER_CHECK_INTERVAL,
@@ -315,23 +263,16 @@ impl Revision {
 }
 
 fn probe_input() -> Result<Value, LoadError> {
-    Value::from_json_str(
-        r#"{"v":1,"request":{"method":"GET","route":"probe","patients":[],"prefer":[]}}"#,
-    )
-    .map_err(|e| LoadError::Rego(e.to_string()))
+    Value::from_json_str(r#"{"v":1,"request":{"method":"GET","route":"probe","patients":[],"prefer":[]}}"#)
+        .map_err(|e| LoadError::Rego(e.to_string()))
 }
 
 /// Evaluates the entrypoint once on an anonymous request: it must yield an object with a boolean
 /// `allow`, so a renamed rule or a broken import is caught before the revision is swapped in.
 fn probe(engine: &mut Engine, entrypoint: &str) -> Result<Value, LoadError> {
-    let bad = |message: String| LoadError::Entrypoint {
-        entrypoint: entrypoint.to_owned(),
-        message,
-    };
+    let bad = |message: String| LoadError::Entrypoint { entrypoint: entrypoint.to_owned(), message };
     engine.set_input(probe_input()?);
-    let out = engine
-        .eval_rule(entrypoint.to_owned())
-        .map_err(|e| bad(e.to_string()))?;
+    let out = engine.eval_rule(entrypoint.to_owned()).map_err(|e| bad(e.to_string()))?;
     match &out["allow"] {
         Value::Bool(_) => Ok(out),
         _ => Err(bad("no boolean `allow`".into())),

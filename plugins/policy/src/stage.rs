@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, Readiness, RequestCtx,
-    ResponseHead, Stage,
+    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, Readiness, RequestCtx, ResponseHead,
+    Stage,
 };
 use regorus::Value;
 
@@ -71,12 +71,9 @@ impl PolicyStage {
     pub(crate) fn new(settings: StageSettings) -> Result<PolicyStage, LoadError> {
         let revision = load_revision(&settings)?;
         events::revision_active(None, &revision.id);
-        let cache = settings.cache.map(|(ttl, max)| {
-            moka::sync::Cache::builder()
-                .time_to_live(ttl)
-                .max_capacity(max)
-                .build()
-        });
+        let cache = settings
+            .cache
+            .map(|(ttl, max)| moka::sync::Cache::builder().time_to_live(ttl).max_capacity(max).build());
         let (revisions, _) = tokio::sync::watch::channel(revision.id.to_string());
         Ok(PolicyStage {
             inner: Arc::new(Inner {
@@ -178,11 +175,7 @@ impl Inner {
         let base = input::build(ctx);
         let key = match &self.cache {
             Some(cache) => {
-                let key = format!(
-                    "{}\n{}",
-                    revision.id,
-                    base.to_json_str().unwrap_or_default()
-                );
+                let key = format!("{}\n{}", revision.id, base.to_json_str().unwrap_or_default());
                 if let Some(hit) = cache.get(&key) {
                     events::CACHE.with_label_values(&["hit"]).inc();
                     return Ok(hit);
@@ -212,10 +205,7 @@ fn break_glass_reason(ctx: &RequestCtx, max: usize) -> Result<Option<String>, De
     if values.next().is_some() {
         return Err(refuse("more than one break-glass reason header"));
     }
-    let text = v
-        .to_str()
-        .map_err(|_| refuse("break-glass reason is not text"))?
-        .trim();
+    let text = v.to_str().map_err(|_| refuse("break-glass reason is not text"))?.trim();
     if text.is_empty() {
         return Err(refuse("empty break-glass reason"));
     }
@@ -250,13 +240,10 @@ impl PolicyStage {
                 events::NARROWING.with_label_values(&["refused"]).inc();
                 let (code, cause) = match e {
                     NarrowError::Empty => (ErrorCode::PatientNotPermitted, "nobody to narrow to"),
-                    NarrowError::TooMany => {
-                        (ErrorCode::PolicyDenied, "too many patients to narrow to")
+                    NarrowError::TooMany => (ErrorCode::PolicyDenied, "too many patients to narrow to"),
+                    NarrowError::NotASearch => {
+                        (ErrorCode::PolicyError, "narrowing obligation on a non-search")
                     }
-                    NarrowError::NotASearch => (
-                        ErrorCode::PolicyError,
-                        "narrowing obligation on a non-search",
-                    ),
                 };
                 Err(Denial::new(code).with_cause(cause))
             }
@@ -271,12 +258,22 @@ impl Stage for PolicyStage {
     }
 
     fn readiness(&self) -> Readiness {
-        let watch = if *self.inner.watching.borrow() {
-            "; watching"
-        } else {
-            ""
-        };
+        let watch = if *self.inner.watching.borrow() { "; watching" } else { "" };
         Readiness::Ready(Some(format!("policy revision {}{watch}", self.revision())))
+    }
+
+    /// SIGHUP: compile and test the policy files on a thread of their own (never on a request
+    /// worker), then swap; a rejected revision is logged and counted, the old one keeps serving.
+    fn reload(&self) {
+        let inner = self.inner.clone();
+        let spawned = std::thread::Builder::new().name("phigate-policy-reload".into()).spawn(move || {
+            if let Err(e) = inner.reload() {
+                log::warn!("policy reload rejected: {e}");
+            }
+        });
+        if let Err(e) = spawned {
+            log::warn!("policy reload could not start: {e}");
+        }
     }
 
     fn background_tasks(&self) -> Vec<BackgroundTask> {
@@ -310,10 +307,7 @@ impl Stage for PolicyStage {
     }
 
     fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {
-        let verify = ctx
-            .decision
-            .as_ref()
-            .is_some_and(|d| d.obligations.permitted_patients.is_some());
+        let verify = ctx.decision.as_ref().is_some_and(|d| d.obligations.permitted_patients.is_some());
         if !verify || !head.status.is_success() || head.status.as_u16() == 204 {
             return Ok(());
         }
@@ -321,31 +315,19 @@ impl Stage for PolicyStage {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|ct| {
-                ct.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
+            .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
             .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"));
         if !json {
             // XML or anything else cannot be checked: refused rather than passed unverified.
-            events::RESPONSE_CHECKS
-                .with_label_values(&["unreadable"])
-                .inc();
-            return Err(Denial::new(ErrorCode::PolicyError)
-                .with_cause("response not verifiable (not JSON)"));
+            events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
+            return Err(Denial::new(ErrorCode::PolicyError).with_cause("response not verifiable (not JSON)"));
         }
         ctx.response.buffer_body = true;
         Ok(())
     }
 
     fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
-        let Some(permitted) = ctx
-            .decision
-            .as_ref()
-            .and_then(|d| d.obligations.permitted_patients.as_deref())
+        let Some(permitted) = ctx.decision.as_ref().and_then(|d| d.obligations.permitted_patients.as_deref())
         else {
             return Ok(());
         };
@@ -355,18 +337,13 @@ impl Stage for PolicyStage {
         match verify(body, &ids) {
             Verdict::Clean => Ok(()),
             Verdict::Violation => {
-                events::RESPONSE_CHECKS
-                    .with_label_values(&["violation"])
-                    .inc();
+                events::RESPONSE_CHECKS.with_label_values(&["violation"]).inc();
                 Err(Denial::new(ErrorCode::PatientNotPermitted)
                     .with_cause("response names a patient outside the permitted set"))
             }
             Verdict::Unreadable => {
-                events::RESPONSE_CHECKS
-                    .with_label_values(&["unreadable"])
-                    .inc();
-                Err(Denial::new(ErrorCode::PolicyError)
-                    .with_cause("response body is not readable JSON"))
+                events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
+                Err(Denial::new(ErrorCode::PolicyError).with_cause("response body is not readable JSON"))
             }
         }
     }

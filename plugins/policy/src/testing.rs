@@ -69,10 +69,7 @@ impl TestReport {
 
     /// How many tests did not pass.
     pub fn failed(&self) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.outcome != TestOutcome::Pass)
-            .count()
+        self.results.iter().filter(|r| r.outcome != TestOutcome::Pass).count()
     }
 }
 
@@ -127,37 +124,20 @@ pub fn run_policy_tests_with(dir: &Path, data_dir: &Path) -> TestReport {
     let settings = GatewaySettings::default();
     let sources = match Sources::read(dir, data_dir, &settings) {
         Ok(s) => s,
-        Err(e) => {
-            return TestReport {
-                load_error: Some(e.to_string()),
-                ..TestReport::default()
-            }
-        }
+        Err(e) => return TestReport { load_error: Some(e.to_string()), ..TestReport::default() },
     };
     match run(&sources, &settings, true) {
-        Ok((results, coverage)) => TestReport {
-            results,
-            coverage,
-            revision: Some(sources.revision.to_string()),
-            load_error: None,
-        },
-        Err(e) => TestReport {
-            load_error: Some(e.to_string()),
-            ..TestReport::default()
-        },
+        Ok((results, coverage)) => {
+            TestReport { results, coverage, revision: Some(sources.revision.to_string()), load_error: None }
+        }
+        Err(e) => TestReport { load_error: Some(e.to_string()), ..TestReport::default() },
     }
 }
 
 /// Fails unless every test of `sources` passes (the reload gate).
-pub(crate) fn require_passing(
-    sources: &Sources,
-    settings: &GatewaySettings,
-) -> Result<(), LoadError> {
+pub(crate) fn require_passing(sources: &Sources, settings: &GatewaySettings) -> Result<(), LoadError> {
     let (results, _) = run(sources, settings, false)?;
-    let failed: Vec<&TestResult> = results
-        .iter()
-        .filter(|r| r.outcome != TestOutcome::Pass)
-        .collect();
+    let failed: Vec<&TestResult> = results.iter().filter(|r| r.outcome != TestOutcome::Pass).collect();
     match failed.first() {
         None => Ok(()),
         Some(first) => Err(LoadError::TestsFailed {
@@ -177,10 +157,7 @@ fn test_rules(text: &str) -> (Option<String>, Vec<String>) {
             package.get_or_insert_with(|| format!("data.{}", p.trim()));
         }
         if line.starts_with("test_") {
-            let name: String = line
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+            let name: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             if !rules.contains(&name) {
                 rules.push(name);
             }
@@ -212,18 +189,10 @@ fn run(
                 Ok(_) => TestOutcome::Fail,
                 Err(e) => TestOutcome::Error(e.to_string()),
             };
-            results.push(TestResult {
-                file: file.clone(),
-                rule,
-                outcome,
-            });
+            results.push(TestResult { file: file.clone(), rule, outcome });
         }
     }
-    let coverage = if coverage {
-        coverage_of(&engine)
-    } else {
-        Vec::new()
-    };
+    let coverage = if coverage { coverage_of(&engine) } else { Vec::new() };
     Ok((results, coverage))
 }
 

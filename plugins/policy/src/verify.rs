@@ -29,10 +29,7 @@ pub fn verify(body: &[u8], permitted: &[&str]) -> Verdict {
         return Verdict::Clean;
     }
     let found = Cell::new(false);
-    let walk = Node {
-        permitted,
-        violation: &found,
-    };
+    let walk = Node { permitted, violation: &found };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = walk.deserialize(&mut de).and_then(|()| de.end());
     match (found.get(), parsed) {
@@ -132,8 +129,7 @@ impl<'de> Visitor<'de> for Node<'_> {
             }
         }
         if is_patient {
-            self.check(id.as_deref().unwrap_or(""))
-                .map_err(|()| stop::<A::Error>())?;
+            self.check(id.as_deref().unwrap_or("")).map_err(|()| stop::<A::Error>())?;
         }
         Ok(())
     }

@@ -10,56 +10,34 @@ use phigate_plugin::{ErrorCode, Flow, Interaction, Stage};
 use support::*;
 
 async fn code_of(c: &mut phigate_plugin::RequestCtx) -> Result<(), ErrorCode> {
-    stage()
-        .on_request(c)
-        .await
-        .map(|f| assert!(matches!(f, Flow::Continue)))
-        .map_err(|d| d.code)
+    stage().on_request(c).await.map(|f| assert!(matches!(f, Flow::Continue))).map_err(|d| d.code)
 }
 
 #[tokio::test]
 async fn care_team_read_is_allowed_with_permitted_patients() {
-    let mut c = get(
-        "/fhir/Patient/a-p1",
-        clinician_a(),
-        fhir(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]),
-    );
+    let mut c =
+        get("/fhir/Patient/a-p1", clinician_a(), fhir(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]));
     assert_eq!(code_of(&mut c).await, Ok(()));
     let d = c.decision.unwrap();
     assert!(d.allow);
     assert_eq!(d.revision.len(), 16);
-    let permitted: Vec<&str> = d
-        .obligations
-        .permitted_patients
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str())
-        .collect();
+    let permitted: Vec<&str> =
+        d.obligations.permitted_patients.as_ref().unwrap().iter().map(|p| p.as_str()).collect();
     assert_eq!(permitted, ["a-p1", "a-p2"]);
 }
 
 #[tokio::test]
 async fn non_care_team_read_is_403_patient_not_permitted() {
-    let mut c = get(
-        "/fhir/Patient/a-p3",
-        clinician_a(),
-        fhir(Interaction::Read, "Patient", Some("a-p3"), &["a-p3"]),
-    );
+    let mut c =
+        get("/fhir/Patient/a-p3", clinician_a(), fhir(Interaction::Read, "Patient", Some("a-p3"), &["a-p3"]));
     assert_eq!(code_of(&mut c).await, Err(ErrorCode::PatientNotPermitted));
-    assert!(
-        !c.decision.unwrap().allow,
-        "a deny decision is recorded for audit"
-    );
+    assert!(!c.decision.unwrap().allow, "a deny decision is recorded for audit");
 }
 
 #[tokio::test]
 async fn cross_tenant_read_is_403_tenant_mismatch() {
-    let mut c = get(
-        "/fhir/Patient/b-p1",
-        clinician_a(),
-        fhir(Interaction::Read, "Patient", Some("b-p1"), &["b-p1"]),
-    );
+    let mut c =
+        get("/fhir/Patient/b-p1", clinician_a(), fhir(Interaction::Read, "Patient", Some("b-p1"), &["b-p1"]));
     assert_eq!(code_of(&mut c).await, Err(ErrorCode::TenantMismatch));
 }
 
@@ -86,16 +64,10 @@ async fn observation_search_for_foreign_patient_is_403() {
 
 #[tokio::test]
 async fn unresolved_param_by_restricted_principal_is_403() {
-    let f = unresolved(
-        fhir(Interaction::SearchType, "Observation", None, &[]),
-        "subject:Patient.name",
-    );
+    let f = unresolved(fhir(Interaction::SearchType, "Observation", None, &[]), "subject:Patient.name");
     let mut c = get("/fhir/Observation", clinician_a(), f);
     assert_eq!(code_of(&mut c).await, Err(ErrorCode::PatientNotPermitted));
-    assert!(
-        c.request.query.is_empty(),
-        "a refused search is not narrowed"
-    );
+    assert!(c.request.query.is_empty(), "a refused search is not narrowed");
 }
 
 #[tokio::test]
@@ -120,22 +92,16 @@ async fn everything_on_foreign_patient_is_403() {
 
 #[tokio::test]
 async fn restricted_search_without_patient_is_narrowed_to_care_team() {
-    let mut c = get(
-        "/fhir/Observation",
-        clinician_a(),
-        fhir(Interaction::SearchType, "Observation", None, &[]),
-    );
+    let mut c =
+        get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
     assert_eq!(code_of(&mut c).await, Ok(()));
     assert_eq!(query(&c, "patient").as_deref(), Some("a-p1,a-p2"));
 }
 
 #[tokio::test]
 async fn search_with_empty_care_team_is_refused_not_narrowed() {
-    let mut c = get(
-        "/fhir/Observation",
-        er_doctor_a(),
-        fhir(Interaction::SearchType, "Observation", None, &[]),
-    );
+    let mut c =
+        get("/fhir/Observation", er_doctor_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
     assert_eq!(code_of(&mut c).await, Err(ErrorCode::PatientNotPermitted));
     assert!(c.request.query.is_empty());
 }
@@ -146,11 +112,8 @@ async fn narrowing_beyond_the_bound_is_refused() {
     config.watch = false;
     config.max_narrow_patients = 1;
     let stage = build(config);
-    let mut c = get(
-        "/fhir/Observation",
-        clinician_a(),
-        fhir(Interaction::SearchType, "Observation", None, &[]),
-    );
+    let mut c =
+        get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
     let denial = stage.on_request(&mut c).await.unwrap_err();
     assert_eq!(denial.code, ErrorCode::PolicyDenied);
     assert!(c.request.query.is_empty());
@@ -158,38 +121,22 @@ async fn narrowing_beyond_the_bound_is_refused() {
 
 #[tokio::test]
 async fn break_glass_with_role_and_reason_is_allowed_and_marked() {
-    let c = get(
-        "/fhir/Patient/a-p5",
-        er_doctor_a(),
-        fhir(Interaction::Read, "Patient", Some("a-p5"), &["a-p5"]),
-    );
-    let mut c = with_header(
-        c,
-        "x-break-glass-reason",
-        "unresponsive patient in ED bay 3",
-    );
+    let c =
+        get("/fhir/Patient/a-p5", er_doctor_a(), fhir(Interaction::Read, "Patient", Some("a-p5"), &["a-p5"]));
+    let mut c = with_header(c, "x-break-glass-reason", "unresponsive patient in ED bay 3");
     assert_eq!(code_of(&mut c).await, Ok(()));
     let d = c.decision.as_ref().unwrap();
     assert!(d.obligations.break_glass);
     assert_eq!(d.obligations.alert.as_deref(), Some("break_glass_access"));
-    assert_eq!(
-        c.break_glass_reason.as_deref(),
-        Some("unresponsive patient in ED bay 3")
-    );
+    assert_eq!(c.break_glass_reason.as_deref(), Some("unresponsive patient in ED bay 3"));
 }
 
 #[tokio::test]
 async fn break_glass_without_role_is_403_break_glass_not_permitted() {
-    let c = get(
-        "/fhir/Patient/a-p5",
-        clinician_a(),
-        fhir(Interaction::Read, "Patient", Some("a-p5"), &["a-p5"]),
-    );
+    let c =
+        get("/fhir/Patient/a-p5", clinician_a(), fhir(Interaction::Read, "Patient", Some("a-p5"), &["a-p5"]));
     let mut c = with_header(c, "x-break-glass-reason", "curious");
-    assert_eq!(
-        code_of(&mut c).await,
-        Err(ErrorCode::BreakGlassNotPermitted)
-    );
+    assert_eq!(code_of(&mut c).await, Err(ErrorCode::BreakGlassNotPermitted));
 }
 
 #[tokio::test]
@@ -201,10 +148,7 @@ async fn blank_or_oversized_break_glass_reason_is_refused() {
             fhir(Interaction::Read, "Patient", Some("a-p5"), &["a-p5"]),
         );
         let mut c = with_header(c, "x-break-glass-reason", &reason);
-        assert_eq!(
-            code_of(&mut c).await,
-            Err(ErrorCode::BreakGlassNotPermitted)
-        );
+        assert_eq!(code_of(&mut c).await, Err(ErrorCode::BreakGlassNotPermitted));
     }
 }
 
@@ -226,21 +170,14 @@ async fn export_without_respond_async_is_export_requires_async() {
     f.operation = Some("export".into());
     let mut c = get("/fhir/Patient/$export", bulk.clone(), f.clone());
     assert_eq!(code_of(&mut c).await, Err(ErrorCode::ExportRequiresAsync));
-    let mut c = with_header(
-        get("/fhir/Patient/$export", bulk, f),
-        "prefer",
-        "respond-async",
-    );
+    let mut c = with_header(get("/fhir/Patient/$export", bulk, f), "prefer", "respond-async");
     assert_eq!(code_of(&mut c).await, Ok(()));
 }
 
 #[tokio::test]
 async fn request_without_principal_is_policy_denied() {
-    let mut c = get(
-        "/fhir/Patient/a-p1",
-        clinician_a(),
-        fhir(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]),
-    );
+    let mut c =
+        get("/fhir/Patient/a-p1", clinician_a(), fhir(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]));
     c.principal = None;
     assert_eq!(code_of(&mut c).await, Err(ErrorCode::PolicyDenied));
 }

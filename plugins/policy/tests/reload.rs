@@ -24,11 +24,7 @@ fn care_teams(dir: &Path, a2_team: &str) {
 }
 
 fn read_a_p1() -> phigate_plugin::RequestCtx {
-    get(
-        "/fhir/Patient/a-p1",
-        clinician_a(),
-        fhir(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]),
-    )
+    get("/fhir/Patient/a-p1", clinician_a(), fhir(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]))
 }
 
 #[test]
@@ -59,16 +55,8 @@ fn reload_under_concurrent_evaluation_has_zero_failures() {
     let (mut failures, mut evaluations) = (Vec::new(), 0usize);
     for round in 0..6 {
         // Alternate another clinician's team: clinician_a reading a-p1 must be allowed throughout.
-        care_teams(
-            tmp.path(),
-            if round % 2 == 0 {
-                "a-p3, a-p4, a-p5"
-            } else {
-                "a-p3, a-p4"
-            },
-        );
-        let ReloadOutcome::Applied(rev) = stage.reload_now().map_err(|e| e.to_string()).unwrap()
-        else {
+        care_teams(tmp.path(), if round % 2 == 0 { "a-p3, a-p4, a-p5" } else { "a-p3, a-p4" });
+        let ReloadOutcome::Applied(rev) = stage.reload_now().map_err(|e| e.to_string()).unwrap() else {
             panic!("no swap")
         };
         // Wait until every worker has evaluated on the new revision: swaps overlap evaluations.
@@ -104,33 +92,20 @@ async fn broken_update_is_rejected_while_the_old_revision_serves() {
     let before = stage.revision();
     let original = std::fs::read_to_string(tmp.path().join("tenant.rego")).unwrap();
 
-    std::fs::write(
-        tmp.path().join("tenant.rego"),
-        format!("{original}\ndeny contains if {{"),
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("tenant.rego"), format!("{original}\ndeny contains if {{")).unwrap();
     assert!(matches!(stage.reload_now(), Err(LoadError::Rego(_))));
     assert_eq!(stage.revision(), before);
     let mut c = read_a_p1();
-    assert!(
-        stage.on_request(&mut c).await.is_ok(),
-        "the old revision still serves"
-    );
+    assert!(stage.on_request(&mut c).await.is_ok(), "the old revision still serves");
 
     // Parses, but breaks tenant isolation: its own tests catch it.
     let broken = original.replace("input.request.tenant != principal_tenant", "false");
     std::fs::write(tmp.path().join("tenant.rego"), broken).unwrap();
-    assert!(matches!(
-        stage.reload_now(),
-        Err(LoadError::TestsFailed { .. })
-    ));
+    assert!(matches!(stage.reload_now(), Err(LoadError::TestsFailed { .. })));
     assert_eq!(stage.revision(), before);
 
     std::fs::write(tmp.path().join("tenant.rego"), original).unwrap();
-    assert_eq!(
-        stage.reload_now().unwrap(),
-        ReloadOutcome::Unchanged(before)
-    );
+    assert_eq!(stage.reload_now().unwrap(), ReloadOutcome::Unchanged(before));
 }
 
 #[tokio::test]
@@ -138,11 +113,7 @@ async fn renamed_entrypoint_is_rejected() {
     let tmp = policies_copy();
     let stage = stage_at(tmp.path());
     let authz = std::fs::read_to_string(tmp.path().join("authz.rego")).unwrap();
-    std::fs::write(
-        tmp.path().join("authz.rego"),
-        authz.replace("decision := {", "verdict := {"),
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("authz.rego"), authz.replace("decision := {", "verdict := {")).unwrap();
     assert!(matches!(
         stage.reload_now(),
         Err(LoadError::Rego(_) | LoadError::Entrypoint { .. } | LoadError::TestsFailed { .. })
@@ -164,19 +135,9 @@ async fn file_change_is_picked_up_by_the_watcher() {
     let before = stage.revision();
     care_teams(tmp.path(), "a-p3, a-p4, a-p5");
     // The timeout bounds a broken watcher; the change notification is the synchronisation.
-    tokio::time::timeout(Duration::from_secs(30), revisions.changed())
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), revisions.changed()).await.unwrap().unwrap();
     assert_ne!(stage.revision(), before);
     let a2 = principal("clinician_a2", "tenant-a", &["clinician"], &["user/*.rs"]);
-    let mut c = get(
-        "/fhir/Patient/a-p5",
-        a2,
-        fhir(Interaction::Read, "Patient", Some("a-p5"), &["a-p5"]),
-    );
-    assert!(
-        stage.on_request(&mut c).await.is_ok(),
-        "the new care team is in force"
-    );
+    let mut c = get("/fhir/Patient/a-p5", a2, fhir(Interaction::Read, "Patient", Some("a-p5"), &["a-p5"]));
+    assert!(stage.on_request(&mut c).await.is_ok(), "the new care team is in force");
 }

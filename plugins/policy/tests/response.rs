@@ -10,11 +10,8 @@ use phigate_plugin::{ErrorCode, Interaction, RequestCtx, ResponseHead, Stage};
 use support::*;
 
 async fn allowed_read_of_observation() -> RequestCtx {
-    let mut c = get(
-        "/fhir/Observation/o1",
-        clinician_a(),
-        fhir(Interaction::Read, "Observation", Some("o1"), &[]),
-    );
+    let mut c =
+        get("/fhir/Observation/o1", clinician_a(), fhir(Interaction::Read, "Observation", Some("o1"), &[]));
     stage().on_request(&mut c).await.unwrap();
     c
 }
@@ -22,20 +19,14 @@ async fn allowed_read_of_observation() -> RequestCtx {
 fn head_json(c: &mut RequestCtx, content_type: &str) -> Result<(), ErrorCode> {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_str(content_type).unwrap());
-    let mut head = ResponseHead {
-        status: StatusCode::OK,
-        headers: &mut headers,
-    };
+    let mut head = ResponseHead { status: StatusCode::OK, headers: &mut headers };
     stage().on_response(c, &mut head).map_err(|d| d.code)
 }
 
 #[tokio::test]
 async fn read_by_id_asks_for_the_body() {
     let mut c = allowed_read_of_observation().await;
-    assert_eq!(
-        head_json(&mut c, "application/fhir+json; charset=utf-8"),
-        Ok(())
-    );
+    assert_eq!(head_json(&mut c, "application/fhir+json; charset=utf-8"), Ok(()));
     assert!(c.response.buffer_body);
 }
 
@@ -57,11 +48,8 @@ async fn read_by_id_of_own_patients_observation_passes() {
 
 #[tokio::test]
 async fn bundle_with_one_foreign_entry_is_replaced_with_403() {
-    let mut c = get(
-        "/fhir/Observation",
-        clinician_a(),
-        fhir(Interaction::SearchType, "Observation", None, &[]),
-    );
+    let mut c =
+        get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
     stage().on_request(&mut c).await.unwrap();
     let body = br#"{"resourceType":"Bundle","type":"searchset","entry":[
         {"resource":{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/a-p1"}}},
@@ -73,18 +61,14 @@ async fn bundle_with_one_foreign_entry_is_replaced_with_403() {
 #[tokio::test]
 async fn non_json_response_for_a_restricted_principal_is_policy_error() {
     let mut c = allowed_read_of_observation().await;
-    assert_eq!(
-        head_json(&mut c, "application/fhir+xml"),
-        Err(ErrorCode::PolicyError)
-    );
+    assert_eq!(head_json(&mut c, "application/fhir+xml"), Err(ErrorCode::PolicyError));
 }
 
 #[tokio::test]
 async fn truncated_json_is_policy_error() {
     let mut c = allowed_read_of_observation().await;
-    let denial = stage()
-        .on_buffered_response(&mut c, br#"{"resourceType":"Observation","subject":{"#)
-        .unwrap_err();
+    let denial =
+        stage().on_buffered_response(&mut c, br#"{"resourceType":"Observation","subject":{"#).unwrap_err();
     assert_eq!(denial.code, ErrorCode::PolicyError);
 }
 
@@ -92,15 +76,8 @@ async fn truncated_json_is_policy_error() {
 fn patient_references_are_found_in_every_form() {
     use phigate_policy::patient_of;
     assert_eq!(patient_of("Patient/a-p1"), Some("a-p1"));
-    assert_eq!(
-        patient_of("https://x/fhir/Patient/a-p1/_history/2"),
-        Some("a-p1")
-    );
-    assert_eq!(
-        patient_of("Patient?identifier=123"),
-        Some(""),
-        "conditional refs are never permitted"
-    );
+    assert_eq!(patient_of("https://x/fhir/Patient/a-p1/_history/2"), Some("a-p1"));
+    assert_eq!(patient_of("Patient?identifier=123"), Some(""), "conditional refs are never permitted");
     assert_eq!(patient_of("Practitioner/p1"), None);
     assert_eq!(patient_of("#contained"), None);
 }

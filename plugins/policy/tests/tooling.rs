@@ -15,14 +15,8 @@ fn shipped_policy_tests_all_pass_with_coverage() {
     assert!(report.success(), "{text}");
     assert!(report.results.len() >= 50);
     assert!(text.contains("PASS data.phigate.tenant_test.test_other_tenant_patient_denied"));
-    assert!(report
-        .coverage
-        .iter()
-        .any(|c| c.path == "authz.rego" && c.covered > 0));
-    assert!(!report
-        .coverage
-        .iter()
-        .any(|c| c.path.ends_with("_test.rego")));
+    assert!(report.coverage.iter().any(|c| c.path == "authz.rego" && c.covered > 0));
+    assert!(!report.coverage.iter().any(|c| c.path.ends_with("_test.rego")));
 }
 
 #[test]
@@ -36,27 +30,17 @@ fn failing_and_erroring_tests_are_reported() {
     let report = run_policy_tests(tmp.path());
     assert!(!report.success());
     assert_eq!(report.failed(), 2);
-    let fails: Vec<&TestOutcome> = report
-        .results
-        .iter()
-        .filter(|r| r.rule.starts_with("data.extra_test"))
-        .map(|r| &r.outcome)
-        .collect();
+    let fails: Vec<&TestOutcome> =
+        report.results.iter().filter(|r| r.rule.starts_with("data.extra_test")).map(|r| &r.outcome).collect();
     assert_eq!(fails[0], &TestOutcome::Fail);
     assert!(matches!(fails[1], TestOutcome::Error(_)));
-    assert!(report
-        .to_string()
-        .contains("FAIL data.extra_test.test_fails"));
+    assert!(report.to_string().contains("FAIL data.extra_test.test_fails"));
 }
 
 #[test]
 fn unparsable_policy_is_a_load_error_not_a_pass() {
     let tmp = policies_copy();
-    std::fs::write(
-        tmp.path().join("broken.rego"),
-        "package broken\n\nallow if {\n",
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("broken.rego"), "package broken\n\nallow if {\n").unwrap();
     let report = run_policy_tests(tmp.path());
     assert!(!report.success());
     assert!(report.load_error.is_some());

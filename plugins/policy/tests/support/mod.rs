@@ -38,10 +38,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 pub fn build(config: PolicyConfig) -> PolicyStage {
     let routes = vec![route()];
-    let ctx = StageBuildCtx {
-        routes: &routes,
-        config_dir: Path::new("/"),
-    };
+    let ctx = StageBuildCtx { routes: &routes, config_dir: Path::new("/") };
     config.build(&ctx).unwrap()
 }
 
@@ -97,20 +94,10 @@ pub fn clinician_b() -> Arc<Principal> {
     principal("clinician_b", "tenant-b", &["clinician"], &["user/*.rs"])
 }
 pub fn er_doctor_a() -> Arc<Principal> {
-    principal(
-        "er_doctor_a",
-        "tenant-a",
-        &["clinician", "break_glass"],
-        &["user/*.rs"],
-    )
+    principal("er_doctor_a", "tenant-a", &["clinician", "break_glass"], &["user/*.rs"])
 }
 
-pub fn fhir(
-    interaction: Interaction,
-    rt: &str,
-    id: Option<&str>,
-    patients: &[&str],
-) -> FhirRequest {
+pub fn fhir(interaction: Interaction, rt: &str, id: Option<&str>, patients: &[&str]) -> FhirRequest {
     let mut f = FhirRequest::new(interaction);
     f.resource_type = phigate_static(rt);
     f.id = id.map(str::to_owned);
@@ -120,14 +107,7 @@ pub fn fhir(
 
 /// `FhirRequest::resource_type` is `&'static str` (the gateway validates against the R4 list).
 fn phigate_static(rt: &str) -> Option<&'static str> {
-    const TYPES: &[&str] = &[
-        "Patient",
-        "Observation",
-        "Encounter",
-        "Practitioner",
-        "Organization",
-        "Group",
-    ];
+    const TYPES: &[&str] = &["Patient", "Observation", "Encounter", "Practitioner", "Organization", "Group"];
     TYPES.iter().copied().find(|t| *t == rt)
 }
 
@@ -138,13 +118,8 @@ pub fn unresolved(mut f: FhirRequest, name: &str) -> FhirRequest {
 
 /// A context as the gateway hands it to the policy stage.
 pub fn ctx(method: Method, path: &str, principal: Arc<Principal>, f: FhirRequest) -> RequestCtx {
-    let info = RequestInfo {
-        method,
-        path: path.into(),
-        query: Vec::new(),
-        headers: HeaderMap::new(),
-        body: None,
-    };
+    let info =
+        RequestInfo { method, path: path.into(), query: Vec::new(), headers: HeaderMap::new(), body: None };
     let mut c = RequestCtx::new(RequestId::new("req-1"), route(), info);
     c.tenant = principal.tenant.clone();
     c.principal = Some(principal);
@@ -157,16 +132,10 @@ pub fn get(path: &str, principal: Arc<Principal>, f: FhirRequest) -> RequestCtx 
 }
 
 pub fn with_header(mut c: RequestCtx, name: &'static str, value: &str) -> RequestCtx {
-    c.request
-        .headers
-        .append(name, HeaderValue::from_str(value).unwrap());
+    c.request.headers.append(name, HeaderValue::from_str(value).unwrap());
     c
 }
 
 pub fn query(c: &RequestCtx, name: &str) -> Option<String> {
-    c.request
-        .query
-        .iter()
-        .find(|p: &&QueryParam| p.name == name)
-        .map(|p| p.value.clone())
+    c.request.query.iter().find(|p: &&QueryParam| p.name == name).map(|p| p.value.clone())
 }
