@@ -92,12 +92,20 @@ impl TestGateway {
     }
 }
 
-impl Drop for TestGateway {
-    fn drop(&mut self) {
-        self.stop.notify_one();
+impl TestGateway {
+    /// Stops the gateway and waits until it has finished (every request's `on_complete` has run).
+    /// Idempotent; dropping the gateway does the same.
+    pub fn stop(&mut self) {
         if let Some(t) = self.thread.take() {
+            self.stop.notify_one();
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -95,3 +95,61 @@ pub fn parse_raw(raw: &[u8]) -> (u16, String, Vec<u8>) {
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     (status, head, raw[split..].to_vec())
 }
+
+/// The whole pipeline (identity, policy, audit) in front of the sample upstream, with the demo's
+/// personas, policies and care teams.
+pub struct FullEnv {
+    pub pki: TestPki,
+    pub upstream: RunningUpstream,
+    pub gw: TestGateway,
+}
+
+impl FullEnv {
+    /// Starts everything; `client_cert` as in [`yaml`].
+    pub async fn start() -> FullEnv {
+        let pki = TestPki::new();
+        let upstream = start_upstream(&pki).await;
+        let dir = pki.dir();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        phigate::demo::personas::issue(dir, &pki.client.thumbprint(), now).unwrap();
+        phigate::demo::policies::write(&dir.join("policies")).unwrap();
+        phigate_audit::generate_signing_key(&dir.join("audit.key")).unwrap();
+        let cfg = format!(
+            "{}identity:\n  issuers:\n    - issuer: {}\n      audiences: [{}]\n      jwks_path: issuer/jwks.json\n\
+             \x20     algorithms: [ES256]\n      claims: {{ tenant: tenant, roles: roles }}\n\
+             policy:\n  dir: policies\n  data_dir: policies/data\n\
+             audit:\n  dir: audit\n  signing_key_path: audit.key\n  max_wait_ms: 2000\n",
+            yaml(&pki, upstream.addr, "optional"),
+            phigate::demo::personas::ISSUER,
+            phigate::demo::personas::AUDIENCE,
+        );
+        let gw = TestGateway::start_yaml(&cfg, dir, Vec::new());
+        FullEnv { pki, upstream, gw }
+    }
+
+    /// The persona's token.
+    pub fn token(&self, persona: &str) -> String {
+        std::fs::read_to_string(self.pki.dir().join("tokens").join(format!("{persona}.jwt"))).unwrap()
+    }
+
+    /// GET as a persona; returns (status, error code or "", body text).
+    pub async fn get_as(&self, persona: &str, path: &str) -> (u16, String, String) {
+        let res = self.pki.public_client().get(&self.gw.url(path)).bearer(&self.token(persona)).send().await.unwrap();
+        let code = serde_json::from_slice::<serde_json::Value>(&res.body).ok().map(|_| error_code(&res.body)).unwrap_or_default();
+        (res.status.as_u16(), code, res.text())
+    }
+
+    /// Every audit record written so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let dir = self.pki.dir().join("audit");
+        let mut segs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.to_string_lossy().ends_with(".jsonl") && p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+            .collect();
+        segs.sort();
+        segs.iter()
+            .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+            .collect()
+    }
+}

@@ -301,6 +301,11 @@ impl Stage for PolicyStage {
             return Err(denial);
         }
         events::DECISIONS.with_label_values(&["allow"]).inc();
+        // The response must be checked before any byte of it reaches the client, so that a
+        // violation can still replace the status: ask for the whole response now.
+        if decision.obligations.permitted_patients.is_some() {
+            ctx.response.buffer_body = true;
+        }
         let narrowed = self.apply_narrowing(ctx, &decision);
         ctx.decision = Some(decision);
         narrowed.map(|()| Flow::Continue)

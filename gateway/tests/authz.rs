@@ -1,0 +1,125 @@
+//! The whole pipeline end to end, with the demo's personas, policies and care teams: identity
+//! (MFA, binding), patient-level authorization (care teams, tenants, narrowing, response
+//! verification, break-glass) and the audit records each leaves.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+mod common;
+
+use common::FullEnv;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_refusals_carry_the_standard_challenges() {
+    let env = FullEnv::start().await;
+    let res = env.pki.public_client().get(&env.gw.url("/fhir/Patient/a-p1")).send().await.unwrap();
+    assert_eq!(res.status, 401);
+    assert_eq!(res.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(common::error_code(&res.body), "token_missing");
+
+    let nurse = env.token("nurse_nomfa");
+    let res = env.pki.public_client().get(&env.gw.url("/fhir/Patient/a-p5")).bearer(&nurse).send().await.unwrap();
+    assert_eq!(res.status, 401);
+    let challenge = res.header("www-authenticate").unwrap();
+    assert!(challenge.starts_with("Bearer error=\"insufficient_user_authentication\""), "{challenge}");
+    assert!(!res.text().contains(&nurse), "the token is never echoed");
+
+    // A certificate-bound token: refused without its certificate, accepted with it.
+    let bound = env.token("bound_client");
+    let without = env.pki.public_client().get(&env.gw.url("/fhir/Patient/a-p1")).bearer(&bound).send().await.unwrap();
+    assert_eq!((without.status.as_u16(), common::error_code(&without.body).as_str()), (401, "token_binding_mismatch"));
+    let with = env.pki.end_user_client().get(&env.gw.url("/fhir/Patient/a-p1")).bearer(&bound).send().await.unwrap();
+    assert_eq!(with.status, 200);
+    assert_eq!(env.upstream.recorder.count(), 1, "only the accepted request was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn care_teams_and_tenants_decide_patient_access() {
+    let env = FullEnv::start().await;
+    assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);
+    let (s, code, _) = env.get_as("clinician_a", "/fhir/Patient/a-p3").await;
+    assert_eq!((s, code.as_str()), (403, "patient_not_permitted"));
+    let (s, code, _) = env.get_as("clinician_b", "/fhir/Patient/a-p1").await;
+    assert_eq!((s, code.as_str()), (403, "tenant_mismatch"));
+    let (s, _, _) = env.get_as("clinician_a", "/fhir/Observation?patient=a-p3").await;
+    assert_eq!(s, 403);
+    let (s, _, _) = env.get_as("clinician_a", "/fhir/Observation?subject:Patient.name=x").await;
+    assert_eq!(s, 403, "a chained param cannot be resolved to patients");
+    let (s, _, _) = env.get_as("clinician_a", "/fhir/Patient/a-p3/$everything").await;
+    assert_eq!(s, 403);
+    assert_eq!(env.upstream.recorder.count(), 1, "only the permitted read reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_one_foreign_entry_is_refused_whole() {
+    let env = FullEnv::start().await;
+    let bundle = serde_json::json!({
+        "resourceType": "Bundle", "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Patient/a-p1"}},
+            {"request": {"method": "GET", "url": "Observation?patient=a-p3"}}
+        ]
+    });
+    let res = env
+        .pki
+        .public_client()
+        .post(&env.gw.url("/fhir"))
+        .bearer(&env.token("clinician_a"))
+        .header("content-type", "application/fhir+json")
+        .body(serde_json::to_vec(&bundle).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status, 403, "{}", res.text());
+    assert_eq!(env.upstream.recorder.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_search_is_narrowed_and_foreign_reads_by_id_are_verified() {
+    let env = FullEnv::start().await;
+    let (s, _, body) = env.get_as("clinician_a", "/fhir/Observation?_count=5").await;
+    assert_eq!(s, 200, "{body}");
+    let seen = env.upstream.recorder.next().await;
+    assert!(seen.path_and_query.contains("patient=a-p1%2Ca-p2") || seen.path_and_query.contains("patient=a-p1,a-p2"), "{}", seen.path_and_query);
+
+    // Observation/a-p3-obs-01 belongs to a patient off the care team: only the response says so.
+    let (s, code, body) = env.get_as("clinician_a", "/fhir/Observation/a-p3-obs-01").await;
+    assert_eq!((s, code.as_str()), (403, "patient_not_permitted"));
+    assert!(!body.contains("a-p3"), "the upstream body never reaches the client: {body}");
+    assert_eq!(env.upstream.recorder.next().await.path_and_query, "/fhir/Observation/a-p3-obs-01");
+    assert_eq!(env.get_as("clinician_a", "/fhir/Observation/a-p1-obs-01").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_needs_the_role_and_is_marked_in_the_audit_trail() {
+    let mut env = FullEnv::start().await;
+    let res = env
+        .pki
+        .public_client()
+        .get(&env.gw.url("/fhir/Patient/a-p3"))
+        .bearer(&env.token("er_doctor_a"))
+        .header("x-break-glass-reason", "unconscious patient in the ER")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    let rid = res.header("x-request-id").unwrap().to_owned();
+    let res = env
+        .pki
+        .public_client()
+        .get(&env.gw.url("/fhir/Patient/a-p3"))
+        .bearer(&env.token("clinician_a"))
+        .header("x-break-glass-reason", "curious")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((res.status.as_u16(), common::error_code(&res.body).as_str()), (403, "break_glass_not_permitted"));
+    let denied_rid = res.header("x-request-id").unwrap().to_owned();
+    env.gw.stop();
+    let recs = env.audit_records();
+    let attempt = recs.iter().find(|r| r["request_id"] == rid.as_str() && r["phase"] == "attempt").unwrap();
+    let text = attempt.to_string();
+    assert!(text.contains("unconscious patient in the ER"), "break-glass reason recorded: {text}");
+    assert!(text.contains("er_doctor_a") && text.contains("a-p3"), "{text}");
+    let denied = recs.iter().find(|r| r["request_id"] == denied_rid.as_str()).unwrap();
+    assert_eq!(denied["phase"], "denied", "{denied}");
+}
