@@ -17,7 +17,8 @@ async fn identity_refusals_carry_the_standard_challenges() {
     assert_eq!(common::error_code(&res.body), "token_missing");
 
     let nurse = env.token("nurse_nomfa");
-    let res = env.pki.public_client().get(&env.gw.url("/fhir/Patient/a-p5")).bearer(&nurse).send().await.unwrap();
+    let res =
+        env.pki.public_client().get(&env.gw.url("/fhir/Patient/a-p5")).bearer(&nurse).send().await.unwrap();
     assert_eq!(res.status, 401);
     let challenge = res.header("www-authenticate").unwrap();
     assert!(challenge.starts_with("Bearer error=\"insufficient_user_authentication\""), "{challenge}");
@@ -25,9 +26,14 @@ async fn identity_refusals_carry_the_standard_challenges() {
 
     // A certificate-bound token: refused without its certificate, accepted with it.
     let bound = env.token("bound_client");
-    let without = env.pki.public_client().get(&env.gw.url("/fhir/Patient/a-p1")).bearer(&bound).send().await.unwrap();
-    assert_eq!((without.status.as_u16(), common::error_code(&without.body).as_str()), (401, "token_binding_mismatch"));
-    let with = env.pki.end_user_client().get(&env.gw.url("/fhir/Patient/a-p1")).bearer(&bound).send().await.unwrap();
+    let without =
+        env.pki.public_client().get(&env.gw.url("/fhir/Patient/a-p1")).bearer(&bound).send().await.unwrap();
+    assert_eq!(
+        (without.status.as_u16(), common::error_code(&without.body).as_str()),
+        (401, "token_binding_mismatch")
+    );
+    let with =
+        env.pki.end_user_client().get(&env.gw.url("/fhir/Patient/a-p1")).bearer(&bound).send().await.unwrap();
     assert_eq!(with.status, 200);
     assert_eq!(env.upstream.recorder.count(), 1, "only the accepted request was forwarded");
 }
@@ -79,7 +85,12 @@ async fn restricted_search_is_narrowed_and_foreign_reads_by_id_are_verified() {
     let (s, _, body) = env.get_as("clinician_a", "/fhir/Observation?_count=5").await;
     assert_eq!(s, 200, "{body}");
     let seen = env.upstream.recorder.next().await;
-    assert!(seen.path_and_query.contains("patient=a-p1%2Ca-p2") || seen.path_and_query.contains("patient=a-p1,a-p2"), "{}", seen.path_and_query);
+    assert!(
+        seen.path_and_query.contains("patient=a-p1%2Ca-p2")
+            || seen.path_and_query.contains("patient=a-p1,a-p2"),
+        "{}",
+        seen.path_and_query
+    );
 
     // Observation/a-p3-obs-01 belongs to a patient off the care team: only the response says so.
     let (s, code, body) = env.get_as("clinician_a", "/fhir/Observation/a-p3-obs-01").await;
@@ -112,7 +123,10 @@ async fn break_glass_needs_the_role_and_is_marked_in_the_audit_trail() {
         .send()
         .await
         .unwrap();
-    assert_eq!((res.status.as_u16(), common::error_code(&res.body).as_str()), (403, "break_glass_not_permitted"));
+    assert_eq!(
+        (res.status.as_u16(), common::error_code(&res.body).as_str()),
+        (403, "break_glass_not_permitted")
+    );
     let denied_rid = res.header("x-request-id").unwrap().to_owned();
     env.gw.stop();
     let recs = env.audit_records();
@@ -122,4 +136,55 @@ async fn break_glass_needs_the_role_and_is_marked_in_the_audit_trail() {
     assert!(text.contains("er_doctor_a") && text.contains("a-p3"), "{text}");
     let denied = recs.iter().find(|r| r["request_id"] == denied_rid.as_str()).unwrap();
     assert_eq!(denied["phase"], "denied", "{denied}");
+}
+
+/// The active policy revision, from `/readyz`.
+async fn revision(env: &FullEnv) -> String {
+    let ready = common::admin_get(env.gw.admin, "/readyz").await;
+    let at = ready.find("policy revision ").expect("revision in readyz") + "policy revision ".len();
+    ready[at..].chars().take_while(char::is_ascii_hexdigit).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_hot_reload_under_load_fails_no_request_and_broken_updates_are_rejected() {
+    let env = FullEnv::start().await;
+    let before = revision(&env).await;
+    let policy_file = env.pki.dir().join("policies/tenant.rego");
+    let original = std::fs::read_to_string(&policy_file).unwrap();
+
+    // A valid change (a comment), applied while requests are in flight.
+    std::fs::write(&policy_file, format!("{original}\n# reviewed\n")).unwrap();
+    let token = env.token("clinician_a");
+    let url = env.gw.url("/fhir/Patient/a-p1");
+    let mut load = Vec::new();
+    for _ in 0..40 {
+        let (client, url, token) = (env.pki.public_client(), url.clone(), token.clone());
+        load.push(tokio::spawn(async move { client.get(&url).bearer(&token).send().await.unwrap().status }));
+    }
+    env.gw.reloader.reload_all();
+    for r in load {
+        assert_eq!(r.await.unwrap(), 200, "no request fails during a reload");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut after = revision(&env).await;
+    while after == before {
+        assert!(std::time::Instant::now() < deadline, "the new revision was not applied");
+        tokio::task::yield_now().await;
+        after = revision(&env).await;
+    }
+
+    // A broken change: rejected (counted), and the last good revision keeps serving.
+    std::fs::write(&policy_file, "package phigate.authz\n\nthis is not rego {\n").unwrap();
+    env.gw.reloader.reload_all();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !common::admin_get(env.gw.admin, "/metrics")
+        .await
+        .contains("phigate_policy_reloads_total{result=\"rejected\"}")
+    {
+        assert!(std::time::Instant::now() < deadline, "the broken revision was not rejected");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(revision(&env).await, after);
+    assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);
+    assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p3").await.0, 403);
 }

@@ -110,7 +110,8 @@ impl FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
         let dir = pki.dir();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         phigate::demo::personas::issue(dir, &pki.client.thumbprint(), now).unwrap();
         phigate::demo::policies::write(&dir.join("policies")).unwrap();
         phigate_audit::generate_signing_key(&dir.join("audit.key")).unwrap();
@@ -134,8 +135,18 @@ impl FullEnv {
 
     /// GET as a persona; returns (status, error code or "", body text).
     pub async fn get_as(&self, persona: &str, path: &str) -> (u16, String, String) {
-        let res = self.pki.public_client().get(&self.gw.url(path)).bearer(&self.token(persona)).send().await.unwrap();
-        let code = serde_json::from_slice::<serde_json::Value>(&res.body).ok().map(|_| error_code(&res.body)).unwrap_or_default();
+        let res = self
+            .pki
+            .public_client()
+            .get(&self.gw.url(path))
+            .bearer(&self.token(persona))
+            .send()
+            .await
+            .unwrap();
+        let code = serde_json::from_slice::<serde_json::Value>(&res.body)
+            .ok()
+            .map(|_| error_code(&res.body))
+            .unwrap_or_default();
         (res.status.as_u16(), code, res.text())
     }
 
@@ -145,11 +156,20 @@ impl FullEnv {
         let mut segs: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.to_string_lossy().ends_with(".jsonl") && p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+            .filter(|p| {
+                p.to_string_lossy().ends_with(".jsonl")
+                    && p.file_name().unwrap().to_string_lossy().starts_with("seg-")
+            })
             .collect();
         segs.sort();
         segs.iter()
-            .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }
