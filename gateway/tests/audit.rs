@@ -23,29 +23,6 @@ fn audit_yaml(pki: &TestPki, upstream: std::net::SocketAddr, dir: &Path) -> Stri
     )
 }
 
-/// Every audit line in the directory's segments, parsed.
-fn records(dir: &Path) -> Vec<serde_json::Value> {
-    let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
-                && p.extension().is_some_and(|e| e == "jsonl")
-        })
-        .collect();
-    segments.sort();
-    segments
-        .iter()
-        .flat_map(|p| {
-            std::fs::read_to_string(p)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn phase_of<'a>(
     recs: &'a [serde_json::Value],
     request_id: &str,
@@ -68,7 +45,7 @@ async fn attempt_is_durable_before_forwarding_and_the_trail_verifies() {
     // From the upstream's side: when it has the request, the attempt is already on disk.
     let seen = upstream.recorder.next().await;
     assert_eq!(seen.headers.get("x-request-id").unwrap(), rid.as_str());
-    let recs = records(&audit_dir);
+    let recs = common::audit_records(&audit_dir);
     let attempt = phase_of(&recs, &rid, "attempt").expect("attempt record on disk");
     assert_eq!(attempt["method"], "GET");
     assert_eq!(attempt["route"], "fhir");
@@ -80,7 +57,7 @@ async fn attempt_is_durable_before_forwarding_and_the_trail_verifies() {
     assert_eq!(missing.status, 400);
     drop(gw); // joins the gateway: every outcome record is written
 
-    let recs = records(&audit_dir);
+    let recs = common::audit_records(&audit_dir);
     let outcome = phase_of(&recs, &rid, "outcome").expect("outcome record");
     assert_eq!(outcome["status"], 200);
     let out = Command::new(env!("CARGO_BIN_EXE_phigate"))

@@ -152,24 +152,29 @@ impl FullEnv {
 
     /// Every audit record written so far.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
-        let dir = self.pki.dir().join("audit");
-        let mut segs: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.to_string_lossy().ends_with(".jsonl")
-                    && p.file_name().unwrap().to_string_lossy().starts_with("seg-")
-            })
-            .collect();
-        segs.sort();
-        segs.iter()
-            .flat_map(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        audit_records(&self.pki.dir().join("audit"))
     }
+}
+
+/// Every audit record in the segments of an audit directory, in order.
+pub fn audit_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "jsonl")
+                && p.file_name().unwrap().to_string_lossy().starts_with("seg-")
+        })
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
