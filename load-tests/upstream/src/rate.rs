@@ -154,11 +154,8 @@ struct Schedule {
 impl Schedule {
     /// The `k`-th slot, or `None` when the run is over.
     fn at(&self, k: u32) -> Option<Instant> {
-        let t = if self.every.is_zero() {
-            Instant::now().max(self.first)
-        } else {
-            self.first + self.every * k
-        };
+        let t =
+            if self.every.is_zero() { Instant::now().max(self.first) } else { self.first + self.every * k };
         (t < self.end).then_some(t)
     }
 
@@ -258,9 +255,7 @@ fn request(plan: &RatePlan, conn: usize, k: u32, absolute: bool) -> Request<Empt
 }
 
 /// Reads a whole response and classifies it; the body is drained, not kept.
-async fn finish(
-    response: Result<http::Response<hyper::body::Incoming>, hyper::Error>,
-) -> Outcome {
+async fn finish(response: Result<http::Response<hyper::body::Incoming>, hyper::Error>) -> Outcome {
     let Ok(response) = response else { return Outcome::Socket };
     let ok = response.status().is_success();
     let mut body = response.into_body();

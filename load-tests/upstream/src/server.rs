@@ -16,7 +16,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::fhir::Payloads;
 
-const NOT_FOUND: &[u8] = br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}"#;
+const NOT_FOUND: &[u8] =
+    br#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}"#;
 
 /// Accepts connections on `listener` until the task is dropped. A failed handshake (a client
 /// without a valid certificate) only closes that connection.
@@ -34,9 +35,8 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, payloa
                 let payloads = payloads.clone();
                 async move { Ok::<_, Infallible>(respond(&payloads, &req)) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+            let _ =
+                auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
         });
     }
 }
@@ -75,9 +75,7 @@ fn patient_param(query: &str) -> Option<&str> {
 fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     response
 }
 

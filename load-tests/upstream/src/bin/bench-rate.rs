@@ -70,7 +70,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if !args.addr.ip().is_loopback() {
         return Err("refusing a non-loopback target".into());
     }
-    if !(args.rate >= 0.0) || args.connections == 0 || args.warmup_secs >= args.duration_secs {
+    if args.rate.is_nan()
+        || args.rate < 0.0
+        || args.connections == 0
+        || args.warmup_secs >= args.duration_secs
+    {
         return Err("need rate >= 0, connections > 0 and warmup < duration".into());
     }
     let paths: Vec<String> = std::fs::read_to_string(&args.paths_file)?

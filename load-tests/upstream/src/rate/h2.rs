@@ -11,9 +11,7 @@ use tokio::{
     time::{timeout, Instant},
 };
 
-use super::{
-    connect, finish, request, Outcome, RatePlan, Schedule, Tally, REQUEST_TIMEOUT,
-};
+use super::{connect, finish, request, Outcome, RatePlan, Schedule, Tally, REQUEST_TIMEOUT};
 
 type Sender = http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
 
