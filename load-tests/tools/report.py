@@ -64,6 +64,7 @@ def markdown(doc):
             "- Versions: " + ", ".join(f"{k} `{v}`" for k, v in m["versions"].items()),
             f"- Settings: {json.dumps(m['settings'])}",
             "- phigate-full = phigate-pass + the stages landed in main (see configs/phigate-full.yaml)",
+            "- Every proxy: one worker, HTTP/1.1 + mTLS to the upstream, one access-log line per request to a file",
             "", "Token check (a valid token *without* `mfa` in `amr`): " + ", ".join(
                 f"{t['target']} → {t['mfa_status']}" for t in doc["targets"]),
             "", "Max throughput: wrk (HTTP/1.1, 32 conns) / h2load (HTTP/2, 8 conns × 8 streams); the bare "
