@@ -60,7 +60,8 @@ def markdown(doc):
             f"- Load average (1 min) at start {m['load_average_start']}, at end {m['load_average_end']}"
             + ("  **(> 1.0: other work was running; treat the numbers as noisy)**" if m["load_average_start"] > 1.0 else ""),
             f"- Pinning: proxy under test on core {m['pinning']['proxy_core']} (one worker); load generator "
-            f"and upstream on core {m['pinning']['load_and_upstream_core']} (`taskset -c`)",
+            f"and upstream on core {m['pinning']['load_and_upstream_core']} (`taskset -c`); all of them at "
+            f"nice {m['pinning'].get('nice', 0)} (the machine is shared with other builds)",
             "- Versions: " + ", ".join(f"{k} `{v}`" for k, v in m["versions"].items()),
             f"- Settings: {json.dumps(m['settings'])}",
             "- phigate-full = phigate-pass + the stages landed in main (see configs/phigate-full.yaml)",
