@@ -41,7 +41,7 @@ def build(meta, raw, targets, rss):
                 "added_p99_us": (rt["p99_us"] - up_p99) if rt.get("p99_us") and up_p99 and n != "upstream" else None,
                 "cpu_s_per_10k_at_rate": rt.get("cpu_s_per_10k"),
                 "cpu_s_per_10k_at_max": mx.get("cpu_s_per_10k"),
-                "errors": (mx.get("errors") or 0) + (rt.get("errors") or 0) + (rt.get("unsent") or 0),
+                "errors": (mx.get("errors") or 0) + (rt.get("errors") or 0),
                 "max_lag_us": rt.get("max_lag_us"), "max_tool": mx.get("tool"),
                 "unsent": rt.get("unsent"),
                 # The target could not keep up with the offered rate: its latency there is queueing.
@@ -75,22 +75,23 @@ def markdown(doc):
         rows = [r for r in doc["rows"] if r["workload"] == w]
         offered = next((r["offered_rps"] for r in rows if r["offered_rps"]), None)
         out += [f"## {w} (fixed rate {offered:.0f} req/s)" if offered else f"## {w}", "",
-                "| target | max req/s | × nginx | × Envoy | p50 ms | p99 ms | p99.9 ms | added p99 ms | CPU s/10k | errors |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "| target | max req/s | × nginx | × Envoy | p50 ms | p99 ms | p99.9 ms | added p99 ms | CPU s/10k | errors | unsent |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
-            out.append("| {target} | {mx} | {vn} | {ve} | {p50} | {p99} | {p999} | {add} | {cpu} | {err} |".format(
+            out.append("| {target} | {mx} | {vn} | {ve} | {p50} | {p99} | {p999} | {add} | {cpu} | {err} | {unsent} |".format(
                 target=r["target"] + (" ¹" if r["max_tool"] == "bench-rate-closed" else "")
                 + (" (a run failed)" if r["failed"] else ""),
                 mx=f"{r['max_rps']:.0f}" if r["max_rps"] else "–",
                 vn=r["vs_nginx"] or "–", ve=r["vs_envoy"] or "–", p50=fmt_ms(r["p50_us"]),
                 p99=fmt_ms(r["p99_us"]) + (" ²" if r["saturated"] else ""), p999=fmt_ms(r["p999_us"]), add=fmt_ms(r["added_p99_us"]),
                 cpu=f"{r['cpu_s_per_10k_at_rate']:.2f}" if r["cpu_s_per_10k_at_rate"] is not None else "–",
-                err=r["errors"]))
+                err=r["errors"], unsent=r["unsent"] or 0))
         out.append("")
     out += ["¹ measured with bench-rate in closed loop (wrk/h2load cannot present the client certificate the "
             "upstream requires); a heavier client than wrk, so a lower bound of the upstream's capacity.",
             "² saturated: the target could not sustain the offered rate (achieved < 95 % or requests left unsent); "
-            "the latency is queueing, and unsent requests are counted in errors.", ""]
+            "the latency is queueing. `unsent`: requests the schedule called for but the saturated target could not take "
+            "before the run ended (not errors: nothing failed, the target was too slow for the rate).", ""]
     out += ["## Peak RSS (VmHWM, process tree)", "", "| target | MiB |", "|---|---:|"]
     out += [f"| {t} | {kb / 1024:.1f} |" for t, kb in doc["peak_rss_kb"].items()]
     out += ["", "## Issue targets (reported, not tuned for)", ""]
@@ -99,7 +100,8 @@ def markdown(doc):
         out.append(f"- {r['workload']}: ×nginx {r['vs_nginx']} (goal ≥ 1.0), ×Envoy {r['vs_envoy']} (goal ≥ 1.5), "
                    f"added p99 {fmt_ms(r['added_p99_us'])} ms (goal ≤ 1 ms)")
     total_errors = sum(r["errors"] or 0 for r in doc["rows"])
-    out.append(f"- errors in the whole run: {total_errors} (goal 0)")
+    out.append(f"- errors (non-2xx + socket) in the whole run: {total_errors} (goal 0); "
+               f"unsent because saturated: {sum(r['unsent'] or 0 for r in doc['rows'])}")
     lagged = [f"{r['target']}/{r['workload']}" for r in doc["rows"] if (r["max_lag_us"] or 0) > 5000]
     if lagged:
         out.append(f"- generator fell > 5 ms behind its schedule in: {', '.join(lagged)} (latency there is less trustworthy)")
@@ -123,10 +125,12 @@ def chart(doc, path):
         axes[0].bar(xs, [get[w]["max_rps"] or 0 for w in workloads], width, label=t)
         axes[1].bar(xs, [(get[w]["p99_us"] or 0) / 1000 for w in workloads], width, label=t)
     for ax, title in ((axes[0], "max throughput (req/s, higher is better)"),
-                      (axes[1], "p99 latency at half nginx's max (ms, lower is better)")):
+                      (axes[1], "p99 latency at half nginx's max (ms, log scale, lower is better)")):
         ax.set_title(title, fontsize=10)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(workloads))], workloads)
         ax.grid(axis="y", alpha=0.3)
+    # Saturated targets reach seconds while the others stay near a millisecond: log scale.
+    axes[1].set_yscale("log")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"phigate load test {doc['meta']['timestamp']} ({doc['meta']['mode']}, "
                  f"{doc['meta']['machine']['cores']} cores, load avg {doc['meta']['load_average_start']})", fontsize=10)
