@@ -58,22 +58,31 @@ impl Route {
     }
 }
 
-/// All routes, longest prefix first.
+/// All routes, in config order (so `RouteMeta::index` addresses them), matched longest prefix
+/// first.
 #[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<Route>,
+    /// Positions in `routes`, longest prefix first.
+    by_length: Vec<usize>,
 }
 
 impl Router {
-    /// A router over these routes.
-    pub fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Router { routes }
+    /// A router over these routes, given in config order.
+    pub fn new(routes: Vec<Route>) -> Self {
+        let mut by_length: Vec<usize> = (0..routes.len()).collect();
+        by_length.sort_by_key(|&i| std::cmp::Reverse(routes[i].prefix.len()));
+        Router { routes, by_length }
     }
 
     /// The route for a normalized path, if any.
     pub fn find(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(path))
+        self.by_length.iter().map(|&i| &self.routes[i]).find(|r| r.matches(path))
+    }
+
+    /// The route with this `RouteMeta::index`.
+    pub fn get(&self, index: usize) -> Option<&Route> {
+        self.routes.get(index)
     }
 }
 
@@ -108,6 +117,15 @@ mod tests {
         assert_eq!(&*router.find("/fhir/admin/x").map(|r| r.meta.prefix.clone()).unwrap(), "/fhir/admin");
         assert_eq!(&*router.find("/fhir/Patient").map(|r| r.meta.prefix.clone()).unwrap(), "/fhir");
         assert_eq!(&*router.find("/other").map(|r| r.meta.prefix.clone()).unwrap(), "/");
+    }
+
+    #[test]
+    fn routes_stay_addressable_by_config_index() {
+        let router = Router::new(vec![route("/", None), route("/fhir", Some("/baseR4"))]);
+        assert_eq!(&*router.get(1).unwrap().meta.prefix, "/fhir");
+        assert_eq!(router.get(1).unwrap().upstream_path("/fhir/Patient/1"), "/baseR4/Patient/1");
+        assert_eq!(&*router.find("/fhir/x").unwrap().meta.prefix, "/fhir");
+        assert!(router.get(2).is_none());
     }
 
     #[test]

@@ -76,10 +76,9 @@ impl ProxyHttp for GatewayProxy {
         }
         // Rebuilt from the normalized (and possibly narrowed) form: what the stages judged is
         // exactly what the upstream receives.
-        let route = &self.rt.routes[req.route.index];
-        let path = match self.rt.router.find(&req.request.path) {
-            Some(r) if Arc::ptr_eq(&r.meta, route) => r.upstream_path(&req.request.path),
-            _ => req.request.path.clone(),
+        let path = match self.rt.router.get(req.route.index) {
+            Some(route) => route.upstream_path(&req.request.path),
+            None => req.request.path.clone(),
         };
         ctx.forward_target = Some(crate::request::rebuild_target(&path, &req.request.query));
         if req.response.buffer_body {
