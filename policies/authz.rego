@@ -1,27 +1,18 @@
 # The decision phigate asks for: data.phigate.authz.decision.
-# Default deny: a request is allowed only when something grants it and nothing denies it.
+# Default deny: a request is allowed only when something grants it and nothing denies it. Every
+# concern adds its reasons to `deny` (tenant.rego, scopes.rego, patients.rego, break_glass.rego,
+# export.rego).
 package phigate.authz
-
-deny contains r if some r in tenant_deny
-
-deny contains r if some r in scope_deny
-
-deny contains r if some r in patient_deny
-
-deny contains r if some r in break_glass_deny
-
-deny contains r if some r in export_deny
 
 deny contains "unauthenticated" if not input.principal
 
 deny contains "unsupported_input_version" if input.v != 1
 
-# A FHIR request is granted by passing the scope, tenant and patient checks above. A non-FHIR
-# route needs one of the roles listed for it in data.routes.
-grant contains "fhir" if fhir
-
-grant contains "route_role" if {
-	not fhir
+# A FHIR request is granted by passing the scope, tenant and patient checks. A non-FHIR route
+# needs one of the roles listed for it in data.routes.
+grant := "fhir" if {
+	input.request.fhir
+} else := "route_role" if {
 	some r in input.principal.roles
 	r in data.routes[input.request.route].roles
 }
@@ -29,15 +20,15 @@ grant contains "route_role" if {
 default allow := false
 
 allow if {
-	count(grant) > 0
+	grant
 	count(deny) == 0
 }
 
-basis contains mode if fhir
+basis contains mode if input.request.fhir
 
-basis contains "break_glass" if break_glass_active
+basis contains "break_glass" if break_glass
 
-basis contains g if some g in grant
+basis contains grant
 
 # Without a principal nothing else is worth reporting.
 reasons := ["unauthenticated"] if {
@@ -45,28 +36,38 @@ reasons := ["unauthenticated"] if {
 } else := sort(deny) if {
 	count(deny) > 0
 } else := ["no_grant"] if {
-	count(grant) == 0
+	not grant
 } else := sort(basis)
 
 default narrow_patients := null
 
-narrow_patients := narrow
+narrow_patients := sort(effective) if {
+	needs_narrowing
+	not refuse_unnarrowed
+}
 
+# Every FHIR response is checked against this set (read-by-id, searches, _include leaks).
 default permitted_patients := null
 
-permitted_patients := verify_patients
+permitted_patients := sort(effective) if {
+	input.request.fhir
+	not input.request.fhir.interaction == "capabilities"
+	not input.request.fhir.operation == "export"
+}
 
 default max_page_size := null
 
-max_page_size := data.tenants[input.principal.tenant].max_page_size if searching
+max_page_size := data.tenants[input.principal.tenant].max_page_size if {
+	input.request.fhir.interaction in {"search-type", "search-system", "search-compartment", "history"}
+}
 
 default break_glass_access := false
 
-break_glass_access if break_glass_active
+break_glass_access if break_glass
 
 default alert := null
 
-alert := "break_glass_access" if break_glass_active
+alert := "break_glass_access" if break_glass
 
 decision := {
 	"allow": allow,

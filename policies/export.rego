@@ -2,24 +2,21 @@
 # asynchronously (`Prefer: respond-async`, FHIR Bulk Data kick-off request).
 package phigate.authz
 
-export_requested if {
+deny contains "scope_insufficient" if {
 	some op in ops
 	op.operation == "export"
-}
-
-system_read if {
-	some g in grants
-	g.context == "system"
-	g.type == "*"
-	"r" in g.letters
-}
-
-export_deny contains "scope_insufficient" if {
-	export_requested
 	not system_read
 }
 
-export_deny contains "export_requires_async" if {
-	export_requested
+deny contains "export_requires_async" if {
+	some op in ops
+	op.operation == "export"
 	not "respond-async" in input.request.prefer
+}
+
+system_read if {
+	some raw in input.principal.scopes
+	startswith(raw, "system/*.")
+	not contains(raw, "?")
+	"r" in data.smart.permissions[substring(raw, 9, -1)]
 }

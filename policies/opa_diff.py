@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Differential check: the shipped policies give the same decision in regorus (phigate) and OPA.
 
-Builds a corpus of inputs (personas x requests), evaluates each with OPA (the Go engine, via
+Evaluates every input of `probes.json` (the same corpus the gateway uses to check that its
+bytecode VM agrees with the regorus interpreter) with OPA (the Go engine, via
 `opa-golib-python-bindings`, OPA 1.20) and with phigate's evaluator (`cargo run --example eval`),
 and compares `data.phigate.authz.decision`. Exits 0 when all agree, 1 on a difference, and 0 with
-a SKIP message when the OPA package is absent.
+a SKIP message when the OPA package is absent. `--write-probes` regenerates `probes.json` from
+the personas x requests below (add cases there, then regenerate).
 
     pip install --ignore-requires-python opa-golib-python-bindings
-    python3 policies/opa_diff.py
+    python3 policies/opa_diff.py [--write-probes]
 """
 import itertools
 import json
@@ -17,12 +19,17 @@ import subprocess
 import sys
 import tempfile
 
+WRITE_PROBES = "--write-probes" in sys.argv[1:]
+
 try:
     from opa_bindings import OpaEngine
 except ImportError:
-    print("SKIP: opa-golib-python-bindings is not installed "
-          "(pip install --ignore-requires-python opa-golib-python-bindings)")
-    sys.exit(0)
+    if WRITE_PROBES:
+        OpaEngine = None
+    else:
+        print("SKIP: opa-golib-python-bindings is not installed "
+              "(pip install --ignore-requires-python opa-golib-python-bindings)")
+        sys.exit(0)
 
 try:
     import yaml
@@ -73,7 +80,7 @@ REQUESTS = {
 }
 
 
-def corpus():
+def generated():
     for (pname, p), (rname, (method, fhir, extra)) in itertools.product(PERSONAS.items(), REQUESTS.items()):
         request = {"method": method, "route": "fhir", "tenant": p["tenant"], "fhir": fhir,
                    "patients": sorted(fhir["patients"]), "prefer": []}
@@ -81,6 +88,16 @@ def corpus():
         yield f"{pname}.{rname}", {"v": 1, "principal": p, "request": request, "client": {}}
     yield "anonymous", {"v": 1, "request": {"method": "GET", "route": "fhir", "patients": [], "prefer": [],
                                             "fhir": op("read", "Patient", ["a-p1"], id="a-p1")}}
+
+
+def write_probes():
+    lines = [f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in generated()]
+    (HERE / "probes.json").write_text("{\n" + ",\n".join(lines) + "\n}\n")
+    print(f"wrote {len(lines)} probes to probes.json")
+
+
+def corpus():
+    return json.loads((HERE / "probes.json").read_text()).items()
 
 
 def load_data():
@@ -97,6 +114,9 @@ def load_data():
 
 
 def main():
+    if WRITE_PROBES:
+        write_probes()
+        return 0
     opa = OpaEngine()
     for f in sorted(HERE.glob("*.rego")):
         if not f.name.endswith("_test.rego"):

@@ -3,22 +3,13 @@
 #   care_team        roles granting `care_team`: the patients in data.care_teams[tenant][sub]
 #   tenant           roles granting `tenant`, and backend services (`system/` scopes): the tenant's patients
 #   none             nobody's data
-# Break-glass widens care_team / patient_context to the tenant's patients.
+# Break-glass widens any mode to the tenant's patients.
 package phigate.authz
 
 role_access contains a if {
 	some r in input.principal.roles
 	a := data.role_grants[r].patient_access
 }
-
-system_client if {
-	some s in input.principal.scopes
-	startswith(s, "system/")
-}
-
-tenant_wide if "tenant" in role_access
-
-tenant_wide if system_client
 
 default mode := "none"
 
@@ -30,14 +21,12 @@ mode := "patient_context" if {
 	"care_team" in role_access
 }
 
-tenant_patients contains p if {
-	some p, info in data.patients
-	info.tenant == principal_tenant
-}
+tenant_patients := {p | some p, info in data.patients; info.tenant == input.principal.tenant}
 
-care_team contains p if some p in data.care_teams[principal_tenant][input.principal.sub]
-
-permitted := {context_patient} if {
+# The patients this request may touch.
+effective := tenant_patients if {
+	break_glass
+} else := {context_patient} if {
 	mode == "patient_context"
 } else := care_team if {
 	mode == "care_team"
@@ -45,16 +34,32 @@ permitted := {context_patient} if {
 	mode == "tenant"
 } else := set()
 
-effective := tenant_patients if {
-	break_glass_active
-} else := permitted
-
 # Restricted principals are held to the patients they can name.
 restricted if {
 	mode in {"patient_context", "care_team"}
-	not break_glass_active
+	not break_glass
 }
 
+deny contains "patient_not_permitted" if {
+	some p in input.request.patients
+	not p in effective
+}
+
+deny contains "patient_not_permitted" if {
+	count(effective) == 0
+	patient_data
+}
+
+# A chained or _has parameter can reach patients nobody named: refused for restricted principals.
+deny contains r if {
+	restricted
+	unresolved_params
+	some r in ["patient_not_permitted", "unresolved_params"]
+}
+
+deny contains "patient_param_required" if refuse_unnarrowed
+
+# Whether the request reaches patient data at all (for principals who may reach none).
 patient_data if count(input.request.patients) > 0
 
 patient_data if {
@@ -73,61 +78,41 @@ patient_data if {
 	op.operation in {"everything", "export"}
 }
 
-foreign contains p if {
-	some p in input.request.patients
-	not p in effective
+# Search parameters the gateway could not resolve to patients (chains, _has, _include, ...).
+unresolved_params if {
+	some op in ops
+	count(op.unresolved) > 0
 }
 
-patient_deny contains "patient_not_permitted" if count(foreign) > 0
-
-patient_deny contains "patient_not_permitted" if {
-	patient_data
-	count(effective) == 0
-}
-
-# A chained or _has parameter can reach patients nobody named: refused for restricted principals.
-patient_deny contains "patient_not_permitted" if {
-	restricted
-	count(unresolved) > 0
-}
-
-patient_deny contains "unresolved_params" if {
-	restricted
-	count(unresolved) > 0
-}
+unresolved_params if count(input.request.fhir.unresolved) > 0
 
 # A compartment-type search without a patient: narrowed to the permitted patients, or refused
 # when the tenant says so.
 needs_narrowing if {
-	fhir.interaction == "search-type"
-	data.fhir.patient_compartment[fhir.resource_type]
+	input.request.fhir.interaction == "search-type"
 	count(input.request.patients) == 0
+	data.fhir.patient_compartment[input.request.fhir.resource_type]
 }
 
 refuse_unnarrowed if {
 	needs_narrowing
 	restricted
-	data.tenants[principal_tenant].restricted_search == "refuse"
+	data.tenants[input.principal.tenant].restricted_search == "refuse"
 }
 
 # System-wide searches and type-level history cannot be narrowed by a patient parameter.
 refuse_unnarrowed if {
-	restricted
-	fhir.interaction in {"search-system", "history"}
-	not fhir.id
+	input.request.fhir.interaction in {"search-system", "history"}
 	count(input.request.patients) == 0
+	not input.request.fhir.id
+	restricted
 }
 
-patient_deny contains "patient_param_required" if refuse_unnarrowed
+care_team contains p if some p in data.care_teams[input.principal.tenant][input.principal.sub]
 
-narrow := sort(effective) if {
-	needs_narrowing
-	not refuse_unnarrowed
-}
+tenant_wide if "tenant" in role_access
 
-# Every FHIR response is checked against this set (read-by-id, searches, _include leaks).
-verify_patients := sort(effective) if {
-	fhir
-	not fhir.interaction == "capabilities"
-	not fhir.operation == "export"
+tenant_wide if {
+	some s in input.principal.scopes
+	startswith(s, "system/")
 }

@@ -4,10 +4,10 @@ import data.phigate.authz
 import data.phigate.fixtures as f
 
 test_v2_letters_parsed if {
-	authz.letters("rs") == ["r", "s"]
-	authz.letters("cruds") == ["c", "r", "u", "d", "s"]
-	not authz.letters("sr")
-	not authz.letters("x")
+	data.smart.permissions.rs == ["r", "s"]
+	data.smart.permissions.cruds == ["c", "r", "u", "d", "s"]
+	not data.smart.permissions.sr
+	not data.smart.permissions.x
 }
 
 test_v1_read_allows_read if {

@@ -2,23 +2,15 @@
 # even break-glass.
 package phigate.authz
 
-principal_tenant := input.principal.tenant
+deny contains "tenant_mismatch" if not tenant_ok
 
-tenant_deny contains "tenant_mismatch" if not principal_tenant
-
-tenant_deny contains "tenant_mismatch" if {
-	principal_tenant
-	not data.tenants[principal_tenant]
-}
-
-# The tenant the request addresses (route or header), when the gateway knows it.
-tenant_deny contains "tenant_mismatch" if {
-	input.request.tenant
-	input.request.tenant != principal_tenant
-}
-
-# Any named patient that belongs to another tenant.
-tenant_deny contains "tenant_mismatch" if {
-	some p in input.request.patients
-	data.patients[p].tenant != principal_tenant
+# The principal's tenant is known, the request addresses no other tenant (route or header), and
+# no named patient belongs to another tenant.
+tenant_ok if {
+	t := input.principal.tenant
+	data.tenants[t]
+	object.get(input.request, "tenant", t) == t
+	every p in input.request.patients {
+		object.get(data.patients, [p, "tenant"], t) == t
+	}
 }

@@ -16,6 +16,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("fixtures_test.rego", include_str!("../../../policies/fixtures_test.rego")),
     ("patients.rego", include_str!("../../../policies/patients.rego")),
     ("patients_test.rego", include_str!("../../../policies/patients_test.rego")),
+    ("probes.json", include_str!("../../../policies/probes.json")),
     ("scopes.rego", include_str!("../../../policies/scopes.rego")),
     ("scopes_test.rego", include_str!("../../../policies/scopes_test.rego")),
     ("tenant.rego", include_str!("../../../policies/tenant.rego")),

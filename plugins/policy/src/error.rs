@@ -42,6 +42,13 @@ pub enum LoadError {
         /// The first failing test, `package.rule`.
         first: String,
     },
+    /// The bytecode VM and the reference interpreter decide a probe input differently (see
+    /// `probes.json`): the policy triggers an engine defect, so the revision is not served.
+    #[error("the bytecode VM and the interpreter disagree on probe `{probe}` (probes.json): rewrite the rule it exercises")]
+    Disagreement {
+        /// The probe's name in `probes.json`.
+        probe: String,
+    },
     /// The directory holds no `.rego` file.
     #[error("no .rego policy found")]
     Empty,

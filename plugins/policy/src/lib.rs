@@ -26,6 +26,7 @@
 //! **Tooling.** [`run_policy_tests`] and [`eval_input`] back `phigate policy test` and
 //! `phigate policy eval`.
 
+mod agreement;
 mod config;
 mod decision;
 mod error;

@@ -60,6 +60,8 @@ pub(crate) struct Sources {
     pub(crate) tests: Vec<(String, String)>,
     /// Data documents, by relative path.
     pub(crate) data: Vec<(String, Value)>,
+    /// Probe inputs both engines must decide alike (`probes.json`), by name.
+    pub(crate) probes: Vec<(String, Value)>,
     /// Content hash of everything above plus the gateway settings.
     pub(crate) revision: Arc<str>,
 }
@@ -96,13 +98,21 @@ impl Sources {
             hash_file(&mut hasher, "data", &rel, text.as_bytes());
             data.push((rel.clone(), parse_data(&rel, &text)?));
         }
+        let probes_path = dir.join(crate::agreement::PROBES_FILE);
+        let probes = if probes_path.is_file() {
+            let text = read_text(&probes_path, crate::agreement::PROBES_FILE)?;
+            hash_file(&mut hasher, "probes", crate::agreement::PROBES_FILE, text.as_bytes());
+            crate::agreement::parse(&text)?
+        } else {
+            Vec::new()
+        };
         hash_file(&mut hasher, "gateway", "", settings.break_glass_role.as_bytes());
         if policies.is_empty() {
             return Err(LoadError::Empty);
         }
         let digest = hex::encode(hasher.finalize());
         let revision = Arc::from(digest.get(..16).unwrap_or(&digest));
-        Ok(Sources { policies, tests, data, revision })
+        Ok(Sources { policies, tests, data, probes, revision })
     }
 
     /// An engine with the data and the given modules loaded.
@@ -177,7 +187,8 @@ fn walk(
 ///
 /// Served by the regorus VM (RVM): the Rego is compiled once to bytecode, and each evaluation
 /// runs on a pooled VM (`execute` needs `&mut`). The tree-walking interpreter is kept for the
-/// policy tests and coverage; at load time both must agree on the probe input.
+/// policy tests and coverage; at load time both must agree on every probe input (see
+/// [`crate::agreement`]).
 #[derive(Debug)]
 pub(crate) struct Revision {
     /// Content hash (16 hex digits of SHA-256).
@@ -212,8 +223,9 @@ impl Revision {
         let got =
             revision.evaluate(probe_input()?).map_err(|e| LoadError::Rego(format!("bytecode probe: {e}")))?;
         if got != expected {
-            return Err(LoadError::Rego("bytecode and interpreter disagree on the probe input".into()));
+            return Err(LoadError::Disagreement { probe: "(built-in anonymous request)".into() });
         }
+        crate::agreement::check(&mut engine, &revision, entrypoint, &sources.probes)?;
         Ok(revision)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use regorus::Engine;
 
 use crate::error::LoadError;
-use crate::revision::{GatewaySettings, Sources};
+use crate::revision::{GatewaySettings, Revision, Sources};
 
 /// Longest one test rule may run.
 const TEST_TIME_LIMIT: Duration = Duration::from_secs(5);
@@ -57,12 +57,16 @@ pub struct TestReport {
     pub revision: Option<String>,
     /// Why the files did not load (then there are no results).
     pub load_error: Option<String>,
+    /// The bytecode agreement check over `probes.json`, when the directory has one: the number
+    /// of probes both engines decided alike, or why the revision would be rejected.
+    pub agreement: Option<Result<usize, String>>,
 }
 
 impl TestReport {
     /// Whether the files loaded, at least one test ran and every test passed.
     pub fn success(&self) -> bool {
         self.load_error.is_none()
+            && !matches!(self.agreement, Some(Err(_)))
             && !self.results.is_empty()
             && self.results.iter().all(|r| r.outcome == TestOutcome::Pass)
     }
@@ -101,6 +105,11 @@ impl fmt::Display for TestReport {
             )?;
         }
         writeln!(f, "  total {:>5.1}% ({cov}/{total})", pct(cov, total))?;
+        match &self.agreement {
+            Some(Ok(n)) => writeln!(f, "bytecode agreement: {n}/{n} probe inputs decided alike")?,
+            Some(Err(e)) => writeln!(f, "FAIL bytecode agreement: {e}")?,
+            None => writeln!(f, "bytecode agreement: no probes.json")?,
+        }
         let passed = self.results.len() - self.failed();
         write!(f, "{passed}/{} tests passed", self.results.len())
     }
@@ -126,10 +135,19 @@ pub fn run_policy_tests_with(dir: &Path, data_dir: &Path) -> TestReport {
         Ok(s) => s,
         Err(e) => return TestReport { load_error: Some(e.to_string()), ..TestReport::default() },
     };
+    let agreement = (!sources.probes.is_empty()).then(|| {
+        Revision::compile(&sources, &settings, crate::DEFAULT_ENTRYPOINT, TEST_TIME_LIMIT)
+            .map(|_| sources.probes.len())
+            .map_err(|e| e.to_string())
+    });
     match run(&sources, &settings, true) {
-        Ok((results, coverage)) => {
-            TestReport { results, coverage, revision: Some(sources.revision.to_string()), load_error: None }
-        }
+        Ok((results, coverage)) => TestReport {
+            results,
+            coverage,
+            revision: Some(sources.revision.to_string()),
+            load_error: None,
+            agreement,
+        },
         Err(e) => TestReport { load_error: Some(e.to_string()), ..TestReport::default() },
     }
 }

@@ -99,7 +99,8 @@ async fn broken_update_is_rejected_while_the_old_revision_serves() {
     assert!(stage.on_request(&mut c).await.is_ok(), "the old revision still serves");
 
     // Parses, but breaks tenant isolation: its own tests catch it.
-    let broken = original.replace("input.request.tenant != principal_tenant", "false");
+    let broken = original.replace("object.get(input.request, \"tenant\", t) == t", "true");
+    assert_ne!(broken, original);
     std::fs::write(tmp.path().join("tenant.rego"), broken).unwrap();
     assert!(matches!(stage.reload_now(), Err(LoadError::TestsFailed { .. })));
     assert_eq!(stage.revision(), before);
