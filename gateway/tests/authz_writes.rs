@@ -137,6 +137,40 @@ async fn create_for_another_tenants_patient_is_403_tenant_mismatch_and_not_forwa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_patient_anywhere_in_a_written_resource_is_403_and_not_forwarded() {
+    let env = FullEnv::start().await;
+    // The subject is on the care team, but the performer puts the record in a-p3's compartment.
+    let obs = serde_json::json!({
+        "resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+        "subject": {"reference": "Patient/a-p1"},
+        "performer": [{"reference": "Patient/a-p3"}]
+    });
+    let res = send(
+        &env,
+        "writer_a",
+        Method::POST,
+        "/fhir/Observation",
+        FHIR_JSON,
+        serde_json::to_vec(&obs).unwrap(),
+    )
+    .await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    let coverage =
+        serde_json::json!({"resourceType": "Coverage", "beneficiary": {"reference": "Patient/a-p3"}});
+    let res = send(
+        &env,
+        "writer_a",
+        Method::POST,
+        "/fhir/Coverage",
+        FHIR_JSON,
+        serde_json::to_vec(&coverage).unwrap(),
+    )
+    .await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert_nothing_forwarded_since_last(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_is_judged_by_the_subject_its_body_names() {
     let env = FullEnv::start().await;
     let path = "/fhir/Observation/a-p1-obs-01";
