@@ -120,6 +120,26 @@ refuse_unnarrowed if {
 
 patient_deny contains "patient_param_required" if refuse_unnarrowed
 
+# A conditional update, patch or delete (`DELETE Observation?code=x`) names no resource: the
+# server picks its targets by search criteria among every patient's records, and no narrowing
+# applies to a write. Refused for restricted principals.
+conditional_write if {
+	some op in ops
+	op.interaction in {"update", "patch", "delete"}
+	not op.id
+	data.fhir.patient_compartment[op.resource_type]
+}
+
+patient_deny contains "patient_not_permitted" if {
+	restricted
+	conditional_write
+}
+
+patient_deny contains "conditional_write" if {
+	restricted
+	conditional_write
+}
+
 narrow := sort(effective) if {
 	needs_narrowing
 	not refuse_unnarrowed

@@ -188,6 +188,26 @@ async fn update_is_judged_by_the_subject_its_body_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_writes_by_a_care_team_writer_are_403_and_not_forwarded() {
+    let env = FullEnv::start().await;
+    // The server would pick the targets by search criteria, among every patient's records.
+    let res =
+        send(&env, "writer_a", Method::DELETE, "/fhir/Observation?code=8867-4", FHIR_JSON, Vec::new()).await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    let res = send(
+        &env,
+        "writer_a",
+        Method::PUT,
+        "/fhir/Observation?_id=a-p3-obs-01",
+        FHIR_JSON,
+        observation("a-p1"),
+    )
+    .await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert_nothing_forwarded_since_last(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_with_only_read_scopes_is_403_scope_insufficient_and_not_forwarded() {
     let env = FullEnv::start().await;
     // clinician_a treats a-p1 but holds user/*.rs only.
