@@ -71,6 +71,8 @@ REQUESTS = {
     "system_search": ("GET", op("search-system"), {}),
     "everything_a_p1": ("GET", op("operation", "Patient", ["a-p1"], id="a-p1", operation="everything"), {}),
     "create_obs": ("POST", op("create", "Observation", ["a-p3"]), {}),
+    "update_obs_a_p1": ("PUT", op("update", "Observation", ["a-p1"], id="o1"), {}),
+    "conditional_delete_obs": ("DELETE", op("delete", "Observation"), {}),
     "batch_mixed": ("POST", op("batch", None, ["a-p1", "a-p3"], entries=[
         op("read", "Patient", ["a-p1"], id="a-p1"), op("read", "Patient", ["a-p3"], id="a-p3")]), {}),
     "export_sync": ("GET", op("operation", None, [], operation="export"), {}),

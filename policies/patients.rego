@@ -59,6 +59,22 @@ deny contains r if {
 
 deny contains "patient_param_required" if refuse_unnarrowed
 
+# A conditional update, patch or delete (`DELETE Observation?code=x`) names no resource: the
+# server picks its targets by search criteria among every patient's records, and no narrowing
+# applies to a write. Refused for restricted principals.
+deny contains r if {
+	restricted
+	conditional_write
+	some r in ["conditional_write", "patient_not_permitted"]
+}
+
+conditional_write if {
+	some op in ops
+	op.interaction in {"update", "patch", "delete"}
+	not op.id
+	data.fhir.patient_compartment[op.resource_type]
+}
+
 # Whether the request reaches patient data at all (for principals who may reach none).
 patient_data if count(input.request.patients) > 0
 

@@ -107,3 +107,21 @@ test_system_search_refused_for_care_team if {
 	not d.allow
 	"patient_param_required" in d.reasons
 }
+
+test_conditional_delete_denied_for_care_team if {
+	d := authz.decision with input as f.req(f.writer_a, "DELETE", f.op("delete", "Observation", []))
+	not d.allow
+	d.reasons == ["conditional_write", "patient_not_permitted"]
+}
+
+test_conditional_update_naming_a_care_team_patient_still_denied if {
+	d := authz.decision with input as f.req(f.writer_a, "PUT", f.op("update", "Observation", ["a-p1"]))
+	not d.allow
+	"conditional_write" in d.reasons
+}
+
+test_update_by_id_for_care_team_patient_allowed if {
+	update := object.union(f.op("update", "Observation", ["a-p1"]), {"id": "o1"})
+	d := authz.decision with input as f.req(f.writer_a, "PUT", update)
+	d.allow
+}

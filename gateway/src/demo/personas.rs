@@ -47,6 +47,16 @@ pub const PERSONAS: &[Persona] = &[
         note: "treats a-p1 and a-p2: reads them; other patients are refused",
     },
     Persona {
+        name: "writer_a",
+        tenant: "tenant-a",
+        roles: &["clinician"],
+        scope: "user/*.cruds",
+        mfa: true,
+        bound: false,
+        care_team: &["a-p1", "a-p2"],
+        note: "clinician_a's care team with write scopes: records data for a-p1 and a-p2 only",
+    },
+    Persona {
         name: "clinician_a2",
         tenant: "tenant-a",
         roles: &["clinician"],

@@ -7,12 +7,14 @@
 //! references do not, bare ids count only on Patient-only params and are otherwise flagged
 //! unresolved, `urn:uuid:` references are bundle-local and ignored.
 //!
-//! Bodies: `POST _search` form bodies are parsed like a query. For create and update, a JSON
-//! body's top-level `subject` and `patient` references count. A body the gateway does not
-//! interpret (XML, JSON Patch, an operation's `Parameters`) is flagged with the unresolved name
-//! [`UNRESOLVED_BODY`]. A batch or transaction needs its JSON Bundle: each entry is classified
-//! like a request of its own, and the entries' patients and unresolved names are unioned into the
-//! Bundle's.
+//! Bodies: `POST _search` form bodies are parsed like a query. For create and update, every
+//! `reference` in a JSON body counts, at any depth (`subject`, `performer`, `beneficiary`, an
+//! extension's `valueReference`, contained resources): any of them can place the written resource
+//! in a patient's compartment. Under `patient` a bare id is a Patient id; under `subject` or
+//! elsewhere it is unresolved. A body the gateway does not interpret (XML, JSON Patch, an
+//! operation's `Parameters`) is flagged with the unresolved name [`UNRESOLVED_BODY`]. A batch or
+//! transaction needs its JSON Bundle: each entry is classified like a request of its own, and the
+//! entries' patients and unresolved names are unioned into the Bundle's.
 
 mod body;
 mod bundle;

@@ -105,8 +105,14 @@ pub struct FullEnv {
 }
 
 impl FullEnv {
-    /// Starts everything; `client_cert` as in [`yaml`].
+    /// Starts everything with the demo's policies; client certificates optional.
     pub async fn start() -> FullEnv {
+        Self::start_with_policies(|_| {}).await
+    }
+
+    /// [`FullEnv::start`], with `edit` run on the policy directory (the demo's policies, data in
+    /// `data/`) before the gateway loads it.
+    pub async fn start_with_policies(edit: impl FnOnce(&std::path::Path)) -> FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
         let dir = pki.dir();
@@ -114,6 +120,7 @@ impl FullEnv {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         phigate::demo::personas::issue(dir, &pki.client.thumbprint(), now).unwrap();
         phigate::demo::policies::write(&dir.join("policies")).unwrap();
+        edit(&dir.join("policies"));
         phigate_audit::generate_signing_key(&dir.join("audit.key")).unwrap();
         let cfg = format!(
             "{}identity:\n  issuers:\n    - issuer: {}\n      audiences: [{}]\n      jwks_path: issuer/jwks.json\n\

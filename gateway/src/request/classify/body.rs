@@ -1,56 +1,191 @@
-//! The parts of a JSON request body classification reads: a resource's top-level `subject` and
-//! `patient` references, and a Bundle's entries. Everything else is skipped by serde without
-//! being materialized (no `serde_json::Value` on the hot path).
+//! The parts of a JSON request body classification reads: every `reference` of a resource (with
+//! the top-level element it sits under), and a Bundle's entries. Everything else is skipped by
+//! serde without being materialized (no `serde_json::Value` on the hot path).
+//!
+//! Every reference counts, not only `subject` and `patient`: a resource joins a patient's
+//! compartment through other elements too (`Observation.performer`, `Coverage.beneficiary`,
+//! `Appointment.participant.actor`), and a write must not place data in a compartment the
+//! principal may not touch.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::patients::{reference, Findings};
-use super::ClassifyError;
+use super::{ClassifyError, UNRESOLVED_BODY};
 
-/// The references of a resource that name its patient.
-#[derive(Debug, Default, Deserialize)]
+/// The top-level element a reference was found under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Element {
+    /// `subject`: multi-target (a bare id is unresolvable).
+    Subject,
+    /// `patient`: every R4 `patient` element targets Patient alone.
+    Patient,
+    /// Any other element.
+    Other,
+}
+
+/// Every `reference` string of a resource, at any depth.
+#[derive(Debug, Default)]
 pub(super) struct ResourceRefs<'a> {
-    #[serde(default, borrow)]
-    subject: Option<OneOrMany<'a>>,
-    #[serde(default, borrow)]
-    patient: Option<OneOrMany<'a>>,
+    refs: Vec<(Element, Cow<'a, str>)>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany<'a> {
-    Many(#[serde(borrow)] Vec<Reference<'a>>),
-    One(#[serde(borrow)] Reference<'a>),
-    /// A shape no R4 resource uses for these elements; carries no reference.
-    Other(IgnoredAny),
+impl<'de: 'a, 'a> Deserialize<'de> for ResourceRefs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut refs = Vec::new();
+        d.deserialize_map(Walk { element: None, is_ref: false, out: &mut refs })?;
+        Ok(ResourceRefs { refs })
+    }
 }
 
-#[derive(Debug, Deserialize)]
-struct Reference<'a> {
-    #[serde(default, borrow)]
-    reference: Option<Cow<'a, str>>,
+/// One JSON value being walked: under which top-level element (`None`: the resource itself),
+/// and whether it is the value of a `reference` key.
+struct Walk<'r, 'a> {
+    element: Option<Element>,
+    is_ref: bool,
+    out: &'r mut Vec<(Element, Cow<'a, str>)>,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for Walk<'_, 'a> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'a> Walk<'_, 'a> {
+    fn string(self, value: Cow<'a, str>) {
+        if self.is_ref {
+            self.out.push((self.element.unwrap_or(Element::Other), value));
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Walk<'_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.string(Cow::Borrowed(v));
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.string(Cow::Owned(v.to_owned()));
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let element = self.element;
+        while seq.next_element_seed(Walk { element, is_ref: false, out: &mut *self.out })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Two parsers may keep different copies of a repeated key: refused rather than guessed
+        // for the keys that decide which patients a resource names.
+        let mut seen = [false; 3];
+        while let Some(key) = map.next_key::<Key>()? {
+            if let Some(i) = key.tracked() {
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(A::Error::custom("repeated key"));
+                }
+            }
+            let element = self.element.or(Some(match key {
+                Key::Subject => Element::Subject,
+                Key::Patient => Element::Patient,
+                Key::Reference | Key::Other => Element::Other,
+            }));
+            let is_ref = key == Key::Reference;
+            map.next_value_seed(Walk { element, is_ref, out: &mut *self.out })?;
+        }
+        Ok(())
+    }
+}
+
+/// An object key, compared without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Reference,
+    Subject,
+    Patient,
+    Other,
+}
+
+impl Key {
+    /// The index of a key checked for repeats.
+    fn tracked(self) -> Option<usize> {
+        match self {
+            Key::Reference => Some(0),
+            Key::Subject => Some(1),
+            Key::Patient => Some(2),
+            Key::Other => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "reference" => Key::Reference,
+                    "subject" => Key::Subject,
+                    "patient" => Key::Patient,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
 }
 
 impl ResourceRefs<'_> {
     /// Adds the patients these references name. `patient` elements target Patient only;
-    /// `subject` is multi-target, so only typed references count (see `patients` docs).
+    /// `subject` is multi-target, so only typed references count (see `patients` docs); a bare
+    /// id elsewhere is flagged as an unresolved body.
     pub(super) fn collect(&self, out: &mut Findings) -> Result<(), ClassifyError> {
-        for (name, refs, patient_only) in
-            [("subject", &self.subject, false), ("patient", &self.patient, true)]
-        {
-            let list: &[Reference<'_>] = match refs {
-                Some(OneOrMany::One(r)) => std::slice::from_ref(r),
-                Some(OneOrMany::Many(v)) => v,
-                Some(OneOrMany::Other(_)) | None => &[],
+        for (element, value) in &self.refs {
+            let (name, patient_only) = match element {
+                Element::Subject => ("subject", false),
+                Element::Patient => ("patient", true),
+                Element::Other => (UNRESOLVED_BODY, false),
             };
-            for r in list {
-                if let Some(value) = &r.reference {
-                    reference(name, value, patient_only, out)?;
-                }
-            }
+            reference(name, value, patient_only, out)?;
         }
         Ok(())
     }

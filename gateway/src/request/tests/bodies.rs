@@ -155,3 +155,37 @@ fn compartment_definition_preloads_and_errors_have_fixed_reasons() {
     assert_eq!(E::Ambiguous(Ambiguity::DotSegment).reason(), "dot_segment");
     assert_eq!(E::CompartmentUnavailable.error_code().as_str(), "internal_error");
 }
+
+#[test]
+fn every_reference_of_a_written_resource_counts_not_only_subject() {
+    // Observation.performer and Coverage.beneficiary put a resource in a patient's compartment.
+    let obs = r#"{"resourceType":"Observation","subject":{"reference":"Patient/1"},
+        "performer":[{"reference":"Practitioner/2"},{"reference":"Patient/3"}],
+        "extension":[{"url":"x","valueReference":{"reference":"Patient\/4"}}]}"#;
+    let r = run("POST", "/Observation", Some(obs), JSON).unwrap();
+    check(&r, &p(w(I::Create, OBS, None), &["1", "3", "4"]), "nested references");
+    let coverage = r#"{"resourceType":"Coverage","beneficiary":{"reference":"Patient/5"}}"#;
+    let r = run("PUT", "/Coverage/c1", Some(coverage), JSON).unwrap();
+    check(&r, &p(w(I::Update, Some("Coverage"), Some("c1")), &["5"]), "beneficiary");
+    let contained = r##"{"resourceType":"Observation","contained":[{"resourceType":"Observation",
+        "subject":{"reference":"Patient/6"}}],"subject":{"reference":"#c"}}"##;
+    let r = run("POST", "/Observation", Some(contained), JSON).unwrap();
+    check(&r, &p(w(I::Create, OBS, None), &["6"]), "contained resources");
+    let bare = r#"{"resourceType":"Observation","performer":[{"reference":"7"}]}"#;
+    let r = run("POST", "/Observation", Some(bare), JSON).unwrap();
+    check(&r, &u(w(I::Create, OBS, None), &[UNRESOLVED_BODY]), "bare id outside subject/patient");
+    let repeated = r#"{"resourceType":"Observation","performer":[{"reference":"Patient/1",
+        "reference":"Patient/2"}]}"#;
+    assert_eq!(run("POST", "/Observation", Some(repeated), JSON).unwrap_err(), E::InvalidBody);
+    let bad = r#"{"resourceType":"Observation","performer":[{"reference":"Bogus/1"}]}"#;
+    assert_eq!(run("POST", "/Observation", Some(bad), JSON).unwrap_err(), E::InvalidReference);
+}
+
+#[test]
+fn bundle_entry_resources_count_every_reference() {
+    let bundle = r#"{"resourceType":"Bundle","type":"transaction","entry":[
+      {"resource":{"resourceType":"Observation","performer":[{"reference":"Patient/9"}]},
+       "request":{"method":"POST","url":"Observation"}}]}"#;
+    let r = run("POST", "/", Some(bundle), JSON).unwrap();
+    assert_eq!(r.patients.iter().map(|p| p.as_str()).collect::<Vec<_>>(), ["9"]);
+}
