@@ -42,6 +42,11 @@ pub struct PolicyConfig {
     /// (`policy_denied`) instead of forwarding an enormous query. Default: 100.
     #[serde(default = "default_max_narrow_patients")]
     pub max_narrow_patients: usize,
+    /// A search asking for more than the decision's `max_page_size` (`_count`): `clamp` lowers
+    /// `_count` to the maximum (the client pages on), `refuse` answers 400 `page_size_exceeded`.
+    /// A search without `_count` always gains `_count=<max>`. Default: clamp.
+    #[serde(default)]
+    pub oversized_page: crate::page::OversizedPage,
     /// Run the revision's own `*_test.rego` tests before serving it, at start and on every
     /// reload; a revision that fails them is rejected. Default: true.
     #[serde(default = "default_true")]
@@ -124,6 +129,7 @@ impl PolicyConfig {
             break_glass_role: default_break_glass_role(),
             max_break_glass_reason_bytes: default_max_break_glass_reason_bytes(),
             max_narrow_patients: default_max_narrow_patients(),
+            oversized_page: crate::page::OversizedPage::default(),
             test_on_reload: true,
             watch: true,
             decision_cache: DecisionCacheConfig::default(),
@@ -182,6 +188,7 @@ impl PolicyConfig {
             gateway: GatewaySettings { break_glass_role: self.break_glass_role },
             max_reason_bytes: self.max_break_glass_reason_bytes,
             max_narrow_patients: self.max_narrow_patients,
+            oversized_page: self.oversized_page,
             test_on_reload: self.test_on_reload,
             watch: self.watch,
             cache: self.decision_cache.enabled.then(|| {

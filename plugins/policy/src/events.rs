@@ -61,6 +61,15 @@ pub(crate) static NARROWING: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Searches under a `max_page_size` obligation, by what the cap did.
+pub(crate) static PAGE_CAPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "phigate_policy_page_caps_total",
+        "Searches under a max_page_size obligation: _count within (within), added (added), lowered (clamped) or refused (refused).",
+        &["result"],
+    )
+});
+
 /// Decision cache lookups: `hit`, `miss`.
 pub(crate) static CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -34,6 +34,7 @@ mod events;
 mod input;
 mod narrow;
 mod oneshot;
+mod page;
 mod reload;
 mod revision;
 mod stage;
@@ -45,6 +46,7 @@ pub use decision::deny_code;
 pub use error::{EvalError, LoadError};
 pub use input::INPUT_VERSION;
 pub use oneshot::{eval_input, EvalInputError};
+pub use page::OversizedPage;
 pub use stage::{PolicyStage, ReloadOutcome, BREAK_GLASS_HEADER};
 pub use testing::{
     run_policy_tests, run_policy_tests_with, FileCoverage, TestOutcome, TestReport, TestResult,

@@ -32,6 +32,7 @@ pub(crate) struct StageSettings {
     pub(crate) gateway: GatewaySettings,
     pub(crate) max_reason_bytes: usize,
     pub(crate) max_narrow_patients: usize,
+    pub(crate) oversized_page: crate::page::OversizedPage,
     pub(crate) test_on_reload: bool,
     pub(crate) watch: bool,
     pub(crate) cache: Option<(Duration, u64)>,
@@ -226,6 +227,27 @@ fn deny(decision: &Decision) -> Denial {
 }
 
 impl PolicyStage {
+    fn apply_page_cap(&self, ctx: &mut RequestCtx, decision: &Decision) -> Result<(), Denial> {
+        let Some(max) = decision.obligations.max_page_size else {
+            return Ok(());
+        };
+        let capped = crate::page::cap(
+            ctx.fhir.as_mut(),
+            &mut ctx.request.query,
+            max,
+            self.inner.settings.oversized_page,
+        );
+        let label = match &capped {
+            Ok(None) => return Ok(()),
+            Ok(Some(crate::page::PageCap::Within)) => "within",
+            Ok(Some(crate::page::PageCap::Added)) => "added",
+            Ok(Some(crate::page::PageCap::Clamped)) => "clamped",
+            Err(_) => "refused",
+        };
+        events::PAGE_CAPS.with_label_values(&[label]).inc();
+        capped.map(|_| ())
+    }
+
     fn apply_narrowing(&self, ctx: &mut RequestCtx, decision: &Decision) -> Result<(), Denial> {
         let Some(patients) = decision.obligations.narrow_patients.as_deref() else {
             return Ok(());
@@ -306,9 +328,9 @@ impl Stage for PolicyStage {
         if decision.obligations.permitted_patients.is_some() {
             ctx.response.buffer_body = true;
         }
-        let narrowed = self.apply_narrowing(ctx, &decision);
+        let shaped = self.apply_narrowing(ctx, &decision).and_then(|()| self.apply_page_cap(ctx, &decision));
         ctx.decision = Some(decision);
-        narrowed.map(|()| Flow::Continue)
+        shaped.map(|()| Flow::Continue)
     }
 
     fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {

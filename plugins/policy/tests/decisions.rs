@@ -6,7 +6,7 @@
 mod support;
 
 use http::Method;
-use phigate_plugin::{ErrorCode, Flow, Interaction, Stage};
+use phigate_plugin::{ErrorCode, Flow, Interaction, QueryParam, Stage};
 use support::*;
 
 async fn code_of(c: &mut phigate_plugin::RequestCtx) -> Result<(), ErrorCode> {
@@ -96,6 +96,32 @@ async fn restricted_search_without_patient_is_narrowed_to_care_team() {
         get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
     assert_eq!(code_of(&mut c).await, Ok(()));
     assert_eq!(query(&c, "patient").as_deref(), Some("a-p1,a-p2"));
+    assert_eq!(query(&c, "_count").as_deref(), Some("100"), "the tenant's max_page_size is applied");
+}
+
+#[tokio::test]
+async fn oversized_page_is_clamped_by_default_and_refused_when_configured() {
+    let search = |count: u32| {
+        let mut f = fhir(Interaction::SearchType, "Observation", None, &["a-p1"]);
+        f.count = Some(count);
+        let mut c = get("/fhir/Observation", clinician_a(), f);
+        c.request.query.push(QueryParam { name: "_count".into(), value: count.to_string() });
+        c
+    };
+    let mut c = search(5000);
+    assert_eq!(code_of(&mut c).await, Ok(()));
+    assert_eq!(query(&c, "_count").as_deref(), Some("100"));
+    assert_eq!(c.fhir.as_ref().and_then(|f| f.count), Some(100), "the audit record shows what was asked");
+
+    let mut config = phigate_policy::PolicyConfig::new(shipped_policies());
+    config.watch = false;
+    config.oversized_page = phigate_policy::OversizedPage::Refuse;
+    let stage = build(config);
+    let mut c = search(5000);
+    assert_eq!(stage.on_request(&mut c).await.unwrap_err().code, ErrorCode::PageSizeExceeded);
+    let mut c = search(50);
+    assert!(stage.on_request(&mut c).await.is_ok());
+    assert_eq!(query(&c, "_count").as_deref(), Some("50"));
 }
 
 #[tokio::test]
