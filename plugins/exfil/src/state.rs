@@ -113,14 +113,12 @@ impl PrincipalState {
         if let Some(r) = &rules.distinct {
             let response = if rules.count_response_patients { obs.response_patients } else { &[] };
             let n = self.patients.add(now, obs.patients.iter().chain(response), r.window, limit(r));
-            if n as u64 > r.threshold && self.patients_dedup.take(now, r.window) {
-                found.push(Finding::of(
-                    RuleId::DistinctPatients,
-                    r,
-                    n as u64,
-                    self.patients.newest(rules.samples),
-                ));
-                self.patients.clear();
+            if let Some(n) = n.map(|n| n as u64).filter(|n| *n > r.threshold) {
+                if self.patients_dedup.take(now, r.window) {
+                    let samples = self.patients.newest(rules.samples);
+                    found.push(Finding::of(RuleId::DistinctPatients, r, n, samples));
+                    self.patients.clear();
+                }
             }
         }
         let samples = || sample(obs, rules.samples);

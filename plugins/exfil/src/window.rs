@@ -83,14 +83,16 @@ pub(crate) struct DistinctSet {
 }
 
 impl DistinctSet {
-    /// Records `patients` at `now`; returns how many distinct patients are within the window.
+    /// Records `patients` at `now`. When one of them is new, returns how many distinct patients
+    /// are within the window; a request touching only known patients cannot raise that count and
+    /// returns `None` (so the common case skips the O(threshold) expiry pass).
     pub(crate) fn add<'a>(
         &mut self,
         now: Instant,
         patients: impl IntoIterator<Item = &'a PatientId>,
         window: Duration,
         threshold: usize,
-    ) -> usize {
+    ) -> Option<usize> {
         let cap = threshold.saturating_add(1);
         let mut grew = false;
         for p in patients {
@@ -110,10 +112,11 @@ impl DistinctSet {
             self.seen.insert(p.clone(), now);
             grew = true;
         }
-        if grew {
-            self.seen.retain(|_, at| live(*at, now, window));
+        if !grew {
+            return None;
         }
-        self.seen.len()
+        self.seen.retain(|_, at| live(*at, now, window));
+        Some(self.seen.len())
     }
 
     /// Up to `n` of the most recently seen patients, newest first.
@@ -161,10 +164,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = DistinctSet::default();
         let ids: Vec<PatientId> = (0..50).map(|i| PatientId::from(format!("p{i}").as_str())).collect();
-        assert_eq!(s.add(t0, &ids[..2], W, 5), 2);
-        assert_eq!(s.add(t0, &ids[..2], W, 5), 2);
-        assert_eq!(s.add(t0, &ids, W, 5), 6);
+        assert_eq!(s.add(t0, &ids[..2], W, 5), Some(2));
+        assert_eq!(s.add(t0, &ids[..2], W, 5), None, "nothing new");
+        assert_eq!(s.add(t0, &ids, W, 5), Some(6));
         assert_eq!(s.seen.len(), 6);
-        assert_eq!(s.add(t0 + W, &ids[..1], W, 5), 1, "everything else expired");
+        let fresh = [PatientId::from("new")];
+        assert_eq!(s.add(t0 + W, &fresh, W, 5), Some(1), "everything else expired");
     }
 }
