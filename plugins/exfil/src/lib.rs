@@ -24,6 +24,7 @@
 //! The alert schema (for SIEM ingestion) is in the crate's `README.md`.
 
 mod alert;
+mod blocks;
 mod clock;
 mod config;
 mod error;

@@ -68,6 +68,14 @@ pub(crate) static WRITE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Blocks that could not be recorded because `max_principals` blocks were already in force.
+pub(crate) static BLOCKS_NOT_RECORDED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "phigate_exfil_blocks_not_recorded_total",
+        "Block actions not applied because max_principals blocks were already in force.",
+    )
+});
+
 /// Counters of one stage instance (the Prometheus ones are process-wide).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {

@@ -64,15 +64,4 @@ impl Rules {
             .max()
             .unwrap_or(Duration::from_secs(1))
     }
-
-    /// The longest block any detector imposes.
-    pub(crate) fn longest_block(&self) -> Duration {
-        [self.distinct, self.paging, self.probes, self.denials]
-            .iter()
-            .flatten()
-            .filter(|r| r.action == Action::Block)
-            .map(|r| r.block)
-            .max()
-            .unwrap_or(Duration::from_secs(1))
-    }
 }

@@ -14,6 +14,7 @@ use phigate_plugin::{
 };
 
 use crate::alert;
+use crate::blocks::Blocks;
 use crate::clock::Clock;
 use crate::config::Action;
 use crate::error::FlushError;
@@ -35,8 +36,7 @@ pub struct ExfilStage {
     rules: Rules,
     clock: Arc<dyn Clock>,
     principals: Cache<PrincipalKey, Arc<Mutex<PrincipalState>>>,
-    /// Principal → monotonic instant its block ends.
-    blocks: Cache<PrincipalKey, Instant>,
+    blocks: Blocks<PrincipalKey>,
     queue: AlertQueue,
     task: Mutex<Option<WriterTask>>,
     stats: Arc<Stats>,
@@ -68,10 +68,7 @@ impl ExfilStage {
             .max_capacity(max_principals)
             .time_to_idle(rules.longest_window() + Duration::from_secs(1))
             .build();
-        let blocks = Cache::builder()
-            .max_capacity(max_principals)
-            .time_to_live(rules.longest_block() + Duration::from_secs(1))
-            .build();
+        let blocks = Blocks::new(usize::try_from(max_principals).unwrap_or(usize::MAX));
         ExfilStage {
             rules,
             clock,
@@ -105,18 +102,13 @@ impl ExfilStage {
         self.queue.flush().await
     }
 
-    /// Whether `key` is blocked at `now`.
-    fn blocked(&self, key: &PrincipalKey, now: Instant) -> bool {
-        self.blocks.get(key).is_some_and(|until| now < until)
-    }
-
     fn raise(&self, ctx: &RequestCtx, p: &Principal, key: &PrincipalKey, f: &Finding, now: Instant) {
         let until = (f.action == Action::Block).then(|| now + f.block);
         if let Some(until) = until {
-            // A later block never shortens an earlier, longer one.
-            self.blocks
-                .entry(key.clone())
-                .and_upsert_with(|old| old.map_or(until, |e| (*e.value()).max(until)));
+            if !self.blocks.block(key, until, now) {
+                metrics::BLOCKS_NOT_RECORDED.inc();
+                log::error!("exfil block not recorded: max_principals blocks already in force");
+            }
         }
         metrics::ALERTS.with_label_values(&[f.rule.as_str(), f.action.as_str()]).inc();
         Stats::bump(&self.stats.alerts, 1);
@@ -177,7 +169,7 @@ impl Stage for ExfilStage {
         let Some(p) = ctx.principal.as_deref() else {
             return Ok(Flow::Continue);
         };
-        if self.blocked(&key_of(p), self.clock.now()) {
+        if self.blocks.is_blocked(&key_of(p), self.clock.now()) {
             metrics::BLOCKED.inc();
             Stats::bump(&self.stats.blocked_requests, 1);
             return Err(Denial::new(ErrorCode::PrincipalBlocked)

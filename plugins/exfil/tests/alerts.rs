@@ -17,6 +17,7 @@ fn policy_alerts(window_secs: u64, queue: usize) -> Harness {
     })
 }
 
+#[allow(clippy::unwrap_used)] // test helper
 fn break_glass(id: &str) -> phigate_plugin::RequestCtx {
     let mut ctx = read(&principal("dr-who"), "Patient", id, 200);
     let d = ctx.decision.as_mut().unwrap();
