@@ -177,3 +177,40 @@ async fn metrics_and_their_labels_never_name_principals_or_patients() {
         assert!(!value.contains("zz9") && !value.contains("qq"), "{value}");
     }
 }
+
+fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    for (k, child) in v.as_object().into_iter().flatten() {
+        out.push(format!("{prefix}{k}"));
+        if child.is_object() {
+            keys(child, &format!("{prefix}{k}."), out);
+        }
+    }
+}
+
+fn key_set(v: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    keys(v, "", &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn readme_examples_have_exactly_the_keys_the_stage_writes() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let examples: Vec<serde_json::Value> = readme
+        .lines()
+        .filter(|l| l.starts_with(r#"{"v":1"#))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(examples.len(), 2);
+
+    let h = policy_alerts(0, 16);
+    h.spawn_writer();
+    h.run(break_glass("p1")).await.unwrap();
+    let real = h.alerts().await;
+    assert_eq!(key_set(&examples[1]), key_set(&real[0]), "break-glass example drifted");
+    let mut plain = key_set(&examples[0]);
+    plain.extend(["break_glass.reason_bytes".to_owned(), "break_glass.reason_given".to_owned()]);
+    plain.sort();
+    assert_eq!(plain, key_set(&real[0]), "example drifted");
+}

@@ -64,7 +64,7 @@ fn default_measure() -> PagingMeasure {
 
 /// One principal touching more distinct patients than a clinician plausibly treats: the classic
 /// "browsing the records of people you do not care for" (HIPAA minimum necessary).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DistinctPatientsConfig {
     /// Whether the detector runs. Default: true.
@@ -91,7 +91,7 @@ pub struct DistinctPatientsConfig {
 
 /// A principal paging through everything: more Bundle entries (or search pages) than the window
 /// allows.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkPagingConfig {
     /// Whether the detector runs. Default: true.
@@ -116,7 +116,7 @@ pub struct BulkPagingConfig {
 
 /// Probing for ids: reads by id that answer 404, 403 or 410, and reads of numerically adjacent
 /// ids (`Patient/1001`, `Patient/1002`, ...).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdEnumerationConfig {
     /// Whether the detector runs. Default: true.
@@ -141,7 +141,7 @@ pub struct IdEnumerationConfig {
 }
 
 /// Denial storms: a principal collecting 429 and 403 answers (probing policy or limits).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateDenialsConfig {
     /// Whether the detector runs. Default: true.
@@ -163,7 +163,7 @@ pub struct RateDenialsConfig {
 }
 
 /// Alerts the policy asks for (`obligations.alert`, for example `break_glass_access`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyAlertsConfig {
     /// Whether policy-requested alerts are written. Default: true.

@@ -24,7 +24,7 @@ use crate::writer;
 /// Exfiltration watch (section `exfil:`): per-principal sliding windows over the patients,
 /// Bundle entries, id probes and denials of each request, written as alerts for a SOC and,
 /// where configured, answered by blocking the principal for a while.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExfilConfig {
     /// File the alerts are appended to, one JSON line each (schema in the crate README).
