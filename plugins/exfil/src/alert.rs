@@ -56,14 +56,15 @@ fn wall_at(wall_now: SystemTime, now: Instant, later: Instant) -> SystemTime {
     wall_now + later.saturating_duration_since(now)
 }
 
-/// Serializes one alert as a JSON line (with its `\n`).
+/// Serializes one alert as a JSON line (with its `\n`). (Serializing these plain fields cannot
+/// fail; a failure would be logged and the alert counted as dropped.)
 pub(crate) fn line(
     f: &Finding,
     ctx: &RequestCtx,
     p: &Principal,
     (wall, now): (SystemTime, Instant),
     blocked_until: Option<Instant>,
-) -> Vec<u8> {
+) -> Option<Vec<u8>> {
     let decision = ctx.decision.as_ref();
     let policy_alert = match f.rule {
         crate::rules::RuleId::Policy => decision.and_then(|d| d.obligations.alert.as_deref()),
@@ -97,7 +98,14 @@ pub(crate) fn line(
         request_id: ctx.request_id.as_str(),
         break_glass,
     };
-    let mut out = serde_json::to_vec(&alert).unwrap_or_else(|_| b"{}".to_vec());
-    out.push(b'\n');
-    out
+    match serde_json::to_vec(&alert) {
+        Ok(mut out) => {
+            out.push(b'\n');
+            Some(out)
+        }
+        Err(e) => {
+            log::error!("exfil alert not serialized: {e}");
+            None
+        }
+    }
 }

@@ -55,7 +55,7 @@ pub(crate) static BLOCKED: LazyLock<IntCounter> = LazyLock::new(|| {
 pub(crate) static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "phigate_exfil_alerts_dropped_total",
-        "Exfiltration alerts dropped before the writer, by reason (full, closed).",
+        "Exfiltration alerts dropped before the writer, by reason (full, closed, unserializable).",
         &["reason"],
     )
 });

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use phigate_plugin::{
     async_trait, BackgroundTask, Denial, ErrorCode, Flow, Principal, Readiness, RequestCtx, Stage, Subject,
@@ -22,7 +23,7 @@ use crate::metrics::{self, ExfilStats, Stats};
 use crate::response::{self, ResponsePatients};
 use crate::rules::Rules;
 use crate::state::{Finding, Observation, PrincipalState};
-use crate::writer::{self, AlertQueue, WriterTask};
+use crate::writer::{self, AlertQueue, WriterFlags, WriterTask};
 
 /// A principal: the subject is unique only within its issuer.
 type PrincipalKey = (Arc<str>, Subject);
@@ -40,7 +41,7 @@ pub struct ExfilStage {
     queue: AlertQueue,
     task: Mutex<Option<WriterTask>>,
     stats: Arc<Stats>,
-    healthy: Arc<AtomicBool>,
+    flags: WriterFlags,
     path: PathBuf,
 }
 
@@ -60,13 +61,16 @@ impl ExfilStage {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let stats = Arc::new(Stats::default());
-        let healthy = Arc::new(AtomicBool::new(true));
-        let (queue, task) = writer::channel(queue_capacity, file, stats.clone(), healthy.clone());
+        let flags = WriterFlags { healthy: Arc::new(AtomicBool::new(true)), ..WriterFlags::default() };
+        let (queue, task) = writer::channel(queue_capacity, (file, path.clone()), stats.clone(), &flags);
         // Real-time expiry only bounds memory; whether a window or block still applies is
         // always decided with `clock`, so these may keep an entry a little longer, never shorter.
         let principals = Cache::builder()
             .max_capacity(max_principals)
             .time_to_idle(rules.longest_window() + Duration::from_secs(1))
+            // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a new principal while
+            // the cache is full, and an unadmitted principal would never be watched.
+            .eviction_policy(EvictionPolicy::lru())
             .build();
         let blocks = Blocks::new(usize::try_from(max_principals).unwrap_or(usize::MAX));
         ExfilStage {
@@ -77,7 +81,7 @@ impl ExfilStage {
             queue,
             task: Mutex::new(Some(task)),
             stats,
-            healthy,
+            flags,
             path,
         }
     }
@@ -120,7 +124,10 @@ impl ExfilStage {
             f.threshold,
             ctx.request_id.as_str()
         );
-        self.queue.push(alert::line(f, ctx, p, (self.clock.wall(), now), until));
+        match alert::line(f, ctx, p, (self.clock.wall(), now), until) {
+            Some(line) => self.queue.push(line),
+            None => self.queue.dropped("unserializable"),
+        }
     }
 }
 
@@ -135,7 +142,9 @@ fn observation(ctx: &RequestCtx) -> Observation<'_> {
     Observation {
         patients: fhir.map_or(&[], |f| f.patients.as_slice()),
         response_patients: ctx.extensions.get::<ResponsePatients>().map_or(&[], |r| r.0.as_slice()),
-        status: ctx.response.status.or_else(|| ctx.error.map(|c| c.status().as_u16())),
+        // 0: nothing was written (connection lost); the denial's status, if any, says more.
+        status: ctx.response.status.filter(|s| *s != 0).or_else(|| ctx.error.map(|c| c.status().as_u16())),
+        forwarded: ctx.response.forwarded,
         entries: ctx.response.entries,
         interaction: fhir.map(|f| f.interaction),
         read_id,
@@ -151,11 +160,16 @@ impl Stage for ExfilStage {
 
     /// Not ready while the alerts file cannot be written (alerts are being lost).
     fn readiness(&self) -> Readiness {
-        if self.healthy.load(Ordering::Acquire) {
+        if self.flags.healthy.load(Ordering::Acquire) {
             Readiness::Ready(None)
         } else {
             Readiness::NotReady(Cow::Borrowed("exfil alerts file not writable"))
         }
+    }
+
+    /// SIGHUP: the writer reopens `alerts_path` before its next write (log rotation by rename).
+    fn reload(&self) {
+        self.flags.reopen.store(true, Ordering::Release);
     }
 
     /// The alert writer. Returned once; until it runs, alerts wait in the bounded queue.

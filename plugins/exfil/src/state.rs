@@ -20,6 +20,8 @@ pub(crate) struct Observation<'a> {
     pub(crate) response_patients: &'a [PatientId],
     /// Final status (upstream's, or the denial's).
     pub(crate) status: Option<u16>,
+    /// Whether the request went upstream.
+    pub(crate) forwarded: bool,
     /// Bundle entries returned, when counted.
     pub(crate) entries: Option<u32>,
     /// The FHIR interaction, on FHIR routes.
@@ -111,8 +113,12 @@ impl PrincipalState {
     pub(crate) fn observe(&mut self, rules: &Rules, now: Instant, obs: &Observation<'_>) -> Vec<Finding> {
         let mut found = Vec::new();
         if let Some(r) = &rules.distinct {
-            let response = if rules.count_response_patients { obs.response_patients } else { &[] };
-            let n = self.patients.add(now, obs.patients.iter().chain(response), r.window, limit(r));
+            // Only patients whose data was actually served count as touched; refused attempts
+            // are the business of `rate_denials`.
+            let served = obs.forwarded && obs.status.is_some_and(|s| (200..400).contains(&s));
+            let named = if served { obs.patients } else { &[] };
+            let returned = if rules.count_response_patients { obs.response_patients } else { &[] };
+            let n = self.patients.add(now, named.iter().chain(returned), r.window, limit(r));
             if let Some(n) = n.map(|n| n as u64).filter(|n| *n > r.threshold) {
                 if self.patients_dedup.take(now, r.window) {
                     let samples = self.patients.newest(rules.samples);

@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -51,6 +51,11 @@ impl AlertQueue {
             Err(mpsc::error::TrySendError::Full(_)) => "full",
             Err(mpsc::error::TrySendError::Closed(_)) => "closed",
         };
+        self.dropped(reason);
+    }
+
+    /// Counts (and sometimes logs) one alert that will not reach the file.
+    pub(crate) fn dropped(&self, reason: &'static str) {
         metrics::DROPPED.with_label_values(&[reason]).inc();
         let n = Stats::bump(&self.stats.dropped, 1);
         // Logged on the first drop and then at powers of two, so a storm cannot flood the log.
@@ -72,25 +77,45 @@ impl AlertQueue {
 pub(crate) struct WriterTask {
     rx: mpsc::Receiver<Msg>,
     file: File,
+    path: PathBuf,
+    reopen: Arc<AtomicBool>,
     stats: Arc<Stats>,
     healthy: Arc<AtomicBool>,
 }
 
-/// A queue of `capacity` alerts and the task draining it into `file`.
+/// Shared between the stage and its writer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WriterFlags {
+    /// False while the alerts file cannot be written (readiness).
+    pub(crate) healthy: Arc<AtomicBool>,
+    /// Set by `reload()` (SIGHUP): reopen `path` before the next write, so that a file moved
+    /// away by log rotation is replaced by a new one.
+    pub(crate) reopen: Arc<AtomicBool>,
+}
+
+/// A queue of `capacity` alerts and the task draining it into `file` (opened at `path`).
 pub(crate) fn channel(
     capacity: usize,
-    file: File,
+    (file, path): (File, PathBuf),
     stats: Arc<Stats>,
-    healthy: Arc<AtomicBool>,
+    flags: &WriterFlags,
 ) -> (AlertQueue, WriterTask) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    (AlertQueue { tx, stats: stats.clone() }, WriterTask { rx, file, stats, healthy })
+    let task = WriterTask {
+        rx,
+        file,
+        path,
+        reopen: flags.reopen.clone(),
+        stats: stats.clone(),
+        healthy: flags.healthy.clone(),
+    };
+    (AlertQueue { tx, stats }, task)
 }
 
 impl WriterTask {
     /// Runs until every sender is gone and the queue is drained.
     pub(crate) async fn run(self) {
-        let WriterTask { mut rx, file, stats, healthy } = self;
+        let WriterTask { mut rx, file, path, reopen, stats, healthy } = self;
         let mut file = tokio::fs::File::from_std(file);
         let mut buf = Vec::with_capacity(64 << 10);
         let mut waiters = Vec::new();
@@ -110,6 +135,9 @@ impl WriterTask {
                 if buf.len() < MAX_BATCH_BYTES {
                     msg = rx.try_recv().ok();
                 }
+            }
+            if reopen.swap(false, Ordering::AcqRel) {
+                reopen_file(&mut file, &path).await;
             }
             if !buf.is_empty() {
                 let res = append(&mut file, &buf).await;
@@ -146,6 +174,17 @@ fn record(stats: &Stats, healthy: &AtomicBool, res: io::Result<()>, lines: u64) 
                 log::error!("exfil alerts file not writable, {lines} alert lines lost: {e}");
             }
         }
+    }
+}
+
+/// Replaces `file` with a fresh handle on `path`; on failure keeps writing to the old one.
+async fn reopen_file(file: &mut tokio::fs::File, path: &Path) {
+    let _ = file.flush().await;
+    let p = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || open_alerts_file(&p)).await {
+        Ok(Ok(f)) => *file = tokio::fs::File::from_std(f),
+        Ok(Err(e)) => log::error!("exfil alerts file not reopened, keeping the old handle: {e}"),
+        Err(e) => log::error!("exfil alerts file not reopened, keeping the old handle: {e}"),
     }
 }
 

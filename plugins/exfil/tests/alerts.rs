@@ -5,7 +5,9 @@ mod common;
 
 use common::{principal, read, search, Harness};
 use phigate_exfil::FlushError;
-use phigate_plugin::Stage;
+use std::path::Path;
+
+use phigate_plugin::{Readiness, Stage, StageBuildCtx};
 
 const REASON: &str = "Unconscious patient in ER, chart needed for Jane Roe";
 
@@ -213,4 +215,45 @@ async fn readme_examples_have_exactly_the_keys_the_stage_writes() {
     plain.extend(["break_glass.reason_bytes".to_owned(), "break_glass.reason_given".to_owned()]);
     plain.sort();
     assert_eq!(plain, key_set(&real[0]), "example drifted");
+}
+
+#[tokio::test]
+async fn reload_reopens_the_alerts_file_after_rotation() {
+    let h = policy_alerts(0, 16);
+    h.spawn_writer();
+    h.run(break_glass("p1")).await.unwrap();
+    h.stage.flush().await.unwrap();
+    let rotated = h.tmp.path().join("alerts.jsonl.1");
+    std::fs::rename(h.alerts_path(), &rotated).unwrap();
+    h.stage.reload();
+    h.run(break_glass("p2")).await.unwrap();
+    let now = h.alerts().await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0]["sample_patient_ids"], serde_json::json!(["p2"]));
+    assert_eq!(std::fs::read_to_string(rotated).unwrap().lines().count(), 1);
+}
+
+#[tokio::test]
+async fn an_unwritable_alerts_file_is_counted_reported_by_flush_and_not_ready() {
+    if !Path::new("/dev/full").exists() {
+        return; // needs Linux's always-full device
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = common::quiet_config(Path::new("/dev/full"));
+    cfg.policy_alerts.enabled = true;
+    cfg.policy_alerts.window_secs = 0;
+    let stage = cfg.build(&StageBuildCtx { routes: &[], config_dir: tmp.path() }).unwrap();
+    for t in stage.background_tasks() {
+        tokio::spawn(t);
+    }
+    assert_eq!(stage.readiness(), Readiness::Ready(None));
+    for id in ["p1", "p2"] {
+        let mut ctx = break_glass(id);
+        stage.on_request(&mut ctx).await.unwrap();
+        stage.on_complete(&ctx).await;
+    }
+    assert_eq!(stage.flush().await, Err(FlushError::Io));
+    let s = stage.stats();
+    assert_eq!((s.alerts, s.written, s.write_failures), (2, 0, 2));
+    assert!(matches!(stage.readiness(), Readiness::NotReady(_)));
 }

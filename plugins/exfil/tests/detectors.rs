@@ -64,6 +64,21 @@ async fn distinct_patients_counts_what_a_buffered_response_returned() {
 }
 
 #[tokio::test]
+async fn distinct_patients_ignores_patients_of_refused_or_missing_reads() {
+    let h = distinct(1, 60);
+    let alice = principal("alice");
+    let mut refused = read(&alice, "Patient", "p1", 403);
+    refused.response.forwarded = false;
+    refused.error = Some(ErrorCode::PatientNotPermitted);
+    h.run(refused).await.unwrap();
+    h.run(read(&alice, "Patient", "p2", 404)).await.unwrap();
+    h.run(read(&alice, "Patient", "p3", 200)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 0, "only p3 was served");
+    h.run(read(&alice, "Patient", "p4", 304)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 1);
+}
+
+#[tokio::test]
 async fn alerts_are_deduplicated_within_a_window_and_repeat_in_the_next() {
     let h = distinct(2, 100);
     let alice = principal("alice");
