@@ -212,3 +212,30 @@ async fn disabled_detectors_never_fire() {
     }
     assert_eq!(h.stage.stats().alerts, 0);
 }
+
+#[tokio::test]
+async fn counted_rules_are_deduplicated_per_window_and_forget_old_events() {
+    let h = Harness::new(|c| {
+        c.rate_denials.enabled = true;
+        c.rate_denials.threshold = 2;
+        c.rate_denials.window_secs = 60;
+    });
+    let mal = principal("mallory");
+    // Two denials, then a minute of quiet: they leave the window.
+    h.run(read(&mal, "Patient", "a", 403)).await.unwrap();
+    h.run(read(&mal, "Patient", "b", 403)).await.unwrap();
+    h.advance_secs(60);
+    h.run(read(&mal, "Patient", "c", 403)).await.unwrap();
+    h.run(read(&mal, "Patient", "d", 403)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 0, "only 2 denials within any 60 s");
+    h.run(read(&mal, "Patient", "e", 429)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 1);
+    for _ in 0..50 {
+        h.advance_secs(1);
+        h.run(read(&mal, "Patient", "f", 429)).await.unwrap();
+    }
+    assert_eq!(h.stage.stats().alerts, 1, "quiet for the rest of the window");
+    h.advance_secs(10); // 60 s after the alert, still storming
+    h.run(read(&mal, "Patient", "g", 429)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 2);
+}
