@@ -87,6 +87,7 @@ fn ctx(route: &Arc<RouteMeta>, p: &Arc<Principal>, patient: &str) -> RequestCtx 
     ctx.decision = Some(Decision { allow: true, ..Decision::default() });
     ctx.response.status = Some(200);
     ctx.response.entries = Some(10);
+    ctx.response.forwarded = true;
     ctx
 }
 
