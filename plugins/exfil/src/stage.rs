@@ -63,8 +63,9 @@ impl ExfilStage {
         let stats = Arc::new(Stats::default());
         let flags = WriterFlags { healthy: Arc::new(AtomicBool::new(true)), ..WriterFlags::default() };
         let (queue, task) = writer::channel(queue_capacity, (file, path.clone()), stats.clone(), &flags);
-        // Real-time expiry only bounds memory; whether a window or block still applies is
-        // always decided with `clock`, so these may keep an entry a little longer, never shorter.
+        // Real-time idle expiry only bounds memory: a principal idle for longer than every
+        // window has nothing left in any window (nor an alert to de-duplicate). What is inside a
+        // window is always decided with `clock`.
         let principals = Cache::builder()
             .max_capacity(max_principals)
             .time_to_idle(rules.longest_window() + Duration::from_secs(1))
