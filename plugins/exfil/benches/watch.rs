@@ -5,7 +5,8 @@
 //! `cargo bench -p phigate-exfil --bench watch`. Scenarios: `steady` (each principal re-reads the
 //! same few patients: no alert), `churn` (a new patient every request: each principal goes over
 //! `distinct_patients` once, later requests are de-duplicated), `blocked` (every principal is
-//! blocked: `on_request` refuses).
+//! blocked: `on_request` refuses), and `moka_lookup_only` (the principal-state cache lookup alone,
+//! for reference).
 //!
 //! The phases never await anything, so they are polled once with a no-op waker instead of
 //! through a runtime, so the runtime's own cost does not count.
@@ -153,6 +154,24 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             once(&s, black_box(&mut blocked[j % PRINCIPALS]));
             j += 1;
+        })
+    });
+
+    // Reference: the principal-state lookup alone (same cache settings as the stage).
+    let cache: moka::sync::Cache<(Arc<str>, Subject), Arc<std::sync::Mutex<u64>>> =
+        moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_idle(std::time::Duration::from_secs(3601))
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .build();
+    let keys: Vec<_> = principals.iter().map(|p| (p.issuer.clone(), p.subject.clone())).collect();
+    let mut k = 0;
+    g.bench_function("moka_lookup_only", |b| {
+        b.iter(|| {
+            let v = cache
+                .get_with_by_ref(black_box(&keys[k % PRINCIPALS]), || Arc::new(std::sync::Mutex::new(0)));
+            k += 1;
+            black_box(v);
         })
     });
     g.finish();
