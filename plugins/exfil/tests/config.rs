@@ -146,3 +146,16 @@ fn every_config_field_is_documented_in_the_schema() {
     }
     assert!(fields >= 30, "{fields}");
 }
+
+#[test]
+fn readme_example_section_parses_to_the_defaults() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme.split("```yaml\n").nth(1).unwrap().split("```").next().unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
+    let section: ExfilConfig = serde_yaml::from_value(doc["exfil"].clone()).unwrap();
+    assert_eq!(
+        section,
+        ExfilConfig::new("/var/log/phigate/exfil-alerts.jsonl"),
+        "README says these are the defaults"
+    );
+}

@@ -239,3 +239,19 @@ async fn counted_rules_are_deduplicated_per_window_and_forget_old_events() {
     h.run(read(&mal, "Patient", "g", 429)).await.unwrap();
     assert_eq!(h.stage.stats().alerts, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_of_one_principal_raise_one_alert() {
+    let h = std::sync::Arc::new(distinct(10, 60));
+    let alice = principal("alice");
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (h, alice) = (h.clone(), alice.clone());
+            tokio::spawn(async move { h.run(read(&alice, "Patient", &format!("p{i}"), 200)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(h.stage.stats().alerts, 1);
+}
