@@ -18,6 +18,7 @@
 //! * **Never logs or labels** principal or patient ids: they appear only in the alerts file
 //!   (mode 0600). The break-glass justification is never copied, only whether it was given and
 //!   its length.
+//! * **SIGHUP** ([`reload`](phigate_plugin::Stage::reload)) reopens the alerts file (rotation).
 //! * **Memory**: windows live in a moka cache bounded by `max_principals` and expiring after the
 //!   longest window of idleness; each window keeps at most `threshold + 1` elements.
 //!

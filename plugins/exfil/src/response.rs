@@ -1,4 +1,5 @@
-//! The patients a response actually contained, read from a body another stage had buffered.
+//! The patients (and Bundle entries) a response actually contained, read from a body another
+//! stage had buffered.
 //!
 //! A search names no patient in its request (`Observation?code=...`) yet may return hundreds:
 //! counting only request-side patients would miss the widest exfiltration path. This reads
@@ -11,19 +12,26 @@ use serde_json::Value;
 /// Most patients taken from one response (more cannot change a window capped at its threshold).
 const MAX_PATIENTS: usize = 10_000;
 
-/// Patients found in a buffered response, kept in the request's extensions for `on_complete`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ResponsePatients(pub(crate) Vec<PatientId>);
+/// What a buffered response contained, kept in the request's extensions for `on_complete`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ResponseFacts {
+    /// Patients named, sorted and without repeats.
+    pub(crate) patients: Vec<PatientId>,
+    /// `Bundle.entry` count, when the body is a Bundle.
+    pub(crate) entries: Option<u32>,
+}
 
-/// Patients named by a FHIR JSON response body, sorted and without repeats; nothing for a body
-/// that is not JSON.
-pub(crate) fn patients(body: &[u8]) -> Vec<PatientId> {
+/// Reads a FHIR JSON response body; nothing for a body that is not JSON.
+pub(crate) fn facts(body: &[u8]) -> ResponseFacts {
     let Ok(doc) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
+        return ResponseFacts::default();
     };
     let mut out = Vec::new();
+    let mut entries = None;
     if doc["resourceType"] == "Bundle" {
-        for entry in doc["entry"].as_array().into_iter().flatten() {
+        let list = doc["entry"].as_array().map_or(&[][..], Vec::as_slice);
+        entries = Some(u32::try_from(list.len()).unwrap_or(u32::MAX));
+        for entry in list {
             if out.len() >= MAX_PATIENTS {
                 break;
             }
@@ -34,7 +42,7 @@ pub(crate) fn patients(body: &[u8]) -> Vec<PatientId> {
     }
     out.sort_unstable();
     out.dedup();
-    out
+    ResponseFacts { patients: out, entries }
 }
 
 fn resource(r: &Value, out: &mut Vec<PatientId>) {
@@ -70,12 +78,14 @@ mod tests {
             {"resource":{"resourceType":"Claim","patient":{"reference":"https://h/fhir/Patient/p3"}}},
             {"resource":{"resourceType":"Observation","subject":{"reference":"Group/g1"}}},
             {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p2"}}}]}"#;
-        let ids: Vec<String> = patients(body).iter().map(|p| p.to_string()).collect();
+        let f = facts(body);
+        let ids: Vec<String> = f.patients.iter().map(|p| p.to_string()).collect();
         assert_eq!(ids, ["p1", "p2", "p3"]);
+        assert_eq!(f.entries, Some(5));
     }
 
     #[test]
     fn non_json_body_names_no_patient() {
-        assert!(patients(b"<Bundle/>").is_empty());
+        assert_eq!(facts(b"<Bundle/>"), ResponseFacts::default());
     }
 }

@@ -18,9 +18,10 @@ use crate::alert;
 use crate::blocks::Blocks;
 use crate::clock::Clock;
 use crate::config::Action;
+use crate::config::PagingMeasure;
 use crate::error::FlushError;
 use crate::metrics::{self, ExfilStats, Stats};
-use crate::response::{self, ResponsePatients};
+use crate::response::{self, ResponseFacts};
 use crate::rules::Rules;
 use crate::state::{Finding, Observation, PrincipalState};
 use crate::writer::{self, AlertQueue, WriterFlags, WriterTask};
@@ -135,6 +136,7 @@ impl ExfilStage {
 /// What `ctx` contributes to the windows.
 fn observation(ctx: &RequestCtx) -> Observation<'_> {
     let fhir = ctx.fhir.as_ref();
+    let facts = ctx.extensions.get::<ResponseFacts>();
     let read_id = fhir
         .filter(|f| {
             matches!(f.interaction, phigate_plugin::Interaction::Read | phigate_plugin::Interaction::Vread)
@@ -142,11 +144,11 @@ fn observation(ctx: &RequestCtx) -> Observation<'_> {
         .and_then(|f| f.id.as_deref());
     Observation {
         patients: fhir.map_or(&[], |f| f.patients.as_slice()),
-        response_patients: ctx.extensions.get::<ResponsePatients>().map_or(&[], |r| r.0.as_slice()),
+        response_patients: facts.map_or(&[], |f| f.patients.as_slice()),
         // 0: nothing was written (connection lost); the denial's status, if any, says more.
         status: ctx.response.status.filter(|s| *s != 0).or_else(|| ctx.error.map(|c| c.status().as_u16())),
         forwarded: ctx.response.forwarded,
-        entries: ctx.response.entries,
+        entries: ctx.response.entries.or_else(|| facts.and_then(|f| f.entries)),
         interaction: fhir.map(|f| f.interaction),
         read_id,
         policy_alert: ctx.decision.as_ref().and_then(|d| d.obligations.alert.as_deref()),
@@ -193,14 +195,19 @@ impl Stage for ExfilStage {
         Ok(Flow::Continue)
     }
 
-    /// Notes the patients a buffered response contained (only when another stage buffered it:
-    /// this stage never asks for buffering, so it adds no latency).
+    /// Notes the patients and Bundle entries a buffered response contained (only when another
+    /// stage buffered it: this stage never asks for buffering, so it adds no latency).
     fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
-        if self.rules.distinct.is_some() && self.rules.count_response_patients {
-            let found = response::patients(body);
-            if !found.is_empty() {
-                ctx.extensions.insert(ResponsePatients(found));
+        let patients = self.rules.distinct.is_some() && self.rules.count_response_patients;
+        let entries = self.rules.paging.is_some()
+            && self.rules.measure == PagingMeasure::Entries
+            && ctx.response.entries.is_none();
+        if patients || entries {
+            let mut found = response::facts(body);
+            if !patients {
+                found.patients.clear();
             }
+            ctx.extensions.insert(found);
         }
         Ok(())
     }

@@ -255,3 +255,27 @@ async fn concurrent_requests_of_one_principal_raise_one_alert() {
     }
     assert_eq!(h.stage.stats().alerts, 1);
 }
+
+#[tokio::test]
+async fn bulk_paging_counts_entries_of_a_buffered_bundle_the_gateway_did_not_count() {
+    let h = Harness::new(|c| {
+        c.bulk_paging.enabled = true;
+        c.bulk_paging.threshold = 2;
+    });
+    let mut ctx = search(&principal("bob"), &[], None, 200);
+    let body = br#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation"}},
+        {"resource":{"resourceType":"Observation"}},{"resource":{"resourceType":"Observation"}}]}"#;
+    h.stage.on_buffered_response(&mut ctx, body).unwrap();
+    h.stage.on_complete(&ctx).await;
+    assert_eq!(h.stage.stats().alerts, 1);
+
+    // A count the gateway made wins over the body.
+    let h = Harness::new(|c| {
+        c.bulk_paging.enabled = true;
+        c.bulk_paging.threshold = 2;
+    });
+    let mut ctx = search(&principal("bob"), &[], Some(1), 200);
+    h.stage.on_buffered_response(&mut ctx, body).unwrap();
+    h.stage.on_complete(&ctx).await;
+    assert_eq!(h.stage.stats().alerts, 0);
+}
