@@ -1,0 +1,111 @@
+//! The alert line (`v: 1`), built from a finding and the request that tipped it.
+//!
+//! Allow-listed fields only. Principal and patient ids appear here and nowhere else (never in
+//! logs or metric labels): the alerts file is the one place a SOC analyst needs them. The
+//! break-glass justification is free text that may itself carry PHI, so only whether it was given
+//! and its length are written.
+
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+use phigate_plugin::{PatientId, Principal, RequestCtx};
+use serde::Serialize;
+
+use crate::state::Finding;
+
+/// The alert format version.
+pub const ALERT_VERSION: u8 = 1;
+
+#[derive(Serialize)]
+struct AlertV1<'a> {
+    v: u8,
+    ts: String,
+    alert_id: String,
+    rule: &'static str,
+    policy_alert: Option<&'a str>,
+    principal: PrincipalFields<'a>,
+    tenant: Option<&'a str>,
+    session_id: Option<&'a str>,
+    client_id: Option<&'a str>,
+    source_ip: Option<IpAddr>,
+    route: &'a str,
+    window_secs: u64,
+    observed: u64,
+    threshold: u64,
+    sample_patient_ids: &'a [PatientId],
+    action: &'static str,
+    blocked_until: Option<String>,
+    request_id: &'a str,
+    break_glass: Option<BreakGlass>,
+}
+
+#[derive(Serialize)]
+struct PrincipalFields<'a> {
+    sub: &'a str,
+    iss: &'a str,
+}
+
+#[derive(Serialize)]
+struct BreakGlass {
+    reason_given: bool,
+    reason_bytes: usize,
+}
+
+/// The wall-clock time `later` (a monotonic instant) corresponds to.
+fn wall_at(wall_now: SystemTime, now: Instant, later: Instant) -> SystemTime {
+    wall_now + later.saturating_duration_since(now)
+}
+
+/// Serializes one alert as a JSON line (with its `\n`). (Serializing these plain fields cannot
+/// fail; a failure would be logged and the alert counted as dropped.)
+pub(crate) fn line(
+    f: &Finding,
+    ctx: &RequestCtx,
+    p: &Principal,
+    (wall, now): (SystemTime, Instant),
+    blocked_until: Option<Instant>,
+) -> Option<Vec<u8>> {
+    let decision = ctx.decision.as_ref();
+    let policy_alert = match f.rule {
+        crate::rules::RuleId::Policy => decision.and_then(|d| d.obligations.alert.as_deref()),
+        _ => None,
+    };
+    let break_glass = (decision.is_some_and(|d| d.obligations.break_glass)
+        || ctx.break_glass_reason.is_some())
+    .then(|| BreakGlass {
+        reason_given: ctx.break_glass_reason.as_deref().is_some_and(|r| !r.is_empty()),
+        reason_bytes: ctx.break_glass_reason.as_deref().map_or(0, str::len),
+    });
+    let alert = AlertV1 {
+        v: ALERT_VERSION,
+        ts: humantime::format_rfc3339_millis(wall).to_string(),
+        alert_id: uuid::Uuid::new_v4().to_string(),
+        rule: f.rule.as_str(),
+        policy_alert,
+        principal: PrincipalFields { sub: p.subject.as_str(), iss: &p.issuer },
+        tenant: ctx.tenant.as_ref().or(p.tenant.as_ref()).map(|t| t.as_str()),
+        session_id: p.session_id.as_deref(),
+        client_id: p.client_id.as_deref(),
+        source_ip: ctx.client.ip,
+        route: &ctx.route.name,
+        window_secs: f.window.as_secs(),
+        observed: f.observed,
+        threshold: f.threshold,
+        sample_patient_ids: &f.samples,
+        action: f.action.as_str(),
+        blocked_until: blocked_until
+            .map(|until| humantime::format_rfc3339_millis(wall_at(wall, now, until)).to_string()),
+        request_id: ctx.request_id.as_str(),
+        break_glass,
+    };
+    match serde_json::to_vec(&alert) {
+        Ok(mut out) => {
+            out.push(b'\n');
+            Some(out)
+        }
+        Err(e) => {
+            log::error!("exfil alert not serialized: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The detector sub-sections of `exfil:`. Each has the same core (`enabled`, `threshold`,
+//! `window_secs`, `action`, `block_secs`) plus its own options; they are separate structs so that
+//! an option put under the wrong detector is an error, not silently ignored.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// What a detector does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Write an alert line and count it; the principal keeps access.
+    Alert,
+    /// Write the alert and refuse the principal's later requests with 403 `principal_blocked`
+    /// for `block_secs`.
+    Block,
+}
+
+impl Action {
+    /// The label used in alerts and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Alert => "alert",
+            Action::Block => "block",
+        }
+    }
+}
+
+/// What `bulk_paging` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PagingMeasure {
+    /// Bundle entries returned (`Bundle.entry` counted by the gateway on the response path);
+    /// responses whose entries were not counted add nothing.
+    Entries,
+    /// Successful search, history and operation responses: one per page fetched.
+    Pages,
+}
+
+macro_rules! core_defaults {
+    ($($f:ident = $v:expr;)*) => { $(fn $f() -> u64 { $v })* };
+}
+core_defaults! {
+    default_distinct_threshold = 50;
+    default_distinct_window_secs = 3600;
+    default_paging_threshold = 5000;
+    default_paging_window_secs = 600;
+    default_probe_threshold = 20;
+    default_probe_window_secs = 300;
+    default_denial_threshold = 30;
+    default_denial_window_secs = 60;
+    default_block_secs = 900;
+    default_policy_window_secs = 300;
+}
+fn default_true() -> bool {
+    true
+}
+fn default_action() -> Action {
+    Action::Alert
+}
+fn default_measure() -> PagingMeasure {
+    PagingMeasure::Entries
+}
+
+/// One principal touching more distinct patients than a clinician plausibly treats: the classic
+/// "browsing the records of people you do not care for" (HIPAA minimum necessary).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistinctPatientsConfig {
+    /// Whether the detector runs. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most distinct patients one principal may touch within the window; the next one fires.
+    /// Default: 50. Range 1..=100000 (memory per principal grows with it).
+    #[serde(default = "default_distinct_threshold")]
+    pub threshold: u64,
+    /// Length of the sliding window, in seconds. Default: 3600.
+    #[serde(default = "default_distinct_window_secs")]
+    pub window_secs: u64,
+    /// `alert` or `block`. Default: `alert`.
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// How long `action: block` refuses the principal, in seconds. Default: 900.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
+    /// Also count the patients a response actually contained, when the body was inspected by
+    /// another stage (response verification). Default: true.
+    #[serde(default = "default_true")]
+    pub count_response_patients: bool,
+}
+
+/// A principal paging through everything: more Bundle entries (or search pages) than the window
+/// allows.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkPagingConfig {
+    /// Whether the detector runs. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most entries (or pages, see `measure`) within the window; more fires. Default: 5000.
+    #[serde(default = "default_paging_threshold")]
+    pub threshold: u64,
+    /// Length of the sliding window, in seconds. Default: 600.
+    #[serde(default = "default_paging_window_secs")]
+    pub window_secs: u64,
+    /// `alert` or `block`. Default: `alert`.
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// How long `action: block` refuses the principal, in seconds. Default: 900.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
+    /// `entries` (Bundle entries returned) or `pages` (search responses). Default: `entries`.
+    #[serde(default = "default_measure")]
+    pub measure: PagingMeasure,
+}
+
+/// Probing for ids: reads by id that answer 404, 403 or 410, and reads of numerically adjacent
+/// ids (`Patient/1001`, `Patient/1002`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdEnumerationConfig {
+    /// Whether the detector runs. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most probes within the window; the next one fires. Default: 20.
+    #[serde(default = "default_probe_threshold")]
+    pub threshold: u64,
+    /// Length of the sliding window, in seconds. Default: 300.
+    #[serde(default = "default_probe_window_secs")]
+    pub window_secs: u64,
+    /// `alert` or `block`. Default: `alert`.
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// How long `action: block` refuses the principal, in seconds. Default: 900.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
+    /// Also count a read whose numeric id is one more or one less than the principal's previous
+    /// read (sequential walking), whatever its status. Default: true.
+    #[serde(default = "default_true")]
+    pub count_sequential: bool,
+}
+
+/// Denial storms: a principal collecting 429 and 403 answers (probing policy or limits).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateDenialsConfig {
+    /// Whether the detector runs. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most 429/403 answers within the window; the next one fires. Answers to an already blocked
+    /// principal (`principal_blocked`) are not counted. Default: 30.
+    #[serde(default = "default_denial_threshold")]
+    pub threshold: u64,
+    /// Length of the sliding window, in seconds. Default: 60.
+    #[serde(default = "default_denial_window_secs")]
+    pub window_secs: u64,
+    /// `alert` or `block`. Default: `alert`.
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// How long `action: block` refuses the principal, in seconds. Default: 900.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
+}
+
+/// Alerts the policy asks for (`obligations.alert`, for example `break_glass_access`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyAlertsConfig {
+    /// Whether policy-requested alerts are written. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// One alert per principal and alert name within this many seconds; 0 writes one per
+    /// request. Default: 300.
+    #[serde(default = "default_policy_window_secs")]
+    pub window_secs: u64,
+}
+
+macro_rules! impl_default {
+    ($($t:ty),*) => { $(impl Default for $t {
+        fn default() -> Self {
+            serde_json::from_value(serde_json::json!({})).unwrap_or_else(|_| unreachable!())
+        }
+    })* };
+}
+impl_default!(
+    DistinctPatientsConfig,
+    BulkPagingConfig,
+    IdEnumerationConfig,
+    RateDenialsConfig,
+    PolicyAlertsConfig
+);

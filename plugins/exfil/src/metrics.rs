@@ -1,0 +1,119 @@
+//! Prometheus metrics (default registry) and the stage's own counters. Labels come from bounded
+//! sets (rule, action, reason): never a principal, tenant-user or patient id.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, IntCounterVec, Opts};
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    // A second registration (another stage instance in one process) keeps the first.
+    let _ = prometheus::default_registry().register(Box::new(c.clone()));
+    c
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| invalid(name));
+    register(c)
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).unwrap_or_else(|_| invalid_counter(name)))
+}
+
+#[cold]
+fn invalid(name: &str) -> IntCounterVec {
+    log::error!("exfil metric {name} could not be created");
+    IntCounterVec::new(Opts::new("phigate_exfil_invalid", "invalid"), &[])
+        .unwrap_or_else(|_| std::process::abort())
+}
+
+#[cold]
+fn invalid_counter(name: &str) -> IntCounter {
+    log::error!("exfil metric {name} could not be created");
+    IntCounter::new("phigate_exfil_invalid", "invalid").unwrap_or_else(|_| std::process::abort())
+}
+
+/// Alerts raised, by rule and action (queued for the alerts file; drops are counted apart).
+pub(crate) static ALERTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "phigate_exfil_alerts_total",
+        "Exfiltration alerts raised, by rule and action.",
+        &["rule", "action"],
+    )
+});
+
+/// Requests refused because their principal is blocked.
+pub(crate) static BLOCKED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "phigate_exfil_blocked_requests_total",
+        "Requests refused with principal_blocked because an exfiltration rule blocked the principal.",
+    )
+});
+
+/// Alerts not written because the queue was full (`full`) or the writer had stopped (`closed`).
+pub(crate) static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "phigate_exfil_alerts_dropped_total",
+        "Exfiltration alerts dropped before the writer, by reason (full, closed, unserializable).",
+        &["reason"],
+    )
+});
+
+/// Alert lines the writer failed to append.
+pub(crate) static WRITE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "phigate_exfil_alert_write_failures_total",
+        "Exfiltration alert lines that could not be appended to the alerts file.",
+    )
+});
+
+/// Blocks that could not be recorded because `max_principals` blocks were already in force.
+pub(crate) static BLOCKS_NOT_RECORDED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "phigate_exfil_blocks_not_recorded_total",
+        "Block actions not applied because max_principals blocks were already in force.",
+    )
+});
+
+/// Counters of one stage instance (the Prometheus ones are process-wide).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) alerts: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) blocked_requests: AtomicU64,
+    pub(crate) written: AtomicU64,
+    pub(crate) write_failures: AtomicU64,
+}
+
+/// A snapshot of one stage's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExfilStats {
+    /// Alerts raised (queued or dropped).
+    pub alerts: u64,
+    /// Alerts dropped because the queue was full or the writer had stopped.
+    pub dropped: u64,
+    /// Requests refused with `principal_blocked`.
+    pub blocked_requests: u64,
+    /// Alert lines appended to the file.
+    pub written: u64,
+    /// Alert lines the writer failed to append.
+    pub write_failures: u64,
+}
+
+impl Stats {
+    pub(crate) fn bump(c: &AtomicU64, n: u64) -> u64 {
+        c.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    pub(crate) fn snapshot(&self) -> ExfilStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ExfilStats {
+            alerts: get(&self.alerts),
+            dropped: get(&self.dropped),
+            blocked_requests: get(&self.blocked_requests),
+            written: get(&self.written),
+            write_failures: get(&self.write_failures),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The validated detector settings the stage runs with, and the bounded set of rule names.
+
+use std::time::Duration;
+
+use crate::config::{Action, PagingMeasure};
+
+/// A detector's rule name: the `rule` of an alert and the `rule` metric label (a bounded set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RuleId {
+    DistinctPatients,
+    BulkPaging,
+    IdEnumeration,
+    RateDenials,
+    /// Requested by the policy decision; the policy's own alert name is a separate field.
+    Policy,
+}
+
+impl RuleId {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RuleId::DistinctPatients => "distinct_patients",
+            RuleId::BulkPaging => "bulk_paging",
+            RuleId::IdEnumeration => "id_enumeration",
+            RuleId::RateDenials => "rate_denials",
+            RuleId::Policy => "policy",
+        }
+    }
+}
+
+/// One enabled detector.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rule {
+    /// Most events (patients, entries, probes, denials) allowed within the window.
+    pub(crate) threshold: u64,
+    pub(crate) window: Duration,
+    pub(crate) action: Action,
+    pub(crate) block: Duration,
+}
+
+/// Every detector's settings (`None`: disabled).
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    pub(crate) distinct: Option<Rule>,
+    pub(crate) count_response_patients: bool,
+    pub(crate) paging: Option<Rule>,
+    pub(crate) measure: PagingMeasure,
+    pub(crate) probes: Option<Rule>,
+    pub(crate) count_sequential: bool,
+    pub(crate) denials: Option<Rule>,
+    /// De-duplication window of policy-requested alerts.
+    pub(crate) policy: Option<Duration>,
+    /// Sample patient ids per alert.
+    pub(crate) samples: usize,
+}
+
+impl Rules {
+    /// How long a principal's windows must be kept after its last request.
+    pub(crate) fn longest_window(&self) -> Duration {
+        [self.distinct, self.paging, self.probes, self.denials]
+            .iter()
+            .flatten()
+            .map(|r| r.window)
+            .chain(self.policy)
+            .max()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}

@@ -1,0 +1,236 @@
+//! The [`ExfilStage`]: refuses blocked principals in `on_request`, feeds the windows and raises
+//! alerts in `on_complete`.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
+use phigate_plugin::{
+    async_trait, BackgroundTask, Denial, ErrorCode, Flow, Principal, Readiness, RequestCtx, Stage, Subject,
+};
+
+use crate::alert;
+use crate::blocks::Blocks;
+use crate::clock::Clock;
+use crate::config::Action;
+use crate::config::PagingMeasure;
+use crate::error::FlushError;
+use crate::metrics::{self, ExfilStats, Stats};
+use crate::response::{self, ResponseFacts};
+use crate::rules::Rules;
+use crate::state::{Finding, Observation, PrincipalState};
+use crate::writer::{self, AlertQueue, WriterFlags, WriterTask};
+
+/// A principal: the subject is unique only within its issuer.
+type PrincipalKey = (Arc<str>, Subject);
+
+fn key_of(p: &Principal) -> PrincipalKey {
+    (p.issuer.clone(), p.subject.clone())
+}
+
+/// The exfiltration watch stage. Built by [`ExfilConfig::build`](crate::ExfilConfig::build).
+pub struct ExfilStage {
+    rules: Rules,
+    clock: Arc<dyn Clock>,
+    principals: Cache<PrincipalKey, Arc<Mutex<PrincipalState>>>,
+    blocks: Blocks<PrincipalKey>,
+    queue: AlertQueue,
+    task: Mutex<Option<WriterTask>>,
+    stats: Arc<Stats>,
+    flags: WriterFlags,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ExfilStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExfilStage").field("alerts_path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl ExfilStage {
+    pub(crate) fn new(
+        rules: Rules,
+        queue_capacity: usize,
+        max_principals: u64,
+        file: File,
+        path: PathBuf,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let stats = Arc::new(Stats::default());
+        let flags = WriterFlags { healthy: Arc::new(AtomicBool::new(true)), ..WriterFlags::default() };
+        let (queue, task) = writer::channel(queue_capacity, (file, path.clone()), stats.clone(), &flags);
+        // Real-time idle expiry only bounds memory: a principal idle for longer than every
+        // window has nothing left in any window (nor an alert to de-duplicate). What is inside a
+        // window is always decided with `clock`.
+        let principals = Cache::builder()
+            .max_capacity(max_principals)
+            .time_to_idle(rules.longest_window() + Duration::from_secs(1))
+            // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a new principal while
+            // the cache is full, and an unadmitted principal would never be watched.
+            .eviction_policy(EvictionPolicy::lru())
+            .build();
+        let blocks = Blocks::new(usize::try_from(max_principals).unwrap_or(usize::MAX));
+        ExfilStage {
+            rules,
+            clock,
+            principals,
+            blocks,
+            queue,
+            task: Mutex::new(Some(task)),
+            stats,
+            flags,
+            path,
+        }
+    }
+
+    /// The resolved alerts file.
+    pub fn alerts_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// This stage's counters.
+    pub fn stats(&self) -> ExfilStats {
+        self.stats.snapshot()
+    }
+
+    /// Waits until every alert raised before this call is appended and synced to the alerts file
+    /// (for tests, and for a graceful shutdown).
+    ///
+    /// # Errors
+    /// [`FlushError::WriterStopped`] when the writer task is not running, [`FlushError::Io`]
+    /// when a line since the previous flush could not be written.
+    pub async fn flush(&self) -> Result<(), FlushError> {
+        self.queue.flush().await
+    }
+
+    fn raise(&self, ctx: &RequestCtx, p: &Principal, key: &PrincipalKey, f: &Finding, now: Instant) {
+        let until = (f.action == Action::Block).then(|| now + f.block);
+        if let Some(until) = until {
+            if !self.blocks.block(key, until, now) {
+                metrics::BLOCKS_NOT_RECORDED.inc();
+                log::error!("exfil block not recorded: max_principals blocks already in force");
+            }
+        }
+        metrics::ALERTS.with_label_values(&[f.rule.as_str(), f.action.as_str()]).inc();
+        Stats::bump(&self.stats.alerts, 1);
+        log::warn!(
+            "exfil alert rule={} action={} observed={} threshold={} request_id={}",
+            f.rule.as_str(),
+            f.action.as_str(),
+            f.observed,
+            f.threshold,
+            ctx.request_id.as_str()
+        );
+        match alert::line(f, ctx, p, (self.clock.wall(), now), until) {
+            Some(line) => self.queue.push(line),
+            None => self.queue.dropped("unserializable"),
+        }
+    }
+}
+
+/// What `ctx` contributes to the windows.
+fn observation(ctx: &RequestCtx) -> Observation<'_> {
+    let fhir = ctx.fhir.as_ref();
+    let facts = ctx.extensions.get::<ResponseFacts>();
+    let read_id = fhir
+        .filter(|f| {
+            matches!(f.interaction, phigate_plugin::Interaction::Read | phigate_plugin::Interaction::Vread)
+        })
+        .and_then(|f| f.id.as_deref());
+    Observation {
+        patients: fhir.map_or(&[], |f| f.patients.as_slice()),
+        response_patients: facts.map_or(&[], |f| f.patients.as_slice()),
+        // 0: nothing was written (connection lost); the denial's status, if any, says more.
+        status: ctx.response.status.filter(|s| *s != 0).or_else(|| ctx.error.map(|c| c.status().as_u16())),
+        forwarded: ctx.response.forwarded,
+        entries: ctx.response.entries.or_else(|| facts.and_then(|f| f.entries)),
+        interaction: fhir.map(|f| f.interaction),
+        read_id,
+        policy_alert: ctx.decision.as_ref().and_then(|d| d.obligations.alert.as_deref()),
+    }
+}
+
+#[async_trait]
+impl Stage for ExfilStage {
+    fn name(&self) -> &'static str {
+        "exfil"
+    }
+
+    /// Not ready while the alerts file cannot be written (alerts are being lost).
+    fn readiness(&self) -> Readiness {
+        if self.flags.healthy.load(Ordering::Acquire) {
+            Readiness::Ready(None)
+        } else {
+            Readiness::NotReady(Cow::Borrowed("exfil alerts file not writable"))
+        }
+    }
+
+    /// SIGHUP: the writer reopens `alerts_path` before its next write (log rotation by rename).
+    fn reload(&self) {
+        self.flags.reopen.store(true, Ordering::Release);
+    }
+
+    /// The alert writer. Returned once; until it runs, alerts wait in the bounded queue.
+    fn background_tasks(&self) -> Vec<BackgroundTask> {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        task.map(|t| -> BackgroundTask { Box::pin(t.run()) }).into_iter().collect()
+    }
+
+    /// Refuses a blocked principal with 403 `principal_blocked`, before audit forwards anything.
+    async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+        let Some(p) = ctx.principal.as_deref() else {
+            return Ok(Flow::Continue);
+        };
+        if self.blocks.is_blocked(&key_of(p), self.clock.now()) {
+            metrics::BLOCKED.inc();
+            Stats::bump(&self.stats.blocked_requests, 1);
+            return Err(Denial::new(ErrorCode::PrincipalBlocked)
+                .with_cause("principal blocked after an exfiltration alert"));
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Notes the patients and Bundle entries a buffered response contained (only when another
+    /// stage buffered it: this stage never asks for buffering, so it adds no latency).
+    fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
+        let patients = self.rules.distinct.is_some() && self.rules.count_response_patients;
+        let entries = self.rules.paging.is_some()
+            && self.rules.measure == PagingMeasure::Entries
+            && ctx.response.entries.is_none();
+        if patients || entries {
+            let mut found = response::facts(body);
+            if !patients {
+                found.patients.clear();
+            }
+            ctx.extensions.insert(found);
+        }
+        Ok(())
+    }
+
+    /// Feeds the windows with what the request did and raises the alerts that fire.
+    async fn on_complete(&self, ctx: &RequestCtx) {
+        let Some(p) = ctx.principal.as_deref() else {
+            return;
+        };
+        // A blocked principal's refused requests were counted in on_request; they must not
+        // re-trigger the rules that blocked it.
+        if ctx.error == Some(ErrorCode::PrincipalBlocked) {
+            return;
+        }
+        let key = key_of(p);
+        let now = self.clock.now();
+        let state = self.principals.get_with_by_ref(&key, || Arc::new(Mutex::new(PrincipalState::default())));
+        let found = {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            st.observe(&self.rules, now, &observation(ctx))
+        };
+        for f in &found {
+            self.raise(ctx, p, &key, f, now);
+        }
+    }
+}

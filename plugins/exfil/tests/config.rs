@@ -1,0 +1,161 @@
+//! The `exfil:` section: the documented YAML shape, defaults, and every rejection at once.
+
+use std::path::Path;
+
+use phigate_exfil::{Action, ExfilConfig, PagingMeasure};
+use phigate_plugin::{ConfigIssue, StageBuildCtx};
+
+const FULL: &str = r#"
+alerts_path: alerts/exfil.jsonl
+queue_capacity: 1024
+max_principals: 50000
+sample_patient_ids: 3
+distinct_patients:
+  enabled: true
+  threshold: 40
+  window_secs: 1800
+  action: block
+  block_secs: 600
+  count_response_patients: false
+bulk_paging:
+  threshold: 2000
+  window_secs: 300
+  measure: pages
+id_enumeration:
+  threshold: 10
+  count_sequential: false
+  action: block
+rate_denials:
+  enabled: false
+policy_alerts:
+  window_secs: 0
+"#;
+
+fn parse(yaml: &str) -> Result<ExfilConfig, serde_yaml::Error> {
+    serde_yaml::from_str(yaml)
+}
+
+fn build(cfg: ExfilConfig, dir: &Path) -> Result<phigate_exfil::ExfilStage, Vec<ConfigIssue>> {
+    cfg.build(&StageBuildCtx { routes: &[], config_dir: dir })
+}
+
+#[test]
+fn full_section_parses_into_the_expected_config() {
+    let c = parse(FULL).unwrap();
+    let mut want = ExfilConfig::new("alerts/exfil.jsonl");
+    want.queue_capacity = 1024;
+    want.max_principals = 50_000;
+    want.sample_patient_ids = 3;
+    let d = &mut want.distinct_patients;
+    (d.threshold, d.window_secs, d.action, d.block_secs, d.count_response_patients) =
+        (40, 1800, Action::Block, 600, false);
+    let p = &mut want.bulk_paging;
+    (p.threshold, p.window_secs, p.measure) = (2000, 300, PagingMeasure::Pages);
+    let e = &mut want.id_enumeration;
+    (e.threshold, e.count_sequential, e.action) = (10, false, Action::Block);
+    want.rate_denials.enabled = false;
+    want.policy_alerts.window_secs = 0;
+    assert_eq!(c, want);
+}
+
+#[test]
+fn only_alerts_path_is_required_and_defaults_match_new() {
+    assert_eq!(parse("alerts_path: a.jsonl").unwrap(), ExfilConfig::new("a.jsonl"));
+    let d = ExfilConfig::new("a");
+    assert_eq!((d.distinct_patients.threshold, d.distinct_patients.window_secs), (50, 3600));
+    assert_eq!(d.distinct_patients.action, Action::Alert);
+    assert_eq!(d.bulk_paging.measure, PagingMeasure::Entries);
+    assert!(parse("queue_capacity: 3").is_err(), "alerts_path is required");
+}
+
+#[test]
+fn unknown_keys_are_rejected_at_every_level() {
+    assert!(parse("alerts_path: a\nalert_path: b").is_err());
+    assert!(parse("alerts_path: a\ndistinct_patients: {treshold: 3}").is_err());
+    // An option of another detector is an error, not silently ignored.
+    assert!(parse("alerts_path: a\ndistinct_patients: {measure: pages}").is_err());
+    assert!(parse("alerts_path: a\nid_enumeration: {action: kill}").is_err());
+}
+
+#[test]
+fn every_invalid_value_is_reported_at_once_without_the_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = ExfilConfig::new("a.jsonl");
+    c.queue_capacity = 0;
+    c.sample_patient_ids = 21;
+    c.distinct_patients.threshold = 0;
+    c.bulk_paging.window_secs = 0;
+    c.id_enumeration.block_secs = 10 * 86_400;
+    c.rate_denials.threshold = 987_654_321;
+    c.policy_alerts.window_secs = 8 * 86_400;
+    let issues = build(c, tmp.path()).unwrap_err();
+    let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "queue_capacity",
+            "sample_patient_ids",
+            "distinct_patients.threshold",
+            "bulk_paging.window_secs",
+            "id_enumeration.block_secs",
+            "rate_denials.threshold",
+            "policy_alerts.window_secs"
+        ]
+    );
+    assert!(issues.iter().all(|i| !i.message.contains("987654321")));
+    assert!(!tmp.path().join("a.jsonl").exists(), "nothing is opened for an invalid section");
+}
+
+#[test]
+fn a_disabled_detector_is_not_validated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = ExfilConfig::new("a.jsonl");
+    c.rate_denials.enabled = false;
+    c.rate_denials.threshold = 0;
+    assert!(build(c, tmp.path()).is_ok());
+}
+
+#[test]
+fn relative_alerts_path_resolves_against_the_config_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stage = build(ExfilConfig::new("alerts.jsonl"), tmp.path()).unwrap();
+    assert_eq!(stage.alerts_path(), tmp.path().join("alerts.jsonl"));
+    assert!(tmp.path().join("alerts.jsonl").is_file());
+}
+
+#[test]
+fn unopenable_alerts_path_is_a_config_issue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let issues = build(ExfilConfig::new("missing-dir/alerts.jsonl"), tmp.path()).unwrap_err();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].key_path, "alerts_path");
+    assert!(issues[0].message.starts_with("cannot open for appending"));
+}
+
+#[test]
+fn every_config_field_is_documented_in_the_schema() {
+    let schema = serde_json::to_value(schemars::schema_for!(ExfilConfig)).unwrap();
+    let mut objects = vec![&schema];
+    objects.extend(schema["$defs"].as_object().unwrap().values());
+    let mut fields = 0;
+    for o in objects {
+        for (name, prop) in o["properties"].as_object().into_iter().flatten() {
+            fields += 1;
+            assert!(prop["description"].as_str().is_some_and(|d| !d.is_empty()), "{name} has no doc");
+        }
+    }
+    assert!(fields >= 30, "{fields}");
+}
+
+#[test]
+fn readme_example_section_parses_to_the_defaults() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme.split("```yaml\n").nth(1).unwrap().split("```").next().unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
+    let section: ExfilConfig = serde_yaml::from_value(doc["exfil"].clone()).unwrap();
+    assert_eq!(
+        section,
+        ExfilConfig::new("/var/log/phigate/exfil-alerts.jsonl"),
+        "README says these are the defaults"
+    );
+}
