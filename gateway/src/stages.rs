@@ -36,6 +36,12 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
             Err(issues) => errors.extend(stage_issues("policy", issues, loaded)),
         }
     }
+    if let Some(exfil) = loaded.config.exfil.clone() {
+        match exfil.build(&ctx) {
+            Ok(stage) => built.decide.push(Arc::new(stage)),
+            Err(issues) => errors.extend(stage_issues("exfil", issues, loaded)),
+        }
+    }
     if let Some(audit) = loaded.config.audit.clone() {
         match audit.build(&ctx) {
             Ok(stage) => built.record.push(Arc::new(stage)),

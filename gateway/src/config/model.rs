@@ -40,6 +40,12 @@ pub struct Config {
     /// and verify responses. Absent: no policy stage.
     #[serde(default)]
     pub policy: Option<phigate_policy::PolicyConfig>,
+    /// Exfiltration watch (stage `exfil`, after policy): per-principal sliding windows over the
+    /// patients touched, pages fetched, ids probed and denials; findings become alert lines for
+    /// the SOC, and a rule with `action: block` suspends the principal (403 `principal_blocked`).
+    /// Policy-requested alerts (break-glass) go to the same file. Absent: no exfil stage.
+    #[serde(default)]
+    pub exfil: Option<phigate_exfil::ExfilConfig>,
     /// The tamper-evident audit trail (stage `audit`, always last): every request is recorded
     /// durably before anything is forwarded. Absent: no audit stage (not for PHI routes).
     #[serde(default)]
