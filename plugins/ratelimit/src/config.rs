@@ -271,9 +271,7 @@ impl LimitConfig {
         } else if earlier.iter().any(|e| e.name == self.name) {
             bad("name", "is used by an earlier limit");
         }
-        let dims = Dims::parse(&self.key)
-            .map_err(|m| bad("key", m))
-            .ok();
+        let dims = Dims::parse(&self.key).map_err(|m| bad("key", m)).ok();
         let rate = Rate::new(self.requests, self.period_secs, self.burst.unwrap_or(self.requests))
             .map_err(|(k, m)| bad(k, m))
             .ok();

@@ -55,7 +55,8 @@ impl Rate {
     /// The governor quota for this rate.
     pub(crate) fn quota(&self) -> Quota {
         // `emission` is at least a microsecond (checked in `new`), so `with_period` is `Some`.
-        Quota::with_period(self.emission).map_or_else(|| Quota::per_second(self.burst), |q| q)
+        Quota::with_period(self.emission)
+            .unwrap_or_else(|| Quota::per_second(self.burst))
             .allow_burst(self.burst)
     }
 

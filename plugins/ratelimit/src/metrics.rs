@@ -25,7 +25,8 @@ fn or_unregistered<T>(r: prometheus::Result<T>, fallback: impl FnOnce() -> prome
 /// Decisions per limit: `allowed`, `denied`, `failure_allowed` (backend down,
 /// `failure_mode: allow`), `failure_denied` (backend down, refused).
 pub(crate) static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = || Opts::new("phigate_ratelimit_decisions_total", "Rate-limit decisions, by limit and result.");
+    let opts =
+        || Opts::new("phigate_ratelimit_decisions_total", "Rate-limit decisions, by limit and result.");
     or_unregistered(register_int_counter_vec!(opts(), &["limit", "result"]), || {
         IntCounterVec::new(opts(), &["limit", "result"])
     })

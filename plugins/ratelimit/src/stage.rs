@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use http::header::RETRY_AFTER;
 use http::{HeaderName, HeaderValue};
-use phigate_plugin::{
-    async_trait, BackgroundTask, Denial, ErrorCode, Flow, Readiness, RequestCtx, Stage,
-};
+use phigate_plugin::{async_trait, BackgroundTask, Denial, ErrorCode, Flow, Readiness, RequestCtx, Stage};
 
 use crate::config::{FailureMode, RedisConfig};
 use crate::headers;
@@ -174,7 +172,13 @@ impl Inner {
     }
 
     /// The answer when the backend failed: the failure mode decides, and it is counted.
-    fn failed(&self, ctx: &mut RequestCtx, mode: FailureMode, why: &str, counted: &[usize]) -> Result<Flow, Denial> {
+    fn failed(
+        &self,
+        ctx: &mut RequestCtx,
+        mode: FailureMode,
+        why: &str,
+        counted: &[usize],
+    ) -> Result<Flow, Denial> {
         let allowed = mode == FailureMode::Allow;
         for m in counted.iter().filter_map(|&i| self.limits.get(i)).map(|l| &l.metrics) {
             if allowed {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use governor::clock::FakeRelativeClock;
 use http::{HeaderMap, Method};
 use phigate_plugin::{
-    Denial, ErrorCode, Flow, Principal, RequestCtx, RequestId, RequestInfo, RouteMeta, Stage,
-    StageBuildCtx, Subject, TenantId,
+    Denial, ErrorCode, Flow, Principal, RequestCtx, RequestId, RequestInfo, RouteMeta, Stage, StageBuildCtx,
+    Subject, TenantId,
 };
 
 use crate::memory::LimitClock;
@@ -232,7 +232,8 @@ async fn every_applicable_limit_must_pass_and_the_refusal_is_recorded() {
         limit("route_cap", "route", 2, 60, 2),
     ]);
     let s = stage(cfg, &clock);
-    let users: Vec<_> = ["u1", "u2", "u3"].iter().map(|u| req(Some(principal("iss", u, None)), "192.0.2.1")).collect();
+    let users: Vec<_> =
+        ["u1", "u2", "u3"].iter().map(|u| req(Some(principal("iss", u, None)), "192.0.2.1")).collect();
     assert!(allowed(&s, &users[0]).await && allowed(&s, &users[1]).await);
     let mut c = ctx(&users[2]);
     let d = s.on_request(&mut c).await.expect_err("the route cap is shared");

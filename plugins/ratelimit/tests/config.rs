@@ -100,7 +100,10 @@ fn bad_redis_settings_are_reported_without_echoing_the_url() {
         "backend: redis\nredis: {{ url: 'redis://:hunter2@[::1', timeout_ms: 0, connect_timeout_ms: 0, key_prefix: 'a b' }}\n{l}"
     ));
     let issues = build(cfg).expect_err("invalid");
-    assert_eq!(paths(&issues), ["redis.timeout_ms", "redis.connect_timeout_ms", "redis.key_prefix", "redis.url"]);
+    assert_eq!(
+        paths(&issues),
+        ["redis.timeout_ms", "redis.connect_timeout_ms", "redis.key_prefix", "redis.url"]
+    );
     assert!(issues.iter().all(|i| !i.message.contains("hunter2")), "{issues:?}");
     let tls = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h' }}\n{l}"));
     let issues = build(tls).expect_err("no TLS in this build");

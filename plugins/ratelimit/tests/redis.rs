@@ -6,7 +6,9 @@ mod common;
 
 use common::{backend_errors, ctx, decisions, eventually, free_port, ready, stage, RedisServer};
 use phigate_plugin::{ErrorCode, Flow, Readiness, Stage};
-use phigate_ratelimit::{BackendKind, FailureMode, LimitConfig, RateLimitConfig, RateLimitEvent, RedisConfig};
+use phigate_ratelimit::{
+    BackendKind, FailureMode, LimitConfig, RateLimitConfig, RateLimitEvent, RedisConfig,
+};
 
 /// Failure tests read process-wide counters: they run one at a time.
 static FAILURES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -128,7 +130,10 @@ async fn redis_down_with_failure_mode_allow_forwards_and_counts() {
     for _ in 0..5 {
         let mut c = ctx(Some("alice"), 0);
         assert!(matches!(s.on_request(&mut c).await, Ok(Flow::Continue)), "failure_mode: allow");
-        assert_eq!(c.extensions.get::<RateLimitEvent>(), Some(&RateLimitEvent::BackendFailed { allowed: true }));
+        assert_eq!(
+            c.extensions.get::<RateLimitEvent>(),
+            Some(&RateLimitEvent::BackendFailed { allowed: true })
+        );
     }
     assert_eq!(decisions("down_allow", "failure_allowed"), 5);
     assert_eq!(decisions("down_allow", "allowed"), 0);
@@ -160,6 +165,7 @@ async fn reconnects_after_redis_restarts() {
     server.kill();
     assert_eq!(s.on_request(&mut ctx(Some("alice"), 0)).await.expect_err("down").code, ErrorCode::NotReady);
     let _server = RedisServer::start_on(port).expect("port still free");
-    eventually("requests served again", async || s.on_request(&mut ctx(Some("alice"), 0)).await.is_ok()).await;
+    eventually("requests served again", async || s.on_request(&mut ctx(Some("alice"), 0)).await.is_ok())
+        .await;
     assert!(matches!(s.readiness(), Readiness::Ready(None)));
 }
