@@ -55,7 +55,7 @@ pub enum BackendKind {
 }
 
 /// The Redis backend.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]` (`redis+unix:///path` also works). TLS
@@ -130,6 +130,19 @@ fn default_connect_timeout_ms() -> u64 {
 }
 fn default_key_prefix() -> String {
     "phigate:rl:".to_owned()
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: a debug print of the config must not.
+        f.debug_struct("RedisConfig")
+            .field("url", &"<redacted>")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("failure_mode", &self.failure_mode)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 impl RedisConfig {

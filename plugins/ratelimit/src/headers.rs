@@ -9,7 +9,12 @@ use std::fmt::Write;
 use http::{HeaderName, HeaderValue};
 
 use crate::limit::Limit;
-use crate::stage::{retry_after_secs, Applied, RATELIMIT, RATELIMIT_POLICY};
+use crate::stage::{retry_after_secs, Applied};
+
+/// `RateLimit-Policy`: the quota of each limit that applied.
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: what is left of each.
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 fn policy_item(out: &mut String, l: &Limit) {
     let _ = write!(out, "\"{}\";q={};w={}", l.name, l.rate.requests, l.rate.period_secs);

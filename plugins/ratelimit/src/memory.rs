@@ -3,7 +3,7 @@
 //! Memory stays bounded: a periodic sweep ([`MemoryBackend::sweep`], run by the stage's
 //! background task) drops every key whose bucket is full again. Such a key is indistinguishable
 //! from a new one, so the sweep never changes a decision; what remains is the keys active within
-//! the last `burst × T` plus the sweep interval.
+//! the last `burst × T` (plus one `T`: governor's margin) plus the sweep interval.
 
 use std::time::Instant;
 

@@ -105,6 +105,9 @@ fn bad_redis_settings_are_reported_without_echoing_the_url() {
         ["redis.timeout_ms", "redis.connect_timeout_ms", "redis.key_prefix", "redis.url"]
     );
     assert!(issues.iter().all(|i| !i.message.contains("hunter2")), "{issues:?}");
+    let debug =
+        format!("{:?}", parse(&format!("backend: redis\nredis: {{ url: 'redis://:hunter2@h' }}\n{l}")));
+    assert!(debug.contains("<redacted>") && !debug.contains("hunter2"), "{debug}");
     let tls = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h' }}\n{l}"));
     let issues = build(tls).expect_err("no TLS in this build");
     assert_eq!(paths(&issues), ["redis.url"]);

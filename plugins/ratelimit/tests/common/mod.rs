@@ -41,8 +41,14 @@ impl RedisServer {
 
     /// Starts `redis-server` on `port`; `None` if it exited (port taken meanwhile).
     pub fn start_on(port: u16) -> Option<RedisServer> {
+        RedisServer::start_with(port, &[])
+    }
+
+    /// Starts `redis-server` on `port` with extra arguments (like `--requirepass x`).
+    pub fn start_with(port: u16, extra: &[&str]) -> Option<RedisServer> {
         let spawned = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -74,7 +80,7 @@ impl RedisServer {
 
     /// Whether the server answers `PING` with `+PONG`.
     pub fn ping(&self) -> bool {
-        self.command("PING\r\n").is_some_and(|r| r.starts_with("+PONG"))
+        self.command("PING\r\n").is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
     }
 
     /// Sends one raw RESP inline command and returns the first reply chunk.
