@@ -68,8 +68,9 @@ pub struct RedisConfig {
     /// Longest a connection attempt may take, in milliseconds. 1..=60000. Default: 1000.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// What happens to a request when Redis cannot answer: `deny` (503 `not_ready`, fail closed)
-    /// or `allow` (forwarded unlimited, counted as `failure_allowed`). Default: `deny`.
+    /// What happens to a request when Redis cannot answer: `deny` (503 `not_ready`, fail closed),
+    /// `allow` (forwarded unlimited, counted as `failure_allowed`) or `local` (limited by this
+    /// instance alone, counted as `failure_local`). Default: `deny`.
     #[serde(default)]
     pub failure_mode: FailureMode,
     /// Prefix of every key the stage writes. Keys are `<prefix><limit>:<hash>`: the hash hides
@@ -88,6 +89,10 @@ pub enum FailureMode {
     /// Forward it without limiting; counted in
     /// `phigate_ratelimit_decisions_total{result="failure_allowed"}`.
     Allow,
+    /// Enforce the limits in this instance's memory until Redis answers again (each replica
+    /// then limits only its own traffic: up to N times the limit with N replicas); counted in
+    /// `phigate_ratelimit_decisions_total{result="failure_local"}`.
+    Local,
 }
 
 /// One limit.

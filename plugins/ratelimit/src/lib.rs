@@ -11,8 +11,8 @@
 //! * **Backends**: in memory (governor: GCRA in a sharded map, swept so it stays bounded), or
 //!   Redis (the same GCRA in one atomic Lua script per request, on Redis server time).
 //! * **Fails closed**: when Redis cannot answer in `timeout_ms`, `failure_mode: deny` (default)
-//!   refuses with 503 `not_ready`; `allow` forwards, and both are counted
-//!   (`phigate_ratelimit_decisions_total{result="failure_*"}`,
+//!   refuses with 503 `not_ready`; `allow` forwards unlimited; `local` limits with this
+//!   instance's memory. All are counted (`phigate_ratelimit_decisions_total{result="failure_*"}`,
 //!   `phigate_ratelimit_backend_errors_total`). Up/down transitions are logged once each.
 //!   The Redis backend is not ready until Redis first answers `PING`.
 //! * **Never logged or labelled**: principals, tenants, addresses, the Redis URL. Metric labels

@@ -87,6 +87,8 @@ pub(crate) struct LimitMetrics {
     pub(crate) failure_allowed: IntCounter,
     /// The backend failed and the request was refused.
     pub(crate) failure_denied: IntCounter,
+    /// The backend failed and the in-memory fallback decided (`failure_mode: local`).
+    pub(crate) failure_local: IntCounter,
 }
 
 /// One limit, ready for the hot path.
@@ -121,6 +123,7 @@ impl Limit {
             denied: counter("denied"),
             failure_allowed: counter("failure_allowed"),
             failure_denied: counter("failure_denied"),
+            failure_local: counter("failure_local"),
         };
         Limit { name: name.into(), dims, rate, routes, methods, metrics }
     }

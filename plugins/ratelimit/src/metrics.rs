@@ -23,7 +23,8 @@ fn or_unregistered<T>(r: prometheus::Result<T>, fallback: impl FnOnce() -> prome
 }
 
 /// Decisions per limit: `allowed`, `denied`, `failure_allowed` (backend down,
-/// `failure_mode: allow`), `failure_denied` (backend down, refused).
+/// `failure_mode: allow`), `failure_denied` (backend down, refused), `failure_local` (backend
+/// down, the in-memory fallback decided: its `allowed`/`denied` are counted too).
 pub(crate) static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     let opts =
         || Opts::new("phigate_ratelimit_decisions_total", "Rate-limit decisions, by limit and result.");

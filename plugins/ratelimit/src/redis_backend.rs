@@ -167,6 +167,7 @@ impl RedisBackend {
                 let mode = match self.failure_mode {
                     FailureMode::Deny => "refusing requests (failure_mode: deny)",
                     FailureMode::Allow => "forwarding requests unlimited (failure_mode: allow)",
+                    FailureMode::Local => "limiting per instance (failure_mode: local)",
                 };
                 let why = why.map_or("unknown", BackendError::kind);
                 log::warn!("rate-limit redis backend unavailable ({why}); {mode}");

@@ -55,11 +55,6 @@ pub(crate) enum Verdict {
     Limited { limit: usize, retry_after: Duration },
 }
 
-pub(crate) enum Backend {
-    Memory(MemoryBackend),
-    Redis(Arc<RedisBackend>),
-}
-
 /// Everything [`RateLimitConfig::build`](crate::RateLimitConfig::build) validated.
 pub(crate) struct StageParts {
     pub(crate) limits: Vec<Limit>,
@@ -76,7 +71,11 @@ pub(crate) struct Inner {
     by_route: Box<[Box<[usize]>]>,
     /// The limits without a route filter (for a route index the stage was not built with).
     unrouted: Box<[usize]>,
-    pub(crate) backend: Backend,
+    /// The shared backend, with `backend: redis`.
+    redis: Option<Arc<RedisBackend>>,
+    /// In-memory limiters: the backend with `backend: memory`, the fallback with
+    /// `failure_mode: local`.
+    memory: Option<MemoryBackend>,
     ipv6_prefix_len: u8,
     response_headers: bool,
     sweep_interval: Duration,
@@ -101,19 +100,13 @@ impl RateLimitStage {
     /// Keys the in-memory backend holds right now, over all limits (0 with Redis). Each costs
     /// about 170 bytes, the map's spare capacity included (measured in `benches/limit.rs`).
     pub fn tracked_keys(&self) -> usize {
-        match &self.inner.backend {
-            Backend::Memory(m) => m.key_count(),
-            Backend::Redis(_) => 0,
-        }
+        self.inner.memory.as_ref().map_or(0, MemoryBackend::key_count)
     }
 
     /// Runs the in-memory sweep now (the background task runs it every `sweep_interval_secs`):
     /// forgets the keys whose bucket is full again, and returns the keys left.
     pub fn sweep_now(&self) -> usize {
-        match &self.inner.backend {
-            Backend::Memory(m) => m.sweep(&self.inner.limits),
-            Backend::Redis(_) => 0,
-        }
+        self.inner.memory.as_ref().map_or(0, |m| m.sweep(&self.inner.limits))
     }
 
     pub(crate) fn with_clock(parts: StageParts, clock: LimitClock) -> Self {
@@ -125,17 +118,18 @@ impl RateLimitStage {
             .collect();
         let unrouted =
             parts.limits.iter().enumerate().filter(|(_, l)| l.routes.is_none()).map(|(i, _)| i).collect();
-        let backend = match &parts.redis {
-            Some((cfg, client)) => {
-                Backend::Redis(Arc::new(RedisBackend::new(cfg, client.clone(), &parts.limits)))
-            }
-            None => Backend::Memory(MemoryBackend::new(&parts.limits, clock)),
-        };
+        let redis = parts
+            .redis
+            .as_ref()
+            .map(|(cfg, client)| Arc::new(RedisBackend::new(cfg, client.clone(), &parts.limits)));
+        let local = redis.as_ref().is_none_or(|r| r.failure_mode == FailureMode::Local);
+        let memory = local.then(|| MemoryBackend::new(&parts.limits, clock));
         let inner = Inner {
             limits: parts.limits.into(),
             by_route,
             unrouted,
-            backend,
+            redis,
+            memory,
             ipv6_prefix_len: parts.ipv6_prefix_len,
             response_headers: parts.response_headers,
             sweep_interval: parts.sweep_interval,
@@ -179,12 +173,12 @@ impl Inner {
         why: &str,
         counted: &[usize],
     ) -> Result<Flow, Denial> {
-        let allowed = mode == FailureMode::Allow;
+        let allowed = mode != FailureMode::Deny;
         for m in counted.iter().filter_map(|&i| self.limits.get(i)).map(|l| &l.metrics) {
-            if allowed {
-                m.failure_allowed.inc();
-            } else {
-                m.failure_denied.inc();
+            match mode {
+                FailureMode::Allow => m.failure_allowed.inc(),
+                FailureMode::Deny => m.failure_denied.inc(),
+                FailureMode::Local => m.failure_local.inc(),
             }
         }
         ctx.extensions.insert(RateLimitEvent::BackendFailed { allowed });
@@ -209,45 +203,64 @@ impl Stage for RateLimitStage {
     }
 
     fn readiness(&self) -> Readiness {
-        match &self.inner.backend {
-            Backend::Memory(_) => Readiness::Ready(None),
-            Backend::Redis(r) if !r.ever_up() => Readiness::NotReady("redis has not answered yet".into()),
-            Backend::Redis(r) if r.is_up() => Readiness::Ready(None),
+        match &self.inner.redis {
+            None => Readiness::Ready(None),
+            Some(r) if !r.ever_up() => Readiness::NotReady("redis has not answered yet".into()),
+            Some(r) if r.is_up() => Readiness::Ready(None),
             // Every replica shares this Redis: going unready would empty the whole service at
             // once. Requests get the failure mode instead, and the detail shows it.
-            Backend::Redis(r) => Readiness::Ready(Some(match r.failure_mode {
+            Some(r) => Readiness::Ready(Some(match r.failure_mode {
                 FailureMode::Deny => "redis unavailable: refusing requests".into(),
                 FailureMode::Allow => "redis unavailable: not limiting".into(),
+                FailureMode::Local => "redis unavailable: limiting per instance".into(),
             })),
         }
     }
 
     fn background_tasks(&self) -> Vec<BackgroundTask> {
-        let inner = Arc::clone(&self.inner);
-        match &self.inner.backend {
-            Backend::Redis(r) => vec![Box::pin(Arc::clone(r).run())],
-            Backend::Memory(_) => vec![Box::pin(async move {
+        let mut tasks: Vec<BackgroundTask> = Vec::new();
+        if let Some(r) = &self.inner.redis {
+            tasks.push(Box::pin(Arc::clone(r).run()));
+        }
+        if self.inner.memory.is_some() {
+            let inner = Arc::clone(&self.inner);
+            tasks.push(Box::pin(async move {
                 let mut tick = tokio::time::interval(inner.sweep_interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    if let Backend::Memory(m) = &inner.backend {
+                    if let Some(m) = &inner.memory {
                         m.sweep(&inner.limits);
                     }
                 }
-            })],
+            }));
         }
+        tasks
     }
 
     async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
         let inner = &*self.inner;
         let mut applied = inner.response_headers.then(Vec::new);
-        let verdict = match &inner.backend {
-            Backend::Memory(m) => m.check(inner.applicable(ctx), applied.as_mut()),
-            Backend::Redis(r) => match r.check(inner.applicable(ctx), applied.as_mut()).await {
-                Ok(v) => v,
-                Err((e, counted)) => return inner.failed(ctx, r.failure_mode, e.kind(), &counted),
+        let shared = match &inner.redis {
+            Some(r) => match r.check(inner.applicable(ctx), applied.as_mut()).await {
+                Ok(v) => Some(v),
+                Err((e, counted)) => {
+                    let flow = inner.failed(ctx, r.failure_mode, e.kind(), &counted);
+                    if r.failure_mode != FailureMode::Local {
+                        return flow;
+                    }
+                    None
+                }
             },
+            None => None,
+        };
+        let verdict = match (shared, &inner.memory) {
+            (Some(v), _) => v,
+            (None, Some(m)) => m.check(inner.applicable(ctx), applied.as_mut()),
+            // Unreachable by construction (no Redis means memory); refuse rather than guess.
+            (None, None) => {
+                return Err(Denial::new(ErrorCode::InternalError).with_cause("no rate-limit backend"))
+            }
         };
         match verdict {
             Verdict::Allow => {

@@ -1,6 +1,6 @@
 //! The Redis backend against a real `redis-server` (installed by `.ci/setup`; these tests fail,
 //! not skip, without it): shared limits across stage instances, the Lua GCRA, the script cache
-//! fallback, readiness, and both failure modes when Redis dies.
+//! fallback, readiness, and the three failure modes when Redis dies.
 
 mod common;
 
@@ -138,6 +138,34 @@ async fn redis_down_with_failure_mode_allow_forwards_and_counts() {
     assert_eq!(decisions("down_allow", "failure_allowed"), 5);
     assert_eq!(decisions("down_allow", "allowed"), 0);
     assert!(backend_errors() >= errors_before + 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_failure_mode_local_limits_per_instance() {
+    let _serial = FAILURES.lock().await;
+    let mut server = RedisServer::start();
+    let s = stage(redis_config(&server.url(), FailureMode::Local, vec![slow("down_local", "principal")]));
+    ready(&s).await;
+    assert!(s.on_request(&mut ctx(Some("alice"), 0)).await.is_ok());
+    assert_eq!(s.tracked_keys(), 0, "the fallback is untouched while Redis answers");
+    server.kill();
+    for _ in 0..3 {
+        let mut c = ctx(Some("alice"), 0);
+        assert!(s.on_request(&mut c).await.is_ok(), "a fresh local bucket");
+        assert_eq!(
+            c.extensions.get::<RateLimitEvent>(),
+            Some(&RateLimitEvent::BackendFailed { allowed: true })
+        );
+    }
+    let mut c = ctx(Some("alice"), 0);
+    let d = s.on_request(&mut c).await.expect_err("the local burst of 3 is spent");
+    assert_eq!(d.code, ErrorCode::RateLimited);
+    assert_eq!(retry_after(&d), "1200");
+    assert!(matches!(c.extensions.get::<RateLimitEvent>(), Some(RateLimitEvent::Limited { .. })));
+    assert!(s.on_request(&mut ctx(Some("bob"), 0)).await.is_ok(), "per key, as in Redis");
+    assert_eq!(decisions("down_local", "failure_local"), 5);
+    assert_eq!(decisions("down_local", "denied"), 1);
+    assert!(matches!(s.readiness(), Readiness::Ready(Some(ref why)) if why.contains("per instance")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
