@@ -5,8 +5,10 @@
 //!
 //! `cargo bench -p phigate-ratelimit --bench limit`.
 //!
-//! Measured 2026-11-23 on the shared 2-core dev machine (numbers are noisy; see the report in
-//! the README): see the `MEASURED` notes printed by the run and the README's Measurements.
+//! Measured 2026-11-23 on the shared 2-core dev machine at load average 3-6 (upper bounds):
+//! hit path one limit 250-280 ns, two limits 270-400 ns, refused 270-320 ns, hit among 1 M keys
+//! 540-570 ns, insert of a new key 720-790 ns, ~165 bytes per key, sweep of 1 M keys 13-60 ms,
+//! Redis (loopback, two limits, one round trip) 50-110 µs. The README has the table.
 
 use std::future::Future;
 use std::hint::black_box;
