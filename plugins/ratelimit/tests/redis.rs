@@ -89,10 +89,24 @@ async fn evalsha_falls_back_to_eval_after_script_flush() {
     let s = stage(redis_config(&server.url(), FailureMode::Deny, vec![slow("flushed", "principal")]));
     ready(&s).await;
     assert!(s.on_request(&mut ctx(Some("alice"), 0)).await.is_ok());
+    assert_eq!(calls(&server), (1, 0), "EVALSHA, no EVAL");
     assert!(server.command("SCRIPT FLUSH\r\n").is_some_and(|r| r.starts_with("+OK")));
     assert!(s.on_request(&mut ctx(Some("alice"), 0)).await.is_ok(), "EVAL after NOSCRIPT");
+    assert_eq!(calls(&server), (2, 1), "EVALSHA answered NOSCRIPT, then EVAL");
     assert!(s.on_request(&mut ctx(Some("alice"), 0)).await.is_ok(), "EVALSHA again (EVAL re-cached it)");
+    assert_eq!(calls(&server), (3, 1));
     assert_eq!(s.on_request(&mut ctx(Some("alice"), 0)).await.expect_err("4th").code, ErrorCode::RateLimited);
+}
+
+/// `(EVALSHA, EVAL)` calls so far, from `INFO commandstats` (a NOSCRIPT reply counts as a call).
+fn calls(server: &RedisServer) -> (u64, u64) {
+    let stats = server.command("INFO commandstats\r\n").expect("INFO");
+    let count = |cmd: &str| {
+        let line = stats.lines().find(|l| l.starts_with(&format!("cmdstat_{cmd}:")));
+        let calls = line.and_then(|l| l.split("calls=").nth(1)).and_then(|c| c.split(',').next());
+        calls.map_or(0, |c| c.parse().expect("number"))
+    };
+    (count("evalsha"), count("eval"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
