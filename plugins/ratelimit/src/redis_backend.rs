@@ -126,21 +126,12 @@ impl RedisBackend {
             Ok(Err(e)) => return Err((self.failed(e, Some(&c)), indices(&order))),
             Err(_) => return Err((self.failed(BackendError::Timeout, Some(&c)), indices(&order))),
         };
-        self.mark(UP, None);
+        // Only the connection keeper marks Redis up again (after a PING), so intermittent
+        // failures log at most one down/up pair per health interval, not one per request.
         let Some(verdict) = decode(&reply, &order, applied) else {
             return Err((self.failed(BackendError::Script, None), indices(&order)));
         };
-        let passed = match verdict {
-            Verdict::Allow => order.len(),
-            Verdict::Limited { limit, .. } => order.iter().position(|&(i, _)| i == limit).unwrap_or(0),
-        };
-        for (n, (_, limit)) in order.iter().enumerate() {
-            match n.cmp(&passed) {
-                std::cmp::Ordering::Less => limit.metrics.allowed.inc(),
-                std::cmp::Ordering::Equal => limit.metrics.denied.inc(),
-                std::cmp::Ordering::Greater => break,
-            }
-        }
+        count(&order, verdict);
         Ok(verdict)
     }
 
@@ -257,6 +248,21 @@ async fn eval(
             cmd.query_async::<Vec<i64>>(conn).await.map_err(|e| BackendError::from_redis(&e))
         }
         Err(e) => Err(BackendError::from_redis(&e)),
+    }
+}
+
+/// Counts the limits the script passed as allowed and the one that refused as denied.
+fn count(order: &[(usize, &Limit)], verdict: Verdict) {
+    let passed = match verdict {
+        Verdict::Allow => order.len(),
+        Verdict::Limited { limit, .. } => order.iter().position(|&(i, _)| i == limit).unwrap_or(0),
+    };
+    for (n, (_, limit)) in order.iter().enumerate() {
+        match n.cmp(&passed) {
+            std::cmp::Ordering::Less => limit.metrics.allowed.inc(),
+            std::cmp::Ordering::Equal => limit.metrics.denied.inc(),
+            std::cmp::Ordering::Greater => break,
+        }
     }
 }
 
