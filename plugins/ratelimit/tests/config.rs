@@ -1,0 +1,133 @@
+//! The `rate_limits:` section: the README example builds, every problem is reported at once with
+//! its key path and without echoing values, and every field is documented in the schema.
+
+mod common;
+
+use std::path::Path;
+
+use phigate_plugin::{ConfigIssue, StageBuildCtx};
+use phigate_ratelimit::{RateLimitConfig, RateLimitStage};
+
+fn parse(yaml: &str) -> RateLimitConfig {
+    serde_yaml::from_str(yaml).expect("parses")
+}
+
+fn build(cfg: RateLimitConfig) -> Result<RateLimitStage, Vec<ConfigIssue>> {
+    let routes = common::routes();
+    cfg.build(&StageBuildCtx { routes: &routes, config_dir: Path::new("/") })
+}
+
+fn paths(issues: &[ConfigIssue]) -> Vec<&str> {
+    issues.iter().map(|i| i.key_path.as_str()).collect()
+}
+
+#[test]
+fn readme_example_builds() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let block = &readme[start..start + readme[start..].find("```").expect("closed")];
+    let doc: serde_yaml::Value = serde_yaml::from_str(block).expect("yaml");
+    let section = doc.get("rate_limits").expect("rate_limits section").clone();
+    let cfg: RateLimitConfig = serde_yaml::from_value(section).expect("matches the config types");
+    assert_eq!(cfg.limits.len(), 4);
+    build(cfg).expect("the documented example is valid");
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_key_path() {
+    let cfg = parse(
+        r#"
+ipv6_prefix_len: 8
+limits:
+  - { name: Bad-Name, key: principal, requests: 1, period_secs: 1 }
+  - { name: dup, key: user, requests: 0, period_secs: 1 }
+  - { name: dup, key: principal+tenant, requests: 1, period_secs: 0 }
+  - { name: routes, key: route, requests: 1, period_secs: 1, routes: [fhir, nope], methods: [GET, get] }
+  - { name: burst, key: client_ip, requests: 1, period_secs: 1, burst: 0 }
+"#,
+    );
+    let issues = build(cfg).expect_err("invalid");
+    assert_eq!(
+        paths(&issues),
+        [
+            "ipv6_prefix_len",
+            "limits[0].name",
+            "limits[1].key",
+            "limits[1].requests",
+            "limits[2].name",
+            "limits[2].key",
+            "limits[2].period_secs",
+            "limits[3].routes[1]",
+            "limits[3].methods[1]",
+            "limits[4].burst",
+        ]
+    );
+    assert!(issues.iter().all(|i| !i.message.contains("nope") && !i.message.contains("Bad-Name")));
+}
+
+#[test]
+fn empty_limit_list_is_refused() {
+    let issues = build(parse("limits: []")).expect_err("useless section");
+    assert_eq!(paths(&issues), ["limits"]);
+}
+
+#[test]
+fn unknown_fields_are_refused() {
+    let err = serde_yaml::from_str::<RateLimitConfig>("limits: []\nbackend_url: x").unwrap_err();
+    assert!(err.to_string().contains("backend_url"), "{err}");
+    let err = serde_yaml::from_str::<RateLimitConfig>(
+        "limits: [{ name: a, key: route, requests: 1, period_secs: 1, window: 3 }]",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("window"), "{err}");
+}
+
+#[test]
+fn redis_section_must_match_the_backend() {
+    let l = "limits: [{ name: a, key: route, requests: 1, period_secs: 1 }]";
+    let issues = build(parse(&format!("backend: redis\n{l}"))).expect_err("no redis section");
+    assert_eq!(paths(&issues), ["redis"]);
+    let issues = build(parse(&format!("redis: {{ url: 'redis://h' }}\n{l}"))).expect_err("memory + redis");
+    assert_eq!(paths(&issues), ["redis"]);
+    let ok = build(parse(&format!("backend: redis\nredis: {{ url: 'redis://127.0.0.1:1/0' }}\n{l}")));
+    assert!(ok.is_ok(), "building does no I/O: an unreachable Redis is not a config error");
+}
+
+#[test]
+fn bad_redis_settings_are_reported_without_echoing_the_url() {
+    let l = "limits: [{ name: a, key: route, requests: 1, period_secs: 1 }]";
+    let cfg = parse(&format!(
+        "backend: redis\nredis: {{ url: 'redis://:hunter2@[::1', timeout_ms: 0, connect_timeout_ms: 0, key_prefix: 'a b' }}\n{l}"
+    ));
+    let issues = build(cfg).expect_err("invalid");
+    assert_eq!(
+        paths(&issues),
+        ["redis.timeout_ms", "redis.connect_timeout_ms", "redis.key_prefix", "redis.url"]
+    );
+    assert!(issues.iter().all(|i| !i.message.contains("hunter2")), "{issues:?}");
+    let debug =
+        format!("{:?}", parse(&format!("backend: redis\nredis: {{ url: 'redis://:hunter2@h' }}\n{l}")));
+    assert!(debug.contains("<redacted>") && !debug.contains("hunter2"), "{debug}");
+    let tls = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h' }}\n{l}"));
+    let issues = build(tls).expect_err("no TLS in this build");
+    assert_eq!(paths(&issues), ["redis.url"]);
+    assert!(issues[0].message.contains("TLS") && !issues[0].message.contains("hunter2"));
+}
+
+#[test]
+fn every_config_field_is_documented_in_the_schema() {
+    let schema = serde_json::to_value(schemars::schema_for!(RateLimitConfig)).unwrap();
+    let mut objects = vec![&schema];
+    if let Some(defs) = schema.get("$defs").and_then(|d| d.as_object()) {
+        objects.extend(defs.values());
+    }
+    let mut checked = 0;
+    for obj in objects {
+        for (name, prop) in obj.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+            let doc = prop.get("description").and_then(|d| d.as_str()).unwrap_or("");
+            assert!(!doc.trim().is_empty(), "field `{name}` has no doc");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18, "the fields of all three structs were seen");
+}
