@@ -30,6 +30,12 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
             Err(issues) => errors.extend(stage_issues("identity", issues, loaded)),
         }
     }
+    if let Some(limits) = loaded.config.rate_limits.clone() {
+        match limits.build(&ctx) {
+            Ok(stage) => built.decide.push(Arc::new(stage)),
+            Err(issues) => errors.extend(stage_issues("rate_limits", issues, loaded)),
+        }
+    }
     if let Some(policy) = loaded.config.policy.clone() {
         match policy.build(&ctx) {
             Ok(stage) => built.decide.push(Arc::new(stage)),

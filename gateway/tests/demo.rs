@@ -29,7 +29,15 @@ fn demo_starts_writes_demo_json_and_its_curl_line_returns_200() {
     }
     let demo: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo.json")).unwrap()).unwrap();
-    for key in ["config_path", "ca_cert", "client_cert", "client_key", "audit_dir", "audit_public_key"] {
+    for key in [
+        "config_path",
+        "ca_cert",
+        "client_cert",
+        "client_key",
+        "audit_dir",
+        "audit_public_key",
+        "alerts_path",
+    ] {
         let path = demo[key].as_str().unwrap_or_else(|| panic!("{key} missing"));
         assert!(std::path::Path::new(path).exists(), "{key}: {path} does not exist");
     }

@@ -35,6 +35,11 @@ pub struct Config {
     /// Absent: no identity stage (requests are anonymous; not for PHI routes).
     #[serde(default)]
     pub identity: Option<phigate_identity::IdentityConfig>,
+    /// Rate limits (stage `ratelimit`, after identity, before policy): GCRA limits keyed by
+    /// principal, tenant, client IP and/or route, in memory or shared by every replica through
+    /// Redis; over a limit is 429 `rate_limited` with `Retry-After`. Absent: no rate limits.
+    #[serde(default)]
+    pub rate_limits: Option<phigate_ratelimit::RateLimitConfig>,
     /// Patient-level authorization (stage `policy`, after identity): Rego policies decide over the
     /// principal, the classified FHIR request and the policy data; obligations narrow searches
     /// and verify responses. Absent: no policy stage.

@@ -141,6 +141,7 @@ fn write_demo_json(demo: &Demo) -> std::io::Result<()> {
         "client_key": demo.pki.client_key,
         "audit_dir": demo.dir.join("audit"),
         "audit_public_key": demo.dir.join("audit-signing.pub"),
+        "alerts_path": demo.dir.join("alerts").join("exfil.jsonl"),
         "tenants": tenants,
         "issuer": {
             "iss": demo.issued.issuer.issuer(),
@@ -193,6 +194,14 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
         (
             "An ambiguous path is refused (400)".into(),
             format!("curl -s --cacert {ca} '{base}/Patient/a-p1%2F..%2Fb-p1'"),
+        ),
+        (
+            "er_doctor_a uses break-glass outside her care team: allowed, audited, alerted".into(),
+            format!(
+                "curl -s --cacert {ca} {} -H 'X-Break-Glass-Reason: unconscious patient in ED' {base}/Patient/a-p5; echo; tail -n 1 {}",
+                bearer("er_doctor_a"),
+                demo.dir.join("alerts").join("exfil.jsonl").display()
+            ),
         ),
         ("Readiness and metrics".into(), format!("curl -s http://{}/readyz", demo.admin)),
         (

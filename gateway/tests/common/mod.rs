@@ -113,6 +113,12 @@ impl FullEnv {
     /// [`FullEnv::start`], with `edit` run on the policy directory (the demo's policies, data in
     /// `data/`) before the gateway loads it.
     pub async fn start_with_policies(edit: impl FnOnce(&std::path::Path)) -> FullEnv {
+        Self::start_with(edit, "").await
+    }
+
+    /// [`FullEnv::start_with_policies`], with `extra` config sections (YAML at the top level,
+    /// paths relative to the test directory) appended.
+    pub async fn start_with(edit: impl FnOnce(&std::path::Path), extra: &str) -> FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
         let dir = pki.dir();
@@ -126,7 +132,7 @@ impl FullEnv {
             "{}identity:\n  issuers:\n    - issuer: {}\n      audiences: [{}]\n      jwks_path: issuer/jwks.json\n\
              \x20     algorithms: [ES256]\n      claims: {{ tenant: tenant, roles: roles }}\n\
              policy:\n  dir: policies\n  data_dir: policies/data\n\
-             audit:\n  dir: audit\n  signing_key_path: audit.key\n  max_wait_ms: 2000\n",
+             audit:\n  dir: audit\n  signing_key_path: audit.key\n  max_wait_ms: 2000\n{extra}",
             yaml(&pki, upstream.addr, "optional"),
             phigate::demo::personas::ISSUER,
             phigate::demo::personas::AUDIENCE,

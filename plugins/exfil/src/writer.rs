@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,6 +33,11 @@ pub(crate) enum Msg {
 /// Opens the alerts file for appending, creating it readable by the gateway only: alerts name
 /// principals and patients.
 pub(crate) fn open_alerts_file(path: &Path) -> io::Result<File> {
+    // The directory is created like the audit trail's (owner only): alerts name principals and
+    // patients.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
     OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 

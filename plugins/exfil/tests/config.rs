@@ -124,9 +124,21 @@ fn relative_alerts_path_resolves_against_the_config_dir() {
 }
 
 #[test]
+fn a_missing_alerts_directory_is_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    build(ExfilConfig::new("alerts/soc/alerts.jsonl"), tmp.path()).unwrap();
+    assert!(tmp.path().join("alerts/soc/alerts.jsonl").is_file());
+    let mode = std::fs::metadata(tmp.path().join("alerts/soc")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
 fn unopenable_alerts_path_is_a_config_issue() {
     let tmp = tempfile::tempdir().unwrap();
-    let issues = build(ExfilConfig::new("missing-dir/alerts.jsonl"), tmp.path()).unwrap_err();
+    // A directory where the file should be.
+    std::fs::create_dir(tmp.path().join("alerts.jsonl")).unwrap();
+    let issues = build(ExfilConfig::new("alerts.jsonl"), tmp.path()).unwrap_err();
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].key_path, "alerts_path");
     assert!(issues[0].message.starts_with("cannot open for appending"));
