@@ -68,6 +68,17 @@ async fn assert_nothing_forwarded_since_last(env: &FullEnv) {
     assert_eq!(forwarded(env).await.path_and_query, "/fhir/Patient/a-p1");
 }
 
+/// Takes the next request the upstream received and checks it is the gateway's pre-read of
+/// `path`: a bare `GET` asking for FHIR JSON, none of the write's body or content headers.
+async fn assert_pre_read(env: &FullEnv, path: &str) {
+    let seen = forwarded(env).await;
+    assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::GET, path), "the pre-read");
+    assert_eq!(seen.headers.get("accept").unwrap(), FHIR_JSON);
+    assert!(seen.headers.get("content-type").is_none(), "the write's headers stay with the write");
+    assert!(seen.headers.get("x-request-id").is_some());
+    assert_eq!(seen.body_len, 0);
+}
+
 /// Sum of every `phigate_policy_errors_total` series in the admin `/metrics` text.
 async fn policy_errors(env: &FullEnv) -> f64 {
     common::admin_get(env.gw.admin, "/metrics")
@@ -182,6 +193,8 @@ async fn update_is_judged_by_the_subject_its_body_names() {
     let body = observation("a-p2");
     let res = send(&env, "writer_a", Method::PUT, path, FHIR_JSON, body.clone()).await;
     assert_eq!(res.status, 405, "forwarded to the read-only upstream: {}", res.text());
+    // The stored record (a-p1's) was read and judged first.
+    assert_pre_read(&env, path).await;
     let seen = forwarded(&env).await;
     assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::PUT, path));
     assert_eq!(seen.body.as_deref(), Some(&body[..]));
@@ -278,18 +291,78 @@ async fn patch_by_a_care_team_writer_is_403_because_its_body_cannot_be_judged() 
     assert_nothing_forwarded_since_last(&env).await;
 }
 
-/// Known gap: an update or delete addressed by id is judged by the patients its path and body
-/// name, not by the patient the stored record belongs to (that needs a read of the record before
-/// the write). Run with `--ignored` to see it fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gap: id-addressed writes are not checked against the stored record's patient"]
 async fn writes_to_a_foreign_patients_record_by_id_are_403_and_not_forwarded() {
     let env = FullEnv::start().await;
-    // a-p3-obs-01 belongs to a-p3, off writer_a's care team.
+    // a-p3-obs-01 belongs to a-p3, off writer_a's care team; the path and the PUT body name no
+    // foreign patient, only the stored record does.
     let path = "/fhir/Observation/a-p3-obs-01";
     let res = send(&env, "writer_a", Method::DELETE, path, FHIR_JSON, Vec::new()).await;
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert!(!res.text().contains("a-p3"), "the refusal does not echo the patient");
+    assert_pre_read(&env, path).await;
     let res = send(&env, "writer_a", Method::PUT, path, FHIR_JSON, observation("a-p1")).await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert_pre_read(&env, path).await;
+    assert_nothing_forwarded_since_last(&env).await;
+    // Refused before the attempt record: the audit trail shows a denial, never an attempt.
+    let records = env.audit_records();
+    let writes: Vec<_> = records.iter().filter(|r| r["method"] == "DELETE" || r["method"] == "PUT").collect();
+    assert!(!writes.is_empty());
+    assert!(writes.iter().all(|r| r["phase"] == "denied"), "{writes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_of_a_care_team_patients_record_is_pre_read_then_forwarded() {
+    let env = FullEnv::start().await;
+    let path = "/fhir/Observation/a-p1-obs-01";
+    let res = send(&env, "writer_a", Method::DELETE, path, FHIR_JSON, Vec::new()).await;
+    assert_eq!(res.status, 405, "forwarded to the read-only upstream: {}", res.text());
+    assert_pre_read(&env, path).await;
+    let seen = forwarded(&env).await;
+    assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::DELETE, path));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_of_a_record_that_does_not_exist_is_pre_read_404_then_forwarded() {
+    let env = FullEnv::start().await;
+    // Update-as-create: nothing is stored under the id, and the body names a care-team patient.
+    let path = "/fhir/Observation/a-p1-obs-new";
+    let body = observation("a-p1");
+    let res = send(&env, "writer_a", Method::PUT, path, FHIR_JSON, body.clone()).await;
+    assert_eq!(res.status, 405, "forwarded to the read-only upstream: {}", res.text());
+    assert_pre_read(&env, path).await;
+    let seen = forwarded(&env).await;
+    assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::PUT, path));
+    assert_eq!(seen.body.as_deref(), Some(&body[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_of_a_patient_by_id_is_forwarded_without_a_pre_read() {
+    let env = FullEnv::start().await;
+    // `Patient/a-p1` names its patient in the path: policy judged it, nothing to read first.
+    let path = "/fhir/Patient/a-p1";
+    let body = serde_json::to_vec(&serde_json::json!({"resourceType": "Patient", "id": "a-p1"})).unwrap();
+    let res = send(&env, "writer_a", Method::PUT, path, FHIR_JSON, body).await;
+    assert_eq!(res.status, 405, "forwarded to the read-only upstream: {}", res.text());
+    let seen = forwarded(&env).await;
+    assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::PUT, path));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_of_a_foreign_patients_record_by_id_is_403_and_not_forwarded() {
+    let env = FullEnv::start().await;
+    // The patch itself names nobody; the stored record belongs to a-p3.
+    let patch = br#"[{"op":"replace","path":"/status","value":"amended"}]"#;
+    let res = send(
+        &env,
+        "writer_a",
+        Method::PATCH,
+        "/fhir/Observation/a-p3-obs-01",
+        "application/json-patch+json",
+        patch.to_vec(),
+    )
+    .await;
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
     assert_nothing_forwarded_since_last(&env).await;
 }
