@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a subset
 
+pub mod writes;
+
 use std::net::SocketAddr;
 
 use phigate::demo::pki::UPSTREAM_SERVER_NAME;
@@ -113,6 +115,12 @@ impl FullEnv {
     /// [`FullEnv::start`], with `edit` run on the policy directory (the demo's policies, data in
     /// `data/`) before the gateway loads it.
     pub async fn start_with_policies(edit: impl FnOnce(&std::path::Path)) -> FullEnv {
+        Self::start_with_config(edit, "").await
+    }
+
+    /// [`FullEnv::start_with_policies`], with `extra` YAML (top-level sections such as `limits:`)
+    /// appended to the gateway config.
+    pub async fn start_with_config(edit: impl FnOnce(&std::path::Path), extra: &str) -> FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
         let dir = pki.dir();
@@ -126,10 +134,11 @@ impl FullEnv {
             "{}identity:\n  issuers:\n    - issuer: {}\n      audiences: [{}]\n      jwks_path: issuer/jwks.json\n\
              \x20     algorithms: [ES256]\n      claims: {{ tenant: tenant, roles: roles }}\n\
              policy:\n  dir: policies\n  data_dir: policies/data\n\
-             audit:\n  dir: audit\n  signing_key_path: audit.key\n  max_wait_ms: 2000\n",
+             audit:\n  dir: audit\n  signing_key_path: audit.key\n  max_wait_ms: 2000\n{}",
             yaml(&pki, upstream.addr, "optional"),
             phigate::demo::personas::ISSUER,
             phigate::demo::personas::AUDIENCE,
+            extra,
         );
         let gw = TestGateway::start_yaml(&cfg, dir, Vec::new());
         FullEnv { pki, upstream, gw }
