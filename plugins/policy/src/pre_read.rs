@@ -18,8 +18,21 @@ use crate::events::PRE_READS;
 use crate::revision::Revision;
 use crate::verify::{verify, Verdict};
 
-/// Whether `ctx`, allowed by `decision`, needs the stored record read before it is forwarded.
-pub(crate) fn wanted(ctx: &RequestCtx, decision: &Decision, revision: &Revision) -> bool {
+/// Marks a request whose pre-read the policy stage asked for: another stage may ask for one too,
+/// and the policy stage judges only its own.
+#[derive(Debug, Clone, Copy)]
+struct Asked;
+
+/// Asks for a pre-read when `ctx`, allowed by `decision`, needs the stored record read before it
+/// is forwarded.
+pub(crate) fn ask_if_wanted(ctx: &mut RequestCtx, decision: &Decision, revision: &Revision) {
+    if wanted(ctx, decision, revision) {
+        ctx.upstream.pre_read = true;
+        ctx.extensions.insert(Asked);
+    }
+}
+
+fn wanted(ctx: &RequestCtx, decision: &Decision, revision: &Revision) -> bool {
     let Some(fhir) = ctx.fhir.as_ref() else { return false };
     let write = matches!(fhir.interaction, Interaction::Update | Interaction::Patch | Interaction::Delete);
     let Some(ty) = fhir.resource_type.filter(|ty| *ty != "Patient") else { return false };
@@ -38,8 +51,11 @@ pub(crate) fn permitted_ids(decision: &Decision) -> Option<Vec<&str>> {
     Some(ids)
 }
 
-/// Judges the pre-read's answer for the request in `ctx`.
+/// Judges the pre-read's answer for the request in `ctx`, when the policy stage asked for it.
 pub(crate) fn judge(ctx: &RequestCtx, read: PreRead<'_>) -> Result<(), Denial> {
+    if ctx.extensions.get::<Asked>().is_none() {
+        return Ok(());
+    }
     let (result, verdict) = outcome(ctx, read);
     PRE_READS.with_label_values(&[result]).inc();
     verdict

@@ -307,9 +307,7 @@ impl Stage for PolicyStage {
             ctx.response.buffer_body = true;
         }
         // The record a write by id changes is judged before the write is audited or sent.
-        if pre_read::wanted(ctx, &decision, &self.inner.active.load()) {
-            ctx.upstream.pre_read = true;
-        }
+        pre_read::ask_if_wanted(ctx, &decision, &self.inner.active.load());
         let narrowed = self.apply_narrowing(ctx, &decision);
         ctx.decision = Some(decision);
         narrowed.map(|()| Flow::Continue)

@@ -144,3 +144,14 @@ async fn a_decision_without_a_permitted_set_asks_for_no_pre_read() {
     stage.on_request(&mut c).await.unwrap();
     assert!(c.upstream.pre_read);
 }
+
+#[tokio::test]
+async fn a_pre_read_another_stage_asked_for_is_not_judged_by_policy() {
+    // Policy asks for none on a read; whatever a custom stage does with its own is its business.
+    let mut c =
+        get("/fhir/Observation/o1", writer_a(), fhir(Interaction::Read, "Observation", Some("o1"), &[]));
+    stage().on_request(&mut c).await.unwrap();
+    c.upstream.pre_read = true;
+    assert_eq!(answered(&mut c, 200, FOREIGN), Ok(()));
+    assert_eq!(answered(&mut c, 500, b""), Ok(()));
+}
