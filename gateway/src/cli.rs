@@ -154,14 +154,23 @@ fn load_valid(path: &std::path::Path) -> Result<config::LoadedConfig, ExitCode> 
     Ok(loaded)
 }
 
+/// Validates the file, then builds every stage as `run` would (policies compiled and tested,
+/// limits checked against the routes, the alerts file opened) and drops them, so a config that
+/// `check` accepts also starts. The audit stage is the exception: its start-up recovery may
+/// repair a torn segment tail, which must not happen under a running gateway; `run` checks it.
 fn check(path: &std::path::Path) -> ExitCode {
-    match load_valid(path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    let mut loaded = match load_valid(path) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    loaded.config.audit = None;
+    let routes = crate::runtime::route_metas(&loaded.config);
+    if let Err(errors) = crate::stages::build_stages(&loaded, &routes) {
+        eprintln!("{errors}");
+        return ExitCode::from(2);
     }
+    println!("{}: ok", path.display());
+    ExitCode::SUCCESS
 }
 
 fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {

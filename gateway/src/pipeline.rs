@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
-use phigate_plugin::{BackgroundTask, Denial, Flow, Readiness, RequestCtx, ResponseHead, Stage};
+use phigate_plugin::{BackgroundTask, Denial, Flow, PreRead, Readiness, RequestCtx, ResponseHead, Stage};
 
-/// The ordered stages of the pipeline.
+/// The ordered stages of the pipeline: the deciding stages, then the recording ones (audit). The
+/// gateway's pre-read runs between the two, so the record describes a request already judged.
 #[derive(Clone, Default)]
 pub struct Pipeline {
     stages: Vec<Arc<dyn Stage>>,
+    /// Index of the first recording stage (`stages.len()` when there is none).
+    record_from: usize,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -20,7 +23,14 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// A pipeline running `stages` in the given order.
     pub fn new(stages: Vec<Arc<dyn Stage>>) -> Self {
-        Pipeline { stages }
+        Pipeline { record_from: stages.len(), stages }
+    }
+
+    /// A pipeline running `decide` then `record` (audit: its `on_request` runs after the
+    /// pre-read, right before forwarding).
+    pub fn with_record(decide: Vec<Arc<dyn Stage>>, record: Vec<Arc<dyn Stage>>) -> Self {
+        let record_from = decide.len();
+        Pipeline { stages: decide.into_iter().chain(record).collect(), record_from }
     }
 
     /// Whether there are no stages (pass-through).
@@ -33,13 +43,34 @@ impl Pipeline {
     /// # Errors
     /// The first stage's denial.
     pub async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
-        for stage in &self.stages {
-            match stage.on_request(ctx).await? {
-                Flow::Continue => {}
-                respond @ Flow::Respond(_) => return Ok(respond),
-            }
+        match self.on_request_decide(ctx).await? {
+            Flow::Continue => self.on_request_record(ctx).await,
+            respond @ Flow::Respond(_) => Ok(respond),
         }
-        Ok(Flow::Continue)
+    }
+
+    /// [`Pipeline::on_request`] of the deciding stages only (everything before audit).
+    ///
+    /// # Errors
+    /// The first stage's denial.
+    pub async fn on_request_decide(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+        run_on_request(self.stages.get(..self.record_from).unwrap_or_default(), ctx).await
+    }
+
+    /// [`Pipeline::on_request`] of the recording stages only (audit), after any pre-read.
+    ///
+    /// # Errors
+    /// The first stage's denial.
+    pub async fn on_request_record(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+        run_on_request(self.stages.get(self.record_from..).unwrap_or_default(), ctx).await
+    }
+
+    /// Runs `on_pre_read` of each stage; the first denial refuses the request.
+    ///
+    /// # Errors
+    /// The first stage's denial.
+    pub fn on_pre_read(&self, ctx: &mut RequestCtx, read: PreRead<'_>) -> Result<(), Denial> {
+        self.stages.iter().try_for_each(|s| s.on_pre_read(ctx, read))
     }
 
     /// Runs `on_response` of each stage; the first denial replaces the response.
@@ -88,4 +119,14 @@ impl Pipeline {
     pub fn background_tasks(&self) -> Vec<BackgroundTask> {
         self.stages.iter().flat_map(|s| s.background_tasks()).collect()
     }
+}
+
+async fn run_on_request(stages: &[Arc<dyn Stage>], ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+    for stage in stages {
+        match stage.on_request(ctx).await? {
+            Flow::Continue => {}
+            respond @ Flow::Respond(_) => return Ok(respond),
+        }
+    }
+    Ok(Flow::Continue)
 }

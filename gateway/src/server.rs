@@ -111,8 +111,8 @@ impl GatewayBuilder {
         let cfg = &self.loaded.config;
         let dir = &self.loaded.dir;
         let built = crate::stages::build_stages(&self.loaded, &crate::runtime::route_metas(cfg))?;
-        let stages = built.decide.into_iter().chain(self.stages).chain(built.record).collect();
-        let pipeline = Pipeline::new(stages);
+        let decide = built.decide.into_iter().chain(self.stages).collect();
+        let pipeline = Pipeline::with_record(decide, built.record);
         let runtime = Arc::new(Runtime::build(cfg, dir, pipeline)?);
         let conf = ServerConf {
             threads: cfg.server.threads,

@@ -1,6 +1,7 @@
 //! Patient-level authorization of what a request *carries* (issue 4), end to end through the
 //! gateway with the demo's personas, policies and care teams: writes judged by the patient their
-//! body names, `POST _search` judged by its form body, the body inspection cap, and a policy
+//! body names and, for writes by id, by the stored record they change (its pre-read is covered in
+//! `pre_read.rs`), `POST _search` judged by its form body, the body inspection cap, and a policy
 //! that fails at evaluation time. Every refusal is checked at the upstream too: a denied request
 //! must never reach it (HIPAA minimum necessary, 45 CFR 164.502(b)).
 
@@ -8,65 +9,11 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::writes::*;
 use common::FullEnv;
 use http::Method;
-use phigate::demo::upstream::SeenRequest;
-use phigate_test_support::TestResponse;
 
-const FHIR_JSON: &str = "application/fhir+json";
 const FORM: &str = "application/x-www-form-urlencoded";
-
-/// Sends `method path` as `persona` with a body of the given content type.
-async fn send(
-    env: &FullEnv,
-    persona: &str,
-    method: Method,
-    path: &str,
-    ct: &str,
-    body: Vec<u8>,
-) -> TestResponse {
-    env.pki
-        .public_client()
-        .request(method, &env.gw.url(path))
-        .bearer(&env.token(persona))
-        .header("content-type", ct)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-/// An Observation about `patient`, as a client would write it.
-fn observation(patient: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": format!("Patient/{patient}")},
-        "valueQuantity": {"value": 72, "unit": "/min"}
-    }))
-    .unwrap()
-}
-
-/// (status, stable error code) of a gateway refusal.
-fn refusal(res: &TestResponse) -> (u16, String) {
-    (res.status.as_u16(), common::error_code(&res.body))
-}
-
-/// The next request the upstream received (fails rather than hangs when there is none).
-async fn forwarded(env: &FullEnv) -> SeenRequest {
-    tokio::time::timeout(Duration::from_secs(10), env.upstream.recorder.next()).await.expect("forwarded")
-}
-
-/// Proves the refusals before it reached nothing: a permitted read sent now is the very next
-/// request the upstream sees.
-async fn assert_nothing_forwarded_since_last(env: &FullEnv) {
-    assert!(env.upstream.recorder.try_next().is_none(), "a refused request reached the upstream");
-    assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);
-    assert_eq!(forwarded(env).await.path_and_query, "/fhir/Patient/a-p1");
-}
 
 /// Sum of every `phigate_policy_errors_total` series in the admin `/metrics` text.
 async fn policy_errors(env: &FullEnv) -> f64 {
@@ -182,6 +129,8 @@ async fn update_is_judged_by_the_subject_its_body_names() {
     let body = observation("a-p2");
     let res = send(&env, "writer_a", Method::PUT, path, FHIR_JSON, body.clone()).await;
     assert_eq!(res.status, 405, "forwarded to the read-only upstream: {}", res.text());
+    // The stored record (a-p1's) was read and judged first.
+    assert_pre_read(&env, path).await;
     let seen = forwarded(&env).await;
     assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::PUT, path));
     assert_eq!(seen.body.as_deref(), Some(&body[..]));
@@ -281,18 +230,41 @@ async fn patch_by_a_care_team_writer_is_403_because_its_body_cannot_be_judged() 
     assert_nothing_forwarded_since_last(&env).await;
 }
 
-/// Known gap: an update or delete addressed by id is judged by the patients its path and body
-/// name, not by the patient the stored record belongs to (that needs a read of the record before
-/// the write). Run with `--ignored` to see it fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gap: id-addressed writes are not checked against the stored record's patient"]
 async fn writes_to_a_foreign_patients_record_by_id_are_403_and_not_forwarded() {
     let env = FullEnv::start().await;
-    // a-p3-obs-01 belongs to a-p3, off writer_a's care team.
+    // a-p3-obs-01 belongs to a-p3, off writer_a's care team; the path and the PUT body name no
+    // foreign patient, only the stored record does.
     let path = "/fhir/Observation/a-p3-obs-01";
     let res = send(&env, "writer_a", Method::DELETE, path, FHIR_JSON, Vec::new()).await;
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert!(!res.text().contains("a-p3"), "the refusal does not echo the patient");
+    assert_pre_read(&env, path).await;
     let res = send(&env, "writer_a", Method::PUT, path, FHIR_JSON, observation("a-p1")).await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert_pre_read(&env, path).await;
+    assert_nothing_forwarded_since_last(&env).await;
+    // Refused before the attempt record: the audit trail shows a denial, never an attempt.
+    let records = env.audit_records();
+    let writes: Vec<_> = records.iter().filter(|r| r["method"] == "DELETE" || r["method"] == "PUT").collect();
+    assert!(!writes.is_empty());
+    assert!(writes.iter().all(|r| r["phase"] == "denied"), "{writes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_of_a_foreign_patients_record_by_id_is_403_and_not_forwarded() {
+    let env = FullEnv::start().await;
+    // The patch itself names nobody; the stored record belongs to a-p3.
+    let patch = br#"[{"op":"replace","path":"/status","value":"amended"}]"#;
+    let res = send(
+        &env,
+        "writer_a",
+        Method::PATCH,
+        "/fhir/Observation/a-p3-obs-01",
+        "application/json-patch+json",
+        patch.to_vec(),
+    )
+    .await;
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
     assert_nothing_forwarded_since_last(&env).await;
 }

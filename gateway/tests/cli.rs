@@ -68,6 +68,16 @@ fn check_accepts_a_valid_config_and_exits_0() {
     let (code, stdout, stderr) = phigate(&["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(": ok"));
+
+    // Stage sections are built too: a limit naming no route is found by `check`, not at start.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(
+        "rate_limits:\n  limits:\n    - { name: per_ip, key: client_ip, requests: 10, period_secs: 1, routes: [nope] }\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let (code, _, stderr) = phigate(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("ok.yaml:") && stderr.contains("rate_limits.limits[0].routes[0]"), "{stderr}");
 }
 
 #[test]

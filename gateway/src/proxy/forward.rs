@@ -1,5 +1,5 @@
 //! Shaping the request that goes upstream, shared by the streaming path (pingora's
-//! `upstream_request_filter`) and the verified-fetch path.
+//! `upstream_request_filter`), the verified-fetch path and the pre-read.
 
 use std::time::Instant;
 
@@ -29,6 +29,23 @@ pub(super) fn prepare(
             .map_err(|_| Error::explain(ErrorType::InternalError, "rebuilt target is not a URI"))?;
         up.set_uri(uri);
     }
+    gateway_headers(rt, authority, up, ctx)?;
+    if let Some(req) = ctx.req.as_mut() {
+        req.response.forwarded = true;
+    }
+    ctx.upstream_sent_at = Some(Instant::now());
+    Ok(())
+}
+
+/// The headers the gateway sets on everything it sends upstream, forwarded requests and its own
+/// pre-reads alike: `Host` when absent, its forwarding headers, the request id, and the stages'
+/// header edits.
+pub(super) fn gateway_headers(
+    rt: &Runtime,
+    authority: Option<&str>,
+    up: &mut RequestHeader,
+    ctx: &GatewayCtx,
+) -> Result<()> {
     if up.headers.get(header::HOST).is_none() {
         let host = match authority {
             Some(a) => a.to_owned(),
@@ -41,15 +58,13 @@ pub(super) fn prepare(
     }
     up.insert_header("x-forwarded-proto", "https")?;
     up.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
-    if let Some(req) = ctx.req.as_mut() {
+    if let Some(req) = ctx.req.as_ref() {
         for name in &req.upstream.remove_headers {
             up.remove_header(name);
         }
         for (name, value) in &req.upstream.set_headers {
             up.insert_header(name.clone(), value.clone())?;
         }
-        req.response.forwarded = true;
     }
-    ctx.upstream_sent_at = Some(Instant::now());
     Ok(())
 }

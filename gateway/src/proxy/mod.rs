@@ -3,7 +3,9 @@
 
 mod admit;
 mod ctx;
+mod exchange;
 mod forward;
+mod pre_read;
 mod respond;
 mod verified;
 
@@ -58,14 +60,12 @@ impl ProxyHttp for GatewayProxy {
             write_denial(session, ctx, &denial).await?;
             return Ok(true);
         }
-        let Some(req) = ctx.req.as_mut() else {
-            write_denial(session, ctx, &Denial::new(ErrorCode::InternalError)).await?;
-            return Ok(true);
-        };
-        match self.rt.pipeline.on_request(req).await {
+        match self.on_request(session, ctx).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Respond(local)) => {
-                req.response.status = Some(local.status.as_u16());
+                if let Some(req) = ctx.req.as_mut() {
+                    req.response.status = Some(local.status.as_u16());
+                }
                 write_local(session, ctx, local).await?;
                 return Ok(true);
             }
@@ -74,14 +74,16 @@ impl ProxyHttp for GatewayProxy {
                 return Ok(true);
             }
         }
+        let Some(req) = ctx.req.as_ref() else {
+            write_denial(session, ctx, &Denial::new(ErrorCode::InternalError)).await?;
+            return Ok(true);
+        };
         // Rebuilt from the normalized (and possibly narrowed) form: what the stages judged is
         // exactly what the upstream receives.
-        let path = match self.rt.router.get(req.route.index) {
-            Some(route) => route.upstream_path(&req.request.path),
-            None => req.request.path.clone(),
-        };
-        ctx.forward_target = Some(crate::request::rebuild_target(&path, &req.request.query));
-        if req.response.buffer_body {
+        let buffer = req.response.buffer_body;
+        ctx.forward_target =
+            Some(crate::request::rebuild_target(&upstream_path(&self.rt, req), &req.request.query));
+        if buffer {
             verified::fetch_verified(&self.rt, &self.connector, session, ctx).await?;
             return Ok(true);
         }
@@ -242,6 +244,21 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
+    /// The stages' `on_request`: the deciding stages, then the pre-read when one of them asked
+    /// for it, then audit, whose attempt record so describes a request that was judged whole.
+    async fn on_request(&self, session: &Session, ctx: &mut GatewayCtx) -> Result<Flow, Denial> {
+        let internal = || Denial::new(ErrorCode::InternalError);
+        let req = ctx.req.as_mut().ok_or_else(internal)?;
+        if let respond @ Flow::Respond(_) = self.rt.pipeline.on_request_decide(req).await? {
+            return Ok(respond);
+        }
+        if req.upstream.pre_read {
+            pre_read::pre_read(&self.rt, &self.connector, session, ctx).await?;
+        }
+        let req = ctx.req.as_mut().ok_or_else(internal)?;
+        self.rt.pipeline.on_request_record(req).await
+    }
+
     /// Replaces an upstream response (head already received) with the error for `denial`.
     fn replace_response(
         &self,
@@ -270,6 +287,14 @@ impl GatewayProxy {
         }
         ctx.replace_body = Some(body);
         Ok(())
+    }
+}
+
+/// The upstream path for the request's normalized path (the route's prefix rewrite applied).
+fn upstream_path(rt: &Runtime, req: &phigate_plugin::RequestCtx) -> String {
+    match rt.router.get(req.route.index) {
+        Some(route) => route.upstream_path(&req.request.path),
+        None => req.request.path.clone(),
     }
 }
 

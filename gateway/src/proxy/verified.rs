@@ -1,12 +1,12 @@
 //! Verified fetch: for requests whose response must be inspected before any byte of it reaches
 //! the client (a stage set `ctx.response.buffer_body` in `on_request`, for example to check that
 //! a `GET /Observation/123` belongs to a permitted patient), the gateway fetches the whole
-//! upstream response itself, through pingora's connector (same pool, same mTLS peer), runs the
-//! stages' response checks, and only then answers: with the upstream response, or with a denial
-//! whose status replaces the upstream's. Pingora's streaming path writes the response head as soon
-//! as it arrives, so it cannot do this.
+//! upstream response itself, through pingora's connector (same pool, same mTLS peer; see
+//! [`super::exchange`]), runs the stages' response checks, and only then answers: with the
+//! upstream response, or with a denial whose status replaces the upstream's. Pingora's streaming
+//! path writes the response head as soon as it arrives, so it cannot do this.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header;
 use phigate_plugin::{Denial, ErrorCode, ResponseHead};
 use pingora::connectors::http::Connector;
@@ -48,38 +48,12 @@ async fn fetch(
     let authority = session.req_header().uri.authority().map(|a| a.as_str().to_owned());
     super::forward::prepare(rt, authority.as_deref(), &mut head, ctx)
         .map_err(|e| Denial::new(ErrorCode::InternalError).with_cause(e.etype().as_str().to_owned()))?;
-    let (mut up, _reused) = connector.get_http_session(&upstream.peer).await.map_err(|e| {
-        let code = super::error_code_for(&e).unwrap_or(ErrorCode::UpstreamUnavailable);
-        let kind = if code == ErrorCode::UpstreamTlsError { "tls" } else { "connect" };
-        rt.metrics.upstream_connect_errors.with_label_values(&[&upstream.name, kind]).inc();
-        Denial::new(code).with_cause(e.etype().as_str().to_owned())
-    })?;
-    let upstream_err = |e: Box<pingora::Error>| {
-        let code = super::error_code_for(&e).unwrap_or(ErrorCode::UpstreamError);
-        Denial::new(code).with_cause(e.etype().as_str().to_owned())
-    };
-    // The client may speak HTTP/2; this upstream connection speaks what it negotiated.
-    head.set_version(if up.as_http2().is_some() { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
-    up.write_request_header(Box::new(head)).await.map_err(upstream_err)?;
     let body = ctx.req.as_ref().and_then(|r| r.request.body.clone());
-    if let Some(body) = body {
-        up.write_request_body(body, true).await.map_err(upstream_err)?;
-    }
-    up.finish_request_body().await.map_err(upstream_err)?;
-    up.read_response_header().await.map_err(upstream_err)?;
-    let resp = up.response_header().cloned().ok_or_else(|| Denial::new(ErrorCode::UpstreamError))?;
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = up.read_response_body().await.map_err(upstream_err)? {
-        if buf.len() + chunk.len() > rt.limits.max_response_buffer_bytes {
-            return Err(Denial::new(ErrorCode::UpstreamError).with_cause("response too large to verify"));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    connector.release_http_session(up, &upstream.peer, upstream.peer.options.idle_timeout).await;
+    let answer = super::exchange::exchange(rt, connector, upstream, head, body).await?;
     if let (Some(req), Some(sent)) = (ctx.req.as_mut(), ctx.upstream_sent_at) {
         req.response.upstream_latency = Some(sent.elapsed());
     }
-    Ok((resp, buf.freeze()))
+    Ok(answer)
 }
 
 fn verify(rt: &Runtime, ctx: &mut GatewayCtx, resp: &ResponseHeader, body: &[u8]) -> Result<(), Denial> {

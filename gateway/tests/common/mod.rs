@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a subset
 
+pub mod writes;
+
 use std::net::SocketAddr;
 
 use phigate::demo::pki::UPSTREAM_SERVER_NAME;
@@ -128,10 +130,12 @@ impl FullEnv {
         phigate::demo::policies::write(&dir.join("policies")).unwrap();
         edit(&dir.join("policies"));
         phigate_audit::generate_signing_key(&dir.join("audit.key")).unwrap();
+        // Debug builds of regorus on a busy 2-core CI machine: the evaluation time limit is not
+        // what these tests measure (plugins/policy tests it), so it is generous here.
         let cfg = format!(
             "{}identity:\n  issuers:\n    - issuer: {}\n      audiences: [{}]\n      jwks_path: issuer/jwks.json\n\
              \x20     algorithms: [ES256]\n      claims: {{ tenant: tenant, roles: roles }}\n\
-             policy:\n  dir: policies\n  data_dir: policies/data\n\
+             policy:\n  dir: policies\n  data_dir: policies/data\n  max_eval_ms: 2000\n\
              audit:\n  dir: audit\n  signing_key_path: audit.key\n  max_wait_ms: 2000\n{extra}",
             yaml(&pki, upstream.addr, "optional"),
             phigate::demo::personas::ISSUER,

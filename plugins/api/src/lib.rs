@@ -24,7 +24,7 @@ pub use ctx::{
 pub use error::{Denial, ErrorCode};
 pub use fhir::{Compartment, FhirRequest, Interaction, UnresolvedParam};
 pub use principal::{PatientId, Principal, Subject, TenantId};
-pub use stage::{Flow, LocalResponse, Readiness, ResponseHead, Stage};
+pub use stage::{Flow, LocalResponse, PreRead, Readiness, ResponseHead, Stage};
 
 /// Re-export of the `async_trait` attribute so stage crates implement [`Stage`] without naming the
 /// crate themselves.

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::{BackgroundTask, Denial, RequestCtx};
+use crate::{BackgroundTask, Denial, ErrorCode, RequestCtx};
 
 /// What a stage tells the gateway after [`Stage::on_request`].
 #[derive(Debug)]
@@ -36,6 +36,22 @@ pub struct ResponseHead<'a> {
     /// Response headers as received from the upstream (read-only: add headers through
     /// `ctx.response.add_headers`).
     pub headers: &'a HeaderMap,
+}
+
+/// What the gateway's pre-read of the addressed resource got (see `UpstreamEdits::pre_read`), as
+/// [`Stage::on_pre_read`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum PreRead<'a> {
+    /// The upstream answered with this status and this whole body (bounded).
+    Answered {
+        /// Status code of the upstream's answer.
+        status: StatusCode,
+        /// The complete body.
+        body: &'a [u8],
+    },
+    /// No usable answer (connection, TLS, time-out, body over the cap). The gateway refuses the
+    /// request with this code whatever the stages return.
+    Failed(ErrorCode),
 }
 
 /// Whether a stage can serve traffic yet (its keys, policies or sinks are loaded and healthy).
@@ -79,6 +95,15 @@ pub trait Stage: Send + Sync + 'static {
     /// [`Flow::Respond`] to answer it locally, or [`Flow::Continue`]. Default: continue.
     async fn on_request(&self, _ctx: &mut RequestCtx) -> Result<Flow, Denial> {
         Ok(Flow::Continue)
+    }
+
+    /// Runs when some stage set `ctx.upstream.pre_read` in `on_request`: after every stage but
+    /// audit ran `on_request`, the gateway reads the stored resource the request addresses and
+    /// passes the answer here, before the audit record is written and before anything is
+    /// forwarded. A denial refuses the request. The stage that asked judges the answer, status
+    /// included (the gateway forwards on `Ok` from every stage). Default: accept.
+    fn on_pre_read(&self, _ctx: &mut RequestCtx, _read: PreRead<'_>) -> Result<(), Denial> {
+        Ok(())
     }
 
     /// Runs when the upstream response head arrives, before it is written to the client. A denial

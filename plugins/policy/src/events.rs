@@ -70,6 +70,17 @@ pub(crate) static PAGE_CAPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Pre-reads of the record a write by id changes, by result: `allowed` (every patient it names
+/// is permitted), `denied` (it names another patient), `missing` (404/410: the write creates it),
+/// `error` (any other answer, an unreadable body or no answer: the write is refused).
+pub(crate) static PRE_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "phigate_policy_pre_reads_total",
+        "Stored records read before a write by id, by result (allowed, denied, missing, error).",
+        &["result"],
+    )
+});
+
 /// Decision cache lookups: `hit`, `miss`.
 pub(crate) static CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

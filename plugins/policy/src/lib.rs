@@ -11,6 +11,11 @@
 //! response may contain: `on_response` then asks for the body and `on_buffered_response`
 //! replaces a response naming anyone else with `patient_not_permitted`.
 //!
+//! **Pre-reads.** A write by id on a patient-compartment type (`PUT`, `PATCH`, `DELETE
+//! Observation/123`) by a principal held to a permitted set asks the gateway to read the stored
+//! record first (`ctx.upstream.pre_read`); `on_pre_read` checks it like a response and refuses a
+//! record naming another patient with `patient_not_permitted` (`phigate_policy_pre_reads_total`).
+//!
 //! **Fail closed.** An evaluation error, a time-out (regorus execution timer, `max_eval_ms`), a
 //! malformed decision, an invalid break-glass header, a response that cannot be read: all deny,
 //! and all are counted (`phigate_policy_errors_total`, `phigate_policy_response_denials_total`).
@@ -35,6 +40,7 @@ mod input;
 mod narrow;
 mod oneshot;
 mod page;
+mod pre_read;
 mod reload;
 mod revision;
 mod stage;

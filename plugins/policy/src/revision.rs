@@ -195,6 +195,8 @@ pub(crate) struct Revision {
     pub(crate) id: Arc<str>,
     program: Arc<Program>,
     data: Value,
+    /// `data.fhir.patient_compartment`'s types, sorted; `None` when the data has no such map.
+    compartment: Option<Vec<Box<str>>>,
     max_eval: Duration,
     pool: Mutex<Vec<RegoVM>>,
 }
@@ -213,10 +215,12 @@ impl Revision {
             engine.compile_with_entrypoint(&entrypoint.into()).map_err(|e| LoadError::Rego(e.to_string()))?;
         let program = Compiler::compile_from_policy(&compiled, &[entrypoint])
             .map_err(|e| LoadError::Rego(format!("bytecode: {e}")))?;
+        let data = engine.get_data();
         let revision = Revision {
             id: sources.revision.clone(),
             program,
-            data: engine.get_data(),
+            compartment: compartment_types(&data),
+            data,
             max_eval,
             pool: Mutex::new(Vec::new()),
         };
@@ -250,6 +254,13 @@ impl Revision {
         }
     }
 
+    /// Whether resources of type `ty` belong to the patient compartment, by the policy data the
+    /// policies themselves use (`data.fhir.patient_compartment`). Without that map every type
+    /// counts: the check it gates then runs too often rather than too rarely.
+    pub(crate) fn in_patient_compartment(&self, ty: &str) -> bool {
+        self.compartment.as_ref().is_none_or(|types| types.binary_search_by(|t| (**t).cmp(ty)).is_ok())
+    }
+
     fn checkout(&self) -> Result<RegoVM, EvalError> {
         if let Some(vm) = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None) {
             return Ok(vm);
@@ -272,6 +283,19 @@ impl Revision {
             }
         }
     }
+}
+
+fn compartment_types(data: &Value) -> Option<Vec<Box<str>>> {
+    let Value::Object(map) = &data["fhir"]["patient_compartment"] else {
+        return None;
+    };
+    let mut types: Vec<Box<str>> = map
+        .iter()
+        .filter(|(_, member)| **member == Value::Bool(true))
+        .filter_map(|(ty, _)| ty.as_string().ok().map(|t| Box::from(t.as_ref())))
+        .collect();
+    types.sort_unstable();
+    Some(types)
 }
 
 fn probe_input() -> Result<Value, LoadError> {

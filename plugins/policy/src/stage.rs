@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, Readiness, RequestCtx, ResponseHead,
-    Stage,
+    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, PreRead, Readiness, RequestCtx,
+    ResponseHead, Stage,
 };
 use regorus::Value;
 
@@ -17,7 +17,7 @@ use crate::events;
 use crate::narrow::{narrow, NarrowError};
 use crate::revision::{GatewaySettings, Revision, Sources};
 use crate::verify::{verify, Verdict};
-use crate::{decision, input};
+use crate::{decision, input, pre_read};
 
 /// The header a principal states its emergency-access reason in.
 pub const BREAK_GLASS_HEADER: &str = "x-break-glass-reason";
@@ -328,9 +328,15 @@ impl Stage for PolicyStage {
         if decision.obligations.permitted_patients.is_some() {
             ctx.response.buffer_body = true;
         }
+        // The record a write by id changes is judged before the write is audited or sent.
+        pre_read::ask_if_wanted(ctx, &decision, &self.inner.active.load());
         let shaped = self.apply_narrowing(ctx, &decision).and_then(|()| self.apply_page_cap(ctx, &decision));
         ctx.decision = Some(decision);
         shaped.map(|()| Flow::Continue)
+    }
+
+    fn on_pre_read(&self, ctx: &mut RequestCtx, read: PreRead<'_>) -> Result<(), Denial> {
+        pre_read::judge(ctx, read)
     }
 
     fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {
@@ -354,13 +360,9 @@ impl Stage for PolicyStage {
     }
 
     fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
-        let Some(permitted) = ctx.decision.as_ref().and_then(|d| d.obligations.permitted_patients.as_deref())
-        else {
+        let Some(ids) = ctx.decision.as_ref().and_then(pre_read::permitted_ids) else {
             return Ok(());
         };
-        let mut ids: Vec<&str> = permitted.iter().map(|p| p.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
         match verify(body, &ids) {
             Verdict::Clean => Ok(()),
             Verdict::Violation => {
