@@ -6,8 +6,10 @@
 //! `Patient` resources and the `subject` / `patient` / `beneficiary` references of the returned
 //! resources (top level, or each `Bundle.entry.resource`).
 
+use std::fmt;
+
 use phigate_plugin::PatientId;
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Most patients taken from one response (more cannot change a window capped at its threshold).
 const MAX_PATIENTS: usize = 10_000;
@@ -22,40 +24,238 @@ pub(crate) struct ResponseFacts {
 }
 
 /// Reads a FHIR JSON response body; nothing for a body that is not JSON.
+///
+/// A streaming pass (this runs on every buffered response, and searchsets are tens of KB): only
+/// the few fields read are looked at, everything else is skipped without being built, and only
+/// the patient ids found are allocated.
 pub(crate) fn facts(body: &[u8]) -> ResponseFacts {
-    let Ok(doc) = serde_json::from_slice::<Value>(body) else {
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let Ok(top) = Resource { out: &mut out, top: true }.deserialize(&mut de) else {
         return ResponseFacts::default();
     };
-    let mut out = Vec::new();
-    let mut entries = None;
-    if doc["resourceType"] == "Bundle" {
-        let list = doc["entry"].as_array().map_or(&[][..], Vec::as_slice);
-        entries = Some(u32::try_from(list.len()).unwrap_or(u32::MAX));
-        for entry in list {
-            if out.len() >= MAX_PATIENTS {
-                break;
-            }
-            resource(&entry["resource"], &mut out);
-        }
-    } else {
-        resource(&doc, &mut out);
+    if de.end().is_err() {
+        return ResponseFacts::default();
     }
     out.sort_unstable();
     out.dedup();
+    let entries = (top.resource_type.as_deref() == Some("Bundle")).then_some(top.entries);
     ResponseFacts { patients: out, entries }
 }
 
-fn resource(r: &Value, out: &mut Vec<PatientId>) {
-    if r["resourceType"] == "Patient" {
-        if let Some(id) = r["id"].as_str() {
-            out.push(PatientId::from(id));
-        }
-        return;
+/// What one resource object said about itself.
+#[derive(Default)]
+struct Seen {
+    resource_type: Option<String>,
+    entries: u32,
+}
+
+/// A resource: `Patient` → its `id`; otherwise its `subject` / `patient` / `beneficiary`
+/// references. At the top level it may be a Bundle whose `entry[].resource` are read too.
+struct Resource<'a> {
+    out: &'a mut Vec<PatientId>,
+    top: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Resource<'_> {
+    type Value = Seen;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Seen, D::Error> {
+        d.deserialize_map(self)
     }
-    for field in ["subject", "patient", "beneficiary"] {
-        if let Some(id) = r[field]["reference"].as_str().and_then(patient_ref) {
-            out.push(PatientId::from(id));
+}
+
+impl<'de> Visitor<'de> for Resource<'_> {
+    type Value = Seen;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a FHIR resource")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen, A::Error> {
+        let mut seen = Seen::default();
+        let (mut id, mut refs): (Option<String>, Vec<String>) = (None, Vec::new());
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "resourceType" => seen.resource_type = map.next_value::<Text>()?.0,
+                "id" => id = map.next_value::<Text>()?.0,
+                "subject" | "patient" | "beneficiary" => {
+                    if let Some(r) = map.next_value::<Reference>()?.0 {
+                        refs.push(r);
+                    }
+                }
+                "entry" if self.top => seen.entries = map.next_value_seed(Entries { out: &mut *self.out })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
         }
+        if self.out.len() < MAX_PATIENTS {
+            if seen.resource_type.as_deref() == Some("Patient") {
+                self.out.extend(id.map(PatientId::new));
+            } else {
+                self.out.extend(refs.iter().filter_map(|r| patient_ref(r)).map(PatientId::from));
+            }
+        }
+        Ok(seen)
+    }
+}
+
+/// A reference element; only its `reference` string matters (anything else: no reference).
+struct Reference(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Reference {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Reference, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Reference;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Reference")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reference, A::Error> {
+                let mut found = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "reference" {
+                        found = map.next_value::<Text>()?.0;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Reference(found))
+            }
+        }
+        // Not an object (null, a string, ...): read it as skipped text.
+        d.deserialize_any(OrNone(V))
+    }
+}
+
+/// Delegates maps to the inner visitor and reads every other JSON value as nothing.
+struct OrNone<V>(V);
+
+impl<'de, V: Visitor<'de, Value = Reference>> Visitor<'de> for OrNone<V> {
+    type Value = Reference;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Reference, A::Error> {
+        self.0.visit_map(map)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Reference, E> {
+        Ok(Reference(None))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Reference, E> {
+        Ok(Reference(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Reference, E> {
+        Ok(Reference(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Reference, E> {
+        Ok(Reference(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Reference, E> {
+        Ok(Reference(None))
+    }
+    fn visit_unit<E>(self) -> Result<Reference, E> {
+        Ok(Reference(None))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Reference, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Reference(None))
+    }
+}
+
+/// A string, or `None` for any other JSON value (skipped): a malformed field must not hide the
+/// rest of the response from the windows.
+struct Text(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text, E> {
+                Ok(Text(Some(s.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `Bundle.entry`: counts the entries and reads each `resource`.
+struct Entries<'a> {
+    out: &'a mut Vec<PatientId>,
+}
+
+impl<'de> DeserializeSeed<'de> for Entries<'_> {
+    type Value = u32;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries<'_> {
+    type Value = u32;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bundle entries")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u32, A::Error> {
+        let mut n = 0u32;
+        while seq.next_element_seed(Entry { out: &mut *self.out })?.is_some() {
+            n = n.saturating_add(1);
+        }
+        Ok(n)
+    }
+}
+
+/// One `Bundle.entry`: its `resource`, everything else skipped.
+struct Entry<'a> {
+    out: &'a mut Vec<PatientId>,
+}
+
+impl<'de> DeserializeSeed<'de> for Entry<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entry<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Bundle entry")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "resource" {
+                map.next_value_seed(Resource { out: &mut *self.out, top: false })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -87,5 +287,35 @@ mod tests {
     #[test]
     fn non_json_body_names_no_patient() {
         assert_eq!(facts(b"<Bundle/>"), ResponseFacts::default());
+        assert_eq!(facts(br#"{"resourceType":"Patient","id":"p1"} trailing"#), ResponseFacts::default());
+    }
+
+    #[test]
+    fn key_order_and_unknown_fields_do_not_matter() {
+        let body =
+            br#"{"id":"p9","meta":{"tag":[{"code":"x"}]},"resourceType":"Patient","name":[{"family":"F"}]}"#;
+        let f = facts(body);
+        assert_eq!(f.patients, [PatientId::from("p9")]);
+        assert_eq!(f.entries, None, "not a Bundle");
+
+        let body = br#"{"entry":[{"fullUrl":"u","resource":{"subject":{"display":"d","reference":"Patient/p4"},"resourceType":"Observation"},"search":{"mode":"match"}}],"total":1,"resourceType":"Bundle"}"#;
+        let f = facts(body);
+        assert_eq!((f.patients, f.entries), (vec![PatientId::from("p4")], Some(1)));
+    }
+
+    #[test]
+    fn malformed_fields_are_skipped_not_fatal() {
+        let body = br#"{"resourceType":"Bundle","entry":[
+            {"resource":{"resourceType":"Observation","subject":null,"patient":"Patient/x","id":5}},
+            {"resource":{"resourceType":"Patient","id":["p1"]}},
+            {"resource":{"resourceType":"Observation","subject":{"reference":7},"patient":{"reference":"Patient/p6"}}}]}"#;
+        let f = facts(body);
+        assert_eq!((f.patients, f.entries), (vec![PatientId::from("p6")], Some(3)));
+    }
+
+    #[test]
+    fn an_empty_searchset_has_zero_entries() {
+        let f = facts(br#"{"resourceType":"Bundle","type":"searchset","total":0}"#);
+        assert_eq!((f.patients.len(), f.entries), (0, Some(0)));
     }
 }
