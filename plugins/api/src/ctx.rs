@@ -136,6 +136,10 @@ pub struct ResponseInfo {
     pub bytes_out: u64,
     /// FHIR Bundle entries returned, when counted.
     pub entries: Option<u32>,
+    /// The patients the response body named (sorted, no repeats), when a stage that read the
+    /// whole body recorded them (the policy stage's response verification does): later stages
+    /// use them instead of parsing the body again.
+    pub patients: Option<Vec<PatientId>>,
     /// Time from sending upstream to the response head.
     pub upstream_latency: Option<Duration>,
     /// Whether the request was sent upstream (false for requests refused by the gateway).

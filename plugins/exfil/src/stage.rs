@@ -144,7 +144,11 @@ fn observation(ctx: &RequestCtx) -> Observation<'_> {
         .and_then(|f| f.id.as_deref());
     Observation {
         patients: fhir.map_or(&[], |f| f.patients.as_slice()),
-        response_patients: facts.map_or(&[], |f| f.patients.as_slice()),
+        // Recorded by a stage that already read the body (policy verification), else our own read.
+        response_patients: match (&ctx.response.patients, facts) {
+            (Some(p), _) => p.as_slice(),
+            (None, f) => f.map_or(&[], |f| f.patients.as_slice()),
+        },
         // 0: nothing was written (connection lost); the denial's status, if any, says more.
         status: ctx.response.status.filter(|s| *s != 0).or_else(|| ctx.error.map(|c| c.status().as_u16())),
         forwarded: ctx.response.forwarded,
@@ -196,9 +200,14 @@ impl Stage for ExfilStage {
     }
 
     /// Notes the patients and Bundle entries a buffered response contained (only when another
-    /// stage buffered it: this stage never asks for buffering, so it adds no latency).
+    /// stage buffered it: this stage never asks for buffering, so it adds no latency), unless
+    /// that stage already recorded them in `ctx.response`.
     fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
-        let patients = self.rules.distinct.is_some() && self.rules.count_response_patients;
+        // A stage before this one may have read the body already (policy verification records
+        // the patients and entries it saw): parse only for what is still missing.
+        let patients = self.rules.distinct.is_some()
+            && self.rules.count_response_patients
+            && ctx.response.patients.is_none();
         let entries = self.rules.paging.is_some()
             && self.rules.measure == PagingMeasure::Entries
             && ctx.response.entries.is_none();

@@ -4,7 +4,7 @@ mod common;
 
 use common::{principal, principal_of, read, rules, search, Harness};
 use phigate_exfil::{Action, PagingMeasure};
-use phigate_plugin::{ErrorCode, Stage};
+use phigate_plugin::{ErrorCode, PatientId, Stage};
 
 fn distinct(threshold: u64, window_secs: u64) -> Harness {
     Harness::new(|c| {
@@ -57,6 +57,21 @@ async fn distinct_patients_counts_what_a_buffered_response_returned() {
         {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/r2"}}},
         {"resource":{"resourceType":"Patient","id":"r3"}}]}"#;
     h.stage.on_buffered_response(&mut ctx, body).unwrap();
+    h.stage.on_complete(&ctx).await;
+    let alerts = h.alerts().await;
+    assert_eq!(rules(&alerts), ["distinct_patients"]);
+    assert_eq!(alerts[0]["observed"], 3);
+}
+
+#[tokio::test]
+async fn patients_a_stage_before_recorded_are_used_without_parsing_again() {
+    let h = distinct(2, 60);
+    h.spawn_writer();
+    let alice = principal("alice");
+    let mut ctx = search(&alice, &[], Some(3), 200);
+    ctx.response.patients = Some(["r1", "r2", "r3"].map(PatientId::from).to_vec());
+    // Not JSON: had the stage parsed it, it would have found no patient.
+    h.stage.on_buffered_response(&mut ctx, b"<Bundle/>").unwrap();
     h.stage.on_complete(&ctx).await;
     let alerts = h.alerts().await;
     assert_eq!(rules(&alerts), ["distinct_patients"]);

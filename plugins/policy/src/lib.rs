@@ -57,7 +57,7 @@ pub use stage::{PolicyStage, ReloadOutcome, BREAK_GLASS_HEADER};
 pub use testing::{
     run_policy_tests, run_policy_tests_with, FileCoverage, TestOutcome, TestReport, TestResult,
 };
-pub use verify::{patient_of, verify as verify_response, Verdict};
+pub use verify::{patient_of, verify as verify_response, verify_collect, Verdict, Verified};
 
 /// The entrypoint evaluated when the config names none.
 pub const DEFAULT_ENTRYPOINT: &str = "data.phigate.authz.decision";

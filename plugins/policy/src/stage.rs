@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, PreRead, Readiness, RequestCtx,
-    ResponseHead, Stage,
+    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, PatientId, PreRead, Readiness,
+    RequestCtx, ResponseHead, Stage,
 };
 use regorus::Value;
 
@@ -16,7 +16,7 @@ use crate::error::{EvalError, LoadError};
 use crate::events;
 use crate::narrow::{narrow, NarrowError};
 use crate::revision::{GatewaySettings, Revision, Sources};
-use crate::verify::{verify, Verdict};
+use crate::verify::{verify_collect, Verdict};
 use crate::{decision, input, pre_read};
 
 /// The header a principal states its emergency-access reason in.
@@ -363,8 +363,17 @@ impl Stage for PolicyStage {
         let Some(ids) = ctx.decision.as_ref().and_then(pre_read::permitted_ids) else {
             return Ok(());
         };
-        match verify(body, &ids) {
-            Verdict::Clean => Ok(()),
+        let checked = verify_collect(body, &ids);
+        match checked.verdict {
+            Verdict::Clean => {
+                // What the body held, for the stages after this one (exfil windows, audit).
+                let named = checked.named.iter().filter_map(|&i| ids.get(i)).map(|id| PatientId::from(*id));
+                ctx.response.patients = Some(named.collect());
+                if ctx.response.entries.is_none() {
+                    ctx.response.entries = checked.entries;
+                }
+                Ok(())
+            }
             Verdict::Violation => {
                 events::RESPONSE_CHECKS.with_label_values(&["violation"]).inc();
                 Err(Denial::new(ErrorCode::PatientNotPermitted)

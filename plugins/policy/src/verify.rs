@@ -7,7 +7,7 @@
 //! anywhere in the document (a superset of the compartment params: `subject`, `patient`,
 //! `performer`, contained resources, Bundle entries) and the `id` of every `Patient` resource.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -25,18 +25,45 @@ pub enum Verdict {
 
 /// Checks a response body against a sorted, deduplicated list of permitted patient ids.
 pub fn verify(body: &[u8], permitted: &[&str]) -> Verdict {
+    verify_collect(body, permitted).verdict
+}
+
+/// A verification and what it saw on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The outcome.
+    pub verdict: Verdict,
+    /// For a clean body: the indices into `permitted` of the patients it named, ascending.
+    pub named: Vec<usize>,
+    /// For a clean body that is a Bundle: its `entry` count.
+    pub entries: Option<u32>,
+}
+
+/// [`verify`], also collecting which permitted patients the body named and how many Bundle
+/// entries it has (for the stages after this one, so they need not parse the body again). Every
+/// patient a clean body names is in `permitted`, so this allocates one flag per permitted id.
+pub fn verify_collect(body: &[u8], permitted: &[&str]) -> Verified {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Verdict::Clean;
+        return Verified { verdict: Verdict::Clean, named: Vec::new(), entries: None };
     }
-    let found = Cell::new(false);
-    let walk = Node { permitted, violation: &found };
+    let violation = Cell::new(false);
+    let seen = RefCell::new(vec![false; permitted.len()]);
+    let bundle = Cell::new(false);
+    let entries = Cell::new(None);
+    let walk = Node { permitted, violation: &violation, seen: &seen, top: Some((&bundle, &entries)) };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = walk.deserialize(&mut de).and_then(|()| de.end());
-    match (found.get(), parsed) {
+    let verdict = match (violation.get(), parsed) {
         (true, _) => Verdict::Violation,
         (false, Ok(())) => Verdict::Clean,
         (false, Err(_)) => Verdict::Unreadable,
+    };
+    if verdict != Verdict::Clean {
+        return Verified { verdict, named: Vec::new(), entries: None };
     }
+    let named = seen.into_inner().iter().enumerate().filter_map(|(i, s)| s.then_some(i)).collect();
+    let entries = if bundle.get() { Some(entries.get().unwrap_or(0)) } else { None };
+    Verified { verdict, named, entries }
 }
 
 /// The id of the patient a reference points to, `None` when it names no patient. A conditional
@@ -58,20 +85,35 @@ pub fn patient_of(reference: &str) -> Option<&str> {
     None
 }
 
+/// Whether the root is a Bundle, and its `entry` count: only the root node carries them.
+type Root<'a> = (&'a Cell<bool>, &'a Cell<Option<u32>>);
+
 #[derive(Clone, Copy)]
 struct Node<'a> {
     permitted: &'a [&'a str],
     violation: &'a Cell<bool>,
+    seen: &'a RefCell<Vec<bool>>,
+    top: Option<Root<'a>>,
 }
 
 impl Node<'_> {
     fn check(&self, id: &str) -> Result<(), ()> {
-        if self.permitted.binary_search(&id).is_ok() {
-            Ok(())
-        } else {
-            self.violation.set(true);
-            Err(())
+        match self.permitted.binary_search(&id) {
+            Ok(i) => {
+                if let Some(flag) = self.seen.borrow_mut().get_mut(i) {
+                    *flag = true;
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.violation.set(true);
+                Err(())
+            }
         }
+    }
+
+    fn inner(self) -> Self {
+        Node { top: None, ..self }
     }
 }
 
@@ -113,19 +155,31 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(self)?.is_some() {}
+        let child = self.inner();
+        while seq.next_element_seed(child)?.is_some() {}
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut is_patient = false;
         let mut id: Option<String> = None;
+        let child = self.inner();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
-                Key::Reference => map.next_value_seed(RefSeed(self))?,
-                Key::ResourceType => is_patient = map.next_value::<Tag>()?.0,
+                Key::Reference => map.next_value_seed(RefSeed(child))?,
+                Key::ResourceType => {
+                    let tag = map.next_value::<Tag>()?;
+                    is_patient = tag.0;
+                    if let Some((bundle, _)) = self.top {
+                        bundle.set(tag.1);
+                    }
+                }
                 Key::Id if id.is_none() => id = map.next_value::<Option<String>>()?,
-                Key::Id | Key::Other => map.next_value_seed(self)?,
+                Key::Entry => match self.top {
+                    Some((_, entries)) => entries.set(Some(map.next_value_seed(Counted(child))?)),
+                    None => map.next_value_seed(child)?,
+                },
+                Key::Id | Key::Other => map.next_value_seed(child)?,
             }
         }
         if is_patient {
@@ -139,6 +193,7 @@ enum Key {
     Reference,
     ResourceType,
     Id,
+    Entry,
     Other,
 }
 
@@ -161,13 +216,14 @@ impl Visitor<'_> for KeySeed {
             "reference" => Key::Reference,
             "resourceType" => Key::ResourceType,
             "id" => Key::Id,
+            "entry" => Key::Entry,
             _ => Key::Other,
         })
     }
 }
 
-/// Whether a `resourceType` value is `Patient`.
-struct Tag(bool);
+/// Whether a `resourceType` value is `Patient`, and whether it is `Bundle`.
+struct Tag(bool, bool);
 
 impl<'de> serde::Deserialize<'de> for Tag {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tag, D::Error> {
@@ -178,10 +234,55 @@ impl<'de> serde::Deserialize<'de> for Tag {
                 f.write_str("a resource type")
             }
             fn visit_str<E>(self, s: &str) -> Result<Tag, E> {
-                Ok(Tag(s == "Patient"))
+                Ok(Tag(s == "Patient", s == "Bundle"))
             }
         }
         d.deserialize_str(V)
+    }
+}
+
+/// The root's `entry`: walked like any node, its elements counted (a non-array counts 0).
+struct Counted<'a>(Node<'a>);
+
+impl<'de> DeserializeSeed<'de> for Counted<'_> {
+    type Value = u32;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Counted<'_> {
+    type Value = u32;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bundle entries")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u32, A::Error> {
+        let mut n = 0u32;
+        while seq.next_element_seed(self.0)?.is_some() {
+            n = n.saturating_add(1);
+        }
+        Ok(n)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<u32, A::Error> {
+        self.0.visit_map(map).map(|()| 0)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<u32, E> {
+        Ok(0)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<u32, E> {
+        Ok(0)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<u32, E> {
+        Ok(0)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<u32, E> {
+        Ok(0)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<u32, E> {
+        Ok(0)
+    }
+    fn visit_unit<E>(self) -> Result<u32, E> {
+        Ok(0)
     }
 }
 

@@ -59,6 +59,36 @@ async fn bundle_with_one_foreign_entry_is_replaced_with_403() {
 }
 
 #[tokio::test]
+async fn a_clean_bundle_records_its_patients_and_entries_for_later_stages() {
+    let mut c =
+        get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
+    stage().on_request(&mut c).await.unwrap();
+    let body = br#"{"resourceType":"Bundle","type":"searchset","entry":[
+        {"resource":{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/a-p2"}}},
+        {"resource":{"resourceType":"Observation","id":"o2","subject":{"reference":"Patient/a-p2"}}},
+        {"resource":{"resourceType":"Patient","id":"a-p1"},"search":{"mode":"include"}}]}"#;
+    assert!(stage().on_buffered_response(&mut c, body).is_ok());
+    let named: Vec<&str> = c.response.patients.as_deref().unwrap().iter().map(|p| p.as_str()).collect();
+    assert_eq!(named, ["a-p1", "a-p2"]);
+    assert_eq!(c.response.entries, Some(3));
+}
+
+#[test]
+fn verification_counts_only_the_root_bundles_entries() {
+    use phigate_policy::{verify_collect, Verdict};
+    let permitted = ["a-p1", "a-p2"];
+    let nested = br#"{"resourceType":"Observation","subject":{"reference":"Patient/a-p1"},"contained":[{"resourceType":"Bundle","entry":[{},{}]}]}"#;
+    let v = verify_collect(nested, &permitted);
+    assert_eq!((v.verdict, v.named.as_slice(), v.entries), (Verdict::Clean, &[0usize][..], None));
+    let empty = br#"{"resourceType":"Bundle","type":"searchset","total":0}"#;
+    assert_eq!(verify_collect(empty, &permitted).entries, Some(0));
+    let foreign =
+        br#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient","id":"a-p9"}}]}"#;
+    let v = verify_collect(foreign, &permitted);
+    assert_eq!((v.verdict, v.named.len(), v.entries), (Verdict::Violation, 0, None));
+}
+
+#[tokio::test]
 async fn non_json_response_for_a_restricted_principal_is_policy_error() {
     let mut c = allowed_read_of_observation().await;
     assert_eq!(head_json(&mut c, "application/fhir+xml"), Err(ErrorCode::PolicyError));
