@@ -312,13 +312,34 @@ pub(crate) fn error_code_for(e: &Error) -> Option<ErrorCode> {
         ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError => {
             Some(ErrorCode::UpstreamUnavailable)
         }
-        _ => match e.esource() {
-            ErrorSource::Upstream => Some(ErrorCode::UpstreamError),
-            ErrorSource::Downstream => match e.etype() {
-                ReadError | WriteError | ConnectionClosed => None,
-                _ => Some(ErrorCode::BadRequest),
-            },
-            ErrorSource::Internal | ErrorSource::Unset => Some(ErrorCode::InternalError),
+        _ => match (e.esource(), e.etype()) {
+            (ErrorSource::Upstream, _) => Some(ErrorCode::UpstreamError),
+            // The client went away (a closed connection, a reset h2 stream): nobody to answer and
+            // nothing the gateway did wrong. Pingora leaves some of these unattributed (an h2
+            // write to a stream the client reset); upstream I/O goes through `exchange`, which
+            // falls back to `upstream_error` itself.
+            (ErrorSource::Downstream | ErrorSource::Unset, ReadError | WriteError | ConnectionClosed) => None,
+            (ErrorSource::Downstream, _) => Some(ErrorCode::BadRequest),
+            (ErrorSource::Internal | ErrorSource::Unset, _) => Some(ErrorCode::InternalError),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_went_away_is_no_error_of_the_gateway() {
+        for etype in [ErrorType::WriteError, ErrorType::ReadError, ErrorType::ConnectionClosed] {
+            assert_eq!(error_code_for(&Error::new_down(etype.clone())), None, "{etype:?} downstream");
+            assert_eq!(error_code_for(&Error::new(etype.clone())), None, "{etype:?} unattributed");
+        }
+        assert_eq!(error_code_for(&Error::new_up(ErrorType::WriteError)), Some(ErrorCode::UpstreamError));
+        assert_eq!(error_code_for(&Error::new(ErrorType::InternalError)), Some(ErrorCode::InternalError));
+        assert_eq!(
+            error_code_for(&Error::new_down(ErrorType::InvalidHTTPHeader)),
+            Some(ErrorCode::BadRequest)
+        );
     }
 }
