@@ -115,3 +115,26 @@ async fn a_principal_touching_too_many_patients_is_alerted_and_blocked() {
     assert!(metrics.contains("phigate_exfil_blocked_requests_total 1"), "{metrics}");
     assert!(!metrics.contains("clinician_a"), "no principal in any metric");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_limits_key_on_the_real_client_address() {
+    let extra = "trusted_proxies: [127.0.0.0/8]\n\
+                 rate_limits:\n  limits:\n    - { name: per_ip, key: client_ip, requests: 1, period_secs: 3600 }\n";
+    let env = FullEnv::start_with(|_| {}, extra).await;
+    let token = env.token("clinician_a");
+    let via_proxy = |client: &'static str| {
+        env.pki
+            .public_client()
+            .get(&env.gw.url("/fhir/Patient/a-p1"))
+            .bearer(&token)
+            .header("x-forwarded-for", client)
+    };
+    assert_eq!(via_proxy("203.0.113.7").send().await.unwrap().status, 200);
+    let second = via_proxy("203.0.113.7").send().await.unwrap();
+    assert_eq!((second.status.as_u16(), common::error_code(&second.body).as_str()), (429, "rate_limited"));
+    // Another client behind the same proxy has its own bucket; a forged leftmost element does
+    // not choose the address (the proxy appended the one it saw).
+    assert_eq!(via_proxy("198.51.100.1").send().await.unwrap().status, 200);
+    let forged = via_proxy("192.0.2.99, 203.0.113.7").send().await.unwrap();
+    assert_eq!(forged.status, 429);
+}

@@ -22,7 +22,9 @@ pub struct Config {
     #[serde(default)]
     pub limits: LimitsConfig,
     /// CIDRs of proxies in front of the gateway whose `X-Forwarded-For` chain is kept (and extended).
-    /// From any other peer the inbound chain is discarded. Default: none.
+    /// From any other peer the inbound chain is discarded. Behind a trusted proxy the client's
+    /// address (rate limits, audit `source_ip`, alerts) is the nearest address of the chain that is
+    /// not itself a trusted proxy. Default: none.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     /// Named upstream services.

@@ -51,10 +51,11 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
     ctx.route_label = route.meta.name.clone();
     ctx.upstream = route.upstream;
     ctx.strip = request::headers_to_strip(&head.headers);
-    let client = client_info(session);
-    if let Some(ip) = client.ip {
+    let mut client = client_info(session);
+    if let Some(peer) = client.ip {
         let inbound = session.req_header().headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        ctx.forwarded_for = Some(request::x_forwarded_for(ip, inbound, &rt.trusted_proxies));
+        ctx.forwarded_for = Some(request::x_forwarded_for(peer, inbound, &rt.trusted_proxies));
+        client.ip = Some(request::client_ip(peer, inbound, &rt.trusted_proxies));
     }
     let info = RequestInfo {
         method,

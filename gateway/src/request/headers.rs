@@ -109,6 +109,38 @@ fn is_spoofable(name: &HeaderName) -> bool {
     SPOOFABLE_EXACT.contains(&n) || SPOOFABLE_PREFIXES.iter().any(|p| n.starts_with(p))
 }
 
+/// The client's address: the socket `peer`, or, when the peer is one of the `trusted` proxies,
+/// the nearest address of its `inbound` `X-Forwarded-For` chain that is not itself a trusted
+/// proxy (read right to left: every element left of it was written by someone the gateway does
+/// not trust and may be forged). A chain with a non-IP element is ignored whole, as in
+/// [`x_forwarded_for`]. This is the address rate limits key on and the audit trail and alerts
+/// record.
+pub fn client_ip(peer: IpAddr, inbound: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let Some(chain) = inbound.map(str::trim).filter(|c| !c.is_empty()) else {
+        return peer;
+    };
+    let mut nearest = peer;
+    for element in chain.rsplit(',') {
+        let Ok(ip) = element.trim().parse::<IpAddr>() else {
+            return peer;
+        };
+        nearest = ip.to_canonical();
+        if !is_trusted(&nearest) {
+            break;
+        }
+    }
+    // Re-check the whole chain: one bad element anywhere voids it (as the forwarded header does).
+    if chain.split(',').any(|e| e.trim().parse::<IpAddr>().is_err()) {
+        return peer;
+    }
+    nearest
+}
+
 /// The `X-Forwarded-For` value to send upstream. When `peer` is inside one of the `trusted` proxy
 /// networks, the `inbound` chain is kept (only if every element is an IP address; otherwise it is
 /// dropped whole) and `peer` appended; from any other peer, the chain is just `peer`.

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use crate::request::{check_framing, headers_to_strip, x_forwarded_for, Ambiguity};
+use crate::request::{check_framing, client_ip, headers_to_strip, x_forwarded_for, Ambiguity};
 
 fn map(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -170,4 +170,25 @@ fn xff_ipv4_mapped_peer_matches_ipv4_networks() {
     let peer: IpAddr = "::ffff:10.9.9.9".parse().unwrap();
     let trusted = nets(&["10.0.0.0/8"]);
     assert_eq!(x_forwarded_for(peer, Some("192.0.2.1"), &trusted), "192.0.2.1, 10.9.9.9");
+}
+
+#[test]
+fn client_ip_is_the_nearest_untrusted_address_behind_trusted_proxies() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let trusted = nets(&["10.0.0.0/8"]);
+    // Not behind a trusted proxy: the peer, whatever the header says.
+    assert_eq!(client_ip(ip("203.0.113.7"), Some("1.1.1.1"), &trusted), ip("203.0.113.7"));
+    // Behind the load balancer: the address it saw.
+    assert_eq!(client_ip(ip("10.0.0.2"), Some("203.0.113.7"), &trusted), ip("203.0.113.7"));
+    // A forged leftmost element cannot choose the address: the nearest untrusted one counts.
+    assert_eq!(
+        client_ip(ip("10.0.0.2"), Some("1.2.3.4, 203.0.113.7, 10.0.0.9"), &trusted),
+        ip("203.0.113.7")
+    );
+    // Only trusted hops: the leftmost.
+    assert_eq!(client_ip(ip("10.0.0.2"), Some("10.0.0.8, 10.0.0.9"), &trusted), ip("10.0.0.8"));
+    // No chain, or one with garbage: the peer.
+    assert_eq!(client_ip(ip("10.0.0.2"), None, &trusted), ip("10.0.0.2"));
+    assert_eq!(client_ip(ip("10.0.0.2"), Some("evil, 203.0.113.7"), &trusted), ip("10.0.0.2"));
+    assert_eq!(client_ip(ip("::ffff:10.0.0.2"), Some("::ffff:203.0.113.7"), &trusted), ip("203.0.113.7"));
 }
