@@ -244,19 +244,22 @@ impl ProxyHttp for GatewayProxy {
 }
 
 impl GatewayProxy {
-    /// The stages' `on_request`: the deciding stages, then the pre-read when one of them asked
-    /// for it, then audit, whose attempt record so describes a request that was judged whole.
+    /// The stages' `on_request`: the deciding stages, then audit's attempt record, then the
+    /// pre-read when a deciding stage asked for it. The pre-read is the first contact with the
+    /// upstream and reads PHI on the principal's behalf, so it too comes after a durable attempt
+    /// record (no upstream request unrecorded); a write it refuses ends with a `denied` record.
     async fn on_request(&self, session: &Session, ctx: &mut GatewayCtx) -> Result<Flow, Denial> {
         let internal = || Denial::new(ErrorCode::InternalError);
         let req = ctx.req.as_mut().ok_or_else(internal)?;
         if let respond @ Flow::Respond(_) = self.rt.pipeline.on_request_decide(req).await? {
             return Ok(respond);
         }
-        if req.upstream.pre_read {
+        let flow = self.rt.pipeline.on_request_record(req).await?;
+        let pre_read_asked = ctx.req.as_ref().is_some_and(|r| r.upstream.pre_read);
+        if matches!(flow, Flow::Continue) && pre_read_asked {
             pre_read::pre_read(&self.rt, &self.connector, session, ctx).await?;
         }
-        let req = ctx.req.as_mut().ok_or_else(internal)?;
-        self.rt.pipeline.on_request_record(req).await
+        Ok(flow)
     }
 
     /// Replaces an upstream response (head already received) with the error for `denial`.

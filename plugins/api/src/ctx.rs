@@ -121,8 +121,9 @@ pub struct UpstreamEdits {
     /// Headers to remove.
     pub remove_headers: Vec<HeaderName>,
     /// Set in `on_request` to have the gateway read the stored resource the request addresses
-    /// (`GET` of the request's path, without its query) before the audit stage runs and before
-    /// anything is forwarded; the answer goes to [`Stage::on_pre_read`](crate::Stage::on_pre_read).
+    /// (`GET` of the request's path, without its query) after the audit stage's attempt record
+    /// and before anything is forwarded; the answer goes to
+    /// [`Stage::on_pre_read`](crate::Stage::on_pre_read).
     /// For writes by id: the record they change cannot be judged from the request alone.
     pub pre_read: bool,
 }

@@ -97,10 +97,10 @@ pub trait Stage: Send + Sync + 'static {
         Ok(Flow::Continue)
     }
 
-    /// Runs when some stage set `ctx.upstream.pre_read` in `on_request`: after every stage but
-    /// audit ran `on_request`, the gateway reads the stored resource the request addresses and
-    /// passes the answer here, before the audit record is written and before anything is
-    /// forwarded. A denial refuses the request. The stage that asked judges the answer, status
+    /// Runs when some stage set `ctx.upstream.pre_read` in `on_request`: after every stage ran
+    /// `on_request` (audit's attempt record is durable: the read is PHI access too), the gateway
+    /// reads the stored resource the request addresses and passes the answer here, before
+    /// anything is forwarded. A denial refuses the request. The stage that asked judges the answer, status
     /// included (the gateway forwards on `Ok` from every stage). Default: accept.
     fn on_pre_read(&self, _ctx: &mut RequestCtx, _read: PreRead<'_>) -> Result<(), Denial> {
         Ok(())

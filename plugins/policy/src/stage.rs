@@ -328,7 +328,7 @@ impl Stage for PolicyStage {
         if decision.obligations.permitted_patients.is_some() {
             ctx.response.buffer_body = true;
         }
-        // The record a write by id changes is judged before the write is audited or sent.
+        // The record a write by id changes is judged before the write is sent.
         pre_read::ask_if_wanted(ctx, &decision, &self.inner.active.load());
         let shaped = self.apply_narrowing(ctx, &decision).and_then(|()| self.apply_page_cap(ctx, &decision));
         ctx.decision = Some(decision);
