@@ -10,6 +10,7 @@ use std::fmt;
 
 use phigate_plugin::PatientId;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 /// Most patients taken from one response (more cannot change a window capped at its threshold).
 const MAX_PATIENTS: usize = 10_000;
@@ -74,11 +75,13 @@ impl<'de> Visitor<'de> for Resource<'_> {
         let (mut id, mut refs): (Option<String>, Vec<String>) = (None, Vec::new());
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match &*key {
-                "resourceType" => seen.resource_type = map.next_value::<Text>()?.0,
-                "id" => id = map.next_value::<Text>()?.0,
+                // These few fields are small: read them whole, and treat any shape other than the
+                // expected one as absent (a malformed field must not hide the rest of the body).
+                "resourceType" => seen.resource_type = text(map.next_value()?),
+                "id" => id = text(map.next_value()?),
                 "subject" | "patient" | "beneficiary" => {
-                    if let Some(r) = map.next_value::<Reference>()?.0 {
-                        refs.push(r);
+                    if let Value::Object(mut reference) = map.next_value()? {
+                        refs.extend(reference.remove("reference").and_then(text));
                     }
                 }
                 "entry" if self.top => seen.entries = map.next_value_seed(Entries { out: &mut *self.out })?,
@@ -98,109 +101,10 @@ impl<'de> Visitor<'de> for Resource<'_> {
     }
 }
 
-/// A reference element; only its `reference` string matters (anything else: no reference).
-struct Reference(Option<String>);
-
-impl<'de> serde::Deserialize<'de> for Reference {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Reference, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Reference;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a Reference")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Reference, A::Error> {
-                let mut found = None;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if key == "reference" {
-                        found = map.next_value::<Text>()?.0;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Reference(found))
-            }
-        }
-        // Not an object (null, a string, ...): read it as skipped text.
-        d.deserialize_any(OrNone(V))
-    }
-}
-
-/// Delegates maps to the inner visitor and reads every other JSON value as nothing.
-struct OrNone<V>(V);
-
-impl<'de, V: Visitor<'de, Value = Reference>> Visitor<'de> for OrNone<V> {
-    type Value = Reference;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.expecting(f)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Reference, A::Error> {
-        self.0.visit_map(map)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Reference, E> {
-        Ok(Reference(None))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Reference, E> {
-        Ok(Reference(None))
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Reference, E> {
-        Ok(Reference(None))
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Reference, E> {
-        Ok(Reference(None))
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Reference, E> {
-        Ok(Reference(None))
-    }
-    fn visit_unit<E>(self) -> Result<Reference, E> {
-        Ok(Reference(None))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Reference, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Reference(None))
-    }
-}
-
-/// A string, or `None` for any other JSON value (skipped): a malformed field must not hide the
-/// rest of the response from the windows.
-struct Text(Option<String>);
-
-impl<'de> serde::Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Text, E> {
-                Ok(Text(Some(s.to_owned())))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_unit<E>(self) -> Result<Text, E> {
-                Ok(Text(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
-            }
-        }
-        d.deserialize_any(V)
+fn text(v: Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s),
+        _ => None,
     }
 }
 
