@@ -50,7 +50,8 @@ pub fn verify_collect(body: &[u8], permitted: &[&str]) -> Verified {
     let seen = RefCell::new(vec![false; permitted.len()]);
     let bundle = Cell::new(false);
     let entries = Cell::new(None);
-    let walk = Node { permitted, violation: &violation, seen: &seen, top: Some((&bundle, &entries)) };
+    let walk =
+        Node { permitted, violation: &violation, seen: &seen, top: Some((&bundle, &entries)), count: None };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = walk.deserialize(&mut de).and_then(|()| de.end());
     let verdict = match (violation.get(), parsed) {
@@ -94,6 +95,8 @@ struct Node<'a> {
     violation: &'a Cell<bool>,
     seen: &'a RefCell<Vec<bool>>,
     top: Option<Root<'a>>,
+    /// Set on the root's `entry` value only: where its element count goes.
+    count: Option<&'a Cell<Option<u32>>>,
 }
 
 impl Node<'_> {
@@ -113,7 +116,7 @@ impl Node<'_> {
     }
 
     fn inner(self) -> Self {
-        Node { top: None, ..self }
+        Node { top: None, count: None, ..self }
     }
 }
 
@@ -156,7 +159,13 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let child = self.inner();
-        while seq.next_element_seed(child)?.is_some() {}
+        let mut n = 0u32;
+        while seq.next_element_seed(child)?.is_some() {
+            n = n.saturating_add(1);
+        }
+        if let Some(count) = self.count {
+            count.set(Some(n));
+        }
         Ok(())
     }
 
@@ -175,10 +184,7 @@ impl<'de> Visitor<'de> for Node<'_> {
                     }
                 }
                 Key::Id if id.is_none() => id = map.next_value::<Option<String>>()?,
-                Key::Entry => match self.top {
-                    Some((_, entries)) => entries.set(Some(map.next_value_seed(Counted(child))?)),
-                    None => map.next_value_seed(child)?,
-                },
+                Key::Entry => map.next_value_seed(Node { count: self.top.map(|(_, n)| n), ..child })?,
                 Key::Id | Key::Other => map.next_value_seed(child)?,
             }
         }
@@ -238,51 +244,6 @@ impl<'de> serde::Deserialize<'de> for Tag {
             }
         }
         d.deserialize_str(V)
-    }
-}
-
-/// The root's `entry`: walked like any node, its elements counted (a non-array counts 0).
-struct Counted<'a>(Node<'a>);
-
-impl<'de> DeserializeSeed<'de> for Counted<'_> {
-    type Value = u32;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Counted<'_> {
-    type Value = u32;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Bundle entries")
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u32, A::Error> {
-        let mut n = 0u32;
-        while seq.next_element_seed(self.0)?.is_some() {
-            n = n.saturating_add(1);
-        }
-        Ok(n)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<u32, A::Error> {
-        self.0.visit_map(map).map(|()| 0)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<u32, E> {
-        Ok(0)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<u32, E> {
-        Ok(0)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<u32, E> {
-        Ok(0)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<u32, E> {
-        Ok(0)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<u32, E> {
-        Ok(0)
-    }
-    fn visit_unit<E>(self) -> Result<u32, E> {
-        Ok(0)
     }
 }
 
