@@ -124,21 +124,13 @@ pub fn client_ip(peer: IpAddr, inbound: Option<&str>, trusted: &[IpNet]) -> IpAd
     let Some(chain) = inbound.map(str::trim).filter(|c| !c.is_empty()) else {
         return peer;
     };
-    let mut nearest = peer;
-    for element in chain.rsplit(',') {
-        let Ok(ip) = element.trim().parse::<IpAddr>() else {
-            return peer;
-        };
-        nearest = ip.to_canonical();
-        if !is_trusted(&nearest) {
-            break;
-        }
-    }
-    // Re-check the whole chain: one bad element anywhere voids it (as the forwarded header does).
-    if chain.split(',').any(|e| e.trim().parse::<IpAddr>().is_err()) {
+    // One bad element anywhere voids the chain (as it does for the forwarded header).
+    let hops: Result<Vec<IpAddr>, _> =
+        chain.split(',').map(|e| e.trim().parse::<IpAddr>().map(|ip| ip.to_canonical())).collect();
+    let Ok(hops) = hops else {
         return peer;
-    }
-    nearest
+    };
+    hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().unwrap_or(peer)
 }
 
 /// The `X-Forwarded-For` value to send upstream. When `peer` is inside one of the `trusted` proxy
