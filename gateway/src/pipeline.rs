@@ -6,7 +6,7 @@ use std::sync::Arc;
 use phigate_plugin::{BackgroundTask, Denial, Flow, PreRead, Readiness, RequestCtx, ResponseHead, Stage};
 
 /// The ordered stages of the pipeline: the deciding stages, then the recording ones (audit). The
-/// gateway's pre-read runs between the two, so the record describes a request already judged.
+/// gateway's pre-read runs after both, once the attempt record is durable.
 #[derive(Clone, Default)]
 pub struct Pipeline {
     stages: Vec<Arc<dyn Stage>>,
@@ -26,8 +26,8 @@ impl Pipeline {
         Pipeline { record_from: stages.len(), stages }
     }
 
-    /// A pipeline running `decide` then `record` (audit: its `on_request` runs after the
-    /// pre-read, right before forwarding).
+    /// A pipeline running `decide` then `record` (audit: its `on_request` runs after every
+    /// deciding stage, before the pre-read and forwarding).
     pub fn with_record(decide: Vec<Arc<dyn Stage>>, record: Vec<Arc<dyn Stage>>) -> Self {
         let record_from = decide.len();
         Pipeline { stages: decide.into_iter().chain(record).collect(), record_from }
@@ -57,7 +57,7 @@ impl Pipeline {
         run_on_request(self.stages.get(..self.record_from).unwrap_or_default(), ctx).await
     }
 
-    /// [`Pipeline::on_request`] of the recording stages only (audit), after any pre-read.
+    /// [`Pipeline::on_request`] of the recording stages only (audit), before any pre-read.
     ///
     /// # Errors
     /// The first stage's denial.

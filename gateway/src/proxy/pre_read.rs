@@ -1,7 +1,8 @@
 //! The pre-read: when a stage set `ctx.upstream.pre_read` (the policy stage does for a write by
 //! id, `PUT`/`PATCH`/`DELETE Observation/123`, by a principal held to a set of patients), the
-//! gateway reads the stored resource the request addresses before the audit record is written and
-//! before anything is forwarded, and hands the answer to the stages' `on_pre_read`. A write is
+//! gateway reads the stored resource the request addresses after the durable `attempt` audit
+//! record (the read is PHI access on the principal's behalf) and before anything is forwarded,
+//! and hands the answer to the stages' `on_pre_read`. A write is
 //! judged by the record it changes, not only by what its path and body name: otherwise a care-team
 //! writer could overwrite or delete any patient's record by its id (HIPAA minimum necessary,
 //! 45 CFR 164.502(b)); FHIR servers' own authorization layers load the record for the same reason.
