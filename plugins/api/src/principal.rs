@@ -86,6 +86,27 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A principal with only an issuer and a subject: no tenant, roles, scopes or other claims,
+    /// expiring at the epoch. A base for struct-update syntax (`Principal { roles, ..new }`).
+    pub fn new(issuer: impl Into<Arc<str>>, subject: impl Into<Subject>) -> Self {
+        Principal {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            tenant: None,
+            roles: Vec::new(),
+            scopes: Vec::new(),
+            fhir_user: None,
+            patient: None,
+            session_id: None,
+            client_id: None,
+            amr: Vec::new(),
+            acr: None,
+            auth_time: None,
+            expires_at: 0,
+            cert_thumbprint: None,
+        }
+    }
+
     /// Whether the principal has this role.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)

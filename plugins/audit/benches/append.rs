@@ -40,20 +40,10 @@ fn ctx(id: String) -> RequestCtx {
     f.patients = vec![PatientId::new("p1")];
     c.fhir = Some(f);
     c.principal = Some(Arc::new(Principal {
-        issuer: "https://idp.example".into(),
-        subject: Subject::new("dr-alice"),
         tenant: Some(TenantId::new("tenant-a")),
-        roles: vec![],
-        scopes: vec![],
-        fhir_user: None,
-        patient: None,
         session_id: Some("sid".into()),
         client_id: Some("app".into()),
-        amr: vec![],
-        acr: None,
-        auth_time: None,
-        expires_at: 0,
-        cert_thumbprint: None,
+        ..Principal::new("https://idp.example", Subject::new("dr-alice"))
     }));
     c.decision = Some(Decision {
         allow: true,

@@ -53,20 +53,11 @@ fn route() -> Arc<RouteMeta> {
 
 fn principal(i: usize) -> Arc<Principal> {
     Arc::new(Principal {
-        issuer: "https://idp.test".into(),
-        subject: Subject::from(format!("user-{i}").as_str()),
         tenant: Some(TenantId::from("tenant-a")),
         roles: vec!["clinician".into()],
-        scopes: Vec::new(),
-        fhir_user: None,
-        patient: None,
         session_id: Some(format!("s-{i}")),
-        client_id: None,
-        amr: Vec::new(),
-        acr: None,
-        auth_time: None,
         expires_at: i64::MAX,
-        cert_thumbprint: None,
+        ..Principal::new("https://idp.test", Subject::from(format!("user-{i}").as_str()))
     })
 }
 

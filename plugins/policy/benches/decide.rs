@@ -52,20 +52,16 @@ fn route() -> Arc<RouteMeta> {
 
 fn clinician() -> Arc<Principal> {
     Arc::new(Principal {
-        issuer: "https://issuer.test".into(),
-        subject: Subject::from("clinician_a"),
         tenant: Some(TenantId::from("tenant-a")),
         roles: vec!["clinician".into()],
         scopes: vec!["user/*.rs".into()],
         fhir_user: Some("Practitioner/pr1".into()),
-        patient: None,
         session_id: Some("s1".into()),
         client_id: Some("ehr".into()),
         amr: vec!["pwd".into(), "otp".into()],
-        acr: None,
         auth_time: Some(1_700_000_000),
         expires_at: 1_900_000_000,
-        cert_thumbprint: None,
+        ..Principal::new("https://issuer.test", Subject::from("clinician_a"))
     })
 }
 

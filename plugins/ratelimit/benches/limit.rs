@@ -63,20 +63,8 @@ fn ctx() -> RequestCtx {
     };
     let mut ctx = RequestCtx::new(RequestId::new("r"), routes()[0].clone(), info);
     ctx.principal = Some(Arc::new(Principal {
-        issuer: "https://issuer.test".into(),
-        subject: Subject::from("clinician_a"),
         tenant: Some(TenantId::from("tenant-a")),
-        roles: vec![],
-        scopes: vec![],
-        fhir_user: None,
-        patient: None,
-        session_id: None,
-        client_id: None,
-        amr: vec![],
-        acr: None,
-        auth_time: None,
-        expires_at: 0,
-        cert_thumbprint: None,
+        ..Principal::new("https://issuer.test", Subject::from("clinician_a"))
     }));
     ctx.client.ip = Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
     ctx

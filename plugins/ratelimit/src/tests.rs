@@ -48,22 +48,7 @@ fn limit(name: &str, key: &str, requests: u32, period_secs: u32, burst: u32) -> 
 }
 
 fn principal(iss: &str, sub: &str, tenant: Option<&str>) -> Arc<Principal> {
-    Arc::new(Principal {
-        issuer: iss.into(),
-        subject: Subject::from(sub),
-        tenant: tenant.map(TenantId::from),
-        roles: vec![],
-        scopes: vec![],
-        fhir_user: None,
-        patient: None,
-        session_id: None,
-        client_id: None,
-        amr: vec![],
-        acr: None,
-        auth_time: None,
-        expires_at: 0,
-        cert_thumbprint: None,
-    })
+    Arc::new(Principal { tenant: tenant.map(TenantId::from), ..Principal::new(iss, Subject::from(sub)) })
 }
 
 struct Req {

@@ -108,20 +108,16 @@ pub fn route() -> Arc<RouteMeta> {
 
 pub fn principal() -> Arc<Principal> {
     Arc::new(Principal {
-        issuer: "https://idp.example".into(),
-        subject: Subject::new("dr-alice"),
         tenant: Some(TenantId::new("tenant-a")),
         roles: vec!["clinician".into()],
         scopes: vec!["user/Observation.read".into()],
         fhir_user: Some("Practitioner/77".into()),
-        patient: None,
         session_id: Some("sid-123".into()),
         client_id: Some("ehr-app".into()),
         amr: vec!["pwd".into(), "otp".into()],
-        acr: None,
         auth_time: Some(1_700_000_000),
         expires_at: 1_900_000_000,
-        cert_thumbprint: None,
+        ..Principal::new("https://idp.example", Subject::new("dr-alice"))
     })
 }
 

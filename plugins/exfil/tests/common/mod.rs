@@ -101,20 +101,15 @@ pub fn principal(sub: &str) -> Arc<Principal> {
 
 pub fn principal_of(iss: &str, sub: &str) -> Arc<Principal> {
     Arc::new(Principal {
-        issuer: iss.into(),
-        subject: Subject::from(sub),
         tenant: Some(TenantId::from("tenant-a")),
         roles: vec!["clinician".into()],
         scopes: vec!["user/*.rs".into()],
         fhir_user: Some("Practitioner/pr1".into()),
-        patient: None,
         session_id: Some("sess-1".into()),
         client_id: Some("ehr-app".into()),
         amr: vec!["pwd".into(), "mfa".into()],
-        acr: None,
-        auth_time: None,
         expires_at: i64::MAX,
-        cert_thumbprint: None,
+        ..Principal::new(iss, Subject::from(sub))
     })
 }
 

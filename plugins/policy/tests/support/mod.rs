@@ -70,20 +70,13 @@ pub fn route() -> Arc<RouteMeta> {
 
 pub fn principal(sub: &str, tenant: &str, roles: &[&str], scopes: &[&str]) -> Arc<Principal> {
     Arc::new(Principal {
-        issuer: "https://issuer.test".into(),
-        subject: Subject::from(sub),
         tenant: Some(TenantId::from(tenant)),
         roles: roles.iter().map(|s| s.to_string()).collect(),
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        fhir_user: None,
-        patient: None,
-        session_id: None,
-        client_id: None,
         amr: vec!["mfa".into()],
-        acr: None,
         auth_time: Some(1_700_000_000),
         expires_at: 1_900_000_000,
-        cert_thumbprint: None,
+        ..Principal::new("https://issuer.test", Subject::from(sub))
     })
 }
 

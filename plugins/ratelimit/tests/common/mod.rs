@@ -156,22 +156,7 @@ pub async fn ready(stage: &RateLimitStage) {
 }
 
 pub fn principal(sub: &str) -> Arc<Principal> {
-    Arc::new(Principal {
-        issuer: "https://issuer.test".into(),
-        subject: Subject::from(sub),
-        tenant: None,
-        roles: vec![],
-        scopes: vec![],
-        fhir_user: None,
-        patient: None,
-        session_id: None,
-        client_id: None,
-        amr: vec![],
-        acr: None,
-        auth_time: None,
-        expires_at: 0,
-        cert_thumbprint: None,
-    })
+    Arc::new(Principal::new("https://issuer.test", Subject::from(sub)))
 }
 
 pub fn ctx(sub: Option<&str>, route: usize) -> RequestCtx {
