@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use phigate_plugin::{RouteMeta, Stage, StageBuildCtx};
+use phigate_plugin::{ConfigIssue, RouteMeta, Stage, StageBuildCtx};
 
 use crate::config::{stage_issues, ConfigErrors, LoadedConfig};
 
@@ -22,36 +22,24 @@ pub struct BuiltStages {
 /// Every stage config problem, located in the file.
 pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<BuiltStages, ConfigErrors> {
     let ctx = StageBuildCtx { routes, config_dir: &loaded.dir };
+    let cfg = &loaded.config;
+    // In pipeline order; audit is the recording stage, always last.
+    let decide = vec![
+        ("identity", cfg.identity.clone().map(|c| boxed(c.build(&ctx)))),
+        ("rate_limits", cfg.rate_limits.clone().map(|c| boxed(c.build(&ctx)))),
+        ("policy", cfg.policy.clone().map(|c| boxed(c.build(&ctx)))),
+        ("exfil", cfg.exfil.clone().map(|c| boxed(c.build(&ctx)))),
+    ];
+    let record = vec![("audit", cfg.audit.clone().map(|c| boxed(c.build(&ctx))))];
     let mut errors = Vec::new();
     let mut built = BuiltStages::default();
-    if let Some(identity) = loaded.config.identity.clone() {
-        match identity.build(&ctx) {
-            Ok(stage) => built.decide.push(Arc::new(stage)),
-            Err(issues) => errors.extend(stage_issues("identity", issues, loaded)),
-        }
-    }
-    if let Some(limits) = loaded.config.rate_limits.clone() {
-        match limits.build(&ctx) {
-            Ok(stage) => built.decide.push(Arc::new(stage)),
-            Err(issues) => errors.extend(stage_issues("rate_limits", issues, loaded)),
-        }
-    }
-    if let Some(policy) = loaded.config.policy.clone() {
-        match policy.build(&ctx) {
-            Ok(stage) => built.decide.push(Arc::new(stage)),
-            Err(issues) => errors.extend(stage_issues("policy", issues, loaded)),
-        }
-    }
-    if let Some(exfil) = loaded.config.exfil.clone() {
-        match exfil.build(&ctx) {
-            Ok(stage) => built.decide.push(Arc::new(stage)),
-            Err(issues) => errors.extend(stage_issues("exfil", issues, loaded)),
-        }
-    }
-    if let Some(audit) = loaded.config.audit.clone() {
-        match audit.build(&ctx) {
-            Ok(stage) => built.record.push(Arc::new(stage)),
-            Err(issues) => errors.extend(stage_issues("audit", issues, loaded)),
+    for (into, sections) in [(&mut built.decide, decide), (&mut built.record, record)] {
+        for (section, stage) in sections {
+            match stage {
+                Some(Ok(stage)) => into.push(stage),
+                Some(Err(issues)) => errors.extend(stage_issues(section, issues, loaded)),
+                None => {}
+            }
         }
     }
     if errors.is_empty() {
@@ -59,4 +47,8 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+fn boxed<S: Stage>(built: Result<S, Vec<ConfigIssue>>) -> Result<Arc<dyn Stage>, Vec<ConfigIssue>> {
+    built.map(|stage| Arc::new(stage) as Arc<dyn Stage>)
 }
