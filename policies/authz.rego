@@ -41,18 +41,35 @@ reasons := ["unauthenticated"] if {
 
 default narrow_patients := null
 
+# Only principals held to a few patients are narrowed: a tenant-scoped search is forwarded as
+# asked (the upstream scopes it to the tenant, as a partitioned FHIR server does) and its
+# response is checked by tenant like any other.
 narrow_patients := sort(effective) if {
 	needs_narrowing
+	not tenant_scoped
 	not refuse_unnarrowed
 }
 
-# Every FHIR response is checked against this set (read-by-id, searches, _include leaks).
-default permitted_patients := null
-
-permitted_patients := sort(effective) if {
+# Every FHIR response is checked (read-by-id, searches, _include leaks): against the patients a
+# restricted principal may touch, or, for a tenant-scoped one, against each patient's tenant.
+verified_response if {
 	input.request.fhir
 	not input.request.fhir.interaction == "capabilities"
 	not input.request.fhir.operation == "export"
+}
+
+default permitted_patients := null
+
+permitted_patients := sort(effective) if {
+	verified_response
+	not tenant_scoped
+}
+
+default permitted_tenant := null
+
+permitted_tenant := input.principal.tenant if {
+	verified_response
+	tenant_scoped
 }
 
 default max_page_size := null
@@ -75,6 +92,7 @@ decision := {
 	"obligations": {
 		"narrow_patients": narrow_patients,
 		"permitted_patients": permitted_patients,
+		"permitted_tenant": permitted_tenant,
 		"max_page_size": max_page_size,
 		"break_glass": break_glass_access,
 		"alert": alert,

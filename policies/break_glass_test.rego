@@ -36,3 +36,9 @@ test_break_glass_role_is_configurable if {
 		with data.gateway.break_glass_role as "emergency"
 	not d.allow
 }
+
+test_break_glass_response_checked_by_tenant if {
+	d := authz.decision with input as emergency(f.er_doctor_a, "a-p5")
+	d.obligations.permitted_tenant == "tenant-a"
+	d.obligations.permitted_patients == null
+}

@@ -63,6 +63,7 @@ REQUESTS = {
     "read_a_p1": ("GET", op("read", "Patient", ["a-p1"], id="a-p1"), {}),
     "read_a_p3": ("GET", op("read", "Patient", ["a-p3"], id="a-p3"), {}),
     "read_b_p1": ("GET", op("read", "Patient", ["b-p1"], id="b-p1"), {}),
+    "read_unknown": ("GET", op("read", "Patient", ["a-p404"], id="a-p404"), {}),
     "read_obs": ("GET", op("read", "Observation", [], id="o1"), {}),
     "search_obs": ("GET", op("search-type", "Observation"), {}),
     "search_obs_a_p4": ("GET", op("search-type", "Observation", ["a-p4"]), {}),

@@ -45,7 +45,23 @@ test_unresolved_param_allowed_for_tenant_wide_role if {
 	fhir := object.union(f.search("Observation", []), {"unresolved": ["_has"]})
 	d := authz.decision with input as f.get(f.scraper_a, fhir)
 	d.allow
-	d.obligations.narrow_patients == ["a-p1", "a-p2", "a-p3", "a-p4", "a-p5"]
+	d.obligations.narrow_patients == null
+	d.obligations.permitted_tenant == "tenant-a"
+}
+
+test_tenant_wide_search_not_narrowed_but_checked_by_tenant if {
+	d := authz.decision with input as f.get(f.bulk_client, f.search("Observation", []))
+	d.allow
+	d.obligations.narrow_patients == null
+	d.obligations.permitted_tenant == "tenant-a"
+}
+
+test_break_glass_search_not_narrowed if {
+	i := f.with_request(f.get(f.er_doctor_a, f.search("Observation", [])), {"break_glass_reason": "mass casualty"})
+	d := authz.decision with input as i
+	d.allow
+	d.obligations.narrow_patients == null
+	d.obligations.permitted_tenant == "tenant-a"
 }
 
 test_batch_with_one_foreign_entry_denied if {
@@ -124,4 +140,38 @@ test_update_by_id_for_care_team_patient_allowed if {
 	update := object.union(f.op("update", "Observation", ["a-p1"]), {"id": "o1"})
 	d := authz.decision with input as f.req(f.writer_a, "PUT", update)
 	d.allow
+}
+
+test_tenant_wide_role_checked_by_tenant_not_by_list if {
+	d := authz.decision with input as f.get(f.scraper_a, f.read_patient("a-p4"))
+	d.allow
+	d.obligations.permitted_patients == null
+	d.obligations.permitted_tenant == "tenant-a"
+}
+
+test_tenant_wide_role_denied_unknown_patient if {
+	d := authz.decision with input as f.get(f.scraper_a, f.read_patient("a-p404"))
+	not d.allow
+	d.reasons == ["patient_not_permitted"]
+}
+
+test_tenant_wide_role_denied_other_tenants_patient if {
+	d := authz.decision with input as f.get(f.scraper_a, f.read_patient("b-p1"))
+	not d.allow
+	"patient_not_permitted" in d.reasons
+}
+
+test_care_team_gets_no_permitted_tenant if {
+	d := authz.decision with input as f.get(f.clinician_a, f.read_patient("a-p1"))
+	d.obligations.permitted_tenant == null
+}
+
+# The decision of a tenant-scoped principal does not depend on how many patients the tenant has.
+test_tenant_wide_decision_does_not_list_the_tenant if {
+	many := {sprintf("a-x%d", [i]): {"tenant": "tenant-a"} | some i in numbers.range(1, 300)}
+	d := authz.decision with input as f.get(f.bulk_client, f.read_patient("a-x7"))
+		with data.patients as many
+	d.allow
+	d.obligations.permitted_tenant == "tenant-a"
+	d.obligations.permitted_patients == null
 }

@@ -96,8 +96,8 @@ async fn write_by_a_principal_without_a_permitted_set_is_forwarded_without_a_pre
         );
         edit_policy(
             &dir.join("authz.rego"),
-            "permitted_patients := sort(effective) if {\n",
-            "permitted_patients := sort(effective) if {\n\trestricted\n",
+            "permitted_tenant := input.principal.tenant if {\n",
+            "permitted_tenant := input.principal.tenant if {\n\trestricted\n",
         );
     })
     .await;
@@ -106,6 +106,39 @@ async fn write_by_a_principal_without_a_permitted_set_is_forwarded_without_a_pre
     assert_eq!(res.status, 405, "forwarded to the read-only upstream: {}", res.text());
     let seen = forwarded(&env).await;
     assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::DELETE, path), "no pre-read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_wide_write_by_id_is_judged_by_the_stored_records_tenant() {
+    // A tenant-wide writer (clinicians made tenant-wide) is held to its tenant, not to a list:
+    // the stored record of its own tenant lets the write through, another tenant's refuses it.
+    let env = FullEnv::start_with_policies(|dir| {
+        edit_policy(
+            &dir.join("data/roles.yaml"),
+            "clinician: {patient_access: care_team}",
+            "clinician: {patient_access: tenant}",
+        );
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().ends_with("_test.rego") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    })
+    .await;
+    let foreign = "/fhir/Observation/b-p1-obs-01";
+    let res = send(&env, "writer_a", Method::DELETE, foreign, FHIR_JSON, Vec::new()).await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert_pre_read(&env, foreign).await;
+    assert_nothing_forwarded_since_last(&env).await;
+
+    // Outside the care team the shipped data gives writer_a, but in its tenant.
+    let own = "/fhir/Observation/a-p5-obs-01";
+    let res = send(&env, "writer_a", Method::DELETE, own, FHIR_JSON, Vec::new()).await;
+    assert_eq!(res.status, 405, "forwarded to the read-only upstream: {}", res.text());
+    assert_pre_read(&env, own).await;
+    let seen = forwarded(&env).await;
+    assert_eq!((seen.method, seen.path_and_query.as_str()), (Method::DELETE, own));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,6 +105,10 @@ pub struct Obligations {
     pub narrow_patients: Option<Vec<PatientId>>,
     /// Patients the response may contain; responses naming others are replaced with 403.
     pub permitted_patients: Option<Vec<PatientId>>,
+    /// The response may contain only patients of this tenant (by the policy data's patient →
+    /// tenant map); responses naming others are replaced with 403. For principals that reach
+    /// a whole tenant, whose patients are too many to list.
+    pub permitted_tenant: Option<TenantId>,
     /// Cap on the page size.
     pub max_page_size: Option<u32>,
     /// The access is an emergency (break-glass) access.

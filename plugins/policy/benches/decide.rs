@@ -32,7 +32,11 @@ fn policies() -> PathBuf {
 }
 
 fn stage(cache: bool) -> PolicyStage {
-    let mut c = PolicyConfig::new(policies());
+    stage_at(policies(), cache)
+}
+
+fn stage_at(dir: PathBuf, cache: bool) -> PolicyStage {
+    let mut c = PolicyConfig::new(dir);
     c.watch = false;
     c.decision_cache.enabled = cache;
     let routes = vec![route()];
@@ -109,7 +113,62 @@ fn percentiles(name: &str, mut f: impl FnMut()) {
     println!("{name:<40} p50 {:>8.2?}  p99 {:>8.2?}  p99.9 {:>8.2?}", p(0.50), p(0.99), p(0.999));
 }
 
+/// The shipped policies (without their tests, which count the tenant) with `TENANT_PATIENTS`
+/// more patients in tenant-a's data.
+fn large_tenant() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(policies()).expect("policies") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("name").to_string_lossy().to_string();
+        if (name.ends_with(".rego") && !name.ends_with("_test.rego")) || name == "probes.json" {
+            std::fs::copy(&path, dir.path().join(&name)).expect("copy");
+        }
+    }
+    std::fs::create_dir(dir.path().join("data")).expect("data dir");
+    for entry in std::fs::read_dir(policies().join("data")).expect("data") {
+        let path = entry.expect("entry").path();
+        let target = dir.path().join("data").join(path.file_name().expect("name"));
+        if path.file_name().is_some_and(|n| n == "tenants.json") {
+            let text = std::fs::read_to_string(&path).expect("read");
+            let mut doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+            let patients = doc["patients"].as_object_mut().expect("patients");
+            for i in 0..TENANT_PATIENTS {
+                patients.insert(format!("a-x{i}"), serde_json::json!({"tenant": "tenant-a"}));
+            }
+            std::fs::write(target, doc.to_string()).expect("write");
+        } else {
+            std::fs::copy(&path, target).expect("copy");
+        }
+    }
+    dir
+}
+
+/// Patients added to tenant-a for the tenant-wide scenario: a decision for a principal that
+/// reaches the whole tenant must not grow with it.
+const TENANT_PATIENTS: usize = 50_000;
+
+fn service() -> Arc<Principal> {
+    Arc::new(Principal {
+        tenant: Some(TenantId::from("tenant-a")),
+        scopes: vec!["system/*.read".into()],
+        client_id: Some("svc".into()),
+        expires_at: 1_900_000_000,
+        ..Principal::new("https://issuer.test", Subject::from("svc"))
+    })
+}
+
 fn decide(c: &mut Criterion) {
+    {
+        let dir = large_tenant();
+        let stage = stage_at(dir.path().to_path_buf(), false);
+        let mut rc = ctx(Interaction::Read, "Patient", Some("a-x777"), &["a-x777"]);
+        rc.principal = Some(service());
+        let name = "decide/cache_off/tenant_wide_read_50k_patients";
+        c.bench_function(name, |b| b.iter(|| black_box(stage.decide(black_box(&rc)).expect("decides"))));
+        percentiles(name, || {
+            black_box(stage.decide(&rc).expect("decides"));
+        });
+    }
     for cache in [false, true] {
         let stage = stage(cache);
         let label = if cache { "cache_on" } else { "cache_off" };

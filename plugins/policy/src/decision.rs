@@ -1,7 +1,7 @@
 //! The decision document a policy returns, read strictly into [`Decision`], and the mapping of
 //! deny reasons to stable error codes.
 
-use phigate_plugin::{Decision, ErrorCode, Obligations, PatientId};
+use phigate_plugin::{Decision, ErrorCode, Obligations, PatientId, TenantId};
 use regorus::Value;
 
 use crate::error::EvalError;
@@ -55,6 +55,11 @@ fn obligations(v: &Value) -> Result<Obligations, EvalError> {
         Value::Null | Value::Undefined => None,
         n => Some(n.as_u32().map_err(|_| EvalError::Output("max_page_size must be a u32"))?),
     };
+    let permitted_tenant = match &v["permitted_tenant"] {
+        Value::Null | Value::Undefined => None,
+        Value::String(s) if !s.is_empty() => Some(TenantId::new(s.clone())),
+        _ => return Err(EvalError::Output("permitted_tenant must be a non-empty string or null")),
+    };
     let alert = match &v["alert"] {
         Value::Null | Value::Undefined => None,
         Value::String(s) if s.len() <= MAX_REASON_BYTES => Some(s.to_string()),
@@ -63,6 +68,7 @@ fn obligations(v: &Value) -> Result<Obligations, EvalError> {
     Ok(Obligations {
         narrow_patients: patients(&v["narrow_patients"])?,
         permitted_patients: patients(&v["permitted_patients"])?,
+        permitted_tenant,
         max_page_size,
         break_glass: matches!(v["break_glass"], Value::Bool(true)),
         alert,

@@ -40,6 +40,7 @@ mod input;
 mod narrow;
 mod oneshot;
 mod page;
+mod permit;
 mod pre_read;
 mod reload;
 mod revision;
@@ -53,6 +54,7 @@ pub use error::{EvalError, LoadError};
 pub use input::INPUT_VERSION;
 pub use oneshot::{eval_input, EvalInputError};
 pub use page::OversizedPage;
+pub use permit::Permit;
 pub use stage::{PolicyStage, ReloadOutcome, BREAK_GLASS_HEADER};
 pub use testing::{
     run_policy_tests, run_policy_tests_with, FileCoverage, TestOutcome, TestReport, TestResult,

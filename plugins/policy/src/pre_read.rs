@@ -5,50 +5,39 @@
 //! gateway reads the stored record first and the policy stage checks it with the same verifier
 //! as responses (every patient it names must be permitted) before the write is audited or sent.
 //!
-//! Only for principals the decision restricts to a permitted set, and only on patient-compartment
+//! Only for decisions that hold responses to permitted patients (a list, or a tenant's), and only on patient-compartment
 //! types other than `Patient` (for `Patient/123` the path already names the patient). A record
 //! that does not exist (404, 410) is an update-as-create: its body was already judged. Any other
 //! answer, or none, refuses the write (fail closed). Every outcome is counted; no id or body is
 //! ever logged.
 
 use http::StatusCode;
-use phigate_plugin::{Decision, Denial, ErrorCode, Interaction, PreRead, RequestCtx};
+use phigate_plugin::{Denial, ErrorCode, Interaction, PreRead, RequestCtx};
 
 use crate::events::PRE_READS;
+use crate::permit::Permit;
 use crate::revision::Revision;
-use crate::verify::{verify, Verdict};
+use crate::verify::{verify_collect, Verdict};
 
 /// Marks a request whose pre-read the policy stage asked for: another stage may ask for one too,
 /// and the policy stage judges only its own.
 #[derive(Debug, Clone, Copy)]
 struct Asked;
 
-/// Asks for a pre-read when `ctx`, allowed by `decision`, needs the stored record read before it
-/// is forwarded.
-pub(crate) fn ask_if_wanted(ctx: &mut RequestCtx, decision: &Decision, revision: &Revision) {
-    if wanted(ctx, decision, revision) {
+/// Asks for a pre-read when `ctx`, allowed by a decision that holds it to permitted patients,
+/// needs the stored record read before it is forwarded.
+pub(crate) fn ask_if_wanted(ctx: &mut RequestCtx, revision: &Revision) {
+    if wanted(ctx, revision) {
         ctx.upstream.pre_read = true;
         ctx.extensions.insert(Asked);
     }
 }
 
-fn wanted(ctx: &RequestCtx, decision: &Decision, revision: &Revision) -> bool {
+fn wanted(ctx: &RequestCtx, revision: &Revision) -> bool {
     let Some(fhir) = ctx.fhir.as_ref() else { return false };
     let write = matches!(fhir.interaction, Interaction::Update | Interaction::Patch | Interaction::Delete);
     let Some(ty) = fhir.resource_type.filter(|ty| *ty != "Patient") else { return false };
-    write
-        && fhir.id.is_some()
-        && decision.obligations.permitted_patients.is_some()
-        && revision.in_patient_compartment(ty)
-}
-
-/// The permitted patient ids of `decision`, sorted and deduplicated (what [`verify`] expects).
-pub(crate) fn permitted_ids(decision: &Decision) -> Option<Vec<&str>> {
-    let permitted = decision.obligations.permitted_patients.as_deref()?;
-    let mut ids: Vec<&str> = permitted.iter().map(|p| p.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    Some(ids)
+    write && fhir.id.is_some() && revision.in_patient_compartment(ty)
 }
 
 /// Judges the pre-read's answer for the request in `ctx`, when the policy stage asked for it.
@@ -74,7 +63,7 @@ fn outcome(ctx: &RequestCtx, read: PreRead<'_>) -> (&'static str, Result<(), Den
             .with_cause(format!("pre-read answered with status {}", status.as_u16()));
         return ("error", Err(denial));
     }
-    let Some(permitted) = ctx.decision.as_ref().and_then(permitted_ids) else {
+    let Some(permit) = ctx.extensions.get::<Permit>() else {
         // Asked for by a decision with a permitted set; without one nothing can be judged.
         return ("error", Err(Denial::new(ErrorCode::PolicyError).with_cause("pre-read without a decision")));
     };
@@ -83,7 +72,7 @@ fn outcome(ctx: &RequestCtx, read: PreRead<'_>) -> (&'static str, Result<(), Den
     if body.iter().all(u8::is_ascii_whitespace) {
         return ("error", Err(unreadable()));
     }
-    match verify(body, &permitted) {
+    match verify_collect(body, permit).verdict {
         Verdict::Clean => ("allowed", Ok(())),
         Verdict::Violation => (
             "denied",

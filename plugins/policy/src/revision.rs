@@ -18,6 +18,7 @@ use regorus::{Engine, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, LoadError};
+use crate::permit::PatientTenants;
 
 /// Interpreter work units between two clock reads of the execution timer.
 pub(crate) const TIMER_CHECK_INTERVAL: NonZeroU32 = NonZeroU32::MIN.saturating_add(31);
@@ -197,6 +198,8 @@ pub(crate) struct Revision {
     data: Value,
     /// `data.fhir.patient_compartment`'s types, sorted; `None` when the data has no such map.
     compartment: Option<Vec<Box<str>>>,
+    /// `data.patients`: each patient's tenant, for checking responses of tenant-scoped decisions.
+    pub(crate) patient_tenants: Arc<PatientTenants>,
     max_eval: Duration,
     pool: Mutex<Vec<RegoVM>>,
 }
@@ -220,6 +223,7 @@ impl Revision {
             id: sources.revision.clone(),
             program,
             compartment: compartment_types(&data),
+            patient_tenants: Arc::new(PatientTenants::from_data(&data["patients"])),
             data,
             max_eval,
             pool: Mutex::new(Vec::new()),

@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, PatientId, PreRead, Readiness,
-    RequestCtx, ResponseHead, Stage,
+    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, PreRead, Readiness, RequestCtx,
+    ResponseHead, Stage,
 };
 use regorus::Value;
 
 use crate::error::{EvalError, LoadError};
 use crate::events;
 use crate::narrow::{narrow, NarrowError};
+use crate::permit::{PatientTenants, Permit};
 use crate::revision::{GatewaySettings, Revision, Sources};
 use crate::verify::{verify_collect, Verdict};
 use crate::{decision, input, pre_read};
@@ -121,7 +122,7 @@ impl PolicyStage {
     /// # Errors
     /// An [`EvalError`] when the policy fails; the stage answers those with `policy_error`.
     pub fn decide(&self, ctx: &RequestCtx) -> Result<Arc<Decision>, EvalError> {
-        self.inner.decide(ctx)
+        self.inner.decide(ctx).map(|(decision, _)| decision)
     }
 }
 
@@ -171,15 +172,17 @@ impl Inner {
         }
     }
 
-    fn decide(&self, ctx: &RequestCtx) -> Result<Arc<Decision>, EvalError> {
+    /// The decision, with the patient → tenant index of the revision that made it.
+    fn decide(&self, ctx: &RequestCtx) -> Result<(Arc<Decision>, Arc<PatientTenants>), EvalError> {
         let revision = self.active.load();
+        let index = revision.patient_tenants.clone();
         let base = input::build(ctx);
         let key = match &self.cache {
             Some(cache) => {
                 let key = format!("{}\n{}", revision.id, base.to_json_str().unwrap_or_default());
                 if let Some(hit) = cache.get(&key) {
                     events::CACHE.with_label_values(&["hit"]).inc();
-                    return Ok(hit);
+                    return Ok((hit, index));
                 }
                 events::CACHE.with_label_values(&["miss"]).inc();
                 Some(key)
@@ -191,7 +194,7 @@ impl Inner {
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, decision.clone());
         }
-        Ok(decision)
+        Ok((decision, index))
     }
 }
 
@@ -307,7 +310,7 @@ impl Stage for PolicyStage {
 
     async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
         ctx.break_glass_reason = break_glass_reason(ctx, self.inner.settings.max_reason_bytes)?;
-        let decision = match self.inner.decide(ctx) {
+        let (decision, index) = match self.inner.decide(ctx) {
             Ok(d) => d,
             Err(e) => {
                 let revision = self.inner.active.load().id.clone();
@@ -325,11 +328,12 @@ impl Stage for PolicyStage {
         events::DECISIONS.with_label_values(&["allow"]).inc();
         // The response must be checked before any byte of it reaches the client, so that a
         // violation can still replace the status: ask for the whole response now.
-        if decision.obligations.permitted_patients.is_some() {
+        if let Some(permit) = Permit::of(&decision, &index) {
             ctx.response.buffer_body = true;
+            // The record a write by id changes is judged before the write is sent.
+            pre_read::ask_if_wanted(ctx, &self.inner.active.load());
+            ctx.extensions.insert(permit);
         }
-        // The record a write by id changes is judged before the write is sent.
-        pre_read::ask_if_wanted(ctx, &decision, &self.inner.active.load());
         let shaped = self.apply_narrowing(ctx, &decision).and_then(|()| self.apply_page_cap(ctx, &decision));
         ctx.decision = Some(decision);
         shaped.map(|()| Flow::Continue)
@@ -340,7 +344,7 @@ impl Stage for PolicyStage {
     }
 
     fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {
-        let verify = ctx.decision.as_ref().is_some_and(|d| d.obligations.permitted_patients.is_some());
+        let verify = ctx.extensions.get::<Permit>().is_some();
         if !verify || !head.status.is_success() || head.status.as_u16() == 204 {
             return Ok(());
         }
@@ -360,15 +364,14 @@ impl Stage for PolicyStage {
     }
 
     fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
-        let Some(ids) = ctx.decision.as_ref().and_then(pre_read::permitted_ids) else {
+        let Some(permit) = ctx.extensions.get::<Permit>() else {
             return Ok(());
         };
-        let checked = verify_collect(body, &ids);
+        let checked = verify_collect(body, permit);
         match checked.verdict {
             Verdict::Clean => {
                 // What the body held, for the stages after this one (exfil windows, audit).
-                let named = checked.named.iter().filter_map(|&i| ids.get(i)).map(|id| PatientId::from(*id));
-                ctx.response.patients = Some(named.collect());
+                ctx.response.patients = Some(checked.named);
                 if ctx.response.entries.is_none() {
                     ctx.response.entries = checked.entries;
                 }

@@ -10,7 +10,10 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 
+use phigate_plugin::PatientId;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::permit::Permit;
 
 /// The outcome of a verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +26,9 @@ pub enum Verdict {
     Unreadable,
 }
 
-/// Checks a response body against a sorted, deduplicated list of permitted patient ids.
+/// Checks a response body against a list of permitted patient ids.
 pub fn verify(body: &[u8], permitted: &[&str]) -> Verdict {
-    verify_collect(body, permitted).verdict
+    verify_collect(body, &Permit::patients(permitted.iter().copied())).verdict
 }
 
 /// A verification and what it saw on the way.
@@ -33,25 +36,24 @@ pub fn verify(body: &[u8], permitted: &[&str]) -> Verdict {
 pub struct Verified {
     /// The outcome.
     pub verdict: Verdict,
-    /// For a clean body: the indices into `permitted` of the patients it named, ascending.
-    pub named: Vec<usize>,
+    /// For a clean body: the patients it named, sorted and deduplicated.
+    pub named: Vec<PatientId>,
     /// For a clean body that is a Bundle: its `entry` count.
     pub entries: Option<u32>,
 }
 
-/// [`verify`], also collecting which permitted patients the body named and how many Bundle
-/// entries it has (for the stages after this one, so they need not parse the body again). Every
-/// patient a clean body names is in `permitted`, so this allocates one flag per permitted id.
-pub fn verify_collect(body: &[u8], permitted: &[&str]) -> Verified {
+/// Checks a body against `permit`, also collecting which patients it named and how many Bundle
+/// entries it has (for the stages after this one, so they need not parse the body again).
+pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Verified { verdict: Verdict::Clean, named: Vec::new(), entries: None };
     }
     let violation = Cell::new(false);
-    let seen = RefCell::new(vec![false; permitted.len()]);
+    let seen = RefCell::new(Vec::new());
     let bundle = Cell::new(false);
     let entries = Cell::new(None);
     let walk =
-        Node { permitted, violation: &violation, seen: &seen, top: Some((&bundle, &entries)), count: None };
+        Node { permit, violation: &violation, seen: &seen, top: Some((&bundle, &entries)), count: None };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = walk.deserialize(&mut de).and_then(|()| de.end());
     let verdict = match (violation.get(), parsed) {
@@ -62,7 +64,9 @@ pub fn verify_collect(body: &[u8], permitted: &[&str]) -> Verified {
     if verdict != Verdict::Clean {
         return Verified { verdict, named: Vec::new(), entries: None };
     }
-    let named = seen.into_inner().iter().enumerate().filter_map(|(i, s)| s.then_some(i)).collect();
+    let mut named = seen.into_inner();
+    named.sort_unstable();
+    named.dedup();
     let entries = if bundle.get() { Some(entries.get().unwrap_or(0)) } else { None };
     Verified { verdict, named, entries }
 }
@@ -91,9 +95,11 @@ type Root<'a> = (&'a Cell<bool>, &'a Cell<Option<u32>>);
 
 #[derive(Clone, Copy)]
 struct Node<'a> {
-    permitted: &'a [&'a str],
+    permit: &'a Permit,
     violation: &'a Cell<bool>,
-    seen: &'a RefCell<Vec<bool>>,
+    /// Patients named so far (repeats next to each other are skipped; the rest deduplicated at
+    /// the end).
+    seen: &'a RefCell<Vec<PatientId>>,
     top: Option<Root<'a>>,
     /// Set on the root's `entry` value only: where its element count goes.
     count: Option<&'a Cell<Option<u32>>>,
@@ -101,14 +107,15 @@ struct Node<'a> {
 
 impl Node<'_> {
     fn check(&self, id: &str) -> Result<(), ()> {
-        match self.permitted.binary_search(&id) {
-            Ok(i) => {
-                if let Some(flag) = self.seen.borrow_mut().get_mut(i) {
-                    *flag = true;
+        match self.permit.get(id) {
+            Some(patient) => {
+                let mut seen = self.seen.borrow_mut();
+                if seen.last() != Some(&patient) {
+                    seen.push(patient);
                 }
                 Ok(())
             }
-            Err(_) => {
+            None => {
                 self.violation.set(true);
                 Err(())
             }

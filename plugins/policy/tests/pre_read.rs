@@ -124,7 +124,7 @@ async fn a_decision_without_a_permitted_set_asks_for_no_pre_read() {
     let dir = policies_copy();
     let authz = dir.path().join("authz.rego");
     let text = std::fs::read_to_string(&authz).unwrap();
-    let from = "permitted_patients := sort(effective) if {\n";
+    let from = "permitted_tenant := input.principal.tenant if {\n";
     assert!(text.contains(from), "the shipped rule moved");
     std::fs::write(&authz, text.replace(from, &format!("{from}\trestricted\n"))).unwrap();
     let mut config = phigate_policy::PolicyConfig::new(dir.path());
@@ -136,7 +136,8 @@ async fn a_decision_without_a_permitted_set_asks_for_no_pre_read() {
     let path = "/fhir/Observation/o1";
     let mut c = ctx(Method::DELETE, path, analyst, fhir(Interaction::Delete, "Observation", Some("o1"), &[]));
     stage.on_request(&mut c).await.unwrap();
-    assert!(c.decision.as_ref().unwrap().obligations.permitted_patients.is_none());
+    let obligations = &c.decision.as_ref().unwrap().obligations;
+    assert!(obligations.permitted_patients.is_none() && obligations.permitted_tenant.is_none());
     assert!(!c.upstream.pre_read);
     // The same edited policy still holds the care team to its set, and asks.
     let mut c =

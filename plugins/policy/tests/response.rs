@@ -6,7 +6,7 @@
 mod support;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
-use phigate_plugin::{ErrorCode, Interaction, RequestCtx, ResponseHead, Stage};
+use phigate_plugin::{ErrorCode, Interaction, PatientId, RequestCtx, ResponseHead, Stage};
 use support::*;
 
 async fn allowed_read_of_observation() -> RequestCtx {
@@ -75,11 +75,14 @@ async fn a_clean_bundle_records_its_patients_and_entries_for_later_stages() {
 
 #[test]
 fn verification_counts_only_the_root_bundles_entries() {
-    use phigate_policy::{verify_collect, Verdict};
-    let permitted = ["a-p1", "a-p2"];
+    use phigate_policy::{verify_collect, Permit, Verdict};
+    let permitted = Permit::patients(["a-p1", "a-p2"]);
     let nested = br#"{"resourceType":"Observation","subject":{"reference":"Patient/a-p1"},"contained":[{"resourceType":"Bundle","entry":[{},{}]}]}"#;
     let v = verify_collect(nested, &permitted);
-    assert_eq!((v.verdict, v.named.as_slice(), v.entries), (Verdict::Clean, &[0usize][..], None));
+    assert_eq!(
+        (v.verdict, v.named.as_slice(), v.entries),
+        (Verdict::Clean, &[PatientId::from("a-p1")][..], None)
+    );
     let empty = br#"{"resourceType":"Bundle","type":"searchset","total":0}"#;
     assert_eq!(verify_collect(empty, &permitted).entries, Some(0));
     let foreign =
@@ -119,4 +122,40 @@ fn deeply_nested_bodies_are_unreadable_not_a_stack_overflow() {
         phigate_policy::verify_response(body.as_bytes(), &["a-p1"]),
         phigate_policy::Verdict::Unreadable
     );
+}
+
+/// A principal that reaches the whole tenant (here a backend service): its decision names the
+/// tenant, not the tenant's patients, and its responses are checked patient by patient against
+/// the policy data's tenant of each.
+#[tokio::test]
+async fn tenant_wide_responses_are_checked_by_each_patients_tenant() {
+    let service = principal("svc", "tenant-a", &[], &["system/*.read"]);
+    let read = || {
+        get("/fhir/Observation/o1", service.clone(), fhir(Interaction::Read, "Observation", Some("o1"), &[]))
+    };
+    let mut c = read();
+    stage().on_request(&mut c).await.unwrap();
+    let decision = c.decision.as_ref().unwrap();
+    assert_eq!(decision.obligations.permitted_patients, None);
+    assert_eq!(decision.obligations.permitted_tenant.as_ref().map(|t| t.as_str()), Some("tenant-a"));
+    assert_eq!(head_json(&mut c, "application/fhir+json"), Ok(()));
+    assert!(c.response.buffer_body);
+
+    // Patients outside any care team but in the tenant pass, and are recorded.
+    let own = br#"{"resourceType":"Bundle","entry":[
+        {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/a-p5"}}},
+        {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/a-p3"}}}]}"#;
+    assert!(stage().on_buffered_response(&mut c, own).is_ok());
+    let named: Vec<&str> = c.response.patients.as_deref().unwrap().iter().map(|p| p.as_str()).collect();
+    assert_eq!(named, ["a-p3", "a-p5"]);
+
+    // Another tenant's patient, or one the data does not know, replaces the response.
+    for foreign in ["b-p1", "a-p404"] {
+        let mut c = read();
+        stage().on_request(&mut c).await.unwrap();
+        let body =
+            format!(r#"{{"resourceType":"Observation","subject":{{"reference":"Patient/{foreign}"}}}}"#);
+        let denial = stage().on_buffered_response(&mut c, body.as_bytes()).unwrap_err();
+        assert_eq!(denial.code, ErrorCode::PatientNotPermitted, "{foreign}");
+    }
 }

@@ -1,0 +1,157 @@
+//! Which patients a response (or a pre-read record) may name: the few patients of a restricted
+//! principal, or every patient of a tenant, looked up in the revision's patient → tenant index.
+//!
+//! A tenant-scoped decision names the tenant (`permitted_tenant`) instead of listing its
+//! patients: a tenant can hold millions of them, and neither the decision nor the check of a
+//! response may grow with it.
+
+use std::sync::Arc;
+
+use phigate_plugin::{Decision, PatientId, TenantId};
+use regorus::Value;
+
+/// `data.patients` read once per revision: each patient's tenant, sorted by patient id.
+#[derive(Debug, Default)]
+pub(crate) struct PatientTenants {
+    tenants: Vec<TenantId>,
+    patients: Vec<(PatientId, u32)>,
+}
+
+impl PatientTenants {
+    /// Reads `{"<patient id>": {"tenant": "<tenant id>"}, ...}`; entries of any other shape
+    /// give their patient no tenant (it is then permitted to no tenant-scoped principal).
+    pub(crate) fn from_data(patients: &Value) -> PatientTenants {
+        let Value::Object(map) = patients else {
+            return PatientTenants::default();
+        };
+        let mut tenants: Vec<TenantId> = Vec::new();
+        let mut out = Vec::with_capacity(map.len());
+        for (id, info) in map.iter() {
+            let (Value::String(id), Value::String(tenant)) = (id, &info["tenant"]) else {
+                continue;
+            };
+            let ix = match tenants.iter().position(|t| t.as_str() == &**tenant) {
+                Some(ix) => ix,
+                None => {
+                    tenants.push(TenantId::new(tenant.clone()));
+                    tenants.len() - 1
+                }
+            };
+            out.push((PatientId::new(id.clone()), u32::try_from(ix).unwrap_or(u32::MAX)));
+        }
+        // Object keys come sorted (regorus objects are ordered maps); sorting again is cheap and
+        // keeps the binary search correct whatever the map's order.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        PatientTenants { tenants, patients: out }
+    }
+
+    fn tenant_index(&self, tenant: &str) -> Option<u32> {
+        self.tenants.iter().position(|t| t.as_str() == tenant).and_then(|ix| u32::try_from(ix).ok())
+    }
+
+    fn lookup(&self, id: &str) -> Option<&(PatientId, u32)> {
+        self.patients.binary_search_by(|(p, _)| p.as_str().cmp(id)).ok().and_then(|i| self.patients.get(i))
+    }
+}
+
+/// The patients a response may name.
+#[derive(Debug, Clone)]
+pub struct Permit(Kind);
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// These patients, sorted and deduplicated.
+    Patients(Arc<[PatientId]>),
+    /// Every patient the index places in the tenant at this index (`None`: a tenant the data
+    /// does not know, so nobody).
+    Tenant(Option<u32>, Arc<PatientTenants>),
+}
+
+impl Permit {
+    /// Exactly these patients.
+    pub fn patients<'a>(ids: impl IntoIterator<Item = &'a str>) -> Permit {
+        let mut ids: Vec<PatientId> = ids.into_iter().map(PatientId::from).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Permit(Kind::Patients(ids.into()))
+    }
+
+    /// Every patient of `tenant`, by `index`.
+    pub(crate) fn tenant(tenant: &str, index: Arc<PatientTenants>) -> Permit {
+        Permit(Kind::Tenant(index.tenant_index(tenant), index))
+    }
+
+    /// What `decision` permits, `None` when it asks for no check. A decision naming both a
+    /// tenant and patients is held to the patients (the narrower).
+    pub(crate) fn of(decision: &Decision, index: &Arc<PatientTenants>) -> Option<Permit> {
+        let o = &decision.obligations;
+        match (&o.permitted_patients, &o.permitted_tenant) {
+            (Some(patients), _) => Some(Permit::patients(patients.iter().map(PatientId::as_str))),
+            (None, Some(tenant)) => Some(Permit::tenant(tenant.as_str(), index.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The stored id of `id` when it is permitted (a cheap clone, for recording what a body
+    /// named).
+    pub(crate) fn get(&self, id: &str) -> Option<PatientId> {
+        match &self.0 {
+            Kind::Patients(ids) => {
+                ids.binary_search_by(|p| p.as_str().cmp(id)).ok().and_then(|i| ids.get(i)).cloned()
+            }
+            Kind::Tenant(tenant, index) => {
+                let (p, t) = index.lookup(id)?;
+                (Some(*t) == *tenant).then(|| p.clone())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn index() -> Arc<PatientTenants> {
+        let data = Value::from_json_str(
+            r#"{"a-p1": {"tenant": "tenant-a"}, "b-p1": {"tenant": "tenant-b"},
+                "a-p2": {"tenant": "tenant-a"}, "odd": {"tenant": 7}, "bare": 1}"#,
+        )
+        .unwrap();
+        Arc::new(PatientTenants::from_data(&data))
+    }
+
+    #[test]
+    fn a_tenant_permits_its_patients_only() {
+        let p = Permit::tenant("tenant-a", index());
+        assert_eq!(p.get("a-p1"), Some(PatientId::from("a-p1")));
+        assert_eq!(p.get("a-p2"), Some(PatientId::from("a-p2")));
+        assert_eq!(p.get("b-p1"), None);
+        assert_eq!(p.get("a-p404"), None);
+        assert_eq!(p.get("odd"), None, "a patient whose tenant is not a string belongs to no tenant");
+        assert_eq!(p.get("bare"), None);
+        assert_eq!(p.get(""), None);
+    }
+
+    #[test]
+    fn an_unknown_tenant_permits_nobody() {
+        let p = Permit::tenant("tenant-z", index());
+        assert_eq!(p.get("a-p1"), None);
+    }
+
+    #[test]
+    fn a_patient_list_permits_exactly_its_members() {
+        let p = Permit::patients(["a-p2", "a-p1", "a-p2"]);
+        assert_eq!(p.get("a-p1"), Some(PatientId::from("a-p1")));
+        assert_eq!(p.get("a-p2"), Some(PatientId::from("a-p2")));
+        assert_eq!(p.get("a-p3"), None);
+        assert_eq!(Permit::patients([]).get("a-p1"), None);
+    }
+
+    #[test]
+    fn no_patients_map_means_no_tenant_patients() {
+        let p = Permit::tenant("tenant-a", Arc::new(PatientTenants::from_data(&Value::Undefined)));
+        assert_eq!(p.get("a-p1"), None);
+    }
+}
