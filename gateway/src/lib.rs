@@ -12,6 +12,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod stages;
+pub mod telemetry;
 pub mod tls;
 
 pub use server::{Gateway, GatewayBuilder, Reloader};

@@ -2,6 +2,7 @@
 //! calls these; stage logic lives only in the stages.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use phigate_plugin::{BackgroundTask, Denial, Flow, PreRead, Readiness, RequestCtx, ResponseHead, Stage};
 
@@ -43,26 +44,35 @@ impl Pipeline {
     /// # Errors
     /// The first stage's denial.
     pub async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
-        match self.on_request_decide(ctx).await? {
-            Flow::Continue => self.on_request_record(ctx).await,
+        match self.on_request_decide(ctx, None).await? {
+            Flow::Continue => self.on_request_record(ctx, None).await,
             respond @ Flow::Respond(_) => Ok(respond),
         }
     }
 
-    /// [`Pipeline::on_request`] of the deciding stages only (everything before audit).
+    /// [`Pipeline::on_request`] of the deciding stages only (everything before audit). With
+    /// `timings`, each stage that ran is added to it with its start and end (for tracing).
     ///
     /// # Errors
     /// The first stage's denial.
-    pub async fn on_request_decide(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
-        run_on_request(self.stages.get(..self.record_from).unwrap_or_default(), ctx).await
+    pub async fn on_request_decide(
+        &self,
+        ctx: &mut RequestCtx,
+        timings: Option<&mut Timings>,
+    ) -> Result<Flow, Denial> {
+        run_on_request(self.stages.get(..self.record_from).unwrap_or_default(), ctx, timings).await
     }
 
     /// [`Pipeline::on_request`] of the recording stages only (audit), before any pre-read.
     ///
     /// # Errors
     /// The first stage's denial.
-    pub async fn on_request_record(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
-        run_on_request(self.stages.get(self.record_from..).unwrap_or_default(), ctx).await
+    pub async fn on_request_record(
+        &self,
+        ctx: &mut RequestCtx,
+        timings: Option<&mut Timings>,
+    ) -> Result<Flow, Denial> {
+        run_on_request(self.stages.get(self.record_from..).unwrap_or_default(), ctx, timings).await
     }
 
     /// Runs `on_pre_read` of each stage; the first denial refuses the request.
@@ -121,9 +131,21 @@ impl Pipeline {
     }
 }
 
-async fn run_on_request(stages: &[Arc<dyn Stage>], ctx: &mut RequestCtx) -> Result<Flow, Denial> {
+/// Stages as they ran: name, start, end.
+pub type Timings = Vec<(&'static str, Instant, Instant)>;
+
+async fn run_on_request(
+    stages: &[Arc<dyn Stage>],
+    ctx: &mut RequestCtx,
+    mut timings: Option<&mut Timings>,
+) -> Result<Flow, Denial> {
     for stage in stages {
-        match stage.on_request(ctx).await? {
+        let start = timings.is_some().then(Instant::now);
+        let flow = stage.on_request(ctx).await;
+        if let (Some(timings), Some(start)) = (timings.as_deref_mut(), start) {
+            timings.push((stage.name(), start, Instant::now()));
+        }
+        match flow? {
             Flow::Continue => {}
             respond @ Flow::Respond(_) => return Ok(respond),
         }

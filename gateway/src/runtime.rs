@@ -48,6 +48,8 @@ pub struct Runtime {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Tracing, when configured.
+    pub telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 /// The runtime could not be built from an otherwise valid config.
@@ -71,6 +73,9 @@ pub enum BuildError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The tracing exporter could not be built.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Route metadata for a config, in order (what stage builders index by).
@@ -135,6 +140,7 @@ impl Runtime {
             limits: cfg.limits.clone(),
             trusted_proxies,
             metrics,
+            telemetry: cfg.tracing.as_ref().map(crate::telemetry::Telemetry::new).transpose()?,
         })
     }
 }

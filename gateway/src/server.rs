@@ -175,5 +175,15 @@ impl BackgroundService for Background {
         for h in handles {
             h.abort();
         }
+        // Spans still queued go to the collector before the process exits (best effort: a
+        // request that ends after this point is not exported).
+        let runtime = self.reloader.runtime.clone();
+        if runtime.telemetry.is_some() {
+            let flushed =
+                tokio::task::spawn_blocking(move || runtime.telemetry.as_ref().map(|t| t.flush())).await;
+            if let Ok(Some(Err(e))) = flushed {
+                log::warn!("{e}");
+            }
+        }
     }
 }

@@ -57,6 +57,11 @@ pub struct Config {
     /// durably before anything is forwarded. Absent: no audit stage (not for PHI routes).
     #[serde(default)]
     pub audit: Option<phigate_audit::AuditConfig>,
+    /// Distributed tracing: a span per request (and per stage and upstream exchange) exported
+    /// over OTLP/HTTP; W3C `traceparent` continued from clients and sent upstream. Spans carry
+    /// no PHI (no path, query, subject or client address). Absent: no tracing.
+    #[serde(default)]
+    pub tracing: Option<crate::telemetry::TracingConfig>,
 }
 
 /// A public TLS listener.

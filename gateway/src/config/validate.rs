@@ -42,6 +42,7 @@ pub fn validate(loaded: &LoadedConfig, opts: ValidateOptions) -> Result<(), Conf
     v.upstreams();
     v.routes();
     v.empty_paths();
+    v.tracing();
     if opts.check_files {
         check_files(loaded, &mut v.errors);
     }
@@ -145,6 +146,13 @@ impl Validator<'_> {
                 "limits.max_body_inspect_bytes".into(),
                 format!("must be at most {MAX_BODY_INSPECT_BYTES} (pingora's retry buffer size)"),
             );
+        }
+    }
+
+    fn tracing(&mut self) {
+        let Some(tracing) = &self.loaded.config.tracing else { return };
+        for (key, message) in tracing.problems() {
+            self.err(format!("tracing.{key}"), message);
         }
     }
 

@@ -37,6 +37,8 @@ pub struct GatewayCtx {
     pub replace_body: Option<Bytes>,
     /// The upstream body being buffered for inspection.
     pub buffered: Option<BytesMut>,
+    /// The request's trace, when tracing is on.
+    pub trace: Option<crate::telemetry::RequestTrace>,
 }
 
 static UNROUTED: LazyLock<std::sync::Arc<str>> = LazyLock::new(|| "-".into());
@@ -58,6 +60,16 @@ impl GatewayCtx {
             error: None,
             replace_body: None,
             buffered: None,
+            trace: None,
+        }
+    }
+}
+
+impl GatewayCtx {
+    /// Notes, for tracing, that the upstream answered (or failed) now.
+    pub(crate) fn upstream_answered(&mut self) {
+        if let Some((_, answered @ None)) = self.trace.as_mut().and_then(|t| t.upstream.as_mut()) {
+            *answered = Some(Instant::now());
         }
     }
 }

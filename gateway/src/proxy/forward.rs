@@ -33,7 +33,28 @@ pub(super) fn prepare(
     if let Some(req) = ctx.req.as_mut() {
         req.response.forwarded = true;
     }
-    ctx.upstream_sent_at = Some(Instant::now());
+    let now = Instant::now();
+    ctx.upstream_sent_at = Some(now);
+    if let Some(trace) = ctx.trace.as_mut() {
+        trace.upstream = Some((now, None));
+    }
+    Ok(())
+}
+
+/// With tracing on, the upstream continues the gateway's trace: the client's own context headers
+/// are replaced (they were either continued by the gateway's span or not trusted).
+fn trace_context(rt: &Runtime, up: &mut RequestHeader, ctx: &GatewayCtx) -> Result<()> {
+    let (Some(telemetry), Some(trace)) = (&rt.telemetry, &ctx.trace) else {
+        return Ok(());
+    };
+    for name in crate::telemetry::CONTEXT_HEADERS {
+        up.remove_header(name);
+    }
+    let mut fields = Vec::with_capacity(2);
+    trace.inject(telemetry, |name, value| fields.push((name, value)));
+    for (name, value) in fields {
+        up.insert_header(name, value)?;
+    }
     Ok(())
 }
 
@@ -58,6 +79,7 @@ pub(super) fn gateway_headers(
     }
     up.insert_header("x-forwarded-proto", "https")?;
     up.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    trace_context(rt, up, ctx)?;
     if let Some(req) = ctx.req.as_ref() {
         for name in &req.upstream.remove_headers {
             up.remove_header(name);

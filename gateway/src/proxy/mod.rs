@@ -56,6 +56,10 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut GatewayCtx) -> Result<bool> {
+        if let Some(telemetry) = &self.rt.telemetry {
+            let head = session.req_header();
+            ctx.trace = Some(telemetry.start(&head.headers, head.method.as_str()));
+        }
         if let Err(denial) = admit::admit(&self.rt, session, ctx).await {
             write_denial(session, ctx, &denial).await?;
             return Ok(true);
@@ -116,6 +120,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut GatewayCtx,
     ) -> Result<()> {
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        ctx.upstream_answered();
         let Some(req) = ctx.req.as_mut() else {
             return Ok(());
         };
@@ -231,6 +236,20 @@ impl ProxyHttp for GatewayProxy {
             }
             self.rt.pipeline.on_complete(req).await;
         }
+        if let (Some(telemetry), Some(trace)) = (&self.rt.telemetry, ctx.trace.take()) {
+            let req = ctx.req.as_ref();
+            let finish = crate::telemetry::Finish {
+                method: session.req_header().method.as_str(),
+                route: &ctx.route_label,
+                status,
+                error_code: ctx.error.map(|c| c.as_str()),
+                request_id: ctx.request_id.as_str(),
+                fhir: req.and_then(|r| r.fhir.as_ref()).map(|f| (f.interaction.as_str(), f.resource_type)),
+                decision: req.and_then(|r| r.decision.as_ref()).map(|d| (d.allow, d.revision.as_str())),
+                tenant: req.and_then(|r| r.tenant.as_ref()).map(|t| t.as_str()),
+            };
+            telemetry.finish(trace, finish);
+        }
         crate::events::AccessLog {
             request_id: ctx.request_id.as_str(),
             route: &ctx.route_label,
@@ -251,10 +270,13 @@ impl GatewayProxy {
     async fn on_request(&self, session: &Session, ctx: &mut GatewayCtx) -> Result<Flow, Denial> {
         let internal = || Denial::new(ErrorCode::InternalError);
         let req = ctx.req.as_mut().ok_or_else(internal)?;
-        if let respond @ Flow::Respond(_) = self.rt.pipeline.on_request_decide(req).await? {
+        let mut timings = ctx.trace.as_mut().filter(|t| t.recording()).map(|t| &mut t.stages);
+        if let respond @ Flow::Respond(_) =
+            self.rt.pipeline.on_request_decide(req, timings.as_deref_mut()).await?
+        {
             return Ok(respond);
         }
-        let flow = self.rt.pipeline.on_request_record(req).await?;
+        let flow = self.rt.pipeline.on_request_record(req, timings).await?;
         let pre_read_asked = ctx.req.as_ref().is_some_and(|r| r.upstream.pre_read);
         if matches!(flow, Flow::Continue) && pre_read_asked {
             pre_read::pre_read(&self.rt, &self.connector, session, ctx).await?;

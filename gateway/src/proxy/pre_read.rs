@@ -36,7 +36,11 @@ pub(super) async fn pre_read(
     let upstream = rt.upstreams.get(ctx.upstream).ok_or_else(|| Denial::new(ErrorCode::InternalError))?;
     let head = head(rt, session, ctx)
         .map_err(|e| Denial::new(ErrorCode::InternalError).with_cause(e.etype().as_str().to_owned()))?;
+    let started = std::time::Instant::now();
     let answer = super::exchange::exchange(rt, connector, upstream, head, None).await;
+    if let Some(trace) = ctx.trace.as_mut().filter(|t| t.recording()) {
+        trace.stages.push(("pre_read", started, std::time::Instant::now()));
+    }
     let req = ctx.req.as_mut().ok_or_else(|| Denial::new(ErrorCode::InternalError))?;
     match answer {
         Ok((resp, body)) => {

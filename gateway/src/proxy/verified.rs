@@ -49,7 +49,9 @@ async fn fetch(
     super::forward::prepare(rt, authority.as_deref(), &mut head, ctx)
         .map_err(|e| Denial::new(ErrorCode::InternalError).with_cause(e.etype().as_str().to_owned()))?;
     let body = ctx.req.as_ref().and_then(|r| r.request.body.clone());
-    let answer = super::exchange::exchange(rt, connector, upstream, head, body).await?;
+    let answer = super::exchange::exchange(rt, connector, upstream, head, body).await;
+    ctx.upstream_answered();
+    let answer = answer?;
     if let (Some(req), Some(sent)) = (ctx.req.as_mut(), ctx.upstream_sent_at) {
         req.response.upstream_latency = Some(sent.elapsed());
     }

@@ -38,6 +38,29 @@ pub enum Interaction {
     Capabilities,
 }
 
+impl Interaction {
+    /// The name policies, audit records and traces use (the serde name): `read`,
+    /// `search-type`, ...
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Interaction::Read => "read",
+            Interaction::Vread => "vread",
+            Interaction::Update => "update",
+            Interaction::Patch => "patch",
+            Interaction::Delete => "delete",
+            Interaction::Create => "create",
+            Interaction::History => "history",
+            Interaction::SearchType => "search-type",
+            Interaction::SearchSystem => "search-system",
+            Interaction::SearchCompartment => "search-compartment",
+            Interaction::Operation => "operation",
+            Interaction::Batch => "batch",
+            Interaction::Transaction => "transaction",
+            Interaction::Capabilities => "capabilities",
+        }
+    }
+}
+
 /// A compartment a request is scoped to (`Patient/X/Observation` → `Patient`, `X`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Compartment {
@@ -96,6 +119,37 @@ impl FhirRequest {
             unresolved: Vec::new(),
             count: None,
             entries: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Interaction;
+
+    #[test]
+    fn interaction_names_are_the_serde_names() {
+        use Interaction::*;
+        let all = [
+            Read,
+            Vread,
+            Update,
+            Patch,
+            Delete,
+            Create,
+            History,
+            SearchType,
+            SearchSystem,
+            SearchCompartment,
+            Operation,
+            Batch,
+            Transaction,
+            Capabilities,
+        ];
+        for i in all {
+            assert_eq!(serde_json::to_value(i).unwrap(), i.as_str(), "{i:?}");
         }
     }
 }

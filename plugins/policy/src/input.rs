@@ -63,12 +63,7 @@ fn principal(p: &Principal) -> Value {
 
 fn fhir(f: &FhirRequest) -> Value {
     let mut o = Obj::default();
-    // serde's kebab-case names of the interaction are the strings policies match on.
-    let interaction = serde_json::to_value(f.interaction)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    o.set("interaction", interaction)
+    o.set("interaction", f.interaction.as_str())
         .opt("resource_type", f.resource_type)
         .opt("id", f.id.as_deref())
         .opt("version_id", f.version_id.as_deref())

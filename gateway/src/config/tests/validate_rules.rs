@@ -47,6 +47,10 @@ fn cases() -> Vec<Case> {
         ("body inspection capped at pingora's buffer", "routes:", s("limits:\n  max_body_inspect_bytes: 65537\nroutes:"), "limits.max_body_inspect_bytes", 16, "at most 65536"),
         ("body inspection positive", "routes:", s("limits:\n  max_body_inspect_bytes: 0\nroutes:"), "limits.max_body_inspect_bytes", 16, "greater than 0"),
         ("empty file path", "      cert_path: pki/gateway.crt", s("      cert_path: \"\""), "listeners[0].tls.cert_path", 5, "must not be empty"),
+        ("tracing endpoint must be http", "routes:", s("tracing:\n  otlp_endpoint: https://collector:4318/v1/traces\nroutes:"), "tracing.otlp_endpoint", 16, "https is not supported"),
+        ("tracing endpoint must be a URL", "routes:", s("tracing:\n  otlp_endpoint: collector\nroutes:"), "tracing.otlp_endpoint", 16, "not an http:// URL"),
+        ("tracing ratio within 0..1", "routes:", s("tracing:\n  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n  sample_ratio: 1.5\nroutes:"), "tracing.sample_ratio", 17, "between 0.0 and 1.0"),
+        ("tracing queue positive", "routes:", s("tracing:\n  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n  max_queue_spans: 0\nroutes:"), "tracing.max_queue_spans", 17, "greater than 0"),
         ("at least one listener", "listeners:\n  - name: public\n    address: 127.0.0.1:8443\n    tls:\n      cert_path: pki/gateway.crt\n      key_path: pki/gateway.key\n", s("listeners: []\n"), "listeners", 1, "at least one listener"),
     ]
 }

@@ -1,0 +1,244 @@
+//! Tracing end to end: the gateway exports real OTLP/HTTP protobuf batches to a collector on a
+//! loopback port, continues the client's W3C trace, sends its own context upstream, records a
+//! span per stage and one for the upstream exchange, and never puts PHI (path, patient ids,
+//! subject, client address, token) in a span.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::writes::forwarded;
+use common::FullEnv;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use prost::Message;
+use tokio::sync::mpsc;
+
+/// One span as the collector received it.
+#[derive(Debug, Clone)]
+struct Got {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    kind: i32,
+    attributes: Vec<(String, String)>,
+    service: String,
+}
+
+impl Got {
+    fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An OTLP/HTTP traces receiver: decodes each batch and passes its spans on.
+async fn collector() -> (SocketAddr, mpsc::UnboundedReceiver<Got>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/v1/traces");
+                        assert_eq!(req.headers()["content-type"], "application/x-protobuf");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        for span in decode(&body) {
+                            let _ = tx.send(span);
+                        }
+                        let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer))))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn decode(body: &[u8]) -> Vec<Got> {
+    let batch = ExportTraceServiceRequest::decode(body).expect("a protobuf OTLP batch");
+    let mut out = Vec::new();
+    for rs in batch.resource_spans {
+        let service = rs
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+            .unwrap_or_default();
+        for span in rs.scope_spans.into_iter().flat_map(|s| s.spans) {
+            let attributes = span
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.clone(), text(kv.value.as_ref().and_then(|v| v.value.as_ref()))))
+                .collect();
+            out.push(Got {
+                name: span.name,
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent: hex(&span.parent_span_id),
+                kind: span.kind,
+                attributes,
+                service: service.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn text(v: Option<&Any>) -> String {
+    match v {
+        Some(Any::StringValue(s)) => s.clone(),
+        Some(Any::IntValue(i)) => i.to_string(),
+        Some(Any::BoolValue(b)) => b.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Collects spans until the server span named `name` of `trace_id` and every span of its trace
+/// received before it are in (the SDK exports children first: they end first).
+async fn trace_of(rx: &mut mpsc::UnboundedReceiver<Got>, trace_id: &str, name: &str) -> Vec<Got> {
+    let mut spans = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(span) = rx.recv().await {
+            let done = span.trace_id == trace_id && span.name == name;
+            if span.trace_id == trace_id {
+                spans.push(span);
+            }
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the collector received the trace");
+    spans
+}
+
+async fn env(trust: bool) -> (FullEnv, mpsc::UnboundedReceiver<Got>) {
+    let (addr, rx) = collector().await;
+    let extra = format!(
+        "tracing:\n  otlp_endpoint: http://{addr}/v1/traces\n  service_name: phigate-test\n  \
+         export_interval_ms: 50\n  trust_inbound_context: {trust}\n"
+    );
+    (FullEnv::start_with(|_| {}, &extra).await, rx)
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+async fn get_with_context(env: &FullEnv, persona: &str, path: &str) -> u16 {
+    let res = env
+        .pki
+        .public_client()
+        .get(&env.gw.url(path))
+        .bearer(&env.token(persona))
+        .header("traceparent", &format!("00-{TRACE}-{CLIENT_SPAN}-01"))
+        .header("tracestate", "vendor=client")
+        .send()
+        .await
+        .unwrap();
+    res.status.as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_is_one_trace_continued_from_the_client_and_passed_upstream() {
+    let (env, mut rx) = env(true).await;
+    assert_eq!(get_with_context(&env, "clinician_a", "/fhir/Patient/a-p1").await, 200);
+
+    // The upstream continues the gateway's trace, as a child of the gateway's server span.
+    let seen = forwarded(&env).await;
+    let sent = seen.headers.get("traceparent").unwrap().to_str().unwrap().to_owned();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", TRACE, "01"), "{sent}");
+    assert_ne!(parts[2], CLIENT_SPAN, "the upstream's parent is the gateway's span");
+
+    let spans = trace_of(&mut rx, TRACE, "GET fhir").await;
+    let server = spans.iter().find(|s| s.name == "GET fhir").unwrap();
+    assert_eq!(server.parent, CLIENT_SPAN, "continues the client's trace");
+    assert_eq!(server.span_id, parts[2]);
+    assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(server.service, "phigate-test");
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!(server.attr("http.route"), Some("fhir"));
+    assert_eq!(server.attr("fhir.interaction"), Some("read"));
+    assert_eq!(server.attr("fhir.resource_type"), Some("Patient"));
+    assert_eq!(server.attr("phigate.policy.allow"), Some("true"));
+    assert_eq!(server.attr("phigate.tenant"), Some("tenant-a"));
+    assert!(server.attr("phigate.policy.revision").is_some_and(|r| r.len() == 16));
+
+    // A child span per stage that ran, and one for the upstream exchange.
+    let children: Vec<&str> =
+        spans.iter().filter(|s| s.parent == server.span_id).map(|s| s.name.as_str()).collect();
+    for stage in ["identity", "policy", "audit", "upstream"] {
+        assert!(children.contains(&stage), "{stage} in {children:?}");
+    }
+    let upstream = spans.iter().find(|s| s.name == "upstream").unwrap();
+    assert_eq!(upstream.kind, 3, "SPAN_KIND_CLIENT");
+
+    // Nothing that identifies a patient or a person leaves in a span.
+    let token = env.token("clinician_a");
+    for span in &spans {
+        for text in std::iter::once(&span.name).chain(span.attributes.iter().map(|(_, v)| v)) {
+            for secret in ["a-p1", "clinician_a", "127.0.0.1", "/fhir/Patient", token.as_str()] {
+                assert!(!text.contains(secret), "span {} carries {secret}: {text}", span.name);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_traced_with_its_code_and_an_untrusted_context_is_replaced() {
+    let (env, mut rx) = env(false).await;
+    assert_eq!(get_with_context(&env, "clinician_a", "/fhir/Patient/a-p3").await, 403);
+    // Not trusted: the span starts a trace of its own, so look for it by name.
+    let server = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let span = rx.recv().await.unwrap();
+            if span.name == "GET fhir" {
+                return span;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_ne!(server.trace_id, TRACE);
+    assert_eq!(server.parent, "", "a root span");
+    assert_eq!(server.attr("http.response.status_code"), Some("403"));
+    assert_eq!(server.attr("error.type"), Some("patient_not_permitted"));
+    assert_eq!(server.attr("phigate.policy.allow"), Some("false"));
+
+    // What the upstream gets carries the gateway's context, not the client's.
+    assert_eq!(get_with_context(&env, "clinician_a", "/fhir/Patient/a-p1").await, 200);
+    let seen = forwarded(&env).await;
+    let sent = seen.headers.get("traceparent").unwrap().to_str().unwrap();
+    assert!(!sent.contains(TRACE), "{sent}");
+    assert!(
+        seen.headers.get("tracestate").is_none(),
+        "the client's tracestate is dropped: {:?}",
+        seen.headers
+    );
+}
