@@ -64,7 +64,8 @@ def markdown(doc):
             f"nice {m['pinning'].get('nice', 0)} (the machine is shared with other builds)",
             "- Versions: " + ", ".join(f"{k} `{v}`" for k, v in m["versions"].items()),
             f"- Settings: {json.dumps(m['settings'])}",
-            "- phigate-full = phigate-pass + the stages landed in main (see configs/phigate-full.yaml)",
+            "- phigate-full = phigate-pass + the stages landed in main (see configs/phigate-full.yaml); "
+            "phigate-traced = phigate-full + OpenTelemetry tracing of every request (OTLP/HTTP to a sink)",
             "- Every proxy: one worker, HTTP/1.1 + mTLS to the upstream, one access-log line per request to a file",
             "", "Token check (a valid token *without* `mfa` in `amr`): " + ", ".join(
                 f"{t['target']} → {t['mfa_status']}" for t in doc["targets"]),

@@ -41,6 +41,25 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, payloa
     }
 }
 
+/// Accepts OTLP/HTTP trace exports over plain HTTP/1.1 and discards them (an empty protobuf
+/// `ExportTraceServiceResponse` is an empty body): the collector of a traced gateway under load.
+pub async fn otlp_sink(listener: TcpListener) {
+    loop {
+        let Ok((tcp, _peer)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let service = service_fn(|req: Request<Incoming>| async move {
+                let status = match http_body_util::BodyExt::collect(req.into_body()).await {
+                    Ok(_) => StatusCode::OK,
+                    Err(_) => StatusCode::BAD_REQUEST,
+                };
+                Ok::<_, Infallible>(reply(status, "application/x-protobuf", Bytes::new()))
+            });
+            let _ =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+        });
+    }
+}
+
 /// Answers one request: `GET /fhir/Patient/{id}`, `GET /fhir/Observation?patient={id}` (or
 /// `subject=Patient/{id}`), `GET /healthz`; anything else is a 404 OperationOutcome.
 pub fn respond(payloads: &Payloads, req: &Request<Incoming>) -> Response<Full<Bytes>> {

@@ -27,6 +27,10 @@ struct Args {
     /// Known patient ids (comma-separated); others get 404.
     #[arg(long, default_value = "pat-1,pat-2,pat-3,pat-4,pat-5,pat-6,pat-7,pat-8")]
     patients: String,
+    /// Also accept OTLP/HTTP trace exports (plain HTTP) on this address and discard them: the
+    /// collector a traced gateway sends its spans to.
+    #[arg(long)]
+    otlp_sink: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&args.listen).await?;
         println!("bench-upstream listening on {}", listener.local_addr()?);
+        if let Some(addr) = &args.otlp_sink {
+            let sink = tokio::net::TcpListener::bind(addr).await?;
+            println!("bench-upstream OTLP sink on {}", sink.local_addr()?);
+            tokio::spawn(server::otlp_sink(sink));
+        }
         tokio::select! {
             () = server::serve(listener, config, payloads) => {}
             _ = tokio::signal::ctrl_c() => {}
