@@ -1,10 +1,12 @@
 //! The `rate_limits:` section: the README example builds, every problem is reported at once with
-//! its key path and without echoing values, and every field is documented in the schema.
+//! its key path and without echoing values (nor TLS file paths), and every field is documented in
+//! the schema.
 
 mod common;
 
 use std::path::Path;
 
+use common::pki::{self, Pki};
 use phigate_plugin::{ConfigIssue, StageBuildCtx};
 use phigate_ratelimit::{RateLimitConfig, RateLimitStage};
 
@@ -108,10 +110,99 @@ fn bad_redis_settings_are_reported_without_echoing_the_url() {
     let debug =
         format!("{:?}", parse(&format!("backend: redis\nredis: {{ url: 'redis://:hunter2@h' }}\n{l}")));
     assert!(debug.contains("<redacted>") && !debug.contains("hunter2"), "{debug}");
-    let tls = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h' }}\n{l}"));
-    let issues = build(tls).expect_err("no TLS in this build");
+    let insecure = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h/#insecure' }}\n{l}"));
+    let issues = build(insecure).expect_err("certificate checks off");
     assert_eq!(paths(&issues), ["redis.url"]);
-    assert!(issues[0].message.contains("TLS") && !issues[0].message.contains("hunter2"));
+    assert!(issues[0].message.contains("#insecure") && !issues[0].message.contains("hunter2"));
+}
+
+#[test]
+fn rediss_url_without_tls_block_uses_the_system_roots_and_builds() {
+    let l = "limits: [{ name: a, key: route, requests: 1, period_secs: 1 }]";
+    let cfg = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h:6380/0' }}\n{l}"));
+    assert!(build(cfg).is_ok(), "no I/O at build: the roots are loaded when connecting");
+}
+
+fn tls_section(url: &str, tls: &str) -> RateLimitConfig {
+    parse(&format!(
+        "backend: redis\nredis: {{ url: '{url}', tls: {tls} }}\nlimits: [{{ name: a, key: route, requests: 1, period_secs: 1 }}]"
+    ))
+}
+
+fn build_in(cfg: RateLimitConfig, dir: &Path) -> Result<RateLimitStage, Vec<ConfigIssue>> {
+    let routes = common::routes();
+    cfg.build(&StageBuildCtx { routes: &routes, config_dir: dir })
+}
+
+#[test]
+fn tls_files_resolve_against_the_config_dir_and_build() {
+    let pki = Pki::new();
+    let tls = format!(
+        "{{ ca_path: {}, client_cert_path: {}, client_key_path: {} }}",
+        pki::CA,
+        pki::CLIENT_CERT,
+        pki::CLIENT_KEY
+    );
+    build_in(tls_section("rediss://:pw@h/0", &tls), pki.dir()).expect("relative to the config dir");
+    let issues = build(tls_section("rediss://:pw@h/0", &tls)).expect_err("not relative to /");
+    assert_eq!(
+        paths(&issues),
+        ["redis.tls.ca_path", "redis.tls.client_cert_path", "redis.tls.client_key_path"]
+    );
+}
+
+#[test]
+fn tls_block_with_a_plain_redis_url_is_refused() {
+    let pki = Pki::new();
+    let issues =
+        build_in(tls_section("redis://:hunter2@h/0", "{ ca_path: ca.pem }"), pki.dir()).expect_err("not TLS");
+    assert_eq!(paths(&issues), ["redis.tls"]);
+    assert!(issues[0].message.contains("rediss://") && !issues[0].message.contains("hunter2"), "{issues:?}");
+}
+
+#[test]
+fn client_certificate_without_key_and_key_without_certificate_are_refused() {
+    let pki = Pki::new();
+    let cert_only = format!("{{ client_cert_path: {} }}", pki::CLIENT_CERT);
+    let issues = build_in(tls_section("rediss://h", &cert_only), pki.dir()).expect_err("no key");
+    assert_eq!(paths(&issues), ["redis.tls.client_key_path"]);
+    let key_only = format!("{{ client_key_path: {} }}", pki::CLIENT_KEY);
+    let issues = build_in(tls_section("rediss://h", &key_only), pki.dir()).expect_err("no certificate");
+    assert_eq!(paths(&issues), ["redis.tls.client_cert_path"]);
+}
+
+#[test]
+fn missing_tls_file_is_named_by_its_key_without_its_path() {
+    let pki = Pki::new();
+    let issues = build_in(tls_section("rediss://h", "{ ca_path: secret-dir/nope.pem }"), pki.dir())
+        .expect_err("missing");
+    assert_eq!(paths(&issues), ["redis.tls.ca_path"]);
+    assert!(issues[0].message.contains("cannot be read"), "{issues:?}");
+    assert!(!issues[0].message.contains("secret-dir"), "{issues:?}");
+}
+
+#[test]
+fn non_pem_and_mismatched_tls_files_are_refused() {
+    let pki = Pki::new();
+    std::fs::write(pki.path("garbage.pem"), "not a certificate\n").unwrap();
+    // A key where a certificate belongs, a certificate where a key belongs.
+    let swapped = format!(
+        "{{ ca_path: garbage.pem, client_cert_path: {}, client_key_path: {} }}",
+        pki::CLIENT_KEY,
+        pki::CLIENT_CERT
+    );
+    let issues = build_in(tls_section("rediss://h", &swapped), pki.dir()).expect_err("not PEM");
+    assert_eq!(
+        paths(&issues),
+        ["redis.tls.ca_path", "redis.tls.client_cert_path", "redis.tls.client_key_path"]
+    );
+    assert!(issues.iter().all(|i| i.message.starts_with("holds no PEM")), "{issues:?}");
+    // Both PEM, but the key belongs to another certificate.
+    let mismatched =
+        format!("{{ client_cert_path: {}, client_key_path: {} }}", pki::CLIENT_CERT, pki::SERVER_KEY);
+    let issues = build_in(tls_section("rediss://h", &mismatched), pki.dir()).expect_err("mismatch");
+    assert_eq!(paths(&issues), ["redis.tls.client_key_path"]);
+    assert!(issues[0].message.contains("client_cert_path"), "{issues:?}");
 }
 
 #[test]
@@ -129,5 +220,5 @@ fn every_config_field_is_documented_in_the_schema() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 18, "the fields of all three structs were seen");
+    assert_eq!(checked, 22, "the fields of all four structs were seen");
 }
