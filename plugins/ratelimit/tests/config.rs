@@ -23,16 +23,40 @@ fn paths(issues: &[ConfigIssue]) -> Vec<&str> {
     issues.iter().map(|i| i.key_path.as_str()).collect()
 }
 
+/// The README's `yaml` blocks, each parsed as a `rate_limits` section.
+fn readme_examples() -> Vec<RateLimitConfig> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let blocks = readme.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").expect("closed")]);
+    let section = |block: &str| {
+        let doc: serde_yaml::Value = serde_yaml::from_str(block).expect("yaml");
+        let section = doc.get("rate_limits").expect("rate_limits section").clone();
+        serde_yaml::from_value(section).expect("matches the config types")
+    };
+    blocks.map(section).collect()
+}
+
 #[test]
 fn readme_example_builds() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
-    let block = &readme[start..start + readme[start..].find("```").expect("closed")];
-    let doc: serde_yaml::Value = serde_yaml::from_str(block).expect("yaml");
-    let section = doc.get("rate_limits").expect("rate_limits section").clone();
-    let cfg: RateLimitConfig = serde_yaml::from_value(section).expect("matches the config types");
+    let cfg = readme_examples().swap_remove(0);
     assert_eq!(cfg.limits.len(), 4);
     build(cfg).expect("the documented example is valid");
+}
+
+#[test]
+fn readme_tls_example_builds_with_its_files_in_place() {
+    let cfg = readme_examples().swap_remove(1);
+    let tls = cfg.redis.as_ref().and_then(|r| r.tls.clone()).expect("a tls block");
+    let pki = Pki::new();
+    let place = |to: Option<std::path::PathBuf>, from: &str| {
+        let to = pki.dir().join(to.expect("path in the example"));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(pki.path(from), to).unwrap();
+    };
+    place(tls.ca_path, pki::CA);
+    place(tls.client_cert_path, pki::CLIENT_CERT);
+    place(tls.client_key_path, pki::CLIENT_KEY);
+    build_in(cfg, pki.dir()).expect("the documented TLS example is valid");
 }
 
 #[test]
