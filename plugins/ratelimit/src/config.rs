@@ -293,34 +293,7 @@ impl RateLimitConfig {
                 "must be at most 64 characters without spaces or control characters",
             ));
         }
-        // The parser's message may quote the URL (and its password): report a fixed text.
-        let Ok(plain) = redis::Client::open(cfg.url.as_str()) else {
-            issues.push(bad("url", "is not a valid redis:// or rediss:// URL"));
-            return None;
-        };
-        let (is_tls, insecure) = match plain.get_connection_info().addr() {
-            redis::ConnectionAddr::TcpTls { insecure, .. } => (true, *insecure),
-            _ => (false, false),
-        };
-        if insecure {
-            // `#insecure` turns certificate checks off: anyone on the path could read the
-            // traffic, which TLS is configured to prevent.
-            issues.push(bad("url", "must not disable certificate checks (`#insecure`)"));
-            return None;
-        }
-        let Some(tls_cfg) = &cfg.tls else { return Some((cfg.clone(), plain)) };
-        if !is_tls {
-            issues.push(bad("tls", "is only used with a rediss:// URL (this one is not TLS)"));
-            return None;
-        }
-        let certs = tls::load(tls_cfg, dir, issues)?;
-        match redis::Client::build_with_tls(cfg.url.as_str(), certs) {
-            Ok(client) => Some((cfg.clone(), client)),
-            Err(_) => {
-                issues.push(bad("tls", "cannot be used with this URL"));
-                None
-            }
-        }
+        tls::client(cfg, dir, issues).map(|client| (cfg.clone(), client))
     }
 }
 

@@ -1,6 +1,7 @@
-//! TLS material for `rediss://`: the `tls:` block's files are read and checked when the config
-//! is built, so a wrong path, a file that is not PEM or a key that does not match its certificate
-//! is a config error naming the key, not an outage found at the first connection.
+//! The Redis client for `redis.url`, and for `rediss://` its TLS material: the `tls:` block's
+//! files are read and checked when the config is built, so a wrong path, a file that is not PEM
+//! or a key that does not match its certificate is a config error naming the key, not an outage
+//! found at the first connection.
 //!
 //! Certificates are public but keys are not: messages name the key path and what is wrong,
 //! never the file's contents (nor the path, which the operator already knows).
@@ -14,15 +15,45 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use crate::config::RedisTlsConfig;
+use crate::config::{RedisConfig, RedisTlsConfig};
+
+/// The client for `cfg.url` (with `cfg.tls`, relative paths against `dir`); does no I/O but
+/// reading the TLS files. Problems are reported under `redis.url` / `redis.tls[.<field>]`.
+pub(crate) fn client(cfg: &RedisConfig, dir: &Path, issues: &mut Vec<ConfigIssue>) -> Option<redis::Client> {
+    let bad = |k: &str, m: &str| ConfigIssue::new(format!("redis.{k}"), m);
+    // The parser's message may quote the URL (and its password): report a fixed text.
+    let Ok(plain) = redis::Client::open(cfg.url.as_str()) else {
+        issues.push(bad("url", "is not a valid redis:// or rediss:// URL"));
+        return None;
+    };
+    let (is_tls, insecure) = match plain.get_connection_info().addr() {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => (true, *insecure),
+        _ => (false, false),
+    };
+    if insecure {
+        // `#insecure` turns certificate checks off: whoever sits on the path could then read
+        // and answer the traffic that TLS was configured to protect.
+        issues.push(bad("url", "must not disable certificate checks (`#insecure`)"));
+        return None;
+    }
+    let Some(tls) = &cfg.tls else { return Some(plain) };
+    if !is_tls {
+        issues.push(bad("tls", "is only used with a rediss:// URL (this one is not TLS)"));
+        return None;
+    }
+    let certs = load(tls, dir, issues)?;
+    match redis::Client::build_with_tls(cfg.url.as_str(), certs) {
+        Ok(client) => Some(client),
+        Err(_) => {
+            issues.push(bad("tls", "cannot be used with this URL"));
+            None
+        }
+    }
+}
 
 /// Reads and checks the files of `tls` (relative paths against `dir`); each problem is reported
 /// under `redis.tls.<field>`. `None` if any file is unusable.
-pub(crate) fn load(
-    tls: &RedisTlsConfig,
-    dir: &Path,
-    issues: &mut Vec<ConfigIssue>,
-) -> Option<TlsCertificates> {
+fn load(tls: &RedisTlsConfig, dir: &Path, issues: &mut Vec<ConfigIssue>) -> Option<TlsCertificates> {
     let before = issues.len();
     let root_cert = tls.ca_path.as_deref().and_then(|p| ca_bundle(&dir.join(p), issues));
     let client_tls = match (&tls.client_cert_path, &tls.client_key_path) {
