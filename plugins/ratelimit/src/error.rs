@@ -1,5 +1,7 @@
 //! Why the shared backend could not decide. Never carries keys, URLs or request data.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 /// A failure of the Redis backend; `failure_mode` decides what the request gets.
@@ -14,6 +16,10 @@ pub(crate) enum BackendError {
     /// The connection failed while the check was in flight.
     #[error("redis connection failed")]
     Io,
+    /// The TLS handshake failed or TLS broke the connection: an untrusted, expired or misnamed
+    /// server certificate, or Redis refused (or required) the client certificate.
+    #[error("redis TLS failed")]
+    Tls,
     /// Redis answered with an error or an unexpected reply.
     #[error("redis script failed")]
     Script,
@@ -26,6 +32,7 @@ impl BackendError {
             BackendError::Unavailable => "unavailable",
             BackendError::Timeout => "timeout",
             BackendError::Io => "io",
+            BackendError::Tls => "tls",
             BackendError::Script => "script",
         }
     }
@@ -34,6 +41,8 @@ impl BackendError {
     pub(crate) fn from_redis(e: &redis::RedisError) -> BackendError {
         if e.is_timeout() {
             BackendError::Timeout
+        } else if is_tls(e) {
+            BackendError::Tls
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
             BackendError::Io
         } else {
@@ -43,6 +52,35 @@ impl BackendError {
 
     /// Whether the connection should be replaced.
     pub(crate) fn needs_reconnect(self) -> bool {
-        matches!(self, BackendError::Io)
+        matches!(self, BackendError::Io | BackendError::Tls)
     }
+}
+
+/// Whether a rustls error is in the chain. The client wraps it as `io::Error` (tokio-rustls) in
+/// an `Arc` (redis), and `io::Error::source` skips its payload, so each layer is opened by hand.
+fn is_tls(e: &redis::RedisError) -> bool {
+    let mut next = std::error::Error::source(e);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(arc) = err.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            if is_tls_payload(arc.as_ref()) {
+                return true;
+            }
+        }
+        if is_tls_payload(err) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+fn is_tls_payload(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.is::<rustls::Error>()
+        || err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|p| p.is::<rustls::Error>())
 }

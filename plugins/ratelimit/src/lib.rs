@@ -9,12 +9,15 @@
 //!   address instead, so anonymous traffic is limited too. Optionally adds the IETF
 //!   `RateLimit-Policy` / `RateLimit` headers.
 //! * **Backends**: in memory (governor: GCRA in a sharded map, swept so it stays bounded), or
-//!   Redis (the same GCRA in one atomic Lua script per request, on Redis server time).
+//!   Redis (the same GCRA in one atomic Lua script per request, on Redis server time), over TLS
+//!   1.3 with `rediss://` (rustls on the process-default provider; optional client certificate).
 //! * **Fails closed**: when Redis cannot answer in `timeout_ms`, `failure_mode: deny` (default)
 //!   refuses with 503 `not_ready`; `allow` forwards unlimited; `local` limits with this
 //!   instance's memory. All are counted (`phigate_ratelimit_decisions_total{result="failure_*"}`,
 //!   `phigate_ratelimit_backend_errors_total`). Up/down transitions are logged once each.
-//!   The Redis backend is not ready until Redis first answers `PING`.
+//!   The Redis backend is not ready until Redis first answers `PING`. A failed TLS handshake
+//!   (untrusted or expired certificate, client certificate refused) is a Redis failure like any
+//!   other, counted as `kind="tls"`.
 //! * **Never logged or labelled**: principals, tenants, addresses, the Redis URL. Metric labels
 //!   are limit names; Redis keys carry a SHA-256 of the request's key, not the key.
 //! * **Signals**: a refusal leaves a [`RateLimitEvent`] in `ctx.extensions`.
@@ -32,6 +35,7 @@ mod redis_backend;
 mod stage;
 #[cfg(test)]
 mod tests;
+mod tls;
 
-pub use config::{BackendKind, FailureMode, LimitConfig, RateLimitConfig, RedisConfig};
+pub use config::{BackendKind, FailureMode, LimitConfig, RateLimitConfig, RedisConfig, RedisTlsConfig};
 pub use stage::{RateLimitEvent, RateLimitStage};

@@ -33,7 +33,8 @@ pub(crate) static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     })
 });
 
-/// Shared-backend failures, by kind: `unavailable` (no connection), `timeout`, `io`, `script`.
+/// Shared-backend failures, by kind: `unavailable` (no connection), `timeout`, `io`, `tls`
+/// (handshake or certificate), `script`.
 pub(crate) static BACKEND_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     let opts = || {
         Opts::new("phigate_ratelimit_backend_errors_total", "Rate-limit backend (Redis) failures, by kind.")

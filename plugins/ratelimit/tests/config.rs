@@ -1,10 +1,12 @@
 //! The `rate_limits:` section: the README example builds, every problem is reported at once with
-//! its key path and without echoing values, and every field is documented in the schema.
+//! its key path and without echoing values (nor TLS file paths), and every field is documented in
+//! the schema.
 
 mod common;
 
 use std::path::Path;
 
+use common::pki::{self, Pki};
 use phigate_plugin::{ConfigIssue, StageBuildCtx};
 use phigate_ratelimit::{RateLimitConfig, RateLimitStage};
 
@@ -21,16 +23,40 @@ fn paths(issues: &[ConfigIssue]) -> Vec<&str> {
     issues.iter().map(|i| i.key_path.as_str()).collect()
 }
 
+/// The README's `yaml` blocks, each parsed as a `rate_limits` section.
+fn readme_examples() -> Vec<RateLimitConfig> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let blocks = readme.split("```yaml\n").skip(1).map(|b| &b[..b.find("```").expect("closed")]);
+    let section = |block: &str| {
+        let doc: serde_yaml::Value = serde_yaml::from_str(block).expect("yaml");
+        let section = doc.get("rate_limits").expect("rate_limits section").clone();
+        serde_yaml::from_value(section).expect("matches the config types")
+    };
+    blocks.map(section).collect()
+}
+
 #[test]
 fn readme_example_builds() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let start = readme.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
-    let block = &readme[start..start + readme[start..].find("```").expect("closed")];
-    let doc: serde_yaml::Value = serde_yaml::from_str(block).expect("yaml");
-    let section = doc.get("rate_limits").expect("rate_limits section").clone();
-    let cfg: RateLimitConfig = serde_yaml::from_value(section).expect("matches the config types");
+    let cfg = readme_examples().swap_remove(0);
     assert_eq!(cfg.limits.len(), 4);
     build(cfg).expect("the documented example is valid");
+}
+
+#[test]
+fn readme_tls_example_builds_with_its_files_in_place() {
+    let cfg = readme_examples().swap_remove(1);
+    let tls = cfg.redis.as_ref().and_then(|r| r.tls.clone()).expect("a tls block");
+    let pki = Pki::new();
+    let place = |to: Option<std::path::PathBuf>, from: &str| {
+        let to = pki.dir().join(to.expect("path in the example"));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(pki.path(from), to).unwrap();
+    };
+    place(tls.ca_path, pki::CA);
+    place(tls.client_cert_path, pki::CLIENT_CERT);
+    place(tls.client_key_path, pki::CLIENT_KEY);
+    build_in(cfg, pki.dir()).expect("the documented TLS example is valid");
 }
 
 #[test]
@@ -108,10 +134,99 @@ fn bad_redis_settings_are_reported_without_echoing_the_url() {
     let debug =
         format!("{:?}", parse(&format!("backend: redis\nredis: {{ url: 'redis://:hunter2@h' }}\n{l}")));
     assert!(debug.contains("<redacted>") && !debug.contains("hunter2"), "{debug}");
-    let tls = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h' }}\n{l}"));
-    let issues = build(tls).expect_err("no TLS in this build");
+    let insecure = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h/#insecure' }}\n{l}"));
+    let issues = build(insecure).expect_err("certificate checks off");
     assert_eq!(paths(&issues), ["redis.url"]);
-    assert!(issues[0].message.contains("TLS") && !issues[0].message.contains("hunter2"));
+    assert!(issues[0].message.contains("#insecure") && !issues[0].message.contains("hunter2"));
+}
+
+#[test]
+fn rediss_url_without_tls_block_uses_the_system_roots_and_builds() {
+    let l = "limits: [{ name: a, key: route, requests: 1, period_secs: 1 }]";
+    let cfg = parse(&format!("backend: redis\nredis: {{ url: 'rediss://:hunter2@h:6380/0' }}\n{l}"));
+    assert!(build(cfg).is_ok(), "no I/O at build: the roots are loaded when connecting");
+}
+
+fn tls_section(url: &str, tls: &str) -> RateLimitConfig {
+    parse(&format!(
+        "backend: redis\nredis: {{ url: '{url}', tls: {tls} }}\nlimits: [{{ name: a, key: route, requests: 1, period_secs: 1 }}]"
+    ))
+}
+
+fn build_in(cfg: RateLimitConfig, dir: &Path) -> Result<RateLimitStage, Vec<ConfigIssue>> {
+    let routes = common::routes();
+    cfg.build(&StageBuildCtx { routes: &routes, config_dir: dir })
+}
+
+#[test]
+fn tls_files_resolve_against_the_config_dir_and_build() {
+    let pki = Pki::new();
+    let tls = format!(
+        "{{ ca_path: {}, client_cert_path: {}, client_key_path: {} }}",
+        pki::CA,
+        pki::CLIENT_CERT,
+        pki::CLIENT_KEY
+    );
+    build_in(tls_section("rediss://:pw@h/0", &tls), pki.dir()).expect("relative to the config dir");
+    let issues = build(tls_section("rediss://:pw@h/0", &tls)).expect_err("not relative to /");
+    assert_eq!(
+        paths(&issues),
+        ["redis.tls.ca_path", "redis.tls.client_cert_path", "redis.tls.client_key_path"]
+    );
+}
+
+#[test]
+fn tls_block_with_a_plain_redis_url_is_refused() {
+    let pki = Pki::new();
+    let issues =
+        build_in(tls_section("redis://:hunter2@h/0", "{ ca_path: ca.pem }"), pki.dir()).expect_err("not TLS");
+    assert_eq!(paths(&issues), ["redis.tls"]);
+    assert!(issues[0].message.contains("rediss://") && !issues[0].message.contains("hunter2"), "{issues:?}");
+}
+
+#[test]
+fn client_certificate_without_key_and_key_without_certificate_are_refused() {
+    let pki = Pki::new();
+    let cert_only = format!("{{ client_cert_path: {} }}", pki::CLIENT_CERT);
+    let issues = build_in(tls_section("rediss://h", &cert_only), pki.dir()).expect_err("no key");
+    assert_eq!(paths(&issues), ["redis.tls.client_key_path"]);
+    let key_only = format!("{{ client_key_path: {} }}", pki::CLIENT_KEY);
+    let issues = build_in(tls_section("rediss://h", &key_only), pki.dir()).expect_err("no certificate");
+    assert_eq!(paths(&issues), ["redis.tls.client_cert_path"]);
+}
+
+#[test]
+fn missing_tls_file_is_named_by_its_key_without_its_path() {
+    let pki = Pki::new();
+    let issues = build_in(tls_section("rediss://h", "{ ca_path: secret-dir/nope.pem }"), pki.dir())
+        .expect_err("missing");
+    assert_eq!(paths(&issues), ["redis.tls.ca_path"]);
+    assert!(issues[0].message.contains("cannot be read"), "{issues:?}");
+    assert!(!issues[0].message.contains("secret-dir"), "{issues:?}");
+}
+
+#[test]
+fn non_pem_and_mismatched_tls_files_are_refused() {
+    let pki = Pki::new();
+    std::fs::write(pki.path("garbage.pem"), "not a certificate\n").unwrap();
+    // A key where a certificate belongs, a certificate where a key belongs.
+    let swapped = format!(
+        "{{ ca_path: garbage.pem, client_cert_path: {}, client_key_path: {} }}",
+        pki::CLIENT_KEY,
+        pki::CLIENT_CERT
+    );
+    let issues = build_in(tls_section("rediss://h", &swapped), pki.dir()).expect_err("not PEM");
+    assert_eq!(
+        paths(&issues),
+        ["redis.tls.ca_path", "redis.tls.client_cert_path", "redis.tls.client_key_path"]
+    );
+    assert!(issues.iter().all(|i| i.message.starts_with("holds no PEM")), "{issues:?}");
+    // Both PEM, but the key belongs to another certificate.
+    let mismatched =
+        format!("{{ client_cert_path: {}, client_key_path: {} }}", pki::CLIENT_CERT, pki::SERVER_KEY);
+    let issues = build_in(tls_section("rediss://h", &mismatched), pki.dir()).expect_err("mismatch");
+    assert_eq!(paths(&issues), ["redis.tls.client_key_path"]);
+    assert!(issues[0].message.contains("client_cert_path"), "{issues:?}");
 }
 
 #[test]
@@ -129,5 +244,5 @@ fn every_config_field_is_documented_in_the_schema() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 18, "the fields of all three structs were seen");
+    assert_eq!(checked, 22, "the fields of all four structs were seen");
 }

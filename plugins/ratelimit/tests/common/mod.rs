@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -18,7 +20,10 @@ use phigate_ratelimit::{RateLimitConfig, RateLimitStage};
 /// A `redis-server` child process, killed (and reaped) on drop.
 pub struct RedisServer {
     child: Option<Child>,
+    /// The plain port: readiness and inspection (`command`) go through it.
     pub port: u16,
+    /// The TLS port, when started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
 }
 
 /// A port nothing listens on (bound, read, released).
@@ -60,7 +65,7 @@ impl RedisServer {
             ),
             Err(e) => panic!("cannot run redis-server: {e}"),
         };
-        let mut s = RedisServer { child: Some(child), port };
+        let mut s = RedisServer { child: Some(child), port, tls_port: None };
         // Poll until it answers PING, a bounded number of times; no fixed sleep.
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -76,6 +81,42 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(5));
         }
         panic!("redis-server on port {port} did not answer PING within 10 s");
+    }
+
+    /// Starts `redis-server` with a TLS 1.3-only port (certificates from `pki`) besides the plain
+    /// one. Redis opens every listener before it answers anything, so the plain port answering
+    /// `PING` means the TLS port is accepting too. `server_cert` names the certificate (and its
+    /// key) the server presents; `auth_clients` is `tls-auth-clients yes`.
+    pub fn start_tls(pki: &pki::Pki, server_cert: (&str, &str), auth_clients: bool) -> RedisServer {
+        for _ in 0..3 {
+            let tls_port = free_port();
+            let files = [pki.path(server_cert.0), pki.path(server_cert.1), pki.path(pki::CA)];
+            let files: Vec<&str> = files.iter().map(|p| p.to_str().expect("utf-8 temp path")).collect();
+            let args = [
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                files[0],
+                "--tls-key-file",
+                files[1],
+                "--tls-ca-cert-file",
+                files[2],
+                "--tls-auth-clients",
+                if auth_clients { "yes" } else { "no" },
+                "--tls-protocols",
+                "TLSv1.3",
+            ];
+            if let Some(mut s) = RedisServer::start_with(free_port(), &args) {
+                s.tls_port = Some(tls_port);
+                return s;
+            }
+        }
+        panic!("redis-server (TLS) did not start on free ports after 3 attempts");
+    }
+
+    /// The `rediss://` URL of the TLS port.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.tls_port.expect("started with start_tls"))
     }
 
     /// Whether the server answers `PING` with `+PONG`.
@@ -130,8 +171,13 @@ pub fn routes() -> Vec<Arc<RouteMeta>> {
 
 /// Builds the stage and spawns its background tasks on the current runtime.
 pub fn stage(cfg: RateLimitConfig) -> Arc<RateLimitStage> {
+    stage_in(cfg, Path::new("/"))
+}
+
+/// [`stage`], with relative file paths resolved against `config_dir`.
+pub fn stage_in(cfg: RateLimitConfig, config_dir: &Path) -> Arc<RateLimitStage> {
     let routes = routes();
-    let ctx = StageBuildCtx { routes: &routes, config_dir: Path::new("/") };
+    let ctx = StageBuildCtx { routes: &routes, config_dir };
     let stage = Arc::new(cfg.build(&ctx).expect("valid config"));
     for task in stage.background_tasks() {
         tokio::spawn(task);
@@ -181,6 +227,19 @@ pub fn decisions(limit: &str, result: &str) -> u64 {
 /// `phigate_ratelimit_backend_errors_total`, summed over kinds.
 pub fn backend_errors() -> u64 {
     counter("phigate_ratelimit_backend_errors_total", &[])
+}
+
+/// `phigate_ratelimit_backend_errors_total{kind}`.
+pub fn backend_errors_of(kind: &str) -> u64 {
+    counter("phigate_ratelimit_backend_errors_total", &[("kind", kind)])
+}
+
+/// Installs what the gateway installs before anything starts: ring, TLS 1.3 suites only, as the
+/// process-default rustls provider (the Redis client builds its TLS config from it). Idempotent.
+pub fn install_tls13_provider() {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
+    let _ = rustls::crypto::CryptoProvider::install_default(provider);
 }
 
 fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
