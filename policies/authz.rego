@@ -68,9 +68,10 @@ permitted_patients := sort(effective) if {
 
 default permitted_tenant := null
 
+# (tenant_scoped first: most principals are not, and the body stops there.)
 permitted_tenant := input.principal.tenant if {
-	verified_response
 	tenant_scoped
+	verified_response
 }
 
 default max_page_size := null
