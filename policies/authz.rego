@@ -30,14 +30,15 @@ basis contains "break_glass" if break_glass
 
 basis contains grant
 
-# Without a principal nothing else is worth reporting.
-reasons := ["unauthenticated"] if {
+# An allowed request reports its basis (checked first: it is the common case). Otherwise:
+# without a principal nothing else is worth reporting; then the deny reasons, if any.
+reasons := sort(basis) if {
+	allow
+} else := ["unauthenticated"] if {
 	not input.principal
 } else := sort(deny) if {
 	count(deny) > 0
-} else := ["no_grant"] if {
-	not grant
-} else := sort(basis)
+} else := ["no_grant"]
 
 default narrow_patients := null
 
@@ -67,9 +68,10 @@ permitted_patients := sort(effective) if {
 
 default permitted_tenant := null
 
+# (tenant_scoped first: most principals are not, and the body stops there.)
 permitted_tenant := input.principal.tenant if {
-	verified_response
 	tenant_scoped
+	verified_response
 }
 
 default max_page_size := null

@@ -2,17 +2,16 @@
 # asynchronously (`Prefer: respond-async`, FHIR Bulk Data kick-off request).
 package phigate.authz
 
-deny contains "scope_insufficient" if {
+# One pass over the ops finds an export; what is wrong with it is then listed below.
+deny contains r if {
 	some op in ops
 	op.operation == "export"
-	not system_read
+	some r in export_refusals
 }
 
-deny contains "export_requires_async" if {
-	some op in ops
-	op.operation == "export"
-	not "respond-async" in input.request.prefer
-}
+export_refusals contains "scope_insufficient" if not system_read
+
+export_refusals contains "export_requires_async" if not "respond-async" in input.request.prefer
 
 system_read if {
 	some raw in input.principal.scopes

@@ -65,9 +65,17 @@ deny contains "patient_not_permitted" if {
 }
 
 # A chained or _has parameter can reach patients nobody named: refused for restricted principals.
+# The rare condition is tested first, so the common request stops at the first line.
 deny contains r if {
+	some op in ops
+	count(op.unresolved) > 0
 	restricted
-	unresolved_params
+	some r in ["patient_not_permitted", "unresolved_params"]
+}
+
+deny contains r if {
+	count(input.request.fhir.unresolved) > 0
+	restricted
 	some r in ["patient_not_permitted", "unresolved_params"]
 }
 
@@ -77,16 +85,12 @@ deny contains "patient_param_required" if refuse_unnarrowed
 # server picks its targets by search criteria among every patient's records, and no narrowing
 # applies to a write. Refused for restricted principals.
 deny contains r if {
-	restricted
-	conditional_write
-	some r in ["conditional_write", "patient_not_permitted"]
-}
-
-conditional_write if {
 	some op in ops
 	op.interaction in {"update", "patch", "delete"}
 	not op.id
 	data.fhir.patient_compartment[op.resource_type]
+	restricted
+	some r in ["conditional_write", "patient_not_permitted"]
 }
 
 # Whether the request reaches patient data at all (for principals who may reach none).
@@ -107,14 +111,6 @@ patient_data if {
 	some op in ops
 	op.operation in {"everything", "export"}
 }
-
-# Search parameters the gateway could not resolve to patients (chains, _has, _include, ...).
-unresolved_params if {
-	some op in ops
-	count(op.unresolved) > 0
-}
-
-unresolved_params if count(input.request.fhir.unresolved) > 0
 
 # A compartment-type search without a patient: narrowed to the permitted patients, or refused
 # when the tenant says so.

@@ -24,14 +24,12 @@ usable_contexts := {"patient", "user", "system"} if {
 	context_patient
 } else := {"user", "system"}
 
-type_of(op) := op.resource_type if {
-	is_string(op.resource_type)
-} else := "*"
-
+# An op without a resource type (system-level search or history) needs a scope on every type
+# (`*`); object.get rather than a helper function, which would cost a call per op.
 deny contains "scope_insufficient" if {
 	some op in ops
 	data.smart.interactions[op.interaction]
-	not permits(type_of(op), data.smart.interactions[op.interaction])
+	not permits(object.get(op, "resource_type", "*"), data.smart.interactions[op.interaction])
 }
 
 # $everything returns every type of the patient's record.
@@ -47,7 +45,7 @@ deny contains "scope_insufficient" if {
 	some op in ops
 	op.interaction == "operation"
 	not op.operation in {"everything", "export"}
-	not permits(type_of(op), object.get({"GET": "r"}, input.request.method, "u"))
+	not permits(object.get(op, "resource_type", "*"), object.get({"GET": "r"}, input.request.method, "u"))
 }
 
 # An interaction this policy does not know is refused rather than waved through.
