@@ -56,8 +56,8 @@ async fn patch_a_policy_allows_is_still_judged_by_the_stored_record() {
     let env = FullEnv::start_with_policies(|dir| {
         edit_policy(
             &dir.join("patients.rego"),
-            "\trestricted\n\tunresolved_params\n",
-            "\trestricted\n\tunresolved_params\n\tnot input.request.fhir.interaction == \"patch\"\n",
+            "\trestricted\n\tsome r in [\"patient_not_permitted\", \"unresolved_params\"]\n",
+            "\trestricted\n\tnot input.request.fhir.interaction == \"patch\"\n\tsome r in [\"patient_not_permitted\", \"unresolved_params\"]\n",
         );
     })
     .await;

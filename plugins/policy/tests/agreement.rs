@@ -24,8 +24,8 @@ fn edit(dir: &Path, file: &str, from: &str, to: &str) {
 /// a capabilities request is refused with scope_insufficient when served.
 const UNDEFINED_ASSIGNMENT: (&str, &str, &str) = (
     "scopes.rego",
-    "\tdata.smart.interactions[op.interaction]\n\tnot permits(type_of(op), data.smart.interactions[op.interaction])",
-    "\tl := data.smart.interactions[op.interaction]\n\tnot permits(type_of(op), l)",
+    "\tdata.smart.interactions[op.interaction]\n\tnot permits(object.get(op, \"resource_type\", \"*\"), data.smart.interactions[op.interaction])",
+    "\tl := data.smart.interactions[op.interaction]\n\tnot permits(object.get(op, \"resource_type\", \"*\"), l)",
 );
 
 /// An `else` branch whose `some ... in` loop fails ends the chain in the VM: a care-team
