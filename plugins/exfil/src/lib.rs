@@ -32,6 +32,7 @@ mod error;
 mod metrics;
 mod response;
 mod rules;
+mod shared;
 mod stage;
 mod state;
 mod window;
@@ -41,7 +42,7 @@ pub use alert::ALERT_VERSION;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, PagingMeasure,
-    PolicyAlertsConfig, RateDenialsConfig,
+    PolicyAlertsConfig, RateDenialsConfig, SharedConfig,
 };
 pub use error::FlushError;
 pub use metrics::ExfilStats;
