@@ -227,3 +227,13 @@ fn shared_section_problems_are_reported_without_the_url_or_its_password() {
     assert!(issues[1].message.starts_with("cannot be read"));
     assert!(!tmp.path().join("a.jsonl").exists(), "nothing is opened for an invalid section");
 }
+
+#[test]
+fn readme_shared_example_parses_with_the_documented_defaults() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme.split("```yaml\n").nth(2).unwrap().split("```").next().unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
+    let shared: SharedConfig = serde_yaml::from_value(doc["exfil"]["shared"].clone()).unwrap();
+    let want = SharedConfig::new(shared.redis_url.clone(), "/etc/phigate/exfil-shared.key");
+    assert_eq!(shared, want, "README says these are the defaults");
+}
