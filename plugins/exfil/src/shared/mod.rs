@@ -184,7 +184,49 @@ fn parse_digest(hex_text: &str) -> Option<Digest> {
 
 #[cfg(test)]
 mod tests {
+    use phigate_plugin::Subject;
+
     use super::*;
+    use crate::clock::ManualClock;
+
+    fn shared(key: u8) -> Shared {
+        let s = SharedSettings {
+            client: redis::Client::open("redis://127.0.0.1:1/0").unwrap(),
+            key: vec![key; 32],
+            channel: "c".into(),
+            key_prefix: "p:".into(),
+            timeout: Duration::from_secs(1),
+        };
+        Shared::new(s, 8, Arc::new(ManualClock::new()), Arc::default()).0
+    }
+
+    #[test]
+    fn the_name_depends_on_the_key_and_on_where_the_issuer_ends() {
+        let (one, two) = (shared(1), shared(2));
+        let p = |iss: &str, sub: &str| Principal::new(iss, Subject::from(sub));
+        let d = one.state.digest(&p("https://idp/", "eve"));
+        assert_eq!(d, one.state.digest(&p("https://idp/", "eve")), "stable");
+        assert_ne!(d, two.state.digest(&p("https://idp/", "eve")), "keyed");
+        assert_ne!(d, one.state.digest(&p("https://idp/e", "ve")), "fields are delimited");
+    }
+
+    #[test]
+    fn a_received_block_applies_until_its_wall_clock_end_and_no_later_than_a_week() {
+        let s = shared(1);
+        let clock = ManualClock::new();
+        let st = SharedState { clock: Arc::new(clock.clone()), ..Arc::into_inner(s.state).unwrap() };
+        let wall = clock.wall().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        st.apply(&[1; 32], wall.saturating_sub(5));
+        assert!(st.remote.is_empty(), "already ended: ignored");
+        st.apply(&[1; 32], wall + 100);
+        st.apply(&[2; 32], u64::MAX);
+        clock.advance(Duration::from_secs(99));
+        assert!(st.remote.is_blocked(&[1; 32], clock.now()));
+        clock.advance(Duration::from_secs(1));
+        assert!(!st.remote.is_blocked(&[1; 32], clock.now()));
+        clock.advance(MAX_BLOCK - Duration::from_secs(100));
+        assert!(!st.remote.is_blocked(&[2; 32], clock.now()), "capped at a week");
+    }
 
     #[test]
     fn an_announcement_reads_back_and_garbage_does_not() {

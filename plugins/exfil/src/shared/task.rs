@@ -184,8 +184,9 @@ impl SharedTask {
                     None => return Ok(()),
                 },
                 _ = health.tick() => {
-                    let now = self.state.clock.now();
-                    self.state.remote.sweep(now);
+                    if !self.state.remote.is_empty() {
+                        self.state.remote.sweep(self.state.clock.now());
+                    }
                     self.bounded(redis::cmd("PING").query_async::<()>(&mut link.conn)).await?;
                     self.bounded(link.sink.ping::<()>()).await?;
                 }
