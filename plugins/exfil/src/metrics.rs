@@ -123,7 +123,8 @@ pub struct ExfilStats {
     pub written: u64,
     /// Alert lines the writer failed to append.
     pub write_failures: u64,
-    /// Blocks of this replica recorded and announced in Redis.
+    /// Blocks of this replica recorded and announced in Redis (not counting those Redis already
+    /// held as long).
     pub shared_published: u64,
     /// Blocks of other replicas applied here (announced or loaded at connection).
     pub shared_received: u64,

@@ -180,6 +180,27 @@ async fn without_redis_blocks_apply_locally_errors_are_counted_and_sharing_resum
     assert!(refuses(&late, &eve).await);
 }
 
+#[tokio::test]
+async fn blocks_lost_by_a_redis_restart_are_recorded_again_on_reconnect() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 7);
+    let a = replica(&redis.url(), &key, 300);
+    linked(&a).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("A recorded the block", async || a.stage.stats().shared_published == 1).await;
+
+    redis.kill();
+    let redis = RedisServer::start_on(port).expect("port still free");
+    assert!(recorded_keys(&redis).await.is_empty(), "the restart lost the record");
+    eventually("A recorded it again", async || a.stage.stats().shared_published == 2).await;
+    let late = replica(&redis.url(), &key, 300);
+    linked(&late).await;
+    assert!(refuses(&late, &eve).await);
+}
+
 /// `phigate_exfil_shared_errors_total`, summed over kinds (process-wide).
 fn shared_errors_metric() -> u64 {
     let families = prometheus::gather();

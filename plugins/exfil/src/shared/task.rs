@@ -1,6 +1,7 @@
 //! The connection keeper: subscribes, loads the recorded blocks, then applies announcements,
 //! shares this replica's blocks and checks the connection, reconnecting with backoff.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::mpsc;
 
-use super::{announcement, parse_announcement, parse_digest, Outgoing, SharedState, DOWN, UP};
+use super::{announcement, parse_announcement, parse_digest, Digest, Outgoing, SharedState, DOWN, UP};
 use crate::config::SharedSettings;
 use crate::metrics::{self, Stats};
 
@@ -59,8 +60,10 @@ pub(crate) struct SharedTask {
     cap: usize,
     state: Arc<SharedState>,
     rx: mpsc::Receiver<Outgoing>,
-    /// A block whose sharing failed, retried first after the reconnect.
-    pending: Option<Outgoing>,
+    /// This replica's blocks still in force (hash → end, Unix seconds), recorded again after
+    /// each reconnect: a block whose sharing failed, or that a restarted Redis lost, is shared
+    /// once Redis is back. At most `cap`.
+    own: HashMap<Digest, u64>,
 }
 
 /// One live link: a connection for commands, one subscribed to the channel.
@@ -85,7 +88,7 @@ impl SharedTask {
             cap,
             state,
             rx,
-            pending: None,
+            own: HashMap::new(),
         }
     }
 
@@ -128,9 +131,12 @@ impl SharedTask {
             })
             .await?;
         self.load(&mut link.conn).await?;
-        if let Some(out) = self.pending {
+        let wall = self.wall_secs();
+        self.own.retain(|_, until| *until > wall);
+        let own: Vec<Outgoing> =
+            self.own.iter().map(|(d, u)| Outgoing { digest: *d, until_unix: *u }).collect();
+        for out in own {
             self.share(&mut link.conn, out).await?;
-            self.pending = None;
         }
         self.state.mark(UP, "");
         Ok(link)
@@ -176,10 +182,8 @@ impl SharedTask {
                 },
                 out = self.rx.recv() => match out {
                     Some(out) => {
-                        if let Err(e) = self.share(&mut link.conn, out).await {
-                            self.pending = Some(out);
-                            return Err(e);
-                        }
+                        self.remember(out);
+                        self.share(&mut link.conn, out).await?;
                     }
                     None => return Ok(()),
                 },
@@ -194,18 +198,35 @@ impl SharedTask {
         }
     }
 
+    fn wall_secs(&self) -> u64 {
+        self.state.clock.wall().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    }
+
+    /// Keeps `out` for re-recording after a reconnect (the longer block wins).
+    fn remember(&mut self, out: Outgoing) {
+        if self.own.len() >= self.cap && !self.own.contains_key(&out.digest) {
+            let wall = self.wall_secs();
+            self.own.retain(|_, until| *until > wall);
+        }
+        if self.own.len() < self.cap || self.own.contains_key(&out.digest) {
+            let until = self.own.entry(out.digest).or_insert(out.until_unix);
+            *until = (*until).max(out.until_unix);
+        }
+    }
+
     /// Records and announces one of this replica's blocks (skipped once it has ended).
     async fn share(&self, conn: &mut MultiplexedConnection, out: Outgoing) -> Result<(), Failure> {
-        let wall = self.state.clock.wall().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let Some(ttl) = out.until_unix.checked_sub(wall).filter(|t| *t > 0) else {
+        let Some(ttl) = out.until_unix.checked_sub(self.wall_secs()).filter(|t| *t > 0) else {
             return Ok(());
         };
         let key = format!("{}{}", self.prefix, hex::encode(out.digest));
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(RECORD).arg(1).arg(key).arg(out.until_unix).arg(ttl);
         cmd.arg(&self.channel).arg(announcement(&self.state.origin, &out));
-        self.bounded(cmd.query_async::<i64>(conn)).await?;
-        Stats::bump(&self.state.stats.shared_published, 1);
+        // 0: a block as long was recorded already (by another replica, or before a reconnect).
+        if self.bounded(cmd.query_async::<i64>(conn)).await? == 1 {
+            Stats::bump(&self.state.stats.shared_published, 1);
+        }
         Ok(())
     }
 

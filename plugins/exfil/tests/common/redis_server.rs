@@ -69,14 +69,19 @@ impl RedisServer {
         let client = redis::Client::open(self.url()).unwrap();
         client.get_multiplexed_async_connection().await.unwrap()
     }
-}
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
+    /// Kills the server and waits for it to exit.
+    pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
