@@ -5,8 +5,10 @@
 //! `cargo bench -p phigate-exfil --bench watch`. Scenarios: `steady` (each principal re-reads the
 //! same few patients: no alert), `churn` (a new patient every request: each principal goes over
 //! `distinct_patients` once, later requests are de-duplicated), `blocked` (every principal is
-//! blocked: `on_request` refuses), and `moka_lookup_only` (the principal-state cache lookup alone,
-//! for reference).
+//! blocked: `on_request` refuses), `steady_shared` (`steady` with `shared:` configured: no block
+//! from another replica in force), and, for reference, `moka_lookup_only` (the principal-state
+//! cache lookup alone) and `hmac_name_only` (the keyed hash naming a principal in Redis, which
+//! `on_request` computes only while a block from another replica is in force).
 //!
 //! The phases never await anything, so they are polled once with a no-op waker instead of
 //! through a runtime, so the runtime's own cost does not count.
@@ -25,7 +27,7 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
-use phigate_exfil::{Action, ExfilConfig, ExfilStage, ManualClock};
+use phigate_exfil::{Action, ExfilConfig, ExfilStage, ManualClock, SharedConfig};
 use phigate_plugin::{
     Decision, FhirRequest, Interaction, PatientId, Principal, RequestCtx, RequestId, RequestInfo, RouteMeta,
     Stage, StageBuildCtx, Subject, TenantId,
@@ -83,8 +85,13 @@ fn ctx(route: &Arc<RouteMeta>, p: &Arc<Principal>, patient: &str) -> RequestCtx 
     ctx
 }
 
-fn stage(dir: &Path, block: bool) -> ExfilStage {
+fn stage(dir: &Path, block: bool, shared: bool) -> ExfilStage {
     let mut c = ExfilConfig::new(dir.join("alerts.jsonl"));
+    if shared {
+        // Never spawned, so never connected: this measures the request path alone.
+        std::fs::write(dir.join("exfil.key"), [7u8; 32]).unwrap();
+        c.shared = Some(SharedConfig::new("redis://127.0.0.1:1/0", dir.join("exfil.key")));
+    }
     if block {
         c.distinct_patients.threshold = 1;
         c.distinct_patients.action = Action::Block;
@@ -109,18 +116,20 @@ fn bench(c: &mut Criterion) {
     let principals: Vec<_> = (0..PRINCIPALS).map(principal).collect();
     let mut g = c.benchmark_group("exfil_request_10k_principals");
 
-    let s = stage(tmp.path(), false);
     let mut steady: Vec<RequestCtx> =
         principals.iter().enumerate().map(|(i, p)| ctx(&route, p, &format!("p{}", i % 7))).collect();
-    let mut i = 0;
-    g.bench_function("steady", |b| {
-        b.iter(|| {
-            once(&s, black_box(&mut steady[i % PRINCIPALS]));
-            i += 1;
-        })
-    });
+    for (name, shared) in [("steady", false), ("steady_shared", true)] {
+        let s = stage(tmp.path(), false, shared);
+        let mut i = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                once(&s, black_box(&mut steady[i % PRINCIPALS]));
+                i += 1;
+            })
+        });
+    }
 
-    let s = stage(tmp.path(), false);
+    let s = stage(tmp.path(), false, false);
     let mut n = 0u64;
     g.bench_function("churn", |b| {
         b.iter(|| {
@@ -131,7 +140,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let s = stage(tmp.path(), true);
+    let s = stage(tmp.path(), true, false);
     let mut blocked: Vec<RequestCtx> = principals.iter().map(|p| ctx(&route, p, "b1")).collect();
     for (k, cx) in blocked.iter_mut().enumerate() {
         once(&s, cx);
@@ -163,6 +172,23 @@ fn bench(c: &mut Criterion) {
                 .get_with_by_ref(black_box(&keys[k % PRINCIPALS]), || Arc::new(std::sync::Mutex::new(0)));
             k += 1;
             black_box(v);
+        })
+    });
+
+    // Reference: the keyed hash that names a principal in Redis (as the stage computes it).
+    use hmac::{Hmac, Mac};
+    let mac = Hmac::<sha2::Sha256>::new_from_slice(&[7u8; 32]).unwrap();
+    let mut h = 0;
+    g.bench_function("hmac_name_only", |b| {
+        b.iter(|| {
+            let p = &principals[h % PRINCIPALS];
+            let mut m = mac.clone();
+            for field in [p.issuer.as_bytes(), p.subject.as_str().as_bytes()] {
+                m.update(&(field.len() as u64).to_be_bytes());
+                m.update(field);
+            }
+            h += 1;
+            black_box(m.finalize().into_bytes());
         })
     });
     g.finish();

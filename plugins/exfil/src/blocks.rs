@@ -23,6 +23,11 @@ impl<K: Hash + Eq + Clone> Blocks<K> {
         Blocks { map: RwLock::new(HashMap::new()), len: AtomicUsize::new(0), cap: cap.max(1) }
     }
 
+    /// Whether no block is recorded (one atomic load).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
     /// Whether `key` is blocked at `now`.
     pub(crate) fn is_blocked(&self, key: &K, now: Instant) -> bool {
         if self.len.load(Ordering::Acquire) == 0 {
@@ -32,7 +37,7 @@ impl<K: Hash + Eq + Clone> Blocks<K> {
         match until {
             Some(until) if now < until => true,
             Some(_) => {
-                self.remove_expired(now);
+                self.sweep(now);
                 false
             }
             None => false,
@@ -57,7 +62,8 @@ impl<K: Hash + Eq + Clone> Blocks<K> {
         done
     }
 
-    fn remove_expired(&self, now: Instant) {
+    /// Forgets the blocks that ended by `now` (so that `is_empty` holds again).
+    pub(crate) fn sweep(&self, now: Instant) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, u| now < *u);
         self.len.store(map.len(), Ordering::Release);

@@ -18,6 +18,10 @@
 //! * **Never logs or labels** principal or patient ids: they appear only in the alerts file
 //!   (mode 0600). The break-glass justification is never copied, only whether it was given and
 //!   its length.
+//! * **Shared across replicas** (optional `shared:`): a block is recorded in Redis under a keyed
+//!   hash of the principal (never its identity) and announced on a pub/sub channel; every
+//!   replica's background task applies the announcements and, on (re)connect, the recorded
+//!   blocks. Requests never wait on Redis; without it each replica still blocks what it sees.
 //! * **SIGHUP** ([`reload`](phigate_plugin::Stage::reload)) reopens the alerts file (rotation).
 //! * **Memory**: windows live in a moka cache bounded by `max_principals` and expiring after the
 //!   longest window of idleness; each window keeps at most `threshold + 1` elements.
@@ -32,6 +36,7 @@ mod error;
 mod metrics;
 mod response;
 mod rules;
+mod shared;
 mod stage;
 mod state;
 mod window;
@@ -41,7 +46,7 @@ pub use alert::ALERT_VERSION;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, PagingMeasure,
-    PolicyAlertsConfig, RateDenialsConfig,
+    PolicyAlertsConfig, RateDenialsConfig, SharedConfig,
 };
 pub use error::FlushError;
 pub use metrics::ExfilStats;

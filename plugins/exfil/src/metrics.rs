@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
     // A second registration (another stage instance in one process) keeps the first.
@@ -76,6 +76,26 @@ pub(crate) static BLOCKS_NOT_RECORDED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Failures of the Redis link of `shared`, by kind (`connect`, `timeout`, `io`, `command`,
+/// `malformed`, `queue_full`).
+pub(crate) static SHARED_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "phigate_exfil_shared_errors_total",
+        "Failures sharing exfiltration blocks through Redis, by kind.",
+        &["kind"],
+    )
+});
+
+/// 1 while blocks are shared through Redis, 0 while they are not.
+pub(crate) static SHARED_UP: LazyLock<IntGauge> = LazyLock::new(|| {
+    let g = IntGauge::new("phigate_exfil_shared_up", "1 while exfiltration blocks are shared through Redis.")
+        .unwrap_or_else(|_| {
+            log::error!("exfil metric phigate_exfil_shared_up could not be created");
+            IntGauge::new("phigate_exfil_invalid_gauge", "invalid").unwrap_or_else(|_| std::process::abort())
+        });
+    register(g)
+});
+
 /// Counters of one stage instance (the Prometheus ones are process-wide).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -84,6 +104,10 @@ pub(crate) struct Stats {
     pub(crate) blocked_requests: AtomicU64,
     pub(crate) written: AtomicU64,
     pub(crate) write_failures: AtomicU64,
+    pub(crate) shared_published: AtomicU64,
+    pub(crate) shared_received: AtomicU64,
+    pub(crate) shared_errors: AtomicU64,
+    pub(crate) shared_dropped: AtomicU64,
 }
 
 /// A snapshot of one stage's counters.
@@ -99,6 +123,15 @@ pub struct ExfilStats {
     pub written: u64,
     /// Alert lines the writer failed to append.
     pub write_failures: u64,
+    /// Blocks of this replica recorded and announced in Redis (not counting those Redis already
+    /// held as long).
+    pub shared_published: u64,
+    /// Blocks of other replicas applied here (announced or loaded at connection).
+    pub shared_received: u64,
+    /// Failed Redis connections or exchanges, and malformed announcements.
+    pub shared_errors: u64,
+    /// Blocks not shared because the queue to the Redis task was full.
+    pub shared_dropped: u64,
 }
 
 impl Stats {
@@ -114,6 +147,10 @@ impl Stats {
             blocked_requests: get(&self.blocked_requests),
             written: get(&self.written),
             write_failures: get(&self.write_failures),
+            shared_published: get(&self.shared_published),
+            shared_received: get(&self.shared_received),
+            shared_errors: get(&self.shared_errors),
+            shared_dropped: get(&self.shared_dropped),
         }
     }
 }

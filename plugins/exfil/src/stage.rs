@@ -18,11 +18,12 @@ use crate::alert;
 use crate::blocks::Blocks;
 use crate::clock::Clock;
 use crate::config::Action;
-use crate::config::PagingMeasure;
+use crate::config::{PagingMeasure, SharedSettings};
 use crate::error::FlushError;
 use crate::metrics::{self, ExfilStats, Stats};
 use crate::response::{self, ResponseFacts};
 use crate::rules::Rules;
+use crate::shared::{Shared, SharedTask};
 use crate::state::{Finding, Observation, PrincipalState};
 use crate::writer::{self, AlertQueue, WriterFlags, WriterTask};
 
@@ -41,6 +42,9 @@ pub struct ExfilStage {
     blocks: Blocks<PrincipalKey>,
     queue: AlertQueue,
     task: Mutex<Option<WriterTask>>,
+    /// Blocks shared with the other replicas (`shared:`), and its task until handed out.
+    shared: Option<Shared>,
+    shared_task: Mutex<Option<SharedTask>>,
     stats: Arc<Stats>,
     flags: WriterFlags,
     path: PathBuf,
@@ -55,10 +59,9 @@ impl std::fmt::Debug for ExfilStage {
 impl ExfilStage {
     pub(crate) fn new(
         rules: Rules,
-        queue_capacity: usize,
-        max_principals: u64,
-        file: File,
-        path: PathBuf,
+        (queue_capacity, max_principals): (usize, u64),
+        (file, path): (File, PathBuf),
+        shared: Option<SharedSettings>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let stats = Arc::new(Stats::default());
@@ -74,7 +77,15 @@ impl ExfilStage {
             // the cache is full, and an unadmitted principal would never be watched.
             .eviction_policy(EvictionPolicy::lru())
             .build();
-        let blocks = Blocks::new(usize::try_from(max_principals).unwrap_or(usize::MAX));
+        let cap = usize::try_from(max_principals).unwrap_or(usize::MAX);
+        let blocks = Blocks::new(cap);
+        let (shared, shared_task) = match shared {
+            Some(s) => {
+                let (handle, task) = Shared::new(s, cap, clock.clone(), stats.clone());
+                (Some(handle), Some(task))
+            }
+            None => (None, None),
+        };
         ExfilStage {
             rules,
             clock,
@@ -82,6 +93,8 @@ impl ExfilStage {
             blocks,
             queue,
             task: Mutex::new(Some(task)),
+            shared,
+            shared_task: Mutex::new(shared_task),
             stats,
             flags,
             path,
@@ -114,6 +127,9 @@ impl ExfilStage {
             if !self.blocks.block(key, until, now) {
                 metrics::BLOCKS_NOT_RECORDED.inc();
                 log::error!("exfil block not recorded: max_principals blocks already in force");
+            }
+            if let Some(shared) = &self.shared {
+                shared.publish(p, until);
             }
         }
         metrics::ALERTS.with_label_values(&[f.rule.as_str(), f.action.as_str()]).inc();
@@ -165,13 +181,14 @@ impl Stage for ExfilStage {
         "exfil"
     }
 
-    /// Not ready while the alerts file cannot be written (alerts are being lost).
+    /// Not ready while the alerts file cannot be written (alerts are being lost). While blocks
+    /// are not shared through Redis the stage stays ready (each replica still blocks what it
+    /// sees: this is detection, not authorization), with a detail saying so.
     fn readiness(&self) -> Readiness {
-        if self.flags.healthy.load(Ordering::Acquire) {
-            Readiness::Ready(None)
-        } else {
-            Readiness::NotReady(Cow::Borrowed("exfil alerts file not writable"))
+        if !self.flags.healthy.load(Ordering::Acquire) {
+            return Readiness::NotReady(Cow::Borrowed("exfil alerts file not writable"));
         }
+        Readiness::Ready(self.shared.as_ref().and_then(Shared::trouble).map(str::to_owned))
     }
 
     /// SIGHUP: the writer reopens `alerts_path` before its next write (log rotation by rename).
@@ -179,18 +196,25 @@ impl Stage for ExfilStage {
         self.flags.reopen.store(true, Ordering::Release);
     }
 
-    /// The alert writer. Returned once; until it runs, alerts wait in the bounded queue.
+    /// The alert writer and, with `shared`, the Redis link. Returned once; until they run,
+    /// alerts and blocks to share wait in their bounded queues.
     fn background_tasks(&self) -> Vec<BackgroundTask> {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        task.map(|t| -> BackgroundTask { Box::pin(t.run()) }).into_iter().collect()
+        let shared = self.shared_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let writer = task.map(|t| -> BackgroundTask { Box::pin(t.run()) });
+        writer.into_iter().chain(shared.map(|t| -> BackgroundTask { Box::pin(t.run()) })).collect()
     }
 
-    /// Refuses a blocked principal with 403 `principal_blocked`, before audit forwards anything.
+    /// Refuses a principal blocked here or by another replica with 403 `principal_blocked`,
+    /// before audit forwards anything. Never waits for Redis: both are in-memory lookups.
     async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
         let Some(p) = ctx.principal.as_deref() else {
             return Ok(Flow::Continue);
         };
-        if self.blocks.is_blocked(&key_of(p), self.clock.now()) {
+        let now = self.clock.now();
+        if self.blocks.is_blocked(&key_of(p), now)
+            || self.shared.as_ref().is_some_and(|s| s.is_blocked(p, now))
+        {
             metrics::BLOCKED.inc();
             Stats::bump(&self.stats.blocked_requests, 1);
             return Err(Denial::new(ErrorCode::PrincipalBlocked)

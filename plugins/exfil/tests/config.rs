@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use phigate_exfil::{Action, ExfilConfig, PagingMeasure};
+use phigate_exfil::{Action, ExfilConfig, PagingMeasure, SharedConfig};
 use phigate_plugin::{ConfigIssue, StageBuildCtx};
 
 const FULL: &str = r#"
@@ -170,4 +170,70 @@ fn readme_example_section_parses_to_the_defaults() {
         ExfilConfig::new("/var/log/phigate/exfil-alerts.jsonl"),
         "README says these are the defaults"
     );
+}
+
+#[allow(clippy::unwrap_used)] // test helper
+fn with_shared(dir: &Path, url: &str, key: &[u8]) -> ExfilConfig {
+    std::fs::write(dir.join("exfil.key"), key).unwrap();
+    let mut c = ExfilConfig::new("a.jsonl");
+    c.shared = Some(SharedConfig::new(url, "exfil.key"));
+    c
+}
+
+#[test]
+fn shared_section_parses_with_defaults_and_builds_without_connecting() {
+    let c = parse("alerts_path: a\nshared: {redis_url: 'redis://127.0.0.1:1/0', hmac_key_path: k}").unwrap();
+    assert_eq!(c.shared, Some(SharedConfig::new("redis://127.0.0.1:1/0", "k")));
+    let s = SharedConfig::new("u", "k");
+    assert_eq!(
+        (s.channel.as_str(), s.key_prefix.as_str(), s.timeout_ms),
+        ("phigate:exfil:blocks", "phigate:exfil:block:", 1000)
+    );
+    assert!(parse("alerts_path: a\nshared: {redis_url: u, hmac_key_path: k, ttl: 3}").is_err());
+    assert!(parse("alerts_path: a\nshared: {redis_url: u}").is_err(), "the HMAC key is required");
+    // Nothing listens on port 1: building never touches Redis.
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(build(with_shared(tmp.path(), "redis://127.0.0.1:1/0", &[7; 32]), tmp.path()).is_ok());
+}
+
+#[test]
+fn shared_section_problems_are_reported_without_the_url_or_its_password() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = with_shared(tmp.path(), "rediss://user:s3cret-pw@redis.example:6380/0", &[7; 31]);
+    let s = c.shared.as_mut().unwrap();
+    (s.timeout_ms, s.channel, s.key_prefix) = (0, String::new(), "blocks:*".into());
+    let issues = build(c.clone(), tmp.path()).unwrap_err();
+    let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "shared.timeout_ms",
+            "shared.channel",
+            "shared.key_prefix",
+            "shared.redis_url",
+            "shared.hmac_key_path"
+        ]
+    );
+    assert!(issues[3].message.contains("TLS"));
+    assert!(issues[4].message.contains("32 bytes"));
+    assert!(issues.iter().all(|i| !i.message.contains("s3cret")));
+    assert!(!format!("{c:?}").contains("s3cret"), "Debug redacts the URL");
+
+    let mut c = with_shared(tmp.path(), "redis://:s3cret@[::1", &[7; 32]);
+    c.shared.as_mut().unwrap().hmac_key_path = "missing.key".into();
+    let issues = build(c, tmp.path()).unwrap_err();
+    assert_eq!(issues.len(), 2);
+    assert_eq!(issues[0].message, "is not a valid redis:// URL");
+    assert!(issues[1].message.starts_with("cannot be read"));
+    assert!(!tmp.path().join("a.jsonl").exists(), "nothing is opened for an invalid section");
+}
+
+#[test]
+fn readme_shared_example_parses_with_the_documented_defaults() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme.split("```yaml\n").nth(2).unwrap().split("```").next().unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
+    let shared: SharedConfig = serde_yaml::from_value(doc["exfil"]["shared"].clone()).unwrap();
+    let want = SharedConfig::new(shared.redis_url.clone(), "/etc/phigate/exfil-shared.key");
+    assert_eq!(shared, want, "README says these are the defaults");
 }

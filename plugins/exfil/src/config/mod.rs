@@ -2,6 +2,7 @@
 //! [`ExfilStage`].
 
 mod detectors;
+mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,8 @@ pub use detectors::{
     Action, BulkPagingConfig, DistinctPatientsConfig, IdEnumerationConfig, PagingMeasure, PolicyAlertsConfig,
     RateDenialsConfig,
 };
+pub use shared::SharedConfig;
+pub(crate) use shared::SharedSettings;
 
 use crate::clock::{Clock, SystemClock};
 use crate::rules::{Rule, Rules};
@@ -56,6 +59,10 @@ pub struct ExfilConfig {
     /// Alerts requested by the policy decision (`obligations.alert`).
     #[serde(default)]
     pub policy_alerts: PolicyAlertsConfig,
+    /// Blocks shared with the other replicas through Redis. Default: none (each replica blocks
+    /// only the principals it saw misbehave).
+    #[serde(default)]
+    pub shared: Option<SharedConfig>,
 }
 
 fn default_queue_capacity() -> usize {
@@ -84,14 +91,16 @@ impl ExfilConfig {
             id_enumeration: IdEnumerationConfig::default(),
             rate_denials: RateDenialsConfig::default(),
             policy_alerts: PolicyAlertsConfig::default(),
+            shared: None,
         }
     }
 
     /// Validates the section, opens (creates) the alerts file and returns the stage. The alert
     /// writer is the stage's [`background task`](phigate_plugin::Stage::background_tasks): until
-    /// the gateway spawns it, alerts queue up (bounded).
+    /// the gateway spawns it, alerts queue up (bounded). With `shared`, a second background task
+    /// keeps the Redis connection (it never connects before it is spawned).
     ///
-    /// Opens a file: call it from start-up code, not from an async worker.
+    /// Opens files (alerts, HMAC key): call it from start-up code, not from an async worker.
     ///
     /// # Errors
     /// Every problem in the section at once (never echoing values), or the alerts file not
@@ -109,14 +118,19 @@ impl ExfilConfig {
         ctx: &StageBuildCtx<'_>,
         clock: Arc<dyn Clock>,
     ) -> Result<ExfilStage, Vec<ConfigIssue>> {
-        let issues = self.issues();
+        let mut issues = self.issues();
+        let shared = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.settings(&resolve(ctx.config_dir, &s.hmac_key_path), &mut issues));
         if !issues.is_empty() {
             return Err(issues);
         }
         let path = resolve(ctx.config_dir, &self.alerts_path);
         let file = writer::open_alerts_file(&path)
             .map_err(|e| vec![ConfigIssue::new("alerts_path", format!("cannot open for appending: {e}"))])?;
-        Ok(ExfilStage::new(self.rules(), self.queue_capacity, self.max_principals, file, path, clock))
+        let sizes = (self.queue_capacity, self.max_principals);
+        Ok(ExfilStage::new(self.rules(), sizes, (file, path), shared, clock))
     }
 
     fn issues(&self) -> Vec<ConfigIssue> {

@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)] // each test crate uses a subset
 #![allow(clippy::unwrap_used)]
 
+pub mod redis_server;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,133 @@
+//! The `exfil.shared` sub-section: blocks shared between gateway replicas through Redis.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use phigate_plugin::ConfigIssue;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// Shares `action: block` decisions between the gateway's replicas through Redis, so that a
+/// principal blocked by one replica is refused by all of them. Detection, not authorization:
+/// with Redis unreachable every replica still blocks what it sees itself.
+#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharedConfig {
+    /// `redis://[user:password@]host[:port][/db]` (`redis+unix:///path` also works). TLS
+    /// (`rediss://`) is not supported by this build yet. Never logged. Required.
+    pub redis_url: String,
+    /// Key for the HMAC-SHA256 that names a principal in Redis (raw bytes, at least 32; the same
+    /// file on every replica). Redis only ever sees this keyed hash of issuer and subject, never
+    /// the identity. Relative to the config file's directory. Required.
+    pub hmac_key_path: PathBuf,
+    /// Pub/sub channel the blocks are announced on. Default: `phigate:exfil:blocks`.
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    /// Prefix of the keys that hold blocks in force (`<prefix><hash>`, expiring with the block),
+    /// read by replicas that start later. No glob characters (`*?[]\`). Default:
+    /// `phigate:exfil:block:`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Longest one Redis command or connection attempt may take, in milliseconds; past it the
+    /// connection is dropped and re-established with backoff. Requests never wait for Redis.
+    /// 1..=60000. Default: 1000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_channel() -> String {
+    "phigate:exfil:blocks".to_owned()
+}
+fn default_key_prefix() -> String {
+    "phigate:exfil:block:".to_owned()
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+
+/// Shortest accepted HMAC key, in bytes.
+const MIN_KEY_BYTES: usize = 32;
+
+impl std::fmt::Debug for SharedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: a debug print of the config must not.
+        f.debug_struct("SharedConfig")
+            .field("redis_url", &"<redacted>")
+            .field("hmac_key_path", &self.hmac_key_path)
+            .field("channel", &self.channel)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// A validated `shared` section.
+pub(crate) struct SharedSettings {
+    pub(crate) client: redis::Client,
+    pub(crate) key: Vec<u8>,
+    pub(crate) channel: String,
+    pub(crate) key_prefix: String,
+    pub(crate) timeout: Duration,
+}
+
+impl SharedConfig {
+    /// A shared section with every default, for `redis_url` and `hmac_key_path`.
+    pub fn new(redis_url: impl Into<String>, hmac_key_path: impl Into<PathBuf>) -> Self {
+        SharedConfig {
+            redis_url: redis_url.into(),
+            hmac_key_path: hmac_key_path.into(),
+            channel: default_channel(),
+            key_prefix: default_key_prefix(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+
+    /// Checks the section and reads the key (`key_path` already resolved); pushes every problem.
+    pub(crate) fn settings(&self, key_path: &Path, issues: &mut Vec<ConfigIssue>) -> Option<SharedSettings> {
+        let before = issues.len();
+        let mut bad = |k: &str, m: &str| issues.push(ConfigIssue::new(format!("shared.{k}"), m));
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            bad("timeout_ms", "must be between 1 and 60000");
+        }
+        let plain = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if !plain(&self.channel) {
+            bad("channel", "must be 1-64 characters without spaces or control characters");
+        }
+        if !plain(&self.key_prefix) || self.key_prefix.contains(['*', '?', '[', ']', '\\']) {
+            bad("key_prefix", "must be 1-64 characters without spaces, control or glob characters");
+        }
+        let client = if self.redis_url.starts_with("rediss:") || self.redis_url.starts_with("valkeys:") {
+            bad("redis_url", "TLS (rediss://) is not supported by this build");
+            None
+        } else {
+            // The parser's message may quote the URL (and its password): report a fixed text.
+            redis::Client::open(self.redis_url.as_str())
+                .map_err(|_| bad("redis_url", "is not a valid redis:// URL"))
+                .ok()
+        };
+        let key = match std::fs::read(key_path) {
+            Ok(k) if k.len() >= MIN_KEY_BYTES => Some(k),
+            Ok(_) => {
+                bad("hmac_key_path", "key shorter than 32 bytes");
+                None
+            }
+            Err(e) => {
+                bad("hmac_key_path", &format!("cannot be read: {}", e.kind()));
+                None
+            }
+        };
+        if issues.len() != before {
+            return None;
+        }
+        Some(SharedSettings {
+            client: client?,
+            key: key?,
+            channel: self.channel.clone(),
+            key_prefix: self.key_prefix.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+        })
+    }
+}

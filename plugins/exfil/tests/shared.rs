@@ -1,0 +1,209 @@
+//! `shared:` blocks through a real `redis-server`: a principal blocked by one replica is refused
+//! by the others, including those started later; Redis never names the principal; without
+//! Redis each replica still blocks on its own, and sharing resumes when Redis is back.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::redis_server::{eventually, free_port, url, RedisServer};
+use common::{principal, read, Harness};
+use phigate_exfil::{Action, SharedConfig};
+use phigate_plugin::{ErrorCode, Principal, Readiness, Stage};
+
+const PREFIX: &str = "phigate:exfil:block:";
+
+/// A 32-byte HMAC key file in `dir`, every byte `b`.
+fn key_file(dir: &Path, b: u8) -> PathBuf {
+    let p = dir.join(format!("exfil-{b}.key"));
+    std::fs::write(&p, [b; 32]).unwrap();
+    p
+}
+
+/// A replica blocking after 3 missed reads for `block_secs`, sharing through `url`, its tasks
+/// spawned.
+fn replica(url: &str, key: &Path, block_secs: u64) -> Harness {
+    let h = Harness::new(|c| {
+        c.id_enumeration.enabled = true;
+        c.id_enumeration.threshold = 2;
+        c.id_enumeration.window_secs = 60;
+        c.id_enumeration.action = Action::Block;
+        c.id_enumeration.block_secs = block_secs;
+        c.shared = Some(SharedConfig::new(url, key));
+    });
+    h.spawn_writer();
+    h
+}
+
+async fn linked(h: &Harness) {
+    eventually("shared link up", async || h.stage.readiness() == Readiness::Ready(None)).await;
+}
+
+/// Three missed reads: over the `id_enumeration` threshold.
+async fn probe(h: &Harness, p: &Arc<Principal>) {
+    for id in ["a", "b", "c"] {
+        h.run(read(p, "Patient", id, 404)).await.unwrap();
+    }
+}
+
+async fn refuses(h: &Harness, p: &Arc<Principal>) -> bool {
+    let mut ctx = read(p, "Patient", "x", 200);
+    matches!(h.stage.on_request(&mut ctx).await, Err(d) if d.code == ErrorCode::PrincipalBlocked)
+}
+
+async fn recorded_keys(redis: &RedisServer) -> Vec<String> {
+    let mut conn = redis.conn().await;
+    redis::cmd("KEYS").arg(format!("{PREFIX}*")).query_async(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_block_on_one_replica_is_refused_by_another_that_never_saw_the_principal() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 1);
+    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
+    linked(&a).await;
+    linked(&b).await;
+    let (eve, bob) = (principal("eve"), principal("bob"));
+    assert!(!refuses(&b, &eve).await);
+
+    probe(&a, &eve).await;
+    assert!(refuses(&a, &eve).await);
+    eventually("replica B refuses eve", async || refuses(&b, &eve).await).await;
+    assert!(!refuses(&b, &bob).await, "only the blocked principal");
+    assert_eq!(a.stage.stats().shared_published, 1);
+    assert_eq!(b.stage.stats().shared_received, 1);
+    assert_eq!(a.stage.stats().shared_received, 0, "a replica skips its own announcement");
+    assert_eq!(b.stage.stats().alerts, 0, "B saw none of eve's traffic");
+}
+
+#[tokio::test]
+async fn a_replica_started_after_the_block_loads_it_from_redis() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 2);
+    let a = replica(&redis.url(), &key, 300);
+    linked(&a).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("A recorded the block", async || a.stage.stats().shared_published == 1).await;
+
+    // Subscribed after the announcement: only the recorded key can tell it.
+    let late = replica(&redis.url(), &key, 300);
+    linked(&late).await;
+    assert!(refuses(&late, &eve).await);
+    assert_eq!(late.stage.stats().shared_received, 1);
+}
+
+#[tokio::test]
+async fn redis_names_the_principal_only_by_a_hash_keyed_with_the_shared_key() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = replica(&redis.url(), &key_file(tmp.path(), 3), 300);
+    linked(&a).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("A recorded the block", async || a.stage.stats().shared_published == 1).await;
+
+    let keys = recorded_keys(&redis).await;
+    assert_eq!(keys.len(), 1);
+    let hash = keys[0].strip_prefix(PREFIX).unwrap();
+    assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{hash}");
+    assert!(!keys[0].contains("eve") && !keys[0].contains("idp"));
+    let mut conn = redis.conn().await;
+    let until: u64 = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    assert!((now + 290..=now + 302).contains(&until), "until {until}, now {now}");
+    let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query_async(&mut conn).await.unwrap();
+    // Rounded up to the second, never shorter than the block.
+    assert!((1..=301).contains(&ttl), "the key expires with the block: {ttl}");
+
+    // A replica with another key loads the record but cannot tie it to eve.
+    let stranger = replica(&redis.url(), &key_file(tmp.path(), 4), 300);
+    linked(&stranger).await;
+    assert_eq!(stranger.stage.stats().shared_received, 1);
+    assert!(!refuses(&stranger, &eve).await);
+}
+
+#[tokio::test]
+async fn a_shorter_block_received_keeps_the_longer_one_and_expiry_is_local() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 5);
+    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
+    linked(&a).await;
+    linked(&b).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("B refuses eve", async || refuses(&b, &eve).await).await;
+
+    // Another replica announces a 10 s block of the same principal.
+    let hash = recorded_keys(&redis).await[0].strip_prefix(PREFIX).unwrap().to_owned();
+    let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 10;
+    let msg = format!("elsewhere {hash} {soon}");
+    let mut conn = redis.conn().await;
+    let _: i64 =
+        redis::cmd("PUBLISH").arg("phigate:exfil:blocks").arg(msg).query_async(&mut conn).await.unwrap();
+    eventually("B applied it", async || b.stage.stats().shared_received == 2).await;
+
+    b.advance_secs(250);
+    assert!(refuses(&b, &eve).await, "the 300 s block holds");
+    b.advance_secs(52);
+    assert!(!refuses(&b, &eve).await, "ended on B's own clock, Redis untouched");
+}
+
+#[tokio::test]
+async fn without_redis_blocks_apply_locally_errors_are_counted_and_sharing_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 6);
+    let port = free_port();
+    let a = replica(&url(port), &key, 300);
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    assert!(refuses(&a, &eve).await, "blocked locally whatever Redis does");
+    eventually("the failure is counted", async || a.stage.stats().shared_errors >= 1).await;
+    let Readiness::Ready(Some(detail)) = a.stage.readiness() else { panic!("ready, with a detail") };
+    assert!(detail.contains("unavailable"), "{detail}");
+    assert!(!detail.contains(&port.to_string()), "no address in the detail");
+    assert!(shared_errors_metric() >= 1);
+
+    // Redis comes up: A reconnects and shares the block it queued meanwhile.
+    let redis = RedisServer::start_on(port).expect("port still free");
+    linked(&a).await;
+    eventually("A shared the queued block", async || a.stage.stats().shared_published == 1).await;
+    let late = replica(&redis.url(), &key, 300);
+    linked(&late).await;
+    assert!(refuses(&late, &eve).await);
+}
+
+#[tokio::test]
+async fn blocks_lost_by_a_redis_restart_are_recorded_again_on_reconnect() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 7);
+    let a = replica(&redis.url(), &key, 300);
+    linked(&a).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("A recorded the block", async || a.stage.stats().shared_published == 1).await;
+
+    redis.kill();
+    let redis = RedisServer::start_on(port).expect("port still free");
+    assert!(recorded_keys(&redis).await.is_empty(), "the restart lost the record");
+    eventually("A recorded it again", async || a.stage.stats().shared_published == 2).await;
+    let late = replica(&redis.url(), &key, 300);
+    linked(&late).await;
+    assert!(refuses(&late, &eve).await);
+}
+
+/// `phigate_exfil_shared_errors_total`, summed over kinds (process-wide).
+fn shared_errors_metric() -> u64 {
+    let families = prometheus::gather();
+    let family = families.iter().find(|f| f.name() == "phigate_exfil_shared_errors_total");
+    family.map_or(0, |f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64).sum())
+}
