@@ -6,10 +6,10 @@
 //! `cargo bench -p phigate-policy --bench decide`. Besides criterion's estimates it prints
 //! p50/p99 per scenario from a separate timed loop (criterion reports means, not tails).
 //!
-//! Measured 2026-11-23 on the shared 2-core dev machine (load average 1.3): decision with cache
-//! off p50 43-48 µs, p99 84-110 µs; cache hit p50 5-6 µs, p99 8.5-9 µs. The policies were
-//! restructured for the VM the same day (30% fewer instructions; see
-//! load-tests/results/microbench.md).
+//! Measured 2026-11-23 on the shared 2-core dev machine (load average 0.2): decision with cache
+//! off p50 29.5-31 µs, p99 49-64 µs; a tenant-wide read with 50,000 patients in the tenant p50
+//! 27 µs (it was 58 ms when the policies listed the tenant); cache hit p50 3.9-4.1 µs, p99
+//! 5.9-7.4 µs. See load-tests/results/microbench.md.
 //! Strategies for one evaluation: interpreter cloning the prepared engine ~460 µs, interpreter
 //! reusing a warm engine ~420-900 µs (noisy), bytecode on a reused VM ~50-90 µs; the stage serves
 //! from a pool of VMs.
