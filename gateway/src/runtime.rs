@@ -140,7 +140,7 @@ impl Runtime {
             limits: cfg.limits.clone(),
             trusted_proxies,
             metrics,
-            telemetry: cfg.tracing.as_ref().map(crate::telemetry::Telemetry::new).transpose()?,
+            telemetry: cfg.tracing.as_ref().map(|t| crate::telemetry::Telemetry::new(t, dir)).transpose()?,
         })
     }
 }

@@ -14,6 +14,7 @@
 //! unsampled request costs one non-recording span.
 
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -35,10 +36,15 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     /// The collector's OTLP/HTTP traces endpoint, like `http://127.0.0.1:4318/v1/traces` (an
-    /// OpenTelemetry Collector beside the gateway). `http://` only: run the collector on the
-    /// node and let it forward over TLS. Collector headers (an API key) come from the standard
-    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` environment variable, never from this file.
+    /// OpenTelemetry Collector beside the gateway) or `https://collector.internal:4318/v1/traces`
+    /// (TLS 1.3, the server certificate checked against `ca_path` or the system's roots).
+    /// Collector headers (an API key) come from the standard `OTEL_EXPORTER_OTLP_TRACES_HEADERS`
+    /// environment variable, never from this file.
     pub otlp_endpoint: String,
+    /// For an `https://` endpoint: PEM file of the CA(s) trusted for the collector's certificate
+    /// (relative to the config file). Absent: the system's trusted roots.
+    #[serde(default)]
+    pub ca_path: Option<PathBuf>,
     /// `service.name` of the spans. Default: `phigate`.
     #[serde(default = "default_service_name")]
     pub service_name: String,
@@ -85,13 +91,14 @@ impl TracingConfig {
     /// What is wrong with the section, as `(key, message)` pairs.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        match self.otlp_endpoint.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
-            Ok(uri) if uri.scheme_str() == Some("https") => out.push((
-                "otlp_endpoint",
-                "https is not supported: send to a collector beside the gateway over http".into(),
-            )),
-            _ => out.push(("otlp_endpoint", "not an http:// URL".into())),
+        let uri = self.otlp_endpoint.parse::<http::Uri>().ok().filter(|u| u.host().is_some());
+        match uri.as_ref().and_then(http::Uri::scheme_str) {
+            Some("https") => {}
+            Some("http") if self.ca_path.is_some() => {
+                out.push(("ca_path", "is only used with an https:// endpoint".into()));
+            }
+            Some("http") => {}
+            _ => out.push(("otlp_endpoint", "not an http:// or https:// URL".into())),
         }
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             out.push(("sample_ratio", "must be between 0.0 and 1.0".into()));
@@ -128,13 +135,14 @@ pub struct TelemetryError(String);
 
 impl Telemetry {
     /// Builds the exporter and the tracer provider (starts the export thread and the HTTP
-    /// client's runtime).
+    /// client's runtime). Relative paths are resolved against `dir`, the config file's directory.
     ///
     /// # Errors
-    /// When the exporter cannot be built.
-    pub fn new(cfg: &TracingConfig) -> Result<Telemetry, TelemetryError> {
+    /// When the CA file does not load or the exporter cannot be built.
+    pub fn new(cfg: &TracingConfig, dir: &Path) -> Result<Telemetry, TelemetryError> {
         let timeout = Duration::from_millis(cfg.export_timeout_ms);
-        let client = client::OwnRuntimeClient::new(timeout).map_err(|e| TelemetryError(e.to_string()))?;
+        let roots = cfg.ca_path.as_ref().map(|p| client::load_roots(&dir.join(p))).transpose()?;
+        let client = client::OwnRuntimeClient::new(timeout, roots)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(client)
@@ -337,17 +345,40 @@ mod client {
     //! The exporter's HTTP client: hyper on a one-thread runtime owned by the client. The SDK
     //! exports from its own thread with a plain executor, where tokio's sockets have no reactor.
 
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use bytes::Bytes;
     use http::{Request, Response};
+    use hyper_rustls::HttpsConnectorBuilder;
     use opentelemetry_http::hyper::HyperClient;
     use opentelemetry_http::{HttpClient, HttpError};
-    use std::time::Duration;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    use super::TelemetryError;
 
     #[derive(Debug)]
     pub(super) struct OwnRuntimeClient {
         /// Always `Some` until dropped.
         runtime: Option<tokio::runtime::Runtime>,
-        inner: HyperClient,
+        inner: Arc<dyn HttpClient>,
+    }
+
+    /// The CA certificates of a PEM file (at least one).
+    pub(super) fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TelemetryError> {
+        let bad = |why: &str| TelemetryError(format!("ca_path: {why}"));
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|_| bad("cannot read the file"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| bad("not a PEM certificate file"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(bad("holds no usable CA certificate"));
+        }
+        Ok(roots)
     }
 
     impl Drop for OwnRuntimeClient {
@@ -360,15 +391,31 @@ mod client {
     }
 
     impl OwnRuntimeClient {
-        pub(super) fn new(timeout: Duration) -> std::io::Result<Self> {
+        /// `roots`: the CAs an https collector must chain to; `None`: the system's roots.
+        pub(super) fn new(
+            timeout: Duration,
+            roots: Option<rustls::RootCertStore>,
+        ) -> Result<Self, TelemetryError> {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("phigate-otlp")
                 .enable_all()
-                .build()?;
-            let inner = {
+                .build()
+                .map_err(|e| TelemetryError(format!("exporter runtime: {e}")))?;
+            // The process-wide provider (ring, TLS 1.3 only) that the gateway installs.
+            let builder = HttpsConnectorBuilder::new();
+            let builder = match roots {
+                Some(roots) => builder.with_tls_config(
+                    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+                ),
+                None => {
+                    builder.with_native_roots().map_err(|e| TelemetryError(format!("system roots: {e}")))?
+                }
+            };
+            let connector = builder.https_or_http().enable_http1().build();
+            let inner: Arc<dyn HttpClient> = {
                 let _entered = runtime.enter();
-                HyperClient::with_default_connector(timeout, None)
+                Arc::new(HyperClient::new(connector, timeout, None))
             };
             Ok(OwnRuntimeClient { runtime: Some(runtime), inner })
         }

@@ -9,6 +9,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,13 +45,25 @@ impl Got {
 
 /// An OTLP/HTTP traces receiver: decodes each batch and passes its spans on.
 async fn collector() -> (SocketAddr, mpsc::UnboundedReceiver<Got>) {
+    let (addr, rx, _) = collector_on(None).await;
+    (addr, rx)
+}
+
+/// [`collector`], over TLS when `tls` is given; failed handshakes are reported on the third
+/// channel.
+async fn collector_on(
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Got>, mpsc::UnboundedReceiver<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
+    let (failed_tx, failed_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             let tx = tx.clone();
+            let failed_tx = failed_tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let tx = tx.clone();
@@ -65,12 +78,24 @@ async fn collector() -> (SocketAddr, mpsc::UnboundedReceiver<Got>) {
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer))))
                     }
                 });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                let http1 = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    }
+                    Some(config) => match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                        Ok(tls) => {
+                            let _ = http1.serve_connection(hyper_util::rt::TokioIo::new(tls), service).await;
+                        }
+                        Err(_) => {
+                            let _ = failed_tx.send(());
+                        }
+                    },
+                }
             });
         }
     });
-    (addr, rx)
+    (addr, rx, failed_rx)
 }
 
 fn decode(body: &[u8]) -> Vec<Got> {
@@ -241,4 +266,69 @@ async fn a_refusal_is_traced_with_its_code_and_an_untrusted_context_is_replaced(
         "the client's tracestate is dropped: {:?}",
         seen.headers
     );
+}
+
+/// A collector over TLS with a certificate for `localhost` from its own CA.
+fn collector_tls() -> (Arc<rustls::ServerConfig>, phigate::demo::pki::CertAuthority) {
+    let ca = phigate::demo::pki::CertAuthority::new("collector CA").unwrap();
+    let cert = ca.issue_server(&["localhost"]).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert_der().clone()], cert.key_der())
+        .unwrap();
+    (Arc::new(config), ca)
+}
+
+async fn get_as(env: &FullEnv, persona: &str, path: &str) -> u16 {
+    env.get_as(persona, path).await.0
+}
+
+fn tls_tracing(port: u16, ca_path: &std::path::Path) -> String {
+    format!(
+        "tracing:\n  otlp_endpoint: https://localhost:{port}/v1/traces\n  ca_path: {}\n  \
+         export_interval_ms: 50\n",
+        ca_path.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_https_collector_through_the_configured_ca() {
+    let (tls, ca) = collector_tls();
+    let (addr, mut rx, _) = collector_on(Some(tls)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("collector-ca.crt");
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+    let env = FullEnv::start_with(|_| {}, &tls_tracing(addr.port(), &ca_path)).await;
+    assert_eq!(get_as(&env, "clinician_a", "/fhir/Patient/a-p1").await, 200);
+    let server = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let span = rx.recv().await.unwrap();
+            if span.name == "GET fhir" {
+                return span;
+            }
+        }
+    })
+    .await
+    .expect("the span arrived over TLS");
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_certificate_from_another_ca_gets_no_span() {
+    let (tls, _collector_ca) = collector_tls();
+    let (_, other_ca) = collector_tls();
+    let (addr, mut rx, mut failed) = collector_on(Some(tls)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("other-ca.crt");
+    std::fs::write(&ca_path, other_ca.cert_pem()).unwrap();
+    let env = FullEnv::start_with(|_| {}, &tls_tracing(addr.port(), &ca_path)).await;
+    assert_eq!(get_as(&env, "clinician_a", "/fhir/Patient/a-p1").await, 200, "tracing never fails a request");
+    tokio::time::timeout(Duration::from_secs(30), failed.recv())
+        .await
+        .expect("the gateway tried to export")
+        .expect("and the handshake was refused");
+    assert!(rx.try_recv().is_err(), "no span crossed an untrusted connection");
 }
