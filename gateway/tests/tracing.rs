@@ -163,11 +163,11 @@ async fn trace_of(rx: &mut mpsc::UnboundedReceiver<Got>, trace_id: &str, name: &
     spans
 }
 
-async fn env(trust: bool) -> (FullEnv, mpsc::UnboundedReceiver<Got>) {
+async fn env(trust: bool, stage_spans: bool) -> (FullEnv, mpsc::UnboundedReceiver<Got>) {
     let (addr, rx) = collector().await;
     let extra = format!(
         "tracing:\n  otlp_endpoint: http://{addr}/v1/traces\n  service_name: phigate-test\n  \
-         export_interval_ms: 50\n  trust_inbound_context: {trust}\n"
+         export_interval_ms: 50\n  trust_inbound_context: {trust}\n  stage_spans: {stage_spans}\n"
     );
     (FullEnv::start_with(|_| {}, &extra).await, rx)
 }
@@ -191,7 +191,7 @@ async fn get_with_context(env: &FullEnv, persona: &str, path: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_is_one_trace_continued_from_the_client_and_passed_upstream() {
-    let (env, mut rx) = env(true).await;
+    let (env, mut rx) = env(true, true).await;
     assert_eq!(get_with_context(&env, "clinician_a", "/fhir/Patient/a-p1").await, 200);
 
     // The upstream continues the gateway's trace, as a child of the gateway's server span.
@@ -237,7 +237,7 @@ async fn a_request_is_one_trace_continued_from_the_client_and_passed_upstream() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_is_traced_with_its_code_and_an_untrusted_context_is_replaced() {
-    let (env, mut rx) = env(false).await;
+    let (env, mut rx) = env(false, false).await;
     assert_eq!(get_with_context(&env, "clinician_a", "/fhir/Patient/a-p3").await, 403);
     // Not trusted: the span starts a trace of its own, so look for it by name.
     let server = tokio::time::timeout(Duration::from_secs(30), async {
@@ -266,6 +266,13 @@ async fn a_refusal_is_traced_with_its_code_and_an_untrusted_context_is_replaced(
         "the client's tracestate is dropped: {:?}",
         seen.headers
     );
+
+    // Without stage spans, a request is its server span and its upstream span.
+    let trace = sent.split('-').nth(1).unwrap().to_owned();
+    let spans = trace_of(&mut rx, &trace, "GET fhir").await;
+    let mut names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["GET fhir", "upstream"]);
 }
 
 /// A collector over TLS with a certificate for `localhost` from its own CA.

@@ -270,7 +270,7 @@ impl GatewayProxy {
     async fn on_request(&self, session: &Session, ctx: &mut GatewayCtx) -> Result<Flow, Denial> {
         let internal = || Denial::new(ErrorCode::InternalError);
         let req = ctx.req.as_mut().ok_or_else(internal)?;
-        let mut timings = ctx.trace.as_mut().filter(|t| t.recording()).map(|t| &mut t.stages);
+        let mut timings = ctx.trace.as_mut().filter(|t| t.times_stages()).map(|t| &mut t.stages);
         if let respond @ Flow::Respond(_) =
             self.rt.pipeline.on_request_decide(req, timings.as_deref_mut()).await?
         {

@@ -38,7 +38,7 @@ pub(super) async fn pre_read(
         .map_err(|e| Denial::new(ErrorCode::InternalError).with_cause(e.etype().as_str().to_owned()))?;
     let started = std::time::Instant::now();
     let answer = super::exchange::exchange(rt, connector, upstream, head, None).await;
-    if let Some(trace) = ctx.trace.as_mut().filter(|t| t.recording()) {
+    if let Some(trace) = ctx.trace.as_mut().filter(|t| t.times_stages()) {
         trace.stages.push(("pre_read", started, std::time::Instant::now()));
     }
     let req = ctx.req.as_mut().ok_or_else(|| Denial::new(ErrorCode::InternalError))?;
