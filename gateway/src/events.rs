@@ -16,6 +16,8 @@ pub struct AccessLog<'a> {
     pub code: &'a str,
     /// Time in the gateway, microseconds.
     pub duration_us: u128,
+    /// The W3C trace id, when the gateway traces.
+    pub trace_id: Option<&'a str>,
 }
 
 impl AccessLog<'_> {
@@ -23,13 +25,15 @@ impl AccessLog<'_> {
     pub fn emit(&self) {
         log::info!(
             target: "phigate::access",
-            "request_id={} route={} method={} status={} code={} duration_us={}",
+            "request_id={} route={} method={} status={} code={} duration_us={}{}{}",
             self.request_id,
             self.route,
             self.method,
             self.status,
             self.code,
-            self.duration_us
+            self.duration_us,
+            if self.trace_id.is_some() { " trace_id=" } else { "" },
+            self.trace_id.unwrap_or("")
         );
     }
 }

@@ -246,6 +246,11 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
+    /// The trace id, 32 lowercase hex digits.
+    pub fn trace_id(&self) -> String {
+        self.span.span_context().trace_id().to_string()
+    }
+
     /// Whether stage timings are wanted: the request is recorded and stage spans are on.
     pub fn times_stages(&self) -> bool {
         self.time_stages

@@ -203,6 +203,14 @@ async fn a_request_is_one_trace_continued_from_the_client_and_passed_upstream() 
 
     let spans = trace_of(&mut rx, TRACE, "GET fhir").await;
     let server = spans.iter().find(|s| s.name == "GET fhir").unwrap();
+
+    // The audit trail names the trace, so an investigator can go from a record to its spans.
+    let records = env.audit_records();
+    let access: Vec<_> = records.iter().filter(|r| r["kind"] == "access").collect();
+    assert!(!access.is_empty());
+    for r in access {
+        assert_eq!(r["trace_id"], TRACE, "{r}");
+    }
     assert_eq!(server.parent, CLIENT_SPAN, "continues the client's trace");
     assert_eq!(server.span_id, parts[2]);
     assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");

@@ -65,6 +65,7 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
         body: None,
     };
     let mut req = RequestCtx::new(ctx.request_id.clone(), route.meta.clone(), info);
+    req.trace_id = ctx.trace.as_ref().map(crate::telemetry::RequestTrace::trace_id);
     req.started = ctx.started;
     req.client = client;
     if route.meta.fhir {

@@ -257,6 +257,7 @@ impl ProxyHttp for GatewayProxy {
             status,
             code,
             duration_us: ctx.started.elapsed().as_micros(),
+            trace_id: ctx.req.as_ref().and_then(|r| r.trace_id.as_deref()),
         }
         .emit();
     }

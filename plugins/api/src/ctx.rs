@@ -164,6 +164,9 @@ pub struct ResponseInfo {
 pub struct RequestCtx {
     /// Request id.
     pub request_id: RequestId,
+    /// The W3C trace id (32 lowercase hex digits) of the request's trace, when the gateway
+    /// traces: what the upstream receives in `traceparent`, to correlate records with traces.
+    pub trace_id: Option<String>,
     /// Wall-clock time the request arrived.
     pub received_at: SystemTime,
     /// Monotonic time the request arrived.
@@ -199,6 +202,7 @@ impl RequestCtx {
     pub fn new(request_id: RequestId, route: Arc<RouteMeta>, request: RequestInfo) -> Self {
         RequestCtx {
             request_id,
+            trace_id: None,
             received_at: SystemTime::now(),
             started: Instant::now(),
             client: ClientInfo::default(),

@@ -14,6 +14,7 @@ const REQUIRED: &[&str] = &[
     "ts",
     "phase",
     "request_id",
+    "trace_id",
     "tenant",
     "subject",
     "issuer",
