@@ -176,8 +176,9 @@ impl Telemetry {
         })
     }
 
-    /// Starts the server span of a request, continuing the client's trace when trusted.
-    pub fn start(&self, headers: &http::HeaderMap, method: &str) -> RequestTrace {
+    /// Starts the server span of a request, continuing the client's trace when trusted. Its
+    /// name (`METHOD route`) is set when it ends, once the route is known.
+    pub fn start(&self, headers: &http::HeaderMap) -> RequestTrace {
         let parent = if self.trust_inbound {
             self.propagator.extract(&HeaderExtractor(headers))
         } else {
@@ -185,7 +186,7 @@ impl Telemetry {
         };
         let span = self
             .tracer
-            .span_builder(method.to_owned())
+            .span_builder("request")
             .with_kind(SpanKind::Server)
             .start_with_context(&self.tracer, &parent);
         let context = parent.with_remote_span_context(span.span_context().clone());

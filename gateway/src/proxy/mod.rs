@@ -57,8 +57,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut GatewayCtx) -> Result<bool> {
         if let Some(telemetry) = &self.rt.telemetry {
-            let head = session.req_header();
-            ctx.trace = Some(telemetry.start(&head.headers, head.method.as_str()));
+            ctx.trace = Some(telemetry.start(&session.req_header().headers));
         }
         if let Err(denial) = admit::admit(&self.rt, session, ctx).await {
             write_denial(session, ctx, &denial).await?;
