@@ -216,7 +216,9 @@ impl Telemetry {
             }
             trace.span.update_name(end.name());
             trace.span.set_attributes(end.attributes());
-            if end.status >= 500 || end.status == 0 {
+            // A server error is the gateway's (or its upstream's) failure; a refusal (4xx) is the
+            // gateway doing its job, and no status at all is a client that went away.
+            if end.status >= 500 {
                 trace.span.set_status(Status::error(end.error_code.unwrap_or("internal_error")));
             }
         }
