@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::redis_server::{eventually, free_port, url, RedisServer};
+use common::redis_server::{conn, eventually, free_port, url, RedisServer};
 use common::{principal, read, Harness};
 use phigate_exfil::{Action, SharedConfig};
 use phigate_plugin::{ErrorCode, Principal, Readiness, Stage};
@@ -56,7 +56,7 @@ async fn refuses(h: &Harness, p: &Arc<Principal>) -> bool {
 }
 
 async fn recorded_keys(redis: &RedisServer) -> Vec<String> {
-    let mut conn = redis.conn().await;
+    let mut conn = conn(redis).await;
     redis::cmd("KEYS").arg(format!("{PREFIX}*")).query_async(&mut conn).await.unwrap()
 }
 
@@ -114,7 +114,7 @@ async fn redis_names_the_principal_only_by_a_hash_keyed_with_the_shared_key() {
     let hash = keys[0].strip_prefix(PREFIX).unwrap();
     assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{hash}");
     assert!(!keys[0].contains("eve") && !keys[0].contains("idp"));
-    let mut conn = redis.conn().await;
+    let mut conn = conn(&redis).await;
     let until: u64 = redis::cmd("GET").arg(&keys[0]).query_async(&mut conn).await.unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     assert!((now + 290..=now + 302).contains(&until), "until {until}, now {now}");
@@ -145,7 +145,7 @@ async fn a_shorter_block_received_keeps_the_longer_one_and_expiry_is_local() {
     let hash = recorded_keys(&redis).await[0].strip_prefix(PREFIX).unwrap().to_owned();
     let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 10;
     let msg = format!("elsewhere {hash} {soon}");
-    let mut conn = redis.conn().await;
+    let mut conn = conn(&redis).await;
     let _: i64 =
         redis::cmd("PUBLISH").arg("phigate:exfil:blocks").arg(msg).query_async(&mut conn).await.unwrap();
     eventually("B applied it", async || b.stage.stats().shared_received == 2).await;

@@ -9,7 +9,7 @@ use std::sync::{Mutex, Once};
 use common::pki::{self, Pki};
 use common::{
     backend_errors, backend_errors_of, ctx, eventually, free_port, install_tls13_provider, ready, stage,
-    RedisServer,
+    tls_server, RedisServer,
 };
 use phigate_plugin::{ErrorCode, Stage};
 use phigate_ratelimit::{BackendKind, LimitConfig, RateLimitConfig, RedisConfig, RedisTlsConfig};
@@ -88,7 +88,7 @@ async fn tls_failure_is_logged_once_as_tls_without_secrets() {
     capture_from_now();
     install_tls13_provider();
     let pki = Pki::new();
-    let server = RedisServer::start_tls(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
+    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
     let port = server.tls_port.expect("TLS port");
     let mut cfg = RateLimitConfig::new(vec![LimitConfig::new("tls_logged", "principal", 100, 60)]);
     cfg.backend = BackendKind::Redis;

@@ -9,8 +9,7 @@ use std::path::PathBuf;
 
 use common::pki::{self, Pki};
 use common::{
-    backend_errors_of, ctx, decisions, eventually, install_tls13_provider, ready, stage, stage_in,
-    RedisServer,
+    backend_errors_of, ctx, decisions, eventually, install_tls13_provider, ready, stage, stage_in, tls_server,
 };
 use phigate_plugin::{ErrorCode, Readiness, Stage};
 use phigate_ratelimit::{
@@ -53,7 +52,7 @@ async fn keeper_fails(kind: &str, before: u64, n: u64) {
 async fn two_stages_share_the_limit_through_a_rediss_server() {
     install_tls13_provider();
     let pki = Pki::new();
-    let server = RedisServer::start_tls(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
+    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
     let cfg = || tls_config(&server.tls_url(), trusting(pki.path(pki::CA)), FailureMode::Deny, "tls_shared");
     let (a, b) = (stage(cfg()), stage(cfg()));
     ready(&a).await;
@@ -73,7 +72,7 @@ async fn two_stages_share_the_limit_through_a_rediss_server() {
 async fn mutual_tls_with_the_client_certificate_is_served_and_paths_are_relative() {
     install_tls13_provider();
     let pki = Pki::new();
-    let server = RedisServer::start_tls(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), true);
+    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), true);
     let tls = RedisTlsConfig {
         ca_path: Some(pki::CA.into()),
         client_cert_path: Some(pki::CLIENT_CERT.into()),
@@ -89,7 +88,7 @@ async fn untrusted_server_certificate_denies_503_not_ready_and_counts_tls() {
     let _serial = FAILURES.lock().await;
     install_tls13_provider();
     let pki = Pki::new();
-    let server = RedisServer::start_tls(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
+    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
     let before = backend_errors_of("tls");
     let cfg =
         tls_config(&server.tls_url(), trusting(pki.path(pki::OTHER_CA)), FailureMode::Deny, "tls_untrusted");
@@ -110,7 +109,7 @@ async fn untrusted_server_certificate_with_failure_mode_local_limits_per_instanc
     let _serial = FAILURES.lock().await;
     install_tls13_provider();
     let pki = Pki::new();
-    let server = RedisServer::start_tls(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
+    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
     let before = backend_errors_of("tls");
     let cfg =
         tls_config(&server.tls_url(), trusting(pki.path(pki::OTHER_CA)), FailureMode::Local, "tls_local");
@@ -127,7 +126,7 @@ async fn expired_server_certificate_is_a_tls_failure_like_redis_down() {
     let _serial = FAILURES.lock().await;
     install_tls13_provider();
     let pki = Pki::new();
-    let server = RedisServer::start_tls(&pki, (pki::EXPIRED_CERT, pki::EXPIRED_KEY), false);
+    let server = tls_server(&pki, (pki::EXPIRED_CERT, pki::EXPIRED_KEY), false);
     let before = backend_errors_of("tls");
     let cfg = tls_config(&server.tls_url(), trusting(pki.path(pki::CA)), FailureMode::Allow, "tls_expired");
     let s = stage(cfg);
@@ -149,7 +148,7 @@ async fn mutual_tls_without_a_client_certificate_denies_and_counts() {
     let _serial = FAILURES.lock().await;
     install_tls13_provider();
     let pki = Pki::new();
-    let server = RedisServer::start_tls(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), true);
+    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), true);
     let before = backend_errors_of("tls");
     let cfg = tls_config(&server.tls_url(), trusting(pki.path(pki::CA)), FailureMode::Deny, "mtls_missing");
     let s = stage(cfg);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::pki::{self, Pki};
-use common::{ctx, install_tls13_provider, ready, stage, RedisServer};
+use common::{ctx, install_tls13_provider, ready, stage, tls_server};
 use phigate_plugin::{ErrorCode, Stage};
 use phigate_ratelimit::{BackendKind, LimitConfig, RateLimitConfig, RedisConfig};
 
@@ -16,7 +16,7 @@ fn rediss_without_tls_block_trusts_the_system_roots() {
     std::env::set_var("SSL_CERT_FILE", pki.path(pki::CA));
     std::env::remove_var("SSL_CERT_DIR");
     install_tls13_provider();
-    let server = RedisServer::start_tls(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
+    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
     runtime.expect("runtime").block_on(async {
         let limit = LimitConfig { burst: Some(2), ..LimitConfig::new("system_roots", "principal", 2, 3600) };

@@ -1,6 +1,6 @@
 //! Shared builders: a real stage on a temp alerts file with a manual clock, principals, and
 //! request contexts as the gateway fills them on the response path.
-#![allow(dead_code, unreachable_pub)] // each test crate uses a subset
+#![allow(dead_code, unreachable_pub, unused_imports)] // each test crate uses a subset
 #![allow(clippy::unwrap_used)]
 
 pub mod redis_server;
