@@ -163,6 +163,20 @@ async fn trace_of(rx: &mut mpsc::UnboundedReceiver<Got>, trace_id: &str, name: &
     spans
 }
 
+/// The first span named `name` the collector receives, whatever its trace (bounded wait).
+async fn first_named(rx: &mut mpsc::UnboundedReceiver<Got>, name: &str) -> Got {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let span = rx.recv().await.expect("the collector is running");
+            if span.name == name {
+                return span;
+            }
+        }
+    })
+    .await
+    .expect("the collector received the span")
+}
+
 async fn env(trust: bool, stage_spans: bool) -> (FullEnv, mpsc::UnboundedReceiver<Got>) {
     let (addr, rx) = collector().await;
     let extra = format!(
@@ -248,16 +262,7 @@ async fn a_refusal_is_traced_with_its_code_and_an_untrusted_context_is_replaced(
     let (env, mut rx) = env(false, false).await;
     assert_eq!(get_with_context(&env, "clinician_a", "/fhir/Patient/a-p3").await, 403);
     // Not trusted: the span starts a trace of its own, so look for it by name.
-    let server = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let span = rx.recv().await.unwrap();
-            if span.name == "GET fhir" {
-                return span;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let server = first_named(&mut rx, "GET fhir").await;
     assert_ne!(server.trace_id, TRACE);
     assert_eq!(server.parent, "", "a root span");
     assert_eq!(server.attr("http.response.status_code"), Some("403"));
@@ -318,16 +323,7 @@ async fn spans_reach_an_https_collector_through_the_configured_ca() {
     std::fs::write(&ca_path, ca.cert_pem()).unwrap();
     let env = FullEnv::start_with(|_| {}, &tls_tracing(addr.port(), &ca_path)).await;
     assert_eq!(get_as(&env, "clinician_a", "/fhir/Patient/a-p1").await, 200);
-    let server = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let span = rx.recv().await.unwrap();
-            if span.name == "GET fhir" {
-                return span;
-            }
-        }
-    })
-    .await
-    .expect("the span arrived over TLS");
+    let server = first_named(&mut rx, "GET fhir").await;
     assert_eq!(server.attr("http.response.status_code"), Some("200"));
 }
 
