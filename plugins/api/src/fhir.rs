@@ -123,6 +123,27 @@ impl FhirRequest {
     }
 }
 
+/// The id of the patient a reference in a FHIR response points to (`Patient/X`, an absolute
+/// URL, a versioned `Patient/X/_history/2`), `None` when it names no patient. A conditional
+/// reference (`Patient?identifier=...`) cannot be resolved and yields `Some("")`, which matches
+/// no patient. Shared by the stages that read response bodies, so they count the same patients.
+pub fn patient_of_reference(reference: &str) -> Option<&str> {
+    let reference = reference.split('#').next().unwrap_or("");
+    if reference.starts_with("Patient?") || reference.contains("/Patient?") {
+        return Some("");
+    }
+    let mut after: Option<&str> = None;
+    for segment in reference.rsplit('/') {
+        if segment == "Patient" {
+            if let Some(id) = after.filter(|s| !s.is_empty()) {
+                return Some(id);
+            }
+        }
+        after = Some(segment);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -22,7 +22,7 @@ pub use ctx::{
     RouteMeta, UpstreamEdits,
 };
 pub use error::{Denial, ErrorCode};
-pub use fhir::{Compartment, FhirRequest, Interaction, UnresolvedParam};
+pub use fhir::{patient_of_reference, Compartment, FhirRequest, Interaction, UnresolvedParam};
 pub use principal::{PatientId, Principal, Subject, TenantId};
 pub use stage::{Flow, LocalResponse, PreRead, Readiness, ResponseHead, Stage};
 

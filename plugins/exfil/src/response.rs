@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use phigate_plugin::PatientId;
+use phigate_plugin::{patient_of_reference, PatientId};
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
@@ -163,11 +163,10 @@ impl<'de> Visitor<'de> for Entry<'_> {
     }
 }
 
-/// The id of a `Patient/X` reference, relative or absolute (`https://host/fhir/Patient/X`).
+/// The id of a patient reference (`phigate_plugin::patient_of_reference`: relative, absolute or
+/// versioned); a conditional reference names nobody that could be counted.
 fn patient_ref(reference: &str) -> Option<&str> {
-    let (prefix, id) = reference.rsplit_once('/')?;
-    let is_patient = prefix == "Patient" || prefix.ends_with("/Patient");
-    (is_patient && !id.is_empty()).then_some(id)
+    patient_of_reference(reference).filter(|id| !id.is_empty())
 }
 
 #[cfg(test)]
@@ -186,6 +185,15 @@ mod tests {
         let ids: Vec<String> = f.patients.iter().map(|p| p.to_string()).collect();
         assert_eq!(ids, ["p1", "p2", "p3"]);
         assert_eq!(f.entries, Some(5));
+    }
+
+    #[test]
+    fn versioned_references_count_and_conditional_ones_do_not() {
+        let body = br#"{"resourceType":"Bundle","entry":[
+            {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p4/_history/2"}}},
+            {"resource":{"resourceType":"Observation","subject":{"reference":"Patient?identifier=x"}}}]}"#;
+        let ids: Vec<String> = facts(body).patients.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ids, ["p4"]);
     }
 
     #[test]

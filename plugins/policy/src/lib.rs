@@ -55,11 +55,12 @@ pub use input::INPUT_VERSION;
 pub use oneshot::{eval_input, EvalInputError};
 pub use page::OversizedPage;
 pub use permit::Permit;
+pub use phigate_plugin::patient_of_reference as patient_of;
 pub use stage::{PolicyStage, ReloadOutcome, BREAK_GLASS_HEADER};
 pub use testing::{
     run_policy_tests, run_policy_tests_with, FileCoverage, TestOutcome, TestReport, TestResult,
 };
-pub use verify::{patient_of, verify as verify_response, verify_collect, Verdict, Verified};
+pub use verify::{verify as verify_response, verify_collect, Verdict, Verified};
 
 /// The entrypoint evaluated when the config names none.
 pub const DEFAULT_ENTRYPOINT: &str = "data.phigate.authz.decision";

@@ -10,7 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 
-use phigate_plugin::PatientId;
+use phigate_plugin::{patient_of_reference as patient_of, PatientId};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::permit::Permit;
@@ -69,25 +69,6 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
     named.dedup();
     let entries = if bundle.get() { Some(entries.get().unwrap_or(0)) } else { None };
     Verified { verdict, named, entries }
-}
-
-/// The id of the patient a reference points to, `None` when it names no patient. A conditional
-/// reference (`Patient?identifier=...`) cannot be checked and yields `Some("")`, never permitted.
-pub fn patient_of(reference: &str) -> Option<&str> {
-    let reference = reference.split('#').next().unwrap_or("");
-    if reference.starts_with("Patient?") || reference.contains("/Patient?") {
-        return Some("");
-    }
-    let mut after: Option<&str> = None;
-    for segment in reference.rsplit('/') {
-        if segment == "Patient" {
-            if let Some(id) = after.filter(|s| !s.is_empty()) {
-                return Some(id);
-            }
-        }
-        after = Some(segment);
-    }
-    None
 }
 
 /// Whether the root is a Bundle, and its `entry` count: only the root node carries them.
