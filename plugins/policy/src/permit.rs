@@ -24,20 +24,23 @@ impl PatientTenants {
         let Value::Object(map) = patients else {
             return PatientTenants::default();
         };
-        let mut tenants: Vec<TenantId> = Vec::new();
-        let mut out = Vec::with_capacity(map.len());
-        for (id, info) in map.iter() {
-            let (Value::String(id), Value::String(tenant)) = (id, &info["tenant"]) else {
-                continue;
-            };
-            let ix = match tenants.iter().position(|t| t.as_str() == &**tenant) {
-                Some(ix) => ix,
-                None => {
-                    tenants.push(TenantId::new(tenant.clone()));
-                    tenants.len() - 1
-                }
-            };
-            out.push((PatientId::new(id.clone()), u32::try_from(ix).unwrap_or(u32::MAX)));
+        // Tenants are few and patients many: each tenant string is numbered once, in sorted
+        // order, so a per-request lookup of the tenant is a binary search.
+        let named: Vec<(&Arc<str>, &Arc<str>)> = map
+            .iter()
+            .filter_map(|(id, info)| match (id, &info["tenant"]) {
+                (Value::String(id), Value::String(tenant)) => Some((id, tenant)),
+                _ => None,
+            })
+            .collect();
+        let mut tenants: Vec<TenantId> = named.iter().map(|(_, t)| TenantId::new((*t).clone())).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut out = Vec::with_capacity(named.len());
+        for (id, tenant) in named {
+            let ix = tenants.binary_search_by(|t| t.as_str().cmp(tenant)).ok();
+            let ix = ix.and_then(|ix| u32::try_from(ix).ok()).unwrap_or(u32::MAX);
+            out.push((PatientId::new(id.clone()), ix));
         }
         // Object keys come sorted (regorus objects are ordered maps); sorting again is cheap and
         // keeps the binary search correct whatever the map's order.
@@ -46,7 +49,7 @@ impl PatientTenants {
     }
 
     fn tenant_index(&self, tenant: &str) -> Option<u32> {
-        self.tenants.iter().position(|t| t.as_str() == tenant).and_then(|ix| u32::try_from(ix).ok())
+        self.tenants.binary_search_by(|t| t.as_str().cmp(tenant)).ok().and_then(|ix| u32::try_from(ix).ok())
     }
 
     fn lookup(&self, id: &str) -> Option<&(PatientId, u32)> {
@@ -70,7 +73,10 @@ enum Kind {
 impl Permit {
     /// Exactly these patients.
     pub fn patients<'a>(ids: impl IntoIterator<Item = &'a str>) -> Permit {
-        let mut ids: Vec<PatientId> = ids.into_iter().map(PatientId::from).collect();
+        Permit::of_ids(ids.into_iter().map(PatientId::from).collect())
+    }
+
+    fn of_ids(mut ids: Vec<PatientId>) -> Permit {
         ids.sort_unstable();
         ids.dedup();
         Permit(Kind::Patients(ids.into()))
@@ -86,7 +92,7 @@ impl Permit {
     pub(crate) fn of(decision: &Decision, index: &Arc<PatientTenants>) -> Option<Permit> {
         let o = &decision.obligations;
         match (&o.permitted_patients, &o.permitted_tenant) {
-            (Some(patients), _) => Some(Permit::patients(patients.iter().map(PatientId::as_str))),
+            (Some(patients), _) => Some(Permit::of_ids(patients.clone())),
             (None, Some(tenant)) => Some(Permit::tenant(tenant.as_str(), index.clone())),
             (None, None) => None,
         }
