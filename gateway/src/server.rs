@@ -181,8 +181,8 @@ impl BackgroundService for Background {
         if runtime.telemetry.is_some() {
             let flushed =
                 tokio::task::spawn_blocking(move || runtime.telemetry.as_ref().map(|t| t.flush())).await;
-            if let Ok(Some(Err(e))) = flushed {
-                log::warn!("{e}");
+            if let Ok(Some(Err(_))) = flushed {
+                log::warn!("tracing: the spans queued at shutdown could not be exported");
             }
         }
     }

@@ -97,6 +97,13 @@ impl TracingConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         let uri = self.otlp_endpoint.parse::<http::Uri>().ok().filter(|u| u.host().is_some());
+        // Credentials in the URL would end up in error messages: they go in the environment.
+        if uri.as_ref().and_then(http::Uri::authority).is_some_and(|a| a.as_str().contains('@')) {
+            out.push((
+                "otlp_endpoint",
+                "must not carry credentials: set OTEL_EXPORTER_OTLP_TRACES_HEADERS instead".into(),
+            ));
+        }
         match uri.as_ref().and_then(http::Uri::scheme_str) {
             Some("https") => {}
             Some("http") if self.ca_path.is_some() => {

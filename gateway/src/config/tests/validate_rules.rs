@@ -48,6 +48,7 @@ fn cases() -> Vec<Case> {
         ("body inspection positive", "routes:", s("limits:\n  max_body_inspect_bytes: 0\nroutes:"), "limits.max_body_inspect_bytes", 16, "greater than 0"),
         ("empty file path", "      cert_path: pki/gateway.crt", s("      cert_path: \"\""), "listeners[0].tls.cert_path", 5, "must not be empty"),
         ("tracing CA only for https", "routes:", s("tracing:\n  otlp_endpoint: http://collector:4318/v1/traces\n  ca_path: ca.crt\nroutes:"), "tracing.ca_path", 17, "only used with an https://"),
+        ("tracing endpoint without credentials", "routes:", s("tracing:\n  otlp_endpoint: http://user:pw@collector:4318/v1/traces\nroutes:"), "tracing.otlp_endpoint", 16, "must not carry credentials"),
         ("tracing endpoint must be a URL", "routes:", s("tracing:\n  otlp_endpoint: collector\nroutes:"), "tracing.otlp_endpoint", 16, "not an http:// or https:// URL"),
         ("tracing ratio within 0..1", "routes:", s("tracing:\n  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n  sample_ratio: 1.5\nroutes:"), "tracing.sample_ratio", 17, "between 0.0 and 1.0"),
         ("tracing queue positive", "routes:", s("tracing:\n  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n  max_queue_spans: 0\nroutes:"), "tracing.max_queue_spans", 17, "greater than 0"),
