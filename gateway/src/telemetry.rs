@@ -13,7 +13,6 @@
 //! a single-thread runtime of its own, so an export never occupies a pingora worker. An
 //! unsampled request costs one non-recording span.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -299,8 +298,8 @@ pub struct Finish<'a> {
 }
 
 impl Finish<'_> {
-    fn name(&self) -> Cow<'static, str> {
-        Cow::Owned(format!("{} {}", self.method, self.route))
+    fn name(&self) -> String {
+        format!("{} {}", self.method, self.route)
     }
 
     fn attributes(&self) -> Vec<KeyValue> {

@@ -78,22 +78,28 @@ async fn patch_a_policy_allows_is_still_judged_by_the_stored_record() {
     assert_eq!(seen.body.as_deref(), Some(&patch[..]));
 }
 
+/// Makes clinicians tenant-wide in the policy data (no demo persona writes tenant-wide) and
+/// removes the shipped Rego tests, which assume care teams.
+fn tenant_wide_clinicians(dir: &std::path::Path) {
+    edit_policy(
+        &dir.join("data/roles.yaml"),
+        "clinician: {patient_access: care_team}",
+        "clinician: {patient_access: tenant}",
+    );
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with("_test.rego") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_by_a_principal_without_a_permitted_set_is_forwarded_without_a_pre_read() {
     // No demo persona writes tenant-wide: make clinicians tenant-wide, and (as a policy may) name
     // a permitted set only for restricted principals. The shipped tests assume otherwise.
     let env = FullEnv::start_with_policies(|dir| {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.to_string_lossy().ends_with("_test.rego") {
-                std::fs::remove_file(path).unwrap();
-            }
-        }
-        edit_policy(
-            &dir.join("data/roles.yaml"),
-            "clinician: {patient_access: care_team}",
-            "clinician: {patient_access: tenant}",
-        );
+        tenant_wide_clinicians(dir);
         edit_policy(
             &dir.join("authz.rego"),
             "permitted_tenant := input.principal.tenant if {\n",
@@ -113,17 +119,7 @@ async fn tenant_wide_write_by_id_is_judged_by_the_stored_records_tenant() {
     // A tenant-wide writer (clinicians made tenant-wide) is held to its tenant, not to a list:
     // the stored record of its own tenant lets the write through, another tenant's refuses it.
     let env = FullEnv::start_with_policies(|dir| {
-        edit_policy(
-            &dir.join("data/roles.yaml"),
-            "clinician: {patient_access: care_team}",
-            "clinician: {patient_access: tenant}",
-        );
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.to_string_lossy().ends_with("_test.rego") {
-                std::fs::remove_file(path).unwrap();
-            }
-        }
+        tenant_wide_clinicians(dir);
     })
     .await;
     let foreign = "/fhir/Observation/b-p1-obs-01";
