@@ -22,6 +22,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use phigate::demo::pki::CertAuthority;
 use prost::Message;
 use tokio::sync::mpsc;
 
@@ -289,16 +290,30 @@ async fn a_refusal_is_traced_with_its_code_and_an_untrusted_context_is_replaced(
 }
 
 /// A collector over TLS with a certificate for `localhost` from its own CA.
-fn collector_tls() -> (Arc<rustls::ServerConfig>, phigate::demo::pki::CertAuthority) {
-    let ca = phigate::demo::pki::CertAuthority::new("collector CA").unwrap();
+fn collector_tls() -> (Arc<rustls::ServerConfig>, CertAuthority) {
+    collector_tls_requiring(None)
+}
+
+/// [`collector_tls`], requiring a client certificate from `clients` when given.
+fn collector_tls_requiring(clients: Option<&CertAuthority>) -> (Arc<rustls::ServerConfig>, CertAuthority) {
+    let ca = CertAuthority::new("collector CA").unwrap();
     let cert = ca.issue_server(&["localhost"]).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert_der().clone()], cert.key_der())
         .unwrap();
+    let builder = match clients {
+        None => builder.with_no_client_auth(),
+        Some(clients) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(clients.root_store()),
+                provider,
+            )
+            .build()
+            .unwrap(),
+        ),
+    };
+    let config = builder.with_single_cert(vec![cert.cert_der().clone()], cert.key_der()).unwrap();
     (Arc::new(config), ca)
 }
 
@@ -342,4 +357,86 @@ async fn a_collector_certificate_from_another_ca_gets_no_span() {
         .expect("the gateway tried to export")
         .expect("and the handshake was refused");
     assert!(rx.try_recv().is_err(), "no span crossed an untrusted connection");
+}
+
+/// The client certificate the gateway presents to a collector that requires one.
+enum ClientCert {
+    None,
+    FromTheCollectorsClientCa,
+    FromAnotherCa,
+}
+
+/// A collector that requires a client certificate from its own client CA, and the gateway's
+/// tracing section for it (files written under `dir`).
+async fn mtls_collector(
+    client: ClientCert,
+    dir: &std::path::Path,
+) -> (String, mpsc::UnboundedReceiver<Got>, mpsc::UnboundedReceiver<()>) {
+    let client_ca = CertAuthority::new("collector clients").unwrap();
+    let (tls, ca) = collector_tls_requiring(Some(&client_ca));
+    let (addr, rx, failed) = collector_on(Some(tls)).await;
+    let ca_path = dir.join("collector-ca.crt");
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+    let mut section = tls_tracing(addr.port(), &ca_path);
+    let issuer = match client {
+        ClientCert::None => return (section, rx, failed),
+        ClientCert::FromTheCollectorsClientCa => client_ca,
+        ClientCert::FromAnotherCa => CertAuthority::new("someone else").unwrap(),
+    };
+    let cert = issuer.issue_client("phigate").unwrap();
+    let (cert_path, key_path) = (dir.join("otlp.crt"), dir.join("otlp.key"));
+    std::fs::write(&cert_path, cert.cert_pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pem()).unwrap();
+    section +=
+        &format!("  client_cert_path: {}\n  client_key_path: {}\n", cert_path.display(), key_path.display());
+    (section, rx, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_requiring_mutual_tls_gets_spans_from_the_configured_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (section, mut rx, _) = mtls_collector(ClientCert::FromTheCollectorsClientCa, dir.path()).await;
+    let env = FullEnv::start_with(|_| {}, &section).await;
+    assert_eq!(get_as(&env, "clinician_a", "/fhir/Patient/a-p1").await, 200);
+    let server = first_named(&mut rx, "GET fhir").await;
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutual_tls_collector_refuses_a_gateway_without_a_trusted_client_certificate() {
+    for client in [ClientCert::None, ClientCert::FromAnotherCa] {
+        let dir = tempfile::tempdir().unwrap();
+        let (section, mut rx, mut failed) = mtls_collector(client, dir.path()).await;
+        let env = FullEnv::start_with(|_| {}, &section).await;
+        assert_eq!(
+            get_as(&env, "clinician_a", "/fhir/Patient/a-p1").await,
+            200,
+            "tracing never fails a request"
+        );
+        tokio::time::timeout(Duration::from_secs(30), failed.recv())
+            .await
+            .expect("the gateway tried to export")
+            .expect("and the collector refused the handshake");
+        assert!(rx.try_recv().is_err(), "no span reached the collector");
+    }
+}
+
+#[test]
+fn a_client_key_that_is_not_the_certificates_is_refused_at_start() {
+    phigate::tls::install_tls13_only_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertAuthority::new("clients").unwrap();
+    let (cert, other) = (ca.issue_client("phigate").unwrap(), ca.issue_client("other").unwrap());
+    std::fs::write(dir.path().join("c.crt"), cert.cert_pem()).unwrap();
+    std::fs::write(dir.path().join("c.key"), other.key_pem()).unwrap();
+    std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+    let cfg: phigate::telemetry::TracingConfig = serde_yaml::from_str(
+        "otlp_endpoint: https://localhost:4318/v1/traces\nca_path: ca.crt\nclient_cert_path: c.crt\nclient_key_path: c.key\n",
+    )
+    .unwrap();
+    let err = phigate::telemetry::Telemetry::new(&cfg, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("client_key_path") && err.contains("not the key of client_cert_path"), "{err}");
+    std::fs::write(dir.path().join("c.key"), "not a key").unwrap();
+    let err = phigate::telemetry::Telemetry::new(&cfg, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("client_key_path: not the PEM file expected here"), "{err}");
 }

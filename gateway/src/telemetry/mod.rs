@@ -44,6 +44,15 @@ pub struct TracingConfig {
     /// (relative to the config file). Absent: the system's trusted roots.
     #[serde(default)]
     pub ca_path: Option<PathBuf>,
+    /// For an `https://` collector that requires mutual TLS: PEM file of the gateway's client
+    /// certificate chain (relative to the config file). Requires `client_key_path`. Absent: no
+    /// client certificate.
+    #[serde(default)]
+    pub client_cert_path: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert_path`. Requires `client_cert_path`. Keep it
+    /// readable by the gateway only.
+    #[serde(default)]
+    pub client_key_path: Option<PathBuf>,
     /// `service.name` of the spans. Default: `phigate`.
     #[serde(default = "default_service_name")]
     pub service_name: String,
@@ -104,11 +113,22 @@ impl TracingConfig {
             ));
         }
         match uri.as_ref().and_then(http::Uri::scheme_str) {
-            Some("https") => {}
-            Some("http") if self.ca_path.is_some() => {
-                out.push(("ca_path", "is only used with an https:// endpoint".into()));
+            Some("https") => match (&self.client_cert_path, &self.client_key_path) {
+                (Some(_), None) => out.push(("client_cert_path", "requires client_key_path".into())),
+                (None, Some(_)) => out.push(("client_key_path", "requires client_cert_path".into())),
+                _ => {}
+            },
+            Some("http") => {
+                for (key, set) in [
+                    ("ca_path", self.ca_path.is_some()),
+                    ("client_cert_path", self.client_cert_path.is_some()),
+                    ("client_key_path", self.client_key_path.is_some()),
+                ] {
+                    if set {
+                        out.push((key, "is only used with an https:// endpoint".into()));
+                    }
+                }
             }
-            Some("http") => {}
             _ => out.push(("otlp_endpoint", "not an http:// or https:// URL".into())),
         }
         if !(0.0..=1.0).contains(&self.sample_ratio) {
@@ -153,8 +173,7 @@ impl Telemetry {
     /// When the CA file does not load or the exporter cannot be built.
     pub fn new(cfg: &TracingConfig, dir: &Path) -> Result<Telemetry, TelemetryError> {
         let timeout = Duration::from_millis(cfg.export_timeout_ms);
-        let roots = cfg.ca_path.as_ref().map(|p| client::load_roots(&dir.join(p))).transpose()?;
-        let client = client::OwnRuntimeClient::new(timeout, roots)?;
+        let client = client::OwnRuntimeClient::new(timeout, client::tls_config(cfg, dir)?)?;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(client)
@@ -365,98 +384,7 @@ impl Injector for Fields {
     }
 }
 
-mod client {
-    //! The exporter's HTTP client: hyper on a one-thread runtime owned by the client. The SDK
-    //! exports from its own thread with a plain executor, where tokio's sockets have no reactor.
-
-    use std::path::Path;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use bytes::Bytes;
-    use http::{Request, Response};
-    use hyper_rustls::HttpsConnectorBuilder;
-    use opentelemetry_http::hyper::HyperClient;
-    use opentelemetry_http::{HttpClient, HttpError};
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-
-    use super::TelemetryError;
-
-    #[derive(Debug)]
-    pub(super) struct OwnRuntimeClient {
-        /// Always `Some` until dropped.
-        runtime: Option<tokio::runtime::Runtime>,
-        inner: Arc<dyn HttpClient>,
-    }
-
-    /// The CA certificates of a PEM file (at least one).
-    pub(super) fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TelemetryError> {
-        let bad = |why: &str| TelemetryError(format!("ca_path: {why}"));
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|_| bad("cannot read the file"))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| bad("not a PEM certificate file"))?;
-        let mut roots = rustls::RootCertStore::empty();
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(bad("holds no usable CA certificate"));
-        }
-        Ok(roots)
-    }
-
-    impl Drop for OwnRuntimeClient {
-        // The client may be dropped on an async thread, where a runtime may not block to stop.
-        fn drop(&mut self) {
-            if let Some(runtime) = self.runtime.take() {
-                runtime.shutdown_background();
-            }
-        }
-    }
-
-    impl OwnRuntimeClient {
-        /// `roots`: the CAs an https collector must chain to; `None`: the system's roots.
-        pub(super) fn new(
-            timeout: Duration,
-            roots: Option<rustls::RootCertStore>,
-        ) -> Result<Self, TelemetryError> {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("phigate-otlp")
-                .enable_all()
-                .build()
-                .map_err(|e| TelemetryError(format!("exporter runtime: {e}")))?;
-            // The process-wide provider (ring, TLS 1.3 only) that the gateway installs.
-            let builder = HttpsConnectorBuilder::new();
-            let builder = match roots {
-                Some(roots) => builder.with_tls_config(
-                    rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
-                ),
-                None => {
-                    builder.with_native_roots().map_err(|e| TelemetryError(format!("system roots: {e}")))?
-                }
-            };
-            let connector = builder.https_or_http().enable_http1().build();
-            let inner: Arc<dyn HttpClient> = {
-                let _entered = runtime.enter();
-                Arc::new(HyperClient::new(connector, timeout, None))
-            };
-            Ok(OwnRuntimeClient { runtime: Some(runtime), inner })
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl HttpClient for OwnRuntimeClient {
-        async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-            let Some(runtime) = &self.runtime else {
-                return Err("the exporter is shut down".into());
-            };
-            let inner = self.inner.clone();
-            let sent = runtime.spawn(async move { inner.send_bytes(request).await });
-            sent.await.map_err(|e| -> HttpError { Box::new(e) })?
-        }
-    }
-}
+mod client;
 
 /// Headers a client's `traceparent` may not set upstream when the gateway sets its own.
 pub const CONTEXT_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
