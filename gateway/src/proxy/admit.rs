@@ -57,13 +57,17 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
         ctx.forwarded_for = Some(request::x_forwarded_for(peer, inbound, &rt.trusted_proxies));
         client.ip = Some(request::client_ip(peer, inbound, &rt.trusted_proxies));
     }
-    let info = RequestInfo {
-        method,
-        path: target.path,
-        query: target.query,
-        headers: session.req_header().headers.clone(),
-        body: None,
-    };
+    let mut headers = session.req_header().headers.clone();
+    // HTTP/2 names the host in `:authority` (RFC 9113 §8.3.1), which pingora has checked against
+    // any `Host`: stages see one `Host` whatever the protocol (a DPoP proof's `htu` names it).
+    if !headers.contains_key(header::HOST) {
+        if let Some(authority) = session.req_header().uri.authority() {
+            if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, host);
+            }
+        }
+    }
+    let info = RequestInfo { method, path: target.path, query: target.query, headers, body: None };
     let mut req = RequestCtx::new(ctx.request_id.clone(), route.meta.clone(), info);
     req.trace_id = ctx.trace.as_ref().map(crate::telemetry::RequestTrace::trace_id);
     req.started = ctx.started;

@@ -75,6 +75,11 @@ error_codes! {
     AuthTooOld = ("auth_too_old", 401, "The authentication is too old; sign in again."),
     /// The token is bound to a client certificate other than the one on this connection.
     TokenBindingMismatch = ("token_binding_mismatch", 401, "The access token is not bound to this client certificate."),
+    /// The DPoP proof (RFC 9449) of a DPoP-bound token is missing, invalid, stale, replayed, or
+    /// signed by a key other than the token's.
+    DpopProofInvalid = ("dpop_proof_invalid", 401, "The DPoP proof is missing or invalid."),
+    /// The route requires a DPoP-bound access token (RFC 9449) and the token is not one.
+    DpopRequired = ("dpop_required", 401, "This route requires a DPoP-bound access token."),
     /// The session was idle longer than allowed (automatic logoff).
     SessionIdleTimeout = ("session_idle_timeout", 401, "The session timed out; sign in again."),
     /// A client certificate is required on this listener or route.

@@ -13,6 +13,7 @@ use rustls::pki_types::CertificateDer;
 use crate::claims::ClaimMap;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{IdentityConfig, IssuerConfig, RoutePolicyConfig};
+use crate::dpop::Dpop;
 use crate::error::{quotable, Challenges};
 use crate::fetch::{HttpsSource, JwksSource};
 use crate::jwks::KeyStore;
@@ -85,6 +86,7 @@ impl IdentityConfig {
             max_token_bytes: self.max_token_bytes,
             cache: Cache::builder().max_capacity(self.token_cache_size).expire_after(ByExpiry).build(),
             sessions: Sessions::new(self.idle_timeout_secs, self.session_cache_size),
+            dpop: Dpop::new(&self.dpop),
             routes,
             default_route: Some(default_route),
             clock,
@@ -113,6 +115,19 @@ impl IdentityConfig {
         }
         if j.fetch_timeout_ms == 0 {
             issues.push(ConfigIssue::new("jwks.fetch_timeout_ms", "must be at least 1"));
+        }
+        let d = &self.dpop;
+        if !(1..=300).contains(&d.proof_max_age_secs) {
+            issues.push(ConfigIssue::new("dpop.proof_max_age_secs", "must be between 1 and 300"));
+        }
+        if d.proof_clock_skew_secs > 60 {
+            issues.push(ConfigIssue::new("dpop.proof_clock_skew_secs", "must be at most 60"));
+        }
+        if d.replay_cache_size == 0 {
+            issues.push(ConfigIssue::new("dpop.replay_cache_size", "must be at least 1"));
+        }
+        if !(512..=16_384).contains(&d.max_proof_bytes) {
+            issues.push(ConfigIssue::new("dpop.max_proof_bytes", "must be between 512 and 16384"));
         }
         if self.token_cache_size == 0 || self.session_cache_size == 0 {
             issues.push(ConfigIssue::new("token_cache_size", "cache sizes must be at least 1"));
@@ -249,6 +264,6 @@ fn route_rt(p: &RoutePolicyConfig, key: &str, issues: &mut Issues) -> Option<Rou
         ));
         return None;
     }
-    let challenges = Challenges::for_route(&p.mfa_acr, p.max_auth_age_secs)?;
+    let challenges = Challenges::for_route(&p.mfa_acr, p.max_auth_age_secs, p.require_dpop)?;
     Some(RouteRt { policy: p.clone(), challenges })
 }

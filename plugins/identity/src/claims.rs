@@ -96,14 +96,14 @@ pub(crate) fn numeric_date(v: Option<&Value>, what: &'static str) -> Result<Opti
     }
 }
 
-/// Builds the principal from a verified payload.
+/// Builds the principal from a verified payload, with the DPoP key thumbprint it is bound to.
 pub(crate) fn principal(
     claims: &Map<String, Value>,
     map: &ClaimMap,
     issuer: &Arc<str>,
     fixed_tenant: Option<&TenantId>,
     exp: i64,
-) -> Result<Principal, AuthError> {
+) -> Result<(Principal, Option<String>), AuthError> {
     let subject = opt_string(lookup(claims, &map.subject), "subject claim not a string")?
         .filter(|s| !s.is_empty())
         .ok_or(AuthError::Malformed("subject claim missing"))?;
@@ -119,29 +119,45 @@ pub(crate) fn principal(
         }
         other => opt_string(other, "acr claim not a string")?,
     };
-    let cert_thumbprint = match claims.get("cnf") {
-        None => None,
-        Some(Value::Object(cnf)) => match cnf.get("x5t#S256") {
-            Some(Value::String(t)) => Some(t.clone()),
-            // A confirmation we cannot check (DPoP `jkt`, ...) must not pass as a bearer token.
-            _ => return Err(AuthError::Binding("unsupported confirmation method")),
+    let (cert_thumbprint, jkt) = confirmation(claims)?;
+    Ok((
+        Principal {
+            issuer: Arc::clone(issuer),
+            subject: Subject::new(subject),
+            tenant,
+            roles: string_list(lookup(claims, &map.roles), "roles claim malformed")?,
+            scopes: string_list(lookup(claims, &map.scopes), "scope claim malformed")?,
+            fhir_user: opt_string(lookup(claims, &map.fhir_user), "fhirUser not a string")?,
+            patient: opt_string(lookup(claims, &map.patient), "patient not a string")?.map(PatientId::new),
+            session_id: opt_string(lookup(claims, &map.session_id), "session id not a string")?,
+            client_id: opt_string(lookup(claims, &map.client_id), "client id not a string")?,
+            amr: string_list(lookup(claims, &map.amr), "amr claim malformed")?,
+            acr,
+            auth_time: numeric_date(lookup(claims, &map.auth_time), "auth_time not numeric")?,
+            expires_at: exp,
+            cert_thumbprint,
         },
+        jkt,
+    ))
+}
+
+/// The token's proof-of-possession confirmation (RFC 7800 `cnf`): the certificate thumbprint
+/// (RFC 8705 `x5t#S256`) and the DPoP key thumbprint (RFC 9449 `jkt`). A confirmation we cannot
+/// check (`jwk`, `kid`, ...) must not pass as a bearer token.
+fn confirmation(claims: &Map<String, Value>) -> Result<(Option<String>, Option<String>), AuthError> {
+    let cnf = match claims.get("cnf") {
+        None => return Ok((None, None)),
+        Some(Value::Object(cnf)) => cnf,
         Some(_) => return Err(AuthError::Binding("cnf is not an object")),
     };
-    Ok(Principal {
-        issuer: Arc::clone(issuer),
-        subject: Subject::new(subject),
-        tenant,
-        roles: string_list(lookup(claims, &map.roles), "roles claim malformed")?,
-        scopes: string_list(lookup(claims, &map.scopes), "scope claim malformed")?,
-        fhir_user: opt_string(lookup(claims, &map.fhir_user), "fhirUser not a string")?,
-        patient: opt_string(lookup(claims, &map.patient), "patient not a string")?.map(PatientId::new),
-        session_id: opt_string(lookup(claims, &map.session_id), "session id not a string")?,
-        client_id: opt_string(lookup(claims, &map.client_id), "client id not a string")?,
-        amr: string_list(lookup(claims, &map.amr), "amr claim malformed")?,
-        acr,
-        auth_time: numeric_date(lookup(claims, &map.auth_time), "auth_time not numeric")?,
-        expires_at: exp,
-        cert_thumbprint,
-    })
+    let member = |name: &str| match cnf.get(name) {
+        None => Ok(None),
+        Some(Value::String(t)) if !t.is_empty() => Ok(Some(t.clone())),
+        Some(_) => Err(AuthError::Binding("cnf member is not a string")),
+    };
+    let (x5t, jkt) = (member("x5t#S256")?, member("jkt")?);
+    if x5t.is_none() && jkt.is_none() {
+        return Err(AuthError::Binding("unsupported confirmation method"));
+    }
+    Ok((x5t, jkt))
 }

@@ -24,6 +24,10 @@ pub struct IdentityConfig {
     /// JWKS refresh schedule, staleness bound and backoff.
     #[serde(default)]
     pub jwks: JwksRefreshConfig,
+    /// DPoP proofs (RFC 9449) for tokens bound to a client key (`cnf.jkt`): how fresh a proof
+    /// must be and how many proofs are remembered to refuse replays.
+    #[serde(default)]
+    pub dpop: DpopConfig,
     /// Requirements applied to every route unless the route overrides them.
     #[serde(default)]
     pub defaults: RoutePolicyConfig,
@@ -212,6 +216,57 @@ impl Default for JwksRefreshConfig {
     }
 }
 
+/// DPoP proof checks. A token carrying `cnf.jkt` is accepted only as `Authorization: DPoP
+/// <token>` with one `DPoP` header: a JWT (`typ` `dpop+jwt`, an asymmetric `alg`, the public
+/// `jwk` whose RFC 7638 thumbprint is `cnf.jkt`) signed by that key, for this method (`htm`) and
+/// URI (`htu`: `https`, the request's `Host`, its path; query ignored), for this token (`ath`),
+/// issued within `proof_max_age_secs`, with a `jti` not seen before. Server nonces
+/// (`DPoP-Nonce`) are not issued.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpopConfig {
+    /// How old a proof's `iat` may be, in seconds (also how long its `jti` is remembered).
+    /// 1..=300. Default 60.
+    #[serde(default = "default_proof_max_age_secs")]
+    pub proof_max_age_secs: u64,
+    /// How far in the future a proof's `iat` may be (client clock ahead), in seconds. 0..=60.
+    /// Default 5.
+    #[serde(default = "default_proof_clock_skew_secs")]
+    pub proof_clock_skew_secs: u64,
+    /// Proofs remembered to refuse a replayed `jti`: at least the proofs this replica accepts
+    /// within `proof_max_age_secs` at peak (beyond that the oldest may be forgotten early).
+    /// Each replica remembers its own. Default 262144.
+    #[serde(default = "default_replay_cache_size")]
+    pub replay_cache_size: u64,
+    /// Largest accepted `DPoP` header, in bytes. Default 4096.
+    #[serde(default = "default_max_proof_bytes")]
+    pub max_proof_bytes: usize,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            proof_max_age_secs: default_proof_max_age_secs(),
+            proof_clock_skew_secs: default_proof_clock_skew_secs(),
+            replay_cache_size: default_replay_cache_size(),
+            max_proof_bytes: default_max_proof_bytes(),
+        }
+    }
+}
+
+fn default_proof_max_age_secs() -> u64 {
+    60
+}
+fn default_proof_clock_skew_secs() -> u64 {
+    5
+}
+fn default_replay_cache_size() -> u64 {
+    262_144
+}
+fn default_max_proof_bytes() -> usize {
+    4096
+}
+
 /// What a route requires of the token and what is forwarded upstream.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +290,10 @@ pub struct RoutePolicyConfig {
     /// Refuse tokens that are not certificate-bound (RFC 8705 `cnf.x5t#S256`). Default false.
     #[serde(default)]
     pub require_bound_token: bool,
+    /// Refuse tokens that are not DPoP-bound (RFC 9449 `cnf.jkt`) with `dpop_required`. A
+    /// DPoP-bound token is always checked against its proof, whatever this says. Default false.
+    #[serde(default)]
+    pub require_dpop: bool,
     /// Remove the client's `Authorization` header before forwarding. Default false.
     #[serde(default)]
     pub strip_authorization: bool,
@@ -254,6 +313,7 @@ impl Default for RoutePolicyConfig {
             mfa_acr: Vec::new(),
             max_auth_age_secs: None,
             require_bound_token: false,
+            require_dpop: false,
             strip_authorization: false,
             forward_subject_header: false,
             forward_tenant_header: false,
@@ -280,6 +340,9 @@ pub struct RouteOverrideConfig {
     /// Overrides `defaults.require_bound_token`.
     #[serde(default)]
     pub require_bound_token: Option<bool>,
+    /// Overrides `defaults.require_dpop`.
+    #[serde(default)]
+    pub require_dpop: Option<bool>,
     /// Overrides `defaults.strip_authorization`.
     #[serde(default)]
     pub strip_authorization: Option<bool>,
@@ -300,6 +363,7 @@ impl RouteOverrideConfig {
             mfa_acr: self.mfa_acr.clone().unwrap_or_else(|| d.mfa_acr.clone()),
             max_auth_age_secs: self.max_auth_age_secs.or(d.max_auth_age_secs),
             require_bound_token: self.require_bound_token.unwrap_or(d.require_bound_token),
+            require_dpop: self.require_dpop.unwrap_or(d.require_dpop),
             strip_authorization: self.strip_authorization.unwrap_or(d.strip_authorization),
             forward_subject_header: self.forward_subject_header.unwrap_or(d.forward_subject_header),
             forward_tenant_header: self.forward_tenant_header.unwrap_or(d.forward_tenant_header),

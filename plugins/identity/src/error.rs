@@ -37,6 +37,12 @@ pub(crate) enum AuthError {
     /// RFC 8705 binding failed.
     #[error("certificate binding failed: {0}")]
     Binding(&'static str),
+    /// The DPoP proof (RFC 9449) of a DPoP-bound token is missing or fails a check.
+    #[error("DPoP proof rejected: {0}")]
+    DpopProof(&'static str),
+    /// The route requires a DPoP-bound token and this one is not.
+    #[error("route requires a DPoP-bound token")]
+    DpopRequired,
     /// Automatic logoff (HIPAA §164.312(a)(2)(iii)).
     #[error("session idle timeout")]
     IdleTimeout,
@@ -63,6 +69,8 @@ impl AuthError {
             AuthError::UnknownIssuer => ErrorCode::TokenIssuerUnknown,
             AuthError::Audience => ErrorCode::TokenAudienceInvalid,
             AuthError::Binding(_) => ErrorCode::TokenBindingMismatch,
+            AuthError::DpopProof(_) => ErrorCode::DpopProofInvalid,
+            AuthError::DpopRequired => ErrorCode::DpopRequired,
             AuthError::IdleTimeout => ErrorCode::SessionIdleTimeout,
             AuthError::MfaRequired => ErrorCode::MfaRequired,
             AuthError::AuthTooOld => ErrorCode::AuthTooOld,
@@ -71,9 +79,15 @@ impl AuthError {
     }
 }
 
+/// The `algs` a DPoP proof may use (RFC 9449 §7.1 challenge parameter).
+const DPOP_ALGS: &str = "ES256 ES384 EdDSA PS256 PS384 PS512 RS256 RS384 RS512";
+
 /// Challenge header values, built once (they depend only on the code and the route).
 #[derive(Debug, Clone)]
 pub(crate) struct Challenges {
+    /// For a request without credentials: `Bearer`, or `DPoP algs=…` where the route requires
+    /// DPoP-bound tokens.
+    pub(crate) missing: HeaderValue,
     /// For `mfa_required` on this route.
     pub(crate) mfa: HeaderValue,
     /// For `auth_too_old` on this route.
@@ -84,7 +98,7 @@ impl Challenges {
     /// RFC 9470 §3: `acr_values` (space-separated, quoted) and `max_age` (quoted seconds) tell
     /// the client what the new token must prove. Values come from config and were checked to be
     /// quotable when the config was built.
-    pub(crate) fn for_route(acr_values: &[String], max_age_secs: Option<u64>) -> Option<Self> {
+    pub(crate) fn for_route(acr_values: &[String], max_age_secs: Option<u64>, dpop: bool) -> Option<Self> {
         let mk = |desc: &str| {
             let mut s =
                 format!("Bearer error=\"insufficient_user_authentication\", error_description=\"{desc}\"");
@@ -96,7 +110,13 @@ impl Challenges {
             }
             HeaderValue::from_str(&s).ok()
         };
+        let missing = if dpop {
+            HeaderValue::from_str(&format!("DPoP algs=\"{DPOP_ALGS}\"")).ok()?
+        } else {
+            HeaderValue::from_static("Bearer")
+        };
         Some(Challenges {
+            missing,
             mfa: mk(ErrorCode::MfaRequired.message())?,
             age: mk(ErrorCode::AuthTooOld.message())?,
         })
@@ -113,7 +133,10 @@ pub(crate) fn quotable(s: &str) -> bool {
 pub(crate) fn denial(err: AuthError, challenges: &Challenges) -> Denial {
     let code = err.code();
     let header = match err {
-        AuthError::Missing => Some(HeaderValue::from_static("Bearer")),
+        AuthError::Missing => Some(challenges.missing.clone()),
+        // RFC 9449 §7.1: DPoP errors are answered with the DPoP scheme and the accepted `algs`.
+        AuthError::DpopProof(_) => Some(dpop_challenge("invalid_dpop_proof", code)),
+        AuthError::DpopRequired => Some(dpop_challenge("invalid_token", code)),
         AuthError::InvalidRequest(_) => Some(static_challenge("invalid_request", code)),
         AuthError::MfaRequired => Some(challenges.mfa.clone()),
         AuthError::AuthTooOld => Some(challenges.age.clone()),
@@ -126,6 +149,11 @@ pub(crate) fn denial(err: AuthError, challenges: &Challenges) -> Denial {
         Some(h) => d.with_header(WWW_AUTHENTICATE, h),
         None => d,
     }
+}
+
+fn dpop_challenge(error: &str, code: ErrorCode) -> HeaderValue {
+    let s = format!("DPoP error=\"{error}\", error_description=\"{}\", algs=\"{DPOP_ALGS}\"", code.message());
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("DPoP"))
 }
 
 fn static_challenge(error: &str, code: ErrorCode) -> HeaderValue {

@@ -4,12 +4,15 @@
 //! token is verified against its issuer's JWKS (asymmetric algorithms only), its time, audience
 //! and issuer claims are checked, and it becomes a typed [`phigate_plugin::Principal`] on
 //! `ctx.principal` (and `ctx.tenant` when the route did not name one). Then, per request and per
-//! route: RFC 8705 certificate binding, automatic logoff after idle time, MFA (`amr`/`acr`) and
-//! authentication age (`auth_time`).
+//! route: RFC 8705 certificate binding, RFC 9449 DPoP (a token bound to a client key by
+//! `cnf.jkt` is accepted only as `Authorization: DPoP <JWT>` with a fresh, single-use proof signed
+//! by that key for this method, URI and token; a route may require DPoP-bound tokens), automatic
+//! logoff after idle time, MFA (`amr`/`acr`) and authentication age (`auth_time`).
 //!
 //! **How it fails.** Closed. Every refusal is a [`phigate_plugin::Denial`] with a stable code and
-//! the exact challenge: RFC 6750 `invalid_request`/`invalid_token`, or the RFC 9470 step-up
-//! challenge (`insufficient_user_authentication`, `acr_values`, `max_age`). An issuer whose keys
+//! the exact challenge: RFC 6750 `invalid_request`/`invalid_token`, the RFC 9470 step-up
+//! challenge (`insufficient_user_authentication`, `acr_values`, `max_age`), or RFC 9449's
+//! `DPoP error="invalid_dpop_proof"` with the accepted `algs`. An issuer whose keys
 //! are gone (IdP unreachable beyond `max_stale_secs`) answers 503 `not_ready`.
 //!
 //! **What it never logs.** Tokens, claim values, header values. Causes are fixed strings; the
@@ -24,6 +27,7 @@ mod claims;
 mod clock;
 mod config;
 pub mod dev;
+mod dpop;
 mod error;
 mod fetch;
 mod jwks;
@@ -35,8 +39,8 @@ mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Algorithm, ClaimMappingConfig, ClaimPath, IdentityConfig, IssuerConfig, JwksRefreshConfig, Preset,
-    RouteOverrideConfig, RoutePolicyConfig,
+    Algorithm, ClaimMappingConfig, ClaimPath, DpopConfig, IdentityConfig, IssuerConfig, JwksRefreshConfig,
+    Preset, RouteOverrideConfig, RoutePolicyConfig,
 };
 pub use stage::IdentityStage;
 

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::claims::{self, ClaimMap};
 use crate::clock::Clock;
 use crate::config::{Algorithm, RoutePolicyConfig};
+use crate::dpop::{Dpop, Target};
 use crate::error::{self, AuthError, Challenges};
 use crate::jwks::{KeySet, KeyStore};
 use crate::session::Sessions;
@@ -55,6 +56,8 @@ pub(crate) struct Verified {
     generation: u64,
     leeway: i64,
     session_key: [u8; 32],
+    /// RFC 9449 `cnf.jkt`: the thumbprint of the key every request's DPoP proof must be signed by.
+    jkt: Option<Box<str>>,
     subject_hv: Option<HeaderValue>,
     tenant_hv: Option<HeaderValue>,
     ttl: Duration,
@@ -81,6 +84,7 @@ pub struct IdentityStage {
     pub(crate) max_token_bytes: usize,
     pub(crate) cache: Cache<[u8; 32], Arc<Verified>>,
     pub(crate) sessions: Sessions,
+    pub(crate) dpop: Dpop,
     pub(crate) routes: Vec<RouteRt>,
     pub(crate) default_route: Option<RouteRt>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -103,8 +107,15 @@ fn b64token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
 }
 
-/// The bearer token from the one `Authorization` header.
-fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+/// How the token was presented: `Bearer` (RFC 6750) or `DPoP` (RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The scheme and token of the one `Authorization` header.
+fn credentials(headers: &HeaderMap) -> Result<(Scheme, &str), AuthError> {
     let mut all = headers.get_all(AUTHORIZATION).iter();
     let Some(v) = all.next() else {
         return Err(AuthError::Missing);
@@ -116,9 +127,13 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     }
     let v = v.to_str().map_err(|_| AuthError::InvalidRequest("Authorization is not visible ASCII"))?;
     let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
         return Err(AuthError::Missing);
-    }
+    };
     let token = rest.trim_start_matches(' ');
     if token.is_empty() {
         return Err(AuthError::InvalidRequest("empty bearer credentials"));
@@ -126,7 +141,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     if !token.bytes().all(b64token_byte) {
         return Err(AuthError::Malformed("characters outside b64token"));
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 impl IdentityStage {
@@ -144,7 +159,7 @@ impl IdentityStage {
         if ctx.request.query.iter().any(|q| q.name == "access_token") {
             return Err(AuthError::InvalidRequest("access_token query parameter"));
         }
-        let token = bearer(&ctx.request.headers)?;
+        let (scheme, token) = credentials(&ctx.request.headers)?;
         if token.len() > self.max_token_bytes {
             return Err(AuthError::Malformed("token larger than max_token_bytes"));
         }
@@ -163,7 +178,37 @@ impl IdentityStage {
             }
         };
         self.per_request(ctx, route, &v, now)?;
+        self.proof_of_possession(ctx, &route.policy, &v, scheme, token, now)?;
         Ok(v)
+    }
+
+    /// RFC 9449: a DPoP-bound token needs the DPoP scheme and a valid proof; the DPoP scheme
+    /// needs a DPoP-bound token; a route may refuse tokens that are not DPoP-bound.
+    fn proof_of_possession(
+        &self,
+        ctx: &RequestCtx,
+        policy: &RoutePolicyConfig,
+        v: &Verified,
+        scheme: Scheme,
+        token: &str,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        match (v.jkt.as_deref(), scheme) {
+            (Some(jkt), Scheme::Dpop) => {
+                let headers = &ctx.request.headers;
+                let target = Target {
+                    method: ctx.request.method.as_str(),
+                    host: headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
+                    path: &ctx.request.path,
+                };
+                self.dpop.check(headers, token, jkt, &target, now)
+            }
+            // §7.1: a DPoP-bound token sent as a bearer token is refused (its proof is the point).
+            (Some(_), Scheme::Bearer) => Err(AuthError::DpopProof("DPoP-bound token presented as Bearer")),
+            (None, Scheme::Dpop) => Err(AuthError::DpopProof("token is not DPoP-bound")),
+            (None, Scheme::Bearer) if policy.require_dpop => Err(AuthError::DpopRequired),
+            (None, Scheme::Bearer) => Ok(()),
+        }
     }
 
     /// Checks that depend on the connection, the route or time, so never cached.
@@ -232,7 +277,7 @@ impl IdentityStage {
                 return Err(AuthError::Malformed("required claim value missing"));
             }
         }
-        let principal = claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
+        let (principal, jkt) = claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
         let session_key = match &principal.session_id {
             Some(sid) => {
                 let mut h = Sha256::new();
@@ -254,6 +299,7 @@ impl IdentityStage {
             generation: set.generation,
             leeway: is.leeway,
             session_key,
+            jkt: jkt.map(String::into_boxed_str),
             ttl: Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(MAX_CACHE_TTL),
         })
     }
@@ -266,6 +312,7 @@ impl IdentityStage {
         let p = &route.policy;
         if p.strip_authorization {
             ctx.upstream.remove_headers.push(AUTHORIZATION);
+            ctx.upstream.remove_headers.push(HeaderName::from_static("dpop"));
         }
         if let (true, Some(h)) = (p.forward_subject_header, &v.subject_hv) {
             ctx.upstream.set_headers.push((X_PHIGATE_SUBJECT, h.clone()));

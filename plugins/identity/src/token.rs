@@ -45,7 +45,7 @@ pub(crate) struct Parsed<'t> {
     pub(crate) iss: String,
 }
 
-fn alg(s: &str) -> Result<Algorithm, AuthError> {
+pub(crate) fn alg(s: &str) -> Result<Algorithm, AuthError> {
     use Algorithm::*;
     // Exact, case-sensitive names (RFC 7518 §3.1). `none`, `None`, `NONE`, HS*, anything else:
     // refused here, before a key is even looked up.
@@ -99,7 +99,7 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, AuthError> {
 /// A JSON object with no duplicate member names: two `iss` or two `exp` would let two parsers
 /// (the IdP's, ours) disagree about what was signed (RFC 7519 §4 says reject or use the last;
 /// we reject).
-fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthError> {
+pub(crate) fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthError> {
     struct Strict(Map<String, Value>);
     impl<'de> Deserialize<'de> for Strict {
         fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -129,7 +129,15 @@ fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthError> {
 
 /// Verifies the signature with `jsonwebtoken`'s RustCrypto backend.
 pub(crate) fn verify_signature(p: &Parsed<'_>, key: &jsonwebtoken::DecodingKey) -> Result<(), AuthError> {
-    let alg = match p.alg {
+    match jsonwebtoken::crypto::verify(p.signature, p.signing_input.as_bytes(), key, jwt_alg(p.alg)) {
+        Ok(true) => Ok(()),
+        _ => Err(AuthError::Signature("signature does not verify")),
+    }
+}
+
+/// The `jsonwebtoken` name of an accepted algorithm.
+pub(crate) fn jwt_alg(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    match alg {
         Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
         Algorithm::RS384 => jsonwebtoken::Algorithm::RS384,
         Algorithm::RS512 => jsonwebtoken::Algorithm::RS512,
@@ -139,10 +147,6 @@ pub(crate) fn verify_signature(p: &Parsed<'_>, key: &jsonwebtoken::DecodingKey) 
         Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
         Algorithm::ES384 => jsonwebtoken::Algorithm::ES384,
         Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
-    };
-    match jsonwebtoken::crypto::verify(p.signature, p.signing_input.as_bytes(), key, alg) {
-        Ok(true) => Ok(()),
-        _ => Err(AuthError::Signature("signature does not verify")),
     }
 }
 
