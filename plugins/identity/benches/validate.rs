@@ -1,11 +1,13 @@
 //! Token validation cost per algorithm through the real stage (`on_request`): a cache hit (the
-//! same token again) and a cache miss (a token never seen: parse, key lookup, signature, claims).
+//! same token again) and a cache miss (a token never seen: parse, key lookup, signature, claims);
+//! and a DPoP-bound token (cached) with a fresh proof per request (ES256 and EdDSA client keys:
+//! the proof's parse, thumbprint, signature, claims and replay check).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use phigate_identity::dev::DevIssuer;
 use phigate_identity::{IdentityConfig, IdentityStage};
@@ -100,5 +102,69 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// RFC 7638 thumbprint of an EC or OKP public JWK.
+fn thumbprint(jwk: &serde_json::Value) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let s = |k: &str| jwk[k].as_str().unwrap().to_owned();
+    let canonical = match s("kty").as_str() {
+        "EC" => format!(r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#, s("crv"), s("x"), s("y")),
+        _ => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, s("crv"), s("x")),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
+fn dpop(c: &mut Criterion) {
+    use base64::Engine;
+    use sha2::Digest;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let route = Arc::new(RouteMeta {
+        name: "fhir".into(),
+        index: 0,
+        prefix: "/fhir".into(),
+        fhir: true,
+        upstream: "u".into(),
+    });
+    let idp = DevIssuer::es256("https://es.bench").unwrap();
+    let stage = stage(&idp, 1000, &route);
+    for (alg, key) in [("ES256", DevIssuer::es256("c").unwrap()), ("EdDSA", DevIssuer::eddsa("c").unwrap())] {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = idp
+            .claims("alice", AUD, now as i64)
+            .set("cnf", serde_json::json!({"jkt": thumbprint(key.jwk())}));
+        let token = idp.sign(&claims);
+        let auth = HeaderValue::from_str(&format!("DPoP {token}")).unwrap();
+        let ath =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()));
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": key.alg(), "jwk": key.jwk()});
+        let mut n = 0u64;
+        let mut request = || {
+            n += 1;
+            let claims = serde_json::json!({
+                "jti": format!("{alg}-{n}"), "htm": "GET", "htu": "https://gw.bench/fhir/Patient/1",
+                "iat": now, "ath": ath,
+            });
+            let mut cx = ctx(&route, &auth);
+            cx.request.headers.insert(http::header::HOST, HeaderValue::from_static("gw.bench"));
+            cx.request
+                .headers
+                .insert("dpop", HeaderValue::from_str(&key.sign_raw(&header, &claims)).unwrap());
+            cx
+        };
+        rt.block_on(stage.on_request(&mut request())).unwrap();
+        c.bench_function(&format!("validate/dpop_{alg}_proof/cache_hit"), |b| {
+            b.iter_batched(
+                &mut request,
+                |mut cx| {
+                    let ok = rt.block_on(stage.on_request(&mut cx)).is_ok();
+                    assert!(ok);
+                    black_box(ok)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+criterion_group!(benches, bench, dpop);
 criterion_main!(benches);

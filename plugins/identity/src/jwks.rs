@@ -80,9 +80,7 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<(Vec<Arc<KeyEntry>>, [u8; 32]), 
     Ok((keys, Sha256::digest(body).into()))
 }
 
-/// A usable signature key from a JWK, with the algorithms it may verify (also used for the keys
-/// DPoP proofs carry).
-pub(crate) fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
+fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
     if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
         return None;
     }

@@ -40,7 +40,7 @@ fn fx() -> Fx {
     Fx { stage: build(&yaml, &routes, &dir), idp, routes }
 }
 
-/// RFC 7638 thumbprint of a public EC or OKP JWK, computed here from its required members (not
+/// RFC 7638 thumbprint of a public EC, OKP or RSA JWK, computed here from its required members (not
 /// by the code under test).
 fn thumbprint(jwk: &Value) -> String {
     let canonical = match jwk["kty"].as_str().unwrap() {
@@ -54,6 +54,11 @@ fn thumbprint(jwk: &Value) -> String {
             r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#,
             jwk["crv"].as_str().unwrap(),
             jwk["x"].as_str().unwrap()
+        ),
+        "RSA" => format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            jwk["e"].as_str().unwrap(),
+            jwk["n"].as_str().unwrap()
         ),
         other => panic!("no thumbprint for {other}"),
     };
@@ -156,6 +161,16 @@ async fn an_eddsa_client_key_works_too() {
 }
 
 #[tokio::test]
+async fn rsa_client_keys_work_with_pkcs1_and_pss() {
+    let f = fx();
+    for alg in [jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::PS256] {
+        let client = Client { key: rsa_issuer("client", alg) };
+        let token = f.token_bound_to(&client.jkt());
+        f.accepts(&mut f.request(0, "DPoP", &token, &[&client.proof(&token)])).await;
+    }
+}
+
+#[tokio::test]
 async fn a_dpop_bound_token_without_a_valid_proof_is_refused() {
     let f = fx();
     let client = Client::es256();
@@ -226,6 +241,13 @@ async fn every_proof_check_refuses_on_its_own() {
     header["jwk"]["d"] = json!(URL_SAFE_NO_PAD.encode([1u8; 32]));
     let proof = client.key.sign_raw(&header, &client.claims(&token));
     f.refuses_proof(f.request(0, "DPoP", &token, &[&proof]), &token).await;
+    // A key restricted to encryption, or to another algorithm.
+    for (member, value) in [("use", "enc"), ("alg", "ES384")] {
+        let mut header = client.header();
+        header["jwk"][member] = json!(value);
+        let proof = client.key.sign_raw(&header, &client.claims(&token));
+        f.refuses_proof(f.request(0, "DPoP", &token, &[&proof]), &token).await;
+    }
     // A tampered signature.
     let proof = client.proof(&token);
     let (signed, sig) = proof.rsplit_once('.').unwrap();
