@@ -83,6 +83,9 @@ pub struct Principal {
     pub expires_at: i64,
     /// RFC 8705 certificate binding (`cnf.x5t#S256`), when the token is bound.
     pub cert_thumbprint: Option<String>,
+    /// RFC 9449 DPoP binding (`cnf.jkt`, the client key's RFC 7638 thumbprint), when the token
+    /// is bound; the identity stage then has checked this request's proof by that key.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Principal {
@@ -104,6 +107,7 @@ impl Principal {
             auth_time: None,
             expires_at: 0,
             cert_thumbprint: None,
+            dpop_jkt: None,
         }
     }
 

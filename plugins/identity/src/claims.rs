@@ -96,14 +96,14 @@ pub(crate) fn numeric_date(v: Option<&Value>, what: &'static str) -> Result<Opti
     }
 }
 
-/// Builds the principal from a verified payload, with the DPoP key thumbprint it is bound to.
+/// Builds the principal from a verified payload.
 pub(crate) fn principal(
     claims: &Map<String, Value>,
     map: &ClaimMap,
     issuer: &Arc<str>,
     fixed_tenant: Option<&TenantId>,
     exp: i64,
-) -> Result<(Principal, Option<String>), AuthError> {
+) -> Result<Principal, AuthError> {
     let subject = opt_string(lookup(claims, &map.subject), "subject claim not a string")?
         .filter(|s| !s.is_empty())
         .ok_or(AuthError::Malformed("subject claim missing"))?;
@@ -119,26 +119,24 @@ pub(crate) fn principal(
         }
         other => opt_string(other, "acr claim not a string")?,
     };
-    let (cert_thumbprint, jkt) = confirmation(claims)?;
-    Ok((
-        Principal {
-            issuer: Arc::clone(issuer),
-            subject: Subject::new(subject),
-            tenant,
-            roles: string_list(lookup(claims, &map.roles), "roles claim malformed")?,
-            scopes: string_list(lookup(claims, &map.scopes), "scope claim malformed")?,
-            fhir_user: opt_string(lookup(claims, &map.fhir_user), "fhirUser not a string")?,
-            patient: opt_string(lookup(claims, &map.patient), "patient not a string")?.map(PatientId::new),
-            session_id: opt_string(lookup(claims, &map.session_id), "session id not a string")?,
-            client_id: opt_string(lookup(claims, &map.client_id), "client id not a string")?,
-            amr: string_list(lookup(claims, &map.amr), "amr claim malformed")?,
-            acr,
-            auth_time: numeric_date(lookup(claims, &map.auth_time), "auth_time not numeric")?,
-            expires_at: exp,
-            cert_thumbprint,
-        },
-        jkt,
-    ))
+    let (cert_thumbprint, dpop_jkt) = confirmation(claims)?;
+    Ok(Principal {
+        issuer: Arc::clone(issuer),
+        subject: Subject::new(subject),
+        tenant,
+        roles: string_list(lookup(claims, &map.roles), "roles claim malformed")?,
+        scopes: string_list(lookup(claims, &map.scopes), "scope claim malformed")?,
+        fhir_user: opt_string(lookup(claims, &map.fhir_user), "fhirUser not a string")?,
+        patient: opt_string(lookup(claims, &map.patient), "patient not a string")?.map(PatientId::new),
+        session_id: opt_string(lookup(claims, &map.session_id), "session id not a string")?,
+        client_id: opt_string(lookup(claims, &map.client_id), "client id not a string")?,
+        amr: string_list(lookup(claims, &map.amr), "amr claim malformed")?,
+        acr,
+        auth_time: numeric_date(lookup(claims, &map.auth_time), "auth_time not numeric")?,
+        expires_at: exp,
+        cert_thumbprint,
+        dpop_jkt,
+    })
 }
 
 /// The token's proof-of-possession confirmation (RFC 7800 `cnf`): the certificate thumbprint

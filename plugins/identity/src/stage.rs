@@ -56,8 +56,6 @@ pub(crate) struct Verified {
     generation: u64,
     leeway: i64,
     session_key: [u8; 32],
-    /// RFC 9449 `cnf.jkt`: the thumbprint of the key every request's DPoP proof must be signed by.
-    jkt: Option<Box<str>>,
     subject_hv: Option<HeaderValue>,
     tenant_hv: Option<HeaderValue>,
     ttl: Duration,
@@ -193,7 +191,7 @@ impl IdentityStage {
         token: &str,
         now: i64,
     ) -> Result<(), AuthError> {
-        match (v.jkt.as_deref(), scheme) {
+        match (v.principal.dpop_jkt.as_deref(), scheme) {
             (Some(jkt), Scheme::Dpop) => {
                 let headers = &ctx.request.headers;
                 let target = Target {
@@ -277,7 +275,7 @@ impl IdentityStage {
                 return Err(AuthError::Malformed("required claim value missing"));
             }
         }
-        let (principal, jkt) = claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
+        let principal = claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
         let session_key = match &principal.session_id {
             Some(sid) => {
                 let mut h = Sha256::new();
@@ -299,7 +297,6 @@ impl IdentityStage {
             generation: set.generation,
             leeway: is.leeway,
             session_key,
-            jkt: jkt.map(String::into_boxed_str),
             ttl: Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(MAX_CACHE_TTL),
         })
     }

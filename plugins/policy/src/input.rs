@@ -2,7 +2,7 @@
 //!
 //! Schema (documented with examples in `policies/README.md`); absent facts are omitted, never null:
 //! `{v, principal: {sub, iss, tenant, roles, scopes, fhir_user, patient, client_id, amr, acr,
-//! auth_time, cert_bound}, request: {method, route, path, tenant, fhir, patients,
+//! auth_time, cert_bound, dpop_bound}, request: {method, route, path, tenant, fhir, patients,
 //! break_glass_reason, prefer}, client: {ip, cert_thumbprint}, time: {unix_secs}}`.
 //! The decision cache keys on everything except `time`.
 
@@ -57,7 +57,8 @@ fn principal(p: &Principal) -> Value {
         .set("amr", strings(p.amr.iter().map(String::as_str)))
         .opt("acr", p.acr.as_deref())
         .opt("auth_time", p.auth_time)
-        .set("cert_bound", p.cert_thumbprint.is_some());
+        .set("cert_bound", p.cert_thumbprint.is_some())
+        .set("dpop_bound", p.dpop_jkt.is_some());
     o.done()
 }
 
@@ -132,4 +133,47 @@ pub(crate) fn with_time(mut input: Value, ctx: &RequestCtx) -> Value {
         obj.extend([(Value::from("time"), time.done())]);
     }
     input
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::{HeaderMap, Method};
+    use phigate_plugin::{RequestId, RequestInfo, RouteMeta, Subject};
+
+    use super::*;
+
+    fn ctx(principal: Principal) -> RequestCtx {
+        let route = Arc::new(RouteMeta {
+            name: "fhir".into(),
+            index: 0,
+            prefix: "/fhir".into(),
+            fhir: true,
+            upstream: "u".into(),
+        });
+        let info = RequestInfo {
+            method: Method::GET,
+            path: "/fhir/x".into(),
+            query: Vec::new(),
+            headers: HeaderMap::new(),
+            body: None,
+        };
+        let mut c = RequestCtx::new(RequestId::new("t"), route, info);
+        c.principal = Some(Arc::new(principal));
+        c
+    }
+
+    #[test]
+    fn sender_constrained_tokens_are_visible_to_policy() {
+        let base = Principal::new("https://idp.test", Subject::from("alice"));
+        let plain = build(&ctx(base.clone()));
+        assert_eq!(plain["principal"]["cert_bound"], Value::Bool(false));
+        assert_eq!(plain["principal"]["dpop_bound"], Value::Bool(false));
+        let dpop = build(&ctx(Principal { dpop_jkt: Some("jkt".into()), ..base.clone() }));
+        assert_eq!(dpop["principal"]["dpop_bound"], Value::Bool(true));
+        let cert = build(&ctx(Principal { cert_thumbprint: Some("x5t".into()), ..base }));
+        assert_eq!(cert["principal"]["cert_bound"], Value::Bool(true));
+        assert_eq!(cert["principal"]["dpop_bound"], Value::Bool(false));
+    }
 }
