@@ -22,6 +22,8 @@
 //!   hash of the principal (never its identity) and announced on a pub/sub channel; every
 //!   replica's background task applies the announcements and, on (re)connect, the recorded
 //!   blocks. Requests never wait on Redis; without it each replica still blocks what it sees.
+//!   `rediss://` (TLS 1.3, optional `tls:` block with a CA and a client certificate) is set up by
+//!   `phigate-redis`, as for the rate-limit stage; a TLS failure counts as `kind="tls"`.
 //! * **SIGHUP** ([`reload`](phigate_plugin::Stage::reload)) reopens the alerts file (rotation).
 //! * **Memory**: windows live in a moka cache bounded by `max_principals` and expiring after the
 //!   longest window of idleness; each window keeps at most `threshold + 1` elements.
@@ -50,4 +52,5 @@ pub use config::{
 };
 pub use error::FlushError;
 pub use metrics::ExfilStats;
+pub use phigate_redis::RedisTlsConfig;
 pub use stage::ExfilStage;

@@ -76,7 +76,7 @@ pub(crate) static BLOCKS_NOT_RECORDED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
-/// Failures of the Redis link of `shared`, by kind (`connect`, `timeout`, `io`, `command`,
+/// Failures of the Redis link of `shared`, by kind (`connect`, `timeout`, `io`, `tls`, `command`,
 /// `malformed`, `queue_full`).
 pub(crate) static SHARED_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(

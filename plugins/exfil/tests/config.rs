@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-use phigate_exfil::{Action, ExfilConfig, PagingMeasure, SharedConfig};
+use phigate_exfil::{Action, ExfilConfig, PagingMeasure, RedisTlsConfig, SharedConfig};
 use phigate_plugin::{ConfigIssue, StageBuildCtx};
+use phigate_test_redis::pki::{self, Pki};
 
 const FULL: &str = r#"
 alerts_path: alerts/exfil.jsonl
@@ -199,7 +200,7 @@ fn shared_section_parses_with_defaults_and_builds_without_connecting() {
 #[test]
 fn shared_section_problems_are_reported_without_the_url_or_its_password() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut c = with_shared(tmp.path(), "rediss://user:s3cret-pw@redis.example:6380/0", &[7; 31]);
+    let mut c = with_shared(tmp.path(), "rediss://user:s3cret-pw@redis.example:6380/0#insecure", &[7; 31]);
     let s = c.shared.as_mut().unwrap();
     (s.timeout_ms, s.channel, s.key_prefix) = (0, String::new(), "blocks:*".into());
     let issues = build(c.clone(), tmp.path()).unwrap_err();
@@ -214,7 +215,7 @@ fn shared_section_problems_are_reported_without_the_url_or_its_password() {
             "shared.hmac_key_path"
         ]
     );
-    assert!(issues[3].message.contains("TLS"));
+    assert!(issues[3].message.contains("#insecure"), "certificate checks cannot be turned off");
     assert!(issues[4].message.contains("32 bytes"));
     assert!(issues.iter().all(|i| !i.message.contains("s3cret")));
     assert!(!format!("{c:?}").contains("s3cret"), "Debug redacts the URL");
@@ -223,7 +224,7 @@ fn shared_section_problems_are_reported_without_the_url_or_its_password() {
     c.shared.as_mut().unwrap().hmac_key_path = "missing.key".into();
     let issues = build(c, tmp.path()).unwrap_err();
     assert_eq!(issues.len(), 2);
-    assert_eq!(issues[0].message, "is not a valid redis:// URL");
+    assert_eq!(issues[0].message, "is not a valid redis:// or rediss:// URL");
     assert!(issues[1].message.starts_with("cannot be read"));
     assert!(!tmp.path().join("a.jsonl").exists(), "nothing is opened for an invalid section");
 }
@@ -236,4 +237,86 @@ fn readme_shared_example_parses_with_the_documented_defaults() {
     let shared: SharedConfig = serde_yaml::from_value(doc["exfil"]["shared"].clone()).unwrap();
     let want = SharedConfig::new(shared.redis_url.clone(), "/etc/phigate/exfil-shared.key");
     assert_eq!(shared, want, "README says these are the defaults");
+}
+
+#[test]
+fn rediss_url_with_a_tls_block_builds_with_paths_relative_to_the_config_dir() {
+    let pki = Pki::new();
+    let mut c = with_shared(pki.dir(), "rediss://:s3cret@127.0.0.1:1/0", &[7; 32]);
+    let s = c.shared.as_mut().unwrap();
+    s.tls = Some(RedisTlsConfig {
+        ca_path: Some(pki::CA.into()),
+        client_cert_path: Some(pki::CLIENT_CERT.into()),
+        client_key_path: Some(pki::CLIENT_KEY.into()),
+    });
+    assert!(build(c, pki.dir()).is_ok(), "nothing listens on port 1: building never connects");
+    let yaml = "alerts_path: a\nshared: {redis_url: 'rediss://h', hmac_key_path: k, tls: {ca_path: ca.pem}}";
+    let tls = parse(yaml).unwrap().shared.unwrap().tls.unwrap();
+    assert_eq!(tls.ca_path.as_deref(), Some(Path::new("ca.pem")));
+    assert!(parse("alerts_path: a\nshared: {redis_url: u, hmac_key_path: k, tls: {verify: no}}").is_err());
+}
+
+#[test]
+fn tls_block_with_a_plain_redis_url_is_refused_naming_shared_tls() {
+    let pki = Pki::new();
+    let mut c = with_shared(pki.dir(), "redis://:s3cret@127.0.0.1:1/0", &[7; 32]);
+    c.shared.as_mut().unwrap().tls =
+        Some(RedisTlsConfig { ca_path: Some(pki::CA.into()), ..Default::default() });
+    let issues = build(c, pki.dir()).unwrap_err();
+    assert_eq!(issues.iter().map(|i| i.key_path.as_str()).collect::<Vec<_>>(), ["shared.tls"]);
+    assert!(issues[0].message.contains("rediss://") && !issues[0].message.contains("s3cret"));
+}
+
+#[test]
+fn bad_tls_files_are_named_by_their_key_under_shared_tls() {
+    let pki = Pki::new();
+    std::fs::write(pki.path("garbage.pem"), "not a certificate\n").unwrap();
+    for (ca, want) in
+        [("secret-dir/missing.pem", "cannot be read"), ("garbage.pem", "holds no PEM certificate")]
+    {
+        let mut c = with_shared(pki.dir(), "rediss://127.0.0.1:1/0", &[7; 32]);
+        c.shared.as_mut().unwrap().tls =
+            Some(RedisTlsConfig { ca_path: Some(ca.into()), ..Default::default() });
+        let issues = build(c, pki.dir()).unwrap_err();
+        assert_eq!(issues.iter().map(|i| i.key_path.as_str()).collect::<Vec<_>>(), ["shared.tls.ca_path"]);
+        assert!(
+            issues[0].message.starts_with(want) && !issues[0].message.contains("secret-dir"),
+            "{issues:?}"
+        );
+    }
+    let mut c = with_shared(pki.dir(), "rediss://127.0.0.1:1/0", &[7; 32]);
+    c.shared.as_mut().unwrap().tls = Some(RedisTlsConfig {
+        client_cert_path: Some(pki::CLIENT_CERT.into()),
+        client_key_path: Some(pki::SERVER_KEY.into()),
+        ..Default::default()
+    });
+    let issues = build(c, pki.dir()).unwrap_err();
+    assert_eq!(
+        issues.iter().map(|i| i.key_path.as_str()).collect::<Vec<_>>(),
+        ["shared.tls.client_key_path"]
+    );
+}
+
+#[test]
+fn readme_shared_tls_example_builds_with_its_files_in_place() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme.split("```yaml\n").nth(3).unwrap().split("```").next().unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(block).unwrap();
+    let mut cfg: ExfilConfig = serde_yaml::from_value(doc["exfil"].clone()).unwrap();
+    let pki = Pki::new();
+    let shared = cfg.shared.as_mut().unwrap();
+    assert!(shared.redis_url.starts_with("rediss://"));
+    let tls = shared.tls.clone().unwrap();
+    for (to, from) in [
+        (tls.ca_path, pki::CA),
+        (tls.client_cert_path, pki::CLIENT_CERT),
+        (tls.client_key_path, pki::CLIENT_KEY),
+    ] {
+        let to = pki.dir().join(to.unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(pki.path(from), to).unwrap();
+    }
+    std::fs::write(pki.dir().join(&shared.hmac_key_path), [7; 32]).unwrap();
+    cfg.alerts_path = pki.dir().join("alerts.jsonl");
+    build(cfg, pki.dir()).expect("the documented TLS example is valid");
 }

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use phigate_plugin::{ConfigIssue, StageBuildCtx};
+use phigate_redis::ConfigKeys;
+pub use phigate_redis::RedisTlsConfig;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::key::Dims;
 use crate::limit::{Limit, Rate};
-use crate::stage::{RateLimitStage, StageParts};
-use crate::tls;
+use crate::stage::{RateLimitStage, RedisParts, StageParts};
 
 /// Rate limits (stage `ratelimit`, after identity): every request must pass every limit that
 /// applies to it, or it is refused with 429 `rate_limited` and `Retry-After`. Limits are GCRA
@@ -83,28 +84,18 @@ pub struct RedisConfig {
     #[serde(default)]
     pub failure_mode: FailureMode,
     /// Prefix of every key the stage writes. Keys are `<prefix><limit>:<hash>`: the hash hides
-    /// principals and addresses from whoever reads Redis. Default: `phigate:rl:`.
+    /// principals, tenants and addresses from whoever reads Redis. Default: `phigate:rl:`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
-}
-
-/// TLS material for the Redis connection. Files are PEM, read once when the config is built;
-/// relative paths are relative to the config file's directory.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RedisTlsConfig {
-    /// The CA certificate(s) that signed the Redis server's certificate (PEM bundle); only these
-    /// are trusted. Default: the operating system's trusted roots.
+    /// Key for the HMAC-SHA256 that names callers in Redis keys (raw bytes, at least 32; the
+    /// same file on every replica sharing the limits, or they stop sharing them). Without it
+    /// the hash is a plain SHA-256, which whoever reads Redis (or its backups) can test guesses
+    /// against: a subject (often an e-mail address), a tenant, a client address. With it, every
+    /// part of the key (principal, tenant, client address, route) is hashed under the key.
+    /// Relative to the config file's directory. Changing it starts every limit afresh. Default:
+    /// none (plain SHA-256).
     #[serde(default)]
-    pub ca_path: Option<PathBuf>,
-    /// The client certificate chain (PEM, leaf first) presented to Redis, for Redis
-    /// `tls-auth-clients yes`. Requires `client_key_path`. Default: none.
-    #[serde(default)]
-    pub client_cert_path: Option<PathBuf>,
-    /// The private key of `client_cert_path` (PEM: PKCS#8, PKCS#1 or SEC1). Requires
-    /// `client_cert_path`. Default: none.
-    #[serde(default)]
-    pub client_key_path: Option<PathBuf>,
+    pub hmac_key_path: Option<PathBuf>,
 }
 
 /// What a request gets when the shared backend cannot answer.
@@ -175,6 +166,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("failure_mode", &self.failure_mode)
             .field("key_prefix", &self.key_prefix)
+            .field("hmac_key_path", &self.hmac_key_path)
             .finish()
     }
 }
@@ -189,6 +181,7 @@ impl RedisConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             failure_mode: FailureMode::Deny,
             key_prefix: default_key_prefix(),
+            hmac_key_path: None,
         }
     }
 }
@@ -221,7 +214,9 @@ impl RateLimitConfig {
         }
     }
 
-    /// Validates the section and returns the stage. Does no I/O: the Redis connection is made
+    /// Validates the section and returns the stage. Reads the files it names (`redis.tls`,
+    /// `redis.hmac_key_path`, and for `rediss://` without `tls.ca_path` the system's trusted
+    /// roots), so call it from start-up code; connects to nothing: the Redis connection is made
     /// by the stage's background task (the stage is not ready until Redis answers a `PING`).
     ///
     /// # Errors
@@ -263,11 +258,7 @@ impl RateLimitConfig {
         })
     }
 
-    fn validate_redis(
-        &self,
-        dir: &Path,
-        issues: &mut Vec<ConfigIssue>,
-    ) -> Option<(RedisConfig, redis::Client)> {
+    fn validate_redis(&self, dir: &Path, issues: &mut Vec<ConfigIssue>) -> Option<RedisParts> {
         let cfg = match (self.backend, &self.redis) {
             (BackendKind::Memory, None) => return None,
             (BackendKind::Memory, Some(_)) => {
@@ -293,7 +284,13 @@ impl RateLimitConfig {
                 "must be at most 64 characters without spaces or control characters",
             ));
         }
-        tls::client(cfg, dir, issues).map(|client| (cfg.clone(), client))
+        let keys = ConfigKeys { url: "redis.url", tls: "redis.tls" };
+        let client = phigate_redis::client(&cfg.url, cfg.tls.as_ref(), dir, keys, issues);
+        let hmac_key = match &cfg.hmac_key_path {
+            Some(p) => Some(phigate_redis::read_hmac_key(&dir.join(p), "redis.hmac_key_path", issues)?),
+            None => None,
+        };
+        Some(RedisParts { cfg: cfg.clone(), client: client?, hmac_key })
     }
 }
 

@@ -1,7 +1,5 @@
 //! Why the shared backend could not decide. Never carries keys, URLs or request data.
 
-use std::sync::Arc;
-
 use thiserror::Error;
 
 /// A failure of the Redis backend; `failure_mode` decides what the request gets.
@@ -41,7 +39,7 @@ impl BackendError {
     pub(crate) fn from_redis(e: &redis::RedisError) -> BackendError {
         if e.is_timeout() {
             BackendError::Timeout
-        } else if is_tls(e) {
+        } else if phigate_redis::is_tls_error(e) {
             BackendError::Tls
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
             BackendError::Io
@@ -54,33 +52,4 @@ impl BackendError {
     pub(crate) fn needs_reconnect(self) -> bool {
         matches!(self, BackendError::Io | BackendError::Tls)
     }
-}
-
-/// Whether a rustls error is in the chain. The client wraps it as `io::Error` (tokio-rustls) in
-/// an `Arc` (redis), and `io::Error::source` skips its payload, so each layer is opened by hand.
-fn is_tls(e: &redis::RedisError) -> bool {
-    let mut next = std::error::Error::source(e);
-    while let Some(err) = next {
-        if err.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(arc) = err.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
-            if is_tls_payload(arc.as_ref()) {
-                return true;
-            }
-        }
-        if is_tls_payload(err) {
-            return true;
-        }
-        next = err.source();
-    }
-    false
-}
-
-fn is_tls_payload(err: &(dyn std::error::Error + 'static)) -> bool {
-    err.is::<rustls::Error>()
-        || err
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .is_some_and(|p| p.is::<rustls::Error>())
 }

@@ -1,12 +1,17 @@
 //! What a limit counts separately: the key dimensions of a limit and the key of one request.
 //!
 //! Keys hold shared strings (`Arc`) taken from the principal, so building one allocates nothing.
-//! Redis keys are a SHA-256 of the key instead, so nobody reading Redis learns who called.
+//! Redis keys name a hash of the whole key instead (caller, address and route together), so
+//! nobody reading Redis sees who called; with `hmac_key_path` the hash is keyed, so nobody
+//! without the key file can confirm a guess either (subjects are often e-mail addresses, and a
+//! client IP address is one of HIPAA's eighteen identifiers).
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
+use hmac::{Hmac, Mac};
 use phigate_plugin::{RequestCtx, Subject, TenantId};
+use sha2::digest::Update;
 use sha2::{Digest, Sha256};
 
 /// The dimensions a limit is keyed by (a set; `principal+route` has two).
@@ -84,13 +89,33 @@ impl Key {
         }
     }
 
-    /// A 128-bit digest of the key, hex: the Redis key suffix. Unambiguous: every field is
-    /// tagged and length-prefixed.
-    pub(crate) fn digest(&self) -> String {
-        let mut h = Sha256::new();
+    /// Appends the Redis key suffix: the first 128 bits of a hash of the key, in hex, under
+    /// `hash` (no allocation but `out`'s growth). Unambiguous: every field is tagged and
+    /// length-prefixed.
+    pub(crate) fn write_digest(&self, hash: &KeyHash, out: &mut String) {
+        let digest = match hash {
+            KeyHash::Sha256 => {
+                let mut h = Sha256::new();
+                self.feed(&mut h);
+                h.finalize()
+            }
+            KeyHash::Hmac(mac) => {
+                let mut m = mac.clone();
+                self.feed(&mut m);
+                m.finalize().into_bytes()
+            }
+        };
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for b in &digest[..16] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+
+    fn feed(&self, h: &mut impl Update) {
         let mut field = |tag: u8, bytes: &[u8]| {
-            h.update([tag]);
-            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(&[tag]);
+            h.update(&(bytes.len() as u64).to_be_bytes());
             h.update(bytes);
         };
         match &self.caller {
@@ -109,7 +134,38 @@ impl Key {
         if let Some(r) = self.route {
             field(b'r', &r.to_be_bytes());
         }
-        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// How Redis keys name a request's key.
+#[derive(Clone)]
+pub(crate) enum KeyHash {
+    /// SHA-256 (no `hmac_key_path`): hides callers from a casual reader only, since anyone can
+    /// hash a guessed subject, tenant or address and look for it.
+    Sha256,
+    /// HMAC-SHA256 under `hmac_key_path` (its key schedule computed once, copied per key):
+    /// without the key file, names cannot be tied to callers.
+    Hmac(Hmac<Sha256>),
+}
+
+impl KeyHash {
+    /// The HMAC under `key`, or SHA-256 without one.
+    pub(crate) fn new(key: Option<&[u8]>) -> KeyHash {
+        match key.map(Hmac::<Sha256>::new_from_slice) {
+            Some(Ok(mac)) => KeyHash::Hmac(mac),
+            // HMAC takes keys of any length; config validation refused short ones.
+            Some(Err(_)) | None => KeyHash::Sha256,
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The HMAC state is derived from the key: never printed.
+        f.write_str(match self {
+            KeyHash::Sha256 => "Sha256",
+            KeyHash::Hmac(_) => "Hmac(<redacted>)",
+        })
     }
 }
 
@@ -141,6 +197,27 @@ mod tests {
         assert!(Dims::parse("principal+tenant").is_err());
         assert!(Dims::parse("user").is_err());
         assert!(Dims::parse("").is_err());
+    }
+
+    fn name(key: &Key, hash: &KeyHash) -> String {
+        let mut out = String::new();
+        key.write_digest(hash, &mut out);
+        out
+    }
+
+    #[test]
+    fn redis_names_are_128_bit_hex_and_keyed_names_depend_on_the_key() {
+        let key = Key { caller: Caller::Tenant(TenantId::from("t1")), ip: None, route: Some(3) };
+        let (plain, a, b) = (KeyHash::new(None), KeyHash::new(Some(&[1; 32])), KeyHash::new(Some(&[2; 32])));
+        let n = name(&key, &plain);
+        assert!(n.len() == 32 && n.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(n, name(&key.clone(), &plain), "stable");
+        assert_ne!(name(&key, &a), n, "keyed");
+        assert_ne!(name(&key, &a), name(&key, &b), "another key, another name");
+        assert_eq!(name(&key, &a), name(&key, &KeyHash::new(Some(&[1; 32]))), "same key, same name");
+        let other = Key { route: Some(4), ..key.clone() };
+        assert_ne!(name(&other, &a), name(&key, &a));
+        assert!(!format!("{a:?}").contains('1'), "the key state is never printed");
     }
 
     #[test]

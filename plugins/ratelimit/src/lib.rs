@@ -10,7 +10,8 @@
 //!   `RateLimit-Policy` / `RateLimit` headers.
 //! * **Backends**: in memory (governor: GCRA in a sharded map, swept so it stays bounded), or
 //!   Redis (the same GCRA in one atomic Lua script per request, on Redis server time), over TLS
-//!   1.3 with `rediss://` (rustls on the process-default provider; optional client certificate).
+//!   1.3 with `rediss://` (rustls on the process-default provider; optional client certificate),
+//!   set up by `phigate-redis` like every Redis client of the gateway.
 //! * **Fails closed**: when Redis cannot answer in `timeout_ms`, `failure_mode: deny` (default)
 //!   refuses with 503 `not_ready`; `allow` forwards unlimited; `local` limits with this
 //!   instance's memory. All are counted (`phigate_ratelimit_decisions_total{result="failure_*"}`,
@@ -19,7 +20,8 @@
 //!   (untrusted or expired certificate, client certificate refused) is a Redis failure like any
 //!   other, counted as `kind="tls"`.
 //! * **Never logged or labelled**: principals, tenants, addresses, the Redis URL. Metric labels
-//!   are limit names; Redis keys carry a SHA-256 of the request's key, not the key.
+//!   are limit names; Redis keys carry a hash of the request's key, not the key: SHA-256, or
+//!   HMAC-SHA256 with `redis.hmac_key_path` (so that a guessed caller cannot be confirmed).
 //! * **Signals**: a refusal leaves a [`RateLimitEvent`] in `ctx.extensions`.
 //!
 //! Config, semantics and the Redis algorithm are described in the crate's `README.md`.
@@ -35,7 +37,6 @@ mod redis_backend;
 mod stage;
 #[cfg(test)]
 mod tests;
-mod tls;
 
 pub use config::{BackendKind, FailureMode, LimitConfig, RateLimitConfig, RedisConfig, RedisTlsConfig};
 pub use stage::{RateLimitEvent, RateLimitStage};

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::config::{FailureMode, RedisConfig};
 use crate::error::BackendError;
-use crate::key::Key;
+use crate::key::{Key, KeyHash};
 use crate::limit::Limit;
 use crate::metrics;
 use crate::stage::{Applied, Verdict};
@@ -53,6 +53,8 @@ pub(crate) struct RedisBackend {
     timeout: Duration,
     connect_timeout: Duration,
     prefix: String,
+    /// How keys name callers: SHA-256, or HMAC-SHA256 under `hmac_key_path`.
+    hash: KeyHash,
     /// `(T, tau)` in microseconds per limit, as script arguments.
     args: Box<[(String, String)]>,
 }
@@ -65,8 +67,14 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend that is not connected yet (see [`RedisBackend::run`]).
-    pub(crate) fn new(cfg: &RedisConfig, client: Client, limits: &[Limit]) -> RedisBackend {
+    /// A backend that is not connected yet (see [`RedisBackend::run`]); `hmac_key` is the
+    /// contents of `hmac_key_path`.
+    pub(crate) fn new(
+        cfg: &RedisConfig,
+        client: Client,
+        hmac_key: Option<&[u8]>,
+        limits: &[Limit],
+    ) -> RedisBackend {
         let args = limits
             .iter()
             .map(|l| (l.rate.emission_micros().to_string(), l.rate.tolerance_micros().to_string()))
@@ -81,6 +89,7 @@ impl RedisBackend {
             timeout: Duration::from_millis(cfg.timeout_ms),
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             prefix: cfg.key_prefix.clone(),
+            hash: KeyHash::new(hmac_key),
             args,
         }
     }
@@ -107,7 +116,13 @@ impl RedisBackend {
         let mut argv = Vec::new();
         for (i, limit, key) in applicable {
             let Some((t, tau)) = self.args.get(i) else { continue };
-            keys.push(format!("{}{}:{}", self.prefix, limit.name, key.digest()));
+            // One allocation per key: prefix, limit name and digest written in place.
+            let mut name = String::with_capacity(self.prefix.len() + limit.name.len() + 33);
+            name.push_str(&self.prefix);
+            name.push_str(&limit.name);
+            name.push(':');
+            key.write_digest(&self.hash, &mut name);
+            keys.push(name);
             argv.push(t.as_str());
             argv.push(tau.as_str());
             order.push((i, limit));

@@ -55,11 +55,19 @@ pub(crate) enum Verdict {
     Limited { limit: usize, retry_after: Duration },
 }
 
+/// A validated `redis:` section.
+pub(crate) struct RedisParts {
+    pub(crate) cfg: RedisConfig,
+    pub(crate) client: redis::Client,
+    /// The contents of `hmac_key_path`.
+    pub(crate) hmac_key: Option<Vec<u8>>,
+}
+
 /// Everything [`RateLimitConfig::build`](crate::RateLimitConfig::build) validated.
 pub(crate) struct StageParts {
     pub(crate) limits: Vec<Limit>,
     pub(crate) routes: usize,
-    pub(crate) redis: Option<(RedisConfig, redis::Client)>,
+    pub(crate) redis: Option<RedisParts>,
     pub(crate) ipv6_prefix_len: u8,
     pub(crate) response_headers: bool,
     pub(crate) sweep_interval: Duration,
@@ -118,10 +126,9 @@ impl RateLimitStage {
             .collect();
         let unrouted =
             parts.limits.iter().enumerate().filter(|(_, l)| l.routes.is_none()).map(|(i, _)| i).collect();
-        let redis = parts
-            .redis
-            .as_ref()
-            .map(|(cfg, client)| Arc::new(RedisBackend::new(cfg, client.clone(), &parts.limits)));
+        let redis = parts.redis.as_ref().map(|r| {
+            Arc::new(RedisBackend::new(&r.cfg, r.client.clone(), r.hmac_key.as_deref(), &parts.limits))
+        });
         let local = redis.as_ref().is_none_or(|r| r.failure_mode == FailureMode::Local);
         let memory = local.then(|| MemoryBackend::new(&parts.limits, clock));
         let inner = Inner {

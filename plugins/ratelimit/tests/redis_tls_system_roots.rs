@@ -1,7 +1,7 @@
 //! `rediss://` without `tls.ca_path` trusts the operating system's roots (rustls-native-certs,
-//! read at each connection attempt). The test points them at its own CA with `SSL_CERT_FILE`,
-//! which is process-wide: this binary holds this one test, which sets it before any other thread
-//! of its own starts.
+//! read once when the config is built; phigate-redis tests that reconnections do not re-read).
+//! The test points them at its own CA with `SSL_CERT_FILE`, which is process-wide: this binary
+//! holds this one test, which sets it before any other thread of its own starts.
 
 mod common;
 

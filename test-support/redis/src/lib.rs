@@ -1,10 +1,12 @@
 //! Test support for the stages that use Redis: a real `redis-server` on a free loopback port
-//! (plain, or with a TLS 1.3 port besides), killed and reaped on drop, and a bounded wait for
-//! conditions that background tasks make true. Tests fail (they are not skipped) when
-//! `redis-server` is missing; `.ci/setup` installs it.
+//! (plain, or with a TLS 1.3 port besides), killed and reaped on drop, a throwaway PKI for the
+//! TLS port ([`pki`]), and a bounded wait for conditions that background tasks make true. Tests
+//! fail (they are not skipped) when `redis-server` is missing; `.ci/setup` installs it.
 
 // Test support: a server that cannot start is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod pki;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -147,6 +149,26 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A `redis-server` with a TLS 1.3 port presenting `server_cert` (certificate, key file names)
+/// from `pki`, client certificates checked against the PKI's CA; `auth_clients` is
+/// `tls-auth-clients yes`.
+pub fn tls_server(pki: &pki::Pki, server_cert: (&str, &str), auth_clients: bool) -> RedisServer {
+    RedisServer::start_tls(
+        &pki.path(server_cert.0),
+        &pki.path(server_cert.1),
+        &pki.path(pki::CA),
+        auth_clients,
+    )
+}
+
+/// Installs what the gateway installs before anything starts: ring, TLS 1.3 suites only, as the
+/// process-default rustls provider (the Redis client builds its TLS config from it). Idempotent.
+pub fn install_tls13_provider() {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.retain(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
+    let _ = rustls::crypto::CryptoProvider::install_default(provider);
 }
 
 /// Waits (at most 10 s) until `f` holds, polling every few milliseconds while other tasks run.

@@ -100,7 +100,8 @@ impl ExfilConfig {
     /// the gateway spawns it, alerts queue up (bounded). With `shared`, a second background task
     /// keeps the Redis connection (it never connects before it is spawned).
     ///
-    /// Opens files (alerts, HMAC key): call it from start-up code, not from an async worker.
+    /// Opens files (alerts, HMAC key, TLS material and, for `rediss://` without `tls.ca_path`, the
+    /// system's trusted roots): call it from start-up code, not from an async worker.
     ///
     /// # Errors
     /// Every problem in the section at once (never echoing values), or the alerts file not
@@ -119,10 +120,7 @@ impl ExfilConfig {
         clock: Arc<dyn Clock>,
     ) -> Result<ExfilStage, Vec<ConfigIssue>> {
         let mut issues = self.issues();
-        let shared = self
-            .shared
-            .as_ref()
-            .and_then(|s| s.settings(&resolve(ctx.config_dir, &s.hmac_key_path), &mut issues));
+        let shared = self.shared.as_ref().and_then(|s| s.settings(ctx.config_dir, &mut issues));
         if !issues.is_empty() {
             return Err(issues);
         }

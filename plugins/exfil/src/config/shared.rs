@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use phigate_plugin::ConfigIssue;
+use phigate_redis::{ConfigKeys, RedisTlsConfig};
 use schemars::JsonSchema;
 use serde::Deserialize;
+
+use super::resolve;
 
 /// Shares `action: block` decisions between the gateway's replicas through Redis, so that a
 /// principal blocked by one replica is refused by all of them. Detection, not authorization:
@@ -14,9 +17,16 @@ use serde::Deserialize;
 #[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharedConfig {
-    /// `redis://[user:password@]host[:port][/db]` (`redis+unix:///path` also works). TLS
-    /// (`rediss://`) is not supported by this build yet. Never logged. Required.
+    /// `rediss://[user:password@]host[:port][/db]` for TLS (TLS 1.3; the server certificate must
+    /// name `host`), or `redis://...` / `redis+unix:///path` in the clear (only on a link that is
+    /// already encrypted: HIPAA asks for encryption in transit inside the network too). The
+    /// `#insecure` fragment (no certificate check) is refused. Never logged. Required.
     pub redis_url: String,
+    /// Certificates for a `rediss://` URL: the CA to trust instead of the system roots, and a
+    /// client certificate for Redis `tls-auth-clients yes`. Refused with `redis://`. Default:
+    /// none (the system roots, read when the config is loaded; no client certificate).
+    #[serde(default)]
+    pub tls: Option<RedisTlsConfig>,
     /// Key for the HMAC-SHA256 that names a principal in Redis (raw bytes, at least 32; the same
     /// file on every replica). Redis only ever sees this keyed hash of issuer and subject, never
     /// the identity. Relative to the config file's directory. Required.
@@ -46,14 +56,12 @@ fn default_timeout_ms() -> u64 {
     1000
 }
 
-/// Shortest accepted HMAC key, in bytes.
-const MIN_KEY_BYTES: usize = 32;
-
 impl std::fmt::Debug for SharedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password: a debug print of the config must not.
         f.debug_struct("SharedConfig")
             .field("redis_url", &"<redacted>")
+            .field("tls", &self.tls)
             .field("hmac_key_path", &self.hmac_key_path)
             .field("channel", &self.channel)
             .field("key_prefix", &self.key_prefix)
@@ -76,6 +84,7 @@ impl SharedConfig {
     pub fn new(redis_url: impl Into<String>, hmac_key_path: impl Into<PathBuf>) -> Self {
         SharedConfig {
             redis_url: redis_url.into(),
+            tls: None,
             hmac_key_path: hmac_key_path.into(),
             channel: default_channel(),
             key_prefix: default_key_prefix(),
@@ -83,8 +92,9 @@ impl SharedConfig {
         }
     }
 
-    /// Checks the section and reads the key (`key_path` already resolved); pushes every problem.
-    pub(crate) fn settings(&self, key_path: &Path, issues: &mut Vec<ConfigIssue>) -> Option<SharedSettings> {
+    /// Checks the section and reads its files (the HMAC key, the TLS material; relative paths
+    /// against `dir`); pushes every problem.
+    pub(crate) fn settings(&self, dir: &Path, issues: &mut Vec<ConfigIssue>) -> Option<SharedSettings> {
         let before = issues.len();
         let mut bad = |k: &str, m: &str| issues.push(ConfigIssue::new(format!("shared.{k}"), m));
         if !(1..=60_000).contains(&self.timeout_ms) {
@@ -99,26 +109,10 @@ impl SharedConfig {
         if !plain(&self.key_prefix) || self.key_prefix.contains(['*', '?', '[', ']', '\\']) {
             bad("key_prefix", "must be 1-64 characters without spaces, control or glob characters");
         }
-        let client = if self.redis_url.starts_with("rediss:") || self.redis_url.starts_with("valkeys:") {
-            bad("redis_url", "TLS (rediss://) is not supported by this build");
-            None
-        } else {
-            // The parser's message may quote the URL (and its password): report a fixed text.
-            redis::Client::open(self.redis_url.as_str())
-                .map_err(|_| bad("redis_url", "is not a valid redis:// URL"))
-                .ok()
-        };
-        let key = match std::fs::read(key_path) {
-            Ok(k) if k.len() >= MIN_KEY_BYTES => Some(k),
-            Ok(_) => {
-                bad("hmac_key_path", "key shorter than 32 bytes");
-                None
-            }
-            Err(e) => {
-                bad("hmac_key_path", &format!("cannot be read: {}", e.kind()));
-                None
-            }
-        };
+        let keys = ConfigKeys { url: "shared.redis_url", tls: "shared.tls" };
+        let client = phigate_redis::client(&self.redis_url, self.tls.as_ref(), dir, keys, issues);
+        let key_path = resolve(dir, &self.hmac_key_path);
+        let key = phigate_redis::read_hmac_key(&key_path, "shared.hmac_key_path", issues);
         if issues.len() != before {
             return None;
         }

@@ -41,6 +41,10 @@ impl From<RedisError> for Failure {
     fn from(e: RedisError) -> Self {
         if e.is_timeout() {
             Failure("timeout")
+        } else if phigate_redis::is_tls_error(&e) {
+            // Before the other kinds: a certificate problem is not Redis being away, and is
+            // fixed elsewhere (the CA, the server's certificate, the client certificate).
+            Failure("tls")
         } else if e.is_connection_refusal() {
             Failure("connect")
         } else if e.is_io_error() || e.is_connection_dropped() {

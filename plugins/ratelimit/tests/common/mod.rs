@@ -2,8 +2,6 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
-pub mod pki;
-
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,18 +12,7 @@ use phigate_plugin::{
 };
 use phigate_ratelimit::{RateLimitConfig, RateLimitStage};
 
-pub use phigate_test_redis::{eventually, free_port, RedisServer};
-
-/// A `redis-server` with a TLS 1.3 port presenting `server_cert` (certificate, key) from `pki`,
-/// client certificates checked against the test CA; `auth_clients` is `tls-auth-clients yes`.
-pub fn tls_server(pki: &pki::Pki, server_cert: (&str, &str), auth_clients: bool) -> RedisServer {
-    RedisServer::start_tls(
-        &pki.path(server_cert.0),
-        &pki.path(server_cert.1),
-        &pki.path(pki::CA),
-        auth_clients,
-    )
-}
+pub use phigate_test_redis::{eventually, free_port, install_tls13_provider, pki, tls_server, RedisServer};
 
 pub fn routes() -> Vec<Arc<RouteMeta>> {
     ["fhir", "admin"]
@@ -94,14 +81,6 @@ pub fn backend_errors() -> u64 {
 /// `phigate_ratelimit_backend_errors_total{kind}`.
 pub fn backend_errors_of(kind: &str) -> u64 {
     counter("phigate_ratelimit_backend_errors_total", &[("kind", kind)])
-}
-
-/// Installs what the gateway installs before anything starts: ring, TLS 1.3 suites only, as the
-/// process-default rustls provider (the Redis client builds its TLS config from it). Idempotent.
-pub fn install_tls13_provider() {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.retain(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
-    let _ = rustls::crypto::CryptoProvider::install_default(provider);
 }
 
 fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {

@@ -1,5 +1,6 @@
 //! A throwaway PKI in a temp dir (removed on drop), made with rcgen for the TLS tests: a CA, a
-//! Redis server certificate for 127.0.0.1, a client certificate, and a second, unrelated CA.
+//! Redis server certificate for 127.0.0.1 (and an expired one), a client certificate, and a
+//! second, unrelated CA.
 
 use std::path::{Path, PathBuf};
 
@@ -9,19 +10,32 @@ use rcgen::{
 };
 use tempfile::TempDir;
 
-/// File names inside [`Pki::dir`].
+/// File names inside [`Pki::dir`]: the CA that signed every certificate below.
 pub const CA: &str = "ca.pem";
+/// A CA that signed nothing here.
 pub const OTHER_CA: &str = "other-ca.pem";
+/// The server certificate, for `127.0.0.1`.
 pub const SERVER_CERT: &str = "server.pem";
+/// Its key.
 pub const SERVER_KEY: &str = "server-key.pem";
+/// A server certificate for `127.0.0.1` that was valid during 2020 only.
 pub const EXPIRED_CERT: &str = "expired.pem";
+/// Its key.
 pub const EXPIRED_KEY: &str = "expired-key.pem";
+/// A client certificate (`clientAuth`).
 pub const CLIENT_CERT: &str = "client.pem";
+/// Its key.
 pub const CLIENT_KEY: &str = "client-key.pem";
 
 /// The PKI's files.
 pub struct Pki {
     dir: TempDir,
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
 }
 
 impl Pki {
@@ -38,16 +52,18 @@ impl Pki {
         let expired = leaf("127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth, true, &issuer);
         write(EXPIRED_CERT, expired.0);
         write(EXPIRED_KEY, expired.1);
-        let client = leaf("phigate-ratelimit", ExtendedKeyUsagePurpose::ClientAuth, false, &issuer);
+        let client = leaf("phigate-redis-client", ExtendedKeyUsagePurpose::ClientAuth, false, &issuer);
         write(CLIENT_CERT, client.0);
         write(CLIENT_KEY, client.1);
         Pki { dir }
     }
 
+    /// The directory holding the files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
+    /// The path of file `name` (one of the constants above).
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
