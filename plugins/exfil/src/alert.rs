@@ -4,6 +4,9 @@
 //! logs or metric labels): the alerts file is the one place a SOC analyst needs them. The
 //! break-glass justification is free text that may itself carry PHI, so only whether it was given
 //! and its length are written.
+//!
+//! An operator's lift of a block (`ExfilStage::unblock`) is a line of the same shape (rule
+//! `block_lifted`, action `lift`): the SOC's evidence of who was let through again, when and why.
 
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -28,15 +31,16 @@ struct AlertV1<'a> {
     session_id: Option<&'a str>,
     client_id: Option<&'a str>,
     source_ip: Option<IpAddr>,
-    route: &'a str,
+    route: Option<&'a str>,
     window_secs: u64,
     observed: u64,
     threshold: u64,
     sample_patient_ids: &'a [PatientId],
     action: &'static str,
     blocked_until: Option<String>,
-    request_id: &'a str,
+    request_id: Option<&'a str>,
     break_glass: Option<BreakGlass>,
+    lift_reason: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -87,7 +91,7 @@ pub(crate) fn line(
         session_id: p.session_id.as_deref(),
         client_id: p.client_id.as_deref(),
         source_ip: ctx.client.ip,
-        route: &ctx.route.name,
+        route: Some(&ctx.route.name),
         window_secs: f.window.as_secs(),
         observed: f.observed,
         threshold: f.threshold,
@@ -95,10 +99,53 @@ pub(crate) fn line(
         action: f.action.as_str(),
         blocked_until: blocked_until
             .map(|until| humantime::format_rfc3339_millis(wall_at(wall, now, until)).to_string()),
-        request_id: ctx.request_id.as_str(),
+        request_id: Some(ctx.request_id.as_str()),
         break_glass,
+        lift_reason: None,
     };
-    match serde_json::to_vec(&alert) {
+    encode(&alert)
+}
+
+/// The rule and action of a lift line.
+pub(crate) const LIFT_RULE: &str = "block_lifted";
+const LIFT_ACTION: &str = "lift";
+
+/// Serializes the record of an operator lifting the block of (issuer, subject), with the
+/// operator's `reason` (checked by the caller: bounded, no control characters) and when the
+/// block lifted would have ended, if one was in force here. No request, so no patient.
+pub(crate) fn lift_line(
+    (iss, sub): (&str, &str),
+    reason: &str,
+    wall: SystemTime,
+    blocked_until: Option<SystemTime>,
+) -> Option<Vec<u8>> {
+    let alert = AlertV1 {
+        v: ALERT_VERSION,
+        ts: humantime::format_rfc3339_millis(wall).to_string(),
+        alert_id: uuid::Uuid::new_v4().to_string(),
+        rule: LIFT_RULE,
+        policy_alert: None,
+        principal: PrincipalFields { sub, iss },
+        tenant: None,
+        session_id: None,
+        client_id: None,
+        source_ip: None,
+        route: None,
+        window_secs: 0,
+        observed: 0,
+        threshold: 0,
+        sample_patient_ids: &[],
+        action: LIFT_ACTION,
+        blocked_until: blocked_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        request_id: None,
+        break_glass: None,
+        lift_reason: Some(reason),
+    };
+    encode(&alert)
+}
+
+fn encode(alert: &AlertV1<'_>) -> Option<Vec<u8>> {
+    match serde_json::to_vec(alert) {
         Ok(mut out) => {
             out.push(b'\n');
             Some(out)

@@ -23,6 +23,11 @@ impl<K: Hash + Eq + Clone> Blocks<K> {
         Blocks { map: RwLock::new(HashMap::new()), len: AtomicUsize::new(0), cap: cap.max(1) }
     }
 
+    /// The most blocks kept.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Whether no block is recorded (one atomic load).
     pub(crate) fn is_empty(&self) -> bool {
         self.len.load(Ordering::Acquire) == 0
@@ -62,6 +67,44 @@ impl<K: Hash + Eq + Clone> Blocks<K> {
         done
     }
 
+    /// Ends the block on `key` if it ends no later than `covers` (a lift covers the blocks
+    /// decided before it, not a later, longer one). Returns the end of the block removed, if it
+    /// was still in force at `now`.
+    pub(crate) fn lift(&self, key: &K, covers: Instant, now: Instant) -> Option<Instant> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let removed = match map.get(key) {
+            Some(until) if *until <= covers => map.remove(key),
+            _ => None,
+        };
+        self.len.store(map.len(), Ordering::Release);
+        removed.filter(|until| now < *until)
+    }
+
+    /// When the block on `key` ends, if one is recorded.
+    pub(crate) fn get(&self, key: &K) -> Option<Instant> {
+        if self.is_empty() {
+            return None;
+        }
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(key).copied()
+    }
+
+    /// The blocks in force at `now`, at most `cap` (the map's own bound).
+    pub(crate) fn list(&self, now: Instant) -> Vec<(K, Instant)> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.iter().filter(|(_, u)| now < **u).map(|(k, u)| (k.clone(), *u)).collect()
+    }
+
+    /// The keys of the blocks in force at `now` for which `pick` holds.
+    pub(crate) fn keys_where(&self, now: Instant, mut pick: impl FnMut(&K) -> bool) -> Vec<K> {
+        self.list(now).into_iter().map(|(k, _)| k).filter(|k| pick(k)).collect()
+    }
+
     /// Forgets the blocks that ended by `now` (so that `is_empty` holds again).
     pub(crate) fn sweep(&self, now: Instant) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
@@ -94,6 +137,30 @@ mod tests {
         b.block(&"k", t0 + Duration::from_secs(100), t0);
         b.block(&"k", t0 + Duration::from_secs(10), t0);
         assert!(b.is_blocked(&"k", t0 + Duration::from_secs(50)));
+    }
+
+    #[test]
+    fn a_lift_removes_the_blocks_it_covers_only() {
+        let t0 = Instant::now();
+        let b = Blocks::new(4);
+        b.block(&"k", t0 + Duration::from_secs(100), t0);
+        assert_eq!(b.lift(&"k", t0 + Duration::from_secs(99), t0), None, "a later block stays");
+        assert!(b.is_blocked(&"k", t0));
+        assert_eq!(b.lift(&"k", t0 + Duration::from_secs(100), t0), Some(t0 + Duration::from_secs(100)));
+        assert!(!b.is_blocked(&"k", t0) && b.is_empty());
+        assert_eq!(b.lift(&"k", t0 + Duration::from_secs(100), t0), None, "nothing left");
+        b.block(&"e", t0 + Duration::from_secs(5), t0);
+        assert_eq!(b.lift(&"e", t0 + Duration::from_secs(9), t0 + Duration::from_secs(6)), None, "ended");
+    }
+
+    #[test]
+    fn list_shows_only_blocks_in_force() {
+        let t0 = Instant::now();
+        let b = Blocks::new(4);
+        b.block(&"a", t0 + Duration::from_secs(5), t0);
+        b.block(&"b", t0 + Duration::from_secs(50), t0);
+        assert_eq!(b.list(t0 + Duration::from_secs(6)), vec![("b", t0 + Duration::from_secs(50))]);
+        assert_eq!(b.keys_where(t0, |k| *k == "a"), vec!["a"]);
     }
 
     #[test]

@@ -12,3 +12,13 @@ pub enum FlushError {
     #[error("alert lines could not be written to the alerts file")]
     Io,
 }
+
+/// Why [`ExfilStage::unblock`](crate::ExfilStage::unblock) refused to lift a block.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+pub enum UnblockError {
+    /// The reason is empty (after trimming), longer than
+    /// [`MAX_REASON_BYTES`](crate::MAX_REASON_BYTES), or holds control characters (which could
+    /// forge lines or terminal escapes in whatever displays the alerts file).
+    #[error("the reason must be 1 to 512 bytes of text without control characters")]
+    ReasonInvalid,
+}

@@ -24,6 +24,9 @@
 //!   blocks. Requests never wait on Redis; without it each replica still blocks what it sees.
 //!   `rediss://` (TLS 1.3, optional `tls:` block with a CA and a client certificate) is set up by
 //!   `phigate-redis`, as for the rate-limit stage; a TLS failure counts as `kind="tls"`.
+//! * **Lifting a block** ([`ExfilStage::unblock`], listed by [`ExfilStage::blocks`]): an operator
+//!   who confirmed a false positive ends the block at once, on every replica with `shared`; the
+//!   principal's windows are reset and the lift is an alert line (`block_lifted`) with the reason.
 //! * **SIGHUP** ([`reload`](phigate_plugin::Stage::reload)) reopens the alerts file (rotation).
 //! * **Memory**: windows live in a moka cache bounded by `max_principals` and expiring after the
 //!   longest window of idleness; each window keeps at most `threshold + 1` elements.
@@ -35,6 +38,7 @@ mod blocks;
 mod clock;
 mod config;
 mod error;
+mod local;
 mod metrics;
 mod response;
 mod rules;
@@ -50,7 +54,7 @@ pub use config::{
     Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, PagingMeasure,
     PolicyAlertsConfig, RateDenialsConfig, SharedConfig,
 };
-pub use error::FlushError;
+pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;
 pub use phigate_redis::RedisTlsConfig;
-pub use stage::ExfilStage;
+pub use stage::{BlockView, ExfilStage, MAX_REASON_BYTES};

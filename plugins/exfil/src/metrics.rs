@@ -76,6 +76,14 @@ pub(crate) static BLOCKS_NOT_RECORDED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+/// Blocks lifted by an operator on this replica (`ExfilStage::unblock`).
+pub(crate) static BLOCKS_LIFTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "phigate_exfil_blocks_lifted_total",
+        "Principals whose block an operator lifted on this replica (each also an alert line).",
+    )
+});
+
 /// Failures of the Redis link of `shared`, by kind (`connect`, `timeout`, `io`, `tls`, `command`,
 /// `malformed`, `queue_full`).
 pub(crate) static SHARED_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -108,6 +116,9 @@ pub(crate) struct Stats {
     pub(crate) shared_received: AtomicU64,
     pub(crate) shared_errors: AtomicU64,
     pub(crate) shared_dropped: AtomicU64,
+    pub(crate) blocks_lifted: AtomicU64,
+    pub(crate) shared_lifts_published: AtomicU64,
+    pub(crate) shared_lifts_received: AtomicU64,
 }
 
 /// A snapshot of one stage's counters.
@@ -130,8 +141,14 @@ pub struct ExfilStats {
     pub shared_received: u64,
     /// Failed Redis connections or exchanges, and malformed announcements.
     pub shared_errors: u64,
-    /// Blocks not shared because the queue to the Redis task was full.
+    /// Blocks or lifts not shared because the queue to the Redis task was full.
     pub shared_dropped: u64,
+    /// Lifts an operator asked of this replica (`unblock`), whether or not a block was in force.
+    pub blocks_lifted: u64,
+    /// Lifts of this replica recorded and announced in Redis.
+    pub shared_lifts_published: u64,
+    /// Lifts of other replicas applied here (announced, or recorded and loaded at connection).
+    pub shared_lifts_received: u64,
 }
 
 impl Stats {
@@ -151,6 +168,9 @@ impl Stats {
             shared_received: get(&self.shared_received),
             shared_errors: get(&self.shared_errors),
             shared_dropped: get(&self.shared_dropped),
+            blocks_lifted: get(&self.blocks_lifted),
+            shared_lifts_published: get(&self.shared_lifts_published),
+            shared_lifts_received: get(&self.shared_lifts_received),
         }
     }
 }

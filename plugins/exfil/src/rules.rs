@@ -64,4 +64,15 @@ impl Rules {
             .max()
             .unwrap_or(Duration::from_secs(1))
     }
+
+    /// The longest block a rule here can impose (zero when no rule blocks).
+    pub(crate) fn longest_block(&self) -> Duration {
+        [self.distinct, self.paging, self.probes, self.denials]
+            .iter()
+            .flatten()
+            .filter(|r| r.action == Action::Block)
+            .map(|r| r.block)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
 }

@@ -1,5 +1,9 @@
 //! The [`ExfilStage`]: refuses blocked principals in `on_request`, feeds the windows and raises
-//! alerts in `on_complete`.
+//! alerts in `on_complete`. Operators list and lift blocks through [`lift`].
+
+mod lift;
+
+pub use lift::{BlockView, MAX_REASON_BYTES};
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -8,18 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Denial, ErrorCode, Flow, Principal, Readiness, RequestCtx, Stage, Subject,
+    async_trait, BackgroundTask, Denial, ErrorCode, Flow, Principal, Readiness, RequestCtx, Stage,
 };
 
 use crate::alert;
-use crate::blocks::Blocks;
 use crate::clock::Clock;
 use crate::config::Action;
 use crate::config::{PagingMeasure, SharedSettings};
 use crate::error::FlushError;
+use crate::local::{key_of, Local, PrincipalKey};
 use crate::metrics::{self, ExfilStats, Stats};
 use crate::response::{self, ResponseFacts};
 use crate::rules::Rules;
@@ -27,19 +29,12 @@ use crate::shared::{Shared, SharedTask};
 use crate::state::{Finding, Observation, PrincipalState};
 use crate::writer::{self, AlertQueue, WriterFlags, WriterTask};
 
-/// A principal: the subject is unique only within its issuer.
-type PrincipalKey = (Arc<str>, Subject);
-
-fn key_of(p: &Principal) -> PrincipalKey {
-    (p.issuer.clone(), p.subject.clone())
-}
-
 /// The exfiltration watch stage. Built by [`ExfilConfig::build`](crate::ExfilConfig::build).
 pub struct ExfilStage {
     rules: Rules,
     clock: Arc<dyn Clock>,
-    principals: Cache<PrincipalKey, Arc<Mutex<PrincipalState>>>,
-    blocks: Blocks<PrincipalKey>,
+    /// This replica's windows and blocks (the Redis task lifts them too).
+    local: Arc<Local>,
     queue: AlertQueue,
     task: Mutex<Option<WriterTask>>,
     /// Blocks shared with the other replicas (`shared:`), and its task until handed out.
@@ -67,21 +62,10 @@ impl ExfilStage {
         let stats = Arc::new(Stats::default());
         let flags = WriterFlags { healthy: Arc::new(AtomicBool::new(true)), ..WriterFlags::default() };
         let (queue, task) = writer::channel(queue_capacity, (file, path.clone()), stats.clone(), &flags);
-        // Real-time idle expiry only bounds memory: a principal idle for longer than every
-        // window has nothing left in any window (nor an alert to de-duplicate). What is inside a
-        // window is always decided with `clock`.
-        let principals = Cache::builder()
-            .max_capacity(max_principals)
-            .time_to_idle(rules.longest_window() + Duration::from_secs(1))
-            // LRU, not moka's default TinyLFU: TinyLFU may refuse to admit a new principal while
-            // the cache is full, and an unadmitted principal would never be watched.
-            .eviction_policy(EvictionPolicy::lru())
-            .build();
-        let cap = usize::try_from(max_principals).unwrap_or(usize::MAX);
-        let blocks = Blocks::new(cap);
+        let local = Arc::new(Local::new(max_principals, rules.longest_window() + Duration::from_secs(1)));
         let (shared, shared_task) = match shared {
             Some(s) => {
-                let (handle, task) = Shared::new(s, cap, clock.clone(), stats.clone());
+                let (handle, task) = Shared::new(s, local.clone(), clock.clone(), stats.clone());
                 (Some(handle), Some(task))
             }
             None => (None, None),
@@ -89,8 +73,7 @@ impl ExfilStage {
         ExfilStage {
             rules,
             clock,
-            principals,
-            blocks,
+            local,
             queue,
             task: Mutex::new(Some(task)),
             shared,
@@ -124,12 +107,12 @@ impl ExfilStage {
     fn raise(&self, ctx: &RequestCtx, p: &Principal, key: &PrincipalKey, f: &Finding, now: Instant) {
         let until = (f.action == Action::Block).then(|| now + f.block);
         if let Some(until) = until {
-            if !self.blocks.block(key, until, now) {
+            if !self.local.blocks.block(key, until, now) {
                 metrics::BLOCKS_NOT_RECORDED.inc();
                 log::error!("exfil block not recorded: max_principals blocks already in force");
             }
             if let Some(shared) = &self.shared {
-                shared.publish(p, until);
+                shared.publish(&p.issuer, p.subject.as_str(), until);
             }
         }
         metrics::ALERTS.with_label_values(&[f.rule.as_str(), f.action.as_str()]).inc();
@@ -212,8 +195,8 @@ impl Stage for ExfilStage {
             return Ok(Flow::Continue);
         };
         let now = self.clock.now();
-        if self.blocks.is_blocked(&key_of(p), now)
-            || self.shared.as_ref().is_some_and(|s| s.is_blocked(p, now))
+        if self.local.blocks.is_blocked(&key_of(p), now)
+            || self.shared.as_ref().is_some_and(|s| s.is_blocked(&p.issuer, p.subject.as_str(), now))
         {
             metrics::BLOCKED.inc();
             Stats::bump(&self.stats.blocked_requests, 1);
@@ -257,7 +240,8 @@ impl Stage for ExfilStage {
         }
         let key = key_of(p);
         let now = self.clock.now();
-        let state = self.principals.get_with_by_ref(&key, || Arc::new(Mutex::new(PrincipalState::default())));
+        let state =
+            self.local.principals.get_with_by_ref(&key, || Arc::new(Mutex::new(PrincipalState::default())));
         let found = {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
             st.observe(&self.rules, now, &observation(ctx))

@@ -204,7 +204,7 @@ async fn readme_examples_have_exactly_the_keys_the_stage_writes() {
         .filter(|l| l.starts_with(r#"{"v":1"#))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(examples.len(), 2);
+    assert_eq!(examples.len(), 3);
 
     let h = policy_alerts(0, 16);
     h.spawn_writer();
@@ -215,6 +215,11 @@ async fn readme_examples_have_exactly_the_keys_the_stage_writes() {
     plain.extend(["break_glass.reason_bytes".to_owned(), "break_glass.reason_given".to_owned()]);
     plain.sort();
     assert_eq!(plain, key_set(&real[0]), "example drifted");
+
+    h.stage.unblock(common::ISSUER, "dr-who", "false positive").unwrap();
+    let lifted = h.alerts().await;
+    assert_eq!(key_set(&examples[2]), key_set(&lifted[1]), "lift example drifted");
+    assert_eq!((&lifted[1]["rule"], &lifted[1]["action"]), (&examples[2]["rule"], &examples[2]["action"]));
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::mpsc;
 
-use super::{announcement, parse_announcement, parse_digest, Digest, Outgoing, SharedState, DOWN, UP};
+use super::message::{self, Message, Record, LIFTED};
+use super::{Command, Digest, Outgoing, SharedState, DOWN, UP};
 use crate::config::SharedSettings;
 use crate::metrics::{self, Stats};
 
@@ -24,11 +25,25 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 const SCAN_COUNT: usize = 512;
 const MAX_SCAN_STEPS: usize = 10_000;
 
-/// Records the block unless a longer one is recorded, and announces it, atomically: a replica
-/// that announces a shorter block never shortens the recorded one.
-const RECORD: &str = "local cur = tonumber(redis.call('GET', KEYS[1])) \
+/// Records the block unless a longer one is recorded, or a lift covering it, and announces it,
+/// atomically: a replica that announces a shorter block never shortens the recorded one, and a
+/// replica that missed a lift (it was away from Redis) does not record again the block lifted.
+/// KEYS: the block's record, the lift's record.
+const RECORD: &str = "local lifted = tonumber(redis.call('GET', KEYS[2])) \
+if lifted and lifted >= tonumber(ARGV[1]) then return 0 end \
+local cur = tonumber(redis.call('GET', KEYS[1])) \
 if cur and cur >= tonumber(ARGV[1]) then return 0 end \
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) \
+redis.call('PUBLISH', ARGV[3], ARGV[4]) \
+return 1";
+
+/// Deletes the block's record if the lift covers it (a later block recorded meanwhile stays),
+/// records the lift until what it covers ends (for replicas away now: they read it on
+/// reconnect), and announces it. ARGV: covers (Unix s), seconds left, channel, message.
+const LIFT: &str = "local cur = tonumber(redis.call('GET', KEYS[1])) \
+if cur and cur <= tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) end \
+local was = tonumber(redis.call('GET', KEYS[2])) \
+if not was or was < tonumber(ARGV[1]) then redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2]) end \
 redis.call('PUBLISH', ARGV[3], ARGV[4]) \
 return 1";
 
@@ -63,11 +78,14 @@ pub(crate) struct SharedTask {
     timeout: Duration,
     cap: usize,
     state: Arc<SharedState>,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: mpsc::Receiver<Command>,
     /// This replica's blocks still in force (hash → end, Unix seconds), recorded again after
     /// each reconnect: a block whose sharing failed, or that a restarted Redis lost, is shared
     /// once Redis is back. At most `cap`.
     own: HashMap<Digest, u64>,
+    /// This replica's lifts (hash → latest block end covered), sent again after each reconnect
+    /// until what they cover has ended, for the same reasons. At most `cap`.
+    lifts: HashMap<Digest, u64>,
 }
 
 /// One live link: a connection for commands, one subscribed to the channel.
@@ -81,7 +99,7 @@ impl SharedTask {
     pub(super) fn new(
         s: SharedSettings,
         state: Arc<SharedState>,
-        rx: mpsc::Receiver<Outgoing>,
+        rx: mpsc::Receiver<Command>,
         cap: usize,
     ) -> Self {
         SharedTask {
@@ -93,6 +111,7 @@ impl SharedTask {
             state,
             rx,
             own: HashMap::new(),
+            lifts: HashMap::new(),
         }
     }
 
@@ -134,20 +153,29 @@ impl SharedTask {
                 Ok::<_, RedisError>(Link { conn, sink, stream })
             })
             .await?;
-        self.load(&mut link.conn).await?;
+        for lift in self.load(&mut link.conn).await? {
+            self.lifted_elsewhere(&lift);
+        }
         let wall = self.wall_secs();
         self.own.retain(|_, until| *until > wall);
-        let own: Vec<Outgoing> =
-            self.own.iter().map(|(d, u)| Outgoing { digest: *d, until_unix: *u }).collect();
-        for out in own {
-            self.share(&mut link.conn, out).await?;
+        self.lifts.retain(|_, covers| *covers > wall);
+        let listed = |m: &HashMap<Digest, u64>| -> Vec<Outgoing> {
+            m.iter().map(|(d, u)| Outgoing { digest: *d, until_unix: *u }).collect()
+        };
+        for out in listed(&self.lifts) {
+            self.share(&mut link.conn, Command::Lift(out)).await?;
+        }
+        for out in listed(&self.own) {
+            self.share(&mut link.conn, Command::Block(out)).await?;
         }
         self.state.mark(UP, "");
         Ok(link)
     }
 
-    /// Applies the blocks recorded under the prefix (bounded).
-    async fn load(&self, conn: &mut MultiplexedConnection) -> Result<(), Failure> {
+    /// Applies the blocks recorded under the prefix (bounded); returns the lifts recorded, for
+    /// the caller to apply.
+    async fn load(&self, conn: &mut MultiplexedConnection) -> Result<Vec<Outgoing>, Failure> {
+        let mut lifts = Vec::new();
         let pattern = format!("{}*", self.prefix);
         let (mut cursor, mut seen) = (0u64, 0usize);
         for _ in 0..MAX_SCAN_STEPS {
@@ -158,10 +186,13 @@ impl SharedTask {
                 let values: Vec<Option<String>> =
                     self.bounded(redis::cmd("MGET").arg(&keys).query_async(conn)).await?;
                 for (key, value) in keys.iter().zip(values) {
-                    let digest = key.strip_prefix(self.prefix.as_str()).and_then(parse_digest);
-                    let until = value.and_then(|v| v.parse::<u64>().ok());
-                    if let (Some(digest), Some(until)) = (digest, until) {
-                        self.state.apply(&digest, until);
+                    let record = message::parse_record(&self.prefix, key);
+                    match (record, value.and_then(|v| v.parse::<u64>().ok())) {
+                        (Some(Record::Block(digest)), Some(until)) => self.state.apply(&digest, until),
+                        (Some(Record::Lifted(digest)), Some(until)) => {
+                            lifts.push(Outgoing { digest, until_unix: until });
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -171,7 +202,7 @@ impl SharedTask {
             }
             cursor = next;
         }
-        Ok(())
+        Ok(lifts)
     }
 
     /// Serves one link until it fails, or until the stage is gone (`Ok`).
@@ -184,10 +215,10 @@ impl SharedTask {
                     Some(m) => self.receive(m.get_payload_bytes()),
                     None => return Err(Failure("io")),
                 },
-                out = self.rx.recv() => match out {
-                    Some(out) => {
-                        self.remember(out);
-                        self.share(&mut link.conn, out).await?;
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => {
+                        self.remember(cmd);
+                        self.share(&mut link.conn, cmd).await?;
                     }
                     None => return Ok(()),
                 },
@@ -206,38 +237,71 @@ impl SharedTask {
         self.state.clock.wall().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
     }
 
-    /// Keeps `out` for re-recording after a reconnect (the longer block wins).
-    fn remember(&mut self, out: Outgoing) {
-        if self.own.len() >= self.cap && !self.own.contains_key(&out.digest) {
-            let wall = self.wall_secs();
-            self.own.retain(|_, until| *until > wall);
+    /// Keeps a block or a lift for sending again after a reconnect (the later end wins). A
+    /// lift drops the blocks of this replica it covers, so a reconnect does not record them
+    /// again.
+    fn remember(&mut self, cmd: Command) {
+        let wall = self.wall_secs();
+        let (map, out) = match cmd {
+            Command::Block(out) => (&mut self.own, out),
+            Command::Lift(out) => {
+                if self.own.get(&out.digest).is_some_and(|until| *until <= out.until_unix) {
+                    self.own.remove(&out.digest);
+                }
+                (&mut self.lifts, out)
+            }
+        };
+        if map.len() >= self.cap && !map.contains_key(&out.digest) {
+            map.retain(|_, until| *until > wall);
         }
-        if self.own.len() < self.cap || self.own.contains_key(&out.digest) {
-            let until = self.own.entry(out.digest).or_insert(out.until_unix);
+        if map.len() < self.cap || map.contains_key(&out.digest) {
+            let until = map.entry(out.digest).or_insert(out.until_unix);
             *until = (*until).max(out.until_unix);
         }
     }
 
-    /// Records and announces one of this replica's blocks (skipped once it has ended).
-    async fn share(&self, conn: &mut MultiplexedConnection, out: Outgoing) -> Result<(), Failure> {
+    /// Applies a lift decided by another replica, here and to this replica's own blocks.
+    fn lifted_elsewhere(&mut self, lift: &Outgoing) {
+        if self.own.get(&lift.digest).is_some_and(|until| *until <= lift.until_unix) {
+            self.own.remove(&lift.digest);
+        }
+        self.state.apply_lift(&lift.digest, lift.until_unix);
+    }
+
+    /// Records and announces one of this replica's blocks or lifts (skipped once it has ended).
+    async fn share(&self, conn: &mut MultiplexedConnection, cmd: Command) -> Result<(), Failure> {
+        let (Command::Block(out) | Command::Lift(out)) = cmd;
         let Some(ttl) = out.until_unix.checked_sub(self.wall_secs()).filter(|t| *t > 0) else {
             return Ok(());
         };
-        let key = format!("{}{}", self.prefix, hex::encode(out.digest));
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(RECORD).arg(1).arg(key).arg(out.until_unix).arg(ttl);
-        cmd.arg(&self.channel).arg(announcement(&self.state.origin, &out));
-        // 0: a block as long was recorded already (by another replica, or before a reconnect).
-        if self.bounded(cmd.query_async::<i64>(conn)).await? == 1 {
-            Stats::bump(&self.state.stats.shared_published, 1);
+        let hash = hex::encode(out.digest);
+        let (origin, digest) = (self.state.origin.as_str(), out.digest);
+        let (script, msg) = match cmd {
+            Command::Block(_) => (RECORD, Message::Block { origin, digest, until: out.until_unix }),
+            Command::Lift(_) => (LIFT, Message::Lift { origin, digest, covers: out.until_unix }),
+        };
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(script).arg(2).arg(format!("{}{hash}", self.prefix));
+        eval.arg(format!("{}{LIFTED}{hash}", self.prefix)).arg(out.until_unix).arg(ttl);
+        eval.arg(&self.channel).arg(msg.encode());
+        // 0: a block as long, or a lift covering it, was recorded already.
+        if self.bounded(eval.query_async::<i64>(conn)).await? == 1 {
+            let sent = match cmd {
+                Command::Block(_) => &self.state.stats.shared_published,
+                Command::Lift(_) => &self.state.stats.shared_lifts_published,
+            };
+            Stats::bump(sent, 1);
         }
         Ok(())
     }
 
-    fn receive(&self, payload: &[u8]) {
-        match parse_announcement(payload) {
-            Some((origin, _, _)) if origin == self.state.origin => {}
-            Some((_, digest, until)) => self.state.apply(&digest, until),
+    fn receive(&mut self, payload: &[u8]) {
+        match message::parse(payload) {
+            Some(m) if m.origin() == self.state.origin => {}
+            Some(Message::Block { digest, until, .. }) => self.state.apply(&digest, until),
+            Some(Message::Lift { digest, covers, .. }) => {
+                self.lifted_elsewhere(&Outgoing { digest, until_unix: covers });
+            }
             None => {
                 metrics::SHARED_ERRORS.with_label_values(&["malformed"]).inc();
                 let n = Stats::bump(&self.state.stats.shared_errors, 1);
