@@ -1,6 +1,8 @@
 //! `shared:` blocks through a real `redis-server`: a principal blocked by one replica is refused
 //! by the others, including those started later; Redis never names the principal; without
-//! Redis each replica still blocks on its own, and sharing resumes when Redis is back.
+//! Redis each replica still blocks on its own, and sharing resumes when Redis is back. An
+//! operator's lift on any replica ends the block on all of them, including replicas started or
+//! reconnected later, and a stale copy of the block does not bring it back.
 
 #![allow(clippy::unwrap_used)] // test helpers
 
@@ -12,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::redis_server::{conn, eventually, free_port, url, RedisServer};
 use common::{principal, read, Harness};
-use phigate_exfil::{Action, SharedConfig};
+use phigate_exfil::{Action, BlockView, SharedConfig};
 use phigate_plugin::{ErrorCode, Principal, Readiness, Stage};
 
 const PREFIX: &str = "phigate:exfil:block:";
@@ -199,6 +201,144 @@ async fn blocks_lost_by_a_redis_restart_are_recorded_again_on_reconnect() {
     let late = replica(&redis.url(), &key, 300);
     linked(&late).await;
     assert!(refuses(&late, &eve).await);
+}
+
+const REASON: &str = "SOC-4411 confirmed false positive";
+
+/// Publishes `msg` on the blocks channel as another replica would.
+async fn announce(redis: &RedisServer, msg: String) {
+    let mut conn = conn(redis).await;
+    let _: i64 =
+        redis::cmd("PUBLISH").arg("phigate:exfil:blocks").arg(msg).query_async(&mut conn).await.unwrap();
+}
+
+/// Publishes garbage and waits until `h` counted it: every message published before has been
+/// handled by then (one channel, one subscriber connection: delivered in order).
+async fn drained(redis: &RedisServer, h: &Harness) {
+    let before = h.stage.stats().shared_errors;
+    announce(redis, "not an announcement".into()).await;
+    eventually("the marker was handled", async || h.stage.stats().shared_errors > before).await;
+}
+
+#[tokio::test]
+async fn a_lift_on_one_replica_ends_the_block_everywhere_and_a_stale_copy_does_not_revive_it() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 8);
+    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
+    linked(&a).await;
+    linked(&b).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("B refuses eve", async || refuses(&b, &eve).await).await;
+    let block_key = recorded_keys(&redis).await.pop().unwrap();
+    let hash = block_key.strip_prefix(PREFIX).unwrap().to_owned();
+    let until = a.stage.blocks()[0].until_unix;
+
+    // B knows the block only by its name in Redis; A by identity, and by the same name.
+    let received = BlockView {
+        issuer: None,
+        subject: None,
+        shared_name: Some(hash.clone()),
+        until_unix: until,
+        source: "shared",
+    };
+    assert_eq!(b.stage.blocks(), vec![received]);
+    let own = &a.stage.blocks()[0];
+    assert_eq!(
+        (own.subject.as_deref(), own.shared_name.as_deref(), own.source),
+        (Some("eve"), Some(hash.as_str()), "local")
+    );
+
+    assert_eq!(a.stage.unblock(common::ISSUER, "eve", REASON), Ok(true));
+    assert!(!refuses(&a, &eve).await, "lifted here at once");
+    eventually("B lets eve through", async || !refuses(&b, &eve).await).await;
+    assert_eq!(b.stage.blocks(), vec![]);
+    eventually("A recorded the lift", async || a.stage.stats().shared_lifts_published == 1).await;
+    assert_eq!(recorded_keys(&redis).await, vec![format!("{PREFIX}lifted:{hash}")], "block record deleted");
+
+    // The same block announced again after the lift (a replica re-sharing it late).
+    announce(&redis, format!("elsewhere {hash} {until}")).await;
+    drained(&redis, &b).await;
+    drained(&redis, &a).await;
+    assert!(!refuses(&b, &eve).await && !refuses(&a, &eve).await, "the lift holds");
+
+    let late = replica(&redis.url(), &key, 300);
+    linked(&late).await;
+    assert!(!refuses(&late, &eve).await, "nothing to load");
+    assert_eq!(late.stage.stats().shared_received, 0);
+}
+
+#[tokio::test]
+async fn a_lift_survives_a_redis_restart_the_lifting_replica_never_records_the_block_again() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 9);
+    let a = replica(&redis.url(), &key, 300);
+    linked(&a).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("A recorded the block", async || a.stage.stats().shared_published == 1).await;
+    a.stage.unblock(common::ISSUER, "eve", REASON).unwrap();
+    eventually("A recorded the lift", async || a.stage.stats().shared_lifts_published == 1).await;
+
+    redis.kill();
+    let redis = RedisServer::start_on(port).expect("port still free");
+    eventually("A recorded the lift again", async || a.stage.stats().shared_lifts_published == 2).await;
+    let keys = recorded_keys(&redis).await;
+    assert!(keys.len() == 1 && keys[0].contains(":lifted:"), "{keys:?}");
+    assert_eq!(a.stage.stats().shared_published, 1, "the lifted block was not re-recorded");
+}
+
+#[tokio::test]
+async fn a_lift_decided_on_another_replica_ends_the_block_where_it_was_decided() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 10);
+    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
+    linked(&a).await;
+    linked(&b).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("B refuses eve", async || refuses(&b, &eve).await).await;
+
+    assert_eq!(b.stage.unblock(common::ISSUER, "eve", REASON), Ok(true), "B held the received block");
+    assert!(!refuses(&b, &eve).await);
+    eventually("A lets eve through", async || !refuses(&a, &eve).await).await;
+    assert_eq!(a.stage.stats().shared_lifts_received, 1);
+    assert_eq!(a.stage.blocks(), vec![]);
+    eventually("B recorded the lift", async || b.stage.stats().shared_lifts_published == 1).await;
+    assert!(recorded_keys(&redis).await.iter().all(|k| k.contains(":lifted:")), "A's record deleted");
+
+    // A's windows started over too: within the same window, the threshold blocks again (it
+    // would stay quiet for the rest of the window had A kept its de-duplication state).
+    probe(&a, &eve).await;
+    assert!(refuses(&a, &eve).await);
+}
+
+#[tokio::test]
+async fn a_replica_away_during_a_lift_reads_it_on_reconnect_and_drops_its_own_block() {
+    let redis = RedisServer::start_with(free_port(), &["--requirepass", "s3cret"]).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = key_file(tmp.path(), 11);
+    let authed = format!("redis://:s3cret@127.0.0.1:{}/0", redis.port);
+    let (a, away) = (replica(&authed, &key, 300), replica(&redis.url(), &key, 300));
+    linked(&a).await;
+    let eve = principal("eve");
+    probe(&away, &eve).await;
+    eventually("the away replica failed to connect", async || away.stage.stats().shared_errors >= 1).await;
+    assert!(refuses(&away, &eve).await, "blocked locally");
+
+    assert_eq!(a.stage.unblock(common::ISSUER, "eve", REASON), Ok(false), "A never heard of it");
+    eventually("A recorded the lift", async || a.stage.stats().shared_lifts_published == 1).await;
+    // The away replica can now connect: it loads the recorded lift.
+    let reply = redis.command("AUTH s3cret\r\nCONFIG SET requirepass \"\"\r\n").unwrap();
+    assert!(reply.starts_with("+OK"), "{reply}");
+    linked(&away).await;
+    assert!(!refuses(&away, &eve).await, "its own block lifted through the hash");
+    assert_eq!(away.stage.stats().shared_lifts_received, 1);
+    assert!(recorded_keys(&redis).await.iter().all(|k| k.contains(":lifted:")), "not re-recorded");
 }
 
 /// `phigate_exfil_shared_errors_total`, summed over kinds (process-wide).
