@@ -243,7 +243,14 @@ impl SharedState {
     /// it keeps (up to `max_principals`, about 0.13-0.2 µs each: some 20 ms for 100k). That walk
     /// runs on a blocking thread, not on a runtime worker, and never on a request;
     /// `shared_lifts_received` counts the lift once it is done.
+    ///
+    /// A lift already applied (sent again after the lifting replica reconnected, or read back
+    /// from Redis on a reconnect) is not walked again: that would reset windows filled since.
     fn apply_lift(self: &Arc<Self>, digest: &Digest, covers_unix: u64) {
+        let known = self.lifted.lock().unwrap_or_else(|e| e.into_inner()).get(digest).copied();
+        if known.is_some_and(|c| c >= covers_unix) {
+            return;
+        }
         self.remember_lift(&Outgoing { digest: *digest, until_unix: covers_unix });
         let now = self.clock.now();
         let Some(covers) = self.instant_at(covers_unix) else {
@@ -332,5 +339,25 @@ mod tests {
         assert!(s.state.remote.is_empty(), "an older block announced late stays lifted");
         s.state.apply(&[1; 32], wall + 101);
         assert!(s.state.remote.is_blocked(&[1; 32], s.state.clock.now()), "a later block applies");
+    }
+
+    #[test]
+    fn a_lift_resets_the_windows_of_the_hashed_principal_once() {
+        let s = shared(1);
+        let st = &s.state;
+        let key: crate::local::PrincipalKey = (Arc::from("https://idp/"), "eve".into());
+        let other: crate::local::PrincipalKey = (Arc::from("https://idp/"), "bob".into());
+        let fresh = || Arc::new(std::sync::Mutex::new(crate::state::PrincipalState::default()));
+        st.local.principals.insert(key.clone(), fresh());
+        st.local.principals.insert(other.clone(), fresh());
+        let covers = st.wall_now().as_secs() + 300;
+        st.apply_lift(&s.digest("https://idp/", "eve"), covers);
+        assert!(!st.local.principals.contains_key(&key) && st.local.principals.contains_key(&other));
+        assert_eq!(st.stats.shared_lifts_received.load(Ordering::Relaxed), 1);
+
+        st.local.principals.insert(key.clone(), fresh());
+        st.apply_lift(&s.digest("https://idp/", "eve"), covers);
+        assert!(st.local.principals.contains_key(&key), "the same lift again is not walked again");
+        assert_eq!(st.stats.shared_lifts_received.load(Ordering::Relaxed), 1);
     }
 }
