@@ -111,6 +111,8 @@ impl GatewayBuilder {
         let cfg = &self.loaded.config;
         let dir = &self.loaded.dir;
         let built = crate::stages::build_stages(&self.loaded, &crate::runtime::route_metas(cfg))?;
+        let actions = crate::admin::AdminActions::load(&cfg.admin, dir, built.exfil.clone())
+            .map_err(|e| BuildError::Invalid(e.to_string()))?;
         let decide = built.decide.into_iter().chain(self.stages).collect();
         let pipeline = Pipeline::with_record(decide, built.record);
         let runtime = Arc::new(Runtime::build(cfg, dir, pipeline)?);
@@ -137,7 +139,8 @@ impl GatewayBuilder {
             proxy.add_tls_with_settings(&l.address, None, tls.settings);
             certs.push(tls.cert);
         }
-        let mut admin = Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()));
+        let mut admin =
+            Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()).with_actions(actions));
         admin.add_tcp(&cfg.admin.address);
         let reloader = Reloader { certs: Arc::new(certs), runtime: runtime.clone() };
         let background =

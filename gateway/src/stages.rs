@@ -14,6 +14,8 @@ pub struct BuiltStages {
     pub decide: Vec<Arc<dyn Stage>>,
     /// Audit: always last, so its record describes the request exactly as forwarded.
     pub record: Vec<Arc<dyn Stage>>,
+    /// The exfiltration watch (also in `decide`), for the admin actions that lift its blocks.
+    pub exfil: Option<Arc<phigate_exfil::ExfilStage>>,
 }
 
 /// Builds every configured stage.
@@ -28,8 +30,8 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
         ("identity", cfg.identity.clone().map(|c| boxed(c.build(&ctx)))),
         ("rate_limits", cfg.rate_limits.clone().map(|c| boxed(c.build(&ctx)))),
         ("policy", cfg.policy.clone().map(|c| boxed(c.build(&ctx)))),
-        ("exfil", cfg.exfil.clone().map(|c| boxed(c.build(&ctx)))),
     ];
+    let exfil = cfg.exfil.clone().map(|c| c.build(&ctx).map(Arc::new));
     let record = vec![("audit", cfg.audit.clone().map(|c| boxed(c.build(&ctx))))];
     let mut errors = Vec::new();
     let mut built = BuiltStages::default();
@@ -41,6 +43,15 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
                 None => {}
             }
         }
+    }
+    // Last of `decide`, kept typed as well.
+    match exfil {
+        Some(Ok(stage)) => {
+            built.decide.push(stage.clone());
+            built.exfil = Some(stage);
+        }
+        Some(Err(issues)) => errors.extend(stage_issues("exfil", issues, loaded)),
+        None => {}
     }
     if errors.is_empty() {
         Ok(built)

@@ -6,32 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
 use common::FullEnv;
-
-fn alerts_path(env: &FullEnv) -> PathBuf {
-    env.pki.dir().join("alerts").join("exfil.jsonl")
-}
-
-/// The alert lines once at least `n` are on disk. The writer is a background task, so this waits
-/// for its effect (bounded), as a SIEM tailing the file would.
-async fn alerts(path: &Path, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "{} alert lines after 20 s, expected {n}", lines.len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_limit_is_429_with_retry_after_and_never_reaches_policy_or_upstream() {
@@ -80,7 +55,7 @@ async fn break_glass_access_raises_an_alert_that_never_copies_the_reason() {
     assert_eq!(res.status, 200, "{}", res.text());
     let rid = res.header("x-request-id").unwrap().to_owned();
 
-    let lines = alerts(&alerts_path(&env), 1).await;
+    let lines = common::exfil_alerts(&env, 1).await;
     let alert = &lines[0];
     assert_eq!(alert["rule"], "policy");
     assert_eq!(alert["policy_alert"], "break_glass_access");
@@ -97,7 +72,7 @@ async fn a_principal_touching_too_many_patients_is_alerted_and_blocked() {
     assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);
     assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p2").await.0, 200);
     // The block is in force once its alert is written (the block is recorded first).
-    let lines = alerts(&alerts_path(&env), 1).await;
+    let lines = common::exfil_alerts(&env, 1).await;
     assert_eq!(
         (lines[0]["rule"].as_str(), lines[0]["action"].as_str()),
         (Some("distinct_patients"), Some("block"))

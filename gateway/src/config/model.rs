@@ -119,11 +119,17 @@ pub struct AdminConfig {
     /// Default: `127.0.0.1:9901`.
     #[serde(default = "default_admin_address")]
     pub address: String,
+    /// File holding the bearer token (at least 32 printable characters) that operator actions
+    /// require: `GET /exfil/blocks` and `POST /exfil/unblock` (relative to the config file).
+    /// Absent: those actions answer 403 `admin_actions_disabled`; health, readiness and metrics
+    /// need no token.
+    #[serde(default)]
+    pub token_path: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { address: default_admin_address() }
+        AdminConfig { address: default_admin_address(), token_path: None }
     }
 }
 

@@ -81,6 +81,31 @@ pub async fn admin_get(addr: SocketAddr, path: &str) -> String {
     out
 }
 
+/// A raw HTTP/1.1 request to the admin service with an optional bearer token and JSON body;
+/// returns (status, body).
+pub async fn admin_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.map(serde_json::Value::to_string).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("{head}{body}").as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let (status, _, body) = parse_raw(&out);
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
 /// The stable error code of a JSON error or an `OperationOutcome`.
 pub fn error_code(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
@@ -172,6 +197,25 @@ impl FullEnv {
     /// Every audit record written so far.
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         audit_records(&self.pki.dir().join("audit"))
+    }
+}
+
+/// The exfil alert lines (`alerts/exfil.jsonl`) once at least `n` are on disk. The writer is a
+/// background task, so this waits for its effect (bounded), as a SIEM tailing the file would.
+pub async fn exfil_alerts(env: &FullEnv, n: usize) -> Vec<serde_json::Value> {
+    let path = env.pki.dir().join("alerts").join("exfil.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "{} alert lines after 20 s, expected {n}", lines.len());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

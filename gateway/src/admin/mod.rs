@@ -1,6 +1,8 @@
 //! The admin service, on its own (loopback by default) port: `/healthz` (the process is up),
-//! `/readyz` (upstream TLS material loaded and every stage ready: keys, policies, audit sink), and
-//! `/metrics` (Prometheus text format).
+//! `/readyz` (upstream TLS material loaded and every stage ready: keys, policies, audit sink),
+//! `/metrics` (Prometheus text format), and token-protected operator actions ([`actions`]).
+
+pub mod actions;
 
 use std::sync::Arc;
 
@@ -12,17 +14,25 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::runtime::Runtime;
+pub use actions::AdminActions;
 
 /// The admin HTTP app.
 #[derive(Debug, Clone)]
 pub struct AdminApp {
     rt: Arc<Runtime>,
+    actions: AdminActions,
 }
 
 impl AdminApp {
-    /// An admin app reporting on this runtime.
+    /// An admin app reporting on this runtime, with no operator actions.
     pub fn new(rt: Arc<Runtime>) -> Self {
-        AdminApp { rt }
+        AdminApp { rt, actions: AdminActions::default() }
+    }
+
+    /// The same, with these operator actions.
+    pub fn with_actions(mut self, actions: AdminActions) -> Self {
+        self.actions = actions;
+        self
     }
 
     /// Readiness as (ready, JSON details).
@@ -48,6 +58,16 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
+        if let Some(reply) = self.actions.handle(session, &path).await {
+            let mut res = Response::builder()
+                .status(reply.status)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .header(http::header::CONTENT_LENGTH, reply.body.len());
+            if reply.challenge {
+                res = res.header(http::header::WWW_AUTHENTICATE, actions::challenge());
+            }
+            return res.body(reply.body).unwrap_or_else(|_| Response::new(Vec::new()));
+        }
         let (status, content_type, body) = match path.as_str() {
             "/healthz" => (StatusCode::OK, "application/json", br#"{"status":"ok"}"#.to_vec()),
             "/readyz" => {
