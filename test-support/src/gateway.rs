@@ -1,9 +1,10 @@
 //! An in-process gateway for tests: free loopback ports, its own thread (pingora builds its own
 //! runtimes), shutdown through a notifier, readiness by connecting to its ports.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,22 @@ pub struct TestGateway {
     thread: Option<JoinHandle<()>>,
 }
 
-/// A free loopback port (bound, read, released: the tiny race is acceptable in tests).
+/// A free loopback port (bound, read, released: the race with other processes is acceptable in
+/// tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    // Never the same port twice in this process: tests run concurrently, and two gateways handed
+    // one port would leave one unable to bind while the other answered its clients (seen as a
+    // TLS handshake cut short by another gateway's plain-HTTP admin port).
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    for _ in 0..1000 {
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        if port != 0 && given.insert(port) {
+            return port;
+        }
+    }
+    0
 }
 
 struct NotifyShutdown(Arc<Notify>);
