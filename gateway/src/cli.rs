@@ -37,6 +37,9 @@ pub enum Command {
     },
     /// Run the demo: dev PKI, dev token issuer, a sample FHIR upstream over mTLS, and the gateway.
     Demo {
+        /// A demo tool instead of running the demo.
+        #[command(subcommand)]
+        command: Option<DemoCommand>,
         /// Where to write the demo's files (default: a new temporary directory).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -61,6 +64,25 @@ pub enum Command {
         /// Config subcommand.
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+/// `phigate demo` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Print a fresh DPoP proof (RFC 9449) for one request by a DPoP persona of a running demo
+    /// (for `-H "DPoP: $(phigate demo proof ...)"`; a proof is good for one request).
+    Proof {
+        /// The demo's directory (its `--dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The persona whose key signs the proof.
+        #[arg(long, default_value = "dpop_app")]
+        persona: String,
+        /// The request method.
+        method: String,
+        /// The request URL (`https://localhost:PORT/fhir/...`).
+        url: String,
     },
 }
 
@@ -114,7 +136,19 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config, upgrade } => run(&config, upgrade),
-        Command::Demo { dir, port } => crate::demo::run::run_demo(dir, port),
+        Command::Demo { command: None, dir, port } => crate::demo::run::run_demo(dir, port),
+        Command::Demo { command: Some(DemoCommand::Proof { dir, persona, method, url }), .. } => {
+            match crate::demo::personas::dpop_proof(&dir, &persona, &method, &url) {
+                Ok(proof) => {
+                    println!("{proof}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("demo proof: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Policy { command: PolicyCommand::Test { dir } } => {
             let report = phigate_policy::run_policy_tests(&dir);
             println!("{report}");

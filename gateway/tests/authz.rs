@@ -38,62 +38,25 @@ async fn identity_refusals_carry_the_standard_challenges() {
     assert_eq!(env.upstream.recorder.count(), 1, "only the accepted request was forwarded");
 }
 
-/// `clinician_a`'s token, re-signed bound to the DPoP key whose thumbprint is `jkt`.
-fn dpop_bound_token(env: &FullEnv, jkt: &str) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let token = env.token("clinician_a");
-    let (header, rest) = token.split_once('.').unwrap();
-    let payload = rest.split('.').next().unwrap();
-    let header: serde_json::Value = serde_json::from_slice(&b64.decode(header).unwrap()).unwrap();
-    let mut claims: serde_json::Value = serde_json::from_slice(&b64.decode(payload).unwrap()).unwrap();
-    claims["cnf"] = serde_json::json!({ "jkt": jkt });
-    env.issuer.sign_raw(&header, &claims)
-}
-
-/// A DPoP proof (RFC 9449) by `key` for GET `url` with `token`.
-fn dpop_proof(key: &phigate_identity::dev::DevIssuer, url: &str, token: &str, jti: &str) -> String {
-    use base64::Engine;
-    use sha2::Digest;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let header = serde_json::json!({"typ": "dpop+jwt", "alg": key.alg(), "jwk": key.jwk()});
-    let claims = serde_json::json!({
-        "jti": jti, "htm": "GET", "htu": url, "iat": now,
-        "ath": b64.encode(sha2::Sha256::digest(token.as_bytes())),
-    });
-    key.sign_raw(&header, &claims)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_bound_token_needs_a_fresh_proof_over_http1_and_http2() {
-    use base64::Engine;
-    use sha2::Digest;
     let env = FullEnv::start().await;
-    let key = phigate_identity::dev::DevIssuer::es256("client").unwrap();
-    let jwk = key.jwk();
-    let canonical = format!(
-        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-        jwk["x"].as_str().unwrap(),
-        jwk["y"].as_str().unwrap()
-    );
-    let jkt =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()));
-    let token = dpop_bound_token(&env, &jkt);
+    // The demo persona whose token is bound to its own key (tokens/dpop_app.dpop-key.pem).
+    let token = env.token("dpop_app");
     let url = env.gw.url("/fhir/Patient/a-p1");
     let h2 = env.pki.public_client_builder().http2_only().build().unwrap();
     let h1 = env.pki.public_client_builder().http1_only().build().unwrap();
-    for (client, jti) in [(&h1, "h1"), (&h2, "h2")] {
-        let proof = dpop_proof(&key, &url, &token, jti);
+    for (client, proto) in [(&h1, "h1"), (&h2, "h2")] {
+        let proof = phigate::demo::personas::dpop_proof(env.pki.dir(), "dpop_app", "GET", &url).unwrap();
         let send = |proof: &str| {
             client.get(&url).header("authorization", &format!("DPoP {token}")).header("dpop", proof).send()
         };
-        assert_eq!(send(&proof).await.unwrap().status, 200, "{jti}: a fresh proof of the bound key");
+        assert_eq!(send(&proof).await.unwrap().status, 200, "{proto}: a fresh proof of the bound key");
         let replay = send(&proof).await.unwrap();
         assert_eq!(
             (replay.status.as_u16(), common::error_code(&replay.body).as_str()),
             (401, "dpop_proof_invalid"),
-            "{jti}: the same proof again"
+            "{proto}: the same proof again"
         );
         assert!(replay.header("www-authenticate").unwrap().starts_with("DPoP error=\"invalid_dpop_proof\""));
     }

@@ -1,5 +1,6 @@
-//! `phigate demo` starts, writes a `demo.json` whose every path exists, and the first curl line it
-//! prints returns 200 through the gateway and the mTLS upstream.
+//! `phigate demo` starts, writes a `demo.json` whose every path exists, and the curl lines it
+//! prints work: the first returns 200 through the gateway and the mTLS upstream, so does the
+//! DPoP one with a proof from `phigate demo proof`, and the SOC's admin line answers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
@@ -52,13 +53,23 @@ fn demo_starts_writes_demo_json_and_its_curl_line_returns_200() {
 
     let port: u16 = demo["gateway_url"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
     phigate_test_support::wait_listening(([127, 0, 0, 1], port).into());
-    let curl = printed.iter().find(|l| l.starts_with("curl ")).expect("a curl line is printed");
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!("{curl} -o /dev/null -w '%{{http_code}}' --max-time 10"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{curl}");
+    // The first curl line, the DPoP one (which runs `phigate demo proof`) and the SOC's.
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_phigate")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let curls = [
+        printed.iter().find(|l| l.starts_with("curl ")).expect("a curl line is printed"),
+        printed.iter().find(|l| l.contains("DPoP: $(phigate demo proof")).expect("a DPoP line"),
+        printed.iter().find(|l| l.contains("/exfil/blocks")).expect("a SOC line"),
+    ];
+    for curl in curls {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("{curl} -o /dev/null -w '%{{http_code}}' --max-time 10"))
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{curl}");
+    }
 
     // SIGTERM stops the demo cleanly within its grace period.
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();

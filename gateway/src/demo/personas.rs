@@ -28,6 +28,9 @@ pub struct Persona {
     pub mfa: bool,
     /// Whether the token is bound to the demo client certificate (RFC 8705).
     pub bound: bool,
+    /// Whether the token is bound to a DPoP key of its own (RFC 9449), written beside it as
+    /// `tokens/<name>.dpop-key.pem` for `phigate demo proof`.
+    pub dpop: bool,
     /// Patients on the persona's care team (the demo's policy data says the same).
     pub care_team: &'static [&'static str],
     /// What the persona shows.
@@ -43,6 +46,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: true,
         bound: false,
+        dpop: false,
         care_team: &["a-p1", "a-p2"],
         note: "treats a-p1 and a-p2: reads them; other patients are refused",
     },
@@ -53,6 +57,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.cruds",
         mfa: true,
         bound: false,
+        dpop: false,
         care_team: &["a-p1", "a-p2"],
         note: "clinician_a's care team with write scopes: records data for a-p1 and a-p2 only",
     },
@@ -63,6 +68,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: true,
         bound: false,
+        dpop: false,
         care_team: &["a-p3", "a-p4"],
         note: "treats a-p3 and a-p4; shares no patient with clinician_a",
     },
@@ -73,6 +79,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: true,
         bound: false,
+        dpop: false,
         care_team: &["b-p1", "b-p2"],
         note: "tenant B: never sees tenant A",
     },
@@ -83,6 +90,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: false,
         bound: false,
+        dpop: false,
         care_team: &["a-p5"],
         note: "password-only sign-in: refused with the RFC 9470 step-up challenge",
     },
@@ -93,8 +101,20 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: true,
         bound: true,
+        dpop: false,
         care_team: &["a-p1"],
         note: "token bound to pki/client.crt: works only with that client certificate",
+    },
+    Persona {
+        name: "dpop_app",
+        tenant: "tenant-a",
+        roles: &["clinician"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        dpop: true,
+        care_team: &["a-p1"],
+        note: "token bound to its own key (DPoP, RFC 9449): each request needs a fresh proof, `phigate demo proof`",
     },
     Persona {
         name: "admin_a",
@@ -103,6 +123,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: true,
         bound: false,
+        dpop: false,
         care_team: &[],
         note: "tenant A administrator: no patient data",
     },
@@ -113,6 +134,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: true,
         bound: false,
+        dpop: false,
         care_team: &[],
         note: "emergency physician: no care team; break-glass with X-Break-Glass-Reason",
     },
@@ -123,6 +145,7 @@ pub const PERSONAS: &[Persona] = &[
         scope: "user/*.rs",
         mfa: true,
         bound: false,
+        dpop: false,
         care_team: &[],
         note: "broad tenant-wide role: the exfiltration scenarios' suspect",
     },
@@ -158,14 +181,23 @@ pub fn issue(dir: &Path, client_cert_thumbprint: &str, now: i64) -> Result<Issue
     write(&signing_key_path, issuer.private_key_pem().as_bytes())?;
     let mut personas = serde_json::Map::new();
     for p in PERSONAS {
-        let token = issuer.sign(&claims(&issuer, p, client_cert_thumbprint, now));
+        let mut c = claims(&issuer, p, client_cert_thumbprint, now);
+        let mut dpop_key_path = None;
+        if p.dpop {
+            let key = DevIssuer::es256(p.name).map_err(|e| e.to_string())?;
+            let path = dpop_key_path_of(dir, p.name);
+            write(&path, key.private_key_pem().as_bytes())?;
+            c = c.cnf_jkt(&key.jwk_thumbprint().map_err(|e| e.to_string())?);
+            dpop_key_path = Some(path);
+        }
         let token_path = tokens_dir.join(format!("{}.jwt", p.name));
-        write(&token_path, token.as_bytes())?;
+        write(&token_path, issuer.sign(&c).as_bytes())?;
         personas.insert(
             p.name.to_owned(),
             json!({
                 "token_path": token_path, "sub": p.name, "tenant": p.tenant, "roles": p.roles,
-                "care_team": p.care_team, "mfa": p.mfa, "bound_to_client_cert": p.bound, "note": p.note,
+                "care_team": p.care_team, "mfa": p.mfa, "bound_to_client_cert": p.bound,
+                "dpop_key_path": dpop_key_path, "note": p.note,
             }),
         );
     }
@@ -186,6 +218,27 @@ fn claims(issuer: &DevIssuer, p: &Persona, thumbprint: &str, now: i64) -> DevCla
     } else {
         c
     }
+}
+
+/// Where `issue` keeps a DPoP persona's private key.
+pub fn dpop_key_path_of(dir: &Path, persona: &str) -> PathBuf {
+    dir.join("tokens").join(format!("{persona}.dpop-key.pem"))
+}
+
+/// A fresh DPoP proof (RFC 9449) by `persona`'s key, written by `issue` under `dir`, for `method`
+/// on `url` with the persona's token (`phigate demo proof`).
+///
+/// # Errors
+/// When the persona has no DPoP key or token under `dir`.
+pub fn dpop_proof(dir: &Path, persona: &str, method: &str, url: &str) -> Result<String, String> {
+    let read = |path: PathBuf| std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()));
+    let key = DevIssuer::es256_from_pem(persona, &read(dpop_key_path_of(dir, persona))?)
+        .map_err(|e| e.to_string())?;
+    let token = read(dir.join("tokens").join(format!("{persona}.jwt")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    Ok(key.dpop_proof(&method.to_ascii_uppercase(), url, token.trim(), now))
 }
 
 /// The demo's care-team data for the policy stage, from the persona table.

@@ -92,6 +92,7 @@ fn prepare(dir: Option<PathBuf>, port: Option<u16>) -> Result<(Demo, DedicatedUp
         .replace("127.0.0.1:9901", &admin.to_string())
         .replace("127.0.0.1:9443", &upstream_addr.to_string());
     audit_keys(&dir)?;
+    admin_token(&dir)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -101,6 +102,17 @@ fn prepare(dir: Option<PathBuf>, port: Option<u16>) -> Result<(Demo, DedicatedUp
     std::fs::write(&config_path, config_text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let upstream_url = format!("https://{upstream_addr}");
     Ok((Demo { dir, config_path, pki: paths, issued, gateway, admin, upstream_url, data }, upstream))
+}
+
+/// The admin token operator actions need (`admin.token_path`): 32 random bytes, hex; kept
+/// across demo runs in the same directory.
+fn admin_token(dir: &Path) -> Result<(), String> {
+    let path = dir.join("admin.token");
+    if path.exists() {
+        return Ok(());
+    }
+    let token: [u8; 32] = rand::random();
+    std::fs::write(&path, hex::encode(token)).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The audit trail's Ed25519 signing key (and its public half, for `audit verify`) and the HMAC
@@ -203,7 +215,24 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
                 demo.dir.join("alerts").join("exfil.jsonl").display()
             ),
         ),
+        (
+            "dpop_app's token is bound to its own key (DPoP): each request carries a fresh proof".into(),
+            format!(
+                "curl -s --cacert {ca} -H \"Authorization: DPoP $(cat {}/dpop_app.jwt)\" \
+                 -H \"DPoP: $(phigate demo proof --dir {} GET {base}/Patient/a-p1)\" {base}/Patient/a-p1",
+                tokens.display(),
+                demo.dir.display()
+            ),
+        ),
         ("Readiness and metrics".into(), format!("curl -s http://{}/readyz", demo.admin)),
+        (
+            "SOC: the exfiltration watch's blocks in force (lift one with POST /exfil/unblock)".into(),
+            format!(
+                "curl -s -H \"Authorization: Bearer $(cat {})\" http://{}/exfil/blocks",
+                demo.dir.join("admin.token").display(),
+                demo.admin
+            ),
+        ),
         (
             "Verify the audit trail (hash chains and signed checkpoints)".into(),
             format!(

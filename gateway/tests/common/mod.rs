@@ -129,8 +129,6 @@ pub struct FullEnv {
     pub pki: TestPki,
     pub upstream: RunningUpstream,
     pub gw: TestGateway,
-    /// The demo token issuer the gateway trusts (to sign tokens the personas do not cover).
-    pub issuer: phigate_identity::dev::DevIssuer,
 }
 
 impl FullEnv {
@@ -153,7 +151,7 @@ impl FullEnv {
         let dir = pki.dir();
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let issuer = phigate::demo::personas::issue(dir, &pki.client.thumbprint(), now).unwrap().issuer;
+        phigate::demo::personas::issue(dir, &pki.client.thumbprint(), now).unwrap();
         phigate::demo::policies::write(&dir.join("policies")).unwrap();
         edit(&dir.join("policies"));
         phigate_audit::generate_signing_key(&dir.join("audit.key")).unwrap();
@@ -169,7 +167,7 @@ impl FullEnv {
             phigate::demo::personas::AUDIENCE,
         );
         let gw = TestGateway::start_yaml(&cfg, dir, Vec::new());
-        FullEnv { pki, upstream, gw, issuer }
+        FullEnv { pki, upstream, gw }
     }
 
     /// The persona's token.

@@ -56,8 +56,21 @@ impl DevIssuer {
     /// # Errors
     /// If the key cannot be encoded.
     pub fn es256(iss: impl Into<String>) -> Result<Self, DevIssuerError> {
+        Self::es256_from_key(iss, p256::ecdsa::SigningKey::random(&mut rand_core::OsRng))
+    }
+
+    /// An ES256 issuer from a PKCS#8 PEM private key (the demo's DPoP client key, kept on disk
+    /// between commands).
+    ///
+    /// # Errors
+    /// If the PEM is not a P-256 key.
+    pub fn es256_from_pem(iss: impl Into<String>, pem: &str) -> Result<Self, DevIssuerError> {
+        use p256::pkcs8::DecodePrivateKey;
+        Self::es256_from_key(iss, p256::ecdsa::SigningKey::from_pkcs8_pem(pem).map_err(key_err)?)
+    }
+
+    fn es256_from_key(iss: impl Into<String>, sk: p256::ecdsa::SigningKey) -> Result<Self, DevIssuerError> {
         use p256::pkcs8::{EncodePrivateKey, LineEnding};
-        let sk = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
         let pem = sk.to_pkcs8_pem(LineEnding::LF).map_err(key_err)?.to_string();
         let point = sk.verifying_key().to_encoded_point(false);
         let (x, y) =
@@ -73,6 +86,31 @@ impl DevIssuer {
             jwk,
             private_pem: pem,
         })
+    }
+
+    /// The RFC 7638 thumbprint of this key: the `cnf.jkt` of tokens bound to it (RFC 9449).
+    ///
+    /// # Errors
+    /// If the key's JWK has no thumbprint.
+    pub fn jwk_thumbprint(&self) -> Result<String, DevIssuerError> {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(self.jwk.clone()).map_err(key_err)?;
+        jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256).map_err(key_err)
+    }
+
+    /// A DPoP proof (RFC 9449) signed by this key, for `method` on `url` (query and fragment
+    /// dropped), presenting `token`, issued at `iat`, with a random `jti`.
+    pub fn dpop_proof(&self, method: &str, url: &str, token: &str, iat: i64) -> String {
+        use rand_core::RngCore;
+        use sha2::Digest;
+        let mut jti = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut jti);
+        let htu = url.split(['?', '#']).next().unwrap_or_default();
+        let header = json!({"typ": "dpop+jwt", "alg": self.alg(), "jwk": self.jwk});
+        let claims = json!({
+            "jti": URL_SAFE_NO_PAD.encode(jti), "htm": method, "htu": htu, "iat": iat,
+            "ath": URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes())),
+        });
+        self.sign_raw(&header, &claims)
     }
 
     /// A fresh Ed25519 key (`EdDSA`).
@@ -257,6 +295,11 @@ impl DevClaims {
     /// `sid`.
     pub fn sid(self, sid: &str) -> Self {
         self.set("sid", sid)
+    }
+
+    /// RFC 9449 binding: `cnf: {"jkt": thumbprint}` (RFC 7638 thumbprint of the client's key).
+    pub fn cnf_jkt(self, thumbprint: &str) -> Self {
+        self.set("cnf", json!({ "jkt": thumbprint }))
     }
 
     /// RFC 8705 binding: `cnf: {"x5t#S256": thumbprint}` (base64url SHA-256 of the cert DER).
