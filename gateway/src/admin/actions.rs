@@ -182,3 +182,31 @@ async fn unblock(exfil: &ExfilStage, session: &mut ServerSession) -> Reply {
 pub(super) fn challenge() -> HeaderValue {
     HeaderValue::from_static("Bearer realm=\"phigate-admin\"")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(path: &str) -> AdminConfig {
+        AdminConfig { token_path: Some(path.into()), ..AdminConfig::default() }
+    }
+
+    #[test]
+    fn the_token_file_must_hold_a_long_printable_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = |name: &str| AdminActions::load(&cfg(name), dir.path(), None).unwrap_err().to_string();
+        assert_eq!(err("missing.token"), "admin.token_path: cannot read the file");
+        std::fs::write(dir.path().join("short.token"), "s3cret\n").unwrap();
+        assert!(err("short.token").contains("at least 32 bytes"));
+        std::fs::write(dir.path().join("spaced.token"), "0123456789abcdef 0123456789abcdef").unwrap();
+        assert!(err("spaced.token").contains("printable ASCII without spaces"));
+        std::fs::write(dir.path().join("good.token"), "0123456789abcdef0123456789abcdef\n").unwrap();
+        let actions = AdminActions::load(&cfg("good.token"), dir.path(), None).unwrap();
+        let want: [u8; 32] = Sha256::digest(b"0123456789abcdef0123456789abcdef").into();
+        assert_eq!(actions.token_sha256, Some(want), "the trailing newline is not part of the token");
+        assert!(AdminActions::load(&AdminConfig::default(), dir.path(), None)
+            .unwrap()
+            .token_sha256
+            .is_none());
+    }
+}
