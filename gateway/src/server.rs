@@ -111,8 +111,9 @@ impl GatewayBuilder {
         let cfg = &self.loaded.config;
         let dir = &self.loaded.dir;
         let built = crate::stages::build_stages(&self.loaded, &crate::runtime::route_metas(cfg))?;
-        let actions = crate::admin::AdminActions::load(&cfg.admin, dir, built.exfil.clone())
-            .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        let actions =
+            crate::admin::AdminActions::load(&cfg.admin, dir, built.exfil.clone(), built.audit.clone())
+                .map_err(|e| BuildError::Invalid(e.to_string()))?;
         let decide = built.decide.into_iter().chain(self.stages).collect();
         let pipeline = Pipeline::with_record(decide, built.record);
         let runtime = Arc::new(Runtime::build(cfg, dir, pipeline)?);

@@ -16,6 +16,8 @@ pub struct BuiltStages {
     pub record: Vec<Arc<dyn Stage>>,
     /// The exfiltration watch (also in `decide`), for the admin actions that lift its blocks.
     pub exfil: Option<Arc<phigate_exfil::ExfilStage>>,
+    /// The audit trail (also in `record`), where those actions are recorded.
+    pub audit: Option<Arc<phigate_audit::AuditStage>>,
 }
 
 /// Builds every configured stage.
@@ -25,41 +27,43 @@ pub struct BuiltStages {
 pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<BuiltStages, ConfigErrors> {
     let ctx = StageBuildCtx { routes, config_dir: &loaded.dir };
     let cfg = &loaded.config;
-    // In pipeline order; audit is the recording stage, always last.
-    let decide = vec![
-        ("identity", cfg.identity.clone().map(|c| boxed(c.build(&ctx)))),
-        ("rate_limits", cfg.rate_limits.clone().map(|c| boxed(c.build(&ctx)))),
-        ("policy", cfg.policy.clone().map(|c| boxed(c.build(&ctx)))),
-    ];
-    let exfil = cfg.exfil.clone().map(|c| c.build(&ctx).map(Arc::new));
-    let record = vec![("audit", cfg.audit.clone().map(|c| boxed(c.build(&ctx))))];
     let mut errors = Vec::new();
-    let mut built = BuiltStages::default();
-    for (into, sections) in [(&mut built.decide, decide), (&mut built.record, record)] {
-        for (section, stage) in sections {
-            match stage {
-                Some(Ok(stage)) => into.push(stage),
-                Some(Err(issues)) => errors.extend(stage_issues(section, issues, loaded)),
-                None => {}
-            }
-        }
+    let identity = typed("identity", cfg.identity.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
+    let rate_limits =
+        typed("rate_limits", cfg.rate_limits.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
+    let policy = typed("policy", cfg.policy.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
+    let exfil = typed("exfil", cfg.exfil.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
+    let audit = typed("audit", cfg.audit.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
     }
-    // Last of `decide`, kept typed as well.
-    match exfil {
-        Some(Ok(stage)) => {
-            built.decide.push(stage.clone());
-            built.exfil = Some(stage);
-        }
-        Some(Err(issues)) => errors.extend(stage_issues("exfil", issues, loaded)),
-        None => {}
-    }
-    if errors.is_empty() {
-        Ok(built)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    // In pipeline order; audit is the recording stage, always last.
+    let decide = [
+        identity.map(|s| s as Arc<dyn Stage>),
+        rate_limits.map(|s| s as Arc<dyn Stage>),
+        policy.map(|s| s as Arc<dyn Stage>),
+        exfil.clone().map(|s| s as Arc<dyn Stage>),
+    ];
+    Ok(BuiltStages {
+        decide: decide.into_iter().flatten().collect(),
+        record: audit.clone().map(|s| s as Arc<dyn Stage>).into_iter().collect(),
+        exfil,
+        audit,
+    })
 }
 
-fn boxed<S: Stage>(built: Result<S, Vec<ConfigIssue>>) -> Result<Arc<dyn Stage>, Vec<ConfigIssue>> {
-    built.map(|stage| Arc::new(stage) as Arc<dyn Stage>)
+/// The stage of a configured section, or its problems added to `errors`.
+fn typed<S>(
+    section: &str,
+    built: Option<Result<S, Vec<ConfigIssue>>>,
+    loaded: &LoadedConfig,
+    errors: &mut Vec<crate::config::ConfigError>,
+) -> Option<Arc<S>> {
+    match built? {
+        Ok(stage) => Some(Arc::new(stage)),
+        Err(issues) => {
+            errors.extend(stage_issues(section, issues, loaded));
+            None
+        }
+    }
 }

@@ -35,7 +35,7 @@ async fn an_operator_lifts_a_block_with_the_admin_token_and_a_reason() {
     let extra = "admin:\n  token_path: admin.token\n\
                  exfil:\n  alerts_path: alerts/exfil.jsonl\n  \
                  distinct_patients: { threshold: 1, window_secs: 3600, action: block, block_secs: 600 }\n";
-    let env = FullEnv::start_with(
+    let mut env = FullEnv::start_with(
         |p| std::fs::write(p.parent().unwrap().join("admin.token"), TOKEN).unwrap(),
         extra,
     )
@@ -82,6 +82,15 @@ async fn an_operator_lifts_a_block_with_the_admin_token_and_a_reason() {
     assert!(lifted.to_string().contains("INC-4711"), "{lifted}");
     let (_, body) = common::admin_call(admin, "GET", "/exfil/blocks", Some(TOKEN), None).await;
     assert_eq!(body["blocks"].as_array().map(Vec::len), Some(0));
+    // The lift is in the hash-chained audit trail too, once, with who and why; the trail verifies.
+    let ops: Vec<_> = env.audit_records().into_iter().filter(|r| r["kind"] == "operator").collect();
+    assert_eq!(ops.len(), 1, "refused attempts leave no operator record: {ops:?}");
+    assert_eq!(ops[0]["action"], "exfil_unblock");
+    assert_eq!(ops[0]["details"]["subject"], "clinician_a");
+    assert!(ops[0]["details"]["reason"].as_str().unwrap().starts_with("INC-4711"));
+    env.gw.stop();
+    let report = phigate_audit::verify(&env.pki.dir().join("audit"), None);
+    assert_eq!((report.status, report.operator_records), (phigate_audit::VerifyStatus::Intact, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{HeaderValue, StatusCode};
+use phigate_audit::AuditStage;
 use phigate_exfil::ExfilStage;
 use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
@@ -55,6 +56,7 @@ pub struct AdminActions {
     /// SHA-256 of the token; `None`: actions disabled.
     token_sha256: Option<[u8; 32]>,
     exfil: Option<Arc<ExfilStage>>,
+    audit: Option<Arc<AuditStage>>,
 }
 
 #[derive(Deserialize)]
@@ -66,7 +68,8 @@ struct Unblock {
 }
 
 impl AdminActions {
-    /// Reads the token file of `cfg` (relative to `dir`); `exfil`: the watch to act on.
+    /// Reads the token file of `cfg` (relative to `dir`); `exfil`: the watch to act on; `audit`:
+    /// the trail each lift is recorded in (durably, before it takes effect).
     ///
     /// # Errors
     /// When the file cannot be read or holds fewer than 32 bytes.
@@ -74,6 +77,7 @@ impl AdminActions {
         cfg: &AdminConfig,
         dir: &Path,
         exfil: Option<Arc<ExfilStage>>,
+        audit: Option<Arc<AuditStage>>,
     ) -> Result<Self, AdminTokenError> {
         let token_sha256 = match &cfg.token_path {
             None => None,
@@ -90,7 +94,7 @@ impl AdminActions {
                 Some(Sha256::digest(token).into())
             }
         };
-        Ok(AdminActions { token_sha256, exfil })
+        Ok(AdminActions { token_sha256, exfil, audit })
     }
 
     /// Answers `path` when it is an action's, `None` otherwise.
@@ -120,7 +124,7 @@ impl AdminActions {
         };
         Some(match path {
             "/exfil/blocks" => Reply::json(StatusCode::OK, json!({ "blocks": exfil.blocks() })),
-            _ => unblock(exfil, session).await,
+            _ => unblock(exfil, self.audit.as_deref(), session).await,
         })
     }
 
@@ -155,7 +159,7 @@ impl AdminActions {
     }
 }
 
-async fn unblock(exfil: &ExfilStage, session: &mut ServerSession) -> Reply {
+async fn unblock(exfil: &ExfilStage, audit: Option<&AuditStage>, session: &mut ServerSession) -> Reply {
     let bad = |message: &str| Reply::error(StatusCode::BAD_REQUEST, "bad_request", message);
     let mut body = BytesMut::new();
     loop {
@@ -169,14 +173,34 @@ async fn unblock(exfil: &ExfilStage, session: &mut ServerSession) -> Reply {
     let Ok(req) = serde_json::from_slice::<Unblock>(&body) else {
         return bad("Expected a JSON object {issuer, subject, reason}.");
     };
+    let Ok(reason) = phigate_exfil::checked_reason(&req.reason) else {
+        return bad(REASON_RULE);
+    };
+    // Recorded in the hash-chained trail before it takes effect; no record, no lift.
+    if let Some(audit) = audit {
+        let admin_client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        let details = json!({
+            "issuer": req.issuer, "subject": req.subject, "reason": reason, "admin_client": admin_client,
+        });
+        if audit.record_operator_action("exfil_unblock", &details).await.is_err() {
+            return Reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "The action could not be audited and was not taken.",
+            );
+        }
+    }
     match exfil.unblock(&req.issuer, &req.subject, &req.reason) {
         Ok(lifted) => {
             log::warn!(target: "phigate::admin", "exfil block lift requested (lifted here: {lifted})");
             Reply::json(StatusCode::OK, json!({ "lifted": lifted }))
         }
-        Err(_) => bad("The reason must be non-empty text of at most 512 bytes without control characters."),
+        Err(_) => bad(REASON_RULE),
     }
 }
+
+const REASON_RULE: &str =
+    "The reason must be non-empty text of at most 512 bytes without control characters.";
 
 /// The `WWW-Authenticate` value sent with `admin_token_invalid`.
 pub(super) fn challenge() -> HeaderValue {
@@ -194,17 +218,18 @@ mod tests {
     #[test]
     fn the_token_file_must_hold_a_long_printable_token() {
         let dir = tempfile::tempdir().unwrap();
-        let err = |name: &str| AdminActions::load(&cfg(name), dir.path(), None).unwrap_err().to_string();
+        let err =
+            |name: &str| AdminActions::load(&cfg(name), dir.path(), None, None).unwrap_err().to_string();
         assert_eq!(err("missing.token"), "admin.token_path: cannot read the file");
         std::fs::write(dir.path().join("short.token"), "s3cret\n").unwrap();
         assert!(err("short.token").contains("at least 32 bytes"));
         std::fs::write(dir.path().join("spaced.token"), "0123456789abcdef 0123456789abcdef").unwrap();
         assert!(err("spaced.token").contains("printable ASCII without spaces"));
         std::fs::write(dir.path().join("good.token"), "0123456789abcdef0123456789abcdef\n").unwrap();
-        let actions = AdminActions::load(&cfg("good.token"), dir.path(), None).unwrap();
+        let actions = AdminActions::load(&cfg("good.token"), dir.path(), None, None).unwrap();
         let want: [u8; 32] = Sha256::digest(b"0123456789abcdef0123456789abcdef").into();
         assert_eq!(actions.token_sha256, Some(want), "the trailing newline is not part of the token");
-        assert!(AdminActions::load(&AdminConfig::default(), dir.path(), None)
+        assert!(AdminActions::load(&AdminConfig::default(), dir.path(), None, None)
             .unwrap()
             .token_sha256
             .is_none());

@@ -39,6 +39,6 @@ pub use keys::{
 };
 pub use record::Phase;
 pub use segment::SegmentStore;
-pub use sink::{AuditSink, PendingRecord};
+pub use sink::{AuditSink, PendingRecord, RecordKind};
 pub use stage::AuditStage;
 pub use verify::{verify, Failure, VerifyReport, VerifyStatus};

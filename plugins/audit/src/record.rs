@@ -224,3 +224,22 @@ fn is_patient_value(value: &str, patients: &[PatientId]) -> bool {
             patients.iter().any(|p| p.as_str() == id)
         })
 }
+
+/// The members of an operator record: when, which action, and its details (allow-listed by the
+/// caller: who was acted on and why, never a token or patient data).
+pub(crate) fn operator_body(action: &str, details: &serde_json::Value) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Operator<'a> {
+        ts: Ts,
+        action: &'a str,
+        details: &'a serde_json::Value,
+    }
+    let record = Operator { ts: Ts(SystemTime::now()), action, details };
+    let mut out = serde_json::to_vec(&record).unwrap_or_default();
+    // Strip the braces: the chain writer wraps the members with v/kind/seq/prev/hash.
+    if out.len() >= 2 {
+        out.pop();
+        out.remove(0);
+    }
+    out
+}

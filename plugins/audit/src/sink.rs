@@ -12,18 +12,38 @@
 use crate::error::SinkError;
 use crate::record::Phase;
 
-/// One access record waiting to be chained and written: its members, serialized once on the
-/// request's task so the single writer thread only chains, hashes and writes.
+/// What a record is: a request's access record at one phase, or an operator's action (such as
+/// lifting an exfiltration block) that changed what the gateway enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// `kind: "access"`.
+    Access(Phase),
+    /// `kind: "operator"`.
+    Operator,
+}
+
+impl RecordKind {
+    /// The `kind` member the chain writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Access(_) => "access",
+            RecordKind::Operator => "operator",
+        }
+    }
+}
+
+/// One record waiting to be chained and written: its members, serialized once on the caller's
+/// task so the single writer thread only chains, hashes and writes.
 #[derive(Debug)]
 pub struct PendingRecord {
-    pub(crate) phase: Phase,
+    pub(crate) kind: RecordKind,
     pub(crate) body: Vec<u8>,
 }
 
 impl PendingRecord {
-    /// The phase of the record.
-    pub fn phase(&self) -> Phase {
-        self.phase
+    /// What the record is.
+    pub fn kind(&self) -> RecordKind {
+        self.kind
     }
 
     /// The record's JSON members without braces (`"ts":"…","phase":"attempt",…`).

@@ -11,7 +11,7 @@ use crate::config::AuditConfig;
 use crate::metrics;
 use crate::record::{Phase, RecordBuilder};
 use crate::segment::{SegmentStore, StoreSettings};
-use crate::sink::PendingRecord;
+use crate::sink::{PendingRecord, RecordKind};
 use crate::writer::{BatchLimits, Writer};
 
 /// The audit stage. Built by [`AuditConfig::build`]; owns the writer thread, which stops once
@@ -55,10 +55,27 @@ impl AuditStage {
         &self.dir
     }
 
+    /// Appends an operator record (`kind: "operator"`: `ts`, `action`, `details`) and returns once
+    /// it is durable, in the same hash chain as the access records: an operator's action that
+    /// changes what the gateway enforces (lifting an exfiltration block) is as tamper-evident
+    /// as the accesses it concerns. Call it before acting, and do not act on an error.
+    ///
+    /// # Errors
+    /// The record could not be made durable within `max_wait_ms` (the reason, as in metrics).
+    pub async fn record_operator_action(
+        &self,
+        action: &str,
+        details: &serde_json::Value,
+    ) -> Result<(), &'static str> {
+        let body = crate::record::operator_body(action, details);
+        self.writer.append(PendingRecord { kind: RecordKind::Operator, body }, self.max_wait).await
+    }
+
     async fn write(&self, ctx: &RequestCtx, phase: Phase) -> Result<(), &'static str> {
         let completed = (phase != Phase::Attempt).then(|| ctx.started.elapsed());
         let body = self.records.build(ctx, phase, completed);
-        let res = self.writer.append(PendingRecord { phase, body }, self.max_wait).await;
+        let res =
+            self.writer.append(PendingRecord { kind: RecordKind::Access(phase), body }, self.max_wait).await;
         if let Err(reason) = res {
             // Sink failures are counted by the writer, per record; these never reached it.
             if matches!(reason, "timeout" | "queue_full" | "writer_stopped") {

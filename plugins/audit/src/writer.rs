@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::error::SinkError;
 use crate::metrics;
 use crate::record::Phase;
-use crate::sink::{AuditSink, PendingRecord};
+use crate::sink::{AuditSink, PendingRecord, RecordKind};
 
 /// How often an idle writer ticks the sink (time-based checkpoints, probes while broken).
 const TICK: Duration = Duration::from_secs(1);
@@ -116,6 +116,7 @@ impl Writer {
 fn run(sink: &mut dyn AuditSink, rx: &mpsc::Receiver<Job>, limits: BatchLimits, health: &Health) {
     let by_phase = [Phase::Attempt, Phase::Outcome, Phase::Denied]
         .map(|p| metrics::RECORDS.with_label_values(&[p.as_str()]));
+    let operator = metrics::RECORDS.with_label_values(&["operator"]);
     let mut jobs: Vec<Job> = Vec::with_capacity(limits.max_records);
     let mut records: Vec<PendingRecord> = Vec::with_capacity(limits.max_records);
     loop {
@@ -151,7 +152,10 @@ fn run(sink: &mut dyn AuditSink, rx: &mpsc::Receiver<Job>, limits: BatchLimits, 
             Ok(()) => {
                 metrics::BATCHES.inc();
                 for r in &records {
-                    by_phase[r.phase as usize].inc();
+                    match r.kind {
+                        RecordKind::Access(phase) => by_phase[phase as usize].inc(),
+                        RecordKind::Operator => operator.inc(),
+                    }
                 }
                 Ok(())
             }
@@ -203,7 +207,7 @@ mod tests {
     }
 
     fn record() -> PendingRecord {
-        PendingRecord { phase: Phase::Attempt, body: b"\"x\":1".to_vec() }
+        PendingRecord { kind: RecordKind::Access(Phase::Attempt), body: b"\"x\":1".to_vec() }
     }
 
     #[tokio::test]

@@ -224,3 +224,27 @@ async fn without_hmac_key_query_values_are_not_recorded() {
     let rec = &access(&env.audit_dir, "nokey")[0];
     assert_eq!(rec["query"][1], serde_json::json!({"name": "name"}));
 }
+
+#[tokio::test]
+async fn an_operator_action_is_chained_durably_with_the_accesses_and_verified() {
+    let env = Env::new();
+    let stage = env.stage();
+    let mut ctx = read_ctx("req-before-lift");
+    stage.on_request(&mut ctx).await.unwrap();
+    let details = serde_json::json!({"issuer": "https://idp", "subject": "clinician_a", "reason": "INC-1"});
+    stage.record_operator_action("exfil_unblock", &details).await.unwrap();
+    // Durable when it returns: on disk through a fresh descriptor, after the access before it.
+    let lines = env.lines();
+    let op = lines.iter().find(|l| l["kind"] == "operator").expect("an operator record");
+    assert_eq!((op["action"].as_str(), &op["details"]), (Some("exfil_unblock"), &details));
+    assert!(op["seq"].as_u64() > lines.iter().find(|l| l["kind"] == "access").unwrap()["seq"].as_u64());
+    drop(stage);
+    let report = verify(&env.audit_dir, Some(&env.public_key));
+    assert_eq!((report.status, report.operator_records, report.records), (VerifyStatus::Intact, 1, 1));
+
+    // Rewriting what the operator did is caught like any other edit.
+    let seg = env.segments().pop().unwrap();
+    let text = std::fs::read_to_string(&seg).unwrap();
+    std::fs::write(&seg, text.replace("INC-1", "INC-2")).unwrap();
+    assert_eq!(verify(&env.audit_dir, Some(&env.public_key)).status, VerifyStatus::Tampered);
+}

@@ -57,4 +57,4 @@ pub use config::{
 pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;
 pub use phigate_redis::RedisTlsConfig;
-pub use stage::{BlockView, ExfilStage, MAX_REASON_BYTES};
+pub use stage::{checked_reason, BlockView, ExfilStage, MAX_REASON_BYTES};

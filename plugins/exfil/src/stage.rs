@@ -3,7 +3,7 @@
 
 mod lift;
 
-pub use lift::{BlockView, MAX_REASON_BYTES};
+pub use lift::{checked_reason, BlockView, MAX_REASON_BYTES};
 
 use std::borrow::Cow;
 use std::fs::File;

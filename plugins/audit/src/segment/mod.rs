@@ -276,7 +276,7 @@ impl AuditSink for SegmentStore {
         buf.clear();
         let (mut seq, mut head) = (self.next_seq, self.last_hash);
         for r in batch {
-            head = append_line(&mut buf, "access", seq, &r.body, &head);
+            head = append_line(&mut buf, r.kind.as_str(), seq, &r.body, &head);
             seq += 1;
         }
         let due = self.since_checkpoint + batch.len() as u64 >= self.s.checkpoint_every_records

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::record::Phase;
+use crate::sink::RecordKind;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -36,8 +37,10 @@ impl Fixture {
     }
 
     fn append(&mut self) {
-        let r =
-            PendingRecord { phase: Phase::Attempt, body: br#""phase":"attempt","request_id":"t""#.to_vec() };
+        let r = PendingRecord {
+            kind: RecordKind::Access(Phase::Attempt),
+            body: br#""phase":"attempt","request_id":"t""#.to_vec(),
+        };
         self.store.append_batch(&[r]).unwrap();
     }
 

@@ -127,6 +127,7 @@ fn check_entry(
                 _ => return Err("access record with unknown phase"),
             }
         }
+        "operator" => report.operator_records += 1,
         "checkpoint" => {
             let cp = Checkpoint {
                 segment: e.segment.clone().unwrap_or_default(),

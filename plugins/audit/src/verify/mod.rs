@@ -67,6 +67,8 @@ pub struct VerifyReport {
     pub segments: usize,
     /// Access records checked (all phases).
     pub records: u64,
+    /// Operator records (actions such as lifting an exfiltration block), chained like the rest.
+    pub operator_records: u64,
     /// Checkpoints found and verified in the segments.
     pub checkpoints: u64,
     /// Checkpoint-log entries verified against the segments.
@@ -97,8 +99,8 @@ impl fmt::Display for VerifyReport {
         writeln!(f, "audit trail: {verdict}")?;
         writeln!(
             f,
-            "segments: {}, records: {}, checkpoints: {} ({} in checkpoint log), attempts without outcome: {}, recoveries: {}",
-            self.segments, self.records, self.checkpoints, self.checkpoints_logged,
+            "segments: {}, records: {}, operator records: {}, checkpoints: {} ({} in checkpoint log), attempts without outcome: {}, recoveries: {}",
+            self.segments, self.records, self.operator_records, self.checkpoints, self.checkpoints_logged,
             self.attempts_without_outcome, self.recoveries
         )?;
         if let Some(x) = &self.failure {
@@ -136,6 +138,7 @@ pub fn verify(dir: &Path, public_key: Option<&Path>) -> VerifyReport {
         status: VerifyStatus::Intact,
         segments: 0,
         records: 0,
+        operator_records: 0,
         checkpoints: 0,
         checkpoints_logged: 0,
         attempts_without_outcome: 0,

@@ -104,8 +104,13 @@ impl ExfilStage {
     }
 }
 
-/// The reason, trimmed, if an alert line may carry it.
-fn checked_reason(reason: &str) -> Result<&str, UnblockError> {
+/// The reason, trimmed, if a lift may carry it: non-empty after trimming, at most
+/// [`MAX_REASON_BYTES`], no control characters (what [`ExfilStage::unblock`] accepts; callers
+/// that record the lift elsewhere first check with this).
+///
+/// # Errors
+/// [`UnblockError::ReasonInvalid`] otherwise.
+pub fn checked_reason(reason: &str) -> Result<&str, UnblockError> {
     let trimmed = reason.trim();
     if trimmed.is_empty() || reason.len() > MAX_REASON_BYTES || reason.chars().any(char::is_control) {
         return Err(UnblockError::ReasonInvalid);
