@@ -57,6 +57,23 @@ async fn refuses(h: &Harness, p: &Arc<Principal>) -> bool {
     matches!(h.stage.on_request(&mut ctx).await, Err(d) if d.code == ErrorCode::PrincipalBlocked)
 }
 
+/// Two replicas sharing `key` through `redis`, both linked.
+async fn pair(redis: &RedisServer, key: &Path) -> (Harness, Harness) {
+    let (a, b) = (replica(&redis.url(), key, 300), replica(&redis.url(), key, 300));
+    linked(&a).await;
+    linked(&b).await;
+    (a, b)
+}
+
+/// [`pair`], with eve blocked by A and refused by B.
+async fn eve_blocked_by_a_and_b(redis: &RedisServer, key: &Path) -> (Harness, Harness, Arc<Principal>) {
+    let (a, b) = pair(redis, key).await;
+    let eve = principal("eve");
+    probe(&a, &eve).await;
+    eventually("B refuses eve", async || refuses(&b, &eve).await).await;
+    (a, b, eve)
+}
+
 async fn recorded_keys(redis: &RedisServer) -> Vec<String> {
     let mut conn = conn(redis).await;
     redis::cmd("KEYS").arg(format!("{PREFIX}*")).query_async(&mut conn).await.unwrap()
@@ -67,9 +84,7 @@ async fn a_block_on_one_replica_is_refused_by_another_that_never_saw_the_princip
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
     let key = key_file(tmp.path(), 1);
-    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
-    linked(&a).await;
-    linked(&b).await;
+    let (a, b) = pair(&redis, &key).await;
     let (eve, bob) = (principal("eve"), principal("bob"));
     assert!(!refuses(&b, &eve).await);
 
@@ -136,20 +151,13 @@ async fn a_shorter_block_received_keeps_the_longer_one_and_expiry_is_local() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
     let key = key_file(tmp.path(), 5);
-    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
-    linked(&a).await;
-    linked(&b).await;
-    let eve = principal("eve");
-    probe(&a, &eve).await;
-    eventually("B refuses eve", async || refuses(&b, &eve).await).await;
+    let (_a, b, eve) = eve_blocked_by_a_and_b(&redis, &key).await;
 
     // Another replica announces a 10 s block of the same principal.
     let hash = recorded_keys(&redis).await[0].strip_prefix(PREFIX).unwrap().to_owned();
     let soon = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 10;
     let msg = format!("elsewhere {hash} {soon}");
-    let mut conn = conn(&redis).await;
-    let _: i64 =
-        redis::cmd("PUBLISH").arg("phigate:exfil:blocks").arg(msg).query_async(&mut conn).await.unwrap();
+    announce(&redis, msg).await;
     eventually("B applied it", async || b.stage.stats().shared_received == 2).await;
 
     b.advance_secs(250);
@@ -225,12 +233,7 @@ async fn a_lift_on_one_replica_ends_the_block_everywhere_and_a_stale_copy_does_n
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
     let key = key_file(tmp.path(), 8);
-    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
-    linked(&a).await;
-    linked(&b).await;
-    let eve = principal("eve");
-    probe(&a, &eve).await;
-    eventually("B refuses eve", async || refuses(&b, &eve).await).await;
+    let (a, b, eve) = eve_blocked_by_a_and_b(&redis, &key).await;
     let block_key = recorded_keys(&redis).await.pop().unwrap();
     let hash = block_key.strip_prefix(PREFIX).unwrap().to_owned();
     let until = a.stage.blocks()[0].until_unix;
@@ -296,12 +299,7 @@ async fn a_lift_decided_on_another_replica_ends_the_block_where_it_was_decided()
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().unwrap();
     let key = key_file(tmp.path(), 10);
-    let (a, b) = (replica(&redis.url(), &key, 300), replica(&redis.url(), &key, 300));
-    linked(&a).await;
-    linked(&b).await;
-    let eve = principal("eve");
-    probe(&a, &eve).await;
-    eventually("B refuses eve", async || refuses(&b, &eve).await).await;
+    let (a, b, eve) = eve_blocked_by_a_and_b(&redis, &key).await;
 
     assert_eq!(b.stage.unblock(common::ISSUER, "eve", REASON), Ok(true), "B held the received block");
     assert!(!refuses(&b, &eve).await);

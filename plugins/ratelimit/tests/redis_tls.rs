@@ -6,10 +6,12 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use common::pki::{self, Pki};
 use common::{
-    backend_errors_of, ctx, decisions, eventually, install_tls13_provider, ready, stage, stage_in, tls_server,
+    backend_errors_of, ctx, decisions, eventually, install_tls13_provider, ready, stage, stage_in,
+    tls_server, RedisServer,
 };
 use phigate_plugin::{ErrorCode, Readiness, Stage};
 use phigate_ratelimit::{
@@ -40,6 +42,26 @@ async fn burst_of_three_then_429(s: &RateLimitStage, sub: &str) {
     }
     let d = s.on_request(&mut ctx(Some(sub), 0)).await.expect_err("over the limit");
     assert_eq!(d.code, ErrorCode::RateLimited);
+}
+
+/// A TLS Redis (`server_cert`, client certificates required when `mtls`) and a stage trusting
+/// `ca` that cannot complete a handshake with it, returned once the keeper has counted `n`
+/// `tls` failures. Callers hold `FAILURES`.
+async fn failing_tls(
+    server_cert: (&str, &str),
+    mtls: bool,
+    ca: &str,
+    mode: FailureMode,
+    limit: &str,
+    n: u64,
+) -> (Pki, RedisServer, Arc<RateLimitStage>) {
+    install_tls13_provider();
+    let pki = Pki::new();
+    let server = tls_server(&pki, server_cert, mtls);
+    let before = backend_errors_of("tls");
+    let s = stage(tls_config(&server.tls_url(), trusting(pki.path(ca)), mode, limit));
+    keeper_fails("tls", before, n).await;
+    (pki, server, s)
 }
 
 /// Waits until the connection keeper has failed at least `n` more times with `kind`.
@@ -86,14 +108,15 @@ async fn mutual_tls_with_the_client_certificate_is_served_and_paths_are_relative
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_server_certificate_denies_503_not_ready_and_counts_tls() {
     let _serial = FAILURES.lock().await;
-    install_tls13_provider();
-    let pki = Pki::new();
-    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
-    let before = backend_errors_of("tls");
-    let cfg =
-        tls_config(&server.tls_url(), trusting(pki.path(pki::OTHER_CA)), FailureMode::Deny, "tls_untrusted");
-    let s = stage(cfg);
-    keeper_fails("tls", before, 2).await;
+    let (_pki, server, s) = failing_tls(
+        (pki::SERVER_CERT, pki::SERVER_KEY),
+        false,
+        pki::OTHER_CA,
+        FailureMode::Deny,
+        "tls_untrusted",
+        2,
+    )
+    .await;
     assert!(matches!(s.readiness(), Readiness::NotReady(_)), "never connected");
     let mut c = ctx(Some("alice"), 0);
     let d = s.on_request(&mut c).await.expect_err("fail closed");
@@ -107,14 +130,15 @@ async fn untrusted_server_certificate_denies_503_not_ready_and_counts_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untrusted_server_certificate_with_failure_mode_local_limits_per_instance() {
     let _serial = FAILURES.lock().await;
-    install_tls13_provider();
-    let pki = Pki::new();
-    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), false);
-    let before = backend_errors_of("tls");
-    let cfg =
-        tls_config(&server.tls_url(), trusting(pki.path(pki::OTHER_CA)), FailureMode::Local, "tls_local");
-    let s = stage(cfg);
-    keeper_fails("tls", before, 1).await;
+    let (_pki, _server, s) = failing_tls(
+        (pki::SERVER_CERT, pki::SERVER_KEY),
+        false,
+        pki::OTHER_CA,
+        FailureMode::Local,
+        "tls_local",
+        1,
+    )
+    .await;
     burst_of_three_then_429(&s, "alice").await;
     assert_eq!(decisions("tls_local", "failure_local"), 4);
     assert_eq!(decisions("tls_local", "denied"), 1, "the local fallback refused the 4th");
@@ -124,13 +148,15 @@ async fn untrusted_server_certificate_with_failure_mode_local_limits_per_instanc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_server_certificate_is_a_tls_failure_like_redis_down() {
     let _serial = FAILURES.lock().await;
-    install_tls13_provider();
-    let pki = Pki::new();
-    let server = tls_server(&pki, (pki::EXPIRED_CERT, pki::EXPIRED_KEY), false);
-    let before = backend_errors_of("tls");
-    let cfg = tls_config(&server.tls_url(), trusting(pki.path(pki::CA)), FailureMode::Allow, "tls_expired");
-    let s = stage(cfg);
-    keeper_fails("tls", before, 1).await;
+    let (_pki, _server, s) = failing_tls(
+        (pki::EXPIRED_CERT, pki::EXPIRED_KEY),
+        false,
+        pki::CA,
+        FailureMode::Allow,
+        "tls_expired",
+        1,
+    )
+    .await;
     for _ in 0..4 {
         let mut c = ctx(Some("alice"), 0);
         assert!(s.on_request(&mut c).await.is_ok(), "failure_mode: allow forwards");
@@ -146,13 +172,9 @@ async fn expired_server_certificate_is_a_tls_failure_like_redis_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_without_a_client_certificate_denies_and_counts() {
     let _serial = FAILURES.lock().await;
-    install_tls13_provider();
-    let pki = Pki::new();
-    let server = tls_server(&pki, (pki::SERVER_CERT, pki::SERVER_KEY), true);
-    let before = backend_errors_of("tls");
-    let cfg = tls_config(&server.tls_url(), trusting(pki.path(pki::CA)), FailureMode::Deny, "mtls_missing");
-    let s = stage(cfg);
-    keeper_fails("tls", before, 1).await;
+    let (_pki, _server, s) =
+        failing_tls((pki::SERVER_CERT, pki::SERVER_KEY), true, pki::CA, FailureMode::Deny, "mtls_missing", 1)
+            .await;
     assert!(matches!(s.readiness(), Readiness::NotReady(_)), "Redis never accepted the connection");
     let d = s.on_request(&mut ctx(Some("alice"), 0)).await.expect_err("fail closed");
     assert_eq!(d.code, ErrorCode::NotReady);
