@@ -8,53 +8,26 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::redis_server::{conn, eventually, free_port, url, RedisServer};
-use common::{principal, read, Harness};
-use phigate_exfil::{Action, BlockView, SharedConfig};
-use phigate_plugin::{ErrorCode, Principal, Readiness, Stage};
+use common::redis_server::{
+    conn, eventually, free_port, key_file, probe, refuses, replica_with, shared_errors, url, RedisServer,
+};
+use common::{principal, Harness};
+use phigate_exfil::{BlockView, SharedConfig};
+use phigate_plugin::{Principal, Readiness, Stage};
 
 const PREFIX: &str = "phigate:exfil:block:";
 
-/// A 32-byte HMAC key file in `dir`, every byte `b`.
-fn key_file(dir: &Path, b: u8) -> PathBuf {
-    let p = dir.join(format!("exfil-{b}.key"));
-    std::fs::write(&p, [b; 32]).unwrap();
-    p
-}
-
-/// A replica blocking after 3 missed reads for `block_secs`, sharing through `url`, its tasks
-/// spawned.
+/// A replica blocking after 3 missed reads for `block_secs`, sharing through `url`.
 fn replica(url: &str, key: &Path, block_secs: u64) -> Harness {
-    let h = Harness::new(|c| {
-        c.id_enumeration.enabled = true;
-        c.id_enumeration.threshold = 2;
-        c.id_enumeration.window_secs = 60;
-        c.id_enumeration.action = Action::Block;
-        c.id_enumeration.block_secs = block_secs;
-        c.shared = Some(SharedConfig::new(url, key));
-    });
-    h.spawn_writer();
-    h
+    replica_with(SharedConfig::new(url, key), block_secs)
 }
 
 async fn linked(h: &Harness) {
     eventually("shared link up", async || h.stage.readiness() == Readiness::Ready(None)).await;
-}
-
-/// Three missed reads: over the `id_enumeration` threshold.
-async fn probe(h: &Harness, p: &Arc<Principal>) {
-    for id in ["a", "b", "c"] {
-        h.run(read(p, "Patient", id, 404)).await.unwrap();
-    }
-}
-
-async fn refuses(h: &Harness, p: &Arc<Principal>) -> bool {
-    let mut ctx = read(p, "Patient", "x", 200);
-    matches!(h.stage.on_request(&mut ctx).await, Err(d) if d.code == ErrorCode::PrincipalBlocked)
 }
 
 /// Two replicas sharing `key` through `redis`, both linked.
@@ -179,7 +152,7 @@ async fn without_redis_blocks_apply_locally_errors_are_counted_and_sharing_resum
     let Readiness::Ready(Some(detail)) = a.stage.readiness() else { panic!("ready, with a detail") };
     assert!(detail.contains("unavailable"), "{detail}");
     assert!(!detail.contains(&port.to_string()), "no address in the detail");
-    assert!(shared_errors_metric() >= 1);
+    assert!(shared_errors(None) >= 1);
 
     // Redis comes up: A reconnects and shares the block it queued meanwhile.
     let redis = RedisServer::start_on(port).expect("port still free");
@@ -338,11 +311,4 @@ async fn a_replica_away_during_a_lift_reads_it_on_reconnect_and_drops_its_own_bl
     eventually("the lift was applied", async || away.stage.stats().shared_lifts_received == 1).await;
     assert!(!refuses(&away, &eve).await, "its own block lifted through the hash");
     assert!(recorded_keys(&redis).await.iter().all(|k| k.contains(":lifted:")), "not re-recorded");
-}
-
-/// `phigate_exfil_shared_errors_total`, summed over kinds (process-wide).
-fn shared_errors_metric() -> u64 {
-    let families = prometheus::gather();
-    let family = families.iter().find(|f| f.name() == "phigate_exfil_shared_errors_total");
-    family.map_or(0, |f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64).sum())
 }
