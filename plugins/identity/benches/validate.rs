@@ -26,6 +26,16 @@ fn issuers() -> Vec<(&'static str, DevIssuer)> {
     ]
 }
 
+fn route() -> Arc<RouteMeta> {
+    Arc::new(RouteMeta {
+        name: "fhir".into(),
+        index: 0,
+        prefix: "/fhir".into(),
+        fhir: true,
+        upstream: "u".into(),
+    })
+}
+
 fn stage(idp: &DevIssuer, cache: u64, route: &Arc<RouteMeta>) -> IdentityStage {
     let dir = std::env::temp_dir().join(format!("phigate-identity-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -69,13 +79,7 @@ fn token(idp: &DevIssuer, n: usize) -> HeaderValue {
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let route = Arc::new(RouteMeta {
-        name: "fhir".into(),
-        index: 0,
-        prefix: "/fhir".into(),
-        fhir: true,
-        upstream: "u".into(),
-    });
+    let route = route();
     for (alg, idp) in issuers() {
         let hit_stage = stage(&idp, 1000, &route);
         let hot = token(&idp, 0);
@@ -118,13 +122,7 @@ fn dpop(c: &mut Criterion) {
     use base64::Engine;
     use sha2::Digest;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let route = Arc::new(RouteMeta {
-        name: "fhir".into(),
-        index: 0,
-        prefix: "/fhir".into(),
-        fhir: true,
-        upstream: "u".into(),
-    });
+    let route = route();
     let idp = DevIssuer::es256("https://es.bench").unwrap();
     let stage = stage(&idp, 1000, &route);
     for (alg, key) in [("ES256", DevIssuer::es256("c").unwrap()), ("EdDSA", DevIssuer::eddsa("c").unwrap())] {

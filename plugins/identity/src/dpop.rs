@@ -87,8 +87,7 @@ impl Dpop {
         let (alg, jwk) = proof_key(&header, jkt)?;
         verify(alg, jwk, signing_input.as_bytes(), signature)?;
         let claims = object(p)?;
-        self.check_claims(&claims, token, target, now)?;
-        let jti = claims.get("jti").and_then(Value::as_str).ok_or(bad("jti missing"))?;
+        let jti = self.check_claims(&claims, token, target, now)?;
         let mut h = Sha256::new();
         h.update(jkt.as_bytes());
         h.update([0]);
@@ -112,13 +111,14 @@ impl Dpop {
         proof.to_str().map_err(|_| bad("DPoP header is not visible ASCII"))
     }
 
-    fn check_claims(
+    /// Checks the proof's claims for this request and token; returns its `jti`.
+    fn check_claims<'c>(
         &self,
-        claims: &Map<String, Value>,
+        claims: &'c Map<String, Value>,
         token: &str,
         target: &Target<'_>,
         now: i64,
-    ) -> Result<(), AuthError> {
+    ) -> Result<&'c str, AuthError> {
         let text =
             |name: &str, missing: &'static str| claims.get(name).and_then(Value::as_str).ok_or(bad(missing));
         let jti = text("jti", "jti missing or not a string")?;
@@ -144,7 +144,7 @@ impl Dpop {
         if text("ath", "ath missing or not a string")? != ath {
             return Err(bad("ath does not match the access token"));
         }
-        Ok(())
+        Ok(jti)
     }
 }
 
