@@ -5,15 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::{TelemetryError, TracingConfig};
+use crate::tls::{parse_certs, parse_key};
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper_rustls::HttpsConnectorBuilder;
 use opentelemetry_http::hyper::HyperClient;
 use opentelemetry_http::{HttpClient, HttpError};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-use super::{TelemetryError, TracingConfig};
 
 #[derive(Debug)]
 pub(super) struct OwnRuntimeClient {
@@ -36,11 +34,9 @@ pub(super) fn tls_config(cfg: &TracingConfig, dir: &Path) -> Result<rustls::Clie
     let (Some(cert_path), Some(key_path)) = (&cfg.client_cert_path, &cfg.client_key_path) else {
         return Ok(builder.with_no_client_auth());
     };
-    let certs = pem_file(&dir.join(cert_path), "client_cert_path", |pem| {
-        CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().ok().filter(|c| !c.is_empty())
-    })?;
-    let key =
-        pem_file(&dir.join(key_path), "client_key_path", |pem| PrivateKeyDer::from_pem_slice(pem).ok())?;
+    let (cert_path, key_path) = (dir.join(cert_path), dir.join(key_path));
+    let certs = pem_file(&cert_path, "client_cert_path", |pem| parse_certs(&cert_path, pem).ok())?;
+    let key = pem_file(&key_path, "client_key_path", |pem| parse_key(&key_path, pem).ok())?;
     builder.with_client_auth_cert(certs, key).map_err(|_| {
         TelemetryError("client_key_path: not a supported key, or not the key of client_cert_path".into())
     })
@@ -54,9 +50,7 @@ fn pem_file<T>(path: &Path, key: &str, parse: impl FnOnce(&[u8]) -> Option<T>) -
 
 /// The CA certificates of a PEM file (at least one).
 fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TelemetryError> {
-    let certs = pem_file(path, "ca_path", |pem| {
-        CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>().ok()
-    })?;
+    let certs = pem_file(path, "ca_path", |pem| parse_certs(path, pem).ok())?;
     let mut roots = rustls::RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(certs);
     if added == 0 {

@@ -7,6 +7,7 @@
 
 mod listener;
 mod reload;
+pub(crate) use reload::{parse_certs, parse_key};
 mod upstream;
 
 pub use listener::{build_listener_tls, ListenerTls};
