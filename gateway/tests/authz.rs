@@ -156,6 +156,7 @@ async fn break_glass_needs_the_role_and_is_marked_in_the_audit_trail() {
         (403, "break_glass_not_permitted")
     );
     let denied_rid = res.header("x-request-id").unwrap().to_owned();
+    env.wait_audited(&denied_rid).await;
     env.gw.stop();
     let recs = env.audit_records();
     let attempt = recs.iter().find(|r| r["request_id"] == rid.as_str() && r["phase"] == "attempt").unwrap();

@@ -196,6 +196,26 @@ impl FullEnv {
     pub fn audit_records(&self) -> Vec<serde_json::Value> {
         audit_records(&self.pki.dir().join("audit"))
     }
+
+    /// Waits (bounded) until the audit trail holds a record of request `rid`: a request the
+    /// gateway answered itself is recorded as `denied` once its response has gone, so a test
+    /// that stops the gateway right after the response could stop it before that record.
+    pub async fn wait_audited(&self, rid: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // The raw text, not parsed records: a line may be read while it is being appended.
+        let needle = format!("\"request_id\":\"{rid}\"");
+        let dir = self.pki.dir().join("audit");
+        let written = || {
+            std::fs::read_dir(&dir).into_iter().flatten().flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("seg-")
+                    && std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&needle))
+            })
+        };
+        while !written() {
+            assert!(std::time::Instant::now() < deadline, "no audit record of {rid} after 20 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The exfil alert lines (`alerts/exfil.jsonl`) once at least `n` are on disk. The writer is a
