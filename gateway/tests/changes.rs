@@ -9,6 +9,7 @@ mod common;
 
 use common::FullEnv;
 use phigate_audit::{verify, VerifyStatus};
+use phigate_test_support::{start_upstream, TestGateway, TestPki, TlsProbe, WhichCa};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -152,6 +153,50 @@ async fn a_rotated_certificate_is_chained_with_its_fingerprint_and_not_after() {
     let trail = std::fs::read_to_string(common_segment(&dir)).unwrap();
     let key_body = key3.lines().nth(1).unwrap();
     assert!(!trail.contains(key_body), "no key material in the trail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_trail_cannot_take_still_takes_effect_and_is_counted() {
+    let pki = TestPki::new();
+    let upstream = start_upstream(&pki).await;
+    phigate_audit::generate_signing_key(&pki.dir().join("audit.key")).unwrap();
+    // A directory under a regular file can never be created, whoever runs the test.
+    let cfg = format!(
+        "{}audit:\n  dir: {}\n  signing_key_path: audit.key\n  max_wait_ms: 200\n",
+        common::yaml(&pki, upstream.addr, "none"),
+        pki.paths.ca_cert.join("audit").display()
+    );
+    let gw = TestGateway::start_yaml(&cfg, pki.dir(), Vec::new());
+    let fresh = pki.issue_server(WhichCa::Public, &["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(&pki.paths.gateway_cert, fresh.cert_pem()).unwrap();
+    std::fs::write(&pki.paths.gateway_key, fresh.key_pem()).unwrap();
+    gw.reloader.reload_all();
+
+    // The reload is not undone: the new certificate is served.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(pki.ca.root_store())
+        .with_no_client_auth();
+    let served = TlsProbe::handshake(gw.addr, std::sync::Arc::new(client)).await.unwrap();
+    assert_eq!(served.peer_certificates[0].as_ref(), fresh.cert_der().as_ref());
+    // Its record (and the one of the certificate served at start) is counted as missing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while failed_records(&common::admin_get(gw.admin, "/metrics").await, "certificate_reloaded") < 2 {
+        assert!(std::time::Instant::now() < deadline, "the unrecorded changes were not counted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The sum of `phigate_change_records_failed_total` for `action`, over every reason.
+fn failed_records(metrics: &str, action: &str) -> u64 {
+    let series = format!("phigate_change_records_failed_total{{action=\"{action}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The newest segment of the trail (these tests write one).

@@ -82,15 +82,15 @@ impl ReloadableCert {
         key_path: &Path,
         metrics: Arc<Metrics>,
     ) -> Result<Self, TlsError> {
-        let (cert_pem, key_pem, files) = read_pair(cert_path, key_path)?;
-        let key = parse_pair(cert_path, key_path, &cert_pem, &key_pem)?;
+        let files = read_pair(cert_path, key_path)?;
+        let key = parse_pair(cert_path, key_path, &files.cert_pem, &files.key_pem)?;
         let served = Served::of(&key);
         Ok(ReloadableCert {
             listener: listener.into(),
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             current: arc_swap::ArcSwap::from_pointee(key),
-            state: Mutex::new(State { files, served, refused: None }),
+            state: Mutex::new(State { files: files.hash, served, refused: None }),
             metrics,
             changes: OnceLock::new(),
         })
@@ -134,12 +134,12 @@ impl ReloadableCert {
     pub fn reload_by(&self, trigger: ChangeTrigger) -> Result<bool, TlsError> {
         let read = read_pair(&self.cert_path, &self.key_path);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let files = read.as_ref().ok().map(|(_, _, files)| *files);
+        let files = read.as_ref().ok().map(|f| f.hash);
         if files == Some(state.files) {
             state.refused = None;
             return Ok(false);
         }
-        let parsed = read.and_then(|(c, k, _)| parse_pair(&self.cert_path, &self.key_path, &c, &k));
+        let parsed = read.and_then(|f| parse_pair(&self.cert_path, &self.key_path, &f.cert_pem, &f.key_pem));
         match parsed {
             Ok(key) => {
                 let served = Served::of(&key);
@@ -213,13 +213,19 @@ pub(crate) fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static
 }
 
 /// Both files' bytes and a hash over them (to skip reloads of unchanged files).
-fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>, [u8; 32]), TlsError> {
+struct PairFiles {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    hash: [u8; 32],
+}
+
+fn read_pair(cert_path: &Path, key_path: &Path) -> Result<PairFiles, TlsError> {
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
     let mut h = Sha256::new();
     h.update(&cert_pem);
     h.update(&key_pem);
-    Ok((cert_pem, key_pem, h.finalize().into()))
+    Ok(PairFiles { cert_pem, key_pem, hash: h.finalize().into() })
 }
 
 fn parse_pair(
