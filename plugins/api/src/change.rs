@@ -140,6 +140,25 @@ mod tests {
     }
 
     #[test]
+    fn every_action_name_is_its_serialized_tag() {
+        let (h, r) = (String::from("ab"), "invalid");
+        let all = [
+            Change::PolicyRevisionApplied { previous: None, revision: h.clone() },
+            Change::PolicyRevisionRejected { active: h.clone(), attempted: None, reason: r },
+            Change::CertificateReloaded {
+                listener: h.clone(),
+                previous_sha256: None,
+                sha256: h.clone(),
+                not_after: None,
+            },
+            Change::CertificateReloadFailed { listener: h.clone(), active_sha256: h, reason: r },
+        ];
+        for change in all {
+            assert_eq!(serde_json::to_value(&change).unwrap()["action"], change.action());
+        }
+    }
+
+    #[test]
     fn a_sink_delivers_each_event() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let into = seen.clone();
