@@ -30,6 +30,9 @@ pub struct Metrics {
     pub cert_reloads: IntCounterVec,
     /// Readiness of each stage (1 ready, 0 not).
     pub stage_ready: IntGaugeVec,
+    /// Changes (policy revisions, certificates) that took effect but are not in the audit trail,
+    /// by action and reason.
+    pub change_records_failed: IntCounterVec,
 }
 
 static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::new(|| {
@@ -74,6 +77,11 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
             "phigate_stage_ready",
             "Whether each pipeline stage is ready (1) or not (0).",
             &["stage"]
+        )?,
+        change_records_failed: register_int_counter_vec!(
+            "phigate_change_records_failed_total",
+            "Changes to what the gateway enforces that took effect but could not be recorded in the audit trail, by action and reason.",
+            &["action", "reason"]
         )?,
     }))
 });

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use phigate_plugin::{BackgroundTask, Denial, Flow, PreRead, Readiness, RequestCtx, ResponseHead, Stage};
+use phigate_plugin::{
+    BackgroundTask, ChangeSink, Denial, Flow, PreRead, Readiness, RequestCtx, ResponseHead, Stage,
+};
 
 /// The ordered stages of the pipeline: the deciding stages, then the recording ones (audit). The
 /// gateway's pre-read runs after both, once the attempt record is durable.
@@ -122,6 +124,13 @@ impl Pipeline {
     pub fn reload(&self) {
         for stage in &self.stages {
             stage.reload();
+        }
+    }
+
+    /// Hands every stage the sink its changes are recorded through.
+    pub fn attach_changes(&self, changes: &ChangeSink) {
+        for stage in &self.stages {
+            stage.attach_changes(changes.clone());
         }
     }
 

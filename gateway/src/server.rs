@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use phigate_plugin::{BackgroundTask, Stage};
+use phigate_plugin::{BackgroundTask, ChangeTrigger, Stage};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -46,15 +46,21 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Everything SIGHUP reloads: certificates, then each stage's files.
+    /// Everything SIGHUP reloads: certificates, then each stage's files (changes are recorded
+    /// with trigger `sighup`).
     pub fn reload_all(&self) {
-        self.reload_certs();
+        self.reload_certs_by(ChangeTrigger::Sighup);
         self.runtime.pipeline.reload();
     }
 
-    /// Re-reads every listener certificate; returns how many changed.
+    /// Re-reads every listener certificate, as the periodic check does (changes are recorded with
+    /// trigger `watch`); returns how many changed.
     pub fn reload_certs(&self) -> usize {
-        self.certs.iter().filter(|c| matches!(c.reload(), Ok(true))).count()
+        self.reload_certs_by(ChangeTrigger::Watch)
+    }
+
+    fn reload_certs_by(&self, trigger: ChangeTrigger) -> usize {
+        self.certs.iter().filter(|c| matches!(c.reload_by(trigger), Ok(true))).count()
     }
 }
 
@@ -114,6 +120,7 @@ impl GatewayBuilder {
         let actions =
             crate::admin::AdminActions::load(&cfg.admin, dir, built.exfil.clone(), built.audit.clone())
                 .map_err(|e| BuildError::Invalid(e.to_string()))?;
+        let audit = built.audit.clone();
         let decide = built.decide.into_iter().chain(self.stages).collect();
         let pipeline = Pipeline::with_record(decide, built.record);
         let runtime = Arc::new(Runtime::build(cfg, dir, pipeline)?);
@@ -143,9 +150,17 @@ impl GatewayBuilder {
         let mut admin =
             Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()).with_actions(actions));
         admin.add_tcp(&cfg.admin.address);
+        let mut tasks = Vec::new();
+        // Changes are recorded only where there is a trail: without audit nothing is attached.
+        if let Some(audit) = audit {
+            let (changes, router) = crate::changes::route_to_audit(audit, runtime.metrics.clone());
+            runtime.pipeline.attach_changes(&changes);
+            certs.iter().for_each(|c| c.attach_changes(changes.clone()));
+            tasks.push(router);
+        }
+        tasks.extend(runtime.pipeline.background_tasks());
         let reloader = Reloader { certs: Arc::new(certs), runtime: runtime.clone() };
-        let background =
-            Background { reloader: reloader.clone(), tasks: Mutex::new(runtime.pipeline.background_tasks()) };
+        let background = Background { reloader: reloader.clone(), tasks: Mutex::new(tasks) };
         server.add_service(proxy);
         server.add_service(admin);
         server.add_service(background_service("phigate background", background));

@@ -53,3 +53,15 @@ pub enum TlsError {
         message: String,
     },
 }
+
+impl TlsError {
+    /// A fixed reason class for the audit trail (`unreadable`, `missing`, `invalid`), without the
+    /// path or message.
+    pub fn class(&self) -> &'static str {
+        match self {
+            TlsError::Read { .. } => "unreadable",
+            TlsError::Missing { .. } => "missing",
+            TlsError::Invalid { .. } => "invalid",
+        }
+    }
+}

@@ -218,6 +218,54 @@ impl FullEnv {
     }
 }
 
+impl FullEnv {
+    /// Waits (bounded) until the audit trail holds a record matching `want`, and returns the
+    /// first. Changes (policy revisions, certificates) are recorded by a background task after
+    /// they took effect, so a test waits for the record as an auditor's tail would.
+    pub async fn wait_record(&self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let dir = self.pki.dir().join("audit");
+        loop {
+            if let Some(found) = complete_records(&dir).into_iter().find(|r| want(r)) {
+                return found;
+            }
+            assert!(std::time::Instant::now() < deadline, "no matching audit record after 20 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits (bounded) until the policy stage's file watcher is established (`/readyz` says
+    /// `watching`): a file written before it would not be seen.
+    pub async fn wait_policy_watching(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !admin_get(self.gw.admin, "/readyz").await.contains("; watching") {
+            assert!(std::time::Instant::now() < deadline, "the policy watcher did not start in 20 s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The complete lines of the segments in `dir`, parsed (a line being appended is skipped).
+fn complete_records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seg-")))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|text| {
+            let complete = text.rfind('\n').map_or("", |end| &text[..end]).to_owned();
+            complete.lines().filter_map(|l| serde_json::from_str(l).ok()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The exfil alert lines (`alerts/exfil.jsonl`) once at least `n` are on disk. The writer is a
 /// background task, so this waits for its effect (bounded), as a SIEM tailing the file would.
 pub async fn exfil_alerts(env: &FullEnv, n: usize) -> Vec<serde_json::Value> {

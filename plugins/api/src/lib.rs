@@ -10,6 +10,7 @@
 //! one response shape (JSON or a FHIR `OperationOutcome`) in one place.
 
 mod build;
+mod change;
 mod ctx;
 mod error;
 mod fhir;
@@ -17,6 +18,7 @@ mod principal;
 mod stage;
 
 pub use build::{BackgroundTask, ConfigIssue, StageBuildCtx};
+pub use change::{Change, ChangeEvent, ChangeSink, ChangeTrigger};
 pub use ctx::{
     ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo, ResponseInfo,
     RouteMeta, UpstreamEdits,

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::{BackgroundTask, Denial, ErrorCode, RequestCtx};
+use crate::{BackgroundTask, ChangeSink, Denial, ErrorCode, RequestCtx};
 
 /// What a stage tells the gateway after [`Stage::on_request`].
 #[derive(Debug)]
@@ -85,6 +85,12 @@ pub trait Stage: Send + Sync + 'static {
     fn background_tasks(&self) -> Vec<BackgroundTask> {
         Vec::new()
     }
+
+    /// Hands the stage the gateway's [`ChangeSink`]: called once at start, before
+    /// [`Stage::background_tasks`], and only when the gateway records changes (audit is
+    /// configured). A stage that changes what it enforces while running (a policy reload) reports
+    /// each change there, and what is in force at start (trigger `startup`). Default: ignore it.
+    fn attach_changes(&self, _changes: ChangeSink) {}
 
     /// Re-reads whatever the stage loads from files (keys, policies), as on SIGHUP. Must not block:
     /// do the work on a background task and swap atomically. Default: nothing.

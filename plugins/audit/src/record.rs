@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use phigate_plugin::{Compartment, FhirRequest, Interaction, PatientId, QueryParam, RequestCtx};
+use phigate_plugin::{ChangeEvent, Compartment, FhirRequest, Interaction, PatientId, QueryParam, RequestCtx};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -242,4 +242,18 @@ pub(crate) fn operator_body(action: &str, details: &serde_json::Value) -> Vec<u8
         out.remove(0);
     }
     out
+}
+
+/// The `details` of a change's operator record: the change's own allow-listed fields (content
+/// hashes, names, reason classes), then `trigger` and `at` (when it took effect, which may be a
+/// little before the record's `ts`: recording is queued behind the change, never ahead of it).
+pub(crate) fn change_details(event: &ChangeEvent) -> serde_json::Value {
+    let mut tagged = serde_json::to_value(&event.change).unwrap_or_default();
+    let mut details = tagged.get_mut("details").map(serde_json::Value::take).unwrap_or_default();
+    if let Some(map) = details.as_object_mut() {
+        map.insert("trigger".into(), serde_json::to_value(event.trigger).unwrap_or_default());
+        let at = humantime::format_rfc3339_micros(event.at).to_string();
+        map.insert("at".into(), serde_json::Value::String(at));
+    }
+    details
 }

@@ -13,7 +13,8 @@ use crate::error::SinkError;
 use crate::record::Phase;
 
 /// What a record is: a request's access record at one phase, or an operator's action (such as
-/// lifting an exfiltration block) that changed what the gateway enforces.
+/// lifting an exfiltration block, or a policy revision or certificate taking effect) that changed
+/// what the gateway enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordKind {
     /// `kind: "access"`.

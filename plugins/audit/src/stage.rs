@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use phigate_plugin::{async_trait, Denial, ErrorCode, Flow, Readiness, RequestCtx, Stage};
+use phigate_plugin::{async_trait, ChangeEvent, Denial, ErrorCode, Flow, Readiness, RequestCtx, Stage};
 
 use crate::config::AuditConfig;
 use crate::metrics;
@@ -68,20 +68,37 @@ impl AuditStage {
         details: &serde_json::Value,
     ) -> Result<(), &'static str> {
         let body = crate::record::operator_body(action, details);
-        self.writer.append(PendingRecord { kind: RecordKind::Operator, body }, self.max_wait).await
+        self.append(RecordKind::Operator, body).await
+    }
+
+    /// Appends a change that already took effect (a policy revision applied or refused, a
+    /// listener certificate reloaded or refused) as an operator record whose `action` is the
+    /// change's name and whose `details` are its allow-listed fields plus `trigger` and `at` (when
+    /// it took effect). Returns once it is durable. Unlike [`AuditStage::record_operator_action`]
+    /// the change is not held back: an error means the trail lacks it, not that it was undone.
+    ///
+    /// # Errors
+    /// The record could not be made durable within `max_wait_ms` (the reason, as in metrics).
+    pub async fn record_change(&self, event: &ChangeEvent) -> Result<(), &'static str> {
+        let details = crate::record::change_details(event);
+        let body = crate::record::operator_body(event.change.action(), &details);
+        self.append(RecordKind::Operator, body).await
     }
 
     async fn write(&self, ctx: &RequestCtx, phase: Phase) -> Result<(), &'static str> {
         let completed = (phase != Phase::Attempt).then(|| ctx.started.elapsed());
         let body = self.records.build(ctx, phase, completed);
-        let res =
-            self.writer.append(PendingRecord { kind: RecordKind::Access(phase), body }, self.max_wait).await;
+        self.append(RecordKind::Access(phase), body).await
+    }
+
+    async fn append(&self, kind: RecordKind, body: Vec<u8>) -> Result<(), &'static str> {
+        let res = self.writer.append(PendingRecord { kind, body }, self.max_wait).await;
         if let Err(reason) = res {
             // Sink failures are counted by the writer, per record; these never reached it.
             if matches!(reason, "timeout" | "queue_full" | "writer_stopped") {
                 metrics::FAILURES.with_label_values(&[reason]).inc();
             }
-            if reason == "timeout" {
+            if reason == "timeout" && matches!(kind, RecordKind::Access(_)) {
                 metrics::WAIT_TIMEOUTS.inc();
             }
         }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use phigate_audit::{verify, VerifyStatus};
-use phigate_plugin::{ErrorCode, Flow, Stage};
+use phigate_plugin::{Change, ChangeEvent, ChangeTrigger, ErrorCode, Flow, Stage};
 
 const REQUIRED: &[&str] = &[
     "v",
@@ -247,4 +247,46 @@ async fn an_operator_action_is_chained_durably_with_the_accesses_and_verified() 
     let text = std::fs::read_to_string(&seg).unwrap();
     std::fs::write(&seg, text.replace("INC-1", "INC-2")).unwrap();
     assert_eq!(verify(&env.audit_dir, Some(&env.public_key)).status, VerifyStatus::Tampered);
+}
+
+#[tokio::test]
+async fn a_change_is_chained_with_its_trigger_and_time_and_an_edit_to_it_is_detected() {
+    let env = Env::new();
+    let stage = env.stage();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_795_000_000_123_456);
+    let change = Change::PolicyRevisionApplied { previous: Some("1111".into()), revision: "2222".into() };
+    stage.record_change(&ChangeEvent { at, trigger: ChangeTrigger::Watch, change }).await.unwrap();
+    let failed = Change::CertificateReloadFailed {
+        listener: "public".into(),
+        active_sha256: "ab".repeat(32),
+        reason: "invalid",
+    };
+    stage.record_change(&ChangeEvent::now(ChangeTrigger::Sighup, failed)).await.unwrap();
+    // Durable when it returns.
+    let ops: Vec<_> = env.lines().into_iter().filter(|l| l["kind"] == "operator").collect();
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0]["action"], "policy_revision_applied");
+    assert_eq!(
+        ops[0]["details"],
+        serde_json::json!({
+            "previous": "1111", "revision": "2222", "trigger": "watch",
+            "at": "2026-11-18T11:06:40.123456Z",
+        })
+    );
+    assert_eq!(ops[1]["action"], "certificate_reload_failed");
+    assert_eq!(
+        (ops[1]["details"]["reason"].as_str(), ops[1]["details"]["trigger"].as_str()),
+        (Some("invalid"), Some("sighup"))
+    );
+    drop(stage);
+    let report = verify(&env.audit_dir, Some(&env.public_key));
+    assert_eq!((report.status, report.operator_records), (VerifyStatus::Intact, 2));
+
+    // Back-dating the revision, or swapping its hash, is caught like any other edit.
+    let seg = env.segments().pop().unwrap();
+    let text = std::fs::read_to_string(&seg).unwrap();
+    std::fs::write(&seg, text.replace("\"revision\":\"2222\"", "\"revision\":\"3333\"")).unwrap();
+    let report = verify(&env.audit_dir, Some(&env.public_key));
+    assert_eq!(report.status, VerifyStatus::Tampered);
+    assert!(report.failure.unwrap().reason.contains("hash"), "the edited line fails its own hash");
 }

@@ -54,6 +54,22 @@ pub enum LoadError {
     Empty,
 }
 
+impl LoadError {
+    /// A fixed reason class for the audit trail: which check refused the revision, without the
+    /// message (it can quote policy source or data).
+    pub fn class(&self) -> &'static str {
+        match self {
+            LoadError::Io { .. } => "unreadable",
+            LoadError::Data { .. } => "invalid_data",
+            LoadError::Rego(_) => "rego",
+            LoadError::Entrypoint { .. } => "entrypoint",
+            LoadError::TestsFailed { .. } => "tests_failed",
+            LoadError::Disagreement { .. } => "engine_disagreement",
+            LoadError::Empty => "no_policy",
+        }
+    }
+}
+
 /// Why one evaluation produced no decision. Every variant denies with `policy_error`.
 #[derive(Debug, Error)]
 pub enum EvalError {

@@ -23,7 +23,10 @@
 //! **Revisions.** Policies and data are compiled once per revision (content hash), tested with
 //! their own `*_test.rego`, and swapped atomically ([`arc_swap`]); a revision that fails to parse
 //! or fails its tests is rejected and the old one keeps serving. The file watcher runs as a
-//! background task; [`PolicyStage::reload_now`] reloads on demand (SIGHUP).
+//! background task; [`PolicyStage::reload_now`] reloads on demand (SIGHUP). With a change sink
+//! attached ([`Stage::attach_changes`](phigate_plugin::Stage::attach_changes), audit configured),
+//! the revision in force at start and each applied or rejected one are reported (content hashes,
+//! a fixed reason class, the trigger) for the audit trail.
 //!
 //! **Never logged.** Inputs, query values, bodies, patient ids, the engine's error text for live
 //! requests (it may quote input values), and the break-glass reason (that goes to audit only).

@@ -1,13 +1,19 @@
 //! Hot reload: a file watcher on the policy and data directories. Changes are debounced (editors
 //! write several events per save), then the revision is rebuilt on a blocking thread, off the
-//! request path, and swapped in only if it compiles and passes its tests.
+//! request path, and swapped in only if it compiles and passes its tests. Each applied or
+//! rejected revision is reported as a change (for the audit trail) once it happened: reporting
+//! only queues, so neither a reload nor a request waits for the trail.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
+use phigate_plugin::{Change, ChangeEvent, ChangeTrigger};
 
-use crate::stage::Inner;
+use crate::events;
+use crate::revision::{Revision, Sources};
+use crate::stage::{Inner, ReloadOutcome};
+use crate::LoadError;
 
 /// Quiet period after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -51,8 +57,64 @@ pub(crate) async fn watch(inner: Arc<Inner>) {
         }
         let inner = inner.clone();
         // The outcome is logged and counted inside `reload`.
-        let _ = tokio::task::spawn_blocking(move || inner.reload()).await;
+        let _ = tokio::task::spawn_blocking(move || inner.reload(ChangeTrigger::Watch)).await;
     }
     inner.watching.send_replace(false);
     drop(watcher);
+}
+
+impl Inner {
+    /// Reads, tests and compiles the files; swaps the revision in when it changed and passes.
+    /// Applied and rejected revisions are reported as changes set off by `trigger`, under the
+    /// reload lock so that reports keep the order of the swaps.
+    pub(crate) fn reload(&self, trigger: ChangeTrigger) -> Result<ReloadOutcome, LoadError> {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.active.load_full();
+        let s = &self.settings;
+        let mut attempted = None;
+        let attempt = Sources::read(&s.dir, &s.data_dir, &s.gateway).and_then(|src| {
+            if src.revision == current.id {
+                return Ok(None);
+            }
+            attempted = Some(src.revision.clone());
+            if s.test_on_reload {
+                crate::testing::require_passing(&src, &s.gateway)?;
+            }
+            Revision::compile(&src, &s.gateway, &s.entrypoint, s.max_eval).map(Some)
+        });
+        match attempt {
+            Ok(None) => {
+                events::RELOADS.with_label_values(&["unchanged"]).inc();
+                Ok(ReloadOutcome::Unchanged(current.id.to_string()))
+            }
+            Ok(Some(rev)) => {
+                let id = rev.id.to_string();
+                self.active.store(Arc::new(rev));
+                if let Some(c) = &self.cache {
+                    c.invalidate_all();
+                }
+                events::revision_active(Some(&current.id), &id);
+                self.revisions.send_replace(id.clone());
+                events::RELOADS.with_label_values(&["applied"]).inc();
+                log::info!("policy revision {id} active (was {})", current.id);
+                let previous = Some(current.id.to_string());
+                self.report(trigger, Change::PolicyRevisionApplied { previous, revision: id.clone() });
+                Ok(ReloadOutcome::Applied(id))
+            }
+            Err(e) => {
+                events::reload_rejected(attempted.as_deref(), &e);
+                let active = current.id.to_string();
+                let attempted = attempted.map(|a| a.to_string());
+                self.report(trigger, Change::PolicyRevisionRejected { active, attempted, reason: e.class() });
+                Err(e)
+            }
+        }
+    }
+
+    /// Reports a change when a sink is attached (the gateway records changes).
+    pub(crate) fn report(&self, trigger: ChangeTrigger, change: Change) {
+        if let Some(sink) = self.changes.get() {
+            sink.emit(ChangeEvent::now(trigger, change));
+        }
+    }
 }

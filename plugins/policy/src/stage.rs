@@ -2,13 +2,13 @@
 //! verifies responses.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Decision, Denial, ErrorCode, Flow, PreRead, Readiness, RequestCtx,
-    ResponseHead, Stage,
+    async_trait, BackgroundTask, Change, ChangeSink, ChangeTrigger, Decision, Denial, ErrorCode, Flow,
+    PreRead, Readiness, RequestCtx, ResponseHead, Stage,
 };
 use regorus::Value;
 
@@ -44,13 +44,16 @@ pub(crate) struct StageSettings {
 pub(crate) struct Inner {
     pub(crate) settings: StageSettings,
     pub(crate) active: ArcSwap<Revision>,
-    cache: Option<moka::sync::Cache<String, Arc<Decision>>>,
+    pub(crate) cache: Option<moka::sync::Cache<String, Arc<Decision>>>,
     /// Serialises reloads (watcher and SIGHUP); never taken on the request path.
-    reload_lock: Mutex<()>,
+    pub(crate) reload_lock: Mutex<()>,
     /// Publishes each newly active revision.
-    revisions: tokio::sync::watch::Sender<String>,
+    pub(crate) revisions: tokio::sync::watch::Sender<String>,
     /// True while the file watcher is established.
     pub(crate) watching: tokio::sync::watch::Sender<bool>,
+    /// Where applied and rejected revisions are reported (set once, when the gateway records
+    /// changes).
+    pub(crate) changes: OnceLock<ChangeSink>,
 }
 
 /// The policy stage. Cheap to clone handles to it are not needed: the gateway holds it in an
@@ -85,6 +88,7 @@ impl PolicyStage {
                 active: ArcSwap::from_pointee(revision),
                 cache,
                 reload_lock: Mutex::new(()),
+                changes: OnceLock::new(),
             }),
         })
     }
@@ -107,13 +111,14 @@ impl PolicyStage {
 
     /// Reloads `dir` now: reads, compiles and tests the files off the request path, then swaps
     /// atomically. Blocking (compiling and testing takes milliseconds): call it from a blocking
-    /// thread (`spawn_blocking`), for example on SIGHUP.
+    /// thread (`spawn_blocking`), for example on SIGHUP. An applied or rejected revision is
+    /// reported to the attached [`ChangeSink`] with trigger `sighup`.
     ///
     /// # Errors
     /// The load error when the new files fail to parse, compile or pass their tests; the active
     /// revision keeps serving, the rejection is logged and counted.
     pub fn reload_now(&self) -> Result<ReloadOutcome, LoadError> {
-        self.inner.reload()
+        self.inner.reload(ChangeTrigger::Sighup)
     }
 
     /// Decides for a request context without applying the decision (for tests, benches and
@@ -135,43 +140,6 @@ fn load_revision(s: &StageSettings) -> Result<Revision, LoadError> {
 }
 
 impl Inner {
-    pub(crate) fn reload(&self) -> Result<ReloadOutcome, LoadError> {
-        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.active.load_full();
-        let s = &self.settings;
-        let attempt = Sources::read(&s.dir, &s.data_dir, &s.gateway).and_then(|src| {
-            if src.revision == current.id {
-                return Ok(None);
-            }
-            if s.test_on_reload {
-                crate::testing::require_passing(&src, &s.gateway)?;
-            }
-            Revision::compile(&src, &s.gateway, &s.entrypoint, s.max_eval).map(Some)
-        });
-        match attempt {
-            Ok(None) => {
-                events::RELOADS.with_label_values(&["unchanged"]).inc();
-                Ok(ReloadOutcome::Unchanged(current.id.to_string()))
-            }
-            Ok(Some(rev)) => {
-                let id = rev.id.to_string();
-                self.active.store(Arc::new(rev));
-                if let Some(c) = &self.cache {
-                    c.invalidate_all();
-                }
-                events::revision_active(Some(&current.id), &id);
-                self.revisions.send_replace(id.clone());
-                events::RELOADS.with_label_values(&["applied"]).inc();
-                log::info!("policy revision {id} active (was {})", current.id);
-                Ok(ReloadOutcome::Applied(id))
-            }
-            Err(e) => {
-                events::reload_rejected(None, &e);
-                Err(e)
-            }
-        }
-    }
-
     /// The decision, with the patient → tenant index of the revision that made it.
     fn decide(&self, ctx: &RequestCtx) -> Result<(Arc<Decision>, Arc<PatientTenants>), EvalError> {
         let revision = self.active.load();
@@ -292,12 +260,23 @@ impl Stage for PolicyStage {
     fn reload(&self) {
         let inner = self.inner.clone();
         let spawned = std::thread::Builder::new().name("phigate-policy-reload".into()).spawn(move || {
-            if let Err(e) = inner.reload() {
+            if let Err(e) = inner.reload(ChangeTrigger::Sighup) {
                 log::warn!("policy reload rejected: {e}");
             }
         });
         if let Err(e) = spawned {
             log::warn!("policy reload could not start: {e}");
+        }
+    }
+
+    /// Keeps the sink for later reloads and reports the revision in force at start (trigger
+    /// `startup`, no previous revision): the trail then says which revision decided from when.
+    fn attach_changes(&self, changes: ChangeSink) {
+        let _guard = self.inner.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.inner.changes.set(changes).is_ok() {
+            let revision = self.revision();
+            self.inner
+                .report(ChangeTrigger::Startup, Change::PolicyRevisionApplied { previous: None, revision });
         }
     }
 

@@ -67,7 +67,8 @@ pub struct VerifyReport {
     pub segments: usize,
     /// Access records checked (all phases).
     pub records: u64,
-    /// Operator records (actions such as lifting an exfiltration block), chained like the rest.
+    /// Operator records (actions such as lifting an exfiltration block, and changes to what the
+    /// gateway enforces: policy revisions, listener certificates), chained like the rest.
     pub operator_records: u64,
     /// Checkpoints found and verified in the segments.
     pub checkpoints: u64,
