@@ -140,8 +140,10 @@ impl GatewayBuilder {
             proxy.add_tls_with_settings(&l.address, None, tls.settings);
             certs.push(tls.cert);
         }
-        let mut admin =
-            Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()).with_actions(actions));
+        let mut admin = Service::new(
+            "phigate admin".to_owned(),
+            AdminApp::new(runtime.clone()).with_actions(actions).with_assertion(built.assertion),
+        );
         admin.add_tcp(&cfg.admin.address);
         let reloader = Reloader { certs: Arc::new(certs), runtime: runtime.clone() };
         let background =

@@ -70,8 +70,10 @@ pub struct AssertionConfig {
     /// next rotation or restart.)
     #[serde(default)]
     pub previous_public_keys: Vec<PathBuf>,
-    /// Per-route settings, keyed by route name. A route not listed gets assertions whose `aud` is
-    /// the name of the route's upstream.
+    /// Per-route settings, keyed by route name: `audience` (the `aud` of assertions on the route;
+    /// default the name of the route's upstream) and `enabled` (default true; false sends none,
+    /// the client's header is still removed). A route not listed gets assertions for its
+    /// upstream's name. Example: `routes: { fhir: { audience: https://ehr.internal }, metrics: { enabled: false } }`.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteAssertionConfig>,
 }

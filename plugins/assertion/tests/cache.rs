@@ -44,7 +44,11 @@ fn half_life_follows_a_token_that_expires_before_the_ttl() {
     clock.advance(1);
     let second = stage.assertion(&p, 0).unwrap().unwrap();
     assert_ne!(second, first);
-    assert_eq!(claims(second.to_str().unwrap())["exp"].as_i64(), Some(p.expires_at), "still bounded by the token");
+    assert_eq!(
+        claims(second.to_str().unwrap())["exp"].as_i64(),
+        Some(p.expires_at),
+        "still bounded by the token"
+    );
 }
 
 #[test]
@@ -65,7 +69,10 @@ fn audiences_sessions_tokens_and_claims_never_share_an_assertion() {
     for p in variants {
         let jws = stage.assertion(&Arc::new(p.clone()), 0).unwrap().unwrap();
         let c = claims(jws.to_str().unwrap());
-        assert_eq!((c["roles"].clone(), c["tenant"].clone(), c["sid"].clone()), (serde_json::json!(p.roles), serde_json::json!(p.tenant), serde_json::json!(p.session_id)));
+        assert_eq!(
+            (c["roles"].clone(), c["tenant"].clone(), c["sid"].clone()),
+            (serde_json::json!(p.roles), serde_json::json!(p.tenant), serde_json::json!(p.session_id))
+        );
         assert!(!seen.contains(&jws));
         seen.push(jws);
     }
@@ -73,7 +80,11 @@ fn audiences_sessions_tokens_and_claims_never_share_an_assertion() {
     let ops = stage.assertion(&p, 2).unwrap().unwrap();
     assert_eq!(claims(ops.to_str().unwrap())["aud"], "ops");
     assert!(!seen.contains(&ops), "another audience: another assertion");
-    assert_eq!(stage.assertion(&p, 1).unwrap().unwrap(), seen[0], "same audience (ehr) on another route: shared");
+    assert_eq!(
+        stage.assertion(&p, 1).unwrap().unwrap(),
+        seen[0],
+        "same audience (ehr) on another route: shared"
+    );
 }
 
 #[test]

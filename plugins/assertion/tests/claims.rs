@@ -42,7 +42,11 @@ async fn es256_assertion_verifies_against_the_jwks() {
 async fn minimal_principal_gets_only_the_required_claims() {
     let dir = tempfile::tempdir().unwrap();
     let (stage, _clock) = stage(dir.path(), Alg::Ed25519, "");
-    let p = Principal { expires_at: now() + 3600, dpop_jkt: Some("jkt-1".into()), ..Principal::new("https://idp.example", "bob") };
+    let p = Principal {
+        expires_at: now() + 3600,
+        dpop_jkt: Some("jkt-1".into()),
+        ..Principal::new("https://idp.example", "bob")
+    };
     let c = verify(&run(&stage, &mut ctx(0, Some(p), &[])).await.unwrap(), &stage.jwks_json(), "ehr");
     let mut keys: Vec<_> = c.as_object().unwrap().keys().cloned().collect();
     keys.sort();
@@ -53,12 +57,16 @@ async fn minimal_principal_gets_only_the_required_claims() {
 #[tokio::test]
 async fn audience_is_the_upstream_name_unless_the_route_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (stage, _clock) = stage(dir.path(), Alg::Ed25519, "routes:\n  api: { audience: https://api.internal }\n");
+    let (stage, _clock) =
+        stage(dir.path(), Alg::Ed25519, "routes:\n  api: { audience: https://api.internal }\n");
     let aud = |jws: &str| support::claims(jws)["aud"].as_str().unwrap().to_owned();
     let fhir = run(&stage, &mut ctx(0, Some(full_principal()), &[])).await.unwrap();
     let api = run(&stage, &mut ctx(1, Some(full_principal()), &[])).await.unwrap();
     let admin = run(&stage, &mut ctx(2, Some(full_principal()), &[])).await.unwrap();
-    assert_eq!((aud(&fhir), aud(&api), aud(&admin)), ("ehr".into(), "https://api.internal".into(), "ops".into()));
+    assert_eq!(
+        (aud(&fhir), aud(&api), aud(&admin)),
+        ("ehr".into(), "https://api.internal".into(), "ops".into())
+    );
     verify(&api, &stage.jwks_json(), "https://api.internal");
 }
 

@@ -106,7 +106,13 @@ pub fn ctx(route_index: usize, principal: Option<Principal>, headers: &[(&str, &
     for (k, v) in headers {
         map.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
     }
-    let info = RequestInfo { method: Method::GET, path: "/fhir/Patient".into(), query: Vec::new(), headers: map, body: None };
+    let info = RequestInfo {
+        method: Method::GET,
+        path: "/fhir/Patient".into(),
+        query: Vec::new(),
+        headers: map,
+        body: None,
+    };
     let mut ctx = RequestCtx::new(RequestId::new("req-1"), routes()[route_index].clone(), info);
     ctx.principal = principal.map(Arc::new);
     ctx
@@ -140,7 +146,8 @@ pub fn verify(jws: &str, jwks: &[u8], aud: &str) -> Value {
 pub fn claims(jws: &str) -> Value {
     use base64::Engine as _;
     let payload = jws.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+        .unwrap()
 }
 
 /// The JWKS as JSON.
