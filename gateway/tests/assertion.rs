@@ -86,3 +86,24 @@ async fn jwks_is_404_without_the_assertion_stage() {
     let raw = admin_get(env.gw.admin, "/.well-known/phigate/jwks.json").await;
     assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
 }
+
+#[test]
+fn bad_assertion_key_is_a_config_error_at_its_file_line_and_key() {
+    let pki = phigate_test_support::TestPki::new();
+    std::fs::write(pki.dir().join("assertion.key"), "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n")
+        .unwrap();
+    let yaml = format!(
+        "{}assertion:\n  issuer: https://phigate.test\n  key_path: assertion.key\n",
+        common::yaml(&pki, "127.0.0.1:9".parse().unwrap(), "none")
+    );
+    let line = yaml.lines().position(|l| l.trim_start().starts_with("key_path: assertion.key")).unwrap() + 1;
+    let file = pki.dir().join("phigate.yaml");
+    let loaded = phigate::config::load_from_str(&yaml, &file).unwrap();
+    let routes = phigate::runtime::route_metas(&loaded.config);
+    let Err(errors) = phigate::stages::build_stages(&loaded, &routes) else {
+        panic!("a bad key must not build")
+    };
+    let [e] = errors.errors() else { panic!("one error: {errors:?}") };
+    assert_eq!((e.key_path.as_str(), e.line), ("assertion.key_path", Some(line)), "{e}");
+    assert!(!e.message.contains("MCowBQYDK2VwAyEA"), "the file's content is never echoed: {e}");
+}

@@ -73,7 +73,7 @@ impl<'a> Claims<'a> {
             return Err(SignError::TokenExpired);
         }
         let cnf = (p.cert_thumbprint.is_some() || p.dpop_jkt.is_some())
-            .then(|| Cnf { x5t_s256: p.cert_thumbprint.as_deref(), jkt: p.dpop_jkt.as_deref() });
+            .then_some(Cnf { x5t_s256: p.cert_thumbprint.as_deref(), jkt: p.dpop_jkt.as_deref() });
         Ok(Claims {
             iss,
             aud,

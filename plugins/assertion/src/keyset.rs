@@ -82,6 +82,9 @@ pub(crate) struct KeySet {
     /// The JWKS document (`application/jwk-set+json`).
     pub(crate) jwks: Arc<[u8]>,
     pub(crate) cache: Cache<CacheKey, Signed>,
+    /// `phigate_assertion_issued_total{alg, source}` for this key, resolved once (not per request).
+    pub(crate) issued_cached: prometheus::IntCounter,
+    pub(crate) issued_signed: prometheus::IntCounter,
 }
 
 impl KeySet {
@@ -116,7 +119,10 @@ impl KeySet {
             .max_capacity(CACHE_MAX_ENTRIES)
             .time_to_live(Duration::from_secs(u64::from(MAX_TTL_SECS)))
             .build();
-        Ok(KeySet { key, kid, header_b64, retired, others, jwks, cache })
+        let alg = key.public.alg();
+        let issued_cached = crate::metrics::ISSUED.with_label_values(&[alg, "cached"]);
+        let issued_signed = crate::metrics::ISSUED.with_label_values(&[alg, "signed"]);
+        Ok(KeySet { key, kid, header_b64, retired, others, jwks, cache, issued_cached, issued_signed })
     }
 
     /// Whether `other` publishes and signs exactly as this set does (a reload that changed nothing).

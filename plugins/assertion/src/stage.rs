@@ -83,12 +83,12 @@ impl AssertionStage {
         let now = self.inner.clock.unix_now();
         let key = CacheKey { principal: principal.clone(), audience: audience.clone() };
         if let Some(hit) = keys.cache.get(&key).filter(|s| now < s.refresh_at) {
-            metrics::ISSUED.with_label_values(&[keys.key.public.alg(), "cached"]).inc();
+            keys.issued_cached.inc();
             return Ok(Some(hit.value));
         }
         let signed = self.inner.sign(&keys, principal, audience, now)?;
         keys.cache.insert(key, signed.clone());
-        metrics::ISSUED.with_label_values(&[keys.key.public.alg(), "signed"]).inc();
+        keys.issued_signed.inc();
         Ok(Some(signed.value))
     }
 

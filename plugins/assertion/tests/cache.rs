@@ -1,6 +1,8 @@
 //! Reuse of signed assertions: one per caller, session, token and audience, until half its
 //! lifetime has passed (time moved with an injected clock, never slept).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
 mod support;
 
 use std::sync::Arc;

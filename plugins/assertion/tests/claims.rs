@@ -1,6 +1,8 @@
 //! What an assertion says and to whom: claims, algorithms, audiences per route, the header
 //! always stripped from clients, expiry bounded by the token.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
 mod support;
 
 use phigate_assertion::Clock as _;

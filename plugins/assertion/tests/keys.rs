@@ -1,6 +1,8 @@
 //! Key files: config errors that name the key, the default kid, previous keys in the JWKS, and
 //! reloads (rotation keeps the replaced key published; a bad new key keeps the old one).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
 mod support;
 
 use std::sync::Arc;
