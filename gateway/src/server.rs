@@ -147,8 +147,10 @@ impl GatewayBuilder {
             proxy.add_tls_with_settings(&l.address, None, tls.settings);
             certs.push(tls.cert);
         }
-        let mut admin =
-            Service::new("phigate admin".to_owned(), AdminApp::new(runtime.clone()).with_actions(actions));
+        let mut admin = Service::new(
+            "phigate admin".to_owned(),
+            AdminApp::new(runtime.clone()).with_actions(actions).with_assertion(built.assertion),
+        );
         admin.add_tcp(&cfg.admin.address);
         let mut tasks = Vec::new();
         // Changes are recorded only where there is a trail: without audit nothing is attached.

@@ -10,7 +10,8 @@ use crate::config::{stage_issues, ConfigErrors, LoadedConfig};
 /// The built-in stages, split around where custom stages go.
 #[derive(Default)]
 pub struct BuiltStages {
-    /// Identity, rate limit, policy, pagination, exfiltration watch (those configured).
+    /// Identity, rate limit, policy, pagination, exfiltration watch, identity assertion (those
+    /// configured).
     pub decide: Vec<Arc<dyn Stage>>,
     /// Audit: always last, so its record describes the request exactly as forwarded.
     pub record: Vec<Arc<dyn Stage>>,
@@ -18,6 +19,8 @@ pub struct BuiltStages {
     pub exfil: Option<Arc<phigate_exfil::ExfilStage>>,
     /// The audit trail (also in `record`), where those actions are recorded.
     pub audit: Option<Arc<phigate_audit::AuditStage>>,
+    /// The identity assertion stage (also in `decide`, last), whose JWKS the admin port serves.
+    pub assertion: Option<Arc<phigate_assertion::AssertionStage>>,
 }
 
 /// Builds every configured stage.
@@ -33,6 +36,7 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
         typed("rate_limits", cfg.rate_limits.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
     let policy = typed("policy", cfg.policy.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
     let exfil = typed("exfil", cfg.exfil.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
+    let assertion = typed("assertion", cfg.assertion.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
     let audit = typed("audit", cfg.audit.clone().map(|c| c.build(&ctx)), loaded, &mut errors);
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -43,12 +47,14 @@ pub fn build_stages(loaded: &LoadedConfig, routes: &[Arc<RouteMeta>]) -> Result<
         rate_limits.map(|s| s as Arc<dyn Stage>),
         policy.map(|s| s as Arc<dyn Stage>),
         exfil.clone().map(|s| s as Arc<dyn Stage>),
+        assertion.clone().map(|s| s as Arc<dyn Stage>),
     ];
     Ok(BuiltStages {
         decide: decide.into_iter().flatten().collect(),
         record: audit.clone().map(|s| s as Arc<dyn Stage>).into_iter().collect(),
         exfil,
         audit,
+        assertion,
     })
 }
 

@@ -1,6 +1,8 @@
 //! The admin service, on its own (loopback by default) port: `/healthz` (the process is up),
 //! `/readyz` (upstream TLS material loaded and every stage ready: keys, policies, audit sink),
-//! `/metrics` (Prometheus text format), and token-protected operator actions ([`actions`]).
+//! `/metrics` (Prometheus text format), `/.well-known/phigate/jwks.json` (the public keys that
+//! verify identity assertions, when the `assertion` stage is configured; no token: public keys),
+//! and token-protected operator actions ([`actions`]).
 
 pub mod actions;
 
@@ -8,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
+use phigate_assertion::AssertionStage;
 use phigate_plugin::Readiness;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -21,12 +24,22 @@ pub use actions::AdminActions;
 pub struct AdminApp {
     rt: Arc<Runtime>,
     actions: AdminActions,
+    assertion: Option<Arc<AssertionStage>>,
 }
+
+/// Where upstreams fetch the keys that verify identity assertions.
+pub const JWKS_PATH: &str = "/.well-known/phigate/jwks.json";
 
 impl AdminApp {
     /// An admin app reporting on this runtime, with no operator actions.
     pub fn new(rt: Arc<Runtime>) -> Self {
-        AdminApp { rt, actions: AdminActions::default() }
+        AdminApp { rt, actions: AdminActions::default(), assertion: None }
+    }
+
+    /// The same, serving the JWKS of this assertion stage at [`JWKS_PATH`] (404 without one).
+    pub fn with_assertion(mut self, assertion: Option<Arc<AssertionStage>>) -> Self {
+        self.assertion = assertion;
+        self
     }
 
     /// The same, with these operator actions.
@@ -76,6 +89,10 @@ impl ServeHttp for AdminApp {
                 (status, "application/json", details.to_string().into_bytes())
             }
             "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render()),
+            JWKS_PATH if self.assertion.is_some() => {
+                let jwks = self.assertion.as_ref().map(|a| a.jwks_json().to_vec()).unwrap_or_default();
+                (StatusCode::OK, phigate_assertion::JWKS_CONTENT_TYPE, jwks)
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 "application/json",

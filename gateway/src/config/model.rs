@@ -53,6 +53,12 @@ pub struct Config {
     /// Policy-requested alerts (break-glass) go to the same file. Absent: no exfil stage.
     #[serde(default)]
     pub exfil: Option<phigate_exfil::ExfilConfig>,
+    /// Identity assertions (stage `assertion`, after exfil, before audit): upstreams receive a
+    /// short-lived JWS signed by the gateway naming the verified caller (any client-sent value of
+    /// its header is removed); the JWKS to verify it is served on the admin port at
+    /// `/.well-known/phigate/jwks.json`. Absent: no assertions.
+    #[serde(default)]
+    pub assertion: Option<phigate_assertion::AssertionConfig>,
     /// The tamper-evident audit trail (stage `audit`, always last): every request is recorded
     /// durably before anything is forwarded. Absent: no audit stage (not for PHI routes).
     #[serde(default)]

@@ -1,0 +1,109 @@
+//! Identity assertions end to end: the upstream receives a JWS the gateway signed for the
+//! verified caller, which verifies against the JWKS served on the admin port; a value the client
+//! sends in the assertion header never reaches the upstream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+mod common;
+
+use common::{admin_get, parse_raw, Env, FullEnv};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use phigate::demo::upstream::SeenRequest;
+
+/// Not an `x-phigate-` name: the gateway's header hygiene would strip those anyway, so the
+/// assertion stage's own removal is what keeps a forged value from the upstream here.
+const HEADER: &str = "x-upstream-assertion";
+
+/// The full pipeline with an `assertion:` section whose route `fhir` has assertions `enabled`.
+async fn start(enabled: bool) -> FullEnv {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem();
+    let extra = format!(
+        "assertion:\n  key_path: assertion.key\n  issuer: https://phigate.test\n  header: {HEADER}\n  \
+         routes:\n    fhir: {{ enabled: {enabled} }}\n"
+    );
+    FullEnv::start_with(|p| std::fs::write(p.parent().unwrap().join("assertion.key"), key).unwrap(), &extra)
+        .await
+}
+
+/// Reads a patient as `clinician_a` with a forged assertion header; the request the upstream saw.
+async fn forged_read(env: &FullEnv, forged: &str) -> SeenRequest {
+    let res = env
+        .pki
+        .public_client()
+        .get(&env.gw.url("/fhir/Patient/a-p1"))
+        .bearer(&env.token("clinician_a"))
+        .header(HEADER, forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    env.upstream.recorder.next().await
+}
+
+/// The JWKS from the admin port, checking status and content type.
+async fn fetch_jwks(env: &FullEnv) -> JwkSet {
+    let raw = admin_get(env.gw.admin, "/.well-known/phigate/jwks.json").await;
+    let (status, head, body) = parse_raw(raw.as_bytes());
+    assert_eq!(status, 200, "{raw}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/jwk-set+json"), "{head}");
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_receives_an_assertion_that_verifies_against_the_admin_jwks_never_the_clients() {
+    let env = start(true).await;
+    let seen = forged_read(&env, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.").await;
+    let values: Vec<_> =
+        seen.headers.get_all(HEADER).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+    assert_eq!(values.len(), 1, "exactly the gateway's assertion: {values:?}");
+    assert!(!values[0].contains("eyJhbGciOiJub25lIn0"), "the forged value never reaches the upstream");
+
+    let jwks = fetch_jwks(&env).await;
+    let header = jsonwebtoken::decode_header(&values[0]).unwrap();
+    let key = DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["fhir"]); // the route's upstream name
+    validation.set_issuer(&["https://phigate.test"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&values[0], &key, &validation).unwrap().claims;
+    assert_eq!(claims["idp"], phigate::demo::personas::ISSUER);
+    assert_eq!(claims["tenant"], "tenant-a");
+    assert_eq!(claims["roles"], serde_json::json!(["clinician"]));
+    assert!(claims["sub"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(claims.get("scope").is_none() && !values[0].contains("a-p1"), "no request data in the assertion");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_header_is_removed_on_a_route_with_assertions_off() {
+    let env = start(false).await;
+    let seen = forged_read(&env, "forged").await;
+    assert!(seen.headers.get(HEADER).is_none(), "nothing reaches the upstream in the assertion header");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_is_404_without_the_assertion_stage() {
+    let env = Env::start().await;
+    let raw = admin_get(env.gw.admin, "/.well-known/phigate/jwks.json").await;
+    assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+}
+
+#[test]
+fn bad_assertion_key_is_a_config_error_at_its_file_line_and_key() {
+    let pki = phigate_test_support::TestPki::new();
+    std::fs::write(pki.dir().join("assertion.key"), "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n")
+        .unwrap();
+    let yaml = format!(
+        "{}assertion:\n  issuer: https://phigate.test\n  key_path: assertion.key\n",
+        common::yaml(&pki, "127.0.0.1:9".parse().unwrap(), "none")
+    );
+    let line = yaml.lines().position(|l| l.trim_start().starts_with("key_path: assertion.key")).unwrap() + 1;
+    let file = pki.dir().join("phigate.yaml");
+    let loaded = phigate::config::load_from_str(&yaml, &file).unwrap();
+    let routes = phigate::runtime::route_metas(&loaded.config);
+    let Err(errors) = phigate::stages::build_stages(&loaded, &routes) else {
+        panic!("a bad key must not build")
+    };
+    let [e] = errors.errors() else { panic!("one error: {errors:?}") };
+    assert_eq!((e.key_path.as_str(), e.line), ("assertion.key_path", Some(line)), "{e}");
+    assert!(!e.message.contains("MCowBQYDK2VwAyEA"), "the file's content is never echoed: {e}");
+}
