@@ -1,6 +1,7 @@
 //! `phigate demo` starts, writes a `demo.json` whose every path exists, and the curl lines it
 //! prints work: the first returns 200 through the gateway and the mTLS upstream, so does the
-//! DPoP one with a proof from `phigate demo proof`, and the SOC's admin line answers.
+//! DPoP one with a proof from `phigate demo proof`, and the SOC's admin line and the identity
+//! assertion's JWKS answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
@@ -53,13 +54,15 @@ fn demo_starts_writes_demo_json_and_its_curl_line_returns_200() {
 
     let port: u16 = demo["gateway_url"].as_str().unwrap().rsplit(':').next().unwrap().parse().unwrap();
     phigate_test_support::wait_listening(([127, 0, 0, 1], port).into());
-    // The first curl line, the DPoP one (which runs `phigate demo proof`) and the SOC's.
+    // The first curl line, the DPoP one (which runs `phigate demo proof`), the SOC's and the
+    // assertion JWKS.
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_phigate")).parent().unwrap().to_owned();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let curls = [
         printed.iter().find(|l| l.starts_with("curl ")).expect("a curl line is printed"),
         printed.iter().find(|l| l.contains("DPoP: $(phigate demo proof")).expect("a DPoP line"),
         printed.iter().find(|l| l.contains("/exfil/blocks")).expect("a SOC line"),
+        printed.iter().find(|l| l.contains("/.well-known/phigate/jwks.json")).expect("a JWKS line"),
     ];
     for curl in curls {
         let out = Command::new("bash")

@@ -115,9 +115,15 @@ fn admin_token(dir: &Path) -> Result<(), String> {
     std::fs::write(&path, hex::encode(token)).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The audit trail's Ed25519 signing key (and its public half, for `audit verify`) and the HMAC
-/// key for query values; kept across demo runs in the same directory.
+/// The audit trail's Ed25519 signing key (and its public half, for `audit verify`), the HMAC
+/// key for query values, and the identity assertion's Ed25519 key; kept across demo runs in the
+/// same directory.
 fn audit_keys(dir: &Path) -> Result<(), String> {
+    // The identity assertion key is its own: a key signs for one purpose only.
+    let assertion = dir.join("assertion.key");
+    if !assertion.exists() {
+        phigate_audit::generate_signing_key(&assertion).map_err(|e| e.to_string())?;
+    }
     let signing = dir.join("audit-signing.key");
     if !signing.exists() {
         let public = phigate_audit::generate_signing_key(&signing).map_err(|e| e.to_string())?;
@@ -225,6 +231,11 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
             ),
         ),
         ("Readiness and metrics".into(), format!("curl -s http://{}/readyz", demo.admin)),
+        (
+            "The keys upstreams verify the gateway's signed identity assertion with (x-phigate-assertion)"
+                .into(),
+            format!("curl -s http://{}/.well-known/phigate/jwks.json", demo.admin),
+        ),
         (
             "SOC: the exfiltration watch's blocks in force (lift one with POST /exfil/unblock)".into(),
             format!(
