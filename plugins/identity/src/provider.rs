@@ -59,7 +59,8 @@ struct RingVerifier {
 
 impl Verifier<Vec<u8>> for RingVerifier {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> std::result::Result<(), signature::Error> {
-        sig::verify(self.alg, sig::Key::of(&self.key), message, signature).map_err(signature::Error::from_source)
+        sig::verify(self.alg, sig::Key::of(&self.key), message, signature)
+            .map_err(signature::Error::from_source)
     }
 }
 

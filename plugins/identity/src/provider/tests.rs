@@ -33,7 +33,10 @@ fn split(token: &str) -> (String, Vec<u8>) {
 }
 
 fn header_and_claims(alg: Algorithm) -> (Value, Value) {
-    (json!({"alg": format!("{alg:?}"), "typ": "at+jwt", "kid": "k"}), json!({"iss": "https://i", "sub": "alice"}))
+    (
+        json!({"alg": format!("{alg:?}"), "typ": "at+jwt", "kid": "k"}),
+        json!({"iss": "https://i", "sub": "alice"}),
+    )
 }
 
 fn asymmetric(alg: Algorithm, idp: &DevIssuer, other: &DevIssuer) -> Fixture {
@@ -71,13 +74,21 @@ fn pem_form(alg: Algorithm, private_pem: &str) -> Option<DecodingKey> {
 
 fn hmac(alg: Algorithm) -> Fixture {
     let (h, c) = header_and_claims(alg);
-    let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(h.to_string()), URL_SAFE_NO_PAD.encode(c.to_string()));
+    let message =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(h.to_string()), URL_SAFE_NO_PAD.encode(c.to_string()));
     let sign = |secret: &[u8]| {
-        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &EncodingKey::from_secret(secret), alg).unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &EncodingKey::from_secret(secret), alg).unwrap();
         URL_SAFE_NO_PAD.decode(sig).unwrap()
     };
     let (signature, other_key_signature) = (sign(b"a shared secret"), sign(b"another secret"));
-    Fixture { alg, message, signature, other_key_signature, keys: vec![DecodingKey::from_secret(b"a shared secret")] }
+    Fixture {
+        alg,
+        message,
+        signature,
+        other_key_signature,
+        keys: vec![DecodingKey::from_secret(b"a shared secret")],
+    }
 }
 
 fn fixtures() -> Vec<Fixture> {
@@ -145,7 +156,10 @@ fn a_valid_signature_checked_under_any_other_algorithm_is_refused_by_both() {
         for key in &f.keys {
             for alg in ALL.into_iter().filter(|a| *a != f.alg) {
                 let m = f.message.as_bytes();
-                let (ring, rust) = (accepts(&RING, alg, key, m, &f.signature), accepts(&RUST_CRYPTO, alg, key, m, &f.signature));
+                let (ring, rust) = (
+                    accepts(&RING, alg, key, m, &f.signature),
+                    accepts(&RUST_CRYPTO, alg, key, m, &f.signature),
+                );
                 assert_eq!((ring, rust), (false, false), "{:?} signature checked as {alg:?}", f.alg);
             }
         }
@@ -158,7 +172,8 @@ fn a_key_of_another_family_is_refused_by_the_factory_as_rust_crypto_refuses_it()
     let secret = DecodingKey::from_secret(b"s");
     for (alg, key) in [(Algorithm::HS256, &rsa), (Algorithm::ES256, &rsa), (Algorithm::RS256, &secret)] {
         let ring = (RING.verifier_factory)(&alg, key).err().map(jsonwebtoken::errors::Error::into_kind);
-        let rust = (RUST_CRYPTO.verifier_factory)(&alg, key).err().map(jsonwebtoken::errors::Error::into_kind);
+        let rust =
+            (RUST_CRYPTO.verifier_factory)(&alg, key).err().map(jsonwebtoken::errors::Error::into_kind);
         assert!(matches!(ring, Some(ErrorKind::InvalidKeyFormat)), "{alg:?}");
         assert!(matches!(rust, Some(ErrorKind::InvalidKeyFormat)), "{alg:?}");
     }

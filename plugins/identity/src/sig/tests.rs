@@ -26,7 +26,10 @@ fn an_ed25519_key_that_is_not_32_bytes_fits_nothing_even_if_it_starts_with_the_r
     // RustCrypto's verifier takes the first 32 bytes of a longer key and panics on a shorter one.
     let longer = [&x[..], &[0]].concat();
     for key in [&longer[..], &x[..31], &[][..]] {
-        assert_eq!(verify(Algorithm::EdDSA, Key::Ed25519(key), input.as_bytes(), &sig), Err(SigError::KeyMismatch));
+        assert_eq!(
+            verify(Algorithm::EdDSA, Key::Ed25519(key), input.as_bytes(), &sig),
+            Err(SigError::KeyMismatch)
+        );
     }
 }
 
@@ -39,9 +42,15 @@ fn an_ec_point_of_the_other_curve_or_size_fits_nothing() {
     verify(Algorithm::ES256, Key::Ec(&a), input.as_bytes(), &sig).unwrap();
     assert_eq!(verify(Algorithm::ES384, Key::Ec(&a), input.as_bytes(), &sig), Err(SigError::KeyMismatch));
     assert_eq!(verify(Algorithm::ES256, Key::Ec(&b), input.as_bytes(), &sig), Err(SigError::KeyMismatch));
-    assert_eq!(verify(Algorithm::ES256, Key::Ec(&a[..64]), input.as_bytes(), &sig), Err(SigError::KeyMismatch));
+    assert_eq!(
+        verify(Algorithm::ES256, Key::Ec(&a[..64]), input.as_bytes(), &sig),
+        Err(SigError::KeyMismatch)
+    );
     // A compressed point is refused as well: only the uncompressed form is 65 bytes.
-    assert_eq!(verify(Algorithm::ES256, Key::Ec(&a[..33]), input.as_bytes(), &sig), Err(SigError::KeyMismatch));
+    assert_eq!(
+        verify(Algorithm::ES256, Key::Ec(&a[..33]), input.as_bytes(), &sig),
+        Err(SigError::KeyMismatch)
+    );
 }
 
 #[test]
@@ -75,7 +84,11 @@ fn rsa_keys_over_4096_bits_verify_nothing_though_ring_would_take_them() {
         assert_eq!((n.len(), sig.len()), (513, 513));
         assert_eq!(verify(alg, Key::Rsa { n: &n, e: &e }, input.as_bytes(), &sig), Err(SigError::Invalid));
         // The same signature is good as far as ring is concerned: the cap is what refuses it.
-        let params = if alg == Algorithm::RS256 { &rs::RSA_PKCS1_2048_8192_SHA256 } else { &rs::RSA_PSS_2048_8192_SHA512 };
+        let params = if alg == Algorithm::RS256 {
+            &rs::RSA_PKCS1_2048_8192_SHA256
+        } else {
+            &rs::RSA_PSS_2048_8192_SHA512
+        };
         rs::RsaPublicKeyComponents { n: &n, e: &e }.verify(params, input.as_bytes(), &sig).unwrap();
     }
 }
