@@ -190,7 +190,7 @@ fn proof_key<'h>(
     Ok((alg, raw))
 }
 
-/// Verifies the proof's signature with ring ([`crate::sig`]): it runs on every request (an
+/// Verifies the proof's signature ([`crate::sig`]): it runs on every request (an
 /// access token's is verified once and cached). The key is read from the proof's own `jwk`, whose
 /// type and curve must be the algorithm's.
 fn verify(

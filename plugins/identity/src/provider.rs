@@ -1,14 +1,15 @@
-//! jsonwebtoken's process-wide crypto provider, backed by ring for verification.
+//! jsonwebtoken's process-wide crypto provider, verifying with [`crate::sig`] (ring; Ed25519
+//! with ed25519-dalek).
 //!
 //! jsonwebtoken 11 picks its crypto through a process default (`CryptoProvider`), which the
 //! crate's `rust_crypto` feature would otherwise fix to the pure-Rust backend, several times
-//! slower than ring for ECDSA and RSA. Building the identity stage installs [`RING`] as that default
+//! slower than ring for P-256 and RSA. Building the identity stage installs [`RING`] as that default
 //! once. Verification goes through [`crate::sig`], the same code that checks DPoP proofs; signing
 //! and the JWK helpers (thumbprints, key components) stay jsonwebtoken's RustCrypto ones: only
 //! the dev issuer and tests sign, and thumbprints are a hash.
 //!
 //! The identity stage itself calls [`crate::sig`] directly, not through the process default, so
-//! its checks are ring's whatever else the process installed, and a verification costs no
+//! its checks are these whatever else the process installed, and a verification costs no
 //! factory box or key copy. If another provider was installed first (or jsonwebtoken was used
 //! before and settled on its feature default), that one is kept and the fact is logged once:
 //! failing the build would stop the gateway without making the stage's own checks any safer.
@@ -23,7 +24,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 use crate::sig;
 
-/// ring verification for every JWS algorithm; RustCrypto signing and JWK helpers.
+/// [`crate::sig`] verification for every JWS algorithm; RustCrypto signing and JWK helpers.
 pub(crate) static RING: CryptoProvider = CryptoProvider {
     signer_factory: signer,
     verifier_factory: verifier,
@@ -44,7 +45,7 @@ pub(crate) fn install() {
         if RING.install_default().is_err() {
             log::info!(
                 target: "phigate::identity",
-                "jsonwebtoken already has a process crypto provider; kept it (the identity stage verifies with ring either way)"
+                "jsonwebtoken already has a process crypto provider; kept it (the identity stage's own signature checks do not use it)"
             );
         }
     });

@@ -128,7 +128,7 @@ pub(crate) fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthErro
         .map_err(|_| AuthError::Malformed("payload is not a JSON object without duplicates"))
 }
 
-/// Verifies the signature with ring ([`crate::sig`]) directly: the process-wide jsonwebtoken
+/// Verifies the signature with [`crate::sig`] directly: the process-wide jsonwebtoken
 /// provider is not consulted, so nothing installed elsewhere changes how tokens are checked.
 pub(crate) fn verify_signature(p: &Parsed<'_>, key: &jsonwebtoken::DecodingKey) -> Result<(), AuthError> {
     const INVALID: AuthError = AuthError::Signature("signature does not verify");

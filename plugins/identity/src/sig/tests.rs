@@ -108,3 +108,31 @@ fn hmac_accepts_the_whole_tag_of_its_own_hash_and_secret_only() {
     let sha512 = tag(hmac::HMAC_SHA512, b"k1", b"m");
     verify(Algorithm::HS512, Key::Secret(b"k1"), b"m", &sha512).unwrap();
 }
+
+/// The group order ℓ of Ed25519, little-endian (RFC 8032 §5.1).
+const ED25519_L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+#[test]
+fn ed25519_agrees_with_ring_and_refuses_a_non_canonical_s() {
+    let idp = DevIssuer::eddsa("https://ed").unwrap();
+    let (input, sig) = signed(&idp);
+    let x = jwk_bytes(&idp, "x");
+    let ring_ok = |s: &[u8]| rs::UnparsedPublicKey::new(&rs::ED25519, &x).verify(input.as_bytes(), s).is_ok();
+    // S + ℓ is the same scalar mod ℓ: a malleated copy of a valid signature (RFC 8032 §8.4).
+    let mut malleated = sig.clone();
+    let mut carry = 0u16;
+    for (b, l) in malleated[32..].iter_mut().zip(ED25519_L) {
+        let sum = u16::from(*b) + u16::from(l) + carry;
+        *b = sum as u8;
+        carry = sum >> 8;
+    }
+    let mut flipped = sig.clone();
+    flipped[10] ^= 1;
+    for (s, good) in [(&sig, true), (&malleated, false), (&flipped, false), (&sig[..63].to_vec(), false)] {
+        let ours = verify(Algorithm::EdDSA, Key::Ed25519(&x), input.as_bytes(), s).is_ok();
+        assert_eq!((ours, ring_ok(s)), (good, good));
+    }
+}
