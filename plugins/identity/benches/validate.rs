@@ -16,12 +16,20 @@ use phigate_plugin::{RequestCtx, RequestId, RequestInfo, RouteMeta, Stage, Stage
 const AUD: &str = "https://fhir.bench";
 const MISS_TOKENS: usize = 512;
 
+/// Every algorithm the stage accepts (RSA with a 2048-bit key).
 fn issuers() -> Vec<(&'static str, DevIssuer)> {
+    use jsonwebtoken::Algorithm::*;
     let pem = include_str!("../tests/keys/rsa2048.pem");
+    let rsa = |alg| DevIssuer::rsa_from_pem("https://rsa.bench", pem, alg).unwrap();
     vec![
-        ("RS256", DevIssuer::rsa_from_pem("https://rs.bench", pem, jsonwebtoken::Algorithm::RS256).unwrap()),
-        ("PS256", DevIssuer::rsa_from_pem("https://ps.bench", pem, jsonwebtoken::Algorithm::PS256).unwrap()),
+        ("RS256", rsa(RS256)),
+        ("RS384", rsa(RS384)),
+        ("RS512", rsa(RS512)),
+        ("PS256", rsa(PS256)),
+        ("PS384", rsa(PS384)),
+        ("PS512", rsa(PS512)),
         ("ES256", DevIssuer::es256("https://es.bench").unwrap()),
+        ("ES384", DevIssuer::es384("https://es384.bench").unwrap()),
         ("EdDSA", DevIssuer::eddsa("https://ed.bench").unwrap()),
     ]
 }
@@ -42,10 +50,11 @@ fn stage(idp: &DevIssuer, cache: u64, route: &Arc<RouteMeta>) -> IdentityStage {
     let file = dir.join(format!("{}.json", idp.kid()));
     std::fs::write(&file, idp.jwks_json()).unwrap();
     let yaml = format!(
-        "issuers: [{{ issuer: \"{}\", audiences: [\"{AUD}\"], jwks_path: \"{}\" }}]\n\
+        "issuers: [{{ issuer: \"{}\", audiences: [\"{AUD}\"], jwks_path: \"{}\", algorithms: [{}] }}]\n\
          token_cache_size: {cache}\nidle_timeout_secs: 0\ndefaults: {{ require_mfa: false }}\n",
         idp.issuer(),
-        file.display()
+        file.display(),
+        idp.alg()
     );
     let cfg: IdentityConfig = serde_yaml::from_str(&yaml).unwrap();
     let routes = [Arc::clone(route)];

@@ -43,6 +43,7 @@ impl IdentityConfig {
         ctx: &StageBuildCtx<'_>,
         clock: Arc<dyn Clock>,
     ) -> Result<IdentityStage, Vec<ConfigIssue>> {
+        crate::provider::install();
         let mut issues = Issues::new();
         self.check_limits(&mut issues);
         if self.issuers.is_empty() {

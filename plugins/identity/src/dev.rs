@@ -88,6 +88,30 @@ impl DevIssuer {
         })
     }
 
+    /// A fresh ES384 (P-384) key.
+    ///
+    /// # Errors
+    /// If the key cannot be generated.
+    pub fn es384(iss: impl Into<String>) -> Result<Self, DevIssuerError> {
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING as P384};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&P384, &rng).map_err(key_err)?;
+        let pair = EcdsaKeyPair::from_pkcs8(&P384, pkcs8.as_ref(), &rng).map_err(key_err)?;
+        let point = pair.public_key().as_ref();
+        let (x, y) = point.get(1..).ok_or(DevIssuerError::Algorithm)?.split_at(48);
+        let kid = kid_for(point);
+        let jwk = json!({"kty": "EC", "crv": "P-384", "use": "sig", "alg": "ES384", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
+        Ok(DevIssuer {
+            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            iss: iss.into(),
+            kid,
+            alg: jsonwebtoken::Algorithm::ES384,
+            jwk,
+            private_pem: pkcs8_pem(pkcs8.as_ref()),
+        })
+    }
+
     /// The RFC 7638 thumbprint of this key: the `cnf.jkt` of tokens bound to it (RFC 9449).
     ///
     /// # Errors
@@ -226,6 +250,19 @@ impl DevIssuer {
     }
 }
 
+/// PKCS#8 DER as a `PRIVATE KEY` PEM (RFC 7468: base64 in lines of 64).
+fn pkcs8_pem(der: &[u8]) -> String {
+    use base64::engine::general_purpose::STANDARD;
+    let b64 = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
 fn alg_name(a: jsonwebtoken::Algorithm) -> &'static str {
     use jsonwebtoken::Algorithm::*;
     match a {
@@ -344,7 +381,11 @@ mod tests {
 
     #[test]
     fn dev_issuers_publish_a_jwks_with_their_kid_and_sign_verifiable_tokens() {
-        for i in [DevIssuer::es256("https://dev").unwrap(), DevIssuer::eddsa("https://dev").unwrap()] {
+        for i in [
+            DevIssuer::es256("https://dev").unwrap(),
+            DevIssuer::es384("https://dev").unwrap(),
+            DevIssuer::eddsa("https://dev").unwrap(),
+        ] {
             let jwks: Value = serde_json::from_str(&i.jwks_json()).unwrap();
             assert_eq!(jwks["keys"][0]["kid"], i.kid());
             let t = i.sign(&i.claims("alice", "aud", 1).mfa(1).sid("s"));

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Algorithm, DpopConfig};
 use crate::error::AuthError;
-use crate::{claims, token};
+use crate::{claims, sig, token};
 
 const DPOP: HeaderName = HeaderName::from_static("dpop");
 
@@ -190,15 +190,15 @@ fn proof_key<'h>(
     Ok((alg, raw))
 }
 
-/// Verifies the proof's signature with ring: it runs on every request (an access token's is
-/// verified once and cached), and ring's P-256 check costs a fraction of the pure-Rust one.
+/// Verifies the proof's signature ([`crate::sig`]): it runs on every request (an
+/// access token's is verified once and cached). The key is read from the proof's own `jwk`, whose
+/// type and curve must be the algorithm's.
 fn verify(
     alg: Algorithm,
     jwk: &Map<String, Value>,
     message: &[u8],
     signature: &str,
 ) -> Result<(), AuthError> {
-    use ring::signature as rs;
     let member = |name: &str| {
         jwk.get(name)
             .and_then(Value::as_str)
@@ -207,39 +207,39 @@ fn verify(
     };
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| bad("signature is not base64url"))?;
-    let ec = |params: &'static rs::EcdsaVerificationAlgorithm, size: usize| {
+    let ec_point = |size: usize| {
         let (x, y) = (member("x")?, member("y")?);
         if x.len() != size || y.len() != size {
             return Err(bad("jwk coordinates have the wrong size"));
         }
-        let point = [&[4u8][..], &x, &y].concat();
-        Ok(rs::UnparsedPublicKey::new(params, point).verify(message, &signature).is_ok())
-    };
-    let rsa = |params: &'static rs::RsaParameters| {
-        // ring refuses moduli under 2048 bits for these parameters.
-        let key = rs::RsaPublicKeyComponents { n: member("n")?, e: member("e")? };
-        Ok(key.verify(params, message, &signature).is_ok())
+        Ok([&[4u8][..], &x, &y].concat())
     };
     use Algorithm::*;
-    let verified = match (alg, text("kty"), text("crv")) {
-        (ES256, Some("EC"), Some("P-256")) => ec(&rs::ECDSA_P256_SHA256_FIXED, 32)?,
-        (ES384, Some("EC"), Some("P-384")) => ec(&rs::ECDSA_P384_SHA384_FIXED, 48)?,
-        (EdDSA, Some("OKP"), Some("Ed25519")) => {
-            rs::UnparsedPublicKey::new(&rs::ED25519, member("x")?).verify(message, &signature).is_ok()
+    // Owned key bytes, decoded from the jwk, that the borrowed `sig::Key` points into.
+    let (point, x, n, e);
+    let key = match (alg, text("kty"), text("crv")) {
+        (ES256, Some("EC"), Some("P-256")) => {
+            point = ec_point(32)?;
+            sig::Key::Ec(&point)
         }
-        (RS256, Some("RSA"), _) => rsa(&rs::RSA_PKCS1_2048_8192_SHA256)?,
-        (RS384, Some("RSA"), _) => rsa(&rs::RSA_PKCS1_2048_8192_SHA384)?,
-        (RS512, Some("RSA"), _) => rsa(&rs::RSA_PKCS1_2048_8192_SHA512)?,
-        (PS256, Some("RSA"), _) => rsa(&rs::RSA_PSS_2048_8192_SHA256)?,
-        (PS384, Some("RSA"), _) => rsa(&rs::RSA_PSS_2048_8192_SHA384)?,
-        (PS512, Some("RSA"), _) => rsa(&rs::RSA_PSS_2048_8192_SHA512)?,
+        (ES384, Some("EC"), Some("P-384")) => {
+            point = ec_point(48)?;
+            sig::Key::Ec(&point)
+        }
+        (EdDSA, Some("OKP"), Some("Ed25519")) => {
+            x = member("x")?;
+            sig::Key::Ed25519(&x)
+        }
+        (RS256 | RS384 | RS512 | PS256 | PS384 | PS512, Some("RSA"), _) => {
+            (n, e) = (member("n")?, member("e")?);
+            sig::Key::Rsa { n: &n, e: &e }
+        }
         _ => return Err(bad("alg does not fit the jwk")),
     };
-    if verified {
-        Ok(())
-    } else {
-        Err(bad("signature does not verify with its jwk"))
-    }
+    sig::verify(token::jwt_alg(alg), key, message, &signature).map_err(|e| match e {
+        sig::SigError::KeyMismatch => bad("jwk key has the wrong size for its alg"),
+        sig::SigError::Invalid => bad("signature does not verify with its jwk"),
+    })
 }
 
 /// `htu` names this request: `https`, the `Host` the client used (port 443 when absent on both

@@ -33,7 +33,9 @@ mod fetch;
 mod jwks;
 mod metrics;
 mod presets;
+mod provider;
 mod session;
+mod sig;
 mod stage;
 mod token;
 

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Algorithm;
 use crate::error::AuthError;
+use crate::sig;
 
 /// The JOSE header fields we read. Key-reference headers are captured only to refuse them.
 #[derive(Debug, Deserialize)]
@@ -127,12 +128,16 @@ pub(crate) fn strict_object(bytes: &[u8]) -> Result<Map<String, Value>, AuthErro
         .map_err(|_| AuthError::Malformed("payload is not a JSON object without duplicates"))
 }
 
-/// Verifies the signature with `jsonwebtoken`'s RustCrypto backend.
+/// Verifies the signature with [`crate::sig`] directly: the process-wide jsonwebtoken
+/// provider is not consulted, so nothing installed elsewhere changes how tokens are checked.
 pub(crate) fn verify_signature(p: &Parsed<'_>, key: &jsonwebtoken::DecodingKey) -> Result<(), AuthError> {
-    match jsonwebtoken::crypto::verify(p.signature, p.signing_input.as_bytes(), key, jwt_alg(p.alg)) {
-        Ok(true) => Ok(()),
-        _ => Err(AuthError::Signature("signature does not verify")),
-    }
+    const INVALID: AuthError = AuthError::Signature("signature does not verify");
+    // Room for a 4096-bit RSA signature and base64's rounding; anything longer is refused
+    // here or by `sig` (no RSA modulus above 4096 bits), with no allocation either way.
+    let mut buf = [0u8; 520];
+    let len = URL_SAFE_NO_PAD.decode_slice(p.signature, &mut buf).map_err(|_| INVALID)?;
+    let signature = buf.get(..len).ok_or(INVALID)?;
+    sig::verify(jwt_alg(p.alg), sig::Key::of(key), p.signing_input.as_bytes(), signature).map_err(|_| INVALID)
 }
 
 /// The `jsonwebtoken` name of an accepted algorithm.
