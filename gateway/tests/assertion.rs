@@ -15,11 +15,17 @@ use phigate::demo::upstream::SeenRequest;
 /// assertion stage's own removal is what keeps a forged value from the upstream here.
 const HEADER: &str = "x-upstream-assertion";
 
-/// The full pipeline with an `assertion:` section whose route `fhir` has assertions `enabled`.
+/// The full pipeline with an `assertion:` section whose route `fhir` has assertions `enabled`,
+/// sent in [`HEADER`].
 async fn start(enabled: bool) -> FullEnv {
+    start_with_header(enabled, &format!("\n  header: {HEADER}")).await
+}
+
+/// As [`start`], with `header_line` appended to the section's `issuer` line.
+async fn start_with_header(enabled: bool, header_line: &str) -> FullEnv {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem();
     let extra = format!(
-        "assertion:\n  key_path: assertion.key\n  issuer: https://phigate.test\n  header: {HEADER}\n  \
+        "assertion:\n  key_path: assertion.key\n  issuer: https://phigate.test{header_line}\n  \
          routes:\n    fhir: {{ enabled: {enabled} }}\n"
     );
     FullEnv::start_with(|p| std::fs::write(p.parent().unwrap().join("assertion.key"), key).unwrap(), &extra)
@@ -28,12 +34,17 @@ async fn start(enabled: bool) -> FullEnv {
 
 /// Reads a patient as `clinician_a` with a forged assertion header; the request the upstream saw.
 async fn forged_read(env: &FullEnv, forged: &str) -> SeenRequest {
+    forged_read_in(env, HEADER, forged).await
+}
+
+/// As [`forged_read`], forging `header`.
+async fn forged_read_in(env: &FullEnv, header: &str, forged: &str) -> SeenRequest {
     let res = env
         .pki
         .public_client()
         .get(&env.gw.url("/fhir/Patient/a-p1"))
         .bearer(&env.token("clinician_a"))
-        .header(HEADER, forged)
+        .header(header, forged)
         .send()
         .await
         .unwrap();
@@ -71,6 +82,18 @@ async fn upstream_receives_an_assertion_that_verifies_against_the_admin_jwks_nev
     assert_eq!(claims["roles"], serde_json::json!(["clinician"]));
     assert!(claims["sub"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(claims.get("scope").is_none() && !values[0].contains("a-p1"), "no request data in the assertion");
+}
+
+/// The default name is an `x-phigate-` one, which the gateway strips from every client request:
+/// the stage's own value must still reach the upstream (set after the strip), exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_header_survives_the_gateways_own_x_phigate_strip() {
+    let env = start_with_header(true, "").await;
+    let seen = forged_read_in(&env, "x-phigate-assertion", "forged").await;
+    let values: Vec<_> = seen.headers.get_all("x-phigate-assertion").iter().collect();
+    assert_eq!(values.len(), 1, "exactly the gateway's assertion: {values:?}");
+    let header = jsonwebtoken::decode_header(values[0].to_str().unwrap()).unwrap();
+    assert!(fetch_jwks(&env).await.find(header.kid.as_deref().unwrap()).is_some(), "signed by a JWKS key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
