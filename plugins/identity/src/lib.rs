@@ -32,6 +32,7 @@ mod error;
 mod fetch;
 mod jwks;
 mod metrics;
+mod nonce;
 mod presets;
 mod provider;
 mod session;
@@ -41,8 +42,8 @@ mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Algorithm, ClaimMappingConfig, ClaimPath, DpopConfig, IdentityConfig, IssuerConfig, JwksRefreshConfig,
-    Preset, RouteOverrideConfig, RoutePolicyConfig,
+    Algorithm, ClaimMappingConfig, ClaimPath, DpopConfig, DpopNonceConfig, IdentityConfig, IssuerConfig,
+    JwksRefreshConfig, Preset, RouteOverrideConfig, RoutePolicyConfig,
 };
 pub use stage::IdentityStage;
 
