@@ -25,7 +25,7 @@ pub struct IdentityConfig {
     #[serde(default)]
     pub jwks: JwksRefreshConfig,
     /// DPoP proofs (RFC 9449) for tokens bound to a client key (`cnf.jkt`): how fresh a proof
-    /// must be and how many proofs are remembered to refuse replays.
+    /// must be, how many proofs are remembered to refuse replays, and optional server nonces.
     #[serde(default)]
     pub dpop: DpopConfig,
     /// Requirements applied to every route unless the route overrides them.
