@@ -225,6 +225,10 @@ async fn a_route_without_the_requirement_accepts_no_nonce_or_a_valid_one_but_not
     // Without a nonce: accepted, and handed the current nonce for later.
     let nonce = f.accepts(1, &f.proof(None)).await.unwrap();
     f.accepts(1, &f.proof(Some(&nonce))).await;
+    // A well-formed nonce with a forged tag, and one that is not a nonce at all.
+    let mut raw = URL_SAFE_NO_PAD.decode(&nonce).unwrap();
+    raw[10] ^= 0x80;
+    f.wants_nonce(1, &f.proof(Some(&URL_SAFE_NO_PAD.encode(&raw)))).await;
     f.wants_nonce(1, &f.proof(Some("bm90LWEtbm9uY2U"))).await;
 }
 
