@@ -67,6 +67,38 @@ async fn a_dpop_bound_token_needs_a_fresh_proof_over_http1_and_http2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dpop_nonce_challenge_and_fresh_nonces_reach_the_client() {
+    // RFC 9449 §9 nonces on: the key file sits next to the config (all replicas share it).
+    let env = FullEnv::start_full(
+        |policies| std::fs::write(policies.parent().unwrap().join("nonce.key"), [9u8; 32]).unwrap(),
+        "  dpop: { nonce: { key_path: nonce.key } }\n",
+        "",
+    )
+    .await;
+    let token = env.token("dpop_app");
+    let url = env.gw.url("/fhir/Patient/a-p1");
+    let client = env.pki.public_client_builder().http1_only().build().unwrap();
+    let pem = std::fs::read_to_string(phigate::demo::personas::dpop_key_path_of(env.pki.dir(), "dpop_app"))
+        .unwrap();
+    let key = phigate_identity::dev::DevIssuer::es256_from_pem("dpop_app", &pem).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let send = |proof: String| {
+        client.get(&url).header("authorization", &format!("DPoP {token}")).header("dpop", &proof).send()
+    };
+    let first = send(key.dpop_proof("GET", &url, &token, now)).await.unwrap();
+    assert_eq!(
+        (first.status.as_u16(), common::error_code(&first.body).as_str()),
+        (401, "dpop_nonce_required")
+    );
+    assert!(first.header("www-authenticate").unwrap().starts_with("DPoP error=\"use_dpop_nonce\""));
+    let nonce = first.header("dpop-nonce").expect("the challenge carries a nonce").to_owned();
+    let ok = send(key.dpop_proof_with_nonce("GET", &url, &token, now, Some(&nonce))).await.unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.header("dpop-nonce"), Some(nonce.as_str()), "a success carries the current nonce");
+    assert_eq!(env.upstream.recorder.count(), 1, "only the request with a nonce was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn care_teams_and_tenants_decide_patient_access() {
     let env = FullEnv::start().await;
     assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);

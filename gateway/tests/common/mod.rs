@@ -146,6 +146,12 @@ impl FullEnv {
     /// [`FullEnv::start_with_policies`], with `extra` config sections (YAML at the top level,
     /// paths relative to the test directory) appended.
     pub async fn start_with(edit: impl FnOnce(&std::path::Path), extra: &str) -> FullEnv {
+        Self::start_full(edit, "", extra).await
+    }
+
+    /// [`FullEnv::start_with`], with `identity` lines (YAML indented by two spaces) added to the
+    /// `identity:` section.
+    pub async fn start_full(edit: impl FnOnce(&std::path::Path), identity: &str, extra: &str) -> FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
         let dir = pki.dir();
@@ -159,7 +165,7 @@ impl FullEnv {
         // what these tests measure (plugins/policy tests it), so it is generous here.
         let cfg = format!(
             "{}identity:\n  issuers:\n    - issuer: {}\n      audiences: [{}]\n      jwks_path: issuer/jwks.json\n\
-             \x20     algorithms: [ES256]\n      claims: {{ tenant: tenant, roles: roles }}\n\
+             \x20     algorithms: [ES256]\n      claims: {{ tenant: tenant, roles: roles }}\n{identity}\
              policy:\n  dir: policies\n  data_dir: policies/data\n  max_eval_ms: 2000\n\
              audit:\n  dir: audit\n  signing_key_path: audit.key\n  max_wait_ms: 2000\n{extra}",
             yaml(&pki, upstream.addr, "optional"),

@@ -80,6 +80,9 @@ error_codes! {
     DpopProofInvalid = ("dpop_proof_invalid", 401, "The DPoP proof is missing or invalid."),
     /// The route requires a DPoP-bound access token (RFC 9449) and the token is not one.
     DpopRequired = ("dpop_required", 401, "This route requires a DPoP-bound access token."),
+    /// The route requires a server-provided DPoP nonce (RFC 9449 §9) and the proof has none, or
+    /// an unknown or expired one: retry with the nonce sent in the `DPoP-Nonce` response header.
+    DpopNonceRequired = ("dpop_nonce_required", 401, "A fresh DPoP nonce is required; use the one in the DPoP-Nonce header."),
     /// The session was idle longer than allowed (automatic logoff).
     SessionIdleTimeout = ("session_idle_timeout", 401, "The session timed out; sign in again."),
     /// A client certificate is required on this listener or route.

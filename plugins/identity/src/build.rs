@@ -12,11 +12,12 @@ use rustls::pki_types::CertificateDer;
 
 use crate::claims::ClaimMap;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{IdentityConfig, IssuerConfig, RoutePolicyConfig};
+use crate::config::{DpopConfig, IdentityConfig, IssuerConfig, RoutePolicyConfig};
 use crate::dpop::Dpop;
 use crate::error::{quotable, Challenges};
 use crate::fetch::{HttpsSource, JwksSource};
 use crate::jwks::KeyStore;
+use crate::nonce::{self, Nonces};
 use crate::presets;
 use crate::session::Sessions;
 use crate::stage::{ByExpiry, IssuerRt, RouteRt};
@@ -59,6 +60,7 @@ impl IdentityConfig {
                 issuers.push(rt);
             }
         }
+        let nonces = build_nonces(&self.dpop, ctx.config_dir, clock.unix_secs(), &mut issues);
         let default_route = route_rt(&self.defaults, "defaults", &mut issues);
         for name in self.routes.keys() {
             if ctx.route_index(name).is_none() {
@@ -87,7 +89,7 @@ impl IdentityConfig {
             max_token_bytes: self.max_token_bytes,
             cache: Cache::builder().max_capacity(self.token_cache_size).expire_after(ByExpiry).build(),
             sessions: Sessions::new(self.idle_timeout_secs, self.session_cache_size),
-            dpop: Dpop::new(&self.dpop),
+            dpop: Dpop::new(&self.dpop, nonces),
             routes,
             default_route: Some(default_route),
             clock,
@@ -132,6 +134,33 @@ impl IdentityConfig {
         }
         if self.token_cache_size == 0 || self.session_cache_size == 0 {
             issues.push(ConfigIssue::new("token_cache_size", "cache sizes must be at least 1"));
+        }
+    }
+}
+
+/// RFC 9449 §9 nonces, when configured. The key file is read once, here; a short or unreadable
+/// one is a config error (a guessable key would let anyone mint nonces).
+fn build_nonces(cfg: &DpopConfig, dir: &Path, now: i64, issues: &mut Issues) -> Option<Nonces> {
+    let n = cfg.nonce.as_ref()?;
+    if !(10..=3600).contains(&n.rotation_secs) {
+        issues.push(ConfigIssue::new("dpop.nonce.rotation_secs", "must be between 10 and 3600"));
+    }
+    let key = read_key(&resolve(dir, &n.key_path), "dpop.nonce.key_path", issues)?;
+    Some(Nonces::new(&key, n.rotation_secs, now))
+}
+
+/// A secret key file of at least [`nonce::MIN_KEY_BYTES`] raw bytes. The error names the config
+/// key and the I/O error kind, never the path's contents.
+fn read_key(path: &Path, key: &str, issues: &mut Issues) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(k) if k.len() >= nonce::MIN_KEY_BYTES => Some(k),
+        Ok(_) => {
+            issues.push(ConfigIssue::new(key, "key shorter than 32 bytes"));
+            None
+        }
+        Err(e) => {
+            issues.push(ConfigIssue::new(key, format!("cannot be read: {}", e.kind())));
+            None
         }
     }
 }

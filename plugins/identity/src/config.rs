@@ -25,7 +25,7 @@ pub struct IdentityConfig {
     #[serde(default)]
     pub jwks: JwksRefreshConfig,
     /// DPoP proofs (RFC 9449) for tokens bound to a client key (`cnf.jkt`): how fresh a proof
-    /// must be and how many proofs are remembered to refuse replays.
+    /// must be, how many proofs are remembered to refuse replays, and optional server nonces.
     #[serde(default)]
     pub dpop: DpopConfig,
     /// Requirements applied to every route unless the route overrides them.
@@ -220,8 +220,8 @@ impl Default for JwksRefreshConfig {
 /// <token>` with one `DPoP` header: a JWT (`typ` `dpop+jwt`, an asymmetric `alg`, the public
 /// `jwk` whose RFC 7638 thumbprint is `cnf.jkt`) signed by that key, for this method (`htm`) and
 /// URI (`htu`: `https`, the request's `Host`, its path; query ignored), for this token (`ath`),
-/// issued within `proof_max_age_secs`, with a `jti` not seen before. Server nonces
-/// (`DPoP-Nonce`) are not issued.
+/// issued within `proof_max_age_secs`, with a `jti` not seen before. With `nonce` set, proofs
+/// must also carry a nonce this gateway issued (RFC 9449 §9, `DPoP-Nonce`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DpopConfig {
@@ -241,6 +241,31 @@ pub struct DpopConfig {
     /// Largest accepted `DPoP` header, in bytes. Default 4096.
     #[serde(default = "default_max_proof_bytes")]
     pub max_proof_bytes: usize,
+    /// Server-provided nonces (RFC 9449 §8, §9): a proof must carry a nonce issued by the
+    /// gateway within the last one or two `rotation_secs`, so proofs cannot be made ahead of time.
+    /// Routes opt out with `require_dpop_nonce: false`. Default: absent, no nonces.
+    #[serde(default)]
+    pub nonce: Option<DpopNonceConfig>,
+}
+
+/// Stateless DPoP nonces: `base64url(window || HMAC-SHA256(key, window))` with `window` =
+/// `unix_time / rotation_secs`. The current and the previous window are accepted, so a nonce is
+/// good for between `rotation_secs` and twice that. Every successful DPoP response carries the
+/// current nonce in `DPoP-Nonce`; a proof without it (or with an unknown or expired one) gets 401
+/// `dpop_nonce_required` with `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a fresh nonce.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DpopNonceConfig {
+    /// File whose raw bytes are the nonce key (at least 32 bytes; relative to the config file).
+    /// Use the same file on every replica, so each accepts the nonces the others issue.
+    pub key_path: PathBuf,
+    /// How often the issued nonce changes, in seconds. 10..=3600. Default 60.
+    #[serde(default = "default_nonce_rotation_secs")]
+    pub rotation_secs: u64,
+}
+
+fn default_nonce_rotation_secs() -> u64 {
+    60
 }
 
 impl Default for DpopConfig {
@@ -250,6 +275,7 @@ impl Default for DpopConfig {
             proof_clock_skew_secs: default_proof_clock_skew_secs(),
             replay_cache_size: default_replay_cache_size(),
             max_proof_bytes: default_max_proof_bytes(),
+            nonce: None,
         }
     }
 }
@@ -294,6 +320,12 @@ pub struct RoutePolicyConfig {
     /// DPoP-bound token is always checked against its proof, whatever this says. Default false.
     #[serde(default)]
     pub require_dpop: bool,
+    /// When `dpop.nonce` is set: refuse DPoP proofs without a valid server nonce with
+    /// `dpop_nonce_required` (RFC 9449 §9). A route set to false still accepts a proof with a
+    /// valid nonce and refuses one with an invalid nonce. No effect without `dpop.nonce`.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub require_dpop_nonce: bool,
     /// Remove the client's `Authorization` header before forwarding. Default false.
     #[serde(default)]
     pub strip_authorization: bool,
@@ -314,6 +346,7 @@ impl Default for RoutePolicyConfig {
             max_auth_age_secs: None,
             require_bound_token: false,
             require_dpop: false,
+            require_dpop_nonce: true,
             strip_authorization: false,
             forward_subject_header: false,
             forward_tenant_header: false,
@@ -343,6 +376,9 @@ pub struct RouteOverrideConfig {
     /// Overrides `defaults.require_dpop`.
     #[serde(default)]
     pub require_dpop: Option<bool>,
+    /// Overrides `defaults.require_dpop_nonce`.
+    #[serde(default)]
+    pub require_dpop_nonce: Option<bool>,
     /// Overrides `defaults.strip_authorization`.
     #[serde(default)]
     pub strip_authorization: Option<bool>,
@@ -364,6 +400,7 @@ impl RouteOverrideConfig {
             max_auth_age_secs: self.max_auth_age_secs.or(d.max_auth_age_secs),
             require_bound_token: self.require_bound_token.unwrap_or(d.require_bound_token),
             require_dpop: self.require_dpop.unwrap_or(d.require_dpop),
+            require_dpop_nonce: self.require_dpop_nonce.unwrap_or(d.require_dpop_nonce),
             strip_authorization: self.strip_authorization.unwrap_or(d.strip_authorization),
             forward_subject_header: self.forward_subject_header.unwrap_or(d.forward_subject_header),
             forward_tenant_header: self.forward_tenant_header.unwrap_or(d.forward_tenant_header),

@@ -124,16 +124,31 @@ impl DevIssuer {
     /// A DPoP proof (RFC 9449) signed by this key, for `method` on `url` (query and fragment
     /// dropped), presenting `token`, issued at `iat`, with a random `jti`.
     pub fn dpop_proof(&self, method: &str, url: &str, token: &str, iat: i64) -> String {
+        self.dpop_proof_with_nonce(method, url, token, iat, None)
+    }
+
+    /// [`DevIssuer::dpop_proof`] carrying a server `nonce` (RFC 9449 §9) when given.
+    pub fn dpop_proof_with_nonce(
+        &self,
+        method: &str,
+        url: &str,
+        token: &str,
+        iat: i64,
+        nonce: Option<&str>,
+    ) -> String {
         use rand_core::RngCore;
         use sha2::Digest;
         let mut jti = [0u8; 16];
         rand_core::OsRng.fill_bytes(&mut jti);
         let htu = url.split(['?', '#']).next().unwrap_or_default();
         let header = json!({"typ": "dpop+jwt", "alg": self.alg(), "jwk": self.jwk});
-        let claims = json!({
+        let mut claims = json!({
             "jti": URL_SAFE_NO_PAD.encode(jti), "htm": method, "htu": htu, "iat": iat,
             "ath": URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes())),
         });
+        if let Some(n) = nonce {
+            claims["nonce"] = Value::from(n);
+        }
         self.sign_raw(&header, &claims)
     }
 

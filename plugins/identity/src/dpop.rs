@@ -6,7 +6,8 @@
 //! with `typ` `dpop+jwt`, an asymmetric `alg` and a public `jwk` (no private members); the key's
 //! RFC 7638 thumbprint equals `cnf.jkt`; the signature verifies; `htm`, `htu` and `ath` name
 //! this method, URI and token; `iat` is recent; and last, once everything else holds, the `jti`
-//! was never seen (remembered for the proof's lifetime). Server nonces are not issued.
+//! was never seen (remembered for the proof's lifetime). With server nonces configured
+//! ([`crate::nonce`]), the proof's `nonce` is checked just before the `jti`.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Algorithm, DpopConfig};
 use crate::error::AuthError;
+use crate::nonce::Nonces;
 use crate::{claims, sig, token};
 
 const DPOP: HeaderName = HeaderName::from_static("dpop");
@@ -49,6 +51,8 @@ pub(crate) struct Dpop {
     max_proof_bytes: usize,
     /// SHA-256 of (`cnf.jkt`, `jti`) of every accepted proof, for as long as it could be replayed.
     seen: Cache<[u8; 32], ()>,
+    /// RFC 9449 §9 server nonces, when configured.
+    nonces: Option<Nonces>,
 }
 
 fn bad(why: &'static str) -> AuthError {
@@ -57,7 +61,7 @@ fn bad(why: &'static str) -> AuthError {
 
 impl Dpop {
     /// Settings from the `identity.dpop` section (checked by the config build).
-    pub(crate) fn new(cfg: &DpopConfig) -> Self {
+    pub(crate) fn new(cfg: &DpopConfig, nonces: Option<Nonces>) -> Self {
         let max_age = i64::try_from(cfg.proof_max_age_secs).unwrap_or(i64::MAX);
         let skew = i64::try_from(cfg.proof_clock_skew_secs).unwrap_or(0);
         Dpop {
@@ -68,16 +72,24 @@ impl Dpop {
                 .max_capacity(cfg.replay_cache_size)
                 .time_to_live(Duration::from_secs(cfg.proof_max_age_secs + cfg.proof_clock_skew_secs + 1))
                 .build(),
+            nonces,
         }
     }
 
-    /// Checks the request's proof for `token`, bound to the key whose thumbprint is `jkt`.
+    /// The server nonces, when configured.
+    pub(crate) fn nonces(&self) -> Option<&Nonces> {
+        self.nonces.as_ref()
+    }
+
+    /// Checks the request's proof for `token`, bound to the key whose thumbprint is `jkt`;
+    /// `require_nonce` is the route's `require_dpop_nonce` (used only when nonces are configured).
     pub(crate) fn check(
         &self,
         headers: &HeaderMap,
         token: &str,
         jkt: &str,
         target: &Target<'_>,
+        require_nonce: bool,
         now: i64,
     ) -> Result<(), AuthError> {
         let proof = self.one_proof(headers)?;
@@ -88,6 +100,7 @@ impl Dpop {
         verify(alg, jwk, signing_input.as_bytes(), signature)?;
         let claims = object(p)?;
         let jti = self.check_claims(&claims, token, target, now)?;
+        self.check_nonce(&claims, require_nonce, now)?;
         let mut h = Sha256::new();
         h.update(jkt.as_bytes());
         h.update([0]);
@@ -145,6 +158,22 @@ impl Dpop {
             return Err(bad("ath does not match the access token"));
         }
         Ok(jti)
+    }
+
+    /// RFC 9449 §9: checked after the signature (an unsigned nonce proves nothing) and before the
+    /// `jti` is remembered, so the client's retry with a fresh nonce is not taken for a replay.
+    fn check_nonce(&self, claims: &Map<String, Value>, require: bool, now: i64) -> Result<(), AuthError> {
+        let Some(nonces) = &self.nonces else {
+            return Ok(());
+        };
+        match claims.get("nonce") {
+            None if require => Err(AuthError::DpopNonce("proof has no nonce")),
+            None => Ok(()),
+            // A route that does not require nonces still refuses a wrong one: it names a window
+            // or key this gateway never used.
+            Some(Value::String(n)) => nonces.check(n, now).map_err(AuthError::DpopNonce),
+            Some(_) => Err(AuthError::DpopNonce("nonce is not a string")),
+        }
     }
 }
 

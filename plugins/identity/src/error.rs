@@ -40,6 +40,10 @@ pub(crate) enum AuthError {
     /// The DPoP proof (RFC 9449) of a DPoP-bound token is missing or fails a check.
     #[error("DPoP proof rejected: {0}")]
     DpopProof(&'static str),
+    /// The proof lacks the server nonce the route requires, or carries an unknown or expired
+    /// one (RFC 9449 §9).
+    #[error("DPoP nonce rejected: {0}")]
+    DpopNonce(&'static str),
     /// The route requires a DPoP-bound token and this one is not.
     #[error("route requires a DPoP-bound token")]
     DpopRequired,
@@ -70,6 +74,7 @@ impl AuthError {
             AuthError::Audience => ErrorCode::TokenAudienceInvalid,
             AuthError::Binding(_) => ErrorCode::TokenBindingMismatch,
             AuthError::DpopProof(_) => ErrorCode::DpopProofInvalid,
+            AuthError::DpopNonce(_) => ErrorCode::DpopNonceRequired,
             AuthError::DpopRequired => ErrorCode::DpopRequired,
             AuthError::IdleTimeout => ErrorCode::SessionIdleTimeout,
             AuthError::MfaRequired => ErrorCode::MfaRequired,
@@ -137,6 +142,8 @@ pub(crate) fn denial(err: AuthError, challenges: &Challenges) -> Denial {
         // RFC 9449 §7.1: DPoP errors are answered with the DPoP scheme and the accepted `algs`.
         AuthError::DpopProof(_) => Some(dpop_challenge("invalid_dpop_proof", code)),
         AuthError::DpopRequired => Some(dpop_challenge("invalid_token", code)),
+        // §9: the caller adds the fresh nonce (`DPoP-Nonce`) to this challenge.
+        AuthError::DpopNonce(_) => Some(dpop_challenge("use_dpop_nonce", code)),
         AuthError::InvalidRequest(_) => Some(static_challenge("invalid_request", code)),
         AuthError::MfaRequired => Some(challenges.mfa.clone()),
         AuthError::AuthTooOld => Some(challenges.age.clone()),

@@ -9,10 +9,22 @@
 //! by that key for this method, URI and token; a route may require DPoP-bound tokens), automatic
 //! logoff after idle time, MFA (`amr`/`acr`) and authentication age (`auth_time`).
 //!
+//! **DPoP nonces (RFC 9449 §8, §9).** Optional (`dpop.nonce`): proofs must then also carry a
+//! nonce the gateway issued, so a key stolen for a moment (XSS) cannot be used to make proofs for
+//! later. Nonces are stateless — `base64url(window || HMAC-SHA256(key, window))`, `window` =
+//! `unix_time / rotation_secs`, the current and previous window accepted — so replicas sharing
+//! the key file accept each other's. Every successful DPoP response carries the current nonce in
+//! `DPoP-Nonce` (made once per window and cached); a proof without one, or with an unknown,
+//! forged or expired one, gets 401 `dpop_nonce_required` with
+//! `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a fresh `DPoP-Nonce`. Routes require the
+//! nonce by default once it is configured (`require_dpop_nonce: false` opts a route out; a nonce
+//! presented there is still checked). The `jti` replay memory is unchanged. The gateway has no
+//! CORS handling, so `DPoP-Nonce` is not added to `Access-Control-Expose-Headers`.
+//!
 //! **How it fails.** Closed. Every refusal is a [`phigate_plugin::Denial`] with a stable code and
 //! the exact challenge: RFC 6750 `invalid_request`/`invalid_token`, the RFC 9470 step-up
 //! challenge (`insufficient_user_authentication`, `acr_values`, `max_age`), or RFC 9449's
-//! `DPoP error="invalid_dpop_proof"` with the accepted `algs`. An issuer whose keys
+//! `DPoP error="invalid_dpop_proof"` (or `use_dpop_nonce`) with the accepted `algs`. An issuer whose keys
 //! are gone (IdP unreachable beyond `max_stale_secs`) answers 503 `not_ready`.
 //!
 //! **What it never logs.** Tokens, claim values, header values. Causes are fixed strings; the
@@ -32,6 +44,7 @@ mod error;
 mod fetch;
 mod jwks;
 mod metrics;
+mod nonce;
 mod presets;
 mod provider;
 mod session;
@@ -41,8 +54,8 @@ mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Algorithm, ClaimMappingConfig, ClaimPath, DpopConfig, IdentityConfig, IssuerConfig, JwksRefreshConfig,
-    Preset, RouteOverrideConfig, RoutePolicyConfig,
+    Algorithm, ClaimMappingConfig, ClaimPath, DpopConfig, DpopNonceConfig, IdentityConfig, IssuerConfig,
+    JwksRefreshConfig, Preset, RouteOverrideConfig, RoutePolicyConfig,
 };
 pub use stage::IdentityStage;
 

@@ -21,6 +21,7 @@ use crate::config::{Algorithm, RoutePolicyConfig};
 use crate::dpop::{Dpop, Target};
 use crate::error::{self, AuthError, Challenges};
 use crate::jwks::{KeySet, KeyStore};
+use crate::nonce::DPOP_NONCE;
 use crate::session::Sessions;
 use crate::{metrics, token};
 
@@ -199,7 +200,7 @@ impl IdentityStage {
                     host: headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
                     path: &ctx.request.path,
                 };
-                self.dpop.check(headers, token, jkt, &target, now)
+                self.dpop.check(headers, token, jkt, &target, policy.require_dpop_nonce, now)
             }
             // §7.1: a DPoP-bound token sent as a bearer token is refused (its proof is the point).
             (Some(_), Scheme::Bearer) => Err(AuthError::DpopProof("DPoP-bound token presented as Bearer")),
@@ -301,7 +302,12 @@ impl IdentityStage {
         })
     }
 
-    fn apply(ctx: &mut RequestCtx, route: &RouteRt, v: &Verified) {
+    fn apply(&self, ctx: &mut RequestCtx, route: &RouteRt, v: &Verified) {
+        // RFC 9449 §8.2: a nonce on every successful DPoP response, so the client's next proof
+        // has one without a 401 round trip (a DPoP-bound token only succeeds with a proof).
+        if let (Some(nonces), Some(_)) = (self.dpop.nonces(), &v.principal.dpop_jkt) {
+            ctx.response.add_headers.push((DPOP_NONCE, nonces.current(self.clock.unix_secs())));
+        }
         ctx.principal = Some(Arc::clone(&v.principal));
         if ctx.tenant.is_none() {
             ctx.tenant = v.principal.tenant.clone();
@@ -357,13 +363,20 @@ impl Stage for IdentityStage {
         match self.authenticate(ctx, route).await {
             Ok(v) => {
                 metrics::inc(&self.ok);
-                Self::apply(ctx, route, &v);
+                self.apply(ctx, route, &v);
                 Ok(Flow::Continue)
             }
             Err(e) => {
                 metrics::inc(&metrics::validation(e.code().as_str()));
                 log::debug!(target: "phigate::identity", "denied route={} code={} cause={e}", ctx.route.name, e.code());
-                Err(error::denial(e, &route.challenges))
+                let denial = error::denial(e, &route.challenges);
+                match (e, self.dpop.nonces()) {
+                    // RFC 9449 §9: the 401 carries the nonce to retry with.
+                    (AuthError::DpopNonce(_), Some(n)) => {
+                        Err(denial.with_header(DPOP_NONCE, n.current(self.clock.unix_secs())))
+                    }
+                    _ => Err(denial),
+                }
             }
         }
     }
