@@ -43,6 +43,28 @@ impl ConfigIssue {
     }
 }
 
+/// Shortest secret key accepted by [`read_secret_key`], in bytes: HMAC-SHA256's output length
+/// (RFC 2104 §3 asks for at least that).
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
+/// Reads a raw secret key file (an HMAC key a stage keys names or nonces with; `path` already
+/// resolved against the config directory). A file that cannot be read, or holds fewer than
+/// [`MIN_SECRET_KEY_BYTES`] bytes, is pushed to `issues` under `key`, naming neither the path's
+/// contents nor any byte of it: a guessable key would let anyone compute what it protects.
+pub fn read_secret_key(path: &Path, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(k) if k.len() >= MIN_SECRET_KEY_BYTES => Some(k),
+        Ok(_) => {
+            issues.push(ConfigIssue::new(key, "key shorter than 32 bytes"));
+            None
+        }
+        Err(e) => {
+            issues.push(ConfigIssue::new(key, format!("cannot be read: {}", e.kind())));
+            None
+        }
+    }
+}
+
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.key_path, self.message)

@@ -17,7 +17,7 @@ mod fhir;
 mod principal;
 mod stage;
 
-pub use build::{BackgroundTask, ConfigIssue, StageBuildCtx};
+pub use build::{read_secret_key, BackgroundTask, ConfigIssue, StageBuildCtx, MIN_SECRET_KEY_BYTES};
 pub use change::{Change, ChangeEvent, ChangeSink, ChangeTrigger};
 pub use ctx::{
     ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo, ResponseInfo,

@@ -17,7 +17,7 @@ use crate::dpop::Dpop;
 use crate::error::{quotable, Challenges};
 use crate::fetch::{HttpsSource, JwksSource};
 use crate::jwks::KeyStore;
-use crate::nonce::{self, Nonces};
+use crate::nonce::Nonces;
 use crate::presets;
 use crate::session::Sessions;
 use crate::stage::{ByExpiry, IssuerRt, RouteRt};
@@ -145,24 +145,8 @@ fn build_nonces(cfg: &DpopConfig, dir: &Path, now: i64, issues: &mut Issues) -> 
     if !(10..=3600).contains(&n.rotation_secs) {
         issues.push(ConfigIssue::new("dpop.nonce.rotation_secs", "must be between 10 and 3600"));
     }
-    let key = read_key(&resolve(dir, &n.key_path), "dpop.nonce.key_path", issues)?;
+    let key = phigate_plugin::read_secret_key(&resolve(dir, &n.key_path), "dpop.nonce.key_path", issues)?;
     Some(Nonces::new(&key, n.rotation_secs, now))
-}
-
-/// A secret key file of at least [`nonce::MIN_KEY_BYTES`] raw bytes. The error names the config
-/// key and the I/O error kind, never the path's contents.
-fn read_key(path: &Path, key: &str, issues: &mut Issues) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(k) if k.len() >= nonce::MIN_KEY_BYTES => Some(k),
-        Ok(_) => {
-            issues.push(ConfigIssue::new(key, "key shorter than 32 bytes"));
-            None
-        }
-        Err(e) => {
-            issues.push(ConfigIssue::new(key, format!("cannot be read: {}", e.kind())));
-            None
-        }
-    }
 }
 
 fn resolve(dir: &Path, p: &Path) -> PathBuf {

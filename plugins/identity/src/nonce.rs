@@ -20,9 +20,6 @@ use ring::hmac;
 /// The response header carrying a fresh nonce (RFC 9449 §8.1).
 pub(crate) const DPOP_NONCE: HeaderName = HeaderName::from_static("dpop-nonce");
 
-/// Shortest key accepted: the HMAC-SHA256 output size (RFC 2104 §3).
-pub(crate) const MIN_KEY_BYTES: usize = 32;
-
 /// Domain separation for the HMAC input.
 const LABEL: &[u8] = b"phigate dpop-nonce v1\0";
 const WINDOW_BYTES: usize = 8;
@@ -48,7 +45,7 @@ pub(crate) struct Nonces {
 }
 
 impl Nonces {
-    /// Nonces keyed by `key` (at least [`MIN_KEY_BYTES`], checked by the config build) that
+    /// Nonces keyed by `key` (at least [`phigate_plugin::MIN_SECRET_KEY_BYTES`], checked by the config build) that
     /// rotate every `rotation_secs` (at least 1).
     pub(crate) fn new(key: &[u8], rotation_secs: u64, now: i64) -> Self {
         let key = hmac::Key::new(hmac::HMAC_SHA256, key);

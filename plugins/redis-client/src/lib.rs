@@ -97,27 +97,14 @@ pub fn client(
     }
 }
 
-/// Shortest key accepted by [`read_hmac_key`], in bytes: HMAC-SHA256's block of security (RFC
-/// 2104 §3 asks for at least the hash's output length).
-pub const MIN_HMAC_KEY_BYTES: usize = 32;
+/// Shortest key accepted by [`read_hmac_key`], in bytes.
+pub const MIN_HMAC_KEY_BYTES: usize = phigate_plugin::MIN_SECRET_KEY_BYTES;
 
 /// Reads the raw key of an HMAC that names identities in Redis (`path` already resolved against
 /// the config directory). Subjects, tenants and addresses are guessable, so an unkeyed hash in
 /// Redis would let whoever reads Redis (or its backups) confirm who was there by hashing
 /// candidates; with the key, it would need the key file too, which stays on the gateway.
-///
-/// A file that cannot be read, or holds fewer than [`MIN_HMAC_KEY_BYTES`] bytes, is pushed to
-/// `issues` under `key` (like `shared.hmac_key_path`), naming neither the path nor any byte.
+/// Problems are reported as [`phigate_plugin::read_secret_key`] reports them.
 pub fn read_hmac_key(path: &Path, key: &str, issues: &mut Vec<ConfigIssue>) -> Option<Vec<u8>> {
-    match std::fs::read(path) {
-        Ok(k) if k.len() >= MIN_HMAC_KEY_BYTES => Some(k),
-        Ok(_) => {
-            issues.push(ConfigIssue::new(key, "key shorter than 32 bytes"));
-            None
-        }
-        Err(e) => {
-            issues.push(ConfigIssue::new(key, format!("cannot be read: {}", e.kind())));
-            None
-        }
-    }
+    phigate_plugin::read_secret_key(path, key, issues)
 }
