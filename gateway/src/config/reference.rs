@@ -142,6 +142,9 @@ fn type_text(prop: &Value) -> String {
     if let Some(items) = prop.get("items") {
         return format!("list of {}", type_text(items));
     }
+    if let Some(values) = map_values(prop) {
+        return format!("map of name → {}", type_text(values));
+    }
     let types: Vec<&str> = match prop.get("type") {
         Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
@@ -179,11 +182,21 @@ fn ref_name(v: &Value) -> Option<&str> {
     unwrap_optional(v).get("$ref")?.as_str()?.strip_prefix("#/$defs/")
 }
 
-/// Names of the types a definition refers to, in property order.
+/// The value schema of a map keyed by name (`BTreeMap<String, T>`): `additionalProperties`.
+fn map_values(prop: &Value) -> Option<&Value> {
+    unwrap_optional(prop).get("additionalProperties").filter(|v| v.is_object())
+}
+
+/// Names of the types a definition refers to (directly, as list items or as map values), in
+/// property order.
 fn refs_in(def: &Value) -> Vec<String> {
     properties(def)
         .into_iter()
-        .filter_map(|(_, p)| ref_name(p).or_else(|| p.get("items").and_then(ref_name)))
+        .filter_map(|(_, p)| {
+            ref_name(p)
+                .or_else(|| p.get("items").and_then(ref_name))
+                .or_else(|| map_values(p).and_then(ref_name))
+        })
         .map(str::to_owned)
         .collect()
 }

@@ -253,6 +253,8 @@ pub struct DpopConfig {
 /// good for between `rotation_secs` and twice that. Every successful DPoP response carries the
 /// current nonce in `DPoP-Nonce`; a proof without it (or with an unknown or expired one) gets 401
 /// `dpop_nonce_required` with `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a fresh nonce.
+/// Every other DPoP refusal (`dpop_proof_invalid`, `dpop_required`) carries the current nonce too,
+/// so the client's corrected proof needs no extra round trip.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DpopNonceConfig {
@@ -354,7 +356,7 @@ impl Default for RoutePolicyConfig {
     }
 }
 
-/// A route's overrides of [`RoutePolicyConfig`]; unset fields keep the default.
+/// A route's overrides of `defaults` (a `RoutePolicyConfig`); unset fields keep the default.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteOverrideConfig {

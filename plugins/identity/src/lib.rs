@@ -16,7 +16,8 @@
 //! the key file accept each other's. Every successful DPoP response carries the current nonce in
 //! `DPoP-Nonce` (made once per window and cached); a proof without one, or with an unknown,
 //! forged or expired one, gets 401 `dpop_nonce_required` with
-//! `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a fresh `DPoP-Nonce`. Routes require the
+//! `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a fresh `DPoP-Nonce`; the other DPoP
+//! refusals (`dpop_proof_invalid`, `dpop_required`) carry it as well. Routes require the
 //! nonce by default once it is configured (`require_dpop_nonce: false` opts a route out; a nonce
 //! presented there is still checked). The `jti` replay memory is unchanged. The gateway has no
 //! CORS handling, so `DPoP-Nonce` is not added to `Access-Control-Expose-Headers`.

@@ -371,10 +371,14 @@ impl Stage for IdentityStage {
                 log::debug!(target: "phigate::identity", "denied route={} code={} cause={e}", ctx.route.name, e.code());
                 let denial = error::denial(e, &route.challenges);
                 match (e, self.dpop.nonces()) {
-                    // RFC 9449 §9: the 401 carries the nonce to retry with.
-                    (AuthError::DpopNonce(_), Some(n)) => {
-                        Err(denial.with_header(DPOP_NONCE, n.current(self.clock.unix_secs())))
-                    }
+                    // RFC 9449 §9: the 401 carries the nonce to retry with. Every DPoP refusal
+                    // does (§8.2 lets a server send one on any response): a client whose proof
+                    // failed another check, or who sent a bound token as Bearer, needs the nonce
+                    // for its next proof too, and gets it without a second round trip.
+                    (
+                        AuthError::DpopNonce(_) | AuthError::DpopProof(_) | AuthError::DpopRequired,
+                        Some(n),
+                    ) => Err(denial.with_header(DPOP_NONCE, n.current(self.clock.unix_secs()))),
                     _ => Err(denial),
                 }
             }

@@ -33,7 +33,7 @@ struct Fx {
     token: String,
 }
 
-/// Route `a` requires nonces (the default), route `b` opts out. `key` is the nonce key file's
+/// Route `a` requires nonces (the default), route `b` opts out, route `c` requires DPoP. `key` is the nonce key file's
 /// content; `None` leaves nonces off.
 fn fx_with(key: Option<&[u8]>, client: DevIssuer) -> Fx {
     let idp = DevIssuer::es256(ISS).unwrap();
@@ -48,9 +48,9 @@ fn fx_with(key: Option<&[u8]>, client: DevIssuer) -> Fx {
     };
     let yaml = format!(
         "issuers:\n  - issuer: {ISS}\n    audiences: [\"{AUD}\"]\n    jwks_path: {jwks}\n{nonce}\
-         defaults: {{ require_mfa: false }}\nroutes:\n  b: {{ require_dpop_nonce: false }}\n"
+         defaults: {{ require_mfa: false }}\nroutes:\n  b: {{ require_dpop_nonce: false }}\n  c: {{ require_dpop: true }}\n"
     );
-    let routes = routes(&["a", "b"]);
+    let routes = routes(&["a", "b", "c"]);
     let clock = Arc::new(ManualClock::new());
     let stage = build_with(&yaml, &routes, &dir, clock.clone());
     let jkt = client.jwk_thumbprint().unwrap();
@@ -279,4 +279,40 @@ fn a_short_or_missing_key_file_and_a_bad_rotation_are_config_errors_naming_the_k
     assert!(issues(&dir, "{ key_path: good.key }").is_empty());
     assert!(issues(&dir, "{ key_path: good.key, rotation_secs: 3600 }").is_empty());
     assert!(serde_yaml::from_str::<IdentityConfig>("issuers: []\ndpop: { nonce: { key_pth: k } }\n").is_err());
+}
+
+#[tokio::test]
+async fn every_dpop_refusal_carries_the_nonce_and_other_refusals_do_not() {
+    let f = fx();
+    let nonce_in = |res: Result<Flow, Denial>, code: ErrorCode| {
+        let denial = res.err().expect("refused");
+        assert_eq!(denial.code, code);
+        nonce_of(&denial.headers)
+    };
+    // A proof that fails another check (signed for another method): the refusal hands out the
+    // nonce, and a corrected proof carrying it is accepted at once.
+    let header = json!({"typ": "dpop+jwt", "alg": f.client.alg(), "jwk": f.client.jwk()});
+    let claims = json!({
+        "jti": format!("jti-{}", rand_id()), "htm": "POST", "htu": format!("https://{HOST}{PATH}"),
+        "iat": f.clock_now(), "ath": URL_SAFE_NO_PAD.encode(Sha256::digest(f.token.as_bytes())),
+    });
+    let mut ctx = f.request(0, &f.client.sign_raw(&header, &claims));
+    let nonce =
+        nonce_in(run(&f.stage, &mut ctx).await, ErrorCode::DpopProofInvalid).expect("nonce on invalid proof");
+    f.accepts(0, &f.proof(Some(&nonce))).await;
+    // The bound token sent as Bearer.
+    let mut ctx = bearer(&f.routes[0], &f.token);
+    assert!(nonce_in(run(&f.stage, &mut ctx).await, ErrorCode::DpopProofInvalid).is_some());
+    // A plain token on a route that requires DPoP.
+    let plain = f.idp.sign(&f.idp.claims("alice", AUD, now()));
+    let mut ctx = bearer(&f.routes[2], &plain);
+    assert!(nonce_in(run(&f.stage, &mut ctx).await, ErrorCode::DpopRequired).is_some());
+    // Not a DPoP matter: an expired plain token gets no nonce.
+    let expired = f.idp.sign(&f.idp.claims("alice", AUD, now() - 7200).set("exp", json!(now() - 3600)));
+    let mut ctx = bearer(&f.routes[0], &expired);
+    assert_eq!(nonce_in(run(&f.stage, &mut ctx).await, ErrorCode::TokenExpired), None);
+    // Nonces off: no DPoP refusal carries one.
+    let off = fx_with(None, DevIssuer::es256("client").unwrap());
+    let mut ctx = bearer(&off.routes[0], &off.token);
+    assert_eq!(nonce_in(run(&off.stage, &mut ctx).await, ErrorCode::DpopProofInvalid), None);
 }

@@ -42,3 +42,15 @@ fn reference_documents_every_section_and_variant() {
     assert!(md.contains("| `listeners` | list of [`ListenerConfig`](#listenerconfig) | **required** |"));
     assert!(md.contains("- `required`: Require a valid client certificate in the handshake."));
 }
+
+#[test]
+fn every_config_type_has_a_section_map_values_included() {
+    let md = reference_markdown();
+    let schema = crate::config::json_schema();
+    let defs = schema["$defs"].as_object().expect("$defs");
+    let missing: Vec<&str> =
+        defs.keys().map(String::as_str).filter(|name| !md.contains(&format!("## `{name}`"))).collect();
+    assert!(missing.is_empty(), "types without a section: {missing:?}");
+    // A per-route map links to the type of its values.
+    assert!(md.contains("| `routes` | map of name → [`RouteAssertionConfig`](#routeassertionconfig) |"));
+}
