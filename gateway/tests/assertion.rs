@@ -96,6 +96,44 @@ async fn the_default_header_survives_the_gateways_own_x_phigate_strip() {
     assert!(fetch_jwks(&env).await.find(header.kid.as_deref().unwrap()).is_some(), "signed by a JWKS key");
 }
 
+/// The `kid` of the assertion the upstream received, checked to verify against `jwks`.
+fn verified_kid(seen: &SeenRequest, jwks: &JwkSet) -> String {
+    let value = seen.headers.get(HEADER).unwrap().to_str().unwrap();
+    let kid = jsonwebtoken::decode_header(value).unwrap().kid.unwrap();
+    let key = DecodingKey::from_jwk(jwks.find(&kid).expect("the assertion's key is in the JWKS")).unwrap();
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["fhir"]);
+    validation.set_issuer(&["https://phigate.test"]);
+    jsonwebtoken::decode::<serde_json::Value>(value, &key, &validation).unwrap();
+    kid
+}
+
+/// The real SIGHUP path (the gateway's reloader, which runs every stage's `reload`): the stage
+/// re-reads its key on its own thread, the JWKS gains the new key and keeps the old one (so
+/// assertions signed just before still verify), and the next request is signed with the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_the_signing_key_and_the_jwks_keeps_the_old_one() {
+    let env = start(true).await;
+    let before = verified_kid(&forged_read(&env, "x").await, &fetch_jwks(&env).await);
+
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem();
+    std::fs::write(env.pki.dir().join("assertion.key"), key).unwrap();
+    env.gw.reloader.reload_all();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let jwks = loop {
+        let jwks = fetch_jwks(&env).await;
+        if jwks.keys.len() == 2 {
+            break jwks;
+        }
+        assert!(std::time::Instant::now() < deadline, "the JWKS did not gain the new key in 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(jwks.find(&before).is_some(), "the replaced key stays in the JWKS");
+    let after = verified_kid(&forged_read(&env, "x").await, &jwks);
+    assert_ne!(after, before, "signed with the new key (the cache went with the old one)");
+    assert!(admin_get(env.gw.admin, "/readyz").await.contains(&format!("signing key {after}")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_header_is_removed_on_a_route_with_assertions_off() {
     let env = start(false).await;
