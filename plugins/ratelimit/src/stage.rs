@@ -252,7 +252,7 @@ impl Stage for RateLimitStage {
             Some(r) => match r.check(inner.applicable(ctx), applied.as_mut()).await {
                 Ok(v) => Some(v),
                 Err((e, counted)) => {
-                    let flow = inner.failed(ctx, r.failure_mode, e.kind(), &counted);
+                    let flow = inner.failed(ctx, r.failure_mode, crate::error::kind(e), &counted);
                     if r.failure_mode != FailureMode::Local {
                         return flow;
                     }

@@ -8,6 +8,9 @@
 //!   ([`ConfigKeys`]), never echoing the URL (it may hold a password) nor file contents.
 //! * [`is_tls_error`] tells a TLS failure (untrusted, expired or misnamed server certificate,
 //!   client certificate refused) from other Redis failures, for the stages' failure counters.
+//! * [`Keeper`] keeps one multiplexed connection for request paths that must never wait to
+//!   connect: a background task connects with backoff, pings, and reconnects when a request
+//!   reports the connection broken; failures are classified as [`Failure`]s.
 //! * [`read_hmac_key`] reads the key of the HMAC that names identities in Redis keys, with the
 //!   same rules (and messages) wherever one is configured.
 //!
@@ -26,6 +29,7 @@
 
 mod config;
 mod error;
+mod keeper;
 mod tls;
 
 use std::path::Path;
@@ -34,6 +38,7 @@ use phigate_plugin::ConfigIssue;
 
 pub use config::RedisTlsConfig;
 pub use error::is_tls_error;
+pub use keeper::{Connected, Failure, Keeper, Timeouts, Transitions};
 
 /// Where a Redis connection's settings sit in a stage's config section, so that problems are
 /// named the way the stage names its other keys.
