@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use moka::sync::Cache;
 use phigate_plugin::{ConfigIssue, StageBuildCtx, TenantId};
@@ -19,6 +20,7 @@ use crate::fetch::{HttpsSource, JwksSource};
 use crate::jwks::KeyStore;
 use crate::nonce::Nonces;
 use crate::presets;
+use crate::replay::SharedReplay;
 use crate::session::Sessions;
 use crate::stage::{ByExpiry, IssuerRt, RouteRt};
 use crate::{metrics, IdentityStage};
@@ -61,6 +63,10 @@ impl IdentityConfig {
             }
         }
         let nonces = build_nonces(&self.dpop, ctx.config_dir, clock.unix_secs(), &mut issues);
+        let shared_replay = self.dpop.shared_replay.as_ref().and_then(|cfg| {
+            let ttl = Duration::from_secs(self.dpop.proof_max_age_secs + self.dpop.proof_clock_skew_secs + 1);
+            SharedReplay::build(cfg, ttl, ctx.config_dir, &mut issues)
+        });
         let default_route = route_rt(&self.defaults, "defaults", &mut issues);
         for name in self.routes.keys() {
             if ctx.route_index(name).is_none() {
@@ -90,6 +96,7 @@ impl IdentityConfig {
             cache: Cache::builder().max_capacity(self.token_cache_size).expire_after(ByExpiry).build(),
             sessions: Sessions::new(self.idle_timeout_secs, self.session_cache_size),
             dpop: Dpop::new(&self.dpop, nonces),
+            shared_replay,
             routes,
             default_route: Some(default_route),
             clock,

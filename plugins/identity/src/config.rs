@@ -235,7 +235,8 @@ pub struct DpopConfig {
     pub proof_clock_skew_secs: u64,
     /// Proofs remembered to refuse a replayed `jti`: at least the proofs this replica accepts
     /// within `proof_max_age_secs` at peak (beyond that the oldest may be forgotten early).
-    /// Each replica remembers its own. Default 262144.
+    /// Each replica remembers its own; `shared_replay` adds a memory all replicas share.
+    /// Default 262144.
     #[serde(default = "default_replay_cache_size")]
     pub replay_cache_size: u64,
     /// Largest accepted `DPoP` header, in bytes. Default 4096.
@@ -246,6 +247,12 @@ pub struct DpopConfig {
     /// Routes opt out with `require_dpop_nonce: false`. Default: absent, no nonces.
     #[serde(default)]
     pub nonce: Option<DpopNonceConfig>,
+    /// Replay memory shared by every replica through Redis (RFC 9449 §11.1): a proof accepted
+    /// by one replica is refused by all the others. Default: absent, each replica remembers only
+    /// the proofs it accepted itself (a proof captured in flight could then be replayed to
+    /// another replica within `proof_max_age_secs`).
+    #[serde(default)]
+    pub shared_replay: Option<crate::replay::SharedReplayConfig>,
 }
 
 /// Stateless DPoP nonces: `base64url(window || HMAC-SHA256(key, window))` with `window` =
@@ -278,6 +285,7 @@ impl Default for DpopConfig {
             replay_cache_size: default_replay_cache_size(),
             max_proof_bytes: default_max_proof_bytes(),
             nonce: None,
+            shared_replay: None,
         }
     }
 }

@@ -83,6 +83,8 @@ impl Dpop {
 
     /// Checks the request's proof for `token`, bound to the key whose thumbprint is `jkt`;
     /// `require_nonce` is the route's `require_dpop_nonce` (used only when nonces are configured).
+    /// Returns the proof's fingerprint, SHA-256 of (`jkt`, `jti`), remembered here and claimed in
+    /// the shared replay memory when there is one.
     pub(crate) fn check(
         &self,
         headers: &HeaderMap,
@@ -91,7 +93,7 @@ impl Dpop {
         target: &Target<'_>,
         require_nonce: bool,
         now: i64,
-    ) -> Result<(), AuthError> {
+    ) -> Result<[u8; 32], AuthError> {
         let proof = self.one_proof(headers)?;
         let (signing_input, signature) = proof.rsplit_once('.').ok_or(bad("not a compact JWS"))?;
         let (h, p) = signing_input.split_once('.').ok_or(bad("not a compact JWS"))?;
@@ -105,11 +107,12 @@ impl Dpop {
         h.update(jkt.as_bytes());
         h.update([0]);
         h.update(jti.as_bytes());
+        let fingerprint: [u8; 32] = h.finalize().into();
         // One atomic insert: of two requests racing with the same proof, one wins.
-        if !self.seen.entry(h.finalize().into()).or_insert(()).is_fresh() {
+        if !self.seen.entry(fingerprint).or_insert(()).is_fresh() {
             return Err(bad("proof replayed (jti seen before)"));
         }
-        Ok(())
+        Ok(fingerprint)
     }
 
     fn one_proof<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {

@@ -47,6 +47,9 @@ pub(crate) enum AuthError {
     /// The route requires a DPoP-bound token and this one is not.
     #[error("route requires a DPoP-bound token")]
     DpopRequired,
+    /// The shared DPoP replay memory cannot answer and `failure_mode` is `deny`.
+    #[error("shared DPoP replay memory unavailable")]
+    ReplayUnavailable,
     /// Automatic logoff (HIPAA §164.312(a)(2)(iii)).
     #[error("session idle timeout")]
     IdleTimeout,
@@ -79,7 +82,7 @@ impl AuthError {
             AuthError::IdleTimeout => ErrorCode::SessionIdleTimeout,
             AuthError::MfaRequired => ErrorCode::MfaRequired,
             AuthError::AuthTooOld => ErrorCode::AuthTooOld,
-            AuthError::KeysUnavailable => ErrorCode::NotReady,
+            AuthError::KeysUnavailable | AuthError::ReplayUnavailable => ErrorCode::NotReady,
         }
     }
 }
@@ -148,7 +151,7 @@ pub(crate) fn denial(err: AuthError, challenges: &Challenges) -> Denial {
         AuthError::MfaRequired => Some(challenges.mfa.clone()),
         AuthError::AuthTooOld => Some(challenges.age.clone()),
         // Not the client's fault: no challenge, a 503 the client may retry.
-        AuthError::KeysUnavailable => None,
+        AuthError::KeysUnavailable | AuthError::ReplayUnavailable => None,
         _ => Some(static_challenge("invalid_token", code)),
     };
     let d = Denial::new(code).with_cause(err.to_string());

@@ -19,8 +19,16 @@
 //! `WWW-Authenticate: DPoP error="use_dpop_nonce"` and a fresh `DPoP-Nonce`; the other DPoP
 //! refusals (`dpop_proof_invalid`, `dpop_required`) carry it as well. Routes require the
 //! nonce by default once it is configured (`require_dpop_nonce: false` opts a route out; a nonce
-//! presented there is still checked). The `jti` replay memory is unchanged. The gateway has no
-//! CORS handling, so `DPoP-Nonce` is not added to `Access-Control-Expose-Headers`.
+//! presented there is still checked). The `jti` replay memory is unchanged.
+//!
+//! **Shared replay memory (RFC 9449 §11.1).** Each replica remembers the proofs it accepted.
+//! With `dpop.shared_replay`, a proof that passed every local check is also claimed in a Redis
+//! all replicas share (`SET <prefix><SHA-256 of jkt and jti> 1 NX PX <proof lifetime>`), so a
+//! proof captured on its way to one replica is refused by every other. The connection is kept by
+//! [`phigate_redis::Keeper`] (requests never wait to connect); when Redis cannot answer,
+//! `failure_mode: deny` (default) refuses DPoP requests with 503 `not_ready` and
+//! `Retry-After: 1`, and `local` falls back to the replica's own memory. Bearer-only traffic
+//! never touches Redis.
 //!
 //! **How it fails.** Closed. Every refusal is a [`phigate_plugin::Denial`] with a stable code and
 //! the exact challenge: RFC 6750 `invalid_request`/`invalid_token`, the RFC 9470 step-up
@@ -32,7 +40,7 @@
 //! caches are keyed by the token's SHA-256.
 //!
 //! **Wiring.** [`IdentityConfig::build`] → [`IdentityStage`] (a [`phigate_plugin::Stage`]); spawn
-//! its `background_tasks()` (JWKS refreshers). [`dev::DevIssuer`] signs tokens for the demo and
+//! its `background_tasks()` (JWKS refreshers, and the shared replay memory's connection keeper). [`dev::DevIssuer`] signs tokens for the demo and
 //! tests.
 
 mod build;
@@ -48,6 +56,7 @@ mod metrics;
 mod nonce;
 mod presets;
 mod provider;
+mod replay;
 mod session;
 mod sig;
 mod stage;
@@ -58,6 +67,7 @@ pub use config::{
     Algorithm, ClaimMappingConfig, ClaimPath, DpopConfig, DpopNonceConfig, IdentityConfig, IssuerConfig,
     JwksRefreshConfig, Preset, RouteOverrideConfig, RoutePolicyConfig,
 };
+pub use replay::{ReplayFailureMode, SharedReplayConfig};
 pub use stage::IdentityStage;
 
 impl IdentityStage {

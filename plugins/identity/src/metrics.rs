@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
@@ -48,6 +48,61 @@ static JWKS_KEYS: LazyLock<Option<IntGaugeVec>> = LazyLock::new(|| {
     let _ = prometheus::register(Box::new(g.clone()));
     Some(g)
 });
+
+static REPLAY_CHECKS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        "phigate_identity_dpop_shared_replay_total",
+        "DPoP proofs claimed in the shared replay memory, by outcome (new, replayed, \
+         failed_denied, failed_local).",
+        &["outcome"],
+    )
+});
+
+static REPLAY_REDIS_ERRORS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        "phigate_identity_dpop_replay_redis_errors_total",
+        "Failures reaching the shared DPoP replay memory, by kind (unavailable, timeout, io, tls, reply).",
+        &["kind"],
+    )
+});
+
+static REPLAY_REDIS_UP: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
+    let g = IntGauge::new(
+        "phigate_identity_dpop_replay_redis_up",
+        "1 while the shared DPoP replay memory (Redis) answers, else 0.",
+    )
+    .ok()?;
+    let _ = prometheus::register(Box::new(g.clone()));
+    Some(g)
+});
+
+/// Sets whether the shared replay memory answers.
+pub(crate) fn replay_redis_up(up: bool) {
+    if let Some(g) = REPLAY_REDIS_UP.as_ref() {
+        g.set(i64::from(up));
+    }
+}
+
+/// Counts a shared replay claim by outcome.
+pub(crate) fn replay_check(outcome: &str) {
+    if let Some(v) = REPLAY_CHECKS.as_ref() {
+        v.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// Counts a failure reaching the shared replay memory.
+pub(crate) fn replay_redis_error(why: phigate_redis::Failure) {
+    let kind = match why {
+        phigate_redis::Failure::Unavailable => "unavailable",
+        phigate_redis::Failure::Timeout => "timeout",
+        phigate_redis::Failure::Io => "io",
+        phigate_redis::Failure::Tls => "tls",
+        phigate_redis::Failure::Reply => "reply",
+    };
+    if let Some(v) = REPLAY_REDIS_ERRORS.as_ref() {
+        v.with_label_values(&[kind]).inc();
+    }
+}
 
 /// The counter for one validation result, resolved once (hot path: no label lookup).
 pub(crate) fn validation(result: &str) -> Option<IntCounter> {

@@ -22,6 +22,7 @@ use crate::dpop::{Dpop, Target};
 use crate::error::{self, AuthError, Challenges};
 use crate::jwks::{KeySet, KeyStore};
 use crate::nonce::DPOP_NONCE;
+use crate::replay::{ReplayFailureMode, SharedReplay};
 use crate::session::Sessions;
 use crate::{metrics, token};
 
@@ -84,6 +85,7 @@ pub struct IdentityStage {
     pub(crate) cache: Cache<[u8; 32], Arc<Verified>>,
     pub(crate) sessions: Sessions,
     pub(crate) dpop: Dpop,
+    pub(crate) shared_replay: Option<SharedReplay>,
     pub(crate) routes: Vec<RouteRt>,
     pub(crate) default_route: Option<RouteRt>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -177,12 +179,17 @@ impl IdentityStage {
             }
         };
         self.per_request(ctx, route, &v, now)?;
-        self.proof_of_possession(ctx, &route.policy, &v, scheme, token, now)?;
+        let proof = self.proof_of_possession(ctx, &route.policy, &v, scheme, token, now)?;
+        // Last, once every local check passed: the claim other replicas see.
+        if let (Some(fp), Some(shared)) = (proof, &self.shared_replay) {
+            shared.claim(&fp).await?;
+        }
         Ok(v)
     }
 
     /// RFC 9449: a DPoP-bound token needs the DPoP scheme and a valid proof; the DPoP scheme
-    /// needs a DPoP-bound token; a route may refuse tokens that are not DPoP-bound.
+    /// needs a DPoP-bound token; a route may refuse tokens that are not DPoP-bound. Returns the
+    /// accepted proof's fingerprint (for the shared replay memory), if there was a proof.
     fn proof_of_possession(
         &self,
         ctx: &RequestCtx,
@@ -191,7 +198,7 @@ impl IdentityStage {
         scheme: Scheme,
         token: &str,
         now: i64,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Option<[u8; 32]>, AuthError> {
         match (v.principal.dpop_jkt.as_deref(), scheme) {
             (Some(jkt), Scheme::Dpop) => {
                 let headers = &ctx.request.headers;
@@ -200,13 +207,13 @@ impl IdentityStage {
                     host: headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
                     path: &ctx.request.path,
                 };
-                self.dpop.check(headers, token, jkt, &target, policy.require_dpop_nonce, now)
+                self.dpop.check(headers, token, jkt, &target, policy.require_dpop_nonce, now).map(Some)
             }
             // §7.1: a DPoP-bound token sent as a bearer token is refused (its proof is the point).
             (Some(_), Scheme::Bearer) => Err(AuthError::DpopProof("DPoP-bound token presented as Bearer")),
             (None, Scheme::Dpop) => Err(AuthError::DpopProof("token is not DPoP-bound")),
             (None, Scheme::Bearer) if policy.require_dpop => Err(AuthError::DpopRequired),
-            (None, Scheme::Bearer) => Ok(()),
+            (None, Scheme::Bearer) => Ok(None),
         }
     }
 
@@ -345,14 +352,24 @@ impl Stage for IdentityStage {
     }
 
     fn readiness(&self) -> Readiness {
-        match self.issuers.iter().find(|i| i.keys.keys().is_none()) {
-            None => Readiness::Ready(None),
-            Some(_) => Readiness::NotReady("an issuer has no usable signing keys".into()),
+        if self.issuers.iter().any(|i| i.keys.keys().is_none()) {
+            return Readiness::NotReady("an issuer has no usable signing keys".into());
+        }
+        match &self.shared_replay {
+            Some(r) if r.mode == ReplayFailureMode::Deny && !r.ever_up() => {
+                Readiness::NotReady("the shared DPoP replay memory (redis) has not answered yet".into())
+            }
+            _ => Readiness::Ready(None),
         }
     }
 
     fn background_tasks(&self) -> Vec<BackgroundTask> {
-        self.issuers.iter().map(|i| Box::pin(Arc::clone(&i.keys).run()) as BackgroundTask).collect()
+        let mut tasks: Vec<BackgroundTask> =
+            self.issuers.iter().map(|i| Box::pin(Arc::clone(&i.keys).run()) as BackgroundTask).collect();
+        if let Some(r) = &self.shared_replay {
+            tasks.push(Box::pin(r.keeper().run()));
+        }
+        tasks
     }
 
     async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
@@ -379,6 +396,10 @@ impl Stage for IdentityStage {
                         AuthError::DpopNonce(_) | AuthError::DpopProof(_) | AuthError::DpopRequired,
                         Some(n),
                     ) => Err(denial.with_header(DPOP_NONCE, n.current(self.clock.unix_secs()))),
+                    // Redis will most likely answer again shortly; the client may retry.
+                    (AuthError::ReplayUnavailable, _) => {
+                        Err(denial.with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")))
+                    }
                     _ => Err(denial),
                 }
             }

@@ -285,7 +285,7 @@ fn a_short_or_missing_key_file_and_a_bad_rotation_are_config_errors_naming_the_k
 async fn every_dpop_refusal_carries_the_nonce_and_other_refusals_do_not() {
     let f = fx();
     let nonce_in = |res: Result<Flow, Denial>, code: ErrorCode| {
-        let denial = res.err().expect("refused");
+        let denial = res.expect_err("refused");
         assert_eq!(denial.code, code);
         nonce_of(&denial.headers)
     };
