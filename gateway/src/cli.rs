@@ -120,6 +120,49 @@ pub enum AuditCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+    /// Report accesses from a verified audit directory: who touched which patient, when, and
+    /// the outcome (an accounting of disclosures, HIPAA 164.528). Verifies the trail first and
+    /// writes nothing unless it is intact. Exit 0 (even with no match), 1 tampered, 2 unreadable.
+    Report {
+        /// The audit directory.
+        dir: PathBuf,
+        /// The Ed25519 public key checkpoints must verify with (as for `verify`).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Only accesses that named this patient id.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Only accesses by this subject (token `sub`).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only accesses in this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only accesses from this time on (UTC: 2026-11-01T08:00:00Z, or a date).
+        #[arg(long, value_parser = phigate_audit::parse_time)]
+        since: Option<std::time::SystemTime>,
+        /// Only accesses before this time (UTC: 2026-11-01T08:00:00Z, or a date).
+        #[arg(long, value_parser = phigate_audit::parse_time)]
+        until: Option<std::time::SystemTime>,
+        /// Only emergency (break-glass) accesses.
+        #[arg(long)]
+        break_glass: bool,
+        /// Only accesses the gateway refused.
+        #[arg(long)]
+        denied: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ReportFormatArg,
+    },
+}
+
+/// What `phigate audit report` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormatArg {
+    /// One JSON object per access and line.
+    Jsonl,
+    /// A FHIR R4 Bundle of AuditEvent resources (IHE BALP shape).
+    Fhir,
 }
 
 /// `phigate config` subcommands.
@@ -164,9 +207,52 @@ pub fn main() -> ExitCode {
             println!("{report}");
             ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
         }
+        Command::Audit { command: report @ AuditCommand::Report { .. } } => audit_report(report),
         Command::Config { command: ConfigCommand::Schema } => {
             print!("{}", config::reference_markdown());
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn audit_report(command: AuditCommand) -> ExitCode {
+    let AuditCommand::Report {
+        dir,
+        public_key,
+        patient,
+        subject,
+        tenant,
+        since,
+        until,
+        break_glass,
+        denied,
+        format,
+    } = command
+    else {
+        return ExitCode::from(2);
+    };
+    let query = phigate_audit::ReportQuery {
+        patient,
+        subject,
+        tenant,
+        since,
+        until,
+        break_glass_only: break_glass,
+        denied_only: denied,
+    };
+    let format = match format {
+        ReportFormatArg::Jsonl => phigate_audit::ReportFormat::Jsonl,
+        ReportFormatArg::Fhir => phigate_audit::ReportFormat::Fhir,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match phigate_audit::report(&dir, public_key.as_deref(), &query, format, &mut out) {
+        Ok(summary) => {
+            eprintln!("audit trail intact; {} of {} accesses reported", summary.reported, summary.accesses);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
         }
     }
 }

@@ -69,6 +69,25 @@ async fn attempt_is_durable_before_forwarding_and_the_trail_verifies() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 
+    // The accounting of the patient's disclosures, as FHIR AuditEvents.
+    let report = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(["audit", "report"])
+            .arg(&audit_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = report(&["--patient", "a-p1", "--format", "fhir", "--since", "2020-01-01"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let bundle: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = bundle["entry"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{bundle}");
+    let event = &events[0]["resource"];
+    assert_eq!((event["id"].as_str(), event["outcome"].as_str()), (Some(rid.as_str()), Some("0")));
+    assert_eq!(event["entity"][0]["what"]["reference"], "Patient/a-p1");
+    assert!(!out.stdout.windows(6).any(|w| w == b"8867-4"), "no raw query values in the report");
+
     // One byte changed anywhere: verify names the tampering and exits 1.
     let seg = std::fs::read_dir(&audit_dir)
         .unwrap()
@@ -83,6 +102,14 @@ async fn attempt_is_durable_before_forwarding_and_the_trail_verifies() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    // And no report comes out of it.
+    let out = report(&[]);
+    assert_eq!(
+        (out.status.code(), out.stdout.is_empty()),
+        (Some(1), true),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,4 +82,12 @@ fn demo_starts_writes_demo_json_and_its_curl_line_returns_200() {
     });
     let status = rx.recv_timeout(Duration::from_secs(20)).expect("demo exits").unwrap();
     assert!(status.success(), "{status}");
+
+    // The printed accounting line over the trail the demo left: intact, and it names a-p1's
+    // accesses (the first curl line read that patient).
+    let report = printed.iter().find(|l| l.starts_with("phigate audit report")).expect("a report line");
+    let out = Command::new("bash").arg("-c").arg(report.as_str()).env("PATH", &path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("audit trail intact"), "{report}: {stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"a-p1\""), "{report}");
 }

@@ -252,6 +252,14 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
                 demo.dir.join("audit-signing.pub").display()
             ),
         ),
+        (
+            "Who touched patient a-p1 (accounting of disclosures, from the verified trail)".into(),
+            format!(
+                "phigate audit report {} --public-key {} --patient a-p1",
+                demo.dir.join("audit").display(),
+                demo.dir.join("audit-signing.pub").display()
+            ),
+        ),
     ]
 }
 

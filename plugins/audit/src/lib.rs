@@ -23,6 +23,7 @@ mod error;
 mod keys;
 mod metrics;
 mod record;
+mod report;
 mod scan;
 mod segment;
 mod sink;
@@ -38,6 +39,7 @@ pub use keys::{
     generate_hmac_key, generate_signing_key, load_public_key, load_signing_key, write_public_key, PublicKey,
 };
 pub use record::Phase;
+pub use report::{parse_time, report, Access, ReportError, ReportFormat, ReportQuery, ReportSummary};
 pub use segment::SegmentStore;
 pub use sink::{AuditSink, PendingRecord, RecordKind};
 pub use stage::AuditStage;

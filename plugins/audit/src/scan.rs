@@ -70,6 +70,28 @@ pub(crate) fn skips(data: &[u8], lines: &[RawLine<'_>]) -> HashMap<u64, Skip> {
     out
 }
 
+/// The complete lines of a segment that belong to the chain, in order: lines inside a range a
+/// `recovery` record declares skipped (torn or unacknowledged writes) are left out.
+pub(crate) fn chained_lines(data: &[u8]) -> Vec<&[u8]> {
+    let lines = split_lines(data);
+    let skips = skips(data, &lines);
+    let mut skip_until = 0u64;
+    let mut out = Vec::with_capacity(lines.len());
+    for l in &lines {
+        if l.offset < skip_until {
+            continue;
+        }
+        if let Some(s) = skips.get(&l.offset) {
+            skip_until = s.to;
+            continue;
+        }
+        if l.complete {
+            out.push(l.bytes);
+        }
+    }
+    out
+}
+
 /// The valid prefix of the last segment as the writer sees it on start.
 pub(crate) enum Tail {
     /// The whole file is valid; the chain head is `(seq, hash)`.
