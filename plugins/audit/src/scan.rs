@@ -70,14 +70,14 @@ pub(crate) fn skips(data: &[u8], lines: &[RawLine<'_>]) -> HashMap<u64, Skip> {
     out
 }
 
-/// The complete lines of a segment that belong to the chain, in order: lines inside a range a
-/// `recovery` record declares skipped (torn or unacknowledged writes) are left out.
-pub(crate) fn chained_lines(data: &[u8]) -> Vec<&[u8]> {
+/// The lines of a segment outside the ranges `recovery` records declare skipped (torn or
+/// unacknowledged writes), in order: what belongs to the chain, plus a torn last line if any.
+pub(crate) fn unskipped_lines(data: &[u8]) -> Vec<RawLine<'_>> {
     let lines = split_lines(data);
     let skips = skips(data, &lines);
     let mut skip_until = 0u64;
     let mut out = Vec::with_capacity(lines.len());
-    for l in &lines {
+    for l in lines {
         if l.offset < skip_until {
             continue;
         }
@@ -85,9 +85,7 @@ pub(crate) fn chained_lines(data: &[u8]) -> Vec<&[u8]> {
             skip_until = s.to;
             continue;
         }
-        if l.complete {
-            out.push(l.bytes);
-        }
+        out.push(l);
     }
     out
 }
@@ -106,19 +104,9 @@ pub(crate) enum Tail {
 
 /// Walks the segment's lines honouring skip ranges and classifies its tail.
 pub(crate) fn classify_tail(data: &[u8]) -> Tail {
-    let lines = split_lines(data);
-    let skips = skips(data, &lines);
     let mut head: Option<(u64, Hash)> = None;
     let mut valid_end = 0u64;
-    let mut skip_until = 0u64;
-    for l in &lines {
-        if l.offset < skip_until {
-            continue;
-        }
-        if let Some(s) = skips.get(&l.offset) {
-            skip_until = s.to;
-            continue;
-        }
+    for l in &unskipped_lines(data) {
         let parsed = l.complete.then(|| parse_line(l.bytes).ok()).flatten();
         match (parsed, head) {
             (Some((h, e)), None) if e.kind == "segment" => head = Some((e.seq, h)),

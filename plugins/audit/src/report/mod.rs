@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scan::chained_lines;
+use crate::scan::unskipped_lines;
 use crate::segment::list_segments;
 use crate::verify::{verify, VerifyReport, VerifyStatus};
 
@@ -163,8 +163,8 @@ pub fn report(
     for ((_, path), len) in segments.iter().zip(lengths) {
         let mut data = fs::read(path)?;
         data.truncate(usize::try_from(len).unwrap_or(usize::MAX));
-        for line in chained_lines(&data) {
-            let Ok(record) = serde_json::from_slice::<Record>(line) else { continue };
+        for line in unskipped_lines(&data).iter().filter(|l| l.complete) {
+            let Ok(record) = serde_json::from_slice::<Record>(line.bytes) else { continue };
             if record.kind != "access" {
                 continue;
             }
