@@ -9,7 +9,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{admin_call, admin_get, error_code, yaml};
+use common::writes::{send, FHIR_JSON};
+use common::{admin_call, admin_get, error_code, yaml, FullEnv};
+use http::Method;
 use phigate_test_support::{
     free_port, start_upstream, upstream_builder, CertAuthority, RunningUpstream, SeenRequest, TestGateway,
     TestPki,
@@ -85,7 +87,10 @@ async fn requests_are_spread_over_every_endpoint() {
     assert_eq!(seen_a + seen_b, 10);
     assert!(seen_a >= 3 && seen_b >= 3, "round robin: {seen_a} / {seen_b}");
     let (_, body) = admin_call(gw.admin, "GET", "/readyz", None, None).await;
-    assert_eq!(body["upstreams"][0], serde_json::json!({"name": "fhir", "healthy_endpoints": 2, "endpoints": 2}));
+    assert_eq!(
+        body["upstreams"][0],
+        serde_json::json!({"name": "fhir", "healthy_endpoints": 2, "endpoints": 2})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +172,8 @@ async fn an_endpoint_with_a_certificate_from_another_ca_fails_its_health_checks(
     let rogue = upstream_builder(&pki).identity(&rogue_cert).bind("127.0.0.1:0").await.unwrap();
     // Handshake-only checks: the rogue endpoint answers TCP, but not with a trusted certificate.
     let extra = format!("    max_connect_retries: 0\n{}", health_check(None));
-    let gw = TestGateway::start_yaml(&pool_yaml(&pki, &[rogue.addr, good.addr], &extra), pki.dir(), Vec::new());
+    let gw =
+        TestGateway::start_yaml(&pool_yaml(&pki, &[rogue.addr, good.addr], &extra), pki.dir(), Vec::new());
     wait_healthy(&gw, 1).await;
     let metrics = admin_get(gw.admin, "/metrics").await;
     assert!(metrics.contains(&gauge_line("fhir", rogue.addr, 0)), "{metrics}");
@@ -176,4 +182,48 @@ async fn an_endpoint_with_a_certificate_from_another_ca_fails_its_health_checks(
     assert_eq!(rogue.recorder.count(), 0, "nothing reached the rogue endpoint");
     let good_seen = good.recorder.all();
     assert!(good_seen.iter().all(|r| r.client_cert_thumbprint.is_some()), "checks present the client cert");
+}
+
+/// The full pipeline with the sample upstream behind a dead endpoint (`dead` first, so round
+/// robin tries it first), plus `extra` upstream keys.
+async fn full_env_with(dead: SocketAddr, extra: &str) -> FullEnv {
+    let extra = extra.to_owned();
+    FullEnv::start_upstreams(
+        |_| {},
+        "",
+        "",
+        move |yaml, live| {
+            let address = format!("    address: \"{live}\"\n");
+            let endpoints = format!("    endpoints:\n      - \"{dead}\"\n      - \"{live}\"\n{extra}");
+            yaml.replace(&address, &endpoints)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_fetches_and_pre_reads_retry_on_another_endpoint_too() {
+    let env = full_env_with(closed_port(), "").await;
+    for _ in 0..2 {
+        // Verified reads: the gateway fetches the record itself before answering.
+        assert_eq!(env.get_as("clinician_a", "/fhir/Observation/a-p1-obs-01").await.0, 200);
+        let (s, code, _) = env.get_as("clinician_a", "/fhir/Observation/a-p3-obs-01").await;
+        assert_eq!((s, code.as_str()), (403, "patient_not_permitted"));
+        // A write by id is pre-read (GET), then forwarded to the read-only upstream (405).
+        let path = "/fhir/Observation/a-p1-obs-01";
+        let res = send(&env, "writer_a", Method::DELETE, path, FHIR_JSON, Vec::new()).await;
+        assert_eq!(res.status, 405, "{}", res.text());
+    }
+    let methods: Vec<_> = env.upstream.recorder.all().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods.iter().filter(|m| **m == Method::GET).count(), 6, "{methods:?}");
+    assert_eq!(methods.iter().filter(|m| **m == Method::DELETE).count(), 2, "{methods:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_fetch_with_no_healthy_endpoint_is_502_upstream_unavailable() {
+    let env = full_env_with(closed_port(), &health_check(Some("/elsewhere/health"))).await;
+    wait_healthy(&env.gw, 0).await;
+    let (s, code, _) = env.get_as("clinician_a", "/fhir/Observation/a-p1-obs-01").await;
+    assert_eq!((s, code.as_str()), (502, "upstream_unavailable"));
+    assert!(traffic(&env.upstream).is_empty(), "no request reached an endpoint");
 }

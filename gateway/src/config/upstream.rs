@@ -148,7 +148,9 @@ impl UpstreamConfig {
             }
         }
         match (&self.tls, self.insecure_plaintext) {
-            (None, false) => err("tls", "is required (mTLS); only `insecure_plaintext: true` allows plain HTTP"),
+            (None, false) => {
+                err("tls", "is required (mTLS); only `insecure_plaintext: true` allows plain HTTP")
+            }
             (Some(_), true) => err("insecure_plaintext", "contradicts `tls`: remove one of them"),
             _ => {}
         }

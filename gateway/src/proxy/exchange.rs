@@ -5,11 +5,11 @@
 //! forwarded traffic (round robin over the healthy ones, another one after a connect failure).
 
 use bytes::{Bytes, BytesMut};
-use pingora::protocols::http::client::HttpSession;
-use pingora::upstreams::peer::HttpPeer;
 use phigate_plugin::{Denial, ErrorCode};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
 
 use crate::runtime::{Runtime, Upstream};
 
@@ -63,7 +63,9 @@ async fn connect<'u>(
         let Some(index) = upstream.select(tried) else {
             let labels = [&*upstream.name, "no_healthy_endpoint"];
             rt.metrics.upstream_connect_errors.with_label_values(&labels).inc();
-            return Err(Denial::new(ErrorCode::UpstreamUnavailable).with_cause("no healthy upstream endpoint"));
+            return Err(
+                Denial::new(ErrorCode::UpstreamUnavailable).with_cause("no healthy upstream endpoint")
+            );
         };
         let peer = &upstream.endpoints[index].peer;
         let e = match connector.get_http_session(peer).await {

@@ -125,7 +125,11 @@ fn request(check: &HealthCheckConfig, sni: &str, label: &str) -> pingora::Result
 }
 
 /// One check: a fresh connection (TCP + TLS), then the request when there is one; a 2xx passes.
-async fn probe(connector: &Connector, peer: &HttpPeer, request: Option<&RequestHeader>) -> pingora::Result<()> {
+async fn probe(
+    connector: &Connector,
+    peer: &HttpPeer,
+    request: Option<&RequestHeader>,
+) -> pingora::Result<()> {
     let (mut session, _) = connector.get_http_session(peer).await?;
     let Some(request) = request else { return Ok(()) };
     session.write_request_header(Box::new(request.clone())).await?;

@@ -165,7 +165,11 @@ mod tests {
         let endpoints = (0..n)
             .map(|i| Endpoint {
                 label: format!("127.0.0.1:{}", 1000 + i).into(),
-                peer: HttpPeer::new(SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)), false, String::new()),
+                peer: HttpPeer::new(
+                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    false,
+                    String::new(),
+                ),
                 healthy: AtomicBool::new(true),
             })
             .collect();
