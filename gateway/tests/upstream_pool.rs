@@ -32,12 +32,14 @@ fn closed_port() -> SocketAddr {
     ([127, 0, 0, 1], free_port()).into()
 }
 
-/// Fast checks for tests: every 100 ms, one result flips an endpoint.
+/// Fast checks for tests: every 250 ms; one pass brings an endpoint back, two failures in a row
+/// take it out (a refused connection or a 404 fails at once; two in a row keeps a slow handshake
+/// on a busy machine from flapping a live endpoint).
 fn health_check(path: Option<&str>) -> String {
     let path = path.map(|p| format!("      path: {p}\n")).unwrap_or_default();
     format!(
-        "    health_check:\n{path}      interval_ms: 100\n      timeout_ms: 100\n      \
-         healthy_threshold: 1\n      unhealthy_threshold: 1\n"
+        "    health_check:\n{path}      interval_ms: 250\n      timeout_ms: 250\n      \
+         healthy_threshold: 1\n      unhealthy_threshold: 2\n"
     )
 }
 
