@@ -106,6 +106,37 @@ async fn a_refused_connection_is_retried_on_the_other_endpoint() {
     assert_eq!(traffic(&live).len(), 10);
     let metrics = admin_get(gw.admin, "/metrics").await;
     assert!(metrics.contains("phigate_upstream_connect_errors_total{kind=\"connect\",upstream=\"fhir\"}"));
+
+    // A body the gateway buffered to inspect is sent whole to the endpoint finally reached (ten
+    // first attempts took turns: the first of these starts on the dead endpoint again).
+    for _ in 0..2 {
+        let res = pki
+            .public_client()
+            .post(&gw.url("/fhir/Patient/_search"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("_id=a-p1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status, 200, "{}", res.text());
+        let seen = live.recorder.all().pop().unwrap();
+        assert_eq!(seen.method, Method::POST);
+        assert_eq!(seen.body.as_deref(), Some(&b"_id=a-p1"[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tls_handshake_is_retried_on_the_other_endpoint() {
+    let pki = TestPki::new();
+    let good = start_upstream(&pki).await;
+    let rogue_ca = CertAuthority::new("rogue").unwrap();
+    let rogue_cert = rogue_ca.issue_server(&["fhir-upstream.internal", "127.0.0.1"]).unwrap();
+    let rogue = upstream_builder(&pki).identity(&rogue_cert).bind("127.0.0.1:0").await.unwrap();
+    let gw = TestGateway::start_yaml(&pool_yaml(&pki, &[rogue.addr, good.addr], ""), pki.dir(), Vec::new());
+    assert!(get_all(&pki, &gw, 4).await.iter().all(|s| *s == 200));
+    assert_eq!((rogue.recorder.count(), traffic(&good).len()), (0, 4));
+    let metrics = admin_get(gw.admin, "/metrics").await;
+    assert!(metrics.contains("phigate_upstream_connect_errors_total{kind=\"tls\",upstream=\"fhir\"}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,9 +58,9 @@ async fn connect<'u>(
     connector: &Connector,
     upstream: &'u Upstream,
 ) -> Result<(HttpSession, &'u HttpPeer), Denial> {
-    let (mut tried, mut retries) = (0u64, 0u32);
+    let (mut tried, mut retries, mut failed) = (0u64, 0u32, None);
     loop {
-        let Some(index) = upstream.select(tried) else {
+        let Some(index) = upstream.select(tried, failed) else {
             let labels = [&*upstream.name, "no_healthy_endpoint"];
             rt.metrics.upstream_connect_errors.with_label_values(&labels).inc();
             return Err(
@@ -80,5 +80,6 @@ async fn connect<'u>(
             return Err(Denial::new(code).with_cause(e.etype().as_str().to_owned()));
         }
         retries += 1;
+        failed = Some(index);
     }
 }

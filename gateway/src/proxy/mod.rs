@@ -99,7 +99,8 @@ impl ProxyHttp for GatewayProxy {
             .upstreams
             .get(ctx.upstream)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream index out of range"))?;
-        let Some(index) = upstream.select(ctx.tried) else {
+        let failed = (ctx.tried != 0).then_some(ctx.endpoint);
+        let Some(index) = upstream.select(ctx.tried, failed) else {
             // Every endpoint failed its health checks (or was tried): fail fast, try none.
             let labels = [&*upstream.name, "no_healthy_endpoint"];
             self.rt.metrics.upstream_connect_errors.with_label_values(&labels).inc();

@@ -3,7 +3,7 @@
 //! ones, with a bounded retry on another endpoint when a connection cannot be established.
 //!
 //! ```text
-//! select(tried)          round robin from a shared cursor, skipping unhealthy and tried ones;
+//! select(tried, failed)  round robin from a shared cursor, skipping unhealthy and tried ones;
 //!                        None = no healthy endpoint left → 502 upstream_unavailable at once
 //! may_retry(tried, n)    after a connect failure: another healthy untried endpoint exists and
 //!                        fewer than max_connect_retries retries were made
@@ -74,10 +74,18 @@ pub fn tried_bit(index: usize) -> u64 {
 }
 
 impl Upstream {
-    /// The next healthy endpoint not in `tried`, round robin; `None` when there is none.
-    pub fn select(&self, tried: u64) -> Option<usize> {
+    /// The next healthy endpoint not in `tried`; `None` when there is none. A first attempt
+    /// (`failed` is `None`) takes the next turn of the round robin; a retry after endpoint
+    /// `failed` could not be connected to goes on from the one after it without taking a turn
+    /// (taking one would hand every request's first attempt to the same dead endpoint when two
+    /// turns are taken per request).
+    pub fn select(&self, tried: u64, failed: Option<usize>) -> Option<usize> {
         let n = self.endpoints.len();
-        let start = if n > 1 { self.cursor.fetch_add(1, Ordering::Relaxed) } else { 0 };
+        let start = match failed {
+            Some(index) => index.wrapping_add(1),
+            None if n > 1 => self.cursor.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
         (0..n)
             .map(|i| start.wrapping_add(i) % n)
             .find(|&i| tried & tried_bit(i) == 0 && self.endpoints[i].is_healthy())
@@ -187,23 +195,25 @@ mod tests {
     #[test]
     fn selection_is_round_robin_over_healthy_endpoints() {
         let u = upstream(3, 1);
-        let picks: Vec<_> = (0..6).map(|_| u.select(0).unwrap()).collect();
+        let picks: Vec<_> = (0..6).map(|_| u.select(0, None).unwrap()).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
         u.endpoints[1].set_healthy(false);
-        let picks: Vec<_> = (0..6).map(|_| u.select(0).unwrap()).collect();
+        let picks: Vec<_> = (0..6).map(|_| u.select(0, None).unwrap()).collect();
         assert!(!picks.contains(&1), "{picks:?}");
         assert!(picks.contains(&0) && picks.contains(&2), "{picks:?}");
     }
 
     #[test]
     fn selection_skips_tried_endpoints_and_ends_when_none_is_left() {
-        let u = upstream(2, 1);
-        let first = u.select(0).unwrap();
-        let second = u.select(tried_bit(first)).unwrap();
-        assert_ne!(first, second);
-        assert_eq!(u.select(tried_bit(0) | tried_bit(1)), None);
+        let u = upstream(3, 2);
+        let first = u.select(0, None).unwrap();
+        let second = u.select(tried_bit(first), Some(first)).unwrap();
+        assert_eq!(second, (first + 1) % 3, "a retry goes on from the failed endpoint");
+        let third = u.select(tried_bit(first) | tried_bit(second), Some(second)).unwrap();
+        assert_eq!(u.select(tried_bit(first) | tried_bit(second) | tried_bit(third), Some(third)), None);
+        assert_eq!(u.select(0, None), Some(1), "retries took no turn of the round robin");
         u.endpoints.iter().for_each(|e| e.set_healthy(false));
-        assert_eq!(u.select(0), None, "no healthy endpoint: fail fast");
+        assert_eq!(u.select(0, None), None, "no healthy endpoint: fail fast");
     }
 
     #[test]
