@@ -32,6 +32,9 @@ const USER_AGENT: &str = "phigate-health-check";
 
 /// The checker tasks of every endpoint of every upstream with `health_check` (none without).
 pub fn tasks(upstreams: &[Arc<Upstream>], metrics: &Arc<Metrics>) -> Vec<BackgroundTask> {
+    if upstreams.iter().all(|u| u.health_check.is_none()) {
+        return Vec::new();
+    }
     let connector = Arc::new(Connector::new(None));
     let mut out: Vec<BackgroundTask> = Vec::new();
     for upstream in upstreams.iter().filter(|u| u.health_check.is_some()) {
