@@ -37,3 +37,29 @@ impl AccessLog<'_> {
         );
     }
 }
+
+/// An upstream endpoint's health flipped (active health checks).
+#[derive(Debug)]
+pub struct EndpointHealthChanged<'a> {
+    /// Upstream name from the config.
+    pub upstream: &'a str,
+    /// The endpoint as configured (`host:port`).
+    pub endpoint: &'a str,
+    /// Its new health.
+    pub healthy: bool,
+}
+
+impl EndpointHealthChanged<'_> {
+    /// Writes the event: a warning when the endpoint leaves rotation, info when it returns.
+    pub fn emit(&self) {
+        let level = if self.healthy { log::Level::Info } else { log::Level::Warn };
+        log::log!(
+            target: "phigate::upstream",
+            level,
+            "upstream={} endpoint={} health={}",
+            self.upstream,
+            self.endpoint,
+            if self.healthy { "healthy" } else { "unhealthy" }
+        );
+    }
+}

@@ -15,6 +15,7 @@ pub mod server;
 pub mod stages;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 
 pub use server::{Gateway, GatewayBuilder, Reloader};
 pub mod cli;

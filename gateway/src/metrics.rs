@@ -18,8 +18,11 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// End-to-end latency seen by the gateway, by route.
     pub request_duration: HistogramVec,
-    /// Upstream connection failures by upstream and kind (`tls`, `connect`, `timeout`).
+    /// Upstream connection failures by upstream and kind (`tls`, `connect`, `timeout`,
+    /// `no_healthy_endpoint`).
     pub upstream_connect_errors: IntCounterVec,
+    /// Health of each upstream endpoint (1 healthy, 0 not), by upstream and endpoint.
+    pub upstream_endpoint_healthy: IntGaugeVec,
     /// TLS handshakes that reached certificate selection, by listener.
     pub tls_handshakes_started: IntCounterVec,
     /// TLS handshakes that completed, by listener.
@@ -50,8 +53,13 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
         )?,
         upstream_connect_errors: register_int_counter_vec!(
             "phigate_upstream_connect_errors_total",
-            "Failures to connect to an upstream, by upstream and kind (tls, connect, timeout).",
+            "Failures to connect to an upstream, by upstream and kind (tls, connect, timeout, no_healthy_endpoint).",
             &["upstream", "kind"]
+        )?,
+        upstream_endpoint_healthy: register_int_gauge_vec!(
+            "phigate_upstream_endpoint_healthy",
+            "Whether each upstream endpoint takes traffic (1) or failed its health checks (0).",
+            &["upstream", "endpoint"]
         )?,
         tls_handshakes_started: register_int_counter_vec!(
             "phigate_tls_handshakes_started_total",

@@ -1,14 +1,10 @@
 //! The runtime model built once from a validated config: routes, upstream peers, limits and the
 //! stage pipeline, shared read-only by every request.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use phigate_plugin::RouteMeta;
-use pingora::protocols::ALPN;
-use pingora::upstreams::peer::HttpPeer;
 use thiserror::Error;
 
 use crate::config::{Config, LimitsConfig};
@@ -16,18 +12,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::request::TargetLimits;
 use crate::routing::{Route, Router};
-use crate::tls::{load_upstream_tls, TlsError};
-
-/// A runtime upstream: a prepared peer, cloned per request (its TLS material is `Arc`-shared).
-#[derive(Debug)]
-pub struct Upstream {
-    /// Config name (metrics label).
-    pub name: Arc<str>,
-    /// The prepared peer.
-    pub peer: HttpPeer,
-    /// Whether TLS is off (`insecure_plaintext`).
-    pub plaintext: bool,
-}
+use crate::tls::TlsError;
+pub use crate::upstream::Upstream;
 
 /// Everything a request needs, built from config.
 #[derive(Debug)]
@@ -37,7 +23,7 @@ pub struct Runtime {
     /// Route metadata in config order (index = `RouteMeta::index`).
     pub routes: Vec<Arc<RouteMeta>>,
     /// Upstreams in config order.
-    pub upstreams: Vec<Upstream>,
+    pub upstreams: Vec<Arc<Upstream>>,
     /// The stages.
     pub pipeline: Pipeline,
     /// Size limits.
@@ -103,8 +89,12 @@ impl Runtime {
     /// When TLS material does not load or an address does not resolve.
     pub fn build(cfg: &Config, dir: &Path, pipeline: Pipeline) -> Result<Runtime, BuildError> {
         let metrics = crate::metrics::metrics()?;
-        let upstreams =
-            cfg.upstreams.iter().map(|u| build_upstream(u, dir)).collect::<Result<Vec<_>, _>>()?;
+        let upstreams = cfg
+            .upstreams
+            .iter()
+            .map(|u| Upstream::build(u, dir).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::upstream::health::publish(&upstreams, &metrics);
         let routes = route_metas(cfg);
         let mut runtime_routes = Vec::with_capacity(routes.len());
         for (meta, r) in routes.iter().zip(&cfg.routes) {
@@ -143,35 +133,4 @@ impl Runtime {
             telemetry: cfg.tracing.as_ref().map(|t| crate::telemetry::Telemetry::new(t, dir)).transpose()?,
         })
     }
-}
-
-fn build_upstream(u: &crate::config::UpstreamConfig, dir: &Path) -> Result<Upstream, BuildError> {
-    let addr: SocketAddr = u
-        .address
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| BuildError::Resolve { name: u.name.clone() })?;
-    let tls = !u.insecure_plaintext;
-    let sni = u.sni.clone().unwrap_or_default();
-    let mut peer = HttpPeer::new(addr, tls, sni);
-    peer.options.connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
-    peer.options.read_timeout = Some(Duration::from_millis(u.read_timeout_ms));
-    peer.options.idle_timeout = Some(Duration::from_secs(u.idle_timeout_secs));
-    peer.options.alpn = if u.http2 { ALPN::H2H1 } else { ALPN::H1 };
-    if let Some(t) = &u.tls {
-        let material = load_upstream_tls(t, dir)?;
-        peer.options.ca = Some(material.ca);
-        peer.client_cert_key = Some(material.client);
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
-    } else if tls {
-        return Err(BuildError::Invalid(format!("upstream {}: tls settings missing", u.name)));
-    } else {
-        log::warn!(
-            "upstream {}: insecure_plaintext is on: PHI crosses the network UNENCRYPTED to this upstream",
-            u.name
-        );
-    }
-    Ok(Upstream { name: u.name.as_str().into(), peer, plaintext: !tls })
 }

@@ -1,5 +1,6 @@
 //! Building and running the pingora server: the public TLS listeners with the proxy, the admin
-//! service, and a background service (certificate reload, SIGHUP, stage tasks).
+//! service, and a background service (certificate reload, SIGHUP, stage tasks, upstream health
+//! checks).
 //!
 //! The library is the extension point: a custom binary adds its own stages with
 //! [`GatewayBuilder::stage`], the pingora way.
@@ -161,6 +162,7 @@ impl GatewayBuilder {
             tasks.push(router);
         }
         tasks.extend(runtime.pipeline.background_tasks());
+        tasks.extend(crate::upstream::health::tasks(&runtime.upstreams, &runtime.metrics));
         let reloader = Reloader { certs: Arc::new(certs), runtime: runtime.clone() };
         let background = Background { reloader: reloader.clone(), tasks: Mutex::new(tasks) };
         server.add_service(proxy);

@@ -1,5 +1,6 @@
 //! The admin service, on its own (loopback by default) port: `/healthz` (the process is up),
-//! `/readyz` (upstream TLS material loaded and every stage ready: keys, policies, audit sink),
+//! `/readyz` (upstream TLS material loaded and every stage ready: keys, policies, audit sink; the
+//! details also count each upstream's healthy endpoints, which never make it not-ready),
 //! `/metrics` (Prometheus text format), `/.well-known/phigate/jwks.json` (the public keys that
 //! verify identity assertions, when the `assertion` stage is configured; no token: public keys),
 //! and token-protected operator actions ([`actions`]).
@@ -62,7 +63,17 @@ impl AdminApp {
             stages.insert(name.to_owned(), json!({ "ready": ok, "detail": detail }));
         }
         // Upstream TLS material is loaded when the runtime is built, so it is ready by construction.
-        let upstreams: Vec<_> = self.rt.upstreams.iter().map(|u| u.name.to_string()).collect();
+        // Endpoint health is shown but never makes the gateway not-ready: restarting gateways does
+        // not heal an upstream, and every replica failing readiness at once would cascade.
+        let upstreams: Vec<_> = self
+            .rt
+            .upstreams
+            .iter()
+            .map(|u| {
+                let (healthy, total) = u.health_counts();
+                json!({ "name": &*u.name, "healthy_endpoints": healthy, "endpoints": total })
+            })
+            .collect();
         (ready, json!({ "ready": ready, "stages": stages, "upstreams": upstreams }))
     }
 }

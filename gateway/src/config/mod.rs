@@ -14,6 +14,7 @@ mod messages;
 mod model;
 mod reference;
 mod spans;
+mod upstream;
 mod validate;
 mod warnings;
 
@@ -22,6 +23,9 @@ pub use load::{load, load_from_str, LoadedConfig};
 pub use model::*;
 pub use reference::{json_schema, reference_markdown};
 pub use spans::KeySpans;
+pub use upstream::{
+    HealthCheckConfig, UpstreamConfig, UpstreamTlsConfig, MAX_CONNECT_RETRIES, MAX_ENDPOINTS,
+};
 pub use validate::{load_and_validate, stage_issues, validate, ValidateOptions};
 pub use warnings::warnings;
 

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::UpstreamConfig;
+
 /// The whole gateway config file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -207,52 +209,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// A named upstream service.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// A unique name that routes refer to.
-    pub name: String,
-    /// `host:port` to connect to (an IP address or a DNS name resolved at connect time).
-    pub address: String,
-    /// TLS server name sent (SNI) and verified against the upstream certificate. Required with
-    /// `tls`.
-    #[serde(default)]
-    pub sni: Option<String>,
-    /// mTLS to the upstream (the default and expected setting). Required unless
-    /// `insecure_plaintext` is true.
-    #[serde(default)]
-    pub tls: Option<UpstreamTlsConfig>,
-    /// Send plain HTTP to this upstream. PHI then crosses the network unencrypted, against HIPAA
-    /// transmission-security guidance: the gateway logs a warning at every start. Default: false.
-    #[serde(default)]
-    pub insecure_plaintext: bool,
-    /// TCP + TLS connect timeout, in milliseconds. Default: 2000.
-    #[serde(default = "default_connect_timeout_ms")]
-    pub connect_timeout_ms: u64,
-    /// Longest wait for each read from the upstream, in milliseconds. Default: 30000.
-    #[serde(default = "default_read_timeout_ms")]
-    pub read_timeout_ms: u64,
-    /// How long an idle keep-alive connection stays in the pool, in seconds. Default: 60.
-    #[serde(default = "default_idle_timeout_secs")]
-    pub idle_timeout_secs: u64,
-    /// Offer HTTP/2 to the upstream via ALPN (falls back to HTTP/1.1). Default: false.
-    #[serde(default)]
-    pub http2: bool,
-}
-
-/// mTLS settings towards an upstream.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamTlsConfig {
-    /// CA bundle (PEM) the upstream's certificate must chain to.
-    pub ca_path: PathBuf,
-    /// The gateway's client certificate chain (PEM) presented to the upstream.
-    pub client_cert_path: PathBuf,
-    /// The gateway's client private key (PEM).
-    pub client_key_path: PathBuf,
-}
-
 /// A route: requests whose path starts with `path_prefix` go to `upstream`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -306,13 +262,4 @@ fn default_max_body_inspect_bytes() -> usize {
 }
 fn default_max_response_buffer_bytes() -> usize {
     4 * 1024 * 1024
-}
-fn default_connect_timeout_ms() -> u64 {
-    2000
-}
-fn default_read_timeout_ms() -> u64 {
-    30000
-}
-fn default_idle_timeout_secs() -> u64 {
-    60
 }

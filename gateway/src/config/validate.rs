@@ -7,7 +7,6 @@ use std::path::Path;
 
 use ipnet::IpNet;
 use phigate_plugin::ConfigIssue;
-use rustls_pki_types::ServerName;
 
 use super::files::check_files;
 use super::{load, ClientCertMode, ConfigError, ConfigErrors, LoadedConfig};
@@ -180,36 +179,8 @@ impl Validator<'_> {
         }
         self.unique_names("upstreams", upstreams.iter().map(|u| u.name.as_str()));
         for (i, u) in upstreams.iter().enumerate() {
-            let key = format!("upstreams[{i}]");
-            if let Err(why) = check_host_port(&u.address) {
-                self.err(format!("{key}.address"), why);
-            }
-            match (&u.tls, u.insecure_plaintext) {
-                (None, false) => self.err(
-                    format!("{key}.tls"),
-                    "is required (mTLS); only `insecure_plaintext: true` allows plain HTTP",
-                ),
-                (Some(_), true) => {
-                    self.err(format!("{key}.insecure_plaintext"), "contradicts `tls`: remove one of them")
-                }
-                _ => {}
-            }
-            match (&u.sni, &u.tls) {
-                (None, Some(_)) => self.err(format!("{key}.sni"), "is required with `tls`"),
-                (Some(sni), _) if ServerName::try_from(sni.as_str()).is_err() => {
-                    self.err(format!("{key}.sni"), "not a valid DNS name or IP address")
-                }
-                (Some(_), None) => self.err(format!("{key}.sni"), "is set but `tls` is not"),
-                _ => {}
-            }
-            for (name, value) in [
-                ("connect_timeout_ms", u.connect_timeout_ms),
-                ("read_timeout_ms", u.read_timeout_ms),
-                ("idle_timeout_secs", u.idle_timeout_secs),
-            ] {
-                if value == 0 {
-                    self.err(format!("{key}.{name}"), "must be greater than 0");
-                }
+            for (key, message) in u.problems() {
+                self.err(format!("upstreams[{i}].{key}"), message);
             }
         }
     }
@@ -294,27 +265,6 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() != 0
         && a.port() == b.port()
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-/// An upstream address: `IP:port` or `dns-name:port`, port 1..=65535.
-fn check_host_port(text: &str) -> Result<(), &'static str> {
-    const SHAPE: &str = "not `host:port` (like `fhir.internal:8443` or `10.0.0.5:8443`)";
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return if addr.port() == 0 { Err("port must not be 0") } else { Ok(()) };
-    }
-    let (host, port) = text.rsplit_once(':').ok_or(SHAPE)?;
-    match port.parse::<u16>() {
-        Ok(0) => return Err("port must not be 0"),
-        Ok(_) => {}
-        Err(_) => return Err(SHAPE),
-    }
-    if host.contains(':') {
-        return Err("an IPv6 address needs brackets (like `[2001:db8::5]:8443`)");
-    }
-    match ServerName::try_from(host) {
-        Ok(ServerName::DnsName(_)) => Ok(()),
-        _ => Err("host is not a valid DNS name or IP address"),
-    }
 }
 
 /// A path prefix: absolute, and free of anything normalization would reject or rewrite, since a

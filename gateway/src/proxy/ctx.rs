@@ -23,6 +23,12 @@ pub struct GatewayCtx {
     pub route_label: std::sync::Arc<str>,
     /// Index of the upstream to forward to.
     pub upstream: usize,
+    /// Index of the endpoint of the current connection attempt.
+    pub endpoint: usize,
+    /// Endpoints that failed to connect (bit `i` = endpoint `i`; see [`crate::upstream::tried_bit`]).
+    pub tried: u64,
+    /// Connect retries made so far.
+    pub connect_retries: u32,
     /// The target to forward (rebuilt from the normalized form).
     pub forward_target: Option<String>,
     /// Inbound headers to remove before forwarding.
@@ -53,6 +59,9 @@ impl GatewayCtx {
             fhir: false,
             route_label: UNROUTED.clone(),
             upstream: 0,
+            endpoint: 0,
+            tried: 0,
+            connect_retries: 0,
             forward_target: None,
             strip: Vec::new(),
             forwarded_for: None,

@@ -1,12 +1,15 @@
 //! One request/response exchange with an upstream on the gateway's own connector (same pool,
 //! same mTLS peer, same client certificate as forwarded traffic), with the response body read
 //! whole up to `limits.max_response_buffer_bytes`. Used where the gateway must see an upstream
-//! answer before it decides: the verified fetch and the pre-read.
+//! answer before it decides: the verified fetch and the pre-read. The endpoint is chosen as for
+//! forwarded traffic (round robin over the healthy ones, another one after a connect failure).
 
 use bytes::{Bytes, BytesMut};
 use phigate_plugin::{Denial, ErrorCode};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::HttpPeer;
 
 use crate::runtime::{Runtime, Upstream};
 
@@ -14,7 +17,8 @@ use crate::runtime::{Runtime, Upstream};
 ///
 /// # Errors
 /// A denial with the upstream error code (`upstream_unavailable`, `upstream_tls_error`,
-/// `upstream_timeout`, `upstream_error`); a body over the cap is `upstream_error`.
+/// `upstream_timeout`, `upstream_error`); a body over the cap is `upstream_error`; no healthy
+/// endpoint is `upstream_unavailable`.
 pub(super) async fn exchange(
     rt: &Runtime,
     connector: &Connector,
@@ -22,12 +26,7 @@ pub(super) async fn exchange(
     mut head: RequestHeader,
     body: Option<Bytes>,
 ) -> Result<(ResponseHeader, Bytes), Denial> {
-    let (mut up, _reused) = connector.get_http_session(&upstream.peer).await.map_err(|e| {
-        let code = super::error_code_for(&e).unwrap_or(ErrorCode::UpstreamUnavailable);
-        let kind = if code == ErrorCode::UpstreamTlsError { "tls" } else { "connect" };
-        rt.metrics.upstream_connect_errors.with_label_values(&[&upstream.name, kind]).inc();
-        Denial::new(code).with_cause(e.etype().as_str().to_owned())
-    })?;
+    let (mut up, peer) = connect(rt, connector, upstream).await?;
     let upstream_err = |e: Box<pingora::Error>| {
         let code = super::error_code_for(&e).unwrap_or(ErrorCode::UpstreamError);
         Denial::new(code).with_cause(e.etype().as_str().to_owned())
@@ -48,6 +47,39 @@ pub(super) async fn exchange(
         }
         buf.extend_from_slice(&chunk);
     }
-    connector.release_http_session(up, &upstream.peer, upstream.peer.options.idle_timeout).await;
+    connector.release_http_session(up, peer, peer.options.idle_timeout).await;
     Ok((resp, buf.freeze()))
+}
+
+/// A connection to a healthy endpoint of `upstream`, trying others after connect failures as
+/// `max_connect_retries` allows (nothing has been sent yet, so a retry cannot duplicate a request).
+async fn connect<'u>(
+    rt: &Runtime,
+    connector: &Connector,
+    upstream: &'u Upstream,
+) -> Result<(HttpSession, &'u HttpPeer), Denial> {
+    let (mut tried, mut retries, mut failed) = (0u64, 0u32, None);
+    loop {
+        let Some(index) = upstream.select(tried, failed) else {
+            let labels = [&*upstream.name, "no_healthy_endpoint"];
+            rt.metrics.upstream_connect_errors.with_label_values(&labels).inc();
+            return Err(
+                Denial::new(ErrorCode::UpstreamUnavailable).with_cause("no healthy upstream endpoint")
+            );
+        };
+        let peer = &upstream.endpoints[index].peer;
+        let e = match connector.get_http_session(peer).await {
+            Ok((session, _reused)) => return Ok((session, peer)),
+            Err(e) => e,
+        };
+        let code = super::error_code_for(&e).unwrap_or(ErrorCode::UpstreamUnavailable);
+        let kind = if code == ErrorCode::UpstreamTlsError { "tls" } else { "connect" };
+        rt.metrics.upstream_connect_errors.with_label_values(&[&upstream.name, kind]).inc();
+        tried |= crate::upstream::tried_bit(index);
+        if !upstream.may_retry(tried, retries) {
+            return Err(Denial::new(code).with_cause(e.etype().as_str().to_owned()));
+        }
+        retries += 1;
+        failed = Some(index);
+    }
 }

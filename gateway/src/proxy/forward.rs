@@ -70,7 +70,7 @@ pub(super) fn gateway_headers(
     if up.headers.get(header::HOST).is_none() {
         let host = match authority {
             Some(a) => a.to_owned(),
-            None => rt.upstreams.get(ctx.upstream).map(|u| u.peer.sni.clone()).unwrap_or_default(),
+            None => rt.upstreams.get(ctx.upstream).map(|u| u.sni.clone()).unwrap_or_default(),
         };
         up.insert_header(header::HOST, host)?;
     }

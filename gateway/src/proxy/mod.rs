@@ -99,7 +99,15 @@ impl ProxyHttp for GatewayProxy {
             .upstreams
             .get(ctx.upstream)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "upstream index out of range"))?;
-        Ok(Box::new(upstream.peer.clone()))
+        let failed = (ctx.tried != 0).then_some(ctx.endpoint);
+        let Some(index) = upstream.select(ctx.tried, failed) else {
+            // Every endpoint failed its health checks (or was tried): fail fast, try none.
+            let labels = [&*upstream.name, "no_healthy_endpoint"];
+            self.rt.metrics.upstream_connect_errors.with_label_values(&labels).inc();
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy upstream endpoint");
+        };
+        ctx.endpoint = index;
+        Ok(Box::new(upstream.endpoints[index].peer.clone()))
     }
 
     async fn upstream_request_filter(
@@ -186,12 +194,14 @@ impl ProxyHttp for GatewayProxy {
         Ok(None)
     }
 
+    /// A connection to the chosen endpoint could not be established (nothing of the request was
+    /// sent): another healthy endpoint is tried while `max_connect_retries` allows.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut GatewayCtx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
         let kind = match e.etype() {
             ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => "tls",
@@ -200,6 +210,14 @@ impl ProxyHttp for GatewayProxy {
         };
         if let Some(u) = self.rt.upstreams.get(ctx.upstream) {
             self.rt.metrics.upstream_connect_errors.with_label_values(&[&u.name, kind]).inc();
+            // Only endpoints that failed to connect are excluded: pingora's own retry of a stale
+            // pooled connection may pick the same endpoint again.
+            ctx.tried |= crate::upstream::tried_bit(ctx.endpoint);
+            let retry = u.may_retry(ctx.tried, ctx.connect_retries);
+            if retry {
+                ctx.connect_retries += 1;
+            }
+            e.set_retry(retry);
         }
         e
     }

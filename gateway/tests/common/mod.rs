@@ -152,6 +152,17 @@ impl FullEnv {
     /// [`FullEnv::start_with`], with `identity` lines (YAML indented by two spaces) added to the
     /// `identity:` section.
     pub async fn start_full(edit: impl FnOnce(&std::path::Path), identity: &str, extra: &str) -> FullEnv {
+        Self::start_upstreams(edit, identity, extra, |yaml, _| yaml).await
+    }
+
+    /// [`FullEnv::start_full`], with the gateway YAML (base config plus sections) passed through
+    /// `upstreams` with the sample upstream's address first (to give it more endpoints).
+    pub async fn start_upstreams(
+        edit: impl FnOnce(&std::path::Path),
+        identity: &str,
+        extra: &str,
+        upstreams: impl FnOnce(String, SocketAddr) -> String,
+    ) -> FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
         let dir = pki.dir();
@@ -172,6 +183,7 @@ impl FullEnv {
             phigate::demo::personas::ISSUER,
             phigate::demo::personas::AUDIENCE,
         );
+        let cfg = upstreams(cfg, upstream.addr);
         let gw = TestGateway::start_yaml(&cfg, dir, Vec::new());
         FullEnv { pki, upstream, gw }
     }

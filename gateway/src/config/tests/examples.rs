@@ -38,6 +38,11 @@ fn production_example_has_the_documented_shape() {
     let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["fhir", "terminology"]);
     assert!(config.upstreams.iter().all(|u| u.tls.is_some() && !u.insecure_plaintext));
+    let endpoints: Vec<&str> = config.upstreams[0].endpoint_list().into_iter().map(|(_, e)| e).collect();
+    assert_eq!(endpoints, ["10.30.1.21:8443", "10.30.2.21:8443"]);
+    let check = config.upstreams[0].health_check.as_ref().expect("health check");
+    assert_eq!(check.path.as_deref(), Some("/baseR4/metadata"));
+    assert_eq!(config.upstreams[1].address.as_deref(), Some("10.30.4.12:9443"));
     let fhir = &config.routes[0];
     assert!(fhir.fhir);
     assert_eq!((fhir.path_prefix.as_str(), fhir.upstream.as_str()), ("/fhir/r4", "fhir"));

@@ -12,6 +12,7 @@ mod reference;
 mod spans;
 mod validate_files;
 mod validate_rules;
+mod validate_upstreams;
 
 /// A valid config; tests break it with [`replace`]. Line numbers matter to the tests.
 const VALID: &str = "\

@@ -1,0 +1,229 @@
+//! Runtime upstreams: each a set of endpoints (one `HttpPeer` prepared per endpoint at start,
+//! sharing the upstream's mTLS material, SNI and timeouts), chosen round robin among the healthy
+//! ones, with a bounded retry on another endpoint when a connection cannot be established.
+//!
+//! ```text
+//! select(tried, failed)  round robin from a shared cursor, skipping unhealthy and tried ones;
+//!                        None = no healthy endpoint left → 502 upstream_unavailable at once
+//! may_retry(tried, n)    after a connect failure: another healthy untried endpoint exists and
+//!                        fewer than max_connect_retries retries were made
+//! health::tasks          active checks flipping each endpoint's health flag (health.rs)
+//! ```
+//!
+//! The hot path takes no lock and allocates nothing beyond the peer clone: one relaxed
+//! `fetch_add` on the cursor (skipped with one endpoint) and one relaxed load per health flag.
+//! The set of endpoints tried by a request is a 64-bit mask, hence at most 64 endpoints.
+
+pub mod health;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{HealthCheckConfig, UpstreamConfig};
+use crate::runtime::BuildError;
+use crate::tls::load_upstream_tls;
+
+/// A runtime upstream: its endpoints and how to choose among them.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Config name (metrics label).
+    pub name: Arc<str>,
+    /// The endpoints, in config order.
+    pub endpoints: Vec<Endpoint>,
+    /// Whether TLS is off (`insecure_plaintext`).
+    pub plaintext: bool,
+    /// The TLS server name (also the `Host` when the client sent none).
+    pub sni: String,
+    /// Retries on another endpoint after a connect failure (never more than endpoints - 1).
+    pub max_connect_retries: u32,
+    /// Active health checks, when configured.
+    pub health_check: Option<HealthCheckConfig>,
+    cursor: AtomicUsize,
+}
+
+/// One endpoint of an upstream.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The endpoint as configured (`host:port`): the `endpoint` label of metrics and logs.
+    pub label: Arc<str>,
+    /// The prepared peer, cloned per connection attempt (its TLS material is `Arc`-shared).
+    pub peer: HttpPeer,
+    healthy: AtomicBool,
+}
+
+impl Endpoint {
+    /// Whether the endpoint takes traffic (always, without health checks).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+}
+
+/// The bit of endpoint `index` in a request's set of tried endpoints.
+pub fn tried_bit(index: usize) -> u64 {
+    1u64.checked_shl(index as u32).unwrap_or(0)
+}
+
+impl Upstream {
+    /// The next healthy endpoint not in `tried`; `None` when there is none. A first attempt
+    /// (`failed` is `None`) takes the next turn of the round robin; a retry after endpoint
+    /// `failed` could not be connected to goes on from the one after it without taking a turn
+    /// (taking one would hand every request's first attempt to the same dead endpoint when two
+    /// turns are taken per request).
+    pub fn select(&self, tried: u64, failed: Option<usize>) -> Option<usize> {
+        let n = self.endpoints.len();
+        let start = match failed {
+            Some(index) => index.wrapping_add(1),
+            None if n > 1 => self.cursor.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        (0..n)
+            .map(|i| start.wrapping_add(i) % n)
+            .find(|&i| tried & tried_bit(i) == 0 && self.endpoints[i].is_healthy())
+    }
+
+    /// After a connect failure: whether to try another endpoint, given the endpoints `tried` so
+    /// far and the `retries` already made.
+    pub fn may_retry(&self, tried: u64, retries: u32) -> bool {
+        retries < self.max_connect_retries
+            && self.endpoints.iter().enumerate().any(|(i, e)| tried & tried_bit(i) == 0 && e.is_healthy())
+    }
+
+    /// (healthy, total) endpoints.
+    pub fn health_counts(&self) -> (usize, usize) {
+        (self.endpoints.iter().filter(|e| e.is_healthy()).count(), self.endpoints.len())
+    }
+
+    /// Builds an upstream from its config: every endpoint resolved once (no request ever blocks
+    /// a worker on name resolution) and given the shared TLS material.
+    ///
+    /// # Errors
+    /// When TLS material does not load or an endpoint does not resolve.
+    pub fn build(u: &UpstreamConfig, dir: &Path) -> Result<Upstream, BuildError> {
+        let tls = !u.insecure_plaintext;
+        let sni = u.sni.clone().unwrap_or_default();
+        let template = template_peer(u, dir, &sni)?;
+        let mut endpoints = Vec::new();
+        for (_, text) in u.endpoint_list() {
+            let addr: SocketAddr = text
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| BuildError::Resolve { name: u.name.clone() })?;
+            let mut peer = template.clone();
+            peer._address = addr.into();
+            endpoints.push(Endpoint { label: text.into(), peer, healthy: AtomicBool::new(true) });
+        }
+        if endpoints.is_empty() {
+            return Err(BuildError::Invalid(format!("upstream {}: no endpoint", u.name)));
+        }
+        let max_connect_retries = u.max_connect_retries.min(endpoints.len().saturating_sub(1) as u32);
+        Ok(Upstream {
+            name: u.name.as_str().into(),
+            endpoints,
+            plaintext: !tls,
+            sni,
+            max_connect_retries,
+            health_check: u.health_check.clone(),
+            cursor: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// The peer every endpoint of `u` starts from: TLS material, SNI, timeouts, ALPN.
+fn template_peer(u: &UpstreamConfig, dir: &Path, sni: &str) -> Result<HttpPeer, BuildError> {
+    let tls = !u.insecure_plaintext;
+    let placeholder = SocketAddr::from(([127, 0, 0, 1], 1));
+    let mut peer = HttpPeer::new(placeholder, tls, sni.to_owned());
+    peer.options.connection_timeout = Some(Duration::from_millis(u.connect_timeout_ms));
+    peer.options.read_timeout = Some(Duration::from_millis(u.read_timeout_ms));
+    peer.options.idle_timeout = Some(Duration::from_secs(u.idle_timeout_secs));
+    peer.options.alpn = if u.http2 { ALPN::H2H1 } else { ALPN::H1 };
+    if let Some(t) = &u.tls {
+        let material = load_upstream_tls(t, dir)?;
+        peer.options.ca = Some(material.ca);
+        peer.client_cert_key = Some(material.client);
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+    } else if tls {
+        return Err(BuildError::Invalid(format!("upstream {}: tls settings missing", u.name)));
+    } else {
+        log::warn!(
+            "upstream {}: insecure_plaintext is on: PHI crosses the network UNENCRYPTED to this upstream",
+            u.name
+        );
+    }
+    Ok(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(n: usize, max_connect_retries: u32) -> Upstream {
+        let endpoints = (0..n)
+            .map(|i| Endpoint {
+                label: format!("127.0.0.1:{}", 1000 + i).into(),
+                peer: HttpPeer::new(
+                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    false,
+                    String::new(),
+                ),
+                healthy: AtomicBool::new(true),
+            })
+            .collect();
+        Upstream {
+            name: "u".into(),
+            endpoints,
+            plaintext: true,
+            sni: String::new(),
+            max_connect_retries,
+            health_check: None,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    #[test]
+    fn selection_is_round_robin_over_healthy_endpoints() {
+        let u = upstream(3, 1);
+        let picks: Vec<_> = (0..6).map(|_| u.select(0, None).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        u.endpoints[1].set_healthy(false);
+        let picks: Vec<_> = (0..6).map(|_| u.select(0, None).unwrap()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        assert!(picks.contains(&0) && picks.contains(&2), "{picks:?}");
+    }
+
+    #[test]
+    fn selection_skips_tried_endpoints_and_ends_when_none_is_left() {
+        let u = upstream(3, 2);
+        let first = u.select(0, None).unwrap();
+        let second = u.select(tried_bit(first), Some(first)).unwrap();
+        assert_eq!(second, (first + 1) % 3, "a retry goes on from the failed endpoint");
+        let third = u.select(tried_bit(first) | tried_bit(second), Some(second)).unwrap();
+        assert_eq!(u.select(tried_bit(first) | tried_bit(second) | tried_bit(third), Some(third)), None);
+        assert_eq!(u.select(0, None), Some(1), "retries took no turn of the round robin");
+        u.endpoints.iter().for_each(|e| e.set_healthy(false));
+        assert_eq!(u.select(0, None), None, "no healthy endpoint: fail fast");
+    }
+
+    #[test]
+    fn retries_are_bounded_by_the_setting_and_the_candidates() {
+        let u = upstream(3, 1);
+        assert!(u.may_retry(tried_bit(0), 0));
+        assert!(!u.may_retry(tried_bit(0) | tried_bit(1), 1), "max_connect_retries reached");
+        u.endpoints[1].set_healthy(false);
+        u.endpoints[2].set_healthy(false);
+        assert!(!u.may_retry(tried_bit(0), 0), "no healthy endpoint left to try");
+        assert_eq!(u.health_counts(), (1, 3));
+    }
+}
