@@ -152,6 +152,17 @@ impl FullEnv {
     /// [`FullEnv::start_with`], with `identity` lines (YAML indented by two spaces) added to the
     /// `identity:` section.
     pub async fn start_full(edit: impl FnOnce(&std::path::Path), identity: &str, extra: &str) -> FullEnv {
+        Self::start_edited(edit, identity, extra, |cfg| cfg).await
+    }
+
+    /// [`FullEnv::start_full`], with `edit_cfg` applied last to the whole config text (to change
+    /// the routes, for example).
+    pub async fn start_edited(
+        edit: impl FnOnce(&std::path::Path),
+        identity: &str,
+        extra: &str,
+        edit_cfg: impl FnOnce(String) -> String,
+    ) -> FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
         let dir = pki.dir();
@@ -172,7 +183,7 @@ impl FullEnv {
             phigate::demo::personas::ISSUER,
             phigate::demo::personas::AUDIENCE,
         );
-        let gw = TestGateway::start_yaml(&cfg, dir, Vec::new());
+        let gw = TestGateway::start_yaml(&edit_cfg(cfg), dir, Vec::new());
         FullEnv { pki, upstream, gw }
     }
 
