@@ -31,7 +31,7 @@ use std::sync::Arc;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 
 pub use config::{CorsConfig, MAX_MAX_AGE_SECS};
-pub(crate) use respond::{decorate, preflight_response, PREFLIGHT_VARY};
+pub use respond::{decorate, preflight_response, PREFLIGHT_VARY};
 
 /// A route's CORS policy, built once from its validated `cors:` block.
 #[derive(Debug)]

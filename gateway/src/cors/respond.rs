@@ -9,14 +9,13 @@ use super::{CorsPolicy, CorsState};
 
 /// What a preflight answer depends on besides the URL: shared caches must not serve one
 /// origin's (or one method's) answer to another.
-pub(crate) const PREFLIGHT_VARY: &str =
-    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
+pub const PREFLIGHT_VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 
 /// The `204 No Content` answer to an allowed preflight from `origin`.
 ///
 /// # Errors
 /// Only if pingora refuses a header (it does not for these values).
-pub(crate) fn preflight_response(policy: &CorsPolicy, origin: &HeaderValue) -> Result<ResponseHeader> {
+pub fn preflight_response(policy: &CorsPolicy, origin: &HeaderValue) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(StatusCode::NO_CONTENT, Some(8))?;
     resp.insert_header(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin(policy, origin))?;
     resp.insert_header(header::ACCESS_CONTROL_ALLOW_METHODS, policy.allow_methods.clone())?;
@@ -38,7 +37,7 @@ pub(crate) fn preflight_response(policy: &CorsPolicy, origin: &HeaderValue) -> R
 ///
 /// # Errors
 /// Only if pingora refuses a header (it does not for these values).
-pub(crate) fn decorate(resp: &mut ResponseHeader, state: &CorsState) -> Result<()> {
+pub fn decorate(resp: &mut ResponseHeader, state: &CorsState) -> Result<()> {
     // No allocation when the upstream sent none (the usual case).
     while let Some(name) = resp.headers.keys().find(|n| n.as_str().starts_with("access-control-")).cloned() {
         resp.remove_header(&name);
