@@ -250,6 +250,23 @@ async fn a_request_without_a_token_from_an_allowed_origin_gets_a_readable_401() 
     assert_eq!(cred.status, 401);
     assert_eq!(cred.header("access-control-allow-origin"), Some("https://portal.example"));
     assert_eq!(cred.header("access-control-allow-credentials"), Some("true"));
+
+    // Refusals of the core itself, before identity: an ambiguous path, an oversized body.
+    let client = env.pki.public_client();
+    let ambiguous =
+        client.get(&env.gw.url("/fhir/Patient/a%2Fp1")).header("origin", APP).send().await.unwrap();
+    assert_eq!((ambiguous.status.as_u16(), error_code(&ambiguous.body).as_str()), (400, "ambiguous_request"));
+    assert_eq!(ambiguous.header("access-control-allow-origin"), Some(APP));
+    let big = client
+        .post(&env.gw.url("/fhir/Patient"))
+        .header("origin", APP)
+        .header("content-type", "application/fhir+json")
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((big.status.as_u16(), error_code(&big.body).as_str()), (413, "body_too_large"));
+    assert_eq!(big.header("access-control-allow-origin"), Some(APP));
     assert_eq!(env.upstream.recorder.count(), 0);
 }
 

@@ -59,8 +59,8 @@ pub(super) async fn admit(
         return Err(Denial::new(ErrorCode::MethodNotAllowed));
     }
     let target = request::normalize_target(head.raw_path(), &rt.target_limits).map_err(|a| {
-        // Only to choose the error format (OperationOutcome on FHIR routes): the raw path is not
-        // trusted for anything else.
+        // Only to choose the error format (OperationOutcome on FHIR routes) and its CORS
+        // headers (so a browser app can read the 400): the raw path is trusted for nothing else.
         let raw = String::from_utf8_lossy(head.raw_path());
         let raw_path = raw.split('?').next().unwrap_or_default();
         let route = rt.router.find(raw_path);
