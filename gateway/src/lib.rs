@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod changes;
 pub mod config;
+pub mod cors;
 pub mod error_response;
 pub mod events;
 pub mod metrics;

@@ -36,6 +36,10 @@ pub struct Metrics {
     /// Changes (policy revisions, certificates) that took effect but are not in the audit trail,
     /// by action and reason.
     pub change_records_failed: IntCounterVec,
+    /// CORS preflights answered by the gateway, by route and outcome (`allowed`,
+    /// `origin_not_allowed`, `method_not_allowed`, `header_not_allowed`). Never by origin: the
+    /// `Origin` header is client-chosen, so its values are unbounded.
+    pub cors_preflights: IntCounterVec,
 }
 
 static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::new(|| {
@@ -90,6 +94,11 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
             "phigate_change_records_failed_total",
             "Changes to what the gateway enforces that took effect but could not be recorded in the audit trail, by action and reason.",
             &["action", "reason"]
+        )?,
+        cors_preflights: register_int_counter_vec!(
+            "phigate_cors_preflights_total",
+            "CORS preflights answered by the gateway, by route and outcome.",
+            &["route", "outcome"]
         )?,
     }))
 });

@@ -15,6 +15,8 @@ pub struct Route {
     prefix: String,
     /// Replacement prefix when forwarding, without a trailing `/`.
     rewrite: Option<String>,
+    /// The route's CORS policy, if any.
+    pub cors: Option<Arc<crate::cors::CorsPolicy>>,
 }
 
 impl Route {
@@ -25,7 +27,14 @@ impl Route {
             upstream,
             prefix: prefix.trim_end_matches('/').to_owned(),
             rewrite: rewrite.map(|r| r.trim_end_matches('/').to_owned()),
+            cors: None,
         }
+    }
+
+    /// The route with this CORS policy.
+    pub fn with_cors(mut self, cors: Option<Arc<crate::cors::CorsPolicy>>) -> Self {
+        self.cors = cors;
+        self
     }
 
     /// Whether the route serves `path` (a prefix match on whole segments).

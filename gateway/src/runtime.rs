@@ -103,12 +103,16 @@ impl Runtime {
                 .iter()
                 .position(|u| u.name == r.upstream)
                 .ok_or_else(|| BuildError::Invalid(format!("route {}: unknown upstream", r.name)))?;
-            runtime_routes.push(Route::new(
-                meta.clone(),
-                upstream,
-                &r.path_prefix,
-                r.upstream_path_prefix.as_deref(),
-            ));
+            let cors = r
+                .cors
+                .as_ref()
+                .map(|c| crate::cors::CorsPolicy::build(c).map(Arc::new))
+                .transpose()
+                .map_err(|e| BuildError::Invalid(format!("route {}: {e}", r.name)))?;
+            runtime_routes.push(
+                Route::new(meta.clone(), upstream, &r.path_prefix, r.upstream_path_prefix.as_deref())
+                    .with_cors(cors),
+            );
         }
         let trusted_proxies = cfg
             .trusted_proxies

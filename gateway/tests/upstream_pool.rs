@@ -221,7 +221,7 @@ async fn an_endpoint_with_a_certificate_from_another_ca_fails_its_health_checks(
 /// robin tries it first), plus `extra` upstream keys.
 async fn full_env_with(dead: SocketAddr, extra: &str) -> FullEnv {
     let extra = extra.to_owned();
-    FullEnv::start_upstreams(
+    FullEnv::start_edited(
         |_| {},
         "",
         "",

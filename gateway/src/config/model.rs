@@ -228,6 +228,12 @@ pub struct RouteConfig {
     /// Default: forward the path unchanged.
     #[serde(default)]
     pub upstream_path_prefix: Option<String>,
+    /// Cross-origin access for browser apps (SMART on FHIR apps in a browser): the gateway
+    /// answers preflights itself and puts its CORS headers on every response of the route.
+    /// Absent: no CORS (an `OPTIONS` goes through the stages like any request, and upstream
+    /// CORS headers pass through unchanged).
+    #[serde(default)]
+    pub cors: Option<crate::cors::CorsConfig>,
 }
 
 fn default_true() -> bool {

@@ -210,6 +210,9 @@ impl Validator<'_> {
             if let Some(Err(why)) = r.upstream_path_prefix.as_deref().map(check_prefix) {
                 self.err(format!("{key}.upstream_path_prefix"), why);
             }
+            for (sub, message) in r.cors.as_ref().map(|c| c.problems()).unwrap_or_default() {
+                self.err(format!("{key}.cors.{sub}"), message);
+            }
         }
     }
 

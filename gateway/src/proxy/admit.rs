@@ -5,20 +5,40 @@
 //! Ambiguous input is rejected, never guessed at: a proxy and the service behind it that parse
 //! one request two ways are how access controls get bypassed (request smuggling, path confusion).
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
-use http::{header, Method};
+use http::{header, HeaderMap, HeaderValue, Method};
 use phigate_plugin::{ClientInfo, Denial, ErrorCode, RequestCtx, RequestInfo};
 use pingora::proxy::Session;
 
 use super::ctx::GatewayCtx;
+use crate::cors::{self, CorsPolicy, CorsRequest, CorsState, PreflightRefusal};
 use crate::request::{self, Ambiguity};
+use crate::routing::Route;
 use crate::runtime::Runtime;
 
-/// Admits a request: on success `ctx.req` is filled and ready for the stages.
+/// What admission let through.
+#[derive(Debug)]
+pub(super) enum Admitted {
+    /// A request for the stages: `ctx.req` is filled.
+    Request,
+    /// A CORS preflight on a route with a CORS policy, judged (on success, the origin to answer
+    /// to). The core answers it: no stage runs, nothing is forwarded.
+    Preflight(Arc<CorsPolicy>, Result<HeaderValue, PreflightRefusal>),
+}
+
+/// Admits a request: a request for the stages (`ctx.req` filled), or a CORS preflight. On a
+/// route with a CORS policy, `ctx.cors` is set as soon as the route is known, so even the
+/// refusals below carry the route's CORS headers.
 ///
 /// # Errors
 /// A denial for the client (400, 404, 405, 413, 414, 431).
-pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut GatewayCtx) -> Result<(), Denial> {
+pub(super) async fn admit(
+    rt: &Runtime,
+    session: &mut Session,
+    ctx: &mut GatewayCtx,
+) -> Result<Admitted, Denial> {
     let head = session.req_header();
     request::check_framing(&head.headers).map_err(ambiguous)?;
     let header_bytes: usize = head.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
@@ -39,17 +59,25 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
         return Err(Denial::new(ErrorCode::MethodNotAllowed));
     }
     let target = request::normalize_target(head.raw_path(), &rt.target_limits).map_err(|a| {
-        // Only to choose the error format (OperationOutcome on FHIR routes): the raw path is not
-        // trusted for anything else.
+        // Only to choose the error format (OperationOutcome on FHIR routes) and its CORS
+        // headers (so a browser app can read the 400): the raw path is trusted for nothing else.
         let raw = String::from_utf8_lossy(head.raw_path());
         let raw_path = raw.split('?').next().unwrap_or_default();
-        ctx.fhir = rt.router.find(raw_path).is_some_and(|r| r.meta.fhir);
+        let route = rt.router.find(raw_path);
+        ctx.fhir = route.is_some_and(|r| r.meta.fhir);
+        ctx.cors = route.and_then(|r| actual_cors(r, &head.headers));
         ambiguous(a)
     })?;
     let route = rt.router.find(&target.path).ok_or_else(|| Denial::new(ErrorCode::RouteNotFound))?;
     ctx.fhir = route.meta.fhir;
     ctx.route_label = route.meta.name.clone();
     ctx.upstream = route.upstream;
+    if let Some(policy) = &route.cors {
+        match cors::inspect(policy, &method, &head.headers) {
+            CorsRequest::Preflight(judged) => return Ok(Admitted::Preflight(policy.clone(), judged)),
+            CorsRequest::Actual(state) => ctx.cors = Some(state),
+        }
+    }
     ctx.strip = request::headers_to_strip(&head.headers);
     let mut client = client_info(session);
     if let Some(peer) = client.ip {
@@ -88,7 +116,16 @@ pub(super) async fn admit(rt: &Runtime, session: &mut Session, ctx: &mut Gateway
         req.fhir = Some(fhir);
     }
     ctx.req = Some(req);
-    Ok(())
+    Ok(Admitted::Request)
+}
+
+/// The CORS state of a request refused before normalization succeeded (never a preflight
+/// answer: the target is ambiguous, so only the refusal is decorated).
+fn actual_cors(route: &Route, headers: &HeaderMap) -> Option<CorsState> {
+    match cors::inspect(route.cors.as_ref()?, &Method::GET, headers) {
+        CorsRequest::Actual(state) => Some(state),
+        CorsRequest::Preflight(_) => None,
+    }
 }
 
 fn ambiguous(a: Ambiguity) -> Denial {

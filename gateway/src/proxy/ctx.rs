@@ -45,6 +45,8 @@ pub struct GatewayCtx {
     pub buffered: Option<BytesMut>,
     /// The request's trace, when tracing is on.
     pub trace: Option<crate::telemetry::RequestTrace>,
+    /// CORS state, on a route with a CORS policy: every response is decorated with it.
+    pub cors: Option<crate::cors::CorsState>,
 }
 
 static UNROUTED: LazyLock<std::sync::Arc<str>> = LazyLock::new(|| "-".into());
@@ -70,6 +72,7 @@ impl GatewayCtx {
             replace_body: None,
             buffered: None,
             trace: None,
+            cors: None,
         }
     }
 }

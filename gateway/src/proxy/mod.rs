@@ -22,7 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 pub use ctx::GatewayCtx;
-use respond::{write_denial, write_local, REQUEST_ID};
+use respond::{write_denial, write_local, write_preflight, REQUEST_ID};
 
 use crate::runtime::Runtime;
 
@@ -59,9 +59,18 @@ impl ProxyHttp for GatewayProxy {
         if let Some(telemetry) = &self.rt.telemetry {
             ctx.trace = Some(telemetry.start(&session.req_header().headers));
         }
-        if let Err(denial) = admit::admit(&self.rt, session, ctx).await {
-            write_denial(session, ctx, &denial).await?;
-            return Ok(true);
+        match admit::admit(&self.rt, session, ctx).await {
+            Ok(admit::Admitted::Request) => {}
+            Ok(admit::Admitted::Preflight(policy, judged)) => {
+                let outcome = judged.as_ref().map_or_else(|r| r.as_str(), |_| "allowed");
+                self.rt.metrics.cors_preflights.with_label_values(&[&*ctx.route_label, outcome]).inc();
+                write_preflight(session, ctx, &policy, judged).await?;
+                return Ok(true);
+            }
+            Err(denial) => {
+                write_denial(session, ctx, &denial).await?;
+                return Ok(true);
+            }
         }
         match self.on_request(session, ctx).await {
             Ok(Flow::Continue) => {}
@@ -128,24 +137,10 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         ctx.upstream_answered();
-        let Some(req) = ctx.req.as_mut() else {
-            return Ok(());
-        };
-        if let Some(sent) = ctx.upstream_sent_at {
-            req.response.upstream_latency = Some(sent.elapsed());
-        }
-        let mut head = ResponseHead { status: resp.status, headers: &resp.headers };
-        let verdict = self.rt.pipeline.on_response(req, &mut head);
-        for (name, value) in std::mem::take(&mut req.response.add_headers) {
-            resp.insert_header(name, value)?;
-        }
-        if let Err(denial) = verdict {
-            self.replace_response(resp, ctx, &denial)?;
-        } else if req.response.buffer_body {
-            // The body is held back until it has been inspected; its length may change.
-            resp.remove_header(&header::CONTENT_LENGTH);
-            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-            ctx.buffered = Some(bytes::BytesMut::new());
+        self.stage_response(resp, ctx)?;
+        // Last, so that neither the upstream nor a stage's header edits can widen the policy.
+        if let Some(cors) = &ctx.cors {
+            crate::cors::decorate(resp, cors)?;
         }
         Ok(())
     }
@@ -300,6 +295,31 @@ impl GatewayProxy {
             pre_read::pre_read(&self.rt, &self.connector, session, ctx).await?;
         }
         Ok(flow)
+    }
+
+    /// The stages' `on_response` on an upstream response head: their header edits, and the
+    /// replacement of the response when one refuses it.
+    fn stage_response(&self, resp: &mut ResponseHeader, ctx: &mut GatewayCtx) -> Result<()> {
+        let Some(req) = ctx.req.as_mut() else {
+            return Ok(());
+        };
+        if let Some(sent) = ctx.upstream_sent_at {
+            req.response.upstream_latency = Some(sent.elapsed());
+        }
+        let mut head = ResponseHead { status: resp.status, headers: &resp.headers };
+        let verdict = self.rt.pipeline.on_response(req, &mut head);
+        for (name, value) in std::mem::take(&mut req.response.add_headers) {
+            resp.insert_header(name, value)?;
+        }
+        if let Err(denial) = verdict {
+            self.replace_response(resp, ctx, &denial)?;
+        } else if req.response.buffer_body {
+            // The body is held back until it has been inspected; its length may change.
+            resp.remove_header(&header::CONTENT_LENGTH);
+            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            ctx.buffered = Some(bytes::BytesMut::new());
+        }
+        Ok(())
     }
 
     /// Replaces an upstream response (head already received) with the error for `denial`.

@@ -1,13 +1,14 @@
 //! Writing gateway-made responses (errors and stage-local responses) to the client.
 
 use bytes::Bytes;
-use http::header;
-use phigate_plugin::{Denial, LocalResponse};
+use http::{header, HeaderValue};
+use phigate_plugin::{Denial, ErrorCode, LocalResponse};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::GatewayCtx;
+use crate::cors::{CorsPolicy, PreflightRefusal};
 use crate::error_response::error_body;
 
 /// The `x-request-id` header name.
@@ -31,6 +32,9 @@ pub(super) async fn write_denial(session: &mut Session, ctx: &mut GatewayCtx, de
     for (name, value) in &denial.headers {
         resp.append_header(name.clone(), value.clone())?;
     }
+    if let Some(cors) = &ctx.cors {
+        crate::cors::decorate(&mut resp, cors)?;
+    }
     write(session, resp, body).await
 }
 
@@ -45,7 +49,34 @@ pub(super) async fn write_local(session: &mut Session, ctx: &GatewayCtx, local: 
     }
     resp.insert_header(header::CONTENT_LENGTH, local.body.len())?;
     resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    if let Some(cors) = &ctx.cors {
+        crate::cors::decorate(&mut resp, cors)?;
+    }
     write(session, resp, local.body).await
+}
+
+/// Answers a CORS preflight: `204` with the policy's allow headers, or the `cors_not_allowed`
+/// refusal without any. Either way nothing is forwarded and no stage runs.
+pub(super) async fn write_preflight(
+    session: &mut Session,
+    ctx: &mut GatewayCtx,
+    policy: &CorsPolicy,
+    judged: Result<HeaderValue, PreflightRefusal>,
+) -> Result<()> {
+    match judged {
+        Ok(origin) => {
+            let mut resp = crate::cors::preflight_response(policy, &origin)?;
+            resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+            session.write_response_header(Box::new(resp), true).await
+        }
+        Err(refusal) => {
+            let vary = HeaderValue::from_static(crate::cors::PREFLIGHT_VARY);
+            let denial = Denial::new(ErrorCode::CorsNotAllowed)
+                .with_header(header::VARY, vary)
+                .with_cause(refusal.as_str());
+            write_denial(session, ctx, &denial).await
+        }
+    }
 }
 
 async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {

@@ -82,6 +82,9 @@ async fn write_upstream(
         }
         req.response.bytes_out = body.len() as u64;
     }
+    if let Some(cors) = &ctx.cors {
+        crate::cors::decorate(&mut resp, cors)?;
+    }
     let head_only = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), head_only || body.is_empty()).await?;
     if !head_only && !body.is_empty() {

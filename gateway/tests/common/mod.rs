@@ -152,16 +152,16 @@ impl FullEnv {
     /// [`FullEnv::start_with`], with `identity` lines (YAML indented by two spaces) added to the
     /// `identity:` section.
     pub async fn start_full(edit: impl FnOnce(&std::path::Path), identity: &str, extra: &str) -> FullEnv {
-        Self::start_upstreams(edit, identity, extra, |yaml, _| yaml).await
+        Self::start_edited(edit, identity, extra, |cfg, _| cfg).await
     }
 
-    /// [`FullEnv::start_full`], with the gateway YAML (base config plus sections) passed through
-    /// `upstreams` with the sample upstream's address first (to give it more endpoints).
-    pub async fn start_upstreams(
+    /// [`FullEnv::start_full`], with `edit_cfg` applied last to the whole config text, given the
+    /// sample upstream's address (to change the routes, or give the upstream more endpoints).
+    pub async fn start_edited(
         edit: impl FnOnce(&std::path::Path),
         identity: &str,
         extra: &str,
-        upstreams: impl FnOnce(String, SocketAddr) -> String,
+        edit_cfg: impl FnOnce(String, SocketAddr) -> String,
     ) -> FullEnv {
         let pki = TestPki::new();
         let upstream = start_upstream(&pki).await;
@@ -183,8 +183,7 @@ impl FullEnv {
             phigate::demo::personas::ISSUER,
             phigate::demo::personas::AUDIENCE,
         );
-        let cfg = upstreams(cfg, upstream.addr);
-        let gw = TestGateway::start_yaml(&cfg, dir, Vec::new());
+        let gw = TestGateway::start_yaml(&edit_cfg(cfg, upstream.addr), dir, Vec::new());
         FullEnv { pki, upstream, gw }
     }
 

@@ -55,6 +55,9 @@ error_codes! {
     BodyTooLarge = ("body_too_large", 413, "The request body is too large."),
     /// No route matches the path.
     RouteNotFound = ("route_not_found", 404, "No route matches this path."),
+    /// A CORS preflight (an `OPTIONS` with `Origin` and `Access-Control-Request-Method`) asked for
+    /// an origin, method or header the route's CORS policy does not allow.
+    CorsNotAllowed = ("cors_not_allowed", 403, "This cross-origin request is not allowed."),
     /// No bearer token was presented.
     TokenMissing = ("token_missing", 401, "A bearer access token is required."),
     /// The token is not a well-formed JWT, or is presented in a way the gateway does not accept.

@@ -46,6 +46,10 @@ fn production_example_has_the_documented_shape() {
     let fhir = &config.routes[0];
     assert!(fhir.fhir);
     assert_eq!((fhir.path_prefix.as_str(), fhir.upstream.as_str()), ("/fhir/r4", "fhir"));
+    let cors = fhir.cors.as_ref().expect("the portal app's CORS policy");
+    assert_eq!(cors.allowed_origins, ["https://portal.example.org"]);
+    assert!(!cors.allow_credentials);
+    assert!(config.routes[1].cors.is_none(), "terminology is not called from browsers");
     assert_eq!(config.trusted_proxies, ["10.20.0.0/24", "10.20.1.0/24"]);
     assert_eq!(config.admin.address, "127.0.0.1:9901");
 }

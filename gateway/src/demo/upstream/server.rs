@@ -206,7 +206,14 @@ async fn handle(
         form_body,
         body: &body,
     });
-    Ok(respond(reply))
+    let mut res = respond(reply);
+    // Like many FHIR servers' permissive CORS defaults: the gateway's policy must replace it.
+    if parts.headers.contains_key(header::ORIGIN) {
+        res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        let exposed = HeaderValue::from_static("x-upstream-internal");
+        res.headers_mut().insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed);
+    }
+    Ok(res)
 }
 
 fn record(recorder: &Recorder, parts: &http::request::Parts, meta: &ConnMeta, body: Option<&Bytes>) {
