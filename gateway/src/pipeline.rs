@@ -108,6 +108,14 @@ impl Pipeline {
         self.stages.iter().try_for_each(|s| s.on_buffered_response(ctx, body))
     }
 
+    /// Runs `on_refused` of every stage (the request will be answered by the gateway, not
+    /// forwarded), before the answer is written.
+    pub async fn on_refused(&self, ctx: &mut RequestCtx) {
+        for stage in &self.stages {
+            stage.on_refused(ctx).await;
+        }
+    }
+
     /// Runs `on_complete` of every stage.
     pub async fn on_complete(&self, ctx: &RequestCtx) {
         for stage in &self.stages {

@@ -77,11 +77,19 @@ impl ProxyHttp for GatewayProxy {
             Ok(Flow::Respond(local)) => {
                 if let Some(req) = ctx.req.as_mut() {
                     req.response.status = Some(local.status.as_u16());
+                    self.rt.pipeline.on_refused(req).await;
                 }
                 write_local(session, ctx, local).await?;
                 return Ok(true);
             }
             Err(denial) => {
+                if let Some(req) = ctx.req.as_mut() {
+                    // The stages leave their evidence (the audit trail's `denied` record) before
+                    // the client learns it was refused.
+                    req.error = Some(denial.code);
+                    req.response.status = Some(denial.code.status().as_u16());
+                    self.rt.pipeline.on_refused(req).await;
+                }
                 write_denial(session, ctx, &denial).await?;
                 return Ok(true);
             }

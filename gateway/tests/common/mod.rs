@@ -214,9 +214,10 @@ impl FullEnv {
         audit_records(&self.pki.dir().join("audit"))
     }
 
-    /// Waits (bounded) until the audit trail holds a record of request `rid`: a request the
-    /// gateway answered itself is recorded as `denied` once its response has gone, so a test
-    /// that stops the gateway right after the response could stop it before that record.
+    /// Waits (bounded) until the audit trail holds a record of request `rid`. A request a stage
+    /// refused has its `denied` record durable before the answer; one the core refused before
+    /// the stages, or whose upstream exchange failed, is recorded once its response has gone,
+    /// so a test that stops the gateway right after that response could stop it before.
     pub async fn wait_audited(&self, rid: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         // The raw text, not parsed records: a line may be read while it is being appended.

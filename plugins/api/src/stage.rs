@@ -130,6 +130,14 @@ pub trait Stage: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Runs when the gateway is about to answer, itself, a request that passed admission but will
+    /// not be forwarded (a stage's denial in `on_request`, or a stage's local response), before
+    /// the answer is written: `ctx.error` (for a denial) and `ctx.response.status` are already
+    /// set. A stage that must leave evidence before the client learns the outcome does it here
+    /// (the audit stage makes the `denied` record durable). It cannot change the answer.
+    /// [`Stage::on_complete`] still runs afterwards. Default: nothing.
+    async fn on_refused(&self, _ctx: &mut RequestCtx) {}
+
     /// Runs exactly once per request after the response was sent, or after the request was refused
     /// or failed, whatever the path. Default: nothing.
     async fn on_complete(&self, _ctx: &RequestCtx) {}

@@ -3,8 +3,10 @@
 //!
 //! * **Phase**: last in the pipeline. [`Stage::on_request`](phigate_plugin::Stage::on_request)
 //!   appends an `attempt` record and returns only once it is on disk (group commit, `fdatasync`);
-//!   [`Stage::on_complete`](phigate_plugin::Stage::on_complete) appends `outcome` (forwarded) or
-//!   `denied` (refused before forwarding).
+//!   [`Stage::on_refused`](phigate_plugin::Stage::on_refused) makes the `denied` record of a
+//!   request a stage refused (or answered locally) durable **before** the answer is sent;
+//!   [`Stage::on_complete`](phigate_plugin::Stage::on_complete) appends `outcome` (forwarded),
+//!   or `denied` for a refusal not recorded yet (an upstream never reached after the attempt).
 //! * **Decides**: nothing about access; it refuses a request only when it cannot record it.
 //! * **Fails closed**: unwritable directory, full disk, a queue at capacity or a wait beyond
 //!   `max_wait_ms` → 503 `audit_unavailable`, counted in `phigate_audit_failures_total`, and

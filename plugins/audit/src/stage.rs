@@ -14,6 +14,10 @@ use crate::segment::{SegmentStore, StoreSettings};
 use crate::sink::{PendingRecord, RecordKind};
 use crate::writer::{BatchLimits, Writer};
 
+/// Marks a request whose `denied` record `on_refused` already made durable.
+#[derive(Debug, Clone, Copy)]
+struct DeniedRecorded;
+
 /// The audit stage. Built by [`AuditConfig::build`]; owns the writer thread, which stops once
 /// the stage is dropped and every queued record is written.
 pub struct AuditStage {
@@ -133,10 +137,30 @@ impl Stage for AuditStage {
         }
     }
 
-    /// Appends `outcome` for forwarded requests and `denied` for the others. The response is
-    /// already sent: a failure here can only be logged and counted.
+    /// Makes the `denied` record durable before the refusal (or local answer) is sent, so a
+    /// process killed right after answering cannot lose the evidence of a refused access
+    /// attempt. The answer is a refusal either way: a failure is logged and counted, and the
+    /// record is then tried again in `on_complete`.
+    async fn on_refused(&self, ctx: &mut RequestCtx) {
+        match self.write(ctx, Phase::Denied).await {
+            Ok(()) => {
+                ctx.extensions.insert(DeniedRecorded);
+            }
+            Err(reason) => log::error!(
+                "audit denied record for request {} not durable before the answer: {reason}",
+                ctx.request_id.as_str()
+            ),
+        }
+    }
+
+    /// Appends `outcome` for forwarded requests and `denied` for the others (unless
+    /// `on_refused` already made it durable). The response is already sent: a failure here can
+    /// only be logged and counted.
     async fn on_complete(&self, ctx: &RequestCtx) {
         let phase = if ctx.response.forwarded { Phase::Outcome } else { Phase::Denied };
+        if phase == Phase::Denied && ctx.extensions.get::<DeniedRecorded>().is_some() {
+            return;
+        }
         if let Err(reason) = self.write(ctx, phase).await {
             log::error!(
                 "audit {} record for request {} not durable: {reason}",

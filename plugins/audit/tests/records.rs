@@ -120,6 +120,30 @@ async fn policy_denial_records_denied_with_decision_and_error() {
 }
 
 #[tokio::test]
+async fn a_refusal_is_on_disk_when_on_refused_returns_and_recorded_once() {
+    let env = Env::new();
+    let stage = env.stage();
+    for i in 0..10 {
+        let id = format!("req-refused-{i}");
+        let mut ctx = read_ctx(&id);
+        refused(&mut ctx, ErrorCode::PatientNotPermitted);
+        // What the gateway calls before it writes the refusal to the client.
+        stage.on_refused(&mut ctx).await;
+        let recs = access(&env.audit_dir, &id);
+        assert_eq!(recs.len(), 1, "denied record for {id} must be on disk before the answer");
+        assert_eq!((recs[0]["phase"].as_str(), recs[0]["status"].as_u64()), (Some("denied"), Some(403)));
+        // After the answer: no second record.
+        stage.on_complete(&ctx).await;
+        assert_eq!(access(&env.audit_dir, &id).len(), 1);
+    }
+    // A refusal the gateway did not announce (no `on_refused`) is still recorded on completion.
+    let mut ctx = read_ctx("req-unannounced");
+    refused(&mut ctx, ErrorCode::PatientNotPermitted);
+    stage.on_complete(&ctx).await;
+    assert_eq!(access(&env.audit_dir, "req-unannounced").len(), 1);
+}
+
+#[tokio::test]
 async fn identity_denial_records_denied_without_principal() {
     let env = Env::new();
     let stage = env.stage();
