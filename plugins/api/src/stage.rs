@@ -65,9 +65,10 @@ pub enum Readiness {
 
 /// One step of the request pipeline.
 ///
-/// The gateway calls the built-in stages in this fixed order: identity, rate limit, policy,
-/// pagination, exfiltration watch, custom stages, audit. Audit is always last so that the record
-/// it writes before forwarding describes the request exactly as it will be sent.
+/// The gateway calls the built-in stages in this fixed order: identity, rate limit, policy
+/// (with pagination), exfiltration watch, identity assertion, custom stages, audit. Audit is
+/// always last so that the record it writes before forwarding describes the request exactly as
+/// it will be sent.
 ///
 /// Every phase has a default that does nothing, so a stage implements only what it needs.
 #[async_trait]
