@@ -7,8 +7,8 @@
 use std::sync::{Arc, LazyLock};
 
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec, HistogramVec, IntCounterVec,
-    IntGaugeVec,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// All gateway metrics.
@@ -36,6 +36,8 @@ pub struct Metrics {
     /// Changes (policy revisions, certificates) that took effect but are not in the audit trail,
     /// by action and reason.
     pub change_records_failed: IntCounterVec,
+    /// Changes that took effect, failed to be recorded and are being tried again.
+    pub change_records_pending: IntGauge,
     /// CORS preflights answered by the gateway, by route and outcome (`allowed`,
     /// `origin_not_allowed`, `method_not_allowed`, `header_not_allowed`). Never by origin: the
     /// `Origin` header is client-chosen, so its values are unbounded.
@@ -94,6 +96,10 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
             "phigate_change_records_failed_total",
             "Changes to what the gateway enforces that took effect but could not be recorded in the audit trail, by action and reason.",
             &["action", "reason"]
+        )?,
+        change_records_pending: register_int_gauge!(
+            "phigate_change_records_pending",
+            "Changes to what the gateway enforces that took effect, could not be recorded yet and are being tried again."
         )?,
         cors_preflights: register_int_counter_vec!(
             "phigate_cors_preflights_total",

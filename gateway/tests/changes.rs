@@ -156,15 +156,19 @@ async fn a_rotated_certificate_is_chained_with_its_fingerprint_and_not_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_the_trail_cannot_take_still_takes_effect_and_is_counted() {
+async fn a_change_the_trail_cannot_take_still_takes_effect_is_counted_and_recorded_once_it_can() {
     let pki = TestPki::new();
     let upstream = start_upstream(&pki).await;
     phigate_audit::generate_signing_key(&pki.dir().join("audit.key")).unwrap();
-    // A directory under a regular file can never be created, whoever runs the test.
+    // The trail's directory lies under a regular file, so it cannot be created (whoever runs
+    // the test) until that file is removed.
+    let blocker = pki.dir().join("blocker");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let audit_dir = blocker.join("audit");
     let cfg = format!(
         "{}audit:\n  dir: {}\n  signing_key_path: audit.key\n  max_wait_ms: 200\n",
         common::yaml(&pki, upstream.addr, "none"),
-        pki.paths.ca_cert.join("audit").display()
+        audit_dir.display()
     );
     let gw = TestGateway::start_yaml(&cfg, pki.dir(), Vec::new());
     let fresh = pki.issue_server(WhichCa::Public, &["localhost", "127.0.0.1"]).unwrap();
@@ -181,12 +185,44 @@ async fn a_change_the_trail_cannot_take_still_takes_effect_and_is_counted() {
         .with_no_client_auth();
     let served = TlsProbe::handshake(gw.addr, std::sync::Arc::new(client)).await.unwrap();
     assert_eq!(served.peer_certificates[0].as_ref(), fresh.cert_der().as_ref());
-    // Its record (and the one of the certificate served at start) is counted as missing.
+    // The record of the certificate served at start is counted as missing and held for retry.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while failed_records(&common::admin_get(gw.admin, "/metrics").await, "certificate_reloaded") < 2 {
-        assert!(std::time::Instant::now() < deadline, "the unrecorded changes were not counted");
+    loop {
+        let metrics = common::admin_get(gw.admin, "/metrics").await;
+        if failed_records(&metrics, "certificate_reloaded") >= 1
+            && metrics.contains("phigate_change_records_pending 1")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the unrecorded change was not counted as pending");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+
+    // The trail becomes writable: both changes reach it, in order, with the time each took effect.
+    std::fs::remove_file(&blocker).unwrap();
+    let fresh_sha = pem_fingerprint(fresh.cert_pem().as_bytes());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let records = loop {
+        // The writer's once-a-second probe creates the directory.
+        let recs: Vec<Value> =
+            if audit_dir.is_dir() { common::audit_records(&audit_dir) } else { Vec::new() }
+                .into_iter()
+                .filter(|r| r["action"] == "certificate_reloaded")
+                .collect();
+        if recs.iter().any(|r| r["details"]["sha256"] == fresh_sha.as_str()) {
+            break recs;
+        }
+        assert!(std::time::Instant::now() < deadline, "the held changes never reached the trail");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(
+        (records[0]["details"]["trigger"].as_str(), records[1]["details"]["sha256"].as_str()),
+        (Some("startup"), Some(fresh_sha.as_str()))
+    );
+    let (at, ts) = (records[0]["details"]["at"].as_str().unwrap(), records[0]["ts"].as_str().unwrap());
+    assert!(at < ts, "`at` is when the change took effect, before it could be written: {at} / {ts}");
+    assert!(common::admin_get(gw.admin, "/metrics").await.contains("phigate_change_records_pending 0"));
 }
 
 /// The sum of `phigate_change_records_failed_total` for `action`, over every reason.
