@@ -176,6 +176,45 @@ async fn health_checks_take_a_dead_endpoint_out_and_bring_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_in_a_row_take_an_endpoint_out_before_the_next_check() {
+    let pki = TestPki::new();
+    let live = start_upstream(&pki).await;
+    // A broken endpoint that counts the connections it gets: it accepts and hangs up, so every
+    // TLS handshake with it fails.
+    let broken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = broken.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = broken.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    // One check at start (the broken endpoint fails it once: not enough), the next in five
+    // minutes: whatever takes the endpoint out during this test is traffic.
+    let extra = "    health_check:\n      interval_ms: 300000\n      timeout_ms: 250\n      \
+                 healthy_threshold: 1\n      unhealthy_threshold: 2\n";
+    let gw = TestGateway::start_yaml(&pool_yaml(&pki, &[dead, live.addr], extra), pki.dir(), Vec::new());
+    let checks_done = Instant::now() + Duration::from_secs(20);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < checks_done, "the start-up check never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Round robin sends every other request to the broken endpoint first; each is retried on
+    // the live one. The second failed connection in a row takes the broken endpoint out.
+    assert!(get_all(&pki, &gw, 4).await.iter().all(|s| *s == 200));
+    let metrics = admin_get(gw.admin, "/metrics").await;
+    assert!(metrics.contains(&gauge_line("fhir", dead, 0)), "{metrics}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "one check and two requests");
+    // Out of rotation: no request tries it any more.
+    assert!(get_all(&pki, &gw, 10).await.iter().all(|s| *s == 200));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let (_, details) = wait_healthy(&gw, 1).await;
+    assert_eq!(details["endpoints"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_healthy_endpoint_is_502_upstream_unavailable_without_trying_any() {
     let pki = TestPki::new();
     let (a, b) = (start_upstream(&pki).await, start_upstream(&pki).await);

@@ -99,6 +99,10 @@ pub struct HealthCheckConfig {
     #[serde(default = "default_healthy_threshold")]
     pub healthy_threshold: u32,
     /// Consecutive failed checks that make a healthy endpoint unhealthy. 1 to 100. Default: 3.
+    /// The same number of traffic connections in a row that cannot be established (refused, TLS
+    /// handshake failure, connect timeout) takes it out at once, without waiting for the next
+    /// check (passive health: a blackholed endpoint would otherwise cost every request sent to
+    /// it a whole connect timeout); the checks bring it back.
     #[serde(default = "default_unhealthy_threshold")]
     pub unhealthy_threshold: u32,
 }

@@ -69,9 +69,15 @@ async fn connect<'u>(
         };
         let peer = &upstream.endpoints[index].peer;
         let e = match connector.get_http_session(peer).await {
-            Ok((session, _reused)) => return Ok((session, peer)),
+            Ok((session, _reused)) => {
+                upstream.connected(index);
+                return Ok((session, peer));
+            }
             Err(e) => e,
         };
+        if upstream.connect_failed(index) {
+            crate::upstream::health::published(upstream, &upstream.endpoints[index], &rt.metrics);
+        }
         let code = super::error_code_for(&e).unwrap_or(ErrorCode::UpstreamUnavailable);
         let kind = if code == ErrorCode::UpstreamTlsError { "tls" } else { "connect" };
         rt.metrics.upstream_connect_errors.with_label_values(&[&upstream.name, kind]).inc();

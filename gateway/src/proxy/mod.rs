@@ -197,8 +197,27 @@ impl ProxyHttp for GatewayProxy {
         Ok(None)
     }
 
+    /// A connection to the chosen endpoint exists (new or pooled): its run of connect failures,
+    /// if any, ends (passive health).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut GatewayCtx,
+    ) -> Result<()> {
+        if let Some(u) = self.rt.upstreams.get(ctx.upstream) {
+            u.connected(ctx.endpoint);
+        }
+        Ok(())
+    }
+
     /// A connection to the chosen endpoint could not be established (nothing of the request was
-    /// sent): another healthy endpoint is tried while `max_connect_retries` allows.
+    /// sent): another healthy endpoint is tried while `max_connect_retries` allows; with active
+    /// health checks, `unhealthy_threshold` failures in a row take the endpoint out at once.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -216,6 +235,9 @@ impl ProxyHttp for GatewayProxy {
             // Only endpoints that failed to connect are excluded: pingora's own retry of a stale
             // pooled connection may pick the same endpoint again.
             ctx.tried |= crate::upstream::tried_bit(ctx.endpoint);
+            if u.connect_failed(ctx.endpoint) {
+                crate::upstream::health::published(u, &u.endpoints[ctx.endpoint], &self.rt.metrics);
+            }
             let retry = u.may_retry(ctx.tried, ctx.connect_retries);
             if retry {
                 ctx.connect_retries += 1;

@@ -61,6 +61,17 @@ pub fn publish(upstreams: &[Arc<Upstream>], metrics: &Metrics) {
     }
 }
 
+/// Publishes an endpoint's new health (gauge and event), after a check or traffic changed it.
+pub fn published(upstream: &Upstream, endpoint: &Endpoint, metrics: &Metrics) {
+    let healthy = endpoint.is_healthy();
+    metrics
+        .upstream_endpoint_healthy
+        .with_label_values(&[&*upstream.name, &*endpoint.label])
+        .set(i64::from(healthy));
+    crate::events::EndpointHealthChanged { upstream: &upstream.name, endpoint: &endpoint.label, healthy }
+        .emit();
+}
+
 struct Checker {
     upstream: Arc<Upstream>,
     index: usize,
@@ -90,16 +101,7 @@ impl Checker {
             let passed = matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())));
             if let Some(healthy) = streak.observe(passed, endpoint.is_healthy(), &check) {
                 endpoint.set_healthy(healthy);
-                self.metrics
-                    .upstream_endpoint_healthy
-                    .with_label_values(&[&*self.upstream.name, &*endpoint.label])
-                    .set(i64::from(healthy));
-                crate::events::EndpointHealthChanged {
-                    upstream: &self.upstream.name,
-                    endpoint: &endpoint.label,
-                    healthy,
-                }
-                .emit();
+                published(&self.upstream, endpoint, &self.metrics);
             }
         }
     }

@@ -8,6 +8,10 @@
 //! may_retry(tried, n)    after a connect failure: another healthy untried endpoint exists and
 //!                        fewer than max_connect_retries retries were made
 //! health::tasks          active checks flipping each endpoint's health flag (health.rs)
+//! connect_failed(i)      passive health: with active checks configured, `unhealthy_threshold`
+//!                        connect failures in a row take endpoint i out at once (a blackholed
+//!                        endpoint would otherwise cost every request routed to it a whole
+//!                        connect timeout until the next checks); the active checks bring it back
 //! ```
 //!
 //! The hot path takes no lock and allocates nothing beyond the peer clone: one relaxed
@@ -18,7 +22,7 @@ pub mod health;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +59,8 @@ pub struct Endpoint {
     /// The prepared peer, cloned per connection attempt (its TLS material is `Arc`-shared).
     pub peer: HttpPeer,
     healthy: AtomicBool,
+    /// Connect failures in a row (traffic, not checks).
+    connect_failures: AtomicU32,
 }
 
 impl Endpoint {
@@ -98,6 +104,25 @@ impl Upstream {
             && self.endpoints.iter().enumerate().any(|(i, e)| tried & tried_bit(i) == 0 && e.is_healthy())
     }
 
+    /// Passive health: a connection to endpoint `index` could not be established. With active
+    /// health checks configured, the `unhealthy_threshold`-th failure in a row takes it out of
+    /// rotation; returns true when this call did (the caller publishes the change).
+    pub fn connect_failed(&self, index: usize) -> bool {
+        let (Some(check), Some(e)) = (&self.health_check, self.endpoints.get(index)) else { return false };
+        let n = e.connect_failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        n >= check.unhealthy_threshold && e.healthy.swap(false, Ordering::Relaxed)
+    }
+
+    /// A connection to endpoint `index` was established: its run of connect failures ends.
+    pub fn connected(&self, index: usize) {
+        if let Some(e) = self.endpoints.get(index) {
+            // Read first: the common case writes nothing (no cache-line traffic between workers).
+            if e.connect_failures.load(Ordering::Relaxed) != 0 {
+                e.connect_failures.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// (healthy, total) endpoints.
     pub fn health_counts(&self) -> (usize, usize) {
         (self.endpoints.iter().filter(|e| e.is_healthy()).count(), self.endpoints.len())
@@ -121,7 +146,12 @@ impl Upstream {
                 .ok_or_else(|| BuildError::Resolve { name: u.name.clone() })?;
             let mut peer = template.clone();
             peer._address = addr.into();
-            endpoints.push(Endpoint { label: text.into(), peer, healthy: AtomicBool::new(true) });
+            endpoints.push(Endpoint {
+                label: text.into(),
+                peer,
+                healthy: AtomicBool::new(true),
+                connect_failures: AtomicU32::new(0),
+            });
         }
         if endpoints.is_empty() {
             return Err(BuildError::Invalid(format!("upstream {}: no endpoint", u.name)));
@@ -179,6 +209,7 @@ mod tests {
                     String::new(),
                 ),
                 healthy: AtomicBool::new(true),
+                connect_failures: AtomicU32::new(0),
             })
             .collect();
         Upstream {
@@ -214,6 +245,28 @@ mod tests {
         assert_eq!(u.select(0, None), Some(1), "retries took no turn of the round robin");
         u.endpoints.iter().for_each(|e| e.set_healthy(false));
         assert_eq!(u.select(0, None), None, "no healthy endpoint: fail fast");
+    }
+
+    #[test]
+    fn connect_failures_in_a_row_take_an_endpoint_out_only_with_health_checks() {
+        let mut u = upstream(2, 1);
+        assert!(!u.connect_failed(0) && !u.connect_failed(0) && !u.connect_failed(0), "no checks: never");
+        assert!(u.endpoints[0].is_healthy());
+        u.health_check = Some(HealthCheckConfig {
+            path: None,
+            interval_ms: 1000,
+            timeout_ms: 100,
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+        });
+        u.endpoints[0].connect_failures.store(0, Ordering::Relaxed);
+        assert!(!u.connect_failed(0));
+        u.connected(0);
+        assert!(!u.connect_failed(0), "a connection ended the run");
+        assert!(u.connect_failed(0), "the second in a row takes it out");
+        assert!(!u.endpoints[0].is_healthy());
+        assert!(!u.connect_failed(0), "already out: reported once");
+        assert!(u.endpoints[1].is_healthy());
     }
 
     #[test]
