@@ -1,6 +1,5 @@
 //! The checks `verify` runs on each segment line and on the checkpoint log.
 
-use std::fs;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -162,9 +161,17 @@ fn check_entry(
     Ok(())
 }
 
-pub(super) fn check_log(walk: &Walk, report: &mut VerifyReport, dir: &Path) -> Result<(), Fail> {
+/// Checks the checkpoint log, as it was read before the segments (`log`): the writer syncs a
+/// checkpoint into its segment before it appends it to the log, so every entry of a log read
+/// first is in the segments read after, even while a gateway keeps writing.
+pub(super) fn check_log(
+    walk: &Walk,
+    report: &mut VerifyReport,
+    dir: &Path,
+    log: std::io::Result<Vec<u8>>,
+) -> Result<(), Fail> {
     let path = dir.join(CHECKPOINT_LOG);
-    let data = match fs::read(&path) {
+    let data = match log {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && report.checkpoints == 0 => return Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

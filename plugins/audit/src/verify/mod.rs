@@ -167,6 +167,8 @@ fn run(dir: &Path, public_key: Option<&Path>, report: &mut VerifyReport) -> Resu
         Some(p) => Some(load_public_key(p).map_err(|e| fail(Unreadable, p, None, None, e.to_string()))?),
         None => None,
     };
+    // The log before the segments (see `check_log`): a trail still being written verifies too.
+    let log = fs::read(dir.join(crate::checkpoint::CHECKPOINT_LOG));
     let segs = list_segments(dir).map_err(|e| fail(Unreadable, dir, None, None, e.to_string()))?;
     if segs.is_empty() {
         return Err(fail(Unreadable, dir, None, None, "no audit segments"));
@@ -188,5 +190,5 @@ fn run(dir: &Path, public_key: Option<&Path>, report: &mut VerifyReport) -> Resu
         report.segments += 1;
     }
     report.attempts_without_outcome = walk.open_attempts.len() as u64;
-    check_log(&walk, report, dir)
+    check_log(&walk, report, dir, log)
 }
