@@ -47,6 +47,19 @@ fn replace(from: &str, to: &str) -> String {
     VALID.replacen(from, to, 1)
 }
 
+/// Checks rule cases: `(name, replace this, with this, expected key path, expected line, message
+/// fragment)`, each giving exactly one error, at its key and line, with the message.
+fn assert_rule_cases<T: AsRef<str>>(cases: Vec<(&str, &str, T, &str, usize, &str)>) {
+    for (name, from, to, key_path, line, message) in cases {
+        let errors = Fixture::new(&replace(from, to.as_ref())).errors();
+        let found = errors.0.iter().find(|e| e.key_path == key_path);
+        let Some(error) = found else { panic!("{name}: no error at {key_path}: {errors}") };
+        assert_eq!(error.line, Some(line), "{name}: {error}");
+        assert!(error.message.contains(message), "{name}: {error}");
+        assert_eq!(errors.0.len(), 1, "{name}: expected exactly one error: {errors}");
+    }
+}
+
 /// A config file in a fresh temporary directory.
 struct Fixture {
     dir: TempDir,

@@ -2,7 +2,7 @@
 
 use phigate_plugin::ConfigIssue;
 
-use super::{replace, Fixture, SECRET, VALID};
+use super::{assert_rule_cases, replace, Fixture, SECRET, VALID};
 use crate::config::{stage_issues, warnings};
 
 /// (name, replace this, with this, expected key path, expected line, message fragment)
@@ -61,14 +61,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn each_rule_reports_its_key_and_line() {
-    for (name, from, to, key_path, line, message) in cases() {
-        let errors = Fixture::new(&replace(from, &to)).errors();
-        let found = errors.0.iter().find(|e| e.key_path == key_path);
-        let Some(error) = found else { panic!("{name}: no error at {key_path}: {errors}") };
-        assert_eq!(error.line, Some(line), "{name}: {error}");
-        assert!(error.message.contains(message), "{name}: {error}");
-        assert_eq!(errors.0.len(), 1, "{name}: expected exactly one error: {errors}");
-    }
+    assert_rule_cases(cases());
 }
 
 #[test]

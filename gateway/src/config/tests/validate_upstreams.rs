@@ -1,6 +1,6 @@
 //! Upstream endpoints, health checks and connect retries: each rule names its key and line.
 
-use super::{replace, Fixture};
+use super::{assert_rule_cases, replace, Fixture};
 
 /// (name, replace this, with this, expected key path, expected line, message fragment)
 type Case = (&'static str, &'static str, &'static str, &'static str, usize, &'static str);
@@ -26,14 +26,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn each_upstream_rule_reports_its_key_and_line() {
-    for (name, from, to, key_path, line, message) in cases() {
-        let errors = Fixture::new(&replace(from, to)).errors();
-        let found = errors.0.iter().find(|e| e.key_path == key_path);
-        let Some(error) = found else { panic!("{name}: no error at {key_path}: {errors}") };
-        assert_eq!(error.line, Some(line), "{name}: {error}");
-        assert!(error.message.contains(message), "{name}: {error}");
-        assert_eq!(errors.0.len(), 1, "{name}: expected exactly one error: {errors}");
-    }
+    assert_rule_cases(cases());
 }
 
 #[test]
