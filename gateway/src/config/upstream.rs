@@ -20,12 +20,14 @@ pub const MAX_CONNECT_RETRIES: u32 = 8;
 pub struct UpstreamConfig {
     /// A unique name that routes refer to.
     pub name: String,
-    /// `host:port` of the one endpoint (an IP address, or a DNS name resolved once at start).
+    /// `host:port` of the one endpoint (an IP address, or a DNS name resolved at start and again
+    /// every `dns_refresh_secs`).
     /// Exactly one of `address` and `endpoints` is required.
     #[serde(default)]
     pub address: Option<String>,
     /// Several `host:port` endpoints serving the same service (replicas on VMs, one per zone),
-    /// each an IP address or a DNS name resolved once at start; at most 64, no duplicates.
+    /// each an IP address or a DNS name (resolved at start and again every `dns_refresh_secs`);
+    /// at most 64, no duplicates.
     /// Requests are spread round robin over the endpoints that are healthy (all of them without
     /// `health_check`). Every endpoint shares this upstream's `sni`, `tls` and timeouts, so each
     /// must present a certificate for `sni` from the configured CA. When no endpoint is healthy
@@ -64,6 +66,14 @@ pub struct UpstreamConfig {
     /// it never is. With a single endpoint there is nothing to retry. At most 8. Default: 1.
     #[serde(default = "default_max_connect_retries")]
     pub max_connect_retries: u32,
+    /// How often endpoints given as DNS names are resolved again, in seconds (an upstream behind
+    /// a cloud load balancer whose addresses rotate). The lookup runs on the background runtime,
+    /// never on a request; a new address takes effect for new connections (pooled ones to the old
+    /// address drain as they idle out), is logged, and keeps the endpoint's health; a failed
+    /// lookup keeps the last address. IP addresses are never looked up. 0 turns it off (resolved
+    /// once at start). At most 86400. Default: 30.
+    #[serde(default = "default_dns_refresh_secs")]
+    pub dns_refresh_secs: u64,
     /// Active health checks of every endpoint, on the gateway's background runtime, over the same
     /// mTLS (client certificate, CA, SNI) as traffic. Endpoints start healthy; one becomes
     /// unhealthy after `unhealthy_threshold` consecutive failed checks and healthy again after
@@ -178,6 +188,9 @@ impl UpstreamConfig {
         if self.max_connect_retries > MAX_CONNECT_RETRIES {
             err("max_connect_retries", "must be at most 8");
         }
+        if self.dns_refresh_secs > 86_400 {
+            err("dns_refresh_secs", "must be at most 86400");
+        }
         if let Some(check) = &self.health_check {
             out.extend(check.problems().into_iter().map(|(k, m)| (format!("health_check.{k}"), m)));
         }
@@ -246,6 +259,9 @@ fn default_idle_timeout_secs() -> u64 {
 }
 fn default_max_connect_retries() -> u32 {
     1
+}
+fn default_dns_refresh_secs() -> u64 {
+    30
 }
 fn default_interval_ms() -> u64 {
     5000

@@ -4,6 +4,8 @@
 //! answer before it decides: the verified fetch and the pre-read. The endpoint is chosen as for
 //! forwarded traffic (round robin over the healthy ones, another one after a connect failure).
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use phigate_plugin::{Denial, ErrorCode};
 use pingora::connectors::http::Connector;
@@ -47,17 +49,17 @@ pub(super) async fn exchange(
         }
         buf.extend_from_slice(&chunk);
     }
-    connector.release_http_session(up, peer, peer.options.idle_timeout).await;
+    connector.release_http_session(up, &*peer, peer.options.idle_timeout).await;
     Ok((resp, buf.freeze()))
 }
 
 /// A connection to a healthy endpoint of `upstream`, trying others after connect failures as
 /// `max_connect_retries` allows (nothing has been sent yet, so a retry cannot duplicate a request).
-async fn connect<'u>(
+async fn connect(
     rt: &Runtime,
     connector: &Connector,
-    upstream: &'u Upstream,
-) -> Result<(HttpSession, &'u HttpPeer), Denial> {
+    upstream: &Upstream,
+) -> Result<(HttpSession, Arc<HttpPeer>), Denial> {
     let (mut tried, mut retries, mut failed) = (0u64, 0u32, None);
     loop {
         let Some(index) = upstream.select(tried, failed) else {
@@ -67,8 +69,8 @@ async fn connect<'u>(
                 Denial::new(ErrorCode::UpstreamUnavailable).with_cause("no healthy upstream endpoint")
             );
         };
-        let peer = &upstream.endpoints[index].peer;
-        let e = match connector.get_http_session(peer).await {
+        let peer = upstream.endpoints[index].peer.load_full();
+        let e = match connector.get_http_session(&*peer).await {
             Ok((session, _reused)) => {
                 upstream.connected(index);
                 return Ok((session, peer));

@@ -124,7 +124,7 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no healthy upstream endpoint");
         };
         ctx.endpoint = index;
-        Ok(Box::new(upstream.endpoints[index].peer.clone()))
+        Ok(Box::new(HttpPeer::clone(&upstream.endpoints[index].peer.load())))
     }
 
     async fn upstream_request_filter(

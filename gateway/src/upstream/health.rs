@@ -83,7 +83,6 @@ impl Checker {
     async fn run(self) {
         let Some(check) = self.upstream.health_check.clone() else { return };
         let Some(endpoint) = self.upstream.endpoints.get(self.index) else { return };
-        let peer = probe_peer(endpoint, &check);
         let request = match request(&check, &self.upstream.sni, &endpoint.label) {
             Ok(r) => r,
             Err(_) => {
@@ -97,6 +96,8 @@ impl Checker {
         let mut streak = Streak::default();
         loop {
             tick.tick().await;
+            // The current peer: the endpoint's name may have resolved to a new address.
+            let peer = probe_peer(endpoint, &check);
             let probe = probe(&self.connector, &peer, request.as_ref());
             let passed = matches!(tokio::time::timeout(timeout, probe).await, Ok(Ok(())));
             if let Some(healthy) = streak.observe(passed, endpoint.is_healthy(), &check) {
@@ -109,7 +110,7 @@ impl Checker {
 
 /// The endpoint's peer, bounded by the check timeout and limited to HTTP/1.1.
 fn probe_peer(endpoint: &Endpoint, check: &HealthCheckConfig) -> HttpPeer {
-    let mut peer = endpoint.peer.clone();
+    let mut peer = HttpPeer::clone(&endpoint.peer.load());
     let timeout = Some(Duration::from_millis(check.timeout_ms));
     peer.options.connection_timeout = timeout;
     peer.options.total_connection_timeout = timeout;

@@ -8,6 +8,8 @@
 //! may_retry(tried, n)    after a connect failure: another healthy untried endpoint exists and
 //!                        fewer than max_connect_retries retries were made
 //! health::tasks          active checks flipping each endpoint's health flag (health.rs)
+//! dns::tasks             endpoints given as names resolved again every `dns_refresh_secs`; a
+//!                        new address swaps the endpoint's peer atomically (dns.rs)
 //! connect_failed(i)      passive health: with active checks configured, `unhealthy_threshold`
 //!                        connect failures in a row take endpoint i out at once (a blackholed
 //!                        endpoint would otherwise cost every request routed to it a whole
@@ -18,6 +20,7 @@
 //! `fetch_add` on the cursor (skipped with one endpoint) and one relaxed load per health flag.
 //! The set of endpoints tried by a request is a 64-bit mask, hence at most 64 endpoints.
 
+pub mod dns;
 pub mod health;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
@@ -48,6 +52,8 @@ pub struct Upstream {
     pub max_connect_retries: u32,
     /// Active health checks, when configured.
     pub health_check: Option<HealthCheckConfig>,
+    /// How often endpoints given as names are resolved again (zero: never).
+    pub dns_refresh: Duration,
     cursor: AtomicUsize,
 }
 
@@ -56,8 +62,9 @@ pub struct Upstream {
 pub struct Endpoint {
     /// The endpoint as configured (`host:port`): the `endpoint` label of metrics and logs.
     pub label: Arc<str>,
-    /// The prepared peer, cloned per connection attempt (its TLS material is `Arc`-shared).
-    pub peer: HttpPeer,
+    /// The prepared peer, cloned per connection attempt (its TLS material is `Arc`-shared);
+    /// swapped whole when the endpoint's name resolves to a new address.
+    pub peer: ArcSwap<HttpPeer>,
     healthy: AtomicBool,
     /// Connect failures in a row (traffic, not checks).
     connect_failures: AtomicU32,
@@ -148,7 +155,7 @@ impl Upstream {
             peer._address = addr.into();
             endpoints.push(Endpoint {
                 label: text.into(),
-                peer,
+                peer: ArcSwap::from_pointee(peer),
                 healthy: AtomicBool::new(true),
                 connect_failures: AtomicU32::new(0),
             });
@@ -164,6 +171,7 @@ impl Upstream {
             sni,
             max_connect_retries,
             health_check: u.health_check.clone(),
+            dns_refresh: Duration::from_secs(u.dns_refresh_secs),
             cursor: AtomicUsize::new(0),
         })
     }
@@ -203,11 +211,11 @@ mod tests {
         let endpoints = (0..n)
             .map(|i| Endpoint {
                 label: format!("127.0.0.1:{}", 1000 + i).into(),
-                peer: HttpPeer::new(
+                peer: ArcSwap::from_pointee(HttpPeer::new(
                     SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
                     false,
                     String::new(),
-                ),
+                )),
                 healthy: AtomicBool::new(true),
                 connect_failures: AtomicU32::new(0),
             })
@@ -219,6 +227,7 @@ mod tests {
             sni: String::new(),
             max_connect_retries,
             health_check: None,
+            dns_refresh: Duration::ZERO,
             cursor: AtomicUsize::new(0),
         }
     }
@@ -267,6 +276,30 @@ mod tests {
         assert!(!u.endpoints[0].is_healthy());
         assert!(!u.connect_failed(0), "already out: reported once");
         assert!(u.endpoints[1].is_healthy());
+    }
+
+    /// A real lookup (the OS resolver, `localhost`): a stale address is replaced by one the name
+    /// resolves to, every other peer setting and the endpoint's health kept; the next lookup
+    /// changes nothing.
+    #[tokio::test]
+    async fn a_name_resolved_again_replaces_a_stale_address_and_keeps_the_rest() {
+        let mut u = upstream(1, 0);
+        u.endpoints[0].label = "localhost:8443".into();
+        let mut stale = HttpPeer::new(SocketAddr::from(([127, 0, 0, 2], 8443)), true, "fhir.internal".into());
+        stale.options.connection_timeout = Some(Duration::from_millis(1234));
+        u.endpoints[0].peer.store(Arc::new(stale));
+        u.endpoints[0].set_healthy(false);
+
+        let next = dns::refresh(&u, 0).await.expect("localhost resolves elsewhere than 127.0.0.2");
+        assert!(next.ip().is_loopback() && next.port() == 8443, "{next}");
+        let peer = u.endpoints[0].peer.load();
+        assert_eq!(peer._address.as_inet(), Some(&next));
+        assert_eq!(
+            (peer.sni.as_str(), peer.options.connection_timeout),
+            ("fhir.internal", Some(Duration::from_millis(1234)))
+        );
+        assert!(!u.endpoints[0].is_healthy(), "health is the checks' business, not DNS's");
+        assert_eq!(dns::refresh(&u, 0).await, None, "still in the answer: kept");
     }
 
     #[test]
