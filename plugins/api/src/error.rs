@@ -72,6 +72,9 @@ error_codes! {
     TokenIssuerUnknown = ("token_issuer_unknown", 401, "The access token issuer is not trusted."),
     /// The token's audience does not include this gateway.
     TokenAudienceInvalid = ("token_audience_invalid", 401, "The access token audience is not accepted."),
+    /// The authorization server reports the token as not active (RFC 7662 introspection:
+    /// revoked, expired, unknown to it, or not for this gateway's client).
+    TokenInactive = ("token_inactive", 401, "The access token is not active."),
     /// The token does not prove multi-factor authentication.
     MfaRequired = ("mfa_required", 401, "Multi-factor authentication is required."),
     /// The authentication event is older than the route allows.
