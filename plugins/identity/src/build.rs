@@ -17,6 +17,7 @@ use crate::config::{DpopConfig, IdentityConfig, IssuerConfig, RoutePolicyConfig}
 use crate::dpop::Dpop;
 use crate::error::{quotable, Challenges};
 use crate::fetch::{HttpsSource, JwksSource};
+use crate::introspect::Introspector;
 use crate::jwks::KeyStore;
 use crate::nonce::Nonces;
 use crate::presets;
@@ -62,6 +63,7 @@ impl IdentityConfig {
                 issuers.push(rt);
             }
         }
+        let opaque = opaque_issuer(&self, &mut issues);
         let nonces = build_nonces(&self.dpop, ctx.config_dir, clock.unix_secs(), &mut issues);
         let shared_replay = self.dpop.shared_replay.as_ref().and_then(|cfg| {
             let ttl = Duration::from_secs(self.dpop.proof_max_age_secs + self.dpop.proof_clock_skew_secs + 1);
@@ -92,6 +94,7 @@ impl IdentityConfig {
         Ok(IdentityStage {
             issuers,
             by_iss,
+            opaque,
             max_token_bytes: self.max_token_bytes,
             cache: Cache::builder().max_capacity(self.token_cache_size).expire_after(ByExpiry).build(),
             sessions: Sessions::new(self.idle_timeout_secs, self.session_cache_size),
@@ -145,6 +148,25 @@ impl IdentityConfig {
     }
 }
 
+/// The issuer opaque tokens are introspected at. An opaque token names no issuer, so only one
+/// may take them.
+fn opaque_issuer(cfg: &IdentityConfig, issues: &mut Issues) -> Option<usize> {
+    let mut takers = cfg
+        .issuers
+        .iter()
+        .enumerate()
+        .filter(|(_, ic)| ic.introspection.as_ref().is_some_and(|ix| ix.tokens.opaque()))
+        .map(|(i, _)| i);
+    let first = takers.next();
+    if let Some(second) = takers.next() {
+        issues.push(ConfigIssue::new(
+            format!("issuers[{second}].introspection.tokens"),
+            "only one issuer may introspect opaque tokens (they name no issuer); set tokens: jwt here",
+        ));
+    }
+    first
+}
+
 /// RFC 9449 §9 nonces, when configured. The key file is read once, here; a short or unreadable
 /// one is a config error (a guessable key would let anyone mint nonces).
 fn build_nonces(cfg: &DpopConfig, dir: &Path, now: i64, issues: &mut Issues) -> Option<Nonces> {
@@ -156,7 +178,8 @@ fn build_nonces(cfg: &DpopConfig, dir: &Path, now: i64, issues: &mut Issues) -> 
     Some(Nonces::new(&key, n.rotation_secs, now))
 }
 
-fn resolve(dir: &Path, p: &Path) -> PathBuf {
+/// `p`, relative to the config file's directory unless absolute.
+pub(crate) fn resolve(dir: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -190,22 +213,23 @@ fn build_issuer(
     mapping = presets::overlay(mapping, &ic.claims);
     required.extend(ic.required_claims.clone());
     let label: Arc<str> = Arc::from(ic.issuer.as_str());
-    let source = source(ic, &key, dir, issues)?;
-    let file = match &source {
-        JwksSource::File(p) => Some(p.clone()),
-        JwksSource::Https(_) => None,
-    };
-    let keys = Arc::new(KeyStore::new(Arc::clone(&label), source, cfg.jwks.clone(), Arc::clone(clock)));
-    // A JWKS file is loaded now, so `phigate check` reports a broken one and the issuer is ready
-    // from the start.
-    if let Some(p) = file {
-        let loaded = std::fs::read(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|b| keys.install(&b, None).map_err(|e| e.to_string()));
-        if let Err(e) = loaded {
-            issues.push(ConfigIssue::new(key("jwks_path"), format!("cannot load the JWKS: {e}")));
+    let keys = match (&ic.jwks_uri, &ic.jwks_path, &ic.introspection) {
+        (None, None, Some(_)) => {
+            if ic.ca_path.is_some() {
+                issues.push(ConfigIssue::new(key("ca_path"), "only applies to jwks_uri"));
+            }
+            None
         }
-    }
+        _ => key_store(ic, &label, &key, cfg, dir, clock, issues),
+    };
+    let introspection = ic.introspection.as_ref().and_then(|ix| {
+        let k = key("introspection");
+        let credentials = ix.check(&k, dir, issues)?;
+        let roots = roots(ix.ca_path.as_deref().map(|p| resolve(dir, p)), &format!("{k}.ca_path"), issues)?;
+        Introspector::new(Arc::clone(&label), ix, roots, credentials, cfg.token_cache_size)
+            .map_err(|msg| issues.push(ConfigIssue::new(format!("{k}.endpoint"), msg)))
+            .ok()
+    });
     if issues.len() > before {
         return None;
     }
@@ -219,7 +243,36 @@ fn build_issuer(
         require_typ: ic.require_at_jwt_typ,
         required_claims: required.into_iter().collect(),
         keys,
+        introspection,
     })
+}
+
+/// The issuer's JWKS store; a JWKS file is loaded now, so `phigate check` reports a broken one
+/// and the issuer is ready from the start.
+fn key_store(
+    ic: &IssuerConfig,
+    label: &Arc<str>,
+    key: &dyn Fn(&str) -> String,
+    cfg: &IdentityConfig,
+    dir: &Path,
+    clock: &Arc<dyn Clock>,
+    issues: &mut Issues,
+) -> Option<Arc<KeyStore>> {
+    let source = source(ic, key, dir, issues)?;
+    let file = match &source {
+        JwksSource::File(p) => Some(p.clone()),
+        JwksSource::Https(_) => None,
+    };
+    let keys = Arc::new(KeyStore::new(Arc::clone(label), source, cfg.jwks.clone(), Arc::clone(clock)));
+    if let Some(p) = file {
+        let loaded = std::fs::read(&p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| keys.install(&b, None).map_err(|e| e.to_string()));
+        if let Err(e) = loaded {
+            issues.push(ConfigIssue::new(key("jwks_path"), format!("cannot load the JWKS: {e}")));
+        }
+    }
+    Some(keys)
 }
 
 /// The JWKS source: exactly one of an `https` URI (with its trust roots) or a file.
@@ -248,7 +301,12 @@ fn source(
             Some(JwksSource::File(resolve(dir, p)))
         }
         _ => {
-            issues.push(ConfigIssue::new(key("jwks_uri"), "set exactly one of jwks_uri and jwks_path"));
+            let msg = if ic.introspection.is_some() {
+                "set at most one of jwks_uri and jwks_path"
+            } else {
+                "set exactly one of jwks_uri and jwks_path (or introspection, for opaque tokens)"
+            };
+            issues.push(ConfigIssue::new(key("jwks_uri"), msg));
             None
         }
     }

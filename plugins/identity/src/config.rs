@@ -52,7 +52,8 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// Accepted audiences: the token's audience claim must contain one of them. At least one.
     pub audiences: Vec<String>,
-    /// JWKS endpoint; must be `https`. Exactly one of `jwks_uri` and `jwks_path` is set.
+    /// JWKS endpoint; must be `https`. Exactly one of `jwks_uri` and `jwks_path` is set, or
+    /// neither when `introspection` is set (an issuer of opaque tokens only).
     #[serde(default)]
     pub jwks_uri: Option<String>,
     /// PEM file of CA certificates trusted for `jwks_uri` (relative to the config file).
@@ -86,6 +87,10 @@ pub struct IssuerConfig {
     /// `token_use: access`). Merged over the preset's.
     #[serde(default)]
     pub required_claims: BTreeMap<String, String>,
+    /// Token introspection (RFC 7662) for opaque tokens, or to notice revoked JWTs. Default:
+    /// absent, tokens are verified locally only.
+    #[serde(default)]
+    pub introspection: Option<crate::introspect::IntrospectionConfig>,
 }
 
 /// A signature algorithm (asymmetric only, by construction).

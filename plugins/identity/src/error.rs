@@ -62,6 +62,13 @@ pub(crate) enum AuthError {
     /// The issuer's keys are unavailable or expired: we cannot verify anything (503).
     #[error("issuer keys unavailable")]
     KeysUnavailable,
+    /// The authorization server says the token is not active, or its answer does not describe
+    /// an access token of this issuer (RFC 7662).
+    #[error("token not active: {0}")]
+    Inactive(&'static str),
+    /// The introspection endpoint gave no usable answer in time (503: retry).
+    #[error("introspection endpoint unavailable")]
+    IntrospectionUnavailable,
 }
 
 impl AuthError {
@@ -82,7 +89,10 @@ impl AuthError {
             AuthError::IdleTimeout => ErrorCode::SessionIdleTimeout,
             AuthError::MfaRequired => ErrorCode::MfaRequired,
             AuthError::AuthTooOld => ErrorCode::AuthTooOld,
-            AuthError::KeysUnavailable | AuthError::ReplayUnavailable => ErrorCode::NotReady,
+            AuthError::Inactive(_) => ErrorCode::TokenInactive,
+            AuthError::KeysUnavailable
+            | AuthError::ReplayUnavailable
+            | AuthError::IntrospectionUnavailable => ErrorCode::NotReady,
         }
     }
 }
@@ -151,7 +161,9 @@ pub(crate) fn denial(err: AuthError, challenges: &Challenges) -> Denial {
         AuthError::MfaRequired => Some(challenges.mfa.clone()),
         AuthError::AuthTooOld => Some(challenges.age.clone()),
         // Not the client's fault: no challenge, a 503 the client may retry.
-        AuthError::KeysUnavailable | AuthError::ReplayUnavailable => None,
+        AuthError::KeysUnavailable | AuthError::ReplayUnavailable | AuthError::IntrospectionUnavailable => {
+            None
+        }
         _ => Some(static_challenge("invalid_token", code)),
     };
     let d = Denial::new(code).with_cause(err.to_string());

@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> Option<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels).ok()?;
@@ -75,6 +75,39 @@ static REPLAY_REDIS_UP: LazyLock<Option<IntGauge>> = LazyLock::new(|| {
     let _ = prometheus::register(Box::new(g.clone()));
     Some(g)
 });
+
+static INTROSPECTIONS: LazyLock<Option<IntCounterVec>> = LazyLock::new(|| {
+    counter(
+        "phigate_identity_introspection_total",
+        "Token introspection calls (RFC 7662) by issuer and outcome (active, inactive, timeout, \
+         connect, status, body, stopped).",
+        &["issuer", "outcome"],
+    )
+});
+
+static INTROSPECTION_SECONDS: LazyLock<Option<HistogramVec>> = LazyLock::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "phigate_identity_introspection_duration_seconds",
+            "Time from asking the introspection endpoint to its answer (or failure), by issuer.",
+        )
+        .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        &["issuer"],
+    )
+    .ok()?;
+    let _ = prometheus::register(Box::new(h.clone()));
+    Some(h)
+});
+
+/// Counts one introspection call and observes its duration.
+pub(crate) fn introspection(issuer: &str, outcome: &str, took: std::time::Duration) {
+    if let Some(v) = INTROSPECTIONS.as_ref() {
+        v.with_label_values(&[issuer, outcome]).inc();
+    }
+    if let Some(h) = INTROSPECTION_SECONDS.as_ref() {
+        h.with_label_values(&[issuer]).observe(took.as_secs_f64());
+    }
+}
 
 /// Sets whether the shared replay memory answers.
 pub(crate) fn replay_redis_up(up: bool) {

@@ -13,6 +13,7 @@ use phigate_plugin::{
     async_trait, BackgroundTask, Denial, Flow, Principal, Readiness, RequestCtx, Stage, TenantId,
 };
 use prometheus::IntCounter;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::claims::{self, ClaimMap};
@@ -20,6 +21,7 @@ use crate::clock::Clock;
 use crate::config::{Algorithm, RoutePolicyConfig};
 use crate::dpop::{Dpop, Target};
 use crate::error::{self, AuthError, Challenges};
+use crate::introspect::{self, Introspector};
 use crate::jwks::{KeySet, KeyStore};
 use crate::nonce::DPOP_NONCE;
 use crate::replay::{ReplayFailureMode, SharedReplay};
@@ -41,7 +43,10 @@ pub(crate) struct IssuerRt {
     pub(crate) fixed_tenant: Option<TenantId>,
     pub(crate) require_typ: bool,
     pub(crate) required_claims: Vec<(String, String)>,
-    pub(crate) keys: Arc<KeyStore>,
+    /// The JWKS; none for an issuer of introspected tokens only.
+    pub(crate) keys: Option<Arc<KeyStore>>,
+    /// Token introspection (RFC 7662), when configured.
+    pub(crate) introspection: Option<Introspector>,
 }
 
 /// A route's effective requirements.
@@ -55,12 +60,22 @@ pub(crate) struct RouteRt {
 pub(crate) struct Verified {
     principal: Arc<Principal>,
     issuer: usize,
-    generation: u64,
+    generation: Option<u64>,
+    /// For a token vouched for by introspection: when (Unix seconds) to ask again.
+    recheck_at: Option<i64>,
     leeway: i64,
     session_key: [u8; 32],
     subject_hv: Option<HeaderValue>,
     tenant_hv: Option<HeaderValue>,
     ttl: Duration,
+}
+
+impl Verified {
+    /// An introspection answer is reused for `ttl` at most (how late a revocation is noticed).
+    fn recheck_after(&mut self, ttl: Duration, now: i64) {
+        self.ttl = self.ttl.min(ttl);
+        self.recheck_at = Some(now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)));
+    }
 }
 
 /// Cache entries live until the token expires (plus leeway), never longer.
@@ -81,6 +96,8 @@ impl moka::Expiry<[u8; 32], Arc<Verified>> for ByExpiry {
 pub struct IdentityStage {
     pub(crate) issuers: Vec<IssuerRt>,
     pub(crate) by_iss: HashMap<String, usize>,
+    /// The issuer whose introspection endpoint takes opaque tokens.
+    pub(crate) opaque: Option<usize>,
     pub(crate) max_token_bytes: usize,
     pub(crate) cache: Cache<[u8; 32], Arc<Verified>>,
     pub(crate) sessions: Sessions,
@@ -151,8 +168,15 @@ impl IdentityStage {
     }
 
     fn still_valid(&self, v: &Verified, now: i64) -> bool {
+        // A signature stays good while the key set it was checked against is current.
+        let keys_current = match (v.generation, &self.issuers[v.issuer].keys) {
+            (Some(g), Some(store)) => store.keys().is_some_and(|k| k.generation == g),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
         now < v.principal.expires_at.saturating_add(v.leeway)
-            && self.issuers[v.issuer].keys.keys().is_some_and(|k| k.generation == v.generation)
+            && keys_current
+            && v.recheck_at.is_none_or(|at| now < at)
     }
 
     async fn authenticate(&self, ctx: &RequestCtx, route: &RouteRt) -> Result<Arc<Verified>, AuthError> {
@@ -262,28 +286,93 @@ impl IdentityStage {
     }
 
     async fn validate(&self, token: &str, hash: [u8; 32], now: i64) -> Result<Verified, AuthError> {
-        let p = token::parse(token)?;
+        let p = match (token::parse(token), self.opaque) {
+            (Ok(p), _) => p,
+            // Not a JWT: an opaque token, when an issuer introspects them.
+            (Err(AuthError::Malformed(_)), Some(idx)) => {
+                return self.introspected(idx, token, hash, now).await
+            }
+            (Err(e), _) => return Err(e),
+        };
         let &idx = self.by_iss.get(p.iss.as_str()).ok_or(AuthError::UnknownIssuer)?;
         let is = &self.issuers[idx];
+        let introspect_jwt = is.introspection.as_ref().filter(|ix| ix.tokens.jwt());
+        let Some(store) = &is.keys else {
+            // No JWKS: only the authorization server can vouch for this issuer's JWTs.
+            return match introspect_jwt {
+                Some(_) => self.introspected(idx, token, hash, now).await,
+                None => Err(AuthError::Signature("issuer has no JWKS")),
+            };
+        };
         if !is.algorithms.contains(&p.alg) {
             return Err(AuthError::Signature("algorithm not allowed for this issuer"));
         }
         if is.require_typ {
             token::check_typ(p.typ.as_deref())?;
         }
-        let set = select_keys(is, &p).await?;
+        let set = select_keys(store, &p).await?;
         let key = set
             .find(p.kid.as_deref(), p.alg)
             .ok_or(AuthError::Signature("no key for this kid and algorithm"))?;
         token::verify_signature(&p, &key.key)?;
         let exp = token::check_times(&p.claims, now, is.leeway)?;
-        token::check_audience(claims::lookup(&p.claims, &is.map.audience), &is.audiences)?;
+        let mut v = self.verified(idx, &p.claims, exp, Some(set.generation), hash, now)?;
+        // Last, once everything local passed: has the token been revoked since it was signed?
+        if let Some(ix) = introspect_jwt {
+            ix.ask(hash, token).await?;
+            v.recheck_after(ix.cache_ttl, now);
+        }
+        Ok(v)
+    }
+
+    /// A token only the issuer's introspection endpoint can vouch for: its answer is read like a
+    /// JWT payload. A refusal of an active token is remembered like an inactive one.
+    async fn introspected(
+        &self,
+        idx: usize,
+        token: &str,
+        hash: [u8; 32],
+        now: i64,
+    ) -> Result<Verified, AuthError> {
+        let is = &self.issuers[idx];
+        let Some(ix) = &is.introspection else {
+            return Err(AuthError::Malformed("not a compact JWS"));
+        };
+        let members = ix.ask(hash, token).await?;
+        let verified = introspect::check_answer(&members, &is.iss, now, is.leeway, ix.cache_ttl)
+            .and_then(|exp| self.verified(idx, &members, exp, None, hash, now));
+        match verified {
+            Ok(mut v) => {
+                v.recheck_after(ix.cache_ttl, now);
+                Ok(v)
+            }
+            Err(e) => {
+                ix.remember_refused(hash, e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The checks every accepted token's claims pass (audience, required claims, principal),
+    /// and the cache entry. `generation` is the JWKS generation the signature was checked
+    /// against (none for an introspected token).
+    fn verified(
+        &self,
+        idx: usize,
+        claims: &Map<String, Value>,
+        exp: i64,
+        generation: Option<u64>,
+        hash: [u8; 32],
+        now: i64,
+    ) -> Result<Verified, AuthError> {
+        let is = &self.issuers[idx];
+        token::check_audience(claims::lookup(claims, &is.map.audience), &is.audiences)?;
         for (name, want) in &is.required_claims {
-            if p.claims.get(name).and_then(|v| v.as_str()) != Some(want.as_str()) {
+            if claims.get(name).and_then(|v| v.as_str()) != Some(want.as_str()) {
                 return Err(AuthError::Malformed("required claim value missing"));
             }
         }
-        let principal = claims::principal(&p.claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
+        let principal = claims::principal(claims, &is.map, &is.iss, is.fixed_tenant.as_ref(), exp)?;
         let session_key = match &principal.session_id {
             Some(sid) => {
                 let mut h = Sha256::new();
@@ -302,7 +391,8 @@ impl IdentityStage {
                 .and_then(|t| HeaderValue::from_bytes(t.as_str().as_bytes()).ok()),
             principal: Arc::new(principal),
             issuer: idx,
-            generation: set.generation,
+            generation,
+            recheck_at: None,
             leeway: is.leeway,
             session_key,
             ttl: Duration::from_secs(u64::try_from(secs).unwrap_or(1)).min(MAX_CACHE_TTL),
@@ -335,11 +425,11 @@ impl IdentityStage {
 
 /// The issuer's key set holding the token's key: the current one, or after the rate-limited
 /// unknown-`kid` refetch. Keys come only from the issuer's own JWKS.
-async fn select_keys(is: &IssuerRt, p: &token::Parsed<'_>) -> Result<Arc<KeySet>, AuthError> {
-    let set = is.keys.keys().ok_or(AuthError::KeysUnavailable)?;
+async fn select_keys(store: &KeyStore, p: &token::Parsed<'_>) -> Result<Arc<KeySet>, AuthError> {
+    let set = store.keys().ok_or(AuthError::KeysUnavailable)?;
     match p.kid.as_deref() {
         Some(kid) if set.find(Some(kid), p.alg).is_none() => {
-            is.keys.refetch_for_kid(kid).await.ok_or(AuthError::Signature("unknown kid"))
+            store.refetch_for_kid(kid).await.ok_or(AuthError::Signature("unknown kid"))
         }
         _ => Ok(set),
     }
@@ -352,7 +442,7 @@ impl Stage for IdentityStage {
     }
 
     fn readiness(&self) -> Readiness {
-        if self.issuers.iter().any(|i| i.keys.keys().is_none()) {
+        if self.issuers.iter().any(|i| i.keys.as_ref().is_some_and(|k| k.keys().is_none())) {
             return Readiness::NotReady("an issuer has no usable signing keys".into());
         }
         match &self.shared_replay {
@@ -364,8 +454,12 @@ impl Stage for IdentityStage {
     }
 
     fn background_tasks(&self) -> Vec<BackgroundTask> {
-        let mut tasks: Vec<BackgroundTask> =
-            self.issuers.iter().map(|i| Box::pin(Arc::clone(&i.keys).run()) as BackgroundTask).collect();
+        let mut tasks: Vec<BackgroundTask> = self
+            .issuers
+            .iter()
+            .flat_map(|i| &i.keys)
+            .map(|k| Box::pin(Arc::clone(k).run()) as BackgroundTask)
+            .collect();
         if let Some(r) = &self.shared_replay {
             tasks.push(Box::pin(r.keeper().run()));
         }
@@ -396,8 +490,9 @@ impl Stage for IdentityStage {
                         AuthError::DpopNonce(_) | AuthError::DpopProof(_) | AuthError::DpopRequired,
                         Some(n),
                     ) => Err(denial.with_header(DPOP_NONCE, n.current(self.clock.unix_secs()))),
-                    // Redis will most likely answer again shortly; the client may retry.
-                    (AuthError::ReplayUnavailable, _) => {
+                    // Redis or the authorization server will most likely answer again shortly;
+                    // the client may retry.
+                    (AuthError::ReplayUnavailable | AuthError::IntrospectionUnavailable, _) => {
                         Err(denial.with_header(http::header::RETRY_AFTER, HeaderValue::from_static("1")))
                     }
                     _ => Err(denial),

@@ -2,6 +2,8 @@
 //! builders and denial assertions. The stage under test is the real one.
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod introspection;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use phigate_plugin::{
     Denial, ErrorCode, Flow, QueryParam, RequestCtx, RequestId, RequestInfo, RouteMeta, Stage, StageBuildCtx,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -150,6 +153,71 @@ pub fn invalid_request() -> String {
     format!("Bearer error=\"invalid_request\", error_description=\"{}\"", ErrorCode::TokenMalformed.message())
 }
 
+// === Test PKI ===
+
+/// A CA, a server certificate for `localhost` and 127.0.0.1, and a client certificate, all
+/// made fresh per test.
+pub struct TestPki {
+    pub ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+    leaf: (CertificateDer<'static>, Vec<u8>),
+}
+
+impl TestPki {
+    pub fn new() -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "phigate test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut lp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        lp.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            issuer,
+            leaf: (CertificateDer::from(leaf.der().to_vec()), leaf_key.serialize_der()),
+        }
+    }
+
+    /// A client certificate signed by this CA: (certificate PEM, key PEM).
+    pub fn client_pem(&self) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "phigate gateway");
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A TLS server config with the leaf; with `client_auth`, client certificates of this CA
+    /// are required.
+    pub fn server_config(&self, client_auth: bool) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap()).unwrap();
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        builder
+            .with_single_cert(
+                vec![self.leaf.0.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf.1.clone())),
+            )
+            .unwrap()
+    }
+}
+
 // === JWKS server ===
 
 struct ServerState {
@@ -169,26 +237,9 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub async fn start(jwks: String) -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "phigate test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut lp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        lp.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        let leaf = lp.signed_by(&leaf_key, &issuer).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-            )
-            .unwrap();
+        let pki = TestPki::new();
+        let config = pki.server_config(false);
+        let ca_cert_pem = pki.ca_pem.clone();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -220,7 +271,7 @@ impl JwksServer {
                 });
             }
         });
-        JwksServer { url: format!("https://{addr}/jwks"), ca_pem: ca_cert.pem(), state, task }
+        JwksServer { url: format!("https://{addr}/jwks"), ca_pem: ca_cert_pem, state, task }
     }
 
     pub fn set_jwks(&self, body: String) {
