@@ -27,7 +27,7 @@ pub struct IntrospectionConfig {
     /// `tls_client_auth` (a client certificate, RFC 8705 §2). Default: `client_secret_basic`.
     #[serde(default)]
     pub client_auth: ClientAuth,
-    /// The gateway's client id at the authorization server. Required.
+    /// The gateway's client id at the authorization server.
     pub client_id: String,
     /// File holding the client secret (`client_secret_basic`, `client_secret_post`; relative to the
     /// config file; one trailing newline is ignored). Read once at start; never logged.
