@@ -185,11 +185,16 @@ async fn endpoint_failure_is_503_with_retry_after_and_never_remembered() {
 }
 
 #[tokio::test]
-async fn endpoint_that_never_answers_gives_503_after_timeout_ms() {
-    let f = fx(false, BASIC).await;
+async fn endpoint_that_never_answers_gives_503_after_timeout_ms_and_frees_its_slot() {
+    let f = fx(false, &format!("{BASIC}\n      max_in_flight: 1")).await;
+    f.server.answer(OPAQUE, active());
     f.server.set_mode(Mode::Hang);
     let d = f.run(OPAQUE).await.unwrap_err();
     assert_eq!(d.code, ErrorCode::NotReady, "{:?}", d.cause);
+    // The only slot was given back when the hung call timed out: the next call gets through.
+    f.server.set_mode(Mode::Answer);
+    assert!(matches!(f.run(OPAQUE).await, Ok(Flow::Continue)));
+    assert_eq!(f.server.calls(), 2);
 }
 
 #[tokio::test]

@@ -169,9 +169,14 @@ impl Client {
         let inner = Arc::clone(&self.inner);
         let body = inner.form(token);
         let timeout = inner.timeout;
+        // The limit applies inside the task as well: a call the request gave up on must not keep
+        // its slot (and its connection) while an endpoint that accepted it never answers.
         let call = rt.spawn(async move {
-            let _slot = inner.slots.acquire().await.map_err(|_| CallError::Stopped)?;
-            inner.post(body).await
+            let limited = tokio::time::timeout(timeout, async {
+                let _slot = inner.slots.acquire().await.map_err(|_| CallError::Stopped)?;
+                inner.post(body).await
+            });
+            limited.await.map_err(|_| CallError::Timeout)?
         });
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(answer)) => answer,
