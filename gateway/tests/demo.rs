@@ -1,6 +1,7 @@
 //! `phigate demo` starts, writes a `demo.json` whose every path exists, and the curl lines it
 //! prints work: the first returns 200 through the gateway and the mTLS upstream, so does the
-//! DPoP one with a proof from `phigate demo proof`, and the SOC's admin line and the identity
+//! DPoP one with a proof from `phigate demo proof`, the opaque-token one (introspected at the
+//! demo's authorization server), and the SOC's admin line and the identity
 //! assertion's JWKS answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
@@ -61,6 +62,7 @@ fn demo_starts_writes_demo_json_and_its_curl_line_returns_200() {
     let curls = [
         printed.iter().find(|l| l.starts_with("curl ")).expect("a curl line is printed"),
         printed.iter().find(|l| l.contains("DPoP: $(phigate demo proof")).expect("a DPoP line"),
+        printed.iter().find(|l| l.contains(".opaque)")).expect("an opaque-token line"),
         printed.iter().find(|l| l.contains("/exfil/blocks")).expect("a SOC line"),
         printed.iter().find(|l| l.contains("/.well-known/phigate/jwks.json")).expect("a JWKS line"),
     ];

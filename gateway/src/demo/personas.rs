@@ -161,7 +161,13 @@ pub struct IssuedDemo {
     pub signing_key_path: PathBuf,
     /// `demo.json`'s `personas` object.
     pub personas: Value,
+    /// The opaque access tokens issued (`tokens/<persona>.opaque`), each with the claims its
+    /// authorization server answers for it ([`super::authz`]).
+    pub opaque: std::collections::HashMap<String, Value>,
 }
+
+/// The persona that also gets an opaque access token (RFC 7662 introspection in the demo).
+pub const OPAQUE_PERSONA: &str = "clinician_a";
 
 /// Generates the issuer key, writes its JWKS and private key, and signs one token per persona
 /// (`client_cert_thumbprint` binds `bound_client`).
@@ -180,8 +186,16 @@ pub fn issue(dir: &Path, client_cert_thumbprint: &str, now: i64) -> Result<Issue
     write(&jwks_path, issuer.jwks_json().as_bytes())?;
     write(&signing_key_path, issuer.private_key_pem().as_bytes())?;
     let mut personas = serde_json::Map::new();
+    let mut opaque = std::collections::HashMap::new();
     for p in PERSONAS {
         let mut c = claims(&issuer, p, client_cert_thumbprint, now);
+        if p.name == OPAQUE_PERSONA {
+            // 256 random bits, base64url: nothing in it but a handle the issuer can look up.
+            use base64::Engine;
+            let handle = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+            write(&tokens_dir.join(format!("{}.opaque", p.name)), handle.as_bytes())?;
+            opaque.insert(handle, Value::Object(c.0.clone()));
+        }
         let mut dpop_key_path = None;
         if p.dpop {
             let key = DevIssuer::es256(p.name).map_err(|e| e.to_string())?;
@@ -201,7 +215,7 @@ pub fn issue(dir: &Path, client_cert_thumbprint: &str, now: i64) -> Result<Issue
             }),
         );
     }
-    Ok(IssuedDemo { issuer, jwks_path, signing_key_path, personas: Value::Object(personas) })
+    Ok(IssuedDemo { issuer, jwks_path, signing_key_path, personas: Value::Object(personas), opaque })
 }
 
 fn claims(issuer: &DevIssuer, p: &Persona, thumbprint: &str, now: i64) -> DevClaims {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
+use super::authz::DevAuthorizationServer;
 use super::data::SampleData;
 use super::pki::{DevPki, DevPkiPaths};
 use super::upstream::{DedicatedUpstream, SampleUpstream};
@@ -28,6 +29,8 @@ struct Demo {
     admin: SocketAddr,
     upstream_url: String,
     data: std::sync::Arc<SampleData>,
+    /// Kept for the life of the demo.
+    authz: DevAuthorizationServer,
 }
 
 /// Runs the demo; returns only on a start-up failure (the gateway itself exits the process).
@@ -97,11 +100,28 @@ fn prepare(dir: Option<PathBuf>, port: Option<u16>) -> Result<(Demo, DedicatedUp
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let issued = super::personas::issue(&dir, &pki.client.thumbprint(), now)?;
+    let authz = authorization_server(&dir, &pki, &issued)?;
+    let config_text = config_text.replace("127.0.0.1:9444", &authz.addr_text());
     super::policies::write(&dir.join("policies"))?;
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config_text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let upstream_url = format!("https://{upstream_addr}");
-    Ok((Demo { dir, config_path, pki: paths, issued, gateway, admin, upstream_url, data }, upstream))
+    Ok((Demo { dir, config_path, pki: paths, issued, gateway, admin, upstream_url, data, authz }, upstream))
+}
+
+/// The dev authorization server for the opaque tokens `issued` holds: a certificate from the
+/// internal CA for 127.0.0.1, and a fresh client secret in `introspection.secret` (the file the
+/// demo config names).
+fn authorization_server(
+    dir: &Path,
+    pki: &DevPki,
+    issued: &super::personas::IssuedDemo,
+) -> Result<DevAuthorizationServer, String> {
+    let cert = pki.issue_server(super::pki::WhichCa::Internal, &["127.0.0.1"]).map_err(|e| e.to_string())?;
+    let secret = hex::encode(rand::random::<[u8; 24]>());
+    let path = dir.join("introspection.secret");
+    std::fs::write(&path, &secret).map_err(|e| format!("{}: {e}", path.display()))?;
+    DevAuthorizationServer::start(&cert, "phigate-demo", &secret, issued.opaque.clone())
 }
 
 /// The admin token operator actions need (`admin.token_path`): 32 random bytes, hex; kept
@@ -153,6 +173,7 @@ fn write_demo_json(demo: &Demo) -> std::io::Result<()> {
         "fhir_base": format!("https://localhost:{}/fhir", demo.gateway.port()),
         "admin_url": format!("http://{}", demo.admin),
         "upstream_url": demo.upstream_url,
+        "introspection_endpoint": demo.authz.endpoint(),
         "config_path": demo.config_path,
         "ca_cert": demo.pki.ca_cert,
         "client_cert": demo.pki.client_cert,
@@ -228,6 +249,15 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
                  -H \"DPoP: $(phigate demo proof --dir {} GET {base}/Patient/a-p1)\" {base}/Patient/a-p1",
                 tokens.display(),
                 demo.dir.display()
+            ),
+        ),
+        (
+            "clinician_a's opaque token (not a JWT): the gateway asks the demo's authorization server (RFC 7662)"
+                .into(),
+            format!(
+                "curl -s --cacert {ca} -H \"Authorization: Bearer $(cat {}/{}.opaque)\" {base}/Patient/a-p1",
+                tokens.display(),
+                super::personas::OPAQUE_PERSONA
             ),
         ),
         ("Readiness and metrics".into(), format!("curl -s http://{}/readyz", demo.admin)),
