@@ -121,6 +121,10 @@ error_codes! {
     UpstreamTlsError = ("upstream_tls_error", 502, "The upstream service could not be reached securely."),
     /// The upstream could not be connected to.
     UpstreamUnavailable = ("upstream_unavailable", 502, "The upstream service is unavailable."),
+    /// The upstream already has `max_requests_in_flight` requests from this gateway: refused at
+    /// once (nothing was sent) so a slow upstream cannot pile requests up in the gateway; retry
+    /// after `Retry-After`.
+    UpstreamOverloaded = ("upstream_overloaded", 503, "The upstream service is at capacity; retry shortly."),
     /// The upstream did not answer in time.
     UpstreamTimeout = ("upstream_timeout", 504, "The upstream service did not answer in time."),
     /// The upstream failed while the response was being proxied.
