@@ -21,6 +21,8 @@ pub struct Metrics {
     /// Upstream connection failures by upstream and kind (`tls`, `connect`, `timeout`,
     /// `no_healthy_endpoint`).
     pub upstream_connect_errors: IntCounterVec,
+    /// Requests refused because their upstream had `max_requests_in_flight`, by upstream.
+    pub upstream_overloaded: IntCounterVec,
     /// Health of each upstream endpoint (1 healthy, 0 not), by upstream and endpoint.
     pub upstream_endpoint_healthy: IntGaugeVec,
     /// TLS handshakes that reached certificate selection, by listener.
@@ -61,6 +63,11 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
             "phigate_upstream_connect_errors_total",
             "Failures to connect to an upstream, by upstream and kind (tls, connect, timeout, no_healthy_endpoint).",
             &["upstream", "kind"]
+        )?,
+        upstream_overloaded: register_int_counter_vec!(
+            "phigate_upstream_overloaded_total",
+            "Requests refused with upstream_overloaded: their upstream had max_requests_in_flight.",
+            &["upstream"]
         )?,
         upstream_endpoint_healthy: register_int_gauge_vec!(
             "phigate_upstream_endpoint_healthy",

@@ -74,6 +74,14 @@ pub struct UpstreamConfig {
     /// once at start). At most 86400. Default: 30.
     #[serde(default = "default_dns_refresh_secs")]
     pub dns_refresh_secs: u64,
+    /// Most requests this gateway process has at the upstream at once (Envoy's circuit breaker
+    /// `max_requests`). A request beyond it is refused at once, after identity and policy and
+    /// before anything is sent, with 503 `upstream_overloaded` and `Retry-After: 1` (audited as
+    /// refused, counted in `phigate_upstream_overloaded_total`): a slow upstream then cannot make
+    /// requests, memory and connections pile up in the gateway. Counted per process, across every
+    /// endpoint. 1..=1000000. Default: absent, no limit.
+    #[serde(default)]
+    pub max_requests_in_flight: Option<u32>,
     /// Active health checks of every endpoint, on the gateway's background runtime, over the same
     /// mTLS (client certificate, CA, SNI) as traffic. Endpoints start healthy; one becomes
     /// unhealthy after `unhealthy_threshold` consecutive failed checks and healthy again after
@@ -190,6 +198,9 @@ impl UpstreamConfig {
         }
         if self.dns_refresh_secs > 86_400 {
             err("dns_refresh_secs", "must be at most 86400");
+        }
+        if self.max_requests_in_flight.is_some_and(|m| !(1..=1_000_000).contains(&m)) {
+            err("max_requests_in_flight", "must be between 1 and 1000000");
         }
         if let Some(check) = &self.health_check {
             out.extend(check.problems().into_iter().map(|(k, m)| (format!("health_check.{k}"), m)));

@@ -47,6 +47,9 @@ pub struct GatewayCtx {
     pub trace: Option<crate::telemetry::RequestTrace>,
     /// CORS state, on a route with a CORS policy: every response is decorated with it.
     pub cors: Option<crate::cors::CorsState>,
+    /// The request's place among its upstream's `max_requests_in_flight` (held until the
+    /// context is dropped, after logging).
+    pub in_flight: Option<crate::upstream::InFlight>,
 }
 
 static UNROUTED: LazyLock<std::sync::Arc<str>> = LazyLock::new(|| "-".into());
@@ -73,6 +76,7 @@ impl GatewayCtx {
             buffered: None,
             trace: None,
             cors: None,
+            in_flight: None,
         }
     }
 }

@@ -320,11 +320,28 @@ impl GatewayProxy {
             return Ok(respond);
         }
         let flow = self.rt.pipeline.on_request_record(req, timings).await?;
-        let pre_read_asked = ctx.req.as_ref().is_some_and(|r| r.upstream.pre_read);
-        if matches!(flow, Flow::Continue) && pre_read_asked {
-            pre_read::pre_read(&self.rt, &self.connector, session, ctx).await?;
+        if matches!(flow, Flow::Continue) {
+            // Before any upstream contact (the pre-read is one), after the attempt record: a
+            // request refused for capacity is audited like any refusal.
+            ctx.in_flight = self.admit(ctx.upstream)?;
+            if ctx.req.as_ref().is_some_and(|r| r.upstream.pre_read) {
+                pre_read::pre_read(&self.rt, &self.connector, session, ctx).await?;
+            }
         }
         Ok(flow)
+    }
+
+    /// A place among the upstream's `max_requests_in_flight`, or 503 `upstream_overloaded`.
+    fn admit(&self, upstream: usize) -> Result<Option<crate::upstream::InFlight>, Denial> {
+        let Some(upstream) = self.rt.upstreams.get(upstream) else {
+            return Ok(None);
+        };
+        upstream.admit().map_err(|crate::upstream::Overloaded| {
+            self.rt.metrics.upstream_overloaded.with_label_values(&[&*upstream.name]).inc();
+            Denial::new(ErrorCode::UpstreamOverloaded)
+                .with_cause(format!("upstream {} at max_requests_in_flight", upstream.name))
+                .with_header(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"))
+        })
     }
 
     /// The stages' `on_response` on an upstream response head: their header edits, and the

@@ -54,7 +54,41 @@ pub struct Upstream {
     pub health_check: Option<HealthCheckConfig>,
     /// How often endpoints given as names are resolved again (zero: never).
     pub dns_refresh: Duration,
+    /// `max_requests_in_flight`, when set.
+    pub max_in_flight: Option<usize>,
+    in_flight: AtomicUsize,
     cursor: AtomicUsize,
+}
+
+/// A request's place among an upstream's `max_requests_in_flight`, given back when the request
+/// ends (its context is dropped, whatever happened).
+#[derive(Debug)]
+pub struct InFlight(Arc<Upstream>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The upstream already has `max_requests_in_flight` requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
+
+impl Upstream {
+    /// Takes a place for one request: `Ok(None)` without a limit (nothing counted), a place
+    /// while the count is under the limit, else `Overloaded`.
+    pub fn admit(self: &Arc<Self>) -> Result<Option<InFlight>, Overloaded> {
+        let Some(max) = self.max_in_flight else {
+            return Ok(None);
+        };
+        // Relaxed: the count only bounds concurrency; it orders no other memory.
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return Err(Overloaded);
+        }
+        Ok(Some(InFlight(Arc::clone(self))))
+    }
 }
 
 /// One endpoint of an upstream.
@@ -172,6 +206,8 @@ impl Upstream {
             max_connect_retries,
             health_check: u.health_check.clone(),
             dns_refresh: Duration::from_secs(u.dns_refresh_secs),
+            max_in_flight: u.max_requests_in_flight.map(|m| m as usize),
+            in_flight: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
         })
     }
@@ -228,8 +264,25 @@ mod tests {
             max_connect_retries,
             health_check: None,
             dns_refresh: Duration::ZERO,
+            max_in_flight: None,
+            in_flight: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
         }
+    }
+
+    #[test]
+    fn requests_beyond_the_limit_are_refused_until_one_ends() {
+        let u = Arc::new(Upstream { max_in_flight: Some(2), ..upstream(1, 0) });
+        let (a, b) = (u.admit().unwrap(), u.admit().unwrap());
+        assert!(a.is_some() && b.is_some());
+        assert_eq!(u.admit().unwrap_err(), Overloaded);
+        drop(a);
+        let c = u.admit().unwrap();
+        assert_eq!(u.admit().unwrap_err(), Overloaded, "the refused attempt took no place");
+        drop((b, c));
+        assert_eq!(u.in_flight.load(Ordering::Relaxed), 0);
+        let unlimited = Arc::new(upstream(1, 0));
+        assert!(unlimited.admit().unwrap().is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ fn cases() -> Vec<Case> {
         ("endpoint needs a port", ADDRESS, "    endpoints:\n      - a.internal:8443\n      - b.internal\n", "upstreams[0].endpoints[1]", 11, "not `host:port`"),
         ("duplicate endpoint", ADDRESS, "    endpoints:\n      - a.internal:8443\n      - a.internal:8443\n", "upstreams[0].endpoints[1]", 11, "duplicate endpoint"),
         ("retries bounded", ADDRESS, "    address: fhir.internal:8443\n    max_connect_retries: 9\n", "upstreams[0].max_connect_retries", 10, "at most 8"),
+        ("request limit at least 1", ADDRESS, "    address: fhir.internal:8443\n    max_requests_in_flight: 0\n", "upstreams[0].max_requests_in_flight", 10, "between 1 and 1000000"),
         ("check interval bounded", ADDRESS, "    address: fhir.internal:8443\n    health_check:\n      interval_ms: 10\n      timeout_ms: 5\n", "upstreams[0].health_check.interval_ms", 11, "between 100 and 300000"),
         ("check timeout within the interval", ADDRESS, "    address: fhir.internal:8443\n    health_check:\n      interval_ms: 1000\n      timeout_ms: 2000\n", "upstreams[0].health_check.timeout_ms", 12, "at most `interval_ms`"),
         ("unhealthy threshold at least 1", ADDRESS, "    address: fhir.internal:8443\n    health_check:\n      unhealthy_threshold: 0\n", "upstreams[0].health_check.unhealthy_threshold", 11, "between 1 and 100"),
