@@ -66,6 +66,20 @@ fn ids(rows: &[Value]) -> Vec<&str> {
     rows.iter().map(|r| r["request_id"].as_str().unwrap()).collect()
 }
 
+/// A write caught in flight (half a record at the end of the newest segment) is not an access:
+/// the report is the same as without it.
+#[tokio::test]
+async fn a_half_written_last_line_is_left_for_the_next_report() {
+    use std::io::Write;
+    let env = Env::new();
+    trail(&env).await;
+    let before = jsonl(&env, &ReportQuery::default());
+    let newest = env.segments().pop().unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(newest).unwrap();
+    f.write_all(br#"{"v":1,"kind":"access","phase":"attempt","request_id":"r-5","ts":"2026-"#).unwrap();
+    assert_eq!(jsonl(&env, &ReportQuery::default()), before);
+}
+
 #[tokio::test]
 async fn one_row_per_access_with_attempt_and_outcome_merged() {
     let env = Env::new();

@@ -79,6 +79,10 @@ pub struct VerifyReport {
     pub attempts_without_outcome: u64,
     /// `recovery` records (torn writes closed after a crash or a write failure).
     pub recoveries: u64,
+    /// Bytes of an incomplete last line at the end of the newest segment: a write in flight on a
+    /// trail a gateway is writing, or a crash its next start closes with a `recovery` record.
+    /// Not a record and not tampering (0 when the trail ends with a complete line).
+    pub incomplete_tail_bytes: u64,
     /// The first failure, when not intact.
     pub failure: Option<Failure>,
 }
@@ -104,6 +108,13 @@ impl fmt::Display for VerifyReport {
             self.segments, self.records, self.operator_records, self.checkpoints, self.checkpoints_logged,
             self.attempts_without_outcome, self.recoveries
         )?;
+        if self.incomplete_tail_bytes > 0 {
+            writeln!(
+                f,
+                "incomplete final line: {} bytes at the end of the newest segment, not a record yet (a write in flight, or a crash the next start closes with a recovery record)",
+                self.incomplete_tail_bytes
+            )?;
+        }
         if let Some(x) = &self.failure {
             write!(f, "first failure: {}", x.file.display())?;
             if let Some(l) = x.line {
@@ -144,6 +155,7 @@ pub fn verify(dir: &Path, public_key: Option<&Path>) -> VerifyReport {
         checkpoints_logged: 0,
         attempts_without_outcome: 0,
         recoveries: 0,
+        incomplete_tail_bytes: 0,
         failure: None,
     };
     if let Err((status, failure)) = run(dir, public_key, &mut report) {
@@ -180,13 +192,14 @@ fn run(dir: &Path, public_key: Option<&Path>, report: &mut VerifyReport) -> Resu
         open_attempts: HashSet::new(),
         checkpoints: HashSet::new(),
     };
+    let newest = segs.len();
     for (expected, (index, path)) in (1u64..).zip(&segs) {
         if *index != expected {
             let missing = dir.join(segment_name(expected));
             return Err(fail(VerifyStatus::Tampered, &missing, None, None, "segment missing"));
         }
         let data = fs::read(path).map_err(|e| fail(Unreadable, path, None, None, e.to_string()))?;
-        check_segment(&mut walk, report, path, *index, &data)?;
+        check_segment(&mut walk, report, path, *index, &data, expected == newest as u64)?;
         report.segments += 1;
     }
     report.attempts_without_outcome = walk.open_attempts.len() as u64;
