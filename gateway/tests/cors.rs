@@ -35,7 +35,8 @@ async fn start() -> FullEnv {
              allowed_origins: [https://app.example, 'http://localhost:3000']\n      \
              allowed_methods: [GET, HEAD, POST, PUT]\n      max_age_secs: 300\n  \
              - name: cred\n    path_prefix: /cred\n    upstream: fhir\n    upstream_path_prefix: /fhir\n    \
-             fhir: true\n    cors: { allowed_origins: [https://portal.example], allow_credentials: true }\n",
+             fhir: true\n    cors: { allowed_origins: [https://portal.example, 'https://*.apps.example'], \
+             allow_credentials: true }\n",
         )
         },
     )
@@ -103,6 +104,17 @@ async fn preflight_from_an_allowed_origin_is_204_answered_by_the_gateway_without
     assert_eq!(cred.status, 204);
     assert_eq!(cred.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(cred.header("access-control-allow-methods"), Some("GET, HEAD, POST, PUT, PATCH, DELETE"));
+    // A subdomain wildcard: the subdomain's own origin is answered; the bare domain is not listed.
+    let cred_url = env.gw.url("/cred/Patient/a-p1");
+    let sub = preflight(&client, &cred_url, "https://chart.apps.example", "GET", "").await;
+    assert_eq!(sub.status, 204);
+    assert_eq!(sub.header("access-control-allow-origin"), Some("https://chart.apps.example"));
+    assert_eq!(sub.header("access-control-allow-credentials"), Some("true"));
+    let bare = preflight(&client, &cred_url, "https://apps.example", "GET", "").await;
+    assert_eq!(bare.status, 403);
+    assert_eq!(bare.header("access-control-allow-origin"), None);
+    let read = client.get(&cred_url).header("origin", "https://chart.apps.example").send().await.unwrap();
+    assert_eq!(read.header("access-control-allow-origin"), Some("https://chart.apps.example"));
 
     assert_eq!(env.upstream.recorder.count(), 0, "a preflight is never forwarded");
     // Not PHI access, so no audit record, like every request refused before the stages. Proven
@@ -313,6 +325,7 @@ routes:
         - https://a.example/path
         - ftp://x
         - http://app.example
+        - https://*.example
   - name: any
     path_prefix: /any
     upstream: fhir
@@ -333,8 +346,9 @@ fn bad_cors_blocks_are_config_errors_naming_file_line_and_key() {
             (Some(13), "routes[0].cors.allowed_origins[0]"),
             (Some(14), "routes[0].cors.allowed_origins[1]"),
             (Some(15), "routes[0].cors.allowed_origins[2]"),
-            (Some(21), "routes[1].cors.allow_credentials"),
-            (Some(22), "routes[1].cors.max_age_secs"),
+            (Some(16), "routes[0].cors.allowed_origins[3]"),
+            (Some(22), "routes[1].cors.allow_credentials"),
+            (Some(23), "routes[1].cors.max_age_secs"),
         ]
     );
     for e in &errors {
@@ -342,7 +356,8 @@ fn bad_cors_blocks_are_config_errors_naming_file_line_and_key() {
         assert!(text.starts_with("gw.yaml:"), "{text}");
         assert!(!text.contains("a.example") && !text.contains("app.example"), "value echoed: {text}");
     }
-    assert!(errors[3].message.contains("`*`"), "{}", errors[3].message);
+    assert!(errors[3].message.contains("two labels"), "{}", errors[3].message);
+    assert!(errors[4].message.contains("`*`"), "{}", errors[4].message);
 
     // A misspelt key is refused, not ignored.
     let typo = BAD_CONFIG.replace("      allow_credentials: true", "      allow_credential: true");

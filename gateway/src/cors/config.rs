@@ -31,9 +31,14 @@ const FORWARDED_METHODS: [Method; 6] =
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Origins allowed to call the route: exact `scheme://host[:port]` values as browsers send
-    /// them (`https://app.example`, `https://app.example:8443`), with no path, wildcard or
-    /// `null`. At load the host is lowercased and a default port (`:443`, `:80`) dropped, the
-    /// form browsers send; a request's `Origin` must then match one exactly.
+    /// them (`https://app.example`, `https://app.example:8443`), with no path and never `null`.
+    /// At load the host is lowercased and a default port (`:443`, `:80`) dropped, the form
+    /// browsers send; a request's `Origin` must then match one exactly. A `*` as the whole first
+    /// label (`https://*.apps.example`) allows every subdomain, at any depth, of the name after
+    /// it, with that scheme and port (not the name itself: list it too); at least two labels must
+    /// follow it (`https://*.example` is refused), never an IP address. Every host under it can
+    /// then read responses with the user's token: use it only for a domain whose every
+    /// subdomain you control.
     /// Plain `http` is accepted only for loopback development origins (`http://localhost:3000`):
     /// a page served over plain HTTP can be altered in transit to misuse the user's token. A
     /// single `*` allows any origin (answered with `Access-Control-Allow-Origin: *`); it cannot
@@ -164,7 +169,7 @@ impl CorsConfig {
             if text == "*" {
                 continue;
             }
-            if let Err(why) = origin::canonical(text) {
+            if let Err(why) = origin::allowed(text) {
                 out.push((format!("allowed_origins[{i}]"), why.into()));
             }
         }

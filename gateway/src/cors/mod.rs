@@ -36,8 +36,8 @@ pub use respond::{decorate, preflight_response, PREFLIGHT_VARY};
 /// A route's CORS policy, built once from its validated `cors:` block.
 #[derive(Debug)]
 pub struct CorsPolicy {
-    /// Canonical allowed origins; `None` for `*`.
-    origins: Option<Vec<Box<str>>>,
+    /// Allowed origins (exact, canonical; or subdomain wildcards); `None` for `*`.
+    origins: Option<Vec<origin::Allowed>>,
     methods: Vec<Method>,
     headers: Vec<HeaderName>,
     allow_methods: HeaderValue,
@@ -72,7 +72,7 @@ impl CorsPolicy {
             false => Some(
                 cfg.allowed_origins
                     .iter()
-                    .map(|o| origin::canonical(o).map(String::into_boxed_str))
+                    .map(|o| origin::allowed(o))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| invalid("allowed_origins"))?,
             ),
@@ -104,7 +104,7 @@ impl CorsPolicy {
     pub fn allows_origin(&self, origin: &HeaderValue) -> bool {
         match &self.origins {
             None => true,
-            Some(list) => list.iter().any(|o| o.as_bytes() == origin.as_bytes()),
+            Some(list) => list.iter().any(|o| o.matches(origin.as_bytes())),
         }
     }
 

@@ -7,6 +7,78 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 const SHAPE: &str = "not an origin (like `https://app.example` or `https://app.example:8443`)";
 
+/// A configured origin, brought to the form browsers send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Allowed {
+    /// One origin, matched byte for byte.
+    Exact(String),
+    /// `scheme://*.suffix[:port]`: every origin of that scheme and port whose host is one or more
+    /// labels followed by `.suffix`. Kept as the text before the wildcard (`https://`) and the
+    /// text after it (`.apps.example` or `.apps.example:8443`).
+    Subdomains {
+        /// `scheme://`.
+        prefix: String,
+        /// `.suffix[:port]` (no port when it is the scheme's default).
+        suffix: String,
+    },
+}
+
+impl Allowed {
+    /// Whether a request's `Origin` value is allowed: one byte comparison for an exact origin,
+    /// two and a scan of the subdomain labels for a wildcard.
+    pub(crate) fn matches(&self, origin: &[u8]) -> bool {
+        match self {
+            Allowed::Exact(o) => o.as_bytes() == origin,
+            Allowed::Subdomains { prefix, suffix } => {
+                origin.len() > prefix.len() + suffix.len()
+                    && origin.starts_with(prefix.as_bytes())
+                    && origin.ends_with(suffix.as_bytes())
+                    && labels_ok(&origin[prefix.len()..origin.len() - suffix.len()])
+            }
+        }
+    }
+}
+
+/// One or more lowercase DNS labels, dot-separated, as a browser serializes a host.
+fn labels_ok(host: &[u8]) -> bool {
+    host.split(|&b| b == b'.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l[0] != b'-'
+            && l[l.len() - 1] != b'-'
+            && l.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    })
+}
+
+/// A configured origin: exact, or with `*` as the whole first label of the host
+/// (`https://*.apps.example`).
+///
+/// # Errors
+/// A fixed message (never the value) saying what is wrong.
+pub(crate) fn allowed(text: &str) -> Result<Allowed, &'static str> {
+    let Some((scheme, rest)) = text.split_once("://") else { return canonical(text).map(Allowed::Exact) };
+    let Some(rest) = rest.strip_prefix("*.") else { return canonical(text).map(Allowed::Exact) };
+    if rest.contains('*') {
+        return Err(WILDCARD);
+    }
+    // Canonicalized as the origin of the suffix itself, then split after its scheme.
+    let base = canonical(&format!("{scheme}://{rest}"))?;
+    let (prefix, host_port) = base.split_once("://").ok_or(SHAPE)?;
+    let host = host_port.rsplit_once(':').filter(|_| !host_port.ends_with(']')).map_or(host_port, |(h, _)| h);
+    if host.starts_with('[') || host.parse::<Ipv4Addr>().is_ok() {
+        return Err("a wildcard needs a DNS name after it, not an IP address");
+    }
+    // `*.com`, `*.org`: every site under a top-level domain. (A public suffix of two labels,
+    // such as `*.co.uk`, is not known here: do not list one.)
+    if !host.contains('.') && host != "localhost" {
+        return Err("a wildcard must be followed by at least two labels (`https://*.apps.example`)");
+    }
+    Ok(Allowed::Subdomains { prefix: format!("{prefix}://"), suffix: format!(".{host_port}") })
+}
+
+const WILDCARD: &str =
+    "a wildcard must be the whole first label of the host, once (`https://*.apps.example`)";
+
 /// The browser serialization of a configured origin.
 ///
 /// # Errors
@@ -31,7 +103,7 @@ pub(crate) fn canonical(text: &str) -> Result<String, &'static str> {
         return Err("must not contain user information");
     }
     if rest.contains('*') {
-        return Err("wildcards are not supported: list each origin (or use `*` alone)");
+        return Err(WILDCARD);
     }
     let (host, port) = split_port(rest)?;
     let host = canonical_host(host)?;
@@ -148,6 +220,56 @@ mod tests {
             "https://bücher.example",
         ] {
             assert!(canonical(text).is_err(), "{text} accepted");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_first_label_allows_the_subdomains_of_one_scheme_and_port() {
+        let w = allowed("HTTPS://*.Apps.Example").unwrap();
+        assert_eq!(w, Allowed::Subdomains { prefix: "https://".into(), suffix: ".apps.example".into() });
+        for yes in ["https://a.apps.example", "https://x-1.b2.apps.example"] {
+            assert!(w.matches(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "https://apps.example",
+            "https://.apps.example",
+            "https://a..apps.example",
+            "https://-a.apps.example",
+            "https://A.apps.example",
+            "https://a.apps.example:8443",
+            "http://a.apps.example",
+            "https://a.apps.example.evil",
+            "https://evilapps.example",
+            "https://a/b.apps.example",
+            "https://a:1@b.apps.example",
+            "https://a.apps.example/",
+        ] {
+            assert!(!w.matches(no.as_bytes()), "{no}");
+        }
+        let p = allowed("https://*.apps.example:8443").unwrap();
+        assert!(p.matches(b"https://a.apps.example:8443"));
+        assert!(!p.matches(b"https://a.apps.example"));
+        assert_eq!(allowed("https://*.apps.example:443"), allowed("https://*.apps.example"));
+        assert!(allowed("http://*.localhost:3000").unwrap().matches(b"http://app.localhost:3000"));
+        assert_eq!(allowed("https://app.example"), Ok(Allowed::Exact("https://app.example".into())));
+    }
+
+    #[test]
+    fn wildcards_anywhere_else_or_too_wide_are_refused() {
+        for text in [
+            "https://*.example",
+            "https://*",
+            "https://*.*.example.org",
+            "https://a.*.example.org",
+            "https://a*.example.org",
+            "https://*a.example.org",
+            "https://*.10.0.0.1",
+            "https://*.[::1]",
+            "http://*.apps.example",
+            "*.apps.example",
+            "https://*.apps.example/x",
+        ] {
+            assert!(allowed(text).is_err(), "{text} accepted");
         }
     }
 
