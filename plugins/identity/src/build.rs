@@ -226,7 +226,7 @@ fn build_issuer(
         let k = key("introspection");
         let credentials = ix.check(&k, dir, issues)?;
         let roots = roots(ix.ca_path.as_deref().map(|p| resolve(dir, p)), &format!("{k}.ca_path"), issues)?;
-        Introspector::new(Arc::clone(&label), ix, roots, credentials, cfg.token_cache_size)
+        Introspector::new(Arc::clone(&label), ix, roots, credentials, cfg.token_cache_size, Arc::clone(clock))
             .map_err(|msg| issues.push(ConfigIssue::new(format!("{k}.endpoint"), msg)))
             .ok()
     });

@@ -128,6 +128,15 @@ async fn inactive_token_is_401_token_inactive_and_not_asked_again_at_once() {
     let res = f.run(OPAQUE).await;
     assert_denied(res, ErrorCode::TokenInactive, Some(&invalid_token(ErrorCode::TokenInactive)), OPAQUE);
     assert_eq!(f.server.calls(), 1, "a refused token is remembered for refused_cache_ttl_secs");
+    // Remembered exactly refused_cache_ttl_secs (10, the default) on the stage's clock: a token
+    // the server re-activates is still refused a second before, accepted at the limit.
+    f.clock.advance(Duration::from_secs(9));
+    f.server.answer(OPAQUE, active());
+    assert!(matches!(f.run(OPAQUE).await, Err(d) if d.code == ErrorCode::TokenInactive));
+    assert_eq!(f.server.calls(), 1);
+    f.clock.advance(Duration::from_secs(1));
+    assert!(matches!(f.run(OPAQUE).await, Ok(Flow::Continue)));
+    assert_eq!(f.server.calls(), 2);
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use crate::claims::numeric_date;
+use crate::clock::Clock;
 use crate::error::AuthError;
 use crate::metrics;
 use client::{Answer, CallError, Client, Settings};
@@ -45,7 +46,11 @@ pub(crate) struct Introspector {
     pub(crate) tokens: IntrospectTokens,
     /// Longest an accepted answer is reused.
     pub(crate) cache_ttl: Duration,
-    refused: Option<Cache<[u8; 32], AuthError>>,
+    /// Refusals with the moment they expire on the stage's clock (moka's own time to live, a
+    /// little longer, only bounds memory).
+    refused: Option<Cache<[u8; 32], (AuthError, tokio::time::Instant)>>,
+    refused_ttl: Duration,
+    clock: Arc<dyn Clock>,
     in_flight: Mutex<HashMap<[u8; 32], Flight>>,
     failing: AtomicBool,
 }
@@ -57,13 +62,15 @@ impl std::fmt::Debug for Introspector {
 }
 
 impl Introspector {
-    /// Builds the client. `roots` trust the endpoint; `cache_size` bounds the refused-token memory.
+    /// Builds the client. `roots` trust the endpoint; `cache_size` bounds the refused-token memory,
+    /// whose time runs on `clock`.
     pub(crate) fn new(
         issuer: Arc<str>,
         cfg: &IntrospectionConfig,
         roots: rustls::RootCertStore,
         credentials: config::Credentials,
         cache_size: u64,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
         let client = Client::new(Settings {
             endpoint: &cfg.endpoint,
@@ -77,7 +84,7 @@ impl Introspector {
         let refused = (cfg.refused_cache_ttl_secs > 0).then(|| {
             Cache::builder()
                 .max_capacity(cache_size)
-                .time_to_live(Duration::from_secs(cfg.refused_cache_ttl_secs))
+                .time_to_live(Duration::from_secs(cfg.refused_cache_ttl_secs + 1))
                 .build()
         });
         Ok(Introspector {
@@ -86,6 +93,8 @@ impl Introspector {
             tokens: cfg.tokens,
             cache_ttl: Duration::from_secs(cfg.cache_ttl_secs),
             refused,
+            refused_ttl: Duration::from_secs(cfg.refused_cache_ttl_secs),
+            clock,
             in_flight: Mutex::new(HashMap::new()),
             failing: AtomicBool::new(false),
         })
@@ -101,8 +110,10 @@ impl Introspector {
         hash: [u8; 32],
         token: &str,
     ) -> Result<Arc<Map<String, Value>>, AuthError> {
-        if let Some(e) = self.refused.as_ref().and_then(|c| c.get(&hash)) {
-            return Err(e);
+        if let Some((e, until)) = self.refused.as_ref().and_then(|c| c.get(&hash)) {
+            if self.clock.now() < until {
+                return Err(e);
+            }
         }
         let flight = InFlight::join(&self.in_flight, hash);
         let answer = flight.cell.get_or_init(|| self.call(token)).await.clone();
@@ -122,7 +133,7 @@ impl Introspector {
     /// not introspected again for `refused_cache_ttl_secs`.
     pub(crate) fn remember_refused(&self, hash: [u8; 32], e: AuthError) {
         if let Some(c) = &self.refused {
-            c.insert(hash, e);
+            c.insert(hash, (e, self.clock.now() + self.refused_ttl));
         }
     }
 
