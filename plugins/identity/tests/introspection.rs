@@ -242,6 +242,81 @@ async fn client_secret_post_sends_the_credentials_in_the_form() {
     assert_eq!(seen.field("token"), Some(OPAQUE));
 }
 
+/// RFC 7523 §2.2: each call carries a fresh assertion signed by the configured key (P-256 →
+/// ES256, Ed25519 → EdDSA, RSA → RS256), issuer and subject the client, audience the endpoint, dated by the
+/// stage's clock, and no secret anywhere.
+#[tokio::test]
+async fn private_key_jwt_sends_a_fresh_signed_assertion_per_call() {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    use phigate_identity::Clock;
+    let ec = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let ed = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let keys = [
+        (
+            ec.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            DecodingKey::from_ec_pem(
+                ec.verifying_key().to_public_key_pem(LineEnding::LF).unwrap().as_bytes(),
+            )
+            .unwrap(),
+            Algorithm::ES256,
+        ),
+        (
+            ed.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
+            DecodingKey::from_ed_pem(
+                ed.verifying_key().to_public_key_pem(LineEnding::LF).unwrap().as_bytes(),
+            )
+            .unwrap(),
+            Algorithm::EdDSA,
+        ),
+    ];
+    let rsa_pem =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa2048.pem")).unwrap();
+    let rsa_public = {
+        use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+        let sk = rsa::RsaPrivateKey::from_pkcs8_pem(&rsa_pem).unwrap();
+        let public = sk.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        DecodingKey::from_rsa_pem(public.as_bytes()).unwrap()
+    };
+    for (pem, public, alg) in keys.into_iter().chain([(rsa_pem, rsa_public, Algorithm::RS256)]) {
+        let dir = temp_dir("introspect-pkjwt");
+        std::fs::write(dir.join("assertion.key"), pem).unwrap();
+        let auth = "      client_auth: private_key_jwt\n      client_id: gw\n      \
+                    assertion_key_path: assertion.key\n      assertion_kid: gw-2026";
+        let f = fx_in(false, auth, "", "{ require_mfa: true }", &dir).await;
+        f.server.answer(OPAQUE, active());
+        assert!(matches!(f.run(OPAQUE).await, Ok(Flow::Continue)));
+        f.clock.advance(Duration::from_secs(5));
+        // Another token (unknown: inactive), so a second call.
+        assert!(f.run("another-opaque-token").await.is_err());
+        let seen = f.server.seen();
+        assert_eq!(seen.len(), 2);
+        let mut jtis = Vec::new();
+        for (i, s) in seen.iter().enumerate() {
+            assert_eq!((s.authorization.as_deref(), s.field("client_secret")), (None, None));
+            assert_eq!(s.field("client_id"), Some("gw"));
+            assert_eq!(
+                s.field("client_assertion_type"),
+                Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            );
+            let mut v = Validation::new(alg);
+            v.set_audience(&[f.server.url.as_str()]);
+            v.set_issuer(&["gw"]);
+            v.validate_exp = false; // the clock is the stage's, checked below
+            let jwt =
+                jsonwebtoken::decode::<Value>(s.field("client_assertion").unwrap(), &public, &v).unwrap();
+            assert_eq!(jwt.header.kid.as_deref(), Some("gw-2026"));
+            let c = jwt.claims;
+            assert_eq!(c["sub"], "gw");
+            let iat = f.clock.unix_secs() - if i == 0 { 5 } else { 0 };
+            assert_eq!((c["iat"].as_i64(), c["exp"].as_i64()), (Some(iat), Some(iat + 60)));
+            jtis.push(c["jti"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(jtis[0].len(), 32);
+        assert_ne!(jtis[0], jtis[1], "a fresh jti per assertion");
+    }
+}
+
 #[tokio::test]
 async fn tls_client_auth_presents_the_client_certificate() {
     let auth = "      client_auth: tls_client_auth\n      client_id: gw\n      client_cert_path: client.pem\n      client_key_path: client.key";
@@ -341,7 +416,32 @@ fn config_errors_name_the_key_and_never_the_secret() {
         format!("  - issuer: {iss}\n    audiences: [a]\n    introspection:\n      client_id: gw\n{ix}\n")
     };
     let ok = "      endpoint: https://127.0.0.1:1/i\n      client_secret_path: secret.txt";
-    let cases: [(String, &str); 9] = [
+    std::fs::write(
+        dir.join("not-a-key.pem"),
+        "-----BEGIN PRIVATE KEY-----\nhunter2\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let pk = "      endpoint: https://127.0.0.1:1/i\n      client_auth: private_key_jwt";
+    let cases: [(String, &str); 13] = [
+        (
+            issuer("a", pk),
+            "issuers[0].introspection.assertion_key_path: private_key_jwt needs assertion_key_path",
+        ),
+        (
+            issuer("a", &format!("{pk}\n      assertion_key_path: not-a-key.pem")),
+            "issuers[0].introspection.assertion_key_path: not a PKCS#8 PEM private key",
+        ),
+        (
+            issuer(
+                "a",
+                &format!("{pk}\n      assertion_key_path: x.pem\n      client_secret_path: secret.txt"),
+            ),
+            "issuers[0].introspection.client_auth: private_key_jwt takes assertion_key_path",
+        ),
+        (
+            issuer("a", &format!("{ok}\n      assertion_key_path: x.pem")),
+            "issuers[0].introspection.assertion_key_path: only applies to client_auth: private_key_jwt",
+        ),
         (
             issuer("a", ok) + &issuer("b", ok),
             "issuers[1].introspection.tokens: only one issuer may introspect opaque tokens",

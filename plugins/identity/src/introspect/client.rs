@@ -19,7 +19,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 
-use super::config::{ClientAuth, Credentials};
+use super::config::{AssertionKey, ClientAuth, Credentials};
+
+/// How long a client assertion is good for (RFC 7523 §3: short-lived).
+const ASSERTION_LIFETIME_SECS: i64 = 60;
+
+/// `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Introspection answers are small JSON objects; anything larger is refused.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -42,6 +48,9 @@ pub(crate) enum CallError {
     /// The client was shut down.
     #[error("client stopped")]
     Stopped,
+    /// The client assertion could not be signed.
+    #[error("client assertion not signed")]
+    Assertion,
 }
 
 impl CallError {
@@ -53,6 +62,7 @@ impl CallError {
             CallError::Status(_) => "status",
             CallError::Body => "body",
             CallError::Stopped => "stopped",
+            CallError::Assertion => "assertion",
         }
     }
 }
@@ -78,6 +88,8 @@ struct Inner {
     basic: Option<HeaderValue>,
     /// The form fields after `token` and the hint (client id, and the secret for `client_secret_post`).
     form_tail: String,
+    /// `private_key_jwt`: the key and the claims every assertion repeats.
+    assertion: Option<Assertion>,
     slots: Semaphore,
     timeout: Duration,
 }
@@ -114,6 +126,7 @@ impl Client {
                 .with_safe_default_protocol_versions()
                 .map_err(|_| "TLS configuration failed".to_owned())?
                 .with_root_certificates(s.roots);
+        let mut assertion = None;
         let (tls, basic, secret_in_form) = match s.credentials {
             Credentials::Secret(secret) if s.auth == ClientAuth::ClientSecretBasic => {
                 (builder.with_no_client_auth(), Some(basic_header(s.client_id, &secret)?), None)
@@ -126,6 +139,11 @@ impl Client {
                 None,
                 None,
             ),
+            Credentials::Assertion(key) => {
+                assertion =
+                    Some(Assertion { key, client_id: s.client_id.to_owned(), aud: s.endpoint.to_owned() });
+                (builder.with_no_client_auth(), None, None)
+            }
         };
         let mut form_tail = String::new();
         if basic.is_none() {
@@ -157,23 +175,27 @@ impl Client {
             endpoint,
             basic,
             form_tail,
+            assertion,
             slots: Semaphore::new(s.max_in_flight),
             timeout: s.timeout,
         };
         Ok(Client { runtime: Some(runtime), inner: Arc::new(inner) })
     }
 
-    /// Asks about `token`. Waits at most `timeout_ms` in all.
-    pub(crate) async fn introspect(&self, token: &str) -> Result<Answer, CallError> {
+    /// Asks about `token`; `now` (Unix seconds) dates a client assertion. Waits at most
+    /// `timeout_ms` in all.
+    pub(crate) async fn introspect(&self, token: &str, now: i64) -> Result<Answer, CallError> {
         let rt = self.runtime.as_ref().ok_or(CallError::Stopped)?;
         let inner = Arc::clone(&self.inner);
-        let body = inner.form(token);
+        let token = token.to_owned();
         let timeout = inner.timeout;
         // The limit applies inside the task as well: a call the request gave up on must not keep
         // its slot (and its connection) while an endpoint that accepted it never answers.
         let call = rt.spawn(async move {
             let limited = tokio::time::timeout(timeout, async {
                 let _slot = inner.slots.acquire().await.map_err(|_| CallError::Stopped)?;
+                // Signed here, on the client's own thread, not on the request's worker.
+                let body = inner.form(&token, now)?;
                 inner.post(body).await
             });
             limited.await.map_err(|_| CallError::Timeout)?
@@ -187,17 +209,23 @@ impl Client {
 }
 
 impl Inner {
-    /// `token=…&token_type_hint=access_token[&client_id=…[&client_secret=…]]`.
-    fn form(&self, token: &str) -> Bytes {
+    /// `token=…&token_type_hint=access_token[&client_id=…[&client_secret=…]]`, and for
+    /// `private_key_jwt` `&client_assertion_type=…&client_assertion=…` signed now.
+    fn form(&self, token: &str, now: i64) -> Result<Bytes, CallError> {
         let mut f = form_urlencoded::Serializer::new(String::with_capacity(token.len() + 64));
         f.append_pair("token", token);
         f.append_pair("token_type_hint", "access_token");
+        if let Some(a) = &self.assertion {
+            f.append_pair("client_id", &a.client_id);
+            f.append_pair("client_assertion_type", JWT_BEARER);
+            f.append_pair("client_assertion", &a.sign(now)?);
+        }
         let mut s = f.finish();
         if !self.form_tail.is_empty() {
             s.push('&');
             s.push_str(&self.form_tail);
         }
-        Bytes::from(s)
+        Ok(Bytes::from(s))
     }
 
     async fn post(&self, body: Bytes) -> Result<Answer, CallError> {
@@ -221,6 +249,31 @@ impl Inner {
             .map_err(|_| CallError::Body)?
             .to_bytes();
         parse_answer(&bytes)
+    }
+}
+
+/// What signs `private_key_jwt` client assertions.
+struct Assertion {
+    key: AssertionKey,
+    client_id: String,
+    /// The endpoint: the audience of every assertion.
+    aud: String,
+}
+
+impl Assertion {
+    /// A fresh assertion (RFC 7523 §3): issuer and subject the client, audience the endpoint, a
+    /// random `jti` (a server may refuse one it has seen), short-lived.
+    fn sign(&self, now: i64) -> Result<String, CallError> {
+        use ring::rand::SecureRandom;
+        let mut jti = [0u8; 16];
+        ring::rand::SystemRandom::new().fill(&mut jti).map_err(|_| CallError::Assertion)?;
+        let claims = serde_json::json!({
+            "iss": self.client_id, "sub": self.client_id, "aud": self.aud,
+            "jti": hex::encode(jti), "iat": now, "exp": now + ASSERTION_LIFETIME_SECS,
+        });
+        let mut header = jsonwebtoken::Header::new(self.key.alg);
+        header.kid.clone_from(&self.key.kid);
+        jsonwebtoken::encode(&header, &claims, &self.key.key).map_err(|_| CallError::Assertion)
     }
 }
 

@@ -23,8 +23,10 @@ pub struct IntrospectionConfig {
     #[serde(default)]
     pub ca_path: Option<PathBuf>,
     /// How the gateway authenticates to the endpoint (RFC 7662 §2.1 requires it):
-    /// `client_secret_basic` (HTTP Basic, RFC 6749 §2.3.1), `client_secret_post` (in the form) or
-    /// `tls_client_auth` (a client certificate, RFC 8705 §2). Default: `client_secret_basic`.
+    /// `client_secret_basic` (HTTP Basic, RFC 6749 §2.3.1), `client_secret_post` (in the form),
+    /// `tls_client_auth` (a client certificate, RFC 8705 §2) or `private_key_jwt` (a JWT the
+    /// gateway signs for each call, RFC 7523 §2.2; no shared secret). Default:
+    /// `client_secret_basic`.
     #[serde(default)]
     pub client_auth: ClientAuth,
     /// The gateway's client id at the authorization server.
@@ -39,6 +41,17 @@ pub struct IntrospectionConfig {
     /// PEM private key of `client_cert_path`.
     #[serde(default)]
     pub client_key_path: Option<PathBuf>,
+    /// PKCS#8 PEM private key that signs the client assertion (`private_key_jwt`): P-256 (signs
+    /// ES256), RSA of 2048 bits or more (RS256) or Ed25519 (EdDSA); its public key is registered
+    /// with the authorization server (as a JWK or in the client's JWKS). Each call sends a fresh
+    /// assertion: `iss` and `sub` = `client_id`, `aud` = `endpoint`, a random `jti`, `iat`, and
+    /// `exp` 60 seconds later. Never logged.
+    #[serde(default)]
+    pub assertion_key_path: Option<PathBuf>,
+    /// `kid` header of the client assertion, when the authorization server needs it to pick the
+    /// key (`private_key_jwt`).
+    #[serde(default)]
+    pub assertion_kid: Option<String>,
     /// Which tokens are introspected: `opaque` (tokens that are not JWTs), `jwt` (this issuer's
     /// JWTs, after their signature checks when the issuer has a JWKS: a revoked JWT is refused
     /// within `cache_ttl_secs`), or `all`. Opaque tokens name no issuer, so at most one issuer
@@ -88,6 +101,8 @@ pub enum ClientAuth {
     ClientSecretPost,
     /// A client certificate on the TLS connection; `client_id` in the form body.
     TlsClientAuth,
+    /// A signed JWT client assertion in the form body (RFC 7523 §2.2, OpenID Connect Core §9).
+    PrivateKeyJwt,
 }
 
 /// Which tokens go to the introspection endpoint.
@@ -134,6 +149,15 @@ pub(crate) enum Credentials {
     Secret(String),
     /// The certificate chain and key (`tls_client_auth`).
     Certificate(Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>),
+    /// The key signing client assertions (`private_key_jwt`).
+    Assertion(AssertionKey),
+}
+
+/// A client-assertion signing key and the algorithm its type implies.
+pub(crate) struct AssertionKey {
+    pub(crate) key: jsonwebtoken::EncodingKey,
+    pub(crate) alg: jsonwebtoken::Algorithm,
+    pub(crate) kid: Option<String>,
 }
 
 impl IntrospectionConfig {
@@ -166,7 +190,39 @@ impl IntrospectionConfig {
     ) -> Option<Credentials> {
         let secret = self.client_secret_path.as_deref();
         let cert = (self.client_cert_path.as_deref(), self.client_key_path.as_deref());
+        if self.client_auth != ClientAuth::PrivateKeyJwt {
+            for (field, set) in [
+                ("assertion_key_path", self.assertion_key_path.is_some()),
+                ("assertion_kid", self.assertion_kid.is_some()),
+            ] {
+                if set {
+                    issues.push(ConfigIssue::new(k(field), "only applies to client_auth: private_key_jwt"));
+                }
+            }
+        }
         match (self.client_auth, secret, cert) {
+            (ClientAuth::PrivateKeyJwt, None, (None, None)) => {
+                let Some(p) = self.assertion_key_path.as_deref() else {
+                    issues.push(ConfigIssue::new(
+                        k("assertion_key_path"),
+                        "private_key_jwt needs assertion_key_path",
+                    ));
+                    return None;
+                };
+                if self.assertion_kid.as_deref().is_some_and(str::is_empty) {
+                    issues.push(ConfigIssue::new(k("assertion_kid"), "must not be empty"));
+                    return None;
+                }
+                let (key, alg) = read_assertion_key(&resolve(dir, p), &k("assertion_key_path"), issues)?;
+                Some(Credentials::Assertion(AssertionKey { key, alg, kid: self.assertion_kid.clone() }))
+            }
+            (ClientAuth::PrivateKeyJwt, _, _) => {
+                issues.push(ConfigIssue::new(
+                    k("client_auth"),
+                    "private_key_jwt takes assertion_key_path (no client_secret_path or client certificate)",
+                ));
+                None
+            }
             (ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost, Some(p), (None, None)) => {
                 read_secret(&resolve(dir, p), &k("client_secret_path"), issues).map(Credentials::Secret)
             }
@@ -191,6 +247,43 @@ impl IntrospectionConfig {
             }
         }
     }
+}
+
+/// A PKCS#8 PEM signing key: P-256 → ES256, RSA (2048 bits or more) → RS256, Ed25519 → EdDSA.
+/// Errors name the key, never the content.
+fn read_assertion_key(
+    path: &Path,
+    key: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<(jsonwebtoken::EncodingKey, jsonwebtoken::Algorithm)> {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    use p256::pkcs8::DecodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let pem = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            issues.push(ConfigIssue::new(key, format!("cannot be read: {}", e.kind())));
+            return None;
+        }
+    };
+    let found = if p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).is_ok() {
+        EncodingKey::from_ec_pem(pem.as_bytes()).ok().map(|k| (k, Algorithm::ES256))
+    } else if let Ok(rsa) = rsa::RsaPrivateKey::from_pkcs8_pem(&pem) {
+        if rsa.size() < 256 {
+            issues.push(ConfigIssue::new(key, "an RSA key must have at least 2048 bits"));
+            return None;
+        }
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        rsa.to_pkcs1_der().ok().map(|der| (EncodingKey::from_rsa_der(der.as_bytes()), Algorithm::RS256))
+    } else if ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).is_ok() {
+        EncodingKey::from_ed_pem(pem.as_bytes()).ok().map(|k| (k, Algorithm::EdDSA))
+    } else {
+        None
+    };
+    if found.is_none() {
+        issues.push(ConfigIssue::new(key, "not a PKCS#8 PEM private key of P-256, RSA or Ed25519"));
+    }
+    found
 }
 
 /// The secret file's text without one trailing newline (how `echo` and Kubernetes secrets write

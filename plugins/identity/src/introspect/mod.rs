@@ -139,7 +139,7 @@ impl Introspector {
 
     async fn call(&self, token: &str) -> Result<Answer, CallError> {
         let started = Instant::now();
-        let answer = self.client.introspect(token).await;
+        let answer = self.client.introspect(token, self.clock.unix_secs()).await;
         let outcome = match &answer {
             Ok(Answer::Active(_)) => "active",
             Ok(Answer::Inactive) => "inactive",
