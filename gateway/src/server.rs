@@ -163,7 +163,7 @@ impl GatewayBuilder {
         }
         tasks.extend(runtime.pipeline.background_tasks());
         tasks.extend(crate::upstream::health::tasks(&runtime.upstreams, &runtime.metrics));
-        tasks.extend(crate::upstream::dns::tasks(&runtime.upstreams));
+        tasks.extend(crate::upstream::dns::tasks(&runtime.upstreams, &runtime.metrics));
         let reloader = Reloader { certs: Arc::new(certs), runtime: runtime.clone() };
         let background = Background { reloader: reloader.clone(), tasks: Mutex::new(tasks) };
         server.add_service(proxy);

@@ -299,3 +299,52 @@ async fn verified_fetch_with_no_healthy_endpoint_is_502_upstream_unavailable() {
     assert_eq!((s, code.as_str()), (502, "upstream_unavailable"));
     assert!(traffic(&env.upstream).is_empty(), "no request reached an endpoint");
 }
+
+/// `addresses_per_name`: a name's every address is an endpoint of its own, an address slot the
+/// lookup leaves empty takes no traffic, is not checked and is not counted. `localhost` answers
+/// 127.0.0.1 (and ::1 where the hosts file says so: then a second upstream listens there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_address_slots_sends_to_every_address_it_resolves_to() {
+    use std::net::ToSocketAddrs;
+    let pki = TestPki::new();
+    let v4 = start_upstream(&pki).await;
+    let port = v4.addr.port();
+    let mut local: Vec<SocketAddr> = ("localhost", port).to_socket_addrs().unwrap().collect();
+    local.sort_unstable();
+    local.dedup();
+    let v6 = match local.iter().find(|a| a.is_ipv6()) {
+        Some(a) => Some(upstream_builder(&pki).bind(*a).await.unwrap()),
+        None => None,
+    };
+    let single = yaml(&pki, v4.addr, "none");
+    let address = format!("    address: \"{}\"\n", v4.addr);
+    let extra = format!(
+        "    endpoints: [\"localhost:{port}\"]\n    addresses_per_name: 3\n    max_connect_retries: 0\n{}",
+        health_check(Some("/fhir/metadata"))
+    );
+    let gw = TestGateway::start_yaml(&single.replace(&address, &extra), pki.dir(), Vec::new());
+
+    let (status, details) = wait_healthy(&gw, local.len() as u64).await;
+    assert_eq!((status, details["endpoints"].as_u64()), (200, Some(local.len() as u64)), "{details}");
+    // No retries: a request sent to an empty slot would fail, so all-200 means none was.
+    assert!(get_all(&pki, &gw, 8).await.iter().all(|s| *s == 200));
+    let metrics = admin_get(gw.admin, "/metrics").await;
+    let gauge = |slot: usize, v: u8| {
+        format!(
+            "phigate_upstream_endpoint_healthy{{endpoint=\"localhost:{port}#{slot}\",upstream=\"fhir\"}} {v}"
+        )
+    };
+    assert!(metrics.contains(&gauge(1, 1)), "{metrics}");
+    assert!(metrics.contains(&gauge(3, 0)), "the empty slot: {metrics}");
+    match &v6 {
+        Some(v6) => {
+            assert!(metrics.contains(&gauge(2, 1)), "{metrics}");
+            let (a, b) = (traffic(&v4).len(), traffic(v6).len());
+            assert!(a + b == 8 && a >= 2 && b >= 2, "round robin over both addresses: {a} / {b}");
+        }
+        None => {
+            assert!(metrics.contains(&gauge(2, 0)), "{metrics}");
+            assert_eq!(traffic(&v4).len(), 8);
+        }
+    }
+}

@@ -74,6 +74,17 @@ pub struct UpstreamConfig {
     /// once at start). At most 86400. Default: 30.
     #[serde(default = "default_dns_refresh_secs")]
     pub dns_refresh_secs: u64,
+    /// How many addresses of an endpoint given as a DNS name take traffic. 1 (the default): the
+    /// first address the lookup answers, kept while later lookups still hold it (a name behind
+    /// a load balancer). More: every address of the answer up to this many (lowest first), each
+    /// an endpoint of its own in the round robin with its own health, connect retries and
+    /// checks (a Kubernetes headless service, a name with one A record per replica, as Envoy's
+    /// `STRICT_DNS`). Each lookup keeps the addresses still answered, adds new ones (healthy,
+    /// as at start) and drops vanished ones; a failed or empty lookup changes nothing. Metrics
+    /// and logs name them `host:port#1`, `#2`, ... 1..=64, and the upstream's endpoints times
+    /// this (for names) at most 64.
+    #[serde(default = "default_addresses_per_name")]
+    pub addresses_per_name: u32,
     /// Most requests this gateway process has at the upstream at once (Envoy's circuit breaker
     /// `max_requests`). A request beyond it is refused at once, after identity and policy and
     /// before anything is sent, with 503 `upstream_overloaded` and `Retry-After: 1` (audited as
@@ -150,6 +161,17 @@ impl UpstreamConfig {
         }
     }
 
+    /// The endpoints a request may be sent to: one per IP endpoint, `addresses_per_name` per name.
+    pub fn slot_count(&self) -> usize {
+        self.endpoint_list()
+            .iter()
+            .map(|(_, text)| match text.parse::<std::net::SocketAddr>() {
+                Ok(_) => 1,
+                Err(_) => self.addresses_per_name as usize,
+            })
+            .sum()
+    }
+
     /// Every problem of this upstream as (key path relative to the upstream, message).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
@@ -198,6 +220,14 @@ impl UpstreamConfig {
         }
         if self.dns_refresh_secs > 86_400 {
             err("dns_refresh_secs", "must be at most 86400");
+        }
+        if !(1..=MAX_ENDPOINTS as u32).contains(&self.addresses_per_name) {
+            err("addresses_per_name", "must be between 1 and 64");
+        } else if self.slot_count() > MAX_ENDPOINTS {
+            err(
+                "addresses_per_name",
+                "endpoints given as names times this, plus the IP endpoints, must be at most 64",
+            );
         }
         if self.max_requests_in_flight.is_some_and(|m| !(1..=1_000_000).contains(&m)) {
             err("max_requests_in_flight", "must be between 1 and 1000000");
@@ -273,6 +303,9 @@ fn default_max_connect_retries() -> u32 {
 }
 fn default_dns_refresh_secs() -> u64 {
     30
+}
+fn default_addresses_per_name() -> u32 {
+    1
 }
 fn default_interval_ms() -> u64 {
     5000

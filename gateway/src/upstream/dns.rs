@@ -8,6 +8,11 @@
 //! replaces the peer atomically: new connections go there, pooled ones to the old address drain
 //! as they idle out, the endpoint's health and its run of failures are kept. A failed or empty
 //! lookup keeps the last address (logged at debug: the next lookup may work).
+//!
+//! With `addresses_per_name` above 1 a name has that many endpoint slots, filled from each answer
+//! by [`assign`]: addresses still answered keep their slot (and its health and pooled
+//! connections), new ones fill free slots (healthy, as at start), vanished ones leave their slot
+//! empty (no traffic, no checks, not counted in readiness).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,13 +21,28 @@ use phigate_plugin::BackgroundTask;
 use pingora::upstreams::peer::HttpPeer;
 
 use super::{Endpoint, Upstream};
+use crate::metrics::Metrics;
 
-/// One refresher task per endpoint given as a name, on every upstream with a refresh interval.
-pub fn tasks(upstreams: &[Arc<Upstream>]) -> Vec<BackgroundTask> {
+/// One refresher task per endpoint given as a name (per name, for names with several address
+/// slots), on every upstream with a refresh interval.
+pub fn tasks(upstreams: &[Arc<Upstream>], metrics: &Arc<Metrics>) -> Vec<BackgroundTask> {
     let mut out: Vec<BackgroundTask> = Vec::new();
     for upstream in upstreams.iter().filter(|u| !u.dns_refresh.is_zero()) {
+        for group in 0..upstream.groups.len() {
+            let (upstream, metrics) = (upstream.clone(), metrics.clone());
+            out.push(Box::pin(async move {
+                let mut tick = tokio::time::interval(upstream.dns_refresh);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await; // the first tick is now: the addresses are start-up ones
+                loop {
+                    tick.tick().await;
+                    refresh_group(&upstream, group, &metrics).await;
+                }
+            }));
+        }
+        let grouped = |i: usize| upstream.groups.iter().any(|(_, r)| r.contains(&i));
         for index in 0..upstream.endpoints.len() {
-            if is_name(&upstream.endpoints[index].label) {
+            if is_name(&upstream.endpoints[index].label) && !grouped(index) {
                 let upstream = upstream.clone();
                 out.push(Box::pin(async move {
                     let mut tick = tokio::time::interval(upstream.dns_refresh);
@@ -66,6 +86,66 @@ pub async fn refresh(upstream: &Upstream, index: usize) -> Option<SocketAddr> {
     Some(next)
 }
 
+/// Looks up name group `group` of `upstream` once and fills its slots from the answer (see
+/// [`assign`]); returns how many slots changed. A failed or empty lookup changes nothing.
+pub async fn refresh_group(upstream: &Upstream, group: usize, metrics: &Metrics) -> usize {
+    let Some((name, _)) = upstream.groups.get(group) else { return 0 };
+    match tokio::net::lookup_host(&**name).await {
+        Ok(addrs) => apply(upstream, group, &addrs.collect::<Vec<_>>(), metrics),
+        Err(e) => {
+            log::debug!(target: "phigate::upstream", "upstream={} endpoint={name} lookup failed: {e}", upstream.name);
+            0
+        }
+    }
+}
+
+/// Fills name group `group`'s slots from a lookup's answer; returns how many changed.
+pub fn apply(upstream: &Upstream, group: usize, resolved: &[SocketAddr], metrics: &Metrics) -> usize {
+    let Some((_, range)) = upstream.groups.get(group) else { return 0 };
+    let Some(slots) = upstream.endpoints.get(range.clone()) else { return 0 };
+    let current: Vec<Option<SocketAddr>> = slots.iter().map(Endpoint::address).collect();
+    let next = assign(&current, resolved);
+    let mut changed = 0;
+    for ((endpoint, before), after) in slots.iter().zip(current).zip(next) {
+        if before == after {
+            continue;
+        }
+        endpoint.assign(after);
+        changed += 1;
+        match after {
+            Some(a) => {
+                log::info!(target: "phigate::upstream", "upstream={} endpoint={} address={a} (resolved again)", upstream.name, endpoint.label)
+            }
+            None => {
+                log::info!(target: "phigate::upstream", "upstream={} endpoint={} no address (no longer in the answer)", upstream.name, endpoint.label)
+            }
+        }
+        super::health::published(upstream, endpoint, metrics);
+    }
+    changed
+}
+
+/// The addresses of a name's slots after a lookup answered `resolved`: an address still in the
+/// answer keeps its slot; the answer's other addresses, lowest first, fill the free slots; a
+/// slot whose address left the answer is emptied unless a new address takes it. An empty answer
+/// keeps everything.
+pub fn assign(current: &[Option<SocketAddr>], resolved: &[SocketAddr]) -> Vec<Option<SocketAddr>> {
+    if resolved.is_empty() {
+        return current.to_vec();
+    }
+    let mut answer = resolved.to_vec();
+    answer.sort_unstable();
+    answer.dedup();
+    let mut next: Vec<Option<SocketAddr>> =
+        current.iter().map(|c| c.filter(|a| answer.binary_search(a).is_ok())).collect();
+    let kept: Vec<SocketAddr> = next.iter().flatten().copied().collect();
+    let mut fresh = answer.into_iter().filter(|a| !kept.contains(a));
+    for slot in next.iter_mut().filter(|s| s.is_none()) {
+        *slot = fresh.next();
+    }
+    next
+}
+
 /// The address to use after a lookup answered `resolved`: `None` to keep `current` (still in
 /// the answer, or no answer), else the answer's first address.
 pub fn next_address(current: Option<SocketAddr>, resolved: &[SocketAddr]) -> Option<SocketAddr> {
@@ -99,6 +179,18 @@ mod tests {
         assert_eq!(next_address(Some(x), &[]), None, "no answer: keep the last address");
         assert_eq!(next_address(Some(x), &[y]), Some(y));
         assert_eq!(next_address(None, &[y, x]), Some(y));
+    }
+
+    #[test]
+    fn slots_keep_their_address_while_answered_and_take_new_ones_lowest_first() {
+        let (x, y, z) = (a("10.0.0.1:443"), a("10.0.0.2:443"), a("10.0.0.3:443"));
+        assert_eq!(assign(&[None, None, None], &[z, x, x]), [Some(x), Some(z), None]);
+        // y replaces z, which left the answer; x keeps its slot whatever the order.
+        assert_eq!(assign(&[Some(x), Some(z), None], &[y, x]), [Some(x), Some(y), None]);
+        assert_eq!(assign(&[Some(x), Some(z), None], &[z, y, x]), [Some(x), Some(z), Some(y)]);
+        assert_eq!(assign(&[Some(x), Some(z)], &[y]), [Some(y), None]);
+        assert_eq!(assign(&[Some(x), None], &[]), [Some(x), None], "no answer: nothing changes");
+        assert_eq!(assign(&[None], &[z, y]), [Some(y)], "more addresses than slots: lowest first");
     }
 
     #[test]

@@ -96,6 +96,12 @@ impl Checker {
         let mut streak = Streak::default();
         loop {
             tick.tick().await;
+            // An empty address slot of a name has nothing to check; filled again, it starts
+            // healthy with a fresh streak.
+            if !endpoint.is_present() {
+                streak = Streak::default();
+                continue;
+            }
             // The current peer: the endpoint's name may have resolved to a new address.
             let peer = probe_peer(endpoint, &check);
             let probe = probe(&self.connector, &peer, request.as_ref());

@@ -56,6 +56,9 @@ pub struct Upstream {
     pub dns_refresh: Duration,
     /// `max_requests_in_flight`, when set.
     pub max_in_flight: Option<usize>,
+    /// Endpoints given as names with `addresses_per_name` above 1: the name (`host:port`) and
+    /// its endpoints (one per address), looked up together.
+    pub groups: Vec<(Arc<str>, std::ops::Range<usize>)>,
     in_flight: AtomicUsize,
     cursor: AtomicUsize,
 }
@@ -100,18 +103,54 @@ pub struct Endpoint {
     /// swapped whole when the endpoint's name resolves to a new address.
     pub peer: ArcSwap<HttpPeer>,
     healthy: AtomicBool,
+    /// Whether the endpoint has an address: always, except an address slot of a name
+    /// (`addresses_per_name`) that the last lookup left empty.
+    present: AtomicBool,
     /// Connect failures in a row (traffic, not checks).
     connect_failures: AtomicU32,
 }
 
 impl Endpoint {
-    /// Whether the endpoint takes traffic (always, without health checks).
+    fn new(label: Arc<str>, peer: HttpPeer, present: bool) -> Endpoint {
+        Endpoint {
+            label,
+            peer: ArcSwap::from_pointee(peer),
+            healthy: AtomicBool::new(true),
+            present: AtomicBool::new(present),
+            connect_failures: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the endpoint takes traffic: it has an address and is healthy (always, without
+    /// health checks).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && self.is_present()
+    }
+
+    /// Whether the endpoint has an address (see [`Endpoint::present`]).
+    pub fn is_present(&self) -> bool {
+        self.present.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Gives the slot a new address (healthy, as an endpoint at start) or takes it away.
+    pub(crate) fn assign(&self, addr: Option<SocketAddr>) {
+        if let Some(addr) = addr {
+            let mut peer = HttpPeer::clone(&self.peer.load());
+            peer._address = addr.into();
+            self.peer.store(Arc::new(peer));
+            self.connect_failures.store(0, Ordering::Relaxed);
+            self.healthy.store(true, Ordering::Relaxed);
+        }
+        self.present.store(addr.is_some(), Ordering::Relaxed);
+    }
+
+    /// The current address, when present.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.is_present().then(|| self.peer.load()._address.as_inet().copied()).flatten()
     }
 }
 
@@ -164,9 +203,12 @@ impl Upstream {
         }
     }
 
-    /// (healthy, total) endpoints.
+    /// (healthy, total) endpoints; an empty address slot of a name is not counted.
     pub fn health_counts(&self) -> (usize, usize) {
-        (self.endpoints.iter().filter(|e| e.is_healthy()).count(), self.endpoints.len())
+        (
+            self.endpoints.iter().filter(|e| e.is_healthy()).count(),
+            self.endpoints.iter().filter(|e| e.is_present()).count(),
+        )
     }
 
     /// Builds an upstream from its config: every endpoint resolved once (no request ever blocks
@@ -179,20 +221,29 @@ impl Upstream {
         let sni = u.sni.clone().unwrap_or_default();
         let template = template_peer(u, dir, &sni)?;
         let mut endpoints = Vec::new();
+        let mut groups = Vec::new();
         for (_, text) in u.endpoint_list() {
-            let addr: SocketAddr = text
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| BuildError::Resolve { name: u.name.clone() })?;
-            let mut peer = template.clone();
-            peer._address = addr.into();
-            endpoints.push(Endpoint {
-                label: text.into(),
-                peer: ArcSwap::from_pointee(peer),
-                healthy: AtomicBool::new(true),
-                connect_failures: AtomicU32::new(0),
-            });
+            let resolved: Vec<SocketAddr> = text.to_socket_addrs().map(Iterator::collect).unwrap_or_default();
+            let first = *resolved.first().ok_or_else(|| BuildError::Resolve { name: u.name.clone() })?;
+            let peer = |addr: SocketAddr| {
+                let mut peer = template.clone();
+                peer._address = addr.into();
+                peer
+            };
+            if u.addresses_per_name <= 1 || !dns::is_name(text) {
+                endpoints.push(Endpoint::new(text.into(), peer(first), true));
+                continue;
+            }
+            // Every address, each in a slot of its own; slots the answer does not fill wait
+            // empty for a later lookup.
+            let slots = u.addresses_per_name as usize;
+            let addresses = dns::assign(&vec![None; slots], &resolved);
+            let start = endpoints.len();
+            for (k, addr) in addresses.into_iter().enumerate() {
+                let label: Arc<str> = format!("{text}#{}", k + 1).into();
+                endpoints.push(Endpoint::new(label, peer(addr.unwrap_or(first)), addr.is_some()));
+            }
+            groups.push((Arc::from(text), start..endpoints.len()));
         }
         if endpoints.is_empty() {
             return Err(BuildError::Invalid(format!("upstream {}: no endpoint", u.name)));
@@ -207,6 +258,7 @@ impl Upstream {
             health_check: u.health_check.clone(),
             dns_refresh: Duration::from_secs(u.dns_refresh_secs),
             max_in_flight: u.max_requests_in_flight.map(|m| m as usize),
+            groups,
             in_flight: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
         })
@@ -242,18 +294,13 @@ fn template_peer(u: &UpstreamConfig, dir: &Path, sni: &str) -> Result<HttpPeer, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::UpstreamConfig;
 
     fn upstream(n: usize, max_connect_retries: u32) -> Upstream {
         let endpoints = (0..n)
-            .map(|i| Endpoint {
-                label: format!("127.0.0.1:{}", 1000 + i).into(),
-                peer: ArcSwap::from_pointee(HttpPeer::new(
-                    SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                    false,
-                    String::new(),
-                )),
-                healthy: AtomicBool::new(true),
-                connect_failures: AtomicU32::new(0),
+            .map(|i| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16));
+                Endpoint::new(addr.to_string().into(), HttpPeer::new(addr, false, String::new()), true)
             })
             .collect();
         Upstream {
@@ -265,6 +312,7 @@ mod tests {
             health_check: None,
             dns_refresh: Duration::ZERO,
             max_in_flight: None,
+            groups: Vec::new(),
             in_flight: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
         }
@@ -353,6 +401,65 @@ mod tests {
         );
         assert!(!u.endpoints[0].is_healthy(), "health is the checks' business, not DNS's");
         assert_eq!(dns::refresh(&u, 0).await, None, "still in the answer: kept");
+    }
+
+    /// A name with `addresses_per_name` slots: every address a real lookup (`localhost`) answers
+    /// gets one, the rest wait empty (no traffic, not counted); later answers keep, fill and empty
+    /// slots, and selection follows.
+    #[test]
+    fn a_name_with_address_slots_spreads_over_every_answered_address() {
+        let cfg: UpstreamConfig = serde_yaml::from_str(
+            "{ name: u, insecure_plaintext: true, addresses_per_name: 3, \
+             endpoints: ['localhost:8443', '10.0.0.9:8443'] }",
+        )
+        .unwrap();
+        assert_eq!(cfg.slot_count(), 4);
+        let u = Upstream::build(&cfg, Path::new(".")).unwrap();
+        let labels: Vec<&str> = u.endpoints.iter().map(|e| &*e.label).collect();
+        assert_eq!(labels, ["localhost:8443#1", "localhost:8443#2", "localhost:8443#3", "10.0.0.9:8443"]);
+        let mut local: Vec<SocketAddr> = "localhost:8443".to_socket_addrs().unwrap().collect();
+        local.sort_unstable();
+        local.dedup();
+        local.truncate(3);
+        let present: Vec<SocketAddr> = u.endpoints[..3].iter().filter_map(Endpoint::address).collect();
+        assert_eq!(present, local, "every answered address, lowest first");
+        assert_eq!(u.health_counts(), (local.len() + 1, local.len() + 1));
+        assert_eq!(u.groups.len(), 1);
+
+        let metrics = crate::metrics::metrics().unwrap();
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (a1, a2) = (addr("127.0.0.101:8443"), addr("127.0.0.102:8443"));
+        u.endpoints[0].set_healthy(false);
+        dns::apply(&u, 0, &[a2, a1], &metrics);
+        assert_eq!(u.endpoints[0].address(), Some(a1));
+        assert!(u.endpoints[0].is_healthy(), "a new address starts healthy");
+        assert_eq!(u.endpoints[1].address(), Some(a2));
+        assert_eq!(u.endpoints[2].address(), None);
+        let picks: std::collections::HashSet<usize> = (0..12).map(|_| u.select(0, None).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 3].into(), "an empty slot takes no traffic");
+
+        // a1 leaves the answer: its slot empties, a2 keeps its own (and its health).
+        u.endpoints[1].set_healthy(false);
+        assert_eq!(dns::apply(&u, 0, &[a2], &metrics), 1);
+        assert_eq!((u.endpoints[0].address(), u.endpoints[1].address()), (None, Some(a2)));
+        assert!(!u.endpoints[1].is_healthy(), "a kept address keeps its health");
+        assert_eq!(u.health_counts(), (1, 2));
+        assert_eq!(dns::apply(&u, 0, &[], &metrics), 0, "no answer: nothing changes");
+    }
+
+    #[test]
+    fn address_slots_are_bounded_with_the_endpoints() {
+        let cfg: UpstreamConfig = serde_yaml::from_str(
+            "{ name: u, insecure_plaintext: true, addresses_per_name: 32, \
+             endpoints: ['a.internal:1', 'b.internal:1', '10.0.0.1:1'] }",
+        )
+        .unwrap();
+        let keys: Vec<String> = cfg.problems().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["addresses_per_name"]);
+        let cfg = UpstreamConfig { addresses_per_name: 31, ..cfg };
+        assert!(cfg.problems().is_empty(), "31 + 31 + 1 = 63");
+        let cfg = UpstreamConfig { addresses_per_name: 0, ..cfg };
+        assert_eq!(cfg.problems()[0].1, "must be between 1 and 64");
     }
 
     #[test]
