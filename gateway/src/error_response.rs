@@ -37,7 +37,7 @@ fn fhir_issue_type(code: ErrorCode) -> &'static str {
         401 => "login",
         403 => "forbidden",
         404 => "not-found",
-        405 => "not-supported",
+        405 | 406 => "not-supported",
         413 | 414 | 431 => "too-long",
         429 => "throttled",
         502..=504 => "transient",

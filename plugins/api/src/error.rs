@@ -109,6 +109,10 @@ error_codes! {
     PageSizeExceeded = ("page_size_exceeded", 400, "The requested page size exceeds the maximum."),
     /// The search would return an unbounded result.
     UnboundedSearch = ("unbounded_search", 400, "The search must be narrowed or paginated."),
+    /// The client asked for a response format other than FHIR JSON (`_format=xml`, `Accept:
+    /// application/fhir+xml`, ...) on a request whose response the gateway verifies, and it reads
+    /// FHIR JSON only. Nothing was forwarded.
+    FormatNotAcceptable = ("format_not_acceptable", 406, "Responses are verified by the gateway, which reads FHIR JSON only; ask for application/fhir+json."),
     /// Bulk export must be requested asynchronously.
     ExportRequiresAsync = ("export_requires_async", 400, "Bulk export must be requested with Prefer: respond-async."),
     /// Too many requests.
