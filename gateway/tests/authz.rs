@@ -255,3 +255,44 @@ async fn policy_hot_reload_under_load_fails_no_request_and_broken_updates_are_re
     assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);
     assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p3").await.0, 403);
 }
+
+/// Responses are verified as FHIR JSON: a client asking only for XML (`Accept`, or `_format`,
+/// which overrides it) is refused with 406 before anything is forwarded; one accepting anything
+/// gets JSON asked of the upstream; one asking for JSON is forwarded as it asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_responses_are_fhir_json_and_xml_is_406_before_forwarding() {
+    let env = FullEnv::start().await;
+    let token = env.token("clinician_a");
+    let client = env.pki.public_client();
+    for (accept, path) in [
+        ("application/fhir+xml", "/fhir/Patient/a-p1"),
+        ("application/xml, text/xml;q=0.5", "/fhir/Observation?patient=a-p1"),
+        ("application/fhir+json", "/fhir/Patient/a-p1?_format=xml"),
+    ] {
+        let res = client.get(&env.gw.url(path)).bearer(&token).header("accept", accept).send().await.unwrap();
+        assert_eq!(res.status, 406, "{accept} {path}");
+        assert_eq!(common::error_code(&res.body), "format_not_acceptable");
+    }
+    assert_eq!(env.upstream.recorder.count(), 0, "nothing forwarded");
+
+    let url = env.gw.url("/fhir/Patient/a-p1");
+    for (accept, upstream_accept) in [
+        (None, "application/fhir+json"),
+        (Some("*/*"), "application/fhir+json"),
+        (Some("application/json"), "application/json"),
+        (
+            Some("application/fhir+xml;q=0.8, application/fhir+json"),
+            "application/fhir+xml;q=0.8, application/fhir+json",
+        ),
+    ] {
+        let mut req = client.get(&url).bearer(&token);
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status, 200, "{accept:?}: {}", res.text());
+        let seen = env.upstream.recorder.next().await;
+        let got: Vec<&str> = seen.headers.get_all("accept").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(got, [upstream_accept], "{accept:?}");
+    }
+}

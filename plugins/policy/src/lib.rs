@@ -39,6 +39,7 @@ mod config;
 mod decision;
 mod error;
 mod events;
+mod format;
 mod input;
 mod narrow;
 mod oneshot;

@@ -308,6 +308,16 @@ impl Stage for PolicyStage {
         // The response must be checked before any byte of it reaches the client, so that a
         // violation can still replace the status: ask for the whole response now.
         if let Some(permit) = Permit::of(&decision, &index) {
+            // Verification reads FHIR JSON: a client asking for XML is refused before anything
+            // is forwarded, one accepting anything gets JSON.
+            match crate::format::judge(&ctx.request) {
+                Ok(None) => {}
+                Ok(Some(accept)) => ctx.upstream.set_headers.push((http::header::ACCEPT, accept)),
+                Err(denial) => {
+                    ctx.decision = Some(decision);
+                    return Err(denial);
+                }
+            }
             ctx.response.buffer_body = true;
             // The record a write by id changes is judged before the write is sent.
             pre_read::ask_if_wanted(ctx, &self.inner.active.load());
