@@ -99,7 +99,7 @@ pub struct Decision {
 }
 
 /// Obligations attached to an allow decision.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Obligations {
     /// Limit a search to these patients (search narrowing).
     pub narrow_patients: Option<Vec<PatientId>>,
