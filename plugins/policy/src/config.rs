@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::revision::GatewaySettings;
-use crate::stage::{PolicyStage, StageSettings};
+use crate::stage::{PolicyStage, ShadowSettings, StageSettings};
 
 /// Authorization by Rego policies (regorus): tenant isolation, patient access, SMART scopes,
 /// break-glass, bulk-export rules; search narrowing and response verification.
@@ -57,6 +57,33 @@ pub struct PolicyConfig {
     /// Optional decision cache. Default: off.
     #[serde(default)]
     pub decision_cache: DecisionCacheConfig,
+    /// A candidate policy evaluated beside the active one on every request and never enforced,
+    /// to see what a rollout would change on real traffic before it happens (like Envoy's RBAC
+    /// shadow rules). Default: none.
+    #[serde(default)]
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// A shadow policy: loaded, tested and hot-reloaded like the active one (a broken shadow
+/// revision is rejected and the previous one keeps being compared), evaluated on the same input
+/// after the active decision, and compared with it. Its decisions only count
+/// (`phigate_policy_shadow_decisions_total{outcome}`: `agree`, `would_allow`, `would_deny`,
+/// `would_differ` for the same verdict with another error code or other obligations, `error`)
+/// and each disagreement is logged with the request id, route, FHIR interaction and type and
+/// both verdicts and reasons (target `phigate::policy::shadow`; never patients or claims).
+/// Costs one more evaluation per request while configured.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Directory of the candidate `.rego` policies and their tests. Relative to the config file's
+    /// directory. Required.
+    pub dir: PathBuf,
+    /// Its data documents. Default: `<dir>/data`.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Its decision rule. Default: the active policy's `entrypoint`.
+    #[serde(default)]
+    pub entrypoint: Option<String>,
 }
 
 /// Decision cache: decisions keyed by the whole decision-relevant input (everything but `time`).
@@ -133,17 +160,27 @@ impl PolicyConfig {
             test_on_reload: true,
             watch: true,
             decision_cache: DecisionCacheConfig::default(),
+            shadow: None,
         }
     }
 
-    fn issues(&self, dir: &Path) -> Vec<ConfigIssue> {
+    fn issues(&self, dir: &Path, config_dir: &Path) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         let mut bad = |k: &str, m: &str| issues.push(ConfigIssue::new(k, m));
         if !dir.is_dir() {
             bad("dir", "is not a readable directory");
         }
-        if !self.entrypoint.starts_with("data.") || self.entrypoint.len() < 6 {
+        let rule_path = |e: &str| e.starts_with("data.") && e.len() >= 6;
+        if !rule_path(&self.entrypoint) {
             bad("entrypoint", "must be a rule path starting with `data.`");
+        }
+        if let Some(shadow) = &self.shadow {
+            if !resolve(config_dir, &shadow.dir).is_dir() {
+                bad("shadow.dir", "is not a readable directory");
+            }
+            if shadow.entrypoint.as_deref().is_some_and(|e| !rule_path(e)) {
+                bad("shadow.entrypoint", "must be a rule path starting with `data.`");
+            }
         }
         if !(1..=10_000).contains(&self.max_eval_ms) {
             bad("max_eval_ms", "must be between 1 and 10000");
@@ -174,12 +211,23 @@ impl PolicyConfig {
     /// on `dir` with the loader's message (file names and Rego positions only).
     pub fn build(self, ctx: &StageBuildCtx<'_>) -> Result<PolicyStage, Vec<ConfigIssue>> {
         let dir = resolve(ctx.config_dir, &self.dir);
-        let issues = self.issues(&dir);
+        let issues = self.issues(&dir, ctx.config_dir);
         if !issues.is_empty() {
             return Err(issues);
         }
         let data_dir =
             self.data_dir.as_deref().map_or_else(|| dir.join("data"), |d| resolve(ctx.config_dir, d));
+        let shadow = self.shadow.map(|s| {
+            let dir = resolve(ctx.config_dir, &s.dir);
+            ShadowSettings {
+                data_dir: s
+                    .data_dir
+                    .as_deref()
+                    .map_or_else(|| dir.join("data"), |d| resolve(ctx.config_dir, d)),
+                dir,
+                entrypoint: s.entrypoint.unwrap_or_else(|| self.entrypoint.clone()),
+            }
+        });
         let settings = StageSettings {
             dir,
             data_dir,
@@ -194,7 +242,8 @@ impl PolicyConfig {
             cache: self.decision_cache.enabled.then(|| {
                 (Duration::from_secs(self.decision_cache.ttl_secs), self.decision_cache.max_entries)
             }),
+            shadow,
         };
-        PolicyStage::new(settings).map_err(|e| vec![ConfigIssue::new("dir", e.to_string())])
+        PolicyStage::new(settings).map_err(|(key, e)| vec![ConfigIssue::new(key, e.to_string())])
     }
 }

@@ -33,7 +33,8 @@ pub(crate) static ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Reload attempts by result: `applied`, `unchanged`, `rejected`.
+/// Reload attempts by result: `applied`, `unchanged`, `rejected`; for the shadow policy
+/// `shadow_applied`, `shadow_rejected`.
 pub(crate) static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "phigate_policy_reloads_total",
@@ -130,3 +131,13 @@ pub(crate) fn eval_failed(revision: &str, request_id: &str, error: &crate::EvalE
         error.kind()
     );
 }
+
+/// Shadow policy decisions compared with the active ones: `agree`, `would_allow`, `would_deny`,
+/// `would_differ`, `error`.
+pub(crate) static SHADOW: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "phigate_policy_shadow_decisions_total",
+        "Shadow policy decisions compared with the enforced ones, by outcome.",
+        &["outcome"],
+    )
+});

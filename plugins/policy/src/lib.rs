@@ -48,11 +48,12 @@ mod permit;
 mod pre_read;
 mod reload;
 mod revision;
+mod shadow;
 mod stage;
 mod testing;
 mod verify;
 
-pub use config::{DecisionCacheConfig, PolicyConfig};
+pub use config::{DecisionCacheConfig, PolicyConfig, ShadowConfig};
 pub use decision::deny_code;
 pub use error::{EvalError, LoadError};
 pub use input::INPUT_VERSION;

@@ -40,6 +40,13 @@ pub(crate) async fn watch(inner: Arc<Inner>) {
     if !s.data_dir.starts_with(&s.dir) && s.data_dir.is_dir() {
         dirs.push(s.data_dir.clone());
     }
+    if let Some(sh) = &s.shadow {
+        for d in [&sh.dir, &sh.data_dir] {
+            if d.is_dir() && !dirs.iter().any(|w| d.starts_with(w)) {
+                dirs.push(d.clone());
+            }
+        }
+    }
     for d in &dirs {
         if let Err(e) = watcher.watch(d, RecursiveMode::Recursive) {
             log::error!("cannot watch {}: {e}; reload on SIGHUP only", d.display());
@@ -69,6 +76,45 @@ impl Inner {
     /// reload lock so that reports keep the order of the swaps.
     pub(crate) fn reload(&self, trigger: ChangeTrigger) -> Result<ReloadOutcome, LoadError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_shadow();
+        self.reload_active(trigger)
+    }
+
+    /// The shadow policy, reloaded with the active one: a new revision that compiles and passes
+    /// its tests replaces it; a broken one is logged and counted (`shadow_rejected`) and the
+    /// previous shadow keeps being compared. Not an enforcement change: not reported as one.
+    fn reload_shadow(&self) {
+        let (Some(sh), Some(slot)) = (&self.settings.shadow, &self.shadow) else { return };
+        let current = slot.load_full();
+        let s = &self.settings;
+        let attempt = Sources::read(&sh.dir, &sh.data_dir, &s.gateway).and_then(|src| {
+            if src.revision == current.id {
+                return Ok(None);
+            }
+            if s.test_on_reload {
+                crate::testing::require_passing(&src, &s.gateway)?;
+            }
+            Revision::compile(&src, &s.gateway, &sh.entrypoint, s.max_eval).map(Some)
+        });
+        match attempt {
+            Ok(None) => {}
+            Ok(Some(rev)) => {
+                log::info!(
+                    "policy shadow revision {} loaded (was {}; compared, not enforced)",
+                    rev.id,
+                    current.id
+                );
+                events::RELOADS.with_label_values(&["shadow_applied"]).inc();
+                slot.store(Arc::new(rev));
+            }
+            Err(e) => {
+                events::RELOADS.with_label_values(&["shadow_rejected"]).inc();
+                log::error!("policy shadow reload rejected, keeping shadow revision {}: {e}", current.id);
+            }
+        }
+    }
+
+    fn reload_active(&self, trigger: ChangeTrigger) -> Result<ReloadOutcome, LoadError> {
         let current = self.active.load_full();
         let s = &self.settings;
         let mut attempted = None;

@@ -37,6 +37,15 @@ pub(crate) struct StageSettings {
     pub(crate) test_on_reload: bool,
     pub(crate) watch: bool,
     pub(crate) cache: Option<(Duration, u64)>,
+    pub(crate) shadow: Option<ShadowSettings>,
+}
+
+/// Where the shadow policy is (see [`crate::ShadowConfig`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ShadowSettings {
+    pub(crate) dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) entrypoint: String,
 }
 
 /// Shared state of the stage and its reload task.
@@ -44,6 +53,8 @@ pub(crate) struct StageSettings {
 pub(crate) struct Inner {
     pub(crate) settings: StageSettings,
     pub(crate) active: ArcSwap<Revision>,
+    /// The shadow revision, compared and never enforced.
+    pub(crate) shadow: Option<ArcSwap<Revision>>,
     pub(crate) cache: Option<moka::sync::Cache<String, Arc<Decision>>>,
     /// Serialises reloads (watcher and SIGHUP); never taken on the request path.
     pub(crate) reload_lock: Mutex<()>,
@@ -73,8 +84,19 @@ pub enum ReloadOutcome {
 }
 
 impl PolicyStage {
-    pub(crate) fn new(settings: StageSettings) -> Result<PolicyStage, LoadError> {
-        let revision = load_revision(&settings)?;
+    /// Loads the active revision and the shadow one, if configured; an error names the key of
+    /// the directory that failed (`dir` or `shadow.dir`).
+    pub(crate) fn new(settings: StageSettings) -> Result<PolicyStage, (&'static str, LoadError)> {
+        let revision = load_revision(&settings).map_err(|e| ("dir", e))?;
+        let shadow = match &settings.shadow {
+            Some(sh) => {
+                let rev = load_at(&settings, &sh.dir, &sh.data_dir, &sh.entrypoint)
+                    .map_err(|e| ("shadow.dir", e))?;
+                log::info!("policy shadow revision {} loaded (compared, not enforced)", rev.id);
+                Some(ArcSwap::from_pointee(rev))
+            }
+            None => None,
+        };
         events::revision_active(None, &revision.id);
         let cache = settings
             .cache
@@ -86,6 +108,7 @@ impl PolicyStage {
                 watching: tokio::sync::watch::channel(false).0,
                 settings,
                 active: ArcSwap::from_pointee(revision),
+                shadow,
                 cache,
                 reload_lock: Mutex::new(()),
                 changes: OnceLock::new(),
@@ -96,6 +119,11 @@ impl PolicyStage {
     /// The active revision (content hash).
     pub fn revision(&self) -> String {
         self.inner.active.load().id.to_string()
+    }
+
+    /// The shadow revision (content hash), when a shadow policy is configured.
+    pub fn shadow_revision(&self) -> Option<String> {
+        self.inner.shadow.as_ref().map(|s| s.load().id.to_string())
     }
 
     /// Follows the active revision: the receiver sees each swap (for logs, or to wait for a
@@ -132,11 +160,21 @@ impl PolicyStage {
 }
 
 fn load_revision(s: &StageSettings) -> Result<Revision, LoadError> {
-    let sources = Sources::read(&s.dir, &s.data_dir, &s.gateway)?;
+    load_at(s, &s.dir, &s.data_dir, &s.entrypoint)
+}
+
+/// Reads, tests (when `test_on_reload`) and compiles the policies in `dir` with `data_dir`.
+pub(crate) fn load_at(
+    s: &StageSettings,
+    dir: &std::path::Path,
+    data_dir: &std::path::Path,
+    entrypoint: &str,
+) -> Result<Revision, LoadError> {
+    let sources = Sources::read(dir, data_dir, &s.gateway)?;
     if s.test_on_reload {
         crate::testing::require_passing(&sources, &s.gateway)?;
     }
-    Revision::compile(&sources, &s.gateway, &s.entrypoint, s.max_eval)
+    Revision::compile(&sources, &s.gateway, entrypoint, s.max_eval)
 }
 
 impl Inner {
@@ -145,11 +183,14 @@ impl Inner {
         let revision = self.active.load();
         let index = revision.patient_tenants.clone();
         let base = input::build(ctx);
+        // The shadow sees the same input, whatever the active decision or the cache did.
+        let shadow_input = self.shadow.as_ref().map(|_| input::with_time(base.clone(), ctx));
         let key = match &self.cache {
             Some(cache) => {
                 let key = format!("{}\n{}", revision.id, base.to_json_str().unwrap_or_default());
                 if let Some(hit) = cache.get(&key) {
                     events::CACHE.with_label_values(&["hit"]).inc();
+                    self.compare_shadow(ctx, &hit, shadow_input);
                     return Ok((hit, index));
                 }
                 events::CACHE.with_label_values(&["miss"]).inc();
@@ -162,7 +203,16 @@ impl Inner {
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, decision.clone());
         }
+        self.compare_shadow(ctx, &decision, shadow_input);
         Ok((decision, index))
+    }
+
+    /// Evaluates the shadow revision on `input` and records how it compares with `active`.
+    fn compare_shadow(&self, ctx: &RequestCtx, active: &Decision, input: Option<Value>) {
+        let (Some(shadow), Some(input)) = (&self.shadow, input) else { return };
+        let revision = shadow.load();
+        let decided = revision.evaluate(input).and_then(|out| decision::parse(&out, &revision.id));
+        crate::shadow::record(ctx, active, decided.as_ref());
     }
 }
 
@@ -252,7 +302,8 @@ impl Stage for PolicyStage {
 
     fn readiness(&self) -> Readiness {
         let watch = if *self.inner.watching.borrow() { "; watching" } else { "" };
-        Readiness::Ready(Some(format!("policy revision {}{watch}", self.revision())))
+        let shadow = self.shadow_revision().map(|s| format!("; shadow {s}")).unwrap_or_default();
+        Readiness::Ready(Some(format!("policy revision {}{shadow}{watch}", self.revision())))
     }
 
     /// SIGHUP: compile and test the policy files on a thread of their own (never on a request
