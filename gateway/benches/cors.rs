@@ -14,7 +14,8 @@ use pingora::http::ResponseHeader;
 
 fn policy() -> Arc<CorsPolicy> {
     let cfg: CorsConfig = serde_yaml::from_str(
-        "allowed_origins: [https://portal.example.org, https://app.example, 'http://localhost:3000']",
+        "allowed_origins: [https://portal.example.org, https://app.example, 'http://localhost:3000', \
+         'https://*.apps.example.org']",
     )
     .expect("config");
     Arc::new(CorsPolicy::build(&cfg).expect("policy"))
@@ -45,6 +46,20 @@ fn bench(c: &mut Criterion) {
             let CorsRequest::Actual(state) = inspect(&policy, &Method::GET, black_box(&get)) else {
                 panic!("not a preflight")
             };
+            let mut resp = upstream.clone();
+            decorate(&mut resp, &state).expect("decorated");
+            resp
+        })
+    });
+    // The last entry, a subdomain wildcard: every exact origin is compared first.
+    let mut sub = HeaderMap::new();
+    sub.insert("origin", HeaderValue::from_static("https://chart.west.apps.example.org"));
+    g.bench_function("decorate_wildcard_origin", |b| {
+        b.iter(|| {
+            let CorsRequest::Actual(state) = inspect(&policy, &Method::GET, black_box(&sub)) else {
+                panic!("not a preflight")
+            };
+            assert!(state.origin.is_some());
             let mut resp = upstream.clone();
             decorate(&mut resp, &state).expect("decorated");
             resp
