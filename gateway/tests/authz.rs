@@ -296,3 +296,36 @@ async fn verified_responses_are_fhir_json_and_xml_is_406_before_forwarding() {
         assert_eq!(got, [upstream_accept], "{accept:?}");
     }
 }
+
+/// A shadow policy through the gateway: the candidate (clinician_b off b-p1's care team) is
+/// compared on every request and counted, while the active policy alone decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_policy_is_counted_through_the_gateway_and_never_enforced() {
+    let env = FullEnv::start_edited(
+        |policies| {
+            let next = policies.parent().unwrap().join("policies-next");
+            phigate::demo::policies::write(&next).unwrap();
+            let teams = next.join("data/care_teams.yaml");
+            let yaml = std::fs::read_to_string(&teams).unwrap();
+            assert!(yaml.contains("clinician_b: [b-p1, b-p2]"), "{yaml}");
+            std::fs::write(&teams, yaml.replace("clinician_b: [b-p1, b-p2]", "clinician_b: [b-p2]")).unwrap();
+        },
+        "",
+        "",
+        |cfg, _| {
+            cfg.replace("  max_eval_ms: 2000\n", "  max_eval_ms: 2000\n  shadow: { dir: policies-next }\n")
+        },
+    )
+    .await;
+    assert_eq!(env.get_as("clinician_b", "/fhir/Patient/b-p1").await.0, 200, "the active policy decides");
+    assert_eq!(env.get_as("clinician_b", "/fhir/Patient/b-p3").await.0, 403);
+    let metrics = common::admin_get(env.gw.admin, "/metrics").await;
+    let count = |outcome: &str| {
+        let prefix = format!("phigate_policy_shadow_decisions_total{{outcome=\"{outcome}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map(|v| v.parse::<u64>().unwrap())
+    };
+    assert_eq!(count("would_deny"), Some(1), "{metrics}");
+    assert_eq!(count("agree"), Some(1), "the refused foreign read: {metrics}");
+    let (_, ready) = common::admin_call(env.gw.admin, "GET", "/readyz", None, None).await;
+    assert!(ready.to_string().contains("shadow "), "{ready}");
+}
