@@ -15,6 +15,7 @@ pub mod runtime;
 pub mod server;
 pub mod stages;
 pub mod telemetry;
+pub mod tenant;
 pub mod tls;
 pub mod upstream;
 

@@ -17,6 +17,8 @@ pub struct Route {
     rewrite: Option<String>,
     /// The route's CORS policy, if any.
     pub cors: Option<Arc<crate::cors::CorsPolicy>>,
+    /// How the route names the tenant its requests address, if it does.
+    pub tenant: Option<crate::tenant::RouteTenant>,
 }
 
 impl Route {
@@ -28,7 +30,14 @@ impl Route {
             prefix: prefix.trim_end_matches('/').to_owned(),
             rewrite: rewrite.map(|r| r.trim_end_matches('/').to_owned()),
             cors: None,
+            tenant: None,
         }
+    }
+
+    /// The route with this tenant source.
+    pub fn with_tenant(mut self, tenant: Option<crate::tenant::RouteTenant>) -> Self {
+        self.tenant = tenant;
+        self
     }
 
     /// The route with this CORS policy.

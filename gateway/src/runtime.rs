@@ -109,9 +109,17 @@ impl Runtime {
                 .map(|c| crate::cors::CorsPolicy::build(c).map(Arc::new))
                 .transpose()
                 .map_err(|e| BuildError::Invalid(format!("route {}: {e}", r.name)))?;
+            let tenant = match &r.tenant {
+                Some(t) => Some(
+                    crate::tenant::RouteTenant::build(t)
+                        .ok_or_else(|| BuildError::Invalid(format!("route {}: invalid tenant", r.name)))?,
+                ),
+                None => None,
+            };
             runtime_routes.push(
                 Route::new(meta.clone(), upstream, &r.path_prefix, r.upstream_path_prefix.as_deref())
-                    .with_cors(cors),
+                    .with_cors(cors)
+                    .with_tenant(tenant),
             );
         }
         let trusted_proxies = cfg

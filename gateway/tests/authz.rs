@@ -329,3 +329,67 @@ async fn a_shadow_policy_is_counted_through_the_gateway_and_never_enforced() {
     let (_, ready) = common::admin_call(env.gw.admin, "GET", "/readyz", None, None).await;
     assert!(ready.to_string().contains("shadow "), "{ready}");
 }
+
+/// Routes that name the tenant they address (`routes[].tenant`): a fixed tenant per route and a
+/// tenant header. A principal of another tenant is refused `tenant_mismatch` even when the
+/// request names no patient (a search would otherwise be narrowed to its own patients and sent
+/// to the other tenant's base), nothing is forwarded, and the refusal's audit record names the
+/// tenant addressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_names_the_tenant_and_other_tenants_are_refused_before_forwarding() {
+    let env = FullEnv::start_edited(
+        |_| {},
+        "",
+        "",
+        |cfg, _| {
+            let fhir_route = "  - { name: fhir, path_prefix: /fhir, upstream: fhir, fhir: true }\n";
+            assert!(cfg.contains(fhir_route));
+            cfg.replace(
+                fhir_route,
+                &format!(
+                    "{fhir_route}  - {{ name: tenant-a, path_prefix: /tenant-a/fhir, upstream: fhir, fhir: true, \
+                     upstream_path_prefix: /fhir, tenant: {{ fixed: tenant-a }} }}\n  \
+                     - {{ name: by-header, path_prefix: /h/fhir, upstream: fhir, fhir: true, \
+                     upstream_path_prefix: /fhir, tenant: {{ header: x-tenant-id }} }}\n"
+                ),
+            )
+        },
+    )
+    .await;
+    assert_eq!(env.get_as("clinician_a", "/tenant-a/fhir/Patient/a-p1").await.0, 200);
+    assert_eq!(env.upstream.recorder.next().await.path_and_query, "/fhir/Patient/a-p1");
+
+    let res = env
+        .pki
+        .public_client()
+        .get(&env.gw.url("/tenant-a/fhir/Observation?code=8867-4"))
+        .bearer(&env.token("clinician_b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((res.status.as_u16(), common::error_code(&res.body).as_str()), (403, "tenant_mismatch"));
+    let rid = res.header("x-request-id").unwrap().to_owned();
+    let denied = env.audit_records().into_iter().find(|r| r["request_id"] == rid.as_str()).unwrap();
+    assert_eq!(denied["tenant"], "tenant-a", "{denied}");
+    // The same search on the shared route is narrowed to clinician_b's own patients.
+    assert_eq!(env.get_as("clinician_b", "/fhir/Observation?code=8867-4").await.0, 200);
+    assert!(env.upstream.recorder.next().await.path_and_query.contains("patient=b-p1"));
+
+    let client = env.pki.public_client();
+    let url = env.gw.url("/h/fhir/Patient/a-p1");
+    let send = |tenant: Option<&'static str>| {
+        let mut req = client.get(&url).bearer(&env.token("clinician_a"));
+        if let Some(t) = tenant {
+            req = req.header("x-tenant-id", t);
+        }
+        req.send()
+    };
+    let missing = send(None).await.unwrap();
+    assert_eq!((missing.status.as_u16(), common::error_code(&missing.body).as_str()), (400, "bad_request"));
+    let other = send(Some("tenant-b")).await.unwrap();
+    assert_eq!((other.status.as_u16(), common::error_code(&other.body).as_str()), (403, "tenant_mismatch"));
+    assert_eq!(send(Some("tenant-a")).await.unwrap().status, 200);
+    let seen = env.upstream.recorder.next().await;
+    assert_eq!(seen.path_and_query, "/fhir/Patient/a-p1");
+    assert_eq!(env.upstream.recorder.count(), 3, "only the three permitted requests were forwarded");
+}

@@ -234,6 +234,16 @@ pub struct RouteConfig {
     /// CORS headers pass through unchanged).
     #[serde(default)]
     pub cors: Option<crate::cors::CorsConfig>,
+    /// The tenant the route's requests address: `{ fixed: tenant-a }` (the route serves one
+    /// tenant), `{ host_suffix: .fhir.example.com }` (the tenant subdomain:
+    /// `acme.fhir.example.com` addresses `acme`) or `{ header: x-tenant-id }`. Policies see it
+    /// as `request.tenant`, and the shipped ones refuse a principal of another tenant with 403
+    /// `tenant_mismatch` before anything is forwarded; the audit record names it. A request
+    /// whose host or header names no tenant is refused with 400 `bad_request`. Absent: the
+    /// principal's own tenant (requests then reach another tenant only through its patients,
+    /// which the policy checks).
+    #[serde(default)]
+    pub tenant: Option<crate::tenant::RouteTenantConfig>,
 }
 
 fn default_true() -> bool {

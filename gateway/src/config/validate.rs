@@ -213,6 +213,9 @@ impl Validator<'_> {
             for (sub, message) in r.cors.as_ref().map(|c| c.problems()).unwrap_or_default() {
                 self.err(format!("{key}.cors.{sub}"), message);
             }
+            for (sub, message) in r.tenant.as_ref().map(|t| t.problems()).unwrap_or_default() {
+                self.err(format!("{key}.tenant.{sub}"), message);
+            }
         }
     }
 

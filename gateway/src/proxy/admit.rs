@@ -97,6 +97,9 @@ pub(super) async fn admit(
     }
     let info = RequestInfo { method, path: target.path, query: target.query, headers, body: None };
     let mut req = RequestCtx::new(ctx.request_id.clone(), route.meta.clone(), info);
+    if let Some(source) = &route.tenant {
+        req.tenant = Some(source.of(&req.request.headers)?);
+    }
     req.trace_id = ctx.trace.as_ref().map(crate::telemetry::RequestTrace::trace_id);
     req.started = ctx.started;
     req.client = client;

@@ -36,6 +36,8 @@ fn cases() -> Vec<Case> {
         ("prefix without #", "    path_prefix: /fhir", s("    path_prefix: \"/fhir#a\""), "routes[0].path_prefix", 17, "`#`"),
         ("prefix without trailing /", "    path_prefix: /fhir", s("    path_prefix: /fhir/"), "routes[0].path_prefix", 17, "must not end with `/`"),
         ("upstream prefix checked too", "    fhir: true", s("    fhir: true\n    upstream_path_prefix: base/R4"), "routes[0].upstream_path_prefix", 20, "must start with `/`"),
+        ("route tenant header checked", "    fhir: true", s("    fhir: true\n    tenant:\n      header: authorization"), "routes[0].tenant.header", 21, "a header of its own"),
+        ("route tenant: one source", "    fhir: true", s("    fhir: true\n    tenant: { fixed: a, header: x-t }"), "routes[0].tenant.fixed", 20, "exactly one of"),
         ("duplicate prefix", "    fhir: true\n", s("    fhir: true\n  - name: other\n    path_prefix: /fhir\n    upstream: fhir\n"), "routes[1].path_prefix", 21, "same prefix as routes[0]"),
         ("duplicate route name", "    fhir: true\n", s("    fhir: true\n  - name: fhir\n    path_prefix: /other\n    upstream: fhir\n"), "routes[1].name", 20, "duplicate name (also used by routes[0])"),
         ("duplicate listener address", "upstreams:", s("  - name: second\n    address: 0.0.0.0:8443\n    tls:\n      cert_path: a\n      key_path: b\nupstreams:"), "listeners[1].address", 8, "overlaps `listeners[0].address`"),
