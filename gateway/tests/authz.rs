@@ -350,7 +350,9 @@ async fn a_route_names_the_tenant_and_other_tenants_are_refused_before_forwardin
                     "{fhir_route}  - {{ name: tenant-a, path_prefix: /tenant-a/fhir, upstream: fhir, fhir: true, \
                      upstream_path_prefix: /fhir, tenant: {{ fixed: tenant-a }} }}\n  \
                      - {{ name: by-header, path_prefix: /h/fhir, upstream: fhir, fhir: true, \
-                     upstream_path_prefix: /fhir, tenant: {{ header: x-tenant-id }} }}\n"
+                     upstream_path_prefix: /fhir, tenant: {{ header: x-tenant-id }} }}\n  \
+                     - {{ name: by-host, path_prefix: /s/fhir, upstream: fhir, fhir: true, \
+                     upstream_path_prefix: /fhir, tenant: {{ host_suffix: .fhir.test }} }}\n"
                 ),
             )
         },
@@ -391,5 +393,17 @@ async fn a_route_names_the_tenant_and_other_tenants_are_refused_before_forwardin
     assert_eq!(send(Some("tenant-a")).await.unwrap().status, 200);
     let seen = env.upstream.recorder.next().await;
     assert_eq!(seen.path_and_query, "/fhir/Patient/a-p1");
-    assert_eq!(env.upstream.recorder.count(), 3, "only the three permitted requests were forwarded");
+
+    // The tenant subdomain of the host (HTTP/1.1 `Host`; HTTP/2's `:authority` the same way).
+    let url = env.gw.url("/s/fhir/Patient/a-p1");
+    let h1 = env.pki.public_client_builder().http1_only().build().unwrap();
+    let as_host =
+        |host: &'static str| h1.get(&url).bearer(&env.token("clinician_a")).header("host", host).send();
+    assert_eq!(as_host("tenant-a.fhir.test").await.unwrap().status, 200);
+    assert_eq!(env.upstream.recorder.next().await.path_and_query, "/fhir/Patient/a-p1");
+    let other = as_host("tenant-b.fhir.test:8443").await.unwrap();
+    assert_eq!((other.status.as_u16(), common::error_code(&other.body).as_str()), (403, "tenant_mismatch"));
+    let outside = as_host("tenant-a.fhir.test.evil").await.unwrap();
+    assert_eq!((outside.status.as_u16(), common::error_code(&outside.body).as_str()), (400, "bad_request"));
+    assert_eq!(env.upstream.recorder.count(), 4, "only the four permitted requests were forwarded");
 }
