@@ -86,7 +86,16 @@ fn ctx(route: &Arc<RouteMeta>, p: &Arc<Principal>, patient: &str) -> RequestCtx 
 }
 
 fn stage(dir: &Path, block: bool, shared: bool) -> ExfilStage {
+    stage_with(dir, block, shared, false)
+}
+
+fn stage_with(dir: &Path, block: bool, shared: bool, off_hours: bool) -> ExfilStage {
     let mut c = ExfilConfig::new(dir.join("alerts.jsonl"));
+    if off_hours {
+        // Every request judged against working hours in a zone with daylight saving.
+        c.off_hours.enabled = true;
+        c.off_hours.time_zone = "America/Chicago".into();
+    }
     if shared {
         // Never spawned, so never connected: this measures the request path alone.
         std::fs::write(dir.join("exfil.key"), [7u8; 32]).unwrap();
@@ -118,8 +127,10 @@ fn bench(c: &mut Criterion) {
 
     let mut steady: Vec<RequestCtx> =
         principals.iter().enumerate().map(|(i, p)| ctx(&route, p, &format!("p{}", i % 7))).collect();
-    for (name, shared) in [("steady", false), ("steady_shared", true)] {
-        let s = stage(tmp.path(), false, shared);
+    for (name, shared, off_hours) in
+        [("steady", false, false), ("steady_shared", true, false), ("steady_off_hours", false, true)]
+    {
+        let s = stage_with(tmp.path(), false, shared, off_hours);
         let mut i = 0;
         g.bench_function(name, |b| {
             b.iter(|| {

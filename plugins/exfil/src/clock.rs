@@ -53,6 +53,17 @@ impl ManualClock {
         }
     }
 
+    /// A clock whose wall time starts at `wall` (tests of time-of-day rules).
+    pub fn at(wall: SystemTime) -> Self {
+        ManualClock {
+            inner: Arc::new(ManualInner {
+                base: Instant::now(),
+                wall_base: wall,
+                offset_nanos: AtomicU64::new(0),
+            }),
+        }
+    }
+
     /// Moves both clocks forward by `by`.
     pub fn advance(&self, by: Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);

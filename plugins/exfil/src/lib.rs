@@ -38,6 +38,7 @@ mod blocks;
 mod clock;
 mod config;
 mod error;
+mod hours;
 mod local;
 mod metrics;
 mod response;
@@ -51,8 +52,8 @@ mod writer;
 pub use alert::ALERT_VERSION;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, PagingMeasure,
-    PolicyAlertsConfig, RateDenialsConfig, SharedConfig,
+    Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, OffHoursConfig,
+    PagingMeasure, PolicyAlertsConfig, RateDenialsConfig, SharedConfig,
 };
 pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;

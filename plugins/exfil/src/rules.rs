@@ -13,6 +13,7 @@ pub(crate) enum RuleId {
     RateDenials,
     /// Requested by the policy decision; the policy's own alert name is a separate field.
     Policy,
+    OffHours,
 }
 
 impl RuleId {
@@ -23,6 +24,7 @@ impl RuleId {
             RuleId::IdEnumeration => "id_enumeration",
             RuleId::RateDenials => "rate_denials",
             RuleId::Policy => "policy",
+            RuleId::OffHours => "off_hours",
         }
     }
 }
@@ -49,6 +51,8 @@ pub(crate) struct Rules {
     pub(crate) denials: Option<Rule>,
     /// De-duplication window of policy-requested alerts.
     pub(crate) policy: Option<Duration>,
+    /// Patient data reached outside working hours.
+    pub(crate) off_hours: Option<OffHoursRule>,
     /// Sample patient ids per alert.
     pub(crate) samples: usize,
 }
@@ -56,7 +60,7 @@ pub(crate) struct Rules {
 impl Rules {
     /// How long a principal's windows must be kept after its last request.
     pub(crate) fn longest_window(&self) -> Duration {
-        [self.distinct, self.paging, self.probes, self.denials]
+        [self.distinct, self.paging, self.probes, self.denials, self.off_hours.as_ref().map(|o| o.rule)]
             .iter()
             .flatten()
             .map(|r| r.window)
@@ -67,12 +71,27 @@ impl Rules {
 
     /// The longest block a rule here can impose (zero when no rule blocks).
     pub(crate) fn longest_block(&self) -> Duration {
-        [self.distinct, self.paging, self.probes, self.denials]
+        [self.distinct, self.paging, self.probes, self.denials, self.off_hours.as_ref().map(|o| o.rule)]
             .iter()
             .flatten()
             .filter(|r| r.action == Action::Block)
             .map(|r| r.block)
             .max()
             .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// The off-hours detector: its alerting settings, the working hours and who is not watched.
+#[derive(Debug, Clone)]
+pub(crate) struct OffHoursRule {
+    pub(crate) rule: Rule,
+    pub(crate) hours: crate::hours::WorkingHours,
+    pub(crate) exempt_roles: Vec<String>,
+}
+
+impl OffHoursRule {
+    /// Whether a request by a principal with `roles` at `wall` time is watched and off hours.
+    pub(crate) fn fires_for(&self, roles: &[String], wall: std::time::SystemTime) -> bool {
+        !roles.iter().any(|r| self.exempt_roles.contains(r)) && !self.hours.contains(wall)
     }
 }

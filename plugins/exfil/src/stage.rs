@@ -132,8 +132,8 @@ impl ExfilStage {
     }
 }
 
-/// What `ctx` contributes to the windows.
-fn observation(ctx: &RequestCtx) -> Observation<'_> {
+/// What `ctx` contributes to the windows; `off_hours` as judged by the caller.
+fn observation(ctx: &RequestCtx, off_hours: bool) -> Observation<'_> {
     let fhir = ctx.fhir.as_ref();
     let facts = ctx.extensions.get::<ResponseFacts>();
     let read_id = fhir
@@ -155,6 +155,7 @@ fn observation(ctx: &RequestCtx) -> Observation<'_> {
         interaction: fhir.map(|f| f.interaction),
         read_id,
         policy_alert: ctx.decision.as_ref().and_then(|d| d.obligations.alert.as_deref()),
+        off_hours,
     }
 }
 
@@ -242,9 +243,11 @@ impl Stage for ExfilStage {
         let now = self.clock.now();
         let state =
             self.local.principals.get_with_by_ref(&key, || Arc::new(Mutex::new(PrincipalState::default())));
+        let off_hours =
+            self.rules.off_hours.as_ref().is_some_and(|o| o.fires_for(&p.roles, self.clock.wall()));
         let found = {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-            st.observe(&self.rules, now, &observation(ctx))
+            st.observe(&self.rules, now, &observation(ctx, off_hours))
         };
         for f in &found {
             self.raise(ctx, p, &key, f, now);

@@ -30,6 +30,8 @@ pub(crate) struct Observation<'a> {
     pub(crate) read_id: Option<&'a str>,
     /// The alert name the policy asked for.
     pub(crate) policy_alert: Option<&'a str>,
+    /// Made outside working hours by a watched principal (`off_hours`).
+    pub(crate) off_hours: bool,
 }
 
 /// A detector that fired.
@@ -106,6 +108,7 @@ pub(crate) struct PrincipalState {
     denials: Counted,
     /// (policy alert name, when last written).
     policy: Vec<(Box<str>, Instant)>,
+    off_hours: Dedup,
 }
 
 impl PrincipalState {
@@ -143,6 +146,14 @@ impl PrincipalState {
             let denied = matches!(obs.status, Some(403 | 429));
             if let Some(n) = self.denials.add(r, now, u64::from(denied)) {
                 found.push(Finding::of(RuleId::RateDenials, r, n, samples()));
+            }
+        }
+        if let Some(o) = &rules.off_hours {
+            // Patient data actually served, off hours: once per principal per window.
+            let served = obs.forwarded && obs.status.is_some_and(|s| (200..400).contains(&s));
+            let patients = !obs.patients.is_empty() || !obs.response_patients.is_empty();
+            if obs.off_hours && served && patients && self.off_hours.take(now, o.rule.window) {
+                found.push(Finding::of(RuleId::OffHours, &o.rule, 1, samples()));
             }
         }
         if let (Some(window), Some(name)) = (rules.policy, obs.policy_alert) {

@@ -89,6 +89,9 @@ fn every_invalid_value_is_reported_at_once_without_the_value() {
     c.id_enumeration.block_secs = 10 * 86_400;
     c.rate_denials.threshold = 987_654_321;
     c.policy_alerts.window_secs = 8 * 86_400;
+    c.off_hours.enabled = true;
+    c.off_hours.time_zone = "Atlantis/Secret_City".into();
+    c.off_hours.window_secs = 0;
     let issues = build(c, tmp.path()).unwrap_err();
     let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();
     assert_eq!(
@@ -100,10 +103,12 @@ fn every_invalid_value_is_reported_at_once_without_the_value() {
             "bulk_paging.window_secs",
             "id_enumeration.block_secs",
             "rate_denials.threshold",
-            "policy_alerts.window_secs"
+            "policy_alerts.window_secs",
+            "off_hours.time_zone",
+            "off_hours.window_secs"
         ]
     );
-    assert!(issues.iter().all(|i| !i.message.contains("987654321")));
+    assert!(issues.iter().all(|i| !i.message.contains("987654321") && !i.message.contains("Atlantis")));
     assert!(!tmp.path().join("a.jsonl").exists(), "nothing is opened for an invalid section");
 }
 

@@ -294,3 +294,40 @@ async fn bulk_paging_counts_entries_of_a_buffered_bundle_the_gateway_did_not_cou
     h.stage.on_complete(&ctx).await;
     assert_eq!(h.stage.stats().alerts, 0);
 }
+
+/// `off_hours`: patient data served outside the site's working hours (its time zone, daylight
+/// saving included) alerts once per principal per window; working hours, exempt roles, refused
+/// requests and requests naming no patient do not.
+#[tokio::test]
+async fn off_hours_access_to_patient_data_alerts_once_per_window() {
+    // Monday 2026-12-07 05:30 in Chicago (CST, UTC-6): before the 07:00 start.
+    let wall: std::time::SystemTime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_643_000);
+    let h = Harness::with_clock(phigate_exfil::ManualClock::at(wall), |c| {
+        c.off_hours.enabled = true;
+        c.off_hours.time_zone = "America/Chicago".into();
+        c.off_hours.exempt_roles = vec!["ed_physician".into()];
+        c.off_hours.window_secs = 600;
+    });
+    h.spawn_writer();
+    let alice = principal("alice");
+    let night_doc = std::sync::Arc::new(phigate_plugin::Principal {
+        roles: vec!["clinician".into(), "ed_physician".into()],
+        ..(*principal("dr-night")).clone()
+    });
+    h.run(read(&night_doc, "Patient", "p9", 200)).await.unwrap();
+    h.run(read(&alice, "Patient", "p1", 403)).await.unwrap();
+    h.run(search(&alice, &[], Some(0), 200)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 0, "exempt role, a refusal, no patient");
+    h.run(read(&alice, "Patient", "p1", 200)).await.unwrap();
+    h.run(read(&alice, "Patient", "p2", 200)).await.unwrap();
+    let alerts = h.alerts().await;
+    assert_eq!(rules(&alerts), ["off_hours"], "once per window");
+    assert_eq!(alerts[0]["principal"]["sub"], "alice");
+    assert_eq!(alerts[0]["sample_patient_ids"], serde_json::json!(["p1"]));
+    assert_eq!(alerts[0]["window_secs"], 600);
+
+    // 07:30: working hours; the window has passed, but nothing fires.
+    h.clock.advance(std::time::Duration::from_secs(2 * 3600));
+    h.run(read(&alice, "Patient", "p3", 200)).await.unwrap();
+    assert_eq!(rules(&h.alerts().await), ["off_hours"]);
+}

@@ -175,6 +175,61 @@ pub struct PolicyAlertsConfig {
     pub window_secs: u64,
 }
 
+fn default_off_hours_zone() -> String {
+    "UTC".into()
+}
+fn default_work_start() -> String {
+    "07:00".into()
+}
+fn default_work_end() -> String {
+    "19:00".into()
+}
+fn default_work_days() -> Vec<String> {
+    ["mon", "tue", "wed", "thu", "fri"].map(str::to_owned).to_vec()
+}
+fn default_off_hours_window_secs() -> u64 {
+    3600
+}
+
+/// Patient data reached outside working hours: an account used at 3 a.m. on a Sunday is a
+/// classic sign of stolen credentials or of an insider browsing unobserved. Off by default
+/// (hours are the site's); staff who work nights are listed in `exempt_roles`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OffHoursConfig {
+    /// Whether the detector runs. Default: false.
+    #[serde(default)]
+    pub enabled: bool,
+    /// IANA time zone the hours are in (`America/Chicago`, `Europe/Berlin`), daylight saving
+    /// included; from the system's tz database, else a copy built in. Default: `UTC`.
+    #[serde(default = "default_off_hours_zone")]
+    pub time_zone: String,
+    /// Start of working hours, `HH:MM` local time. Default: `07:00`.
+    #[serde(default = "default_work_start")]
+    pub start: String,
+    /// End of working hours (exclusive), `HH:MM` local time; earlier than `start` for a span
+    /// across midnight (`22:00` to `06:00`: the day the span starts on must be a working day).
+    /// Default: `19:00`.
+    #[serde(default = "default_work_end")]
+    pub end: String,
+    /// Working days (`mon` … `sun`). Default: Monday to Friday.
+    #[serde(default = "default_work_days")]
+    pub days: Vec<String>,
+    /// Principals holding any of these roles are not watched (night shift, emergency
+    /// department). Default: none.
+    #[serde(default)]
+    pub exempt_roles: Vec<String>,
+    /// One alert per principal within this many seconds. Default: 3600.
+    #[serde(default = "default_off_hours_window_secs")]
+    pub window_secs: u64,
+    /// `alert` or `block`. Default: `alert`.
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// How long `action: block` refuses the principal, in seconds. Default: 900.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
+}
+
 macro_rules! impl_default {
     ($($t:ty),*) => { $(impl Default for $t {
         fn default() -> Self {
@@ -187,5 +242,6 @@ impl_default!(
     BulkPagingConfig,
     IdEnumerationConfig,
     RateDenialsConfig,
-    PolicyAlertsConfig
+    PolicyAlertsConfig,
+    OffHoursConfig
 );

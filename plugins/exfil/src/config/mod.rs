@@ -13,8 +13,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use detectors::{
-    Action, BulkPagingConfig, DistinctPatientsConfig, IdEnumerationConfig, PagingMeasure, PolicyAlertsConfig,
-    RateDenialsConfig,
+    Action, BulkPagingConfig, DistinctPatientsConfig, IdEnumerationConfig, OffHoursConfig, PagingMeasure,
+    PolicyAlertsConfig, RateDenialsConfig,
 };
 pub use shared::SharedConfig;
 pub(crate) use shared::SharedSettings;
@@ -59,6 +59,9 @@ pub struct ExfilConfig {
     /// Alerts requested by the policy decision (`obligations.alert`).
     #[serde(default)]
     pub policy_alerts: PolicyAlertsConfig,
+    /// Patient data reached outside working hours (off by default).
+    #[serde(default)]
+    pub off_hours: OffHoursConfig,
     /// Blocks shared with the other replicas through Redis. Default: none (each replica blocks
     /// only the principals it saw misbehave).
     #[serde(default)]
@@ -91,6 +94,7 @@ impl ExfilConfig {
             id_enumeration: IdEnumerationConfig::default(),
             rate_denials: RateDenialsConfig::default(),
             policy_alerts: PolicyAlertsConfig::default(),
+            off_hours: OffHoursConfig::default(),
             shared: None,
         }
     }
@@ -169,6 +173,18 @@ impl ExfilConfig {
         if self.policy_alerts.window_secs > MAX_SECS {
             bad("policy_alerts.window_secs", "must be between 0 and 604800");
         }
+        let o = &self.off_hours;
+        if o.enabled {
+            if let Err((key, message)) = crate::hours::WorkingHours::parse(o) {
+                bad(&format!("off_hours.{key}"), message);
+            }
+            if !(1..=MAX_SECS).contains(&o.window_secs) {
+                bad("off_hours.window_secs", "must be between 1 and 604800");
+            }
+            if !(1..=MAX_SECS).contains(&o.block_secs) {
+                bad("off_hours.block_secs", "must be between 1 and 604800");
+            }
+        }
         issues
     }
 
@@ -192,6 +208,24 @@ impl ExfilConfig {
             count_sequential: e.count_sequential,
             denials: rule(r.enabled, r.threshold, r.window_secs, r.action, r.block_secs),
             policy: self.policy_alerts.enabled.then(|| Duration::from_secs(self.policy_alerts.window_secs)),
+            off_hours: self
+                .off_hours
+                .enabled
+                .then(|| crate::hours::WorkingHours::parse(&self.off_hours).ok())
+                .flatten()
+                .map(|hours| {
+                    let o = &self.off_hours;
+                    crate::rules::OffHoursRule {
+                        rule: Rule {
+                            threshold: 0,
+                            window: Duration::from_secs(o.window_secs),
+                            action: o.action,
+                            block: Duration::from_secs(o.block_secs),
+                        },
+                        hours,
+                        exempt_roles: o.exempt_roles.clone(),
+                    }
+                }),
             samples: self.sample_patient_ids,
         }
     }

@@ -40,10 +40,14 @@ pub fn quiet_config(path: &Path) -> ExfilConfig {
 impl Harness {
     /// A stage built from `edit(quiet_config)`, alerts in `<tmp>/alerts.jsonl`.
     pub fn new(edit: impl FnOnce(&mut ExfilConfig)) -> Self {
+        Self::with_clock(ManualClock::new(), edit)
+    }
+
+    /// [`Harness::new`] on a given clock (time-of-day rules).
+    pub fn with_clock(clock: ManualClock, edit: impl FnOnce(&mut ExfilConfig)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let mut cfg = quiet_config(Path::new("alerts.jsonl"));
         edit(&mut cfg);
-        let clock = ManualClock::new();
         let routes = vec![route()];
         let ctx = StageBuildCtx { routes: &routes, config_dir: tmp.path() };
         let stage = cfg.build_with_clock(&ctx, Arc::new(clock.clone())).unwrap();
