@@ -25,6 +25,8 @@ pub struct Metrics {
     pub upstream_overloaded: IntCounterVec,
     /// Health of each upstream endpoint (1 healthy, 0 not), by upstream and endpoint.
     pub upstream_endpoint_healthy: IntGaugeVec,
+    /// Requests waiting for a place among `max_requests_in_flight`, by upstream.
+    pub upstream_pending: IntGaugeVec,
     /// TLS handshakes that reached certificate selection, by listener.
     pub tls_handshakes_started: IntCounterVec,
     /// TLS handshakes that completed, by listener.
@@ -73,6 +75,11 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
             "phigate_upstream_endpoint_healthy",
             "Whether each upstream endpoint takes traffic (1) or failed its health checks (0).",
             &["upstream", "endpoint"]
+        )?,
+        upstream_pending: register_int_gauge_vec!(
+            "phigate_upstream_pending_requests",
+            "Requests waiting for a place among their upstream's max_requests_in_flight.",
+            &["upstream"]
         )?,
         tls_handshakes_started: register_int_counter_vec!(
             "phigate_tls_handshakes_started_total",

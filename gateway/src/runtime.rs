@@ -95,6 +95,9 @@ impl Runtime {
             .map(|u| Upstream::build(u, dir).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         crate::upstream::health::publish(&upstreams, &metrics);
+        for u in &upstreams {
+            u.publish_pending(metrics.upstream_pending.with_label_values(&[&*u.name]));
+        }
         let routes = route_metas(cfg);
         let mut runtime_routes = Vec::with_capacity(routes.len());
         for (meta, r) in routes.iter().zip(&cfg.routes) {

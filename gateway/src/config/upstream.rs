@@ -93,6 +93,18 @@ pub struct UpstreamConfig {
     /// endpoint. 1..=1000000. Default: absent, no limit.
     #[serde(default)]
     pub max_requests_in_flight: Option<u32>,
+    /// Requests that may wait for a place when `max_requests_in_flight` are at the upstream
+    /// (Envoy's `max_pending_requests`): a short burst then waits instead of being refused. A
+    /// request beyond this many waiting, or still waiting after `pending_timeout_ms`, is refused
+    /// with 503 `upstream_overloaded` like one that found no place; places go to waiters in
+    /// arrival order. Needs `max_requests_in_flight`. 0..=1000000. Default: 0 (no waiting: refused
+    /// at once).
+    #[serde(default)]
+    pub max_pending_requests: u32,
+    /// Longest a request waits for a place among `max_requests_in_flight`, in milliseconds.
+    /// 1..=60000. Default: 1000.
+    #[serde(default = "default_pending_timeout_ms")]
+    pub pending_timeout_ms: u64,
     /// Active health checks of every endpoint, on the gateway's background runtime, over the same
     /// mTLS (client certificate, CA, SNI) as traffic. Endpoints start healthy; one becomes
     /// unhealthy after `unhealthy_threshold` consecutive failed checks and healthy again after
@@ -232,6 +244,14 @@ impl UpstreamConfig {
         if self.max_requests_in_flight.is_some_and(|m| !(1..=1_000_000).contains(&m)) {
             err("max_requests_in_flight", "must be between 1 and 1000000");
         }
+        if self.max_pending_requests > 1_000_000 {
+            err("max_pending_requests", "must be between 0 and 1000000");
+        } else if self.max_pending_requests > 0 && self.max_requests_in_flight.is_none() {
+            err("max_pending_requests", "needs `max_requests_in_flight` (requests wait for its places)");
+        }
+        if !(1..=60_000).contains(&self.pending_timeout_ms) {
+            err("pending_timeout_ms", "must be between 1 and 60000");
+        }
         if let Some(check) = &self.health_check {
             out.extend(check.problems().into_iter().map(|(k, m)| (format!("health_check.{k}"), m)));
         }
@@ -306,6 +326,9 @@ fn default_dns_refresh_secs() -> u64 {
 }
 fn default_addresses_per_name() -> u32 {
     1
+}
+fn default_pending_timeout_ms() -> u64 {
+    1000
 }
 fn default_interval_ms() -> u64 {
     5000

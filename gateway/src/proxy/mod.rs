@@ -323,7 +323,7 @@ impl GatewayProxy {
         if matches!(flow, Flow::Continue) {
             // Before any upstream contact (the pre-read is one), after the attempt record: a
             // request refused for capacity is audited like any refusal.
-            ctx.in_flight = self.admit(ctx.upstream)?;
+            ctx.in_flight = self.admit(ctx.upstream).await?;
             if ctx.req.as_ref().is_some_and(|r| r.upstream.pre_read) {
                 pre_read::pre_read(&self.rt, &self.connector, session, ctx).await?;
             }
@@ -332,11 +332,11 @@ impl GatewayProxy {
     }
 
     /// A place among the upstream's `max_requests_in_flight`, or 503 `upstream_overloaded`.
-    fn admit(&self, upstream: usize) -> Result<Option<crate::upstream::InFlight>, Denial> {
+    async fn admit(&self, upstream: usize) -> Result<Option<crate::upstream::InFlight>, Denial> {
         let Some(upstream) = self.rt.upstreams.get(upstream) else {
             return Ok(None);
         };
-        upstream.admit().map_err(|crate::upstream::Overloaded| {
+        upstream.admit().await.map_err(|crate::upstream::Overloaded| {
             self.rt.metrics.upstream_overloaded.with_label_values(&[&*upstream.name]).inc();
             Denial::new(ErrorCode::UpstreamOverloaded)
                 .with_cause(format!("upstream {} at max_requests_in_flight", upstream.name))

@@ -54,43 +54,79 @@ pub struct Upstream {
     pub health_check: Option<HealthCheckConfig>,
     /// How often endpoints given as names are resolved again (zero: never).
     pub dns_refresh: Duration,
-    /// `max_requests_in_flight`, when set.
-    pub max_in_flight: Option<usize>,
+    /// `max_requests_in_flight` places, when set (a semaphore: waiters get places in arrival
+    /// order).
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// `max_pending_requests` and `pending_timeout_ms`.
+    max_pending: usize,
+    pending_timeout: Duration,
+    pending: AtomicUsize,
+    /// `phigate_upstream_pending_requests` for this upstream, once the runtime has metrics.
+    pending_gauge: std::sync::OnceLock<prometheus::IntGauge>,
     /// Endpoints given as names with `addresses_per_name` above 1: the name (`host:port`) and
     /// its endpoints (one per address), looked up together.
     pub groups: Vec<(Arc<str>, std::ops::Range<usize>)>,
-    in_flight: AtomicUsize,
     cursor: AtomicUsize,
 }
 
 /// A request's place among an upstream's `max_requests_in_flight`, given back when the request
 /// ends (its context is dropped, whatever happened).
 #[derive(Debug)]
-pub struct InFlight(Arc<Upstream>);
+pub struct InFlight(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The upstream already has `max_requests_in_flight` requests.
+/// The upstream already has `max_requests_in_flight` requests (and `max_pending_requests`
+/// waiting, or the wait ran out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overloaded;
 
+/// Gives a waiting place back when the wait ends, however it ends.
+struct Waiting<'a>(&'a Upstream);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+        if let Some(g) = self.0.pending_gauge.get() {
+            g.dec();
+        }
+    }
+}
+
 impl Upstream {
-    /// Takes a place for one request: `Ok(None)` without a limit (nothing counted), a place
-    /// while the count is under the limit, else `Overloaded`.
-    pub fn admit(self: &Arc<Self>) -> Result<Option<InFlight>, Overloaded> {
-        let Some(max) = self.max_in_flight else {
+    /// Takes a place for one request: `Ok(None)` without a limit (nothing counted); a free
+    /// place at once; else, when fewer than `max_pending_requests` wait, a place within
+    /// `pending_timeout_ms`; else `Overloaded`.
+    pub async fn admit(&self) -> Result<Option<InFlight>, Overloaded> {
+        let Some(slots) = &self.slots else {
             return Ok(None);
         };
-        // Relaxed: the count only bounds concurrency; it orders no other memory.
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(place) = Arc::clone(slots).try_acquire_owned() {
+            return Ok(Some(InFlight(place)));
+        }
+        // Relaxed: the count only bounds how many wait; it orders no other memory.
+        if self.max_pending == 0 || self.pending.fetch_add(1, Ordering::Relaxed) >= self.max_pending {
+            if self.max_pending > 0 {
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+            }
             return Err(Overloaded);
         }
-        Ok(Some(InFlight(Arc::clone(self))))
+        if let Some(g) = self.pending_gauge.get() {
+            g.inc();
+        }
+        let _waiting = Waiting(self);
+        match tokio::time::timeout(self.pending_timeout, Arc::clone(slots).acquire_owned()).await {
+            Ok(Ok(place)) => Ok(Some(InFlight(place))),
+            _ => Err(Overloaded),
+        }
+    }
+
+    /// Requests waiting for a place now.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Publishes waiting requests in `gauge` from now on (the runtime, once).
+    pub fn publish_pending(&self, gauge: prometheus::IntGauge) {
+        let _ = self.pending_gauge.set(gauge);
     }
 }
 
@@ -257,9 +293,12 @@ impl Upstream {
             max_connect_retries,
             health_check: u.health_check.clone(),
             dns_refresh: Duration::from_secs(u.dns_refresh_secs),
-            max_in_flight: u.max_requests_in_flight.map(|m| m as usize),
+            slots: u.max_requests_in_flight.map(|m| Arc::new(tokio::sync::Semaphore::new(m as usize))),
+            max_pending: u.max_pending_requests as usize,
+            pending_timeout: Duration::from_millis(u.pending_timeout_ms),
+            pending: AtomicUsize::new(0),
+            pending_gauge: std::sync::OnceLock::new(),
             groups,
-            in_flight: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
         })
     }
@@ -311,26 +350,64 @@ mod tests {
             max_connect_retries,
             health_check: None,
             dns_refresh: Duration::ZERO,
-            max_in_flight: None,
+            slots: None,
+            max_pending: 0,
+            pending_timeout: Duration::from_millis(1000),
+            pending: AtomicUsize::new(0),
+            pending_gauge: std::sync::OnceLock::new(),
             groups: Vec::new(),
-            in_flight: AtomicUsize::new(0),
             cursor: AtomicUsize::new(0),
         }
     }
 
-    #[test]
-    fn requests_beyond_the_limit_are_refused_until_one_ends() {
-        let u = Arc::new(Upstream { max_in_flight: Some(2), ..upstream(1, 0) });
-        let (a, b) = (u.admit().unwrap(), u.admit().unwrap());
+    fn limited(max: usize, pending: usize, timeout_ms: u64) -> Upstream {
+        Upstream {
+            slots: Some(Arc::new(tokio::sync::Semaphore::new(max))),
+            max_pending: pending,
+            pending_timeout: Duration::from_millis(timeout_ms),
+            ..upstream(1, 0)
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_limit_are_refused_until_one_ends() {
+        let u = limited(2, 0, 1000);
+        let (a, b) = (u.admit().await.unwrap(), u.admit().await.unwrap());
         assert!(a.is_some() && b.is_some());
-        assert_eq!(u.admit().unwrap_err(), Overloaded);
+        assert_eq!(u.admit().await.unwrap_err(), Overloaded);
         drop(a);
-        let c = u.admit().unwrap();
-        assert_eq!(u.admit().unwrap_err(), Overloaded, "the refused attempt took no place");
+        let c = u.admit().await.unwrap();
+        assert_eq!(u.admit().await.unwrap_err(), Overloaded, "the refused attempt took no place");
         drop((b, c));
-        assert_eq!(u.in_flight.load(Ordering::Relaxed), 0);
-        let unlimited = Arc::new(upstream(1, 0));
-        assert!(unlimited.admit().unwrap().is_none());
+        assert_eq!(u.slots.as_ref().unwrap().available_permits(), 2);
+        assert!(upstream(1, 0).admit().await.unwrap().is_none(), "no limit: nothing counted");
+    }
+
+    /// Waiting (tokio's paused clock: time moves only when every task waits).
+    #[tokio::test(start_paused = true)]
+    async fn waiters_get_places_in_order_within_the_timeout_and_no_more_wait() {
+        let u = Arc::new(limited(1, 2, 1000));
+        let held = u.admit().await.unwrap();
+        let first = tokio::spawn({
+            let u = u.clone();
+            async move { u.admit().await }
+        });
+        let second = tokio::spawn({
+            let u = u.clone();
+            async move { u.admit().await.map(|p| p.is_some()) }
+        });
+        while u.pending() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(u.admit().await.unwrap_err(), Overloaded, "a third would wait: refused at once");
+        drop(held);
+        let place = first.await.unwrap().expect("the first waiter gets the place");
+        assert!(place.is_some());
+        // The second waits on while the first holds it, until its timeout.
+        assert_eq!(second.await.unwrap(), Err(Overloaded));
+        assert_eq!(u.pending(), 0, "every wait gave its waiting place back");
+        drop(place);
+        assert!(u.admit().await.unwrap().is_some());
     }
 
     #[test]

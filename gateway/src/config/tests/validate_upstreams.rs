@@ -16,6 +16,8 @@ fn cases() -> Vec<Case> {
         ("duplicate endpoint", ADDRESS, "    endpoints:\n      - a.internal:8443\n      - a.internal:8443\n", "upstreams[0].endpoints[1]", 11, "duplicate endpoint"),
         ("retries bounded", ADDRESS, "    address: fhir.internal:8443\n    max_connect_retries: 9\n", "upstreams[0].max_connect_retries", 10, "at most 8"),
         ("request limit at least 1", ADDRESS, "    address: fhir.internal:8443\n    max_requests_in_flight: 0\n", "upstreams[0].max_requests_in_flight", 10, "between 1 and 1000000"),
+        ("waiting needs a limit", ADDRESS, "    address: fhir.internal:8443\n    max_pending_requests: 10\n", "upstreams[0].max_pending_requests", 10, "needs `max_requests_in_flight`"),
+        ("pending timeout bounded", ADDRESS, "    address: fhir.internal:8443\n    pending_timeout_ms: 0\n", "upstreams[0].pending_timeout_ms", 10, "between 1 and 60000"),
         ("addresses per name bounded", ADDRESS, "    address: fhir.internal:8443\n    addresses_per_name: 65\n", "upstreams[0].addresses_per_name", 10, "between 1 and 64"),
         ("address slots at most 64", ADDRESS, "    endpoints: [a.internal:1, b.internal:1, 10.0.0.1:1]\n    addresses_per_name: 32\n", "upstreams[0].addresses_per_name", 10, "at most 64"),
         ("check interval bounded", ADDRESS, "    address: fhir.internal:8443\n    health_check:\n      interval_ms: 10\n      timeout_ms: 5\n", "upstreams[0].health_check.interval_ms", 11, "between 100 and 300000"),
