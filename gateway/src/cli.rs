@@ -96,6 +96,21 @@ pub enum PolicyCommand {
         #[arg(default_value = "policies")]
         dir: PathBuf,
     },
+    /// Decide every input of a corpus with two policy directories (each with its `data/`) and
+    /// list the inputs decided differently: what a change would do, before it is rolled out.
+    /// Exit 0 when every input is decided alike, 1 when some differ, 2 on errors.
+    Diff {
+        /// The policies in force (before the change).
+        #[arg(long)]
+        from: PathBuf,
+        /// The changed policies.
+        #[arg(long)]
+        to: PathBuf,
+        /// The inputs: a JSON object `{name: input}` (like `probes.json`) or JSON Lines.
+        /// Default: `FROM/probes.json`.
+        #[arg(long)]
+        inputs: Option<PathBuf>,
+    },
     /// Print the decision for one input document (JSON, the documented input schema).
     Eval {
         /// The input document.
@@ -202,6 +217,10 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Policy { command: PolicyCommand::Eval { input, dir } } => policy_eval(&dir, &input),
+        Command::Policy { command: PolicyCommand::Diff { from, to, inputs } } => {
+            let inputs = inputs.unwrap_or_else(|| from.join("probes.json"));
+            policy_diff(&from, &to, &inputs)
+        }
         Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
             let report = phigate_audit::verify(&dir, public_key.as_deref());
             println!("{report}");
@@ -302,6 +321,30 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
         Ok(gw) => gw.run_forever(),
         Err(e) => {
             eprintln!("{}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn policy_diff(from: &std::path::Path, to: &std::path::Path, inputs: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(inputs) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {e}", inputs.display());
+            return ExitCode::from(2);
+        }
+    };
+    match phigate_policy::diff_inputs(from, to, &text) {
+        Ok(report) => {
+            println!("{report}");
+            if report.differences.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(2)
         }
     }

@@ -1,5 +1,6 @@
 //! The command line: `phigate check` exits 0 or prints one `file:line: key: message` line per
-//! error and exits 2; `phigate config schema` prints the reference.
+//! error and exits 2; `phigate config schema` prints the reference; `phigate policy diff` exits
+//! by whether a change decides a corpus differently.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
@@ -87,4 +88,27 @@ fn config_schema_prints_the_committed_reference() {
     let committed =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/REFERENCE.md")).unwrap();
     assert_eq!(stdout.trim_end(), committed.trim_end());
+}
+
+/// `phigate policy diff`: exit 0 when a corpus is decided alike, 1 with the differing inputs
+/// listed when a change decides some differently, 2 when a directory does not load.
+#[test]
+fn policy_diff_exits_by_whether_decisions_changed() {
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+    let (code, out, _) = phigate(&["policy", "diff", "--from", policies, "--to", policies]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 differently"), "{out}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    phigate::demo::policies::write(tmp.path()).unwrap();
+    let teams = tmp.path().join("data/care_teams.yaml");
+    let yaml = std::fs::read_to_string(&teams).unwrap();
+    std::fs::write(&teams, yaml.replace("clinician_b: [b-p1, b-p2]", "clinician_b: [b-p2]")).unwrap();
+    let to = tmp.path().to_str().unwrap();
+    let (code, out, _) = phigate(&["policy", "diff", "--from", policies, "--to", to]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("DIFF would_deny clinician_b.read_b_p1: allow -> patient_not_permitted"), "{out}");
+
+    let (code, _, err) = phigate(&["policy", "diff", "--from", policies, "--to", "/nonexistent/policies"]);
+    assert_eq!(code, 2, "{err}");
 }

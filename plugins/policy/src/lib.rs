@@ -57,7 +57,7 @@ pub use config::{DecisionCacheConfig, PolicyConfig, ShadowConfig};
 pub use decision::deny_code;
 pub use error::{EvalError, LoadError};
 pub use input::INPUT_VERSION;
-pub use oneshot::{eval_input, EvalInputError};
+pub use oneshot::{diff_inputs, eval_input, DiffReport, Difference, EvalInputError};
 pub use page::OversizedPage;
 pub use permit::Permit;
 pub use phigate_plugin::patient_of_reference as patient_of;

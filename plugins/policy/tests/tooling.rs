@@ -57,3 +57,39 @@ fn eval_input_gives_the_decision_and_code() {
     assert_eq!(out["revision"].as_str().unwrap().len(), 16);
     assert!(eval_input(&shipped_policies(), "{not json").is_err());
 }
+
+/// `phigate policy diff`: the same policies decide a corpus alike; a data change (clinician_b
+/// off b-p1's care team) shows up exactly on the inputs it changes, with both verdicts.
+#[test]
+fn diff_lists_the_inputs_a_change_decides_differently() {
+    let probes = std::fs::read_to_string(shipped_policies().join("probes.json")).unwrap();
+    let same = phigate_policy::diff_inputs(&shipped_policies(), &shipped_policies(), &probes).unwrap();
+    assert!(same.inputs >= 100 && same.differences.is_empty(), "{same}");
+    assert_eq!(same.agree, same.inputs);
+
+    let changed = policies_copy();
+    let teams = changed.path().join("data/care_teams.yaml");
+    let yaml = std::fs::read_to_string(&teams).unwrap();
+    std::fs::write(&teams, yaml.replace("clinician_b: [b-p1, b-p2]", "clinician_b: [b-p2]")).unwrap();
+    let report = phigate_policy::diff_inputs(&shipped_policies(), changed.path(), &probes).unwrap();
+    let read =
+        report.differences.iter().find(|d| d.name == "clinician_b.read_b_p1").expect("the read of b-p1");
+    assert_eq!(
+        (read.outcome, read.from.as_str(), read.to.as_str()),
+        ("would_deny", "allow", "patient_not_permitted")
+    );
+    assert!(report.differences.iter().all(|d| d.name.starts_with("clinician_b.")), "{report}");
+    assert_eq!(report.agree + report.differences.len(), report.inputs);
+    assert!(report
+        .to_string()
+        .contains("DIFF would_deny clinician_b.read_b_p1: allow -> patient_not_permitted"));
+
+    // JSON Lines: inputs named by line.
+    let corpus: serde_json::Value = serde_json::from_str(&probes).unwrap();
+    let line = corpus["clinician_b.read_b_p1"].to_string();
+    let jsonl = format!("{}\n\n{line}\n", corpus["clinician_a.read_a_p1"]);
+    let report = phigate_policy::diff_inputs(&shipped_policies(), changed.path(), &jsonl).unwrap();
+    assert_eq!(report.inputs, 2);
+    assert_eq!(report.differences.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["line 3"]);
+    assert!(phigate_policy::diff_inputs(&shipped_policies(), changed.path(), "{\nnot json").is_err());
+}
