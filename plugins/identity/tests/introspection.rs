@@ -294,7 +294,8 @@ async fn private_key_jwt_sends_a_fresh_signed_assertion_per_call() {
         let mut jtis = Vec::new();
         for (i, s) in seen.iter().enumerate() {
             assert_eq!((s.authorization.as_deref(), s.field("client_secret")), (None, None));
-            assert_eq!(s.field("client_id"), Some("gw"));
+            let ids = s.form.iter().filter(|(k, _)| k == "client_id").count();
+            assert_eq!((s.field("client_id"), ids), (Some("gw"), 1), "client_id once (RFC 6749 §3.2)");
             assert_eq!(
                 s.field("client_assertion_type"),
                 Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")

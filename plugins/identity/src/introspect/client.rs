@@ -215,8 +215,8 @@ impl Inner {
         let mut f = form_urlencoded::Serializer::new(String::with_capacity(token.len() + 64));
         f.append_pair("token", token);
         f.append_pair("token_type_hint", "access_token");
+        // (`client_id` is in the form tail: every method without Basic sends it once.)
         if let Some(a) = &self.assertion {
-            f.append_pair("client_id", &a.client_id);
             f.append_pair("client_assertion_type", JWT_BEARER);
             f.append_pair("client_assertion", &a.sign(now)?);
         }
