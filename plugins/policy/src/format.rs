@@ -41,7 +41,8 @@ pub(crate) fn judge(req: &RequestInfo) -> Result<Option<HeaderValue>, Denial> {
     if values.peek().is_none() {
         return Ok(Some(FHIR_JSON));
     }
-    let mut any = false;
+    // The client's JSON ranges (as written), and whether it listed anything else it accepts.
+    let (mut json, mut wildcard, mut other) = (Vec::new(), false, false);
     for value in values {
         let Ok(text) = value.to_str() else { return Err(refuse("Accept is not text")) };
         for range in text.split(',') {
@@ -55,15 +56,23 @@ pub(crate) fn judge(req: &RequestInfo) -> Result<Option<HeaderValue>, Denial> {
                 continue;
             }
             if is_json(media) {
-                return Ok(None);
+                json.push(range.trim());
+            } else {
+                wildcard |= media == "*/*" || media.eq_ignore_ascii_case("application/*");
+                other = true;
             }
-            any |= media == "*/*" || media.eq_ignore_ascii_case("application/*");
         }
     }
-    if any {
-        Ok(Some(FHIR_JSON))
-    } else {
-        Err(refuse("Accept names no JSON type"))
+    match (json.is_empty(), other) {
+        // Only JSON asked for: as asked.
+        (false, false) => Ok(None),
+        // JSON among other formats (XML preferred, say): only its JSON ranges go upstream, so
+        // the answer is one the gateway can verify.
+        (false, true) => {
+            HeaderValue::from_str(&json.join(", ")).map(Some).map_err(|_| refuse("Accept is not text"))
+        }
+        (true, _) if wildcard => Ok(Some(FHIR_JSON)),
+        (true, _) => Err(refuse("Accept names no JSON type")),
     }
 }
 
@@ -93,11 +102,18 @@ mod tests {
             "application/fhir+json",
             "application/json",
             "application/fhir+json; fhirVersion=4.0",
-            "application/fhir+xml;q=0.9, application/fhir+json",
             "application/json+fhir",
-            "text/html, APPLICATION/FHIR+JSON;q=0.5",
+            "application/fhir+json, application/json;q=0.5",
         ] {
             assert_eq!(judge(&req(None, &[accept])).ok(), Some(None), "{accept}");
+        }
+        // JSON among other formats: only the JSON ranges go upstream.
+        for (accept, upstream) in [
+            ("application/fhir+xml, application/fhir+json;q=0.9", "application/fhir+json;q=0.9"),
+            ("text/html, APPLICATION/FHIR+JSON;q=0.5, */*", "APPLICATION/FHIR+JSON;q=0.5"),
+        ] {
+            let got = judge(&req(None, &[accept])).ok().flatten();
+            assert_eq!(got.as_ref().map(|v| v.to_str().unwrap_or_default()), Some(upstream), "{accept}");
         }
         for format in ["json", "application/fhir+json", "application/json", " JSON "] {
             assert_eq!(judge(&req(Some(format), &["application/fhir+xml"])).ok(), Some(None), "{format}");
