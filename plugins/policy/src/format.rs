@@ -6,7 +6,8 @@
 //! must name JSON, and `Accept` must allow a JSON type, or the request is refused with 406
 //! `format_not_acceptable`. A client that accepts anything (no `Accept`, `*/*`,
 //! `application/*`) gets `Accept: application/fhir+json` upstream, so a server whose default is
-//! XML answers in the format the gateway can verify.
+//! XML answers in the format the gateway can verify; one accepting JSON among other formats has
+//! only its JSON ranges sent.
 
 use http::header::ACCEPT;
 use http::HeaderValue;
