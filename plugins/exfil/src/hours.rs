@@ -101,15 +101,23 @@ impl WorkingHours {
 mod tests {
     use super::*;
 
-    fn hours(zone: &str, start: &str, end: &str, days: &[&str]) -> WorkingHours {
-        let c = OffHoursConfig {
+    fn parse(
+        zone: &str,
+        start: &str,
+        end: &str,
+        days: &[&str],
+    ) -> Result<WorkingHours, (&'static str, &'static str)> {
+        WorkingHours::parse(&OffHoursConfig {
             time_zone: zone.into(),
             start: start.into(),
             end: end.into(),
             days: days.iter().map(|d| (*d).to_owned()).collect(),
             ..OffHoursConfig::default()
-        };
-        WorkingHours::parse(&c).unwrap_or_else(|e| panic!("{e:?}"))
+        })
+    }
+
+    fn hours(zone: &str, start: &str, end: &str, days: &[&str]) -> WorkingHours {
+        parse(zone, start, end, days).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn at(rfc3339: &str) -> SystemTime {
@@ -144,14 +152,7 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         let err = |zone: &str, start: &str, end: &str, days: &[&str]| {
-            let c = OffHoursConfig {
-                time_zone: zone.into(),
-                start: start.into(),
-                end: end.into(),
-                days: days.iter().map(|d| (*d).to_owned()).collect(),
-                ..OffHoursConfig::default()
-            };
-            WorkingHours::parse(&c).err().map(|(k, _)| k)
+            parse(zone, start, end, days).err().map(|(k, _)| k)
         };
         assert_eq!(err("Mars/Olympus", "07:00", "19:00", &["mon"]), Some("time_zone"));
         assert_eq!(err("UTC", "7:00", "19:00", &["mon"]), Some("start"));
