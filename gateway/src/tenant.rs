@@ -23,7 +23,8 @@ pub struct RouteTenantConfig {
     /// The tenant is the host's first label before this suffix: `.fhir.example.com` makes
     /// `acme.fhir.example.com` address `acme`. A host without the suffix, or with more than one
     /// label before it, is refused with 400 `bad_request` (the `Host`, or HTTP/2's `:authority`,
-    /// without its port, matched without regard to case).
+    /// without its port, matched without regard to case; the tenant is the label in lowercase,
+    /// so tenant ids compared with it should be lowercase too).
     #[serde(default)]
     pub host_suffix: Option<String>,
     /// The tenant is this request header's value (for example `x-tenant-id`); a request without
