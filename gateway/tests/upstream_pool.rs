@@ -312,10 +312,12 @@ async fn a_name_with_address_slots_sends_to_every_address_it_resolves_to() {
     let mut local: Vec<SocketAddr> = ("localhost", port).to_socket_addrs().unwrap().collect();
     local.sort_unstable();
     local.dedup();
+    // Where ::1 is in the hosts file but cannot be bound (IPv6 off), its slot fails its checks.
     let v6 = match local.iter().find(|a| a.is_ipv6()) {
-        Some(a) => Some(upstream_builder(&pki).bind(*a).await.unwrap()),
+        Some(a) => upstream_builder(&pki).bind(*a).await.ok(),
         None => None,
     };
+    let live = 1 + u64::from(v6.is_some());
     let single = yaml(&pki, v4.addr, "none");
     let address = format!("    address: \"{}\"\n", v4.addr);
     let extra = format!(
@@ -324,7 +326,7 @@ async fn a_name_with_address_slots_sends_to_every_address_it_resolves_to() {
     );
     let gw = TestGateway::start_yaml(&single.replace(&address, &extra), pki.dir(), Vec::new());
 
-    let (status, details) = wait_healthy(&gw, local.len() as u64).await;
+    let (status, details) = wait_healthy(&gw, live).await;
     assert_eq!((status, details["endpoints"].as_u64()), (200, Some(local.len() as u64)), "{details}");
     // No retries: a request sent to an empty slot would fail, so all-200 means none was.
     assert!(get_all(&pki, &gw, 8).await.iter().all(|s| *s == 200));
@@ -343,7 +345,7 @@ async fn a_name_with_address_slots_sends_to_every_address_it_resolves_to() {
             assert!(a + b == 8 && a >= 2 && b >= 2, "round robin over both addresses: {a} / {b}");
         }
         None => {
-            assert!(metrics.contains(&gauge(2, 0)), "{metrics}");
+            assert!(metrics.contains(&gauge(2, 0)), "an empty or unreachable slot: {metrics}");
             assert_eq!(traffic(&v4).len(), 8);
         }
     }
