@@ -32,9 +32,7 @@ pub enum EvalInputError {
 /// Load, input and evaluation errors, with the engine's full message (this is the operator's
 /// own input, not live traffic).
 pub fn eval_input(dir: &Path, input_json: &str) -> Result<serde_json::Value, EvalInputError> {
-    let settings = GatewaySettings::default();
-    let sources = Sources::read(dir, &dir.join("data"), &settings)?;
-    let revision = Revision::compile(&sources, &settings, DEFAULT_ENTRYPOINT, Duration::from_secs(5))?;
+    let revision = load(dir)?;
     let input = Value::from_json_str(input_json).map_err(|e| EvalInputError::Input(e.to_string()))?;
     let out = revision.evaluate(input)?;
     let parsed = decision::parse(&out, &revision.id)?;
@@ -47,6 +45,14 @@ pub fn eval_input(dir: &Path, input_json: &str) -> Result<serde_json::Value, Eva
         "decision": raw,
         "code": code,
     }))
+}
+
+/// The policies of `dir` with the data in `dir/data`, as the tools evaluate them (gateway
+/// defaults, the default entrypoint, a generous time limit).
+fn load(dir: &Path) -> Result<Revision, LoadError> {
+    let settings = GatewaySettings::default();
+    let sources = Sources::read(dir, &dir.join("data"), &settings)?;
+    Revision::compile(&sources, &settings, DEFAULT_ENTRYPOINT, Duration::from_secs(5))
 }
 
 /// One input on which two policy directories decide differently (see [`diff_inputs`]).
@@ -119,11 +125,6 @@ fn corpus(text: &str) -> Result<Vec<(String, String)>, EvalInputError> {
 /// Either directory failing to load, or a corpus that is neither a JSON object of inputs nor
 /// JSON Lines.
 pub fn diff_inputs(from: &Path, to: &Path, corpus_text: &str) -> Result<DiffReport, EvalInputError> {
-    let settings = GatewaySettings::default();
-    let load = |dir: &Path| -> Result<Revision, EvalInputError> {
-        let sources = Sources::read(dir, &dir.join("data"), &settings)?;
-        Ok(Revision::compile(&sources, &settings, DEFAULT_ENTRYPOINT, Duration::from_secs(5))?)
-    };
     let (a, b) = (load(from)?, load(to)?);
     let inputs = corpus(corpus_text)?;
     let decide = |rev: &Revision, input: &str| -> Result<phigate_plugin::Decision, String> {

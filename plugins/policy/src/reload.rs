@@ -86,17 +86,7 @@ impl Inner {
     fn reload_shadow(&self) {
         let (Some(sh), Some(slot)) = (&self.settings.shadow, &self.shadow) else { return };
         let current = slot.load_full();
-        let s = &self.settings;
-        let attempt = Sources::read(&sh.dir, &sh.data_dir, &s.gateway).and_then(|src| {
-            if src.revision == current.id {
-                return Ok(None);
-            }
-            if s.test_on_reload {
-                crate::testing::require_passing(&src, &s.gateway)?;
-            }
-            Revision::compile(&src, &s.gateway, &sh.entrypoint, s.max_eval).map(Some)
-        });
-        match attempt {
+        match self.changed_revision(&sh.dir, &sh.data_dir, &sh.entrypoint, &current.id).1 {
             Ok(None) => {}
             Ok(Some(rev)) => {
                 log::info!(
@@ -117,17 +107,7 @@ impl Inner {
     fn reload_active(&self, trigger: ChangeTrigger) -> Result<ReloadOutcome, LoadError> {
         let current = self.active.load_full();
         let s = &self.settings;
-        let mut attempted = None;
-        let attempt = Sources::read(&s.dir, &s.data_dir, &s.gateway).and_then(|src| {
-            if src.revision == current.id {
-                return Ok(None);
-            }
-            attempted = Some(src.revision.clone());
-            if s.test_on_reload {
-                crate::testing::require_passing(&src, &s.gateway)?;
-            }
-            Revision::compile(&src, &s.gateway, &s.entrypoint, s.max_eval).map(Some)
-        });
+        let (attempted, attempt) = self.changed_revision(&s.dir, &s.data_dir, &s.entrypoint, &current.id);
         match attempt {
             Ok(None) => {
                 events::RELOADS.with_label_values(&["unchanged"]).inc();
@@ -155,6 +135,27 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// Reads the policies in `dir` with `data_dir`; unless they are still revision `current`
+    /// (`Ok(None)`), tests and compiles them. Also returns the revision read, when the files
+    /// could be read and changed.
+    fn changed_revision(
+        &self,
+        dir: &std::path::Path,
+        data_dir: &std::path::Path,
+        entrypoint: &str,
+        current: &str,
+    ) -> (Option<Arc<str>>, Result<Option<Revision>, LoadError>) {
+        let src = match Sources::read(dir, data_dir, &self.settings.gateway) {
+            Ok(src) => src,
+            Err(e) => return (None, Err(e)),
+        };
+        if *src.revision == *current {
+            return (None, Ok(None));
+        }
+        let outcome = crate::stage::prepare(&self.settings, &src, entrypoint).map(Some);
+        (Some(src.revision.clone()), outcome)
     }
 
     /// Reports a change when a sink is attached (the gateway records changes).

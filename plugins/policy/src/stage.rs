@@ -164,17 +164,22 @@ fn load_revision(s: &StageSettings) -> Result<Revision, LoadError> {
 }
 
 /// Reads, tests (when `test_on_reload`) and compiles the policies in `dir` with `data_dir`.
-pub(crate) fn load_at(
+fn load_at(
     s: &StageSettings,
     dir: &std::path::Path,
     data_dir: &std::path::Path,
     entrypoint: &str,
 ) -> Result<Revision, LoadError> {
-    let sources = Sources::read(dir, data_dir, &s.gateway)?;
+    prepare(s, &Sources::read(dir, data_dir, &s.gateway)?, entrypoint)
+}
+
+/// Tests (when `test_on_reload`) and compiles policies already read: at start and on reloads,
+/// for the active policy and the shadow alike.
+pub(crate) fn prepare(s: &StageSettings, sources: &Sources, entrypoint: &str) -> Result<Revision, LoadError> {
     if s.test_on_reload {
-        crate::testing::require_passing(&sources, &s.gateway)?;
+        crate::testing::require_passing(sources, &s.gateway)?;
     }
-    Revision::compile(&sources, &s.gateway, entrypoint, s.max_eval)
+    Revision::compile(sources, &s.gateway, entrypoint, s.max_eval)
 }
 
 impl Inner {
