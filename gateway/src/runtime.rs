@@ -112,13 +112,14 @@ impl Runtime {
                 .map(|c| crate::cors::CorsPolicy::build(c).map(Arc::new))
                 .transpose()
                 .map_err(|e| BuildError::Invalid(format!("route {}: {e}", r.name)))?;
-            let tenant = match &r.tenant {
-                Some(t) => Some(
+            let tenant = r
+                .tenant
+                .as_ref()
+                .map(|t| {
                     crate::tenant::RouteTenant::build(t)
-                        .ok_or_else(|| BuildError::Invalid(format!("route {}: invalid tenant", r.name)))?,
-                ),
-                None => None,
-            };
+                        .ok_or_else(|| BuildError::Invalid(format!("route {}: invalid tenant", r.name)))
+                })
+                .transpose()?;
             runtime_routes.push(
                 Route::new(meta.clone(), upstream, &r.path_prefix, r.upstream_path_prefix.as_deref())
                     .with_cors(cors)

@@ -29,34 +29,46 @@ pub fn tasks(upstreams: &[Arc<Upstream>], metrics: &Arc<Metrics>) -> Vec<Backgro
     let mut out: Vec<BackgroundTask> = Vec::new();
     for upstream in upstreams.iter().filter(|u| !u.dns_refresh.is_zero()) {
         for group in 0..upstream.groups.len() {
-            let (upstream, metrics) = (upstream.clone(), metrics.clone());
-            out.push(Box::pin(async move {
-                let mut tick = tokio::time::interval(upstream.dns_refresh);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await; // the first tick is now: the addresses are start-up ones
-                loop {
-                    tick.tick().await;
-                    refresh_group(&upstream, group, &metrics).await;
+            let (u, metrics) = (upstream.clone(), metrics.clone());
+            out.push(every(upstream.dns_refresh, move || {
+                let (u, metrics) = (u.clone(), metrics.clone());
+                async move {
+                    refresh_group(&u, group, &metrics).await;
                 }
             }));
         }
         let grouped = |i: usize| upstream.groups.iter().any(|(_, r)| r.contains(&i));
         for index in 0..upstream.endpoints.len() {
             if is_name(&upstream.endpoints[index].label) && !grouped(index) {
-                let upstream = upstream.clone();
-                out.push(Box::pin(async move {
-                    let mut tick = tokio::time::interval(upstream.dns_refresh);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    tick.tick().await; // the first tick is now: the address is a start-up one
-                    loop {
-                        tick.tick().await;
-                        refresh(&upstream, index).await;
+                let u = upstream.clone();
+                out.push(every(upstream.dns_refresh, move || {
+                    let u = u.clone();
+                    async move {
+                        refresh(&u, index).await;
                     }
                 }));
             }
         }
     }
     out
+}
+
+/// A task running `step` every `period`, the first time one period after start (the addresses
+/// in use then are start-up ones).
+fn every<F, Fut>(period: std::time::Duration, mut step: F) -> BackgroundTask
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Box::pin(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is now
+        loop {
+            tick.tick().await;
+            step().await;
+        }
+    })
 }
 
 /// Whether a configured `host:port` names a host (rather than being an IP address).
@@ -120,7 +132,8 @@ pub fn apply(upstream: &Upstream, group: usize, resolved: &[SocketAddr], metrics
                 log::info!(target: "phigate::upstream", "upstream={} endpoint={} no address (no longer in the answer)", upstream.name, endpoint.label)
             }
         }
-        super::health::published(upstream, endpoint, metrics);
+        // The gauge only: a slot emptied by DNS did not fail a health check.
+        super::health::show(upstream, endpoint, metrics);
     }
     changed
 }

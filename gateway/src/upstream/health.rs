@@ -55,21 +55,25 @@ pub fn tasks(upstreams: &[Arc<Upstream>], metrics: &Arc<Metrics>) -> Vec<Backgro
 pub fn publish(upstreams: &[Arc<Upstream>], metrics: &Metrics) {
     for u in upstreams {
         for e in &u.endpoints {
-            let gauge = metrics.upstream_endpoint_healthy.with_label_values(&[&*u.name, &*e.label]);
-            gauge.set(i64::from(e.is_healthy()));
+            show(u, e, metrics);
         }
     }
 }
 
 /// Publishes an endpoint's new health (gauge and event), after a check or traffic changed it.
 pub fn published(upstream: &Upstream, endpoint: &Endpoint, metrics: &Metrics) {
+    show(upstream, endpoint, metrics);
     let healthy = endpoint.is_healthy();
+    crate::events::EndpointHealthChanged { upstream: &upstream.name, endpoint: &endpoint.label, healthy }
+        .emit();
+}
+
+/// Sets the endpoint's gauge to whether it takes traffic now.
+pub fn show(upstream: &Upstream, endpoint: &Endpoint, metrics: &Metrics) {
     metrics
         .upstream_endpoint_healthy
         .with_label_values(&[&*upstream.name, &*endpoint.label])
-        .set(i64::from(healthy));
-    crate::events::EndpointHealthChanged { upstream: &upstream.name, endpoint: &endpoint.label, healthy }
-        .emit();
+        .set(i64::from(endpoint.is_healthy()));
 }
 
 struct Checker {
