@@ -135,11 +135,7 @@ impl RouteTenant {
 
 /// The value of a header sent exactly once, as text.
 fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h str> {
-    let mut all = headers.get_all(name).iter();
-    match (all.next(), all.next()) {
-        (Some(v), None) => v.to_str().ok(),
-        _ => None,
-    }
+    crate::request::single_value(headers, name).and_then(|v| v.to_str().ok())
 }
 
 /// `host[:port]` without the port (an IPv6 literal names no tenant anyway).

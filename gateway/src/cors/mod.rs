@@ -180,9 +180,10 @@ pub struct CorsState {
 
 /// Classifies a request on a route with `policy`.
 pub fn inspect(policy: &Arc<CorsPolicy>, method: &Method, headers: &HeaderMap) -> CorsRequest {
-    let origin = single(headers, &header::ORIGIN);
+    let origin = crate::request::single_value(headers, &header::ORIGIN);
     if *method == Method::OPTIONS {
-        if let (Some(origin), Some(asked)) = (origin, single(headers, &header::ACCESS_CONTROL_REQUEST_METHOD))
+        if let (Some(origin), Some(asked)) =
+            (origin, crate::request::single_value(headers, &header::ACCESS_CONTROL_REQUEST_METHOD))
         {
             let requested = headers.get_all(header::ACCESS_CONTROL_REQUEST_HEADERS).iter();
             return CorsRequest::Preflight(
@@ -192,15 +193,6 @@ pub fn inspect(policy: &Arc<CorsPolicy>, method: &Method, headers: &HeaderMap) -
     }
     let origin = origin.filter(|o| policy.allows_origin(o)).cloned();
     CorsRequest::Actual(CorsState { policy: policy.clone(), origin })
-}
-
-/// The value of a header sent exactly once (a repeated `Origin` is no origin at all).
-fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<&'h HeaderValue> {
-    let mut all = headers.get_all(name).iter();
-    match (all.next(), all.next()) {
-        (Some(v), None) => Some(v),
-        _ => None,
-    }
 }
 
 /// `a, b, c`, or `None` for an empty list.

@@ -157,3 +157,13 @@ pub fn x_forwarded_for(peer: IpAddr, inbound: Option<&str>, trusted: &[IpNet]) -
     out.push_str(&peer_text);
     out
 }
+
+/// The value of a header sent exactly once: a repeated header that must be single (`Origin`,
+/// `Host`, a tenant header) counts as absent rather than picking one of its values.
+pub fn single_value<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h http::HeaderValue> {
+    let mut all = headers.get_all(name).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => Some(v),
+        _ => None,
+    }
+}

@@ -36,7 +36,7 @@ mod tests;
 
 pub use ambiguity::Ambiguity;
 pub use classify::{classify, preload, ClassifyError, UNRESOLVED_BODY};
-pub use headers::{check_framing, client_ip, headers_to_strip, x_forwarded_for};
+pub use headers::{check_framing, client_ip, headers_to_strip, single_value, x_forwarded_for};
 pub use normalize::{
     normalize_target, rebuild_target, NormalizedTarget, TargetLimits, DEFAULT_SINGLETON_PARAMS,
 };
