@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use phigate_plugin::{
     BackgroundTask, ChangeSink, Denial, Flow, PreRead, Readiness, RequestCtx, ResponseHead, Stage,
 };
@@ -100,12 +102,19 @@ impl Pipeline {
         }
     }
 
-    /// Runs `on_buffered_response` of each stage; the first denial replaces the response.
+    /// Runs `on_buffered_response` of each stage; the first denial replaces the response. Returns
+    /// the body to send: the upstream's, or what stages replaced it with.
     ///
     /// # Errors
     /// The first stage's denial.
-    pub fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
-        self.stages.iter().try_for_each(|s| s.on_buffered_response(ctx, body))
+    pub fn on_buffered_response(&self, ctx: &mut RequestCtx, mut body: Bytes) -> Result<Bytes, Denial> {
+        for stage in &self.stages {
+            stage.on_buffered_response(ctx, &body)?;
+            if let Some(replaced) = ctx.response.replace_body.take() {
+                body = replaced;
+            }
+        }
+        Ok(body)
     }
 
     /// Runs `on_refused` of every stage (the request will be answered by the gateway, not

@@ -175,17 +175,21 @@ impl ProxyHttp for GatewayProxy {
                 return Ok(None);
             }
             let whole = ctx.buffered.take().map(|b| b.freeze()).unwrap_or_default();
-            if let Some(req) = ctx.req.as_mut() {
-                if let Err(denial) = self.rt.pipeline.on_buffered_response(req, &whole) {
-                    // Headers are already out: the client sees the refusal in the body only.
-                    ctx.error = Some(denial.code);
-                    req.error = Some(denial.code);
-                    let (_, err) =
-                        crate::error_response::error_body(denial.code, ctx.request_id.as_str(), ctx.fhir);
-                    *body = Some(err);
-                    return Ok(None);
-                }
-            }
+            let whole = match ctx.req.as_mut() {
+                Some(req) => match self.rt.pipeline.on_buffered_response(req, whole) {
+                    Ok(sent) => sent,
+                    Err(denial) => {
+                        // Headers are already out: the client sees the refusal in the body only.
+                        ctx.error = Some(denial.code);
+                        req.error = Some(denial.code);
+                        let (_, err) =
+                            crate::error_response::error_body(denial.code, ctx.request_id.as_str(), ctx.fhir);
+                        *body = Some(err);
+                        return Ok(None);
+                    }
+                },
+                None => whole,
+            };
             *body = Some(whole);
         }
         if let (Some(req), Some(chunk)) = (ctx.req.as_mut(), body.as_ref()) {

@@ -29,8 +29,8 @@ pub(super) async fn fetch_verified(
     ctx: &mut GatewayCtx,
 ) -> pingora::Result<()> {
     match fetch(rt, connector, session, ctx).await {
-        Ok((resp, body)) => match verify(rt, ctx, &resp, &body) {
-            Ok(()) => write_upstream(session, ctx, resp, body).await,
+        Ok((resp, body)) => match verify(rt, ctx, &resp, body) {
+            Ok(body) => write_upstream(session, ctx, resp, body).await,
             Err(denial) => write_denial(session, ctx, &denial).await,
         },
         Err(denial) => write_denial(session, ctx, &denial).await,
@@ -58,8 +58,10 @@ async fn fetch(
     Ok(answer)
 }
 
-fn verify(rt: &Runtime, ctx: &mut GatewayCtx, resp: &ResponseHeader, body: &[u8]) -> Result<(), Denial> {
-    let Some(req) = ctx.req.as_mut() else { return Ok(()) };
+/// The stages' checks of the whole response; the body to send (the upstream's, or what the
+/// stages left of it).
+fn verify(rt: &Runtime, ctx: &mut GatewayCtx, resp: &ResponseHeader, body: Bytes) -> Result<Bytes, Denial> {
+    let Some(req) = ctx.req.as_mut() else { return Ok(body) };
     let mut head = ResponseHead { status: resp.status, headers: &resp.headers };
     rt.pipeline.on_response(req, &mut head)?;
     rt.pipeline.on_buffered_response(req, body)

@@ -115,6 +115,12 @@ pub struct Obligations {
     pub break_glass: bool,
     /// Raise an alert with this rule name.
     pub alert: Option<String>,
+    /// Security labels (FHIR `meta.security` codings, as `system|code` tokens) the principal is
+    /// not cleared for: the labels the policy data enforces minus those the policy clears. A
+    /// response resource carrying one is withheld (a search result entry is left out; anything
+    /// else is refused with 403 `security_label_not_permitted`). Only on decisions whose
+    /// responses are verified (`permitted_patients` or `permitted_tenant`).
+    pub withheld_labels: Option<Vec<String>>,
 }
 
 /// Changes stages ask for on the forwarded request, beyond the query.
@@ -157,6 +163,12 @@ pub struct ResponseInfo {
     /// still replace the status. Setting it later (in `on_response`) also buffers, but the
     /// response head has then already been sent.
     pub buffer_body: bool,
+    /// Set by a stage in `on_buffered_response` to send this body instead of the upstream's (same
+    /// status and headers, length recomputed); the stages after it see the replacement. For
+    /// leaving out what the client may not see, never for adding data.
+    pub replace_body: Option<Bytes>,
+    /// Bundle entries a stage left out of the response (see `replace_body`), for the audit record.
+    pub withheld: Option<u32>,
 }
 
 /// The per-request context. Built by the gateway, passed to every stage in order.

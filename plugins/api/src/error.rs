@@ -97,6 +97,10 @@ error_codes! {
     TenantMismatch = ("tenant_mismatch", 403, "Access to this tenant is not permitted."),
     /// The principal may not access one or more of the patients the request touches.
     PatientNotPermitted = ("patient_not_permitted", 403, "Access to this patient is not permitted."),
+    /// The record the request reads or changes carries a security label (FHIR `meta.security`,
+    /// such as a restricted confidentiality or a sensitive-information code) the principal is
+    /// not cleared for. Search results are not refused for this: such entries are left out.
+    SecurityLabelNotPermitted = ("security_label_not_permitted", 403, "This record is restricted by a security label the caller is not cleared for."),
     /// The principal's scopes do not allow this interaction or resource type.
     ScopeInsufficient = ("scope_insufficient", 403, "The token's scopes do not allow this request."),
     /// Policy denied the request for another reason.

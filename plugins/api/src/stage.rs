@@ -126,7 +126,8 @@ pub trait Stage: Send + Sync + 'static {
     fn on_response_body(&self, _ctx: &mut RequestCtx, _chunk: &[u8], _end: bool) {}
 
     /// Runs once with the complete response body when some stage asked for buffering. A denial
-    /// replaces the response before any of the body left the gateway. Default: accept.
+    /// replaces the response before any of the body left the gateway; a stage may instead set
+    /// `ctx.response.replace_body` to leave out part of it. Default: accept.
     fn on_buffered_response(&self, _ctx: &mut RequestCtx, _body: &[u8]) -> Result<(), Denial> {
         Ok(())
     }

@@ -10,6 +10,10 @@ use crate::error::EvalError;
 const MAX_REASONS: usize = 16;
 /// Longest reason string kept.
 const MAX_REASON_BYTES: usize = 64;
+/// Most security labels one decision may withhold.
+const MAX_LABELS: usize = 64;
+/// Longest security label token (`system|code`) accepted.
+const MAX_LABEL_BYTES: usize = 256;
 
 /// Deny reasons with their own public code, most specific first. Any other reason is
 /// `policy_denied`.
@@ -65,6 +69,18 @@ fn obligations(v: &Value) -> Result<Obligations, EvalError> {
         Value::String(s) if s.len() <= MAX_REASON_BYTES => Some(s.to_string()),
         _ => return Err(EvalError::Output("alert must be a short string")),
     };
+    let withheld_labels = match &v["withheld_labels"] {
+        Value::Null | Value::Undefined => None,
+        Value::Array(a) if a.len() <= MAX_LABELS => Some(
+            a.iter()
+                .map(|l| match l {
+                    Value::String(s) if !s.is_empty() && s.len() <= MAX_LABEL_BYTES => Ok(s.to_string()),
+                    _ => Err(EvalError::Output("withheld_labels must be short non-empty strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        _ => return Err(EvalError::Output("withheld_labels must be an array (at most 64) or null")),
+    };
     Ok(Obligations {
         narrow_patients: patients(&v["narrow_patients"])?,
         permitted_patients: patients(&v["permitted_patients"])?,
@@ -72,6 +88,7 @@ fn obligations(v: &Value) -> Result<Obligations, EvalError> {
         max_page_size,
         break_glass: matches!(v["break_glass"], Value::Bool(true)),
         alert,
+        withheld_labels,
     })
 }
 
