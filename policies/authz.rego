@@ -98,5 +98,6 @@ decision := {
 		"max_page_size": max_page_size,
 		"break_glass": break_glass_access,
 		"alert": alert,
+		"cleared_labels": cleared_labels,
 	},
 }

@@ -44,6 +44,7 @@ PERSONAS = {
     "clinician_b": {"sub": "clinician_b", "tenant": "tenant-b", "roles": ["clinician"], "scopes": ["user/*.rs"]},
     "writer_a": {"sub": "clinician_a2", "tenant": "tenant-a", "roles": ["clinician"], "scopes": ["user/*.cruds"]},
     "er_doctor_a": {"sub": "er_doctor_a", "tenant": "tenant-a", "roles": ["clinician", "break_glass"], "scopes": ["user/*.rs"]},
+    "psychiatrist_a": {"sub": "clinician_a", "tenant": "tenant-a", "roles": ["psychiatrist"], "scopes": ["user/*.rs"]},
     "scraper_a": {"sub": "scraper_a", "tenant": "tenant-a", "roles": ["analyst"], "scopes": ["user/*.read"]},
     "admin_a": {"sub": "admin_a", "tenant": "tenant-a", "roles": ["admin"], "scopes": ["user/*.read"]},
     "patient_app": {"sub": "p", "tenant": "tenant-a", "roles": [], "patient": "a-p3", "scopes": ["patient/*.read"]},

@@ -14,6 +14,8 @@ pub const FILES: &[(&str, &str)] = &[
     ("export.rego", include_str!("../../../policies/export.rego")),
     ("export_test.rego", include_str!("../../../policies/export_test.rego")),
     ("fixtures_test.rego", include_str!("../../../policies/fixtures_test.rego")),
+    ("labels.rego", include_str!("../../../policies/labels.rego")),
+    ("labels_test.rego", include_str!("../../../policies/labels_test.rego")),
     ("patients.rego", include_str!("../../../policies/patients.rego")),
     ("patients_test.rego", include_str!("../../../policies/patients_test.rego")),
     ("probes.json", include_str!("../../../policies/probes.json")),
@@ -24,6 +26,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("data/care_teams.yaml", include_str!("../../../policies/data/care_teams.yaml")),
     ("data/fhir.json", include_str!("../../../policies/data/fhir.json")),
     ("data/roles.yaml", include_str!("../../../policies/data/roles.yaml")),
+    ("data/security_labels.yaml", include_str!("../../../policies/data/security_labels.yaml")),
     ("data/tenants.json", include_str!("../../../policies/data/tenants.json")),
 ];
 

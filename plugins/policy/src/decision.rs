@@ -5,15 +5,12 @@ use phigate_plugin::{Decision, ErrorCode, Obligations, PatientId, TenantId};
 use regorus::Value;
 
 use crate::error::EvalError;
+use crate::revision::Revision;
 
 /// Most reasons kept from one decision (a policy bug must not grow audit records without bound).
 const MAX_REASONS: usize = 16;
 /// Longest reason string kept.
 const MAX_REASON_BYTES: usize = 64;
-/// Most security labels one decision may withhold.
-const MAX_LABELS: usize = 64;
-/// Longest security label token (`system|code`) accepted.
-const MAX_LABEL_BYTES: usize = 256;
 
 /// Deny reasons with their own public code, most specific first. Any other reason is
 /// `policy_denied`.
@@ -48,7 +45,7 @@ fn patients(v: &Value) -> Result<Option<Vec<PatientId>>, EvalError> {
     }
 }
 
-fn obligations(v: &Value) -> Result<Obligations, EvalError> {
+fn obligations(v: &Value, enforced: &[Box<str>]) -> Result<Obligations, EvalError> {
     if matches!(v, Value::Undefined | Value::Null) {
         return Ok(Obligations::default());
     }
@@ -69,21 +66,13 @@ fn obligations(v: &Value) -> Result<Obligations, EvalError> {
         Value::String(s) if s.len() <= MAX_REASON_BYTES => Some(s.to_string()),
         _ => return Err(EvalError::Output("alert must be a short string")),
     };
-    let withheld_labels = match &v["withheld_labels"] {
-        Value::Null | Value::Undefined => None,
-        Value::Array(a) if a.len() <= MAX_LABELS => Some(
-            a.iter()
-                .map(|l| match l {
-                    Value::String(s) if !s.is_empty() && s.len() <= MAX_LABEL_BYTES => Ok(s.to_string()),
-                    _ => Err(EvalError::Output("withheld_labels must be short non-empty strings")),
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-        _ => return Err(EvalError::Output("withheld_labels must be an array (at most 64) or null")),
-    };
+    let permitted_patients = patients(&v["permitted_patients"])?;
+    // Labels are withheld where responses are verified, and only there.
+    let verified = permitted_patients.is_some() || permitted_tenant.is_some();
+    let withheld_labels = if verified { withheld(&v["cleared_labels"], enforced)? } else { None };
     Ok(Obligations {
         narrow_patients: patients(&v["narrow_patients"])?,
-        permitted_patients: patients(&v["permitted_patients"])?,
+        permitted_patients,
         permitted_tenant,
         max_page_size,
         break_glass: matches!(v["break_glass"], Value::Bool(true)),
@@ -92,8 +81,34 @@ fn obligations(v: &Value) -> Result<Obligations, EvalError> {
     })
 }
 
-/// Reads a decision value. Anything malformed is an error (and so a `policy_error` deny).
-pub(crate) fn parse(v: &Value, revision: &str) -> Result<Decision, EvalError> {
+/// The enforced labels (the revision's `data.security_labels`) the policy's `cleared_labels` (a
+/// set or array of label tokens, or absent: nothing cleared) does not clear; `None` when that
+/// leaves none.
+fn withheld(cleared: &Value, enforced: &[Box<str>]) -> Result<Option<Vec<String>>, EvalError> {
+    if enforced.is_empty() {
+        return Ok(None);
+    }
+    let is_cleared = |label: &str| -> Result<bool, EvalError> {
+        let token = |v: &Value| matches!(v, Value::String(s) if **s == *label);
+        match cleared {
+            Value::Null | Value::Undefined => Ok(false),
+            Value::Set(s) => Ok(s.iter().any(token)),
+            Value::Array(a) => Ok(a.iter().any(token)),
+            _ => Err(EvalError::Output("cleared_labels must be a set or array of strings")),
+        }
+    };
+    let mut out = Vec::new();
+    for label in enforced {
+        if !is_cleared(label)? {
+            out.push(label.to_string());
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// Reads a decision value made by `revision`. Anything malformed is an error (and so a
+/// `policy_error` deny).
+pub(crate) fn parse(v: &Value, revision: &Revision) -> Result<Decision, EvalError> {
     let allow = match &v["allow"] {
         Value::Bool(b) => *b,
         _ => return Err(EvalError::Output("`allow` must be a boolean")),
@@ -113,7 +128,7 @@ pub(crate) fn parse(v: &Value, revision: &str) -> Result<Decision, EvalError> {
     Ok(Decision {
         allow,
         reasons,
-        revision: revision.to_owned(),
-        obligations: obligations(&v["obligations"])?,
+        revision: revision.id.to_string(),
+        obligations: obligations(&v["obligations"], &revision.security_labels)?,
     })
 }

@@ -43,13 +43,23 @@ pub(crate) static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Responses replaced because they named a patient outside the permitted set, or could not be
-/// verified: `violation`, `unreadable`.
+/// Responses replaced because they named a patient outside the permitted set, carried a
+/// withheld security label, or could not be verified: `violation`, `security_label`,
+/// `unreadable`.
 pub(crate) static RESPONSE_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "phigate_policy_response_denials_total",
         "Responses replaced by response verification, by reason.",
         &["reason"],
+    )
+});
+
+/// Search result entries left out because they carried a withheld security label.
+pub(crate) static WITHHELD_ENTRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "phigate_policy_withheld_entries_total",
+        "Search result entries left out because they carry a security label the caller is not cleared for.",
+        &[],
     )
 });
 

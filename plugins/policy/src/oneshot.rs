@@ -35,7 +35,7 @@ pub fn eval_input(dir: &Path, input_json: &str) -> Result<serde_json::Value, Eva
     let revision = load(dir)?;
     let input = Value::from_json_str(input_json).map_err(|e| EvalInputError::Input(e.to_string()))?;
     let out = revision.evaluate(input)?;
-    let parsed = decision::parse(&out, &revision.id)?;
+    let parsed = decision::parse(&out, &revision)?;
     let code = (!parsed.allow).then(|| decision::deny_code(&parsed.reasons).as_str());
     let raw: serde_json::Value =
         serde_json::from_str(&out.to_json_str().map_err(|e| EvalError::Rego(e.to_string()))?)
@@ -130,7 +130,7 @@ pub fn diff_inputs(from: &Path, to: &Path, corpus_text: &str) -> Result<DiffRepo
     let decide = |rev: &Revision, input: &str| -> Result<phigate_plugin::Decision, String> {
         let value = Value::from_json_str(input).map_err(|e| e.to_string())?;
         let out = rev.evaluate(value).map_err(|e| e.to_string())?;
-        decision::parse(&out, &rev.id).map_err(|e| e.to_string())
+        decision::parse(&out, rev).map_err(|e| e.to_string())
     };
     let verdict = |d: &Result<phigate_plugin::Decision, String>| match d {
         Ok(d) if d.allow => "allow".to_owned(),

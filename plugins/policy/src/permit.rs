@@ -10,6 +10,8 @@ use std::sync::Arc;
 use phigate_plugin::{Decision, PatientId, TenantId};
 use regorus::Value;
 
+use crate::labels::Labels;
+
 /// `data.patients` read once per revision: each patient's tenant, sorted by patient id.
 #[derive(Debug, Default)]
 pub(crate) struct PatientTenants {
@@ -57,9 +59,10 @@ impl PatientTenants {
     }
 }
 
-/// The patients a response may name.
+/// What a response may hold: the patients it may name, and the security labels it may not
+/// carry.
 #[derive(Debug, Clone)]
-pub struct Permit(Kind);
+pub struct Permit(Kind, Labels);
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -79,23 +82,38 @@ impl Permit {
     fn of_ids(mut ids: Vec<PatientId>) -> Permit {
         ids.sort_unstable();
         ids.dedup();
-        Permit(Kind::Patients(ids.into()))
+        Permit(Kind::Patients(ids.into()), Labels::default())
     }
 
     /// Every patient of `tenant`, by `index`.
     pub(crate) fn tenant(tenant: &str, index: Arc<PatientTenants>) -> Permit {
-        Permit(Kind::Tenant(index.tenant_index(tenant), index))
+        Permit(Kind::Tenant(index.tenant_index(tenant), index), Labels::default())
+    }
+
+    /// The same permit, with resources carrying one of `labels` withheld.
+    #[must_use]
+    pub fn withholding(self, labels: Labels) -> Permit {
+        Permit(self.0, labels)
     }
 
     /// What `decision` permits, `None` when it asks for no check. A decision naming both a
     /// tenant and patients is held to the patients (the narrower).
     pub(crate) fn of(decision: &Decision, index: &Arc<PatientTenants>) -> Option<Permit> {
         let o = &decision.obligations;
+        let labels = o.withheld_labels.as_ref().filter(|l| !l.is_empty());
+        let labels = || Labels::from_tokens(labels.into_iter().flatten().map(String::as_str));
         match (&o.permitted_patients, &o.permitted_tenant) {
-            (Some(patients), _) => Some(Permit::of_ids(patients.clone())),
-            (None, Some(tenant)) => Some(Permit::tenant(tenant.as_str(), index.clone())),
+            (Some(patients), _) => Some(Permit::of_ids(patients.clone()).withholding(labels())),
+            (None, Some(tenant)) => {
+                Some(Permit::tenant(tenant.as_str(), index.clone()).withholding(labels()))
+            }
             (None, None) => None,
         }
+    }
+
+    /// The security labels a response may not carry.
+    pub(crate) fn labels(&self) -> &Labels {
+        &self.1
     }
 
     /// The stored id of `id` when it is permitted (a cheap clone, for recording what a body

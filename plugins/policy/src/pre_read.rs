@@ -15,6 +15,7 @@ use http::StatusCode;
 use phigate_plugin::{Denial, ErrorCode, Interaction, PreRead, RequestCtx};
 
 use crate::events::PRE_READS;
+use crate::labels::Withheld;
 use crate::permit::Permit;
 use crate::revision::Revision;
 use crate::verify::{verify_collect, Verdict};
@@ -72,7 +73,14 @@ fn outcome(ctx: &RequestCtx, read: PreRead<'_>) -> (&'static str, Result<(), Den
     if body.iter().all(u8::is_ascii_whitespace) {
         return ("error", Err(unreadable()));
     }
-    match verify_collect(body, permit).verdict {
+    let checked = verify_collect(body, permit);
+    match checked.verdict {
+        // A record the writer may not read, it may not change either.
+        Verdict::Clean if checked.withheld != Withheld::Nothing => (
+            "denied",
+            Err(Denial::new(ErrorCode::SecurityLabelNotPermitted)
+                .with_cause("stored record carries a withheld security label")),
+        ),
         Verdict::Clean => ("allowed", Ok(())),
         Verdict::Violation => (
             "denied",

@@ -200,6 +200,9 @@ pub(crate) struct Revision {
     compartment: Option<Vec<Box<str>>>,
     /// `data.patients`: each patient's tenant, for checking responses of tenant-scoped decisions.
     pub(crate) patient_tenants: Arc<PatientTenants>,
+    /// `data.security_labels`' keys (label tokens, sorted): the labels withheld from every
+    /// decision that does not clear them.
+    pub(crate) security_labels: Vec<Box<str>>,
     max_eval: Duration,
     pool: Mutex<Vec<RegoVM>>,
 }
@@ -224,6 +227,7 @@ impl Revision {
             program,
             compartment: compartment_types(&data),
             patient_tenants: Arc::new(PatientTenants::from_data(&data["patients"])),
+            security_labels: security_labels(&data)?,
             data,
             max_eval,
             pool: Mutex::new(Vec::new()),
@@ -286,6 +290,23 @@ impl Revision {
                 pool.push(vm);
             }
         }
+    }
+}
+
+/// The labels `data.security_labels` enforces: its keys, each a `system|code` token (or a bare
+/// code, any system). Another shape is a load error: a typo must not switch enforcement off.
+fn security_labels(data: &Value) -> Result<Vec<Box<str>>, LoadError> {
+    let bad = |message: &str| LoadError::Rego(format!("data.security_labels: {message}"));
+    match &data["security_labels"] {
+        Value::Undefined => Ok(Vec::new()),
+        Value::Object(map) => map
+            .keys()
+            .map(|k| match k {
+                Value::String(s) if !s.is_empty() && !s.ends_with('|') => Ok(Box::from(s.as_ref())),
+                _ => Err(bad("each key must be a label token, system|code")),
+            })
+            .collect(),
+        _ => Err(bad("must be an object keyed by label token (system|code)")),
     }
 }
 

@@ -14,10 +14,11 @@ use regorus::Value;
 
 use crate::error::{EvalError, LoadError};
 use crate::events;
+use crate::labels::{without_entries, Withheld};
 use crate::narrow::{narrow, NarrowError};
 use crate::permit::{PatientTenants, Permit};
 use crate::revision::{GatewaySettings, Revision, Sources};
-use crate::verify::{verify_collect, Verdict};
+use crate::verify::{verify_collect, Verdict, Verified};
 use crate::{decision, input, pre_read};
 
 /// The header a principal states its emergency-access reason in.
@@ -204,7 +205,7 @@ impl Inner {
             None => None,
         };
         let out: Value = revision.evaluate(input::with_time(base, ctx))?;
-        let decision = Arc::new(decision::parse(&out, &revision.id)?);
+        let decision = Arc::new(decision::parse(&out, &revision)?);
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, decision.clone());
         }
@@ -216,7 +217,7 @@ impl Inner {
     fn compare_shadow(&self, ctx: &RequestCtx, active: &Decision, input: Option<Value>) {
         let (Some(shadow), Some(input)) = (&self.shadow, input) else { return };
         let revision = shadow.load();
-        let decided = revision.evaluate(input).and_then(|out| decision::parse(&out, &revision.id));
+        let decided = revision.evaluate(input).and_then(|out| decision::parse(&out, &revision));
         crate::shadow::record(ctx, active, decided.as_ref());
     }
 }
@@ -412,9 +413,23 @@ impl Stage for PolicyStage {
         let Some(permit) = ctx.extensions.get::<Permit>() else {
             return Ok(());
         };
-        let checked = verify_collect(body, permit);
+        let mut checked = verify_collect(body, permit);
         match checked.verdict {
             Verdict::Clean => {
+                match std::mem::take(&mut checked.withheld) {
+                    Withheld::Nothing => {}
+                    Withheld::Whole => {
+                        events::RESPONSE_CHECKS.with_label_values(&["security_label"]).inc();
+                        return Err(Denial::new(ErrorCode::SecurityLabelNotPermitted)
+                            .with_cause("response carries a withheld security label"));
+                    }
+                    Withheld::Entries(drop) => {
+                        let (sent, cut) = withhold_entries(body, permit, &drop)?;
+                        checked = sent;
+                        ctx.response.withheld = Some(u32::try_from(drop.len()).unwrap_or(u32::MAX));
+                        ctx.response.replace_body = Some(cut.into());
+                    }
+                }
                 // What the body held, for the stages after this one (exfil windows, audit).
                 ctx.response.patients = Some(checked.named);
                 if ctx.response.entries.is_none() {
@@ -433,4 +448,26 @@ impl Stage for PolicyStage {
             }
         }
     }
+}
+
+/// Leaves the entries at `drop` out of the search result `body` (the client gets the rest and an
+/// outcome entry saying results were withheld): what the sent body holds, and the body. A body
+/// the cut cannot be made in is refused.
+fn withhold_entries(body: &[u8], permit: &Permit, drop: &[u32]) -> Result<(Verified, Vec<u8>), Denial> {
+    let refused = || Denial::new(ErrorCode::SecurityLabelNotPermitted);
+    let Some(cut) = without_entries(body, drop) else {
+        events::RESPONSE_CHECKS.with_label_values(&["security_label"]).inc();
+        return Err(refused().with_cause("labelled entries could not be left out"));
+    };
+    // The sent body, checked again: what it names (for exfil and audit) without the entries left
+    // out, and proof that nothing withheld is left.
+    let mut sent = verify_collect(&cut, permit);
+    if sent.verdict != Verdict::Clean || sent.withheld != Withheld::Nothing {
+        events::RESPONSE_CHECKS.with_label_values(&["security_label"]).inc();
+        return Err(refused().with_cause("labelled entries could not be left out"));
+    }
+    events::WITHHELD_ENTRIES.with_label_values::<&str>(&[]).inc_by(drop.len() as u64);
+    // The outcome entry is the gateway's, not a result.
+    sent.entries = sent.entries.map(|n| n.saturating_sub(1));
+    Ok((sent, cut))
 }

@@ -7,12 +7,14 @@
 //! anywhere in the document (a superset of the compartment params: `subject`, `patient`,
 //! `performer`, contained resources, Bundle entries) and the `id` of every `Patient` resource.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use phigate_plugin::{patient_of_reference as patient_of, PatientId};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use crate::labels::Withheld;
 use crate::permit::Permit;
 
 /// The outcome of a verification.
@@ -40,20 +42,41 @@ pub struct Verified {
     pub named: Vec<PatientId>,
     /// For a clean body that is a Bundle: its `entry` count.
     pub entries: Option<u32>,
+    /// For a clean body: what carries a security label the permit withholds. Entries are
+    /// reported only for a search result (`searchset` Bundle); in any other Bundle a labelled
+    /// entry withholds the whole response (a batch or history answer cannot lose entries).
+    pub withheld: Withheld,
+}
+
+/// Facts about the root of the document, gathered on the way.
+#[derive(Default)]
+struct Root {
+    bundle: Cell<bool>,
+    searchset: Cell<bool>,
+    entries: Cell<Option<u32>>,
+    /// Root `entry` elements carrying a withheld label.
+    withheld: RefCell<Vec<u32>>,
 }
 
 /// Checks a body against `permit`, also collecting which patients it named and how many Bundle
 /// entries it has (for the stages after this one, so they need not parse the body again).
 pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
+    let clean = |named, entries, withheld| Verified { verdict: Verdict::Clean, named, entries, withheld };
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Verified { verdict: Verdict::Clean, named: Vec::new(), entries: None };
+        return clean(Vec::new(), None, Withheld::Nothing);
     }
     let violation = Cell::new(false);
+    let labelled = Cell::new(false);
     let seen = RefCell::new(Vec::new());
-    let bundle = Cell::new(false);
-    let entries = Cell::new(None);
-    let walk =
-        Node { permit, violation: &violation, seen: &seen, top: Some((&bundle, &entries)), count: None };
+    let root = Root::default();
+    let walk = Node {
+        permit,
+        violation: &violation,
+        labelled: &labelled,
+        seen: &seen,
+        top: Some(&root),
+        entry_list: None,
+    };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = walk.deserialize(&mut de).and_then(|()| de.end());
     let verdict = match (violation.get(), parsed) {
@@ -62,28 +85,40 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
         (false, Err(_)) => Verdict::Unreadable,
     };
     if verdict != Verdict::Clean {
-        return Verified { verdict, named: Vec::new(), entries: None };
+        return Verified { verdict, named: Vec::new(), entries: None, withheld: Withheld::Nothing };
     }
     let mut named = seen.into_inner();
     named.sort_unstable();
     named.dedup();
-    let entries = if bundle.get() { Some(entries.get().unwrap_or(0)) } else { None };
-    Verified { verdict, named, entries }
+    let bundle = root.bundle.get();
+    let entries = if bundle { Some(root.entries.get().unwrap_or(0)) } else { None };
+    let in_entries = root.withheld.into_inner();
+    let withheld = if labelled.get() {
+        Withheld::Whole
+    } else if in_entries.is_empty() {
+        Withheld::Nothing
+    } else if bundle && root.searchset.get() {
+        Withheld::Entries(in_entries)
+    } else {
+        Withheld::Whole
+    };
+    clean(named, entries, withheld)
 }
-
-/// Whether the root is a Bundle, and its `entry` count: only the root node carries them.
-type Root<'a> = (&'a Cell<bool>, &'a Cell<Option<u32>>);
 
 #[derive(Clone, Copy)]
 struct Node<'a> {
     permit: &'a Permit,
     violation: &'a Cell<bool>,
+    /// Set when a withheld security label is seen (outside a root entry, or in the entry being
+    /// walked).
+    labelled: &'a Cell<bool>,
     /// Patients named so far (repeats next to each other are skipped; the rest deduplicated at
     /// the end).
     seen: &'a RefCell<Vec<PatientId>>,
-    top: Option<Root<'a>>,
-    /// Set on the root's `entry` value only: where its element count goes.
-    count: Option<&'a Cell<Option<u32>>>,
+    /// On the root node only.
+    top: Option<&'a Root>,
+    /// On the root's `entry` value only: where its count and labelled elements go.
+    entry_list: Option<&'a Root>,
 }
 
 impl Node<'_> {
@@ -104,7 +139,7 @@ impl Node<'_> {
     }
 
     fn inner(self) -> Self {
-        Node { top: None, count: None, ..self }
+        Node { top: None, entry_list: None, ..self }
     }
 }
 
@@ -148,12 +183,20 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let child = self.inner();
         let mut n = 0u32;
+        let Some(root) = self.entry_list else {
+            while seq.next_element_seed(child)?.is_some() {}
+            return Ok(());
+        };
+        // The root's entries: which of them carry a withheld label.
+        let outside = self.labelled.replace(false);
         while seq.next_element_seed(child)?.is_some() {
+            if self.labelled.replace(false) {
+                root.withheld.borrow_mut().push(n);
+            }
             n = n.saturating_add(1);
         }
-        if let Some(count) = self.count {
-            count.set(Some(n));
-        }
+        self.labelled.set(outside);
+        root.entries.set(Some(n));
         Ok(())
     }
 
@@ -167,13 +210,18 @@ impl<'de> Visitor<'de> for Node<'_> {
                 Key::ResourceType => {
                     let tag = map.next_value::<Tag>()?;
                     is_patient = tag.0;
-                    if let Some((bundle, _)) = self.top {
-                        bundle.set(tag.1);
+                    if let Some(root) = self.top {
+                        root.bundle.set(tag.1);
                     }
                 }
                 Key::Id if id.is_none() => id = map.next_value::<Option<String>>()?,
-                Key::Entry => map.next_value_seed(Node { count: self.top.map(|(_, n)| n), ..child })?,
-                Key::Id | Key::Other => map.next_value_seed(child)?,
+                Key::Entry => map.next_value_seed(Node { entry_list: self.top, ..child })?,
+                Key::Type => match self.top {
+                    Some(root) => map.next_value_seed(TypeSeed(child, &root.searchset))?,
+                    None => map.next_value_seed(child)?,
+                },
+                Key::Meta if !self.permit.labels().is_empty() => map.next_value_seed(MetaSeed(child))?,
+                _ => map.next_value_seed(child)?,
             }
         }
         if is_patient {
@@ -188,6 +236,11 @@ enum Key {
     ResourceType,
     Id,
     Entry,
+    Type,
+    Meta,
+    Security,
+    System,
+    Code,
     Other,
 }
 
@@ -211,6 +264,11 @@ impl Visitor<'_> for KeySeed {
             "resourceType" => Key::ResourceType,
             "id" => Key::Id,
             "entry" => Key::Entry,
+            "type" => Key::Type,
+            "meta" => Key::Meta,
+            "security" => Key::Security,
+            "system" => Key::System,
+            "code" => Key::Code,
             _ => Key::Other,
         })
     }
@@ -276,5 +334,200 @@ impl<'de> Visitor<'de> for RefSeed<'_> {
     }
     fn visit_f64<E>(self, _: f64) -> Result<(), E> {
         Ok(())
+    }
+}
+
+/// The root's `type`: a string is the Bundle type (is it a search result?); anything else (a
+/// resource's coded `type`) is walked like any node.
+struct TypeSeed<'a>(Node<'a>, &'a Cell<bool>);
+
+impl<'de> DeserializeSeed<'de> for TypeSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TypeSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a type")
+    }
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.1.set(s == "searchset");
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.0.visit_map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.0.visit_seq(seq)
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// A resource's `meta`: its `security` codings are matched against the withheld labels; the
+/// rest is walked like any node.
+struct MetaSeed<'a>(Node<'a>);
+
+impl<'de> DeserializeSeed<'de> for MetaSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetaSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a meta element")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Security => map.next_value_seed(Codings(self.0))?,
+                _ => map.next_value_seed(self.0)?,
+            }
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        self.0.visit_seq(seq)
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// `meta.security`: a list of codings.
+struct Codings<'a>(Node<'a>);
+
+impl<'de> DeserializeSeed<'de> for Codings<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Codings<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of codings")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Coding(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        self.0.visit_map(map)
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// One coding of `meta.security`: its `system` and `code` are matched; anything else in it (an
+/// extension) is walked like any node.
+struct Coding<'a>(Node<'a>);
+
+impl<'de> DeserializeSeed<'de> for Coding<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Coding<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a coding")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut system: Option<Text<'de>> = None;
+        let mut code: Option<Text<'de>> = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::System if system.is_none() => system = Some(map.next_value()?),
+                Key::Code if code.is_none() => code = Some(map.next_value()?),
+                // A repeated system or code: which one counts is ambiguous.
+                Key::System | Key::Code => {
+                    return Err(de::Error::custom("repeated member in a security coding"))
+                }
+                _ => map.next_value_seed(self.0)?,
+            }
+        }
+        let (system, code) = (system.map(|t| t.0), code.map(|t| t.0));
+        if let Some(code) = code.as_deref() {
+            if self.0.permit.labels().withholds(system.as_deref(), code) {
+                self.0.labelled.set(true);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A string, borrowed from the body unless it has escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }

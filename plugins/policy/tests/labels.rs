@@ -1,0 +1,269 @@
+//! Security labels: resources whose `meta.security` carries a label the principal is not cleared
+//! for are left out of search results and refused anywhere else, with the shipped policies and
+//! data (`data.security_labels`, `role_grants[role].labels`, break-glass, patient apps).
+
+// Test helpers outside #[test] functions unwrap too: a failed setup is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use http::{Method, StatusCode};
+use phigate_plugin::{ErrorCode, Interaction, PatientId, PreRead, Principal, RequestCtx, Stage};
+use phigate_policy::{verify_collect, Labels, Permit, Verdict, Withheld};
+use std::sync::Arc;
+use support::*;
+
+const ACT: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+const CONF: &str = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality";
+
+fn psychiatrist_a() -> Arc<Principal> {
+    principal("clinician_a", "tenant-a", &["psychiatrist"], &["user/*.rs"])
+}
+
+fn observation(id: &str, patient: &str, security: &str) -> String {
+    format!(
+        r#"{{"resourceType":"Observation","id":"{id}","meta":{{"versionId":"1","security":[{security}]}},"subject":{{"reference":"Patient/{patient}"}}}}"#
+    )
+}
+
+fn coding(system: &str, code: &str) -> String {
+    format!(r#"{{"system":"{system}","code":"{code}","display":"label"}}"#)
+}
+
+fn searchset(entries: &[String]) -> String {
+    let entries: Vec<String> =
+        entries.iter().map(|r| format!(r#"{{"resource":{r},"search":{{"mode":"match"}}}}"#)).collect();
+    format!(
+        r#"{{"resourceType":"Bundle","type":"searchset","total":{},"entry":[{}]}}"#,
+        entries.len(),
+        entries.join(",")
+    )
+}
+
+async fn search_by(principal: Arc<Principal>) -> RequestCtx {
+    let mut c = get("/fhir/Observation", principal, fhir(Interaction::SearchType, "Observation", None, &[]));
+    stage().on_request(&mut c).await.unwrap();
+    c
+}
+
+async fn read_by(principal: Arc<Principal>) -> RequestCtx {
+    let mut c =
+        get("/fhir/Observation/o1", principal, fhir(Interaction::Read, "Observation", Some("o1"), &[]));
+    stage().on_request(&mut c).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn a_clinician_has_every_enforced_label_withheld_and_a_psychiatrist_not_psy() {
+    let c = search_by(clinician_a()).await;
+    let withheld = c.decision.as_ref().unwrap().obligations.withheld_labels.clone().unwrap();
+    assert_eq!(withheld.len(), 5, "{withheld:?}");
+    assert!(withheld.contains(&format!("{ACT}|PSY")));
+    let c = search_by(psychiatrist_a()).await;
+    let withheld = c.decision.as_ref().unwrap().obligations.withheld_labels.clone().unwrap();
+    assert_eq!(withheld.len(), 4);
+    assert!(!withheld.contains(&format!("{ACT}|PSY")));
+}
+
+#[tokio::test]
+async fn labelled_search_entries_are_left_out_and_the_rest_is_sent() {
+    let mut c = search_by(clinician_a()).await;
+    let body = searchset(&[
+        observation("o1", "a-p1", &coding(CONF, "N")),
+        observation("o2", "a-p2", &coding(ACT, "PSY")),
+        observation("o3", "a-p1", ""),
+    ]);
+    stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    let sent = c.response.replace_body.clone().expect("a replacement body");
+    let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    let entries = v["entry"].as_array().unwrap();
+    let ids: Vec<&str> = entries.iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
+    assert_eq!(ids, ["o1", "o3"]);
+    assert_eq!(entries.last().unwrap()["resource"]["issue"][0]["code"], "suppressed");
+    assert!(!String::from_utf8_lossy(&sent).contains("PSY"));
+    assert_eq!(c.response.withheld, Some(1));
+    assert_eq!(c.response.entries, Some(2), "the outcome entry is not a result");
+    let named: Vec<&str> = c.response.patients.as_deref().unwrap().iter().map(PatientId::as_str).collect();
+    assert_eq!(named, ["a-p1"], "a patient named only in a withheld entry was not served");
+}
+
+#[tokio::test]
+async fn a_clean_search_result_is_sent_as_it_came() {
+    let mut c = search_by(clinician_a()).await;
+    let body = searchset(&[observation("o1", "a-p1", &coding(CONF, "N"))]);
+    stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    assert!(c.response.replace_body.is_none());
+    assert_eq!(c.response.withheld, None);
+}
+
+#[tokio::test]
+async fn a_cleared_role_gets_the_labelled_entry() {
+    let mut c = search_by(psychiatrist_a()).await;
+    let body = searchset(&[observation("o2", "a-p2", &coding(ACT, "PSY"))]);
+    stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    assert!(c.response.replace_body.is_none());
+    // ... but not one carrying a label its role does not clear.
+    let mut c = search_by(psychiatrist_a()).await;
+    let body = searchset(&[observation("o2", "a-p2", &coding(ACT, "ETH"))]);
+    stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    assert_eq!(c.response.withheld, Some(1));
+}
+
+#[tokio::test]
+async fn a_labelled_read_is_refused() {
+    let mut c = read_by(clinician_a()).await;
+    let body = observation("o1", "a-p1", &coding(CONF, "R"));
+    let denial = stage().on_buffered_response(&mut c, body.as_bytes()).unwrap_err();
+    assert_eq!(denial.code, ErrorCode::SecurityLabelNotPermitted);
+    assert!(c.response.replace_body.is_none());
+}
+
+#[tokio::test]
+async fn break_glass_reads_a_labelled_record() {
+    let c =
+        get("/fhir/Observation/o1", er_doctor_a(), fhir(Interaction::Read, "Observation", Some("o1"), &[]));
+    let mut c = with_header(c, "x-break-glass-reason", "unresponsive patient in ED bay 3");
+    stage().on_request(&mut c).await.unwrap();
+    assert_eq!(c.decision.as_ref().unwrap().obligations.withheld_labels, None);
+    let body = observation("o1", "a-p5", &coding(CONF, "V"));
+    stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
+}
+
+#[tokio::test]
+async fn a_foreign_patient_in_a_withheld_entry_still_refuses_the_whole_response() {
+    let mut c = search_by(clinician_a()).await;
+    let body = searchset(&[observation("o1", "a-p1", ""), observation("o2", "a-p3", &coding(ACT, "PSY"))]);
+    let denial = stage().on_buffered_response(&mut c, body.as_bytes()).unwrap_err();
+    assert_eq!(denial.code, ErrorCode::PatientNotPermitted);
+}
+
+#[tokio::test]
+async fn a_write_to_a_labelled_record_is_refused_on_its_pre_read() {
+    let writer = principal("clinician_a", "tenant-a", &["clinician"], &["user/*.cruds"]);
+    let f = fhir(Interaction::Delete, "Observation", Some("o1"), &[]);
+    let mut c = ctx(Method::DELETE, "/fhir/Observation/o1", writer, f);
+    stage().on_request(&mut c).await.unwrap();
+    assert!(c.upstream.pre_read);
+    let stored = observation("o1", "a-p1", &coding(ACT, "HIV"));
+    let read = PreRead::Answered { status: StatusCode::OK, body: stored.as_bytes() };
+    assert_eq!(
+        stage().on_pre_read(&mut c, read).map_err(|d| d.code),
+        Err(ErrorCode::SecurityLabelNotPermitted)
+    );
+    let unlabelled = observation("o1", "a-p1", "");
+    let read = PreRead::Answered { status: StatusCode::OK, body: unlabelled.as_bytes() };
+    assert_eq!(stage().on_pre_read(&mut c, read).map_err(|d| d.code), Ok(()));
+}
+
+fn permit() -> Permit {
+    Permit::patients(["a-p1", "a-p2"]).withholding(Labels::from_tokens([&*format!("{ACT}|PSY"), "R"]))
+}
+
+#[test]
+fn labels_are_found_on_the_root_in_entries_and_in_contained_resources() {
+    let check = |body: &str| {
+        let v = verify_collect(body.as_bytes(), &permit());
+        assert_eq!(v.verdict, Verdict::Clean, "{body}");
+        v.withheld
+    };
+    let psy = coding(ACT, "PSY");
+    assert_eq!(check(&observation("o1", "a-p1", &psy)), Withheld::Whole);
+    assert_eq!(
+        check(&observation("o1", "a-p1", &coding("urn:local", "R"))),
+        Withheld::Whole,
+        "a bare code: any system"
+    );
+    assert_eq!(check(&observation("o1", "a-p1", &coding("urn:local", "PSY"))), Withheld::Nothing);
+    assert_eq!(check(&observation("o1", "a-p1", r#"{"code":"R"}"#)), Withheld::Whole, "no system");
+    assert_eq!(check(&observation("o1", "a-p1", "")), Withheld::Nothing);
+    // A labelled contained resource withholds the entry that holds it.
+    let contained = format!(
+        r#"{{"resourceType":"DiagnosticReport","id":"d1","subject":{{"reference":"Patient/a-p1"}},"contained":[{}]}}"#,
+        observation("c1", "a-p1", &psy)
+    );
+    assert_eq!(check(&searchset(&[observation("o1", "a-p1", ""), contained])), Withheld::Entries(vec![1]));
+    // The Bundle's own label withholds all of it.
+    let own = r#"{"resourceType":"Bundle","type":"searchset","meta":{"security":[{"code":"R"}]},"entry":[]}"#;
+    assert_eq!(check(own), Withheld::Whole);
+    // Only a search result loses entries: a batch or history answer is refused whole.
+    let history = searchset(&[observation("o1", "a-p1", &psy)]).replace("searchset", "history");
+    assert_eq!(check(&history), Withheld::Whole);
+    // A nested Bundle's entries belong to the root entry that holds them.
+    let nested = format!(
+        r#"{{"resourceType":"Bundle","type":"searchset","entry":[{{"resource":{{"resourceType":"Bundle","type":"collection","entry":[{{"resource":{}}}]}}}}]}}"#,
+        observation("o1", "a-p1", &psy)
+    );
+    assert_eq!(check(&nested), Withheld::Entries(vec![0]));
+}
+
+#[test]
+fn label_checks_fail_closed_on_odd_shapes_and_skip_meta_when_nothing_is_withheld() {
+    let odd = r#"{"resourceType":"Observation","meta":{"security":["PSY"]},"subject":{"reference":"Patient/a-p1"}}"#;
+    assert_eq!(verify_collect(odd.as_bytes(), &permit()).verdict, Verdict::Unreadable);
+    // Without withheld labels, meta is walked like any element (patients in it still count).
+    let plain = Permit::patients(["a-p1"]);
+    assert_eq!(verify_collect(odd.as_bytes(), &plain).verdict, Verdict::Clean);
+    let foreign_in_meta = r#"{"resourceType":"Observation","meta":{"security":[{"code":"N","extension":[{"valueReference":{"reference":"Patient/a-p9"}}]}]}}"#;
+    assert_eq!(verify_collect(foreign_in_meta.as_bytes(), &plain).verdict, Verdict::Violation);
+    // With labels withheld, what else a coding holds is still walked.
+    assert_eq!(verify_collect(foreign_in_meta.as_bytes(), &permit()).verdict, Verdict::Violation);
+    // A coding naming its code twice is ambiguous: unreadable, so refused.
+    let twice = r#"{"resourceType":"Observation","meta":{"security":[{"code":"N","code":"R"}]}}"#;
+    assert_eq!(verify_collect(twice.as_bytes(), &permit()).verdict, Verdict::Unreadable);
+    let escaped = r#"{"resourceType":"Observation","meta":{"security":[{"code":"\u0052"}]}}"#;
+    assert_eq!(verify_collect(escaped.as_bytes(), &permit()).withheld, Withheld::Whole, "an escaped R is R");
+}
+
+/// A one-file policy with `data/labels.json` holding `labels` as `data.security_labels`.
+fn policy_with_labels(decision: &str, labels: &str) -> Result<phigate_policy::PolicyStage, String> {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("authz.rego"),
+        format!("package phigate.authz\n\ndecision := {{\"allow\": false, \"reasons\": []}} if not input.principal\n\n{decision}\n"),
+    )
+    .unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::fs::write(tmp.path().join("data/labels.json"), format!(r#"{{"security_labels": {labels}}}"#))
+        .unwrap();
+    let mut c = phigate_policy::PolicyConfig::new(tmp.path());
+    c.watch = false;
+    c.max_eval_ms = 10_000;
+    let routes = vec![route()];
+    let ctx = phigate_plugin::StageBuildCtx { routes: &routes, config_dir: std::path::Path::new("/") };
+    let built = c.build(&ctx).map_err(|issues| issues[0].message.clone());
+    std::mem::forget(tmp);
+    built
+}
+
+#[tokio::test]
+async fn cleared_labels_of_the_wrong_shape_deny_with_policy_error() {
+    let allow = r#"decision := {"allow": true, "reasons": [], "obligations": {"permitted_patients": ["a-p1"], "cleared_labels": 5}} if input.principal"#;
+    let s = policy_with_labels(allow, r#"{"urn:x|R": {}}"#).unwrap();
+    let mut c =
+        get("/fhir/Observation/o1", clinician_a(), fhir(Interaction::Read, "Observation", Some("o1"), &[]));
+    assert_eq!(s.on_request(&mut c).await.unwrap_err().code, ErrorCode::PolicyError);
+    // Absent, they clear nothing; labels are withheld only where responses are verified.
+    let allow = r#"decision := {"allow": true, "reasons": [], "obligations": {"permitted_patients": ["a-p1"]}} if input.principal"#;
+    let s = policy_with_labels(allow, r#"{"urn:x|R": {}, "V": {}}"#).unwrap();
+    let mut c =
+        get("/fhir/Observation/o1", clinician_a(), fhir(Interaction::Read, "Observation", Some("o1"), &[]));
+    s.on_request(&mut c).await.unwrap();
+    let withheld = c.decision.unwrap().obligations.withheld_labels;
+    assert_eq!(withheld, Some(vec!["V".to_owned(), "urn:x|R".to_owned()]));
+    let allow = r#"decision := {"allow": true, "reasons": []} if input.principal"#;
+    let s = policy_with_labels(allow, r#"{"urn:x|R": {}}"#).unwrap();
+    let mut c =
+        get("/fhir/metadata", clinician_a(), fhir(Interaction::Capabilities, "Observation", None, &[]));
+    s.on_request(&mut c).await.unwrap();
+    assert_eq!(c.decision.unwrap().obligations.withheld_labels, None);
+    assert!(!c.response.buffer_body);
+}
+
+#[test]
+fn security_labels_data_of_the_wrong_shape_does_not_load() {
+    let allow = r#"decision := {"allow": true} if input.principal"#;
+    let err = policy_with_labels(allow, r#"["urn:x|R"]"#).err().unwrap();
+    assert!(err.contains("data.security_labels"), "{err}");
+    let err = policy_with_labels(allow, r#"{"urn:x|": {}}"#).err().unwrap();
+    assert!(err.contains("data.security_labels"), "{err}");
+}
