@@ -51,6 +51,17 @@ pub const PERSONAS: &[Persona] = &[
         note: "treats a-p1 and a-p2: reads them; other patients are refused",
     },
     Persona {
+        name: "psychiatrist_a",
+        tenant: "tenant-a",
+        roles: &["psychiatrist"],
+        scope: "user/*.rs",
+        mfa: true,
+        bound: false,
+        dpop: false,
+        care_team: &["a-p1", "a-p2"],
+        note: "clinician_a's care team, cleared for psychiatry records (security label PSY): sees a-p1-cond-psy",
+    },
+    Persona {
         name: "writer_a",
         tenant: "tenant-a",
         roles: &["clinician"],

@@ -214,6 +214,18 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
             ),
         ),
         (
+            "A record labelled PSY is withheld from clinician_a: left out of her search, 403 when read".into(),
+            format!(
+                "curl -s --cacert {ca} {} '{base}/Condition?patient=a-p1'; echo; curl -s --cacert {ca} {} {base}/Condition/a-p1-cond-psy",
+                bearer("clinician_a"),
+                bearer("clinician_a")
+            ),
+        ),
+        (
+            "psychiatrist_a, cleared for PSY, reads it".into(),
+            format!("curl -s --cacert {ca} {} {base}/Condition/a-p1-cond-psy", bearer("psychiatrist_a")),
+        ),
+        (
             "No token: 401 with a Bearer challenge".into(),
             format!("curl -si --cacert {ca} {base}/Patient/a-p1"),
         ),

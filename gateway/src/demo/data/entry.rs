@@ -49,6 +49,14 @@ impl Entry {
         Entry { resource, body }
     }
 
+    /// Labels the resource with a security label (`meta.security`), searchable as `_security`.
+    pub(super) fn security(&mut self, system: &str, code: &str) {
+        if let Some(meta) = self.body.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert("security".into(), json!([{ "system": system, "code": code }]));
+        }
+        self.token("_security", Some(system), code);
+    }
+
     /// Adds a token value; `system` gives the `system|code` form as well (for references the
     /// "system" is the target type, so `Encounter/x` and `x` both match).
     pub(super) fn token(&mut self, param: &'static str, system: Option<&str>, code: &str) {

@@ -182,6 +182,13 @@ fn patient_with_records(
         out.push(condition(ctx, &id, &info.encounters[c - 1], (person + c * 3) % CONDITIONS.len()));
         info.conditions.push(id);
     }
+    // The first patient of each tenant has a psychiatric diagnosis, labelled PSY: only
+    // principals cleared for that label see it (policies/labels.rego).
+    if ctx.id.ends_with("-p1") {
+        let id = format!("{}-cond-psy", ctx.id);
+        out.push(psychiatric_condition(ctx, &id, &info.encounters[1]));
+        info.conditions.push(id);
+    }
     let id = format!("{}-medreq-1", ctx.id);
     out.push(medication_request(ctx, &id, &info.encounters[0], person % MEDICATIONS.len()));
     info.medication_requests.push(id);
@@ -270,6 +277,31 @@ fn condition(ctx: &PatientCtx, id: &str, enc: &str, which: usize) -> StoredResou
     r.token("clinical-status", Some(clinical), "active");
     r.token("category", Some(category), "encounter-diagnosis");
     r.token("code", Some(SNOMED), code);
+    r.finish()
+}
+
+/// HL7 v3 ActCode: the sensitivity codes FHIR servers put in `meta.security`.
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+
+fn psychiatric_condition(ctx: &PatientCtx, id: &str, enc: &str) -> StoredResource {
+    let clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    let category = "http://terminology.hl7.org/CodeSystem/condition-category";
+    let mut r = ctx.child(
+        "Condition",
+        id.to_owned(),
+        json!({
+            "clinicalStatus": { "coding": [{ "system": clinical, "code": "active" }] },
+            "category": [{ "coding": [{ "system": category, "code": "encounter-diagnosis" }] }],
+            "code": { "coding": [{ "system": SNOMED, "code": "35489007", "display": "Depressive disorder (disorder)" }], "text": "Depressive disorder" },
+            "subject": ctx.subject(),
+            "encounter": { "reference": format!("Encounter/{enc}") },
+            "onsetDateTime": "2025-03-12T00:00:00Z",
+        }),
+    );
+    r.security(ACT_CODE, "PSY");
+    r.token("clinical-status", Some(clinical), "active");
+    r.token("category", Some(category), "encounter-diagnosis");
+    r.token("code", Some(SNOMED), "35489007");
     r.finish()
 }
 

@@ -12,7 +12,8 @@ pub(crate) enum ParamKind {
     Token,
 }
 
-const COMMON: &[(&str, ParamKind)] = &[("_id", ParamKind::Id), ("_tag", ParamKind::Token)];
+const COMMON: &[(&str, ParamKind)] =
+    &[("_id", ParamKind::Id), ("_tag", ParamKind::Token), ("_security", ParamKind::Token)];
 
 const PATIENT: &[(&str, ParamKind)] = &[
     ("gender", ParamKind::Token),

@@ -30,7 +30,7 @@ fn documented_ids_exist_with_their_tenants() {
     assert_eq!(p.encounters, ["b-p2-enc-1", "b-p2-enc-2"]);
     assert_eq!(p.conditions, ["b-p2-cond-1", "b-p2-cond-2"]);
     assert_eq!(p.medication_requests, ["b-p2-medreq-1"]);
-    assert_eq!(data.resources().len(), 166);
+    assert_eq!(data.resources().len(), 168, "9 patients' records and 4 practitioners, a PSY condition for each -p1");
     assert!(data.patient("c-p1").is_none());
 }
 
@@ -85,7 +85,7 @@ fn indexes_find_resources_by_id_type_and_patient() {
     assert_eq!(data.of_patient("Observation", "a-p1").len(), 12);
     assert_eq!(data.of_patient("Condition", "b-p4").len(), 2);
     let all = data.everything("a-p1");
-    assert_eq!(all.len(), 18);
+    assert_eq!(all.len(), 19);
     assert_eq!(data.get(all[0]).resource_type, "Patient");
     assert!(data.everything("zz").is_empty());
 }
@@ -101,4 +101,9 @@ fn tokens_match_code_and_system_forms() {
     assert!(obs.has_token("encounter", "Encounter/a-p1-enc-1"));
     assert!(!obs.has_token("_tag", "tenant-b"));
     assert!(!obs.has_token("code", "http://snomed.info/sct|8867-4"));
+    let psy = data.resource("Condition", "a-p1-cond-psy").expect("the labelled condition");
+    assert!(psy.has_token("_security", "http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY"));
+    assert_eq!(parse(psy)["meta"]["security"][0]["code"], "PSY");
+    assert_eq!(data.of_patient("Condition", "a-p1").len(), 3);
+    assert!(data.resource("Condition", "a-p2-cond-psy").is_none(), "only the first patient of a tenant");
 }

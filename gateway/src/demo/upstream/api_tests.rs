@@ -161,12 +161,12 @@ fn compartment_search_is_scoped_and_pages_on_its_own_path() {
 fn everything_returns_patient_first_then_records_paged() {
     let api = api();
     let (_, v) = get(&api, "Patient/b-p1/$everything?_count=10");
-    assert_eq!(v["total"], 18);
+    assert_eq!(v["total"], 19);
     assert_eq!(ids(&v)[0], "b-p1");
     let next = link(&v, "next").expect("next");
     assert_eq!(next, format!("{BASE}/Patient/b-p1/$everything?_count=10&_offset=10"));
     let (_, page2) = get(&api, "Patient/b-p1/$everything?_count=10&_offset=10");
-    assert_eq!(ids(&page2).len(), 8);
+    assert_eq!(ids(&page2).len(), 9);
     let (s, _) = get(&api, "Patient/b-p1/$everything?code=x");
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }

@@ -1,0 +1,104 @@
+//! Sensitive records end to end, with the demo's data and personas: a-p1 (clinician_a's care
+//! team) has a Condition labelled PSY (psychiatry) by the upstream. clinician_a's searches lose
+//! it, her read of it is refused, as is a write to it; psychiatrist_a (cleared for PSY) and
+//! break-glass see it. The upstream's body never reaches a principal not cleared for it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+mod common;
+
+use common::writes::{assert_nothing_forwarded_since_last, forwarded, refusal, send, FHIR_JSON};
+use common::FullEnv;
+use http::Method;
+
+const PSY_ID: &str = "a-p1-cond-psy";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_loses_the_labelled_entry_and_says_results_were_withheld() {
+    let env = FullEnv::start().await;
+    for client in [
+        env.pki.public_client_builder().http1_only().build().unwrap(),
+        env.pki.public_client_builder().http2_only().build().unwrap(),
+    ] {
+        let res = client
+            .get(&env.gw.url("/fhir/Condition?patient=a-p1"))
+            .bearer(&env.token("clinician_a"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status, 200, "{}", res.text());
+        let text = res.text();
+        assert!(!text.contains(PSY_ID) && !text.contains("Depressive"), "the labelled entry was sent: {text}");
+        let bundle: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+        let entries = bundle["entry"].as_array().unwrap();
+        let ids: Vec<&str> = entries.iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
+        assert_eq!(ids, ["a-p1-cond-1", "a-p1-cond-2"]);
+        let outcome = entries.last().unwrap();
+        assert_eq!(outcome["search"]["mode"], "outcome");
+        assert_eq!(outcome["resource"]["issue"][0]["code"], "suppressed");
+        if let Some(len) = res.header("content-length") {
+            assert_eq!(len.parse::<usize>().unwrap(), res.body.len(), "the length of the body sent");
+        }
+        let rid = res.header("x-request-id").unwrap().to_owned();
+        let record = env
+            .wait_record(|r| r["request_id"] == rid.as_str() && r["phase"] == "outcome")
+            .await;
+        assert_eq!(record["withheld"], 1, "{record}");
+        assert_eq!(record["entries"], 2, "{record}");
+    }
+    // $everything is a search result too.
+    let (s, _, body) = env.get_as("clinician_a", "/fhir/Patient/a-p1/$everything?_count=50").await;
+    assert_eq!(s, 200);
+    assert!(!body.contains(PSY_ID), "{body}");
+    assert!(body.contains("a-p1-cond-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labelled_read_is_refused_unless_cleared_or_under_break_glass() {
+    let env = FullEnv::start().await;
+    let path = format!("/fhir/Condition/{PSY_ID}");
+    let (s, code, body) = env.get_as("clinician_a", &path).await;
+    assert_eq!((s, code.as_str()), (403, "security_label_not_permitted"));
+    assert!(!body.contains("Depressive") && !body.contains("PSY"), "{body}");
+    assert_eq!(forwarded(&env).await.path_and_query, path, "judged on the upstream's answer");
+
+    let (s, _, body) = env.get_as("psychiatrist_a", &path).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("Depressive"));
+    let (s, _, body) = env.get_as("psychiatrist_a", "/fhir/Condition?patient=a-p1").await;
+    assert_eq!(s, 200);
+    assert!(body.contains(PSY_ID) && !body.contains("suppressed"), "nothing withheld from her: {body}");
+
+    let res = env
+        .pki
+        .public_client()
+        .get(&env.gw.url("/fhir/Condition/a-p3-cond-1"))
+        .bearer(&env.token("er_doctor_a"))
+        .header("x-break-glass-reason", "unconscious patient in the ER")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "break-glass clears labels too (an unlabelled record here)");
+    let res = env
+        .pki
+        .public_client()
+        .get(&env.gw.url(&path))
+        .bearer(&env.token("er_doctor_a"))
+        .header("x-break-glass-reason", "unconscious patient in the ER")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(res.text().contains("Depressive"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_labelled_record_is_refused_before_it_is_sent() {
+    let env = FullEnv::start().await;
+    let path = format!("/fhir/Condition/{PSY_ID}");
+    let res = send(&env, "writer_a", Method::DELETE, &path, FHIR_JSON, Vec::new()).await;
+    assert_eq!(refusal(&res), (403, "security_label_not_permitted".to_owned()));
+    let pre_read = forwarded(&env).await;
+    assert_eq!((pre_read.method.as_str(), pre_read.path_and_query.as_str()), ("GET", path.as_str()));
+    assert_nothing_forwarded_since_last(&env).await;
+}
