@@ -120,7 +120,7 @@ pub struct Obligations {
     /// response resource carrying one is withheld (a search result entry is left out; anything
     /// else is refused with 403 `security_label_not_permitted`). Only on decisions whose
     /// responses are verified (`permitted_patients` or `permitted_tenant`).
-    pub withheld_labels: Option<Vec<String>>,
+    pub withheld_labels: Option<Arc<[String]>>,
 }
 
 /// Changes stages ask for on the forwarded request, beyond the query.

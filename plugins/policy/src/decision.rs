@@ -1,6 +1,8 @@
 //! The decision document a policy returns, read strictly into [`Decision`], and the mapping of
 //! deny reasons to stable error codes.
 
+use std::sync::Arc;
+
 use phigate_plugin::{Decision, ErrorCode, Obligations, PatientId, TenantId};
 use regorus::Value;
 
@@ -45,7 +47,7 @@ fn patients(v: &Value) -> Result<Option<Vec<PatientId>>, EvalError> {
     }
 }
 
-fn obligations(v: &Value, enforced: &[Box<str>]) -> Result<Obligations, EvalError> {
+fn obligations(v: &Value, enforced: &Arc<[String]>) -> Result<Obligations, EvalError> {
     if matches!(v, Value::Undefined | Value::Null) {
         return Ok(Obligations::default());
     }
@@ -83,27 +85,29 @@ fn obligations(v: &Value, enforced: &[Box<str>]) -> Result<Obligations, EvalErro
 
 /// The enforced labels (the revision's `data.security_labels`) the policy's `cleared_labels` (a
 /// set or array of label tokens, or absent: nothing cleared) does not clear; `None` when that
-/// leaves none.
-fn withheld(cleared: &Value, enforced: &[Box<str>]) -> Result<Option<Vec<String>>, EvalError> {
+/// leaves none. Clearing nothing (the common case) shares the revision's list.
+fn withheld(cleared: &Value, enforced: &Arc<[String]>) -> Result<Option<Arc<[String]>>, EvalError> {
+    let tokens: Vec<&str> = match cleared {
+        Value::Null | Value::Undefined => Vec::new(),
+        Value::Set(s) => s.iter().map(token).collect::<Result<_, _>>()?,
+        Value::Array(a) => a.iter().map(token).collect::<Result<_, _>>()?,
+        _ => return Err(EvalError::Output("cleared_labels must be a set or array of strings")),
+    };
     if enforced.is_empty() {
         return Ok(None);
     }
-    let is_cleared = |label: &str| -> Result<bool, EvalError> {
-        let token = |v: &Value| matches!(v, Value::String(s) if **s == *label);
-        match cleared {
-            Value::Null | Value::Undefined => Ok(false),
-            Value::Set(s) => Ok(s.iter().any(token)),
-            Value::Array(a) => Ok(a.iter().any(token)),
-            _ => Err(EvalError::Output("cleared_labels must be a set or array of strings")),
-        }
-    };
-    let mut out = Vec::new();
-    for label in enforced {
-        if !is_cleared(label)? {
-            out.push(label.to_string());
-        }
+    if tokens.is_empty() {
+        return Ok(Some(enforced.clone()));
     }
-    Ok((!out.is_empty()).then_some(out))
+    let left: Vec<String> = enforced.iter().filter(|l| !tokens.contains(&l.as_str())).cloned().collect();
+    Ok((!left.is_empty()).then(|| left.into()))
+}
+
+fn token(v: &Value) -> Result<&str, EvalError> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => Err(EvalError::Output("cleared_labels must be a set or array of strings")),
+    }
 }
 
 /// Reads a decision value made by `revision`. Anything malformed is an error (and so a

@@ -13,40 +13,33 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// A set of withheld labels, matched against `meta.security` codings.
+/// A set of withheld labels, matched against `meta.security` codings. Shares the decision's
+/// list (built once per revision in the common case): nothing is parsed until a coding is seen.
 #[derive(Debug, Clone, Default)]
-pub struct Labels(Arc<[Label]>);
-
-#[derive(Debug)]
-struct Label {
-    /// `None`: any system; `Some("")`: a coding without a system.
-    system: Option<Box<str>>,
-    code: Box<str>,
-}
+pub struct Labels(Option<Arc<[String]>>);
 
 impl Labels {
     /// The labels named by `tokens` (`system|code`, `|code` or `code`).
     pub fn from_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Labels {
-        let labels: Vec<Label> = tokens
-            .into_iter()
-            .map(|t| match t.rsplit_once('|') {
-                Some((system, code)) => Label { system: Some(system.into()), code: code.into() },
-                None => Label { system: None, code: t.into() },
-            })
-            .collect();
-        Labels(labels.into())
+        Labels::shared(tokens.into_iter().map(str::to_owned).collect())
+    }
+
+    /// The labels of a decision's `withheld_labels`.
+    pub fn shared(tokens: Arc<[String]>) -> Labels {
+        Labels(Some(tokens))
     }
 
     /// Whether nothing is withheld.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.as_ref().is_none_or(|t| t.is_empty())
     }
 
     /// Whether a coding with this system and code is withheld.
     pub fn withholds(&self, system: Option<&str>, code: &str) -> bool {
-        self.0
-            .iter()
-            .any(|l| *l.code == *code && l.system.as_deref().is_none_or(|s| s == system.unwrap_or("")))
+        self.0.iter().flat_map(|t| t.iter()).any(|token| match token.rsplit_once('|') {
+            Some((s, c)) => c == code && s == system.unwrap_or(""),
+            None => token == code,
+        })
     }
 }
 

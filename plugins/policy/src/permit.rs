@@ -100,8 +100,7 @@ impl Permit {
     /// tenant and patients is held to the patients (the narrower).
     pub(crate) fn of(decision: &Decision, index: &Arc<PatientTenants>) -> Option<Permit> {
         let o = &decision.obligations;
-        let labels = o.withheld_labels.as_ref().filter(|l| !l.is_empty());
-        let labels = || Labels::from_tokens(labels.into_iter().flatten().map(String::as_str));
+        let labels = || o.withheld_labels.clone().map(Labels::shared).unwrap_or_default();
         match (&o.permitted_patients, &o.permitted_tenant) {
             (Some(patients), _) => Some(Permit::of_ids(patients.clone()).withholding(labels())),
             (None, Some(tenant)) => {

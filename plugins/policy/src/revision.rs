@@ -202,7 +202,7 @@ pub(crate) struct Revision {
     pub(crate) patient_tenants: Arc<PatientTenants>,
     /// `data.security_labels`' keys (label tokens, sorted): the labels withheld from every
     /// decision that does not clear them.
-    pub(crate) security_labels: Vec<Box<str>>,
+    pub(crate) security_labels: Arc<[String]>,
     max_eval: Duration,
     pool: Mutex<Vec<RegoVM>>,
 }
@@ -295,14 +295,14 @@ impl Revision {
 
 /// The labels `data.security_labels` enforces: its keys, each a `system|code` token (or a bare
 /// code, any system). Another shape is a load error: a typo must not switch enforcement off.
-fn security_labels(data: &Value) -> Result<Vec<Box<str>>, LoadError> {
+fn security_labels(data: &Value) -> Result<Arc<[String]>, LoadError> {
     let bad = |message: &str| LoadError::Rego(format!("data.security_labels: {message}"));
     match &data["security_labels"] {
-        Value::Undefined => Ok(Vec::new()),
+        Value::Undefined => Ok(Arc::from([])),
         Value::Object(map) => map
             .keys()
             .map(|k| match k {
-                Value::String(s) if !s.is_empty() && !s.ends_with('|') => Ok(Box::from(s.as_ref())),
+                Value::String(s) if !s.is_empty() && !s.ends_with('|') => Ok(s.to_string()),
                 _ => Err(bad("each key must be a label token, system|code")),
             })
             .collect(),
