@@ -28,7 +28,10 @@ async fn a_search_loses_the_labelled_entry_and_says_results_were_withheld() {
             .unwrap();
         assert_eq!(res.status, 200, "{}", res.text());
         let text = res.text();
-        assert!(!text.contains(PSY_ID) && !text.contains("Depressive"), "the labelled entry was sent: {text}");
+        assert!(
+            !text.contains(PSY_ID) && !text.contains("Depressive"),
+            "the labelled entry was sent: {text}"
+        );
         let bundle: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
         let entries = bundle["entry"].as_array().unwrap();
         let ids: Vec<&str> = entries.iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
@@ -40,9 +43,7 @@ async fn a_search_loses_the_labelled_entry_and_says_results_were_withheld() {
             assert_eq!(len.parse::<usize>().unwrap(), res.body.len(), "the length of the body sent");
         }
         let rid = res.header("x-request-id").unwrap().to_owned();
-        let record = env
-            .wait_record(|r| r["request_id"] == rid.as_str() && r["phase"] == "outcome")
-            .await;
+        let record = env.wait_record(|r| r["request_id"] == rid.as_str() && r["phase"] == "outcome").await;
         assert_eq!(record["withheld"], 1, "{record}");
         assert_eq!(record["entries"], 2, "{record}");
     }

@@ -30,7 +30,11 @@ fn documented_ids_exist_with_their_tenants() {
     assert_eq!(p.encounters, ["b-p2-enc-1", "b-p2-enc-2"]);
     assert_eq!(p.conditions, ["b-p2-cond-1", "b-p2-cond-2"]);
     assert_eq!(p.medication_requests, ["b-p2-medreq-1"]);
-    assert_eq!(data.resources().len(), 168, "9 patients' records and 4 practitioners, a PSY condition for each -p1");
+    assert_eq!(
+        data.resources().len(),
+        168,
+        "9 patients' records and 4 practitioners, a PSY condition for each -p1"
+    );
     assert!(data.patient("c-p1").is_none());
 }
 

@@ -1,0 +1,65 @@
+//! Response verification of a search result page: 50 Observations (US Core-like, each with
+//! `meta` and a tenant tag, as the demo upstream writes them), checked against a care team,
+//! without and with withheld security labels (the shipped data's five), and a page where one
+//! entry carries a withheld label (cut out and checked again).
+//!
+//! `cargo bench -p phigate-policy --bench verify`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use phigate_policy::{verify_collect, without_entries, Labels, Permit, Verdict, Withheld};
+
+const LABELS: [&str; 5] = [
+    "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",
+    "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|V",
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY",
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode|ETH",
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode|HIV",
+];
+
+fn page(labelled: Option<usize>) -> Vec<u8> {
+    let entries: Vec<String> = (0..50)
+        .map(|i| {
+            let security = if Some(i) == labelled {
+                r#","security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}]"#
+            } else {
+                ""
+            };
+            format!(
+                r#"{{"fullUrl":"https://fhir.example/fhir/Observation/o{i}","resource":{{"resourceType":"Observation","id":"o{i}","meta":{{"versionId":"1","lastUpdated":"2026-01-01T00:00:00Z","tag":[{{"system":"https://phigate.dev/tenant","code":"tenant-a"}}]{security}}},"status":"final","category":[{{"coding":[{{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}}]}}],"code":{{"coding":[{{"system":"http://loinc.org","code":"8867-4","display":"Heart rate"}}],"text":"Heart rate"}},"subject":{{"reference":"Patient/a-p{}"}},"encounter":{{"reference":"Encounter/a-p1-enc-1"}},"effectiveDateTime":"2025-02-02T09:02:00Z","valueQuantity":{{"value":71.5,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}}},"search":{{"mode":"match"}}}}"#,
+                1 + i % 2
+            )
+        })
+        .collect();
+    format!(r#"{{"resourceType":"Bundle","type":"searchset","total":50,"entry":[{}]}}"#, entries.join(","))
+        .into_bytes()
+}
+
+fn verify(c: &mut Criterion) {
+    let clean = page(None);
+    let labelled = page(Some(17));
+    let plain = Permit::patients(["a-p1", "a-p2"]);
+    let withholding = plain.clone().withholding(Labels::from_tokens(LABELS));
+    assert_eq!(verify_collect(&clean, &withholding).withheld, Withheld::Nothing);
+    assert_eq!(verify_collect(&labelled, &withholding).withheld, Withheld::Entries(vec![17]));
+    c.bench_function("verify/50_entries/no_labels_withheld", |b| {
+        b.iter(|| black_box(verify_collect(black_box(&clean), &plain)))
+    });
+    c.bench_function("verify/50_entries/five_labels_withheld", |b| {
+        b.iter(|| black_box(verify_collect(black_box(&clean), &withholding)))
+    });
+    c.bench_function("verify/50_entries/one_entry_cut_out", |b| {
+        b.iter(|| {
+            let v = verify_collect(black_box(&labelled), &withholding);
+            let Withheld::Entries(drop) = &v.withheld else { unreachable!() };
+            let cut = without_entries(&labelled, drop).expect("cut");
+            let again = verify_collect(&cut, &withholding);
+            assert_eq!(again.verdict, Verdict::Clean);
+            black_box(again)
+        })
+    });
+}
+
+criterion_group!(benches, verify);
+criterion_main!(benches);
