@@ -37,6 +37,7 @@
 mod agreement;
 mod config;
 mod decision;
+mod elements;
 mod error;
 mod events;
 mod format;

@@ -375,6 +375,15 @@ impl Stage for PolicyStage {
                     return Err(denial);
                 }
             }
+            if !permit.labels().is_empty() {
+                // The labels are read from each resource's meta: keep it in subsetted answers.
+                let kind = crate::elements::body_kind(ctx);
+                let body = ctx.request.body.as_deref().filter(|_| ctx.request.method == http::Method::POST);
+                if let Err(denial) = crate::elements::keep_meta(&mut ctx.request.query, body.zip(kind)) {
+                    ctx.decision = Some(decision);
+                    return Err(denial);
+                }
+            }
             ctx.response.buffer_body = true;
             // The record a write by id changes is judged before the write is sent.
             pre_read::ask_if_wanted(ctx, &self.inner.active.load());
