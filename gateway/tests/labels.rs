@@ -103,3 +103,20 @@ async fn a_write_to_a_labelled_record_is_refused_before_it_is_sent() {
     assert_eq!((pre_read.method.as_str(), pre_read.path_and_query.as_str()), ("GET", path.as_str()));
     assert_nothing_forwarded_since_last(&env).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatedly_meeting_restricted_records_raises_an_alert_for_the_soc() {
+    let extra = "exfil:\n  alerts_path: alerts/exfil.jsonl\n  restricted_records: { threshold: 2 }\n";
+    let env = FullEnv::start_with(|_| {}, extra).await;
+    // One entry left out of each search, then a refused read: 3 withheld records, over 2.
+    for _ in 0..2 {
+        assert_eq!(env.get_as("clinician_a", "/fhir/Condition?patient=a-p1").await.0, 200);
+    }
+    let (s, code, _) = env.get_as("clinician_a", &format!("/fhir/Condition/{PSY_ID}")).await;
+    assert_eq!((s, code.as_str()), (403, "security_label_not_permitted"));
+    let lines = common::exfil_alerts(&env, 1).await;
+    let alert = lines.iter().find(|a| a["rule"] == "restricted_records").expect("a restricted_records alert");
+    assert_eq!(alert["principal"]["sub"], "clinician_a");
+    assert_eq!(alert["observed"], 3);
+    assert!(!alert.to_string().contains("PSY") && !alert.to_string().contains(PSY_ID), "{alert}");
+}

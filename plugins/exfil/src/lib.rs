@@ -10,7 +10,8 @@
 //! * **Detects** (each with `threshold`, `window_secs`, `action: alert|block`, `enabled`):
 //!   `distinct_patients` (one principal touching more than N patients), `bulk_paging` (more than N
 //!   Bundle entries or search pages), `id_enumeration` (reads that miss with 404/403/410, or walk
-//!   adjacent numeric ids), `rate_denials` (storms of 429/403), plus alerts the policy asks for
+//!   adjacent numeric ids), `rate_denials` (storms of 429/403), `restricted_records` (records
+//!   withheld for security labels the principal is not cleared for), plus alerts the policy asks for
 //!   (`obligations.alert`, for example `break_glass_access`). One alert per principal, rule and
 //!   window.
 //! * **Never blocks a worker**: alerts go through a bounded queue to a background writer; a full
@@ -53,7 +54,7 @@ pub use alert::ALERT_VERSION;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, OffHoursConfig,
-    PagingMeasure, PolicyAlertsConfig, RateDenialsConfig, SharedConfig,
+    PagingMeasure, PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig, SharedConfig,
 };
 pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;

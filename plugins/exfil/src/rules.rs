@@ -11,6 +11,7 @@ pub(crate) enum RuleId {
     BulkPaging,
     IdEnumeration,
     RateDenials,
+    RestrictedRecords,
     /// Requested by the policy decision; the policy's own alert name is a separate field.
     Policy,
     OffHours,
@@ -23,6 +24,7 @@ impl RuleId {
             RuleId::BulkPaging => "bulk_paging",
             RuleId::IdEnumeration => "id_enumeration",
             RuleId::RateDenials => "rate_denials",
+            RuleId::RestrictedRecords => "restricted_records",
             RuleId::Policy => "policy",
             RuleId::OffHours => "off_hours",
         }
@@ -49,6 +51,8 @@ pub(crate) struct Rules {
     pub(crate) probes: Option<Rule>,
     pub(crate) count_sequential: bool,
     pub(crate) denials: Option<Rule>,
+    /// Records withheld for their security labels.
+    pub(crate) restricted: Option<Rule>,
     /// De-duplication window of policy-requested alerts.
     pub(crate) policy: Option<Duration>,
     /// Patient data reached outside working hours.
@@ -60,24 +64,38 @@ pub(crate) struct Rules {
 impl Rules {
     /// How long a principal's windows must be kept after its last request.
     pub(crate) fn longest_window(&self) -> Duration {
-        [self.distinct, self.paging, self.probes, self.denials, self.off_hours.as_ref().map(|o| o.rule)]
-            .iter()
-            .flatten()
-            .map(|r| r.window)
-            .chain(self.policy)
-            .max()
-            .unwrap_or(Duration::from_secs(1))
+        [
+            self.distinct,
+            self.paging,
+            self.probes,
+            self.denials,
+            self.restricted,
+            self.off_hours.as_ref().map(|o| o.rule),
+        ]
+        .iter()
+        .flatten()
+        .map(|r| r.window)
+        .chain(self.policy)
+        .max()
+        .unwrap_or(Duration::from_secs(1))
     }
 
     /// The longest block a rule here can impose (zero when no rule blocks).
     pub(crate) fn longest_block(&self) -> Duration {
-        [self.distinct, self.paging, self.probes, self.denials, self.off_hours.as_ref().map(|o| o.rule)]
-            .iter()
-            .flatten()
-            .filter(|r| r.action == Action::Block)
-            .map(|r| r.block)
-            .max()
-            .unwrap_or(Duration::ZERO)
+        [
+            self.distinct,
+            self.paging,
+            self.probes,
+            self.denials,
+            self.restricted,
+            self.off_hours.as_ref().map(|o| o.rule),
+        ]
+        .iter()
+        .flatten()
+        .filter(|r| r.action == Action::Block)
+        .map(|r| r.block)
+        .max()
+        .unwrap_or(Duration::ZERO)
     }
 }
 

@@ -156,6 +156,8 @@ fn observation(ctx: &RequestCtx, off_hours: bool) -> Observation<'_> {
         read_id,
         policy_alert: ctx.decision.as_ref().and_then(|d| d.obligations.alert.as_deref()),
         off_hours,
+        withheld: u64::from(ctx.response.withheld.unwrap_or(0))
+            + u64::from(ctx.error == Some(ErrorCode::SecurityLabelNotPermitted)),
     }
 }
 

@@ -32,6 +32,9 @@ pub(crate) struct Observation<'a> {
     pub(crate) policy_alert: Option<&'a str>,
     /// Made outside working hours by a watched principal (`off_hours`).
     pub(crate) off_hours: bool,
+    /// Records withheld for their security labels: search entries left out, plus one for a read
+    /// or write refused with `security_label_not_permitted`.
+    pub(crate) withheld: u64,
 }
 
 /// A detector that fired.
@@ -106,6 +109,7 @@ pub(crate) struct PrincipalState {
     probes: Counted,
     last_read: Option<u64>,
     denials: Counted,
+    restricted: Counted,
     /// (policy alert name, when last written).
     policy: Vec<(Box<str>, Instant)>,
     off_hours: Dedup,
@@ -146,6 +150,11 @@ impl PrincipalState {
             let denied = matches!(obs.status, Some(403 | 429));
             if let Some(n) = self.denials.add(r, now, u64::from(denied)) {
                 found.push(Finding::of(RuleId::RateDenials, r, n, samples()));
+            }
+        }
+        if let Some(r) = &rules.restricted {
+            if let Some(n) = self.restricted.add(r, now, obs.withheld) {
+                found.push(Finding::of(RuleId::RestrictedRecords, r, n, samples()));
             }
         }
         if let Some(o) = &rules.off_hours {

@@ -28,6 +28,9 @@ id_enumeration:
   action: block
 rate_denials:
   enabled: false
+restricted_records:
+  threshold: 5
+  action: block
 policy_alerts:
   window_secs: 0
 "#;
@@ -55,6 +58,7 @@ fn full_section_parses_into_the_expected_config() {
     let e = &mut want.id_enumeration;
     (e.threshold, e.count_sequential, e.action) = (10, false, Action::Block);
     want.rate_denials.enabled = false;
+    (want.restricted_records.threshold, want.restricted_records.action) = (5, Action::Block);
     want.policy_alerts.window_secs = 0;
     assert_eq!(c, want);
 }
@@ -88,6 +92,7 @@ fn every_invalid_value_is_reported_at_once_without_the_value() {
     c.bulk_paging.window_secs = 0;
     c.id_enumeration.block_secs = 10 * 86_400;
     c.rate_denials.threshold = 987_654_321;
+    c.restricted_records.window_secs = 0;
     c.policy_alerts.window_secs = 8 * 86_400;
     c.off_hours.enabled = true;
     c.off_hours.time_zone = "Atlantis/Secret_City".into();
@@ -103,6 +108,7 @@ fn every_invalid_value_is_reported_at_once_without_the_value() {
             "bulk_paging.window_secs",
             "id_enumeration.block_secs",
             "rate_denials.threshold",
+            "restricted_records.window_secs",
             "policy_alerts.window_secs",
             "off_hours.time_zone",
             "off_hours.window_secs"

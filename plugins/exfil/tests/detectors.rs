@@ -219,6 +219,37 @@ async fn rate_denials_fire_on_a_storm_of_429_and_403() {
 }
 
 #[tokio::test]
+async fn restricted_records_count_withheld_entries_and_label_refusals() {
+    let h = Harness::new(|c| {
+        c.restricted_records.enabled = true;
+        c.restricted_records.threshold = 5;
+        c.restricted_records.window_secs = 3600;
+    });
+    h.spawn_writer();
+    let eve = principal("eve");
+    let withheld = |n: u32| {
+        let mut ctx = search(&eve, &["p1"], Some(2), 200);
+        ctx.response.withheld = Some(n);
+        ctx
+    };
+    h.stage.on_complete(&withheld(3)).await;
+    h.run(search(&eve, &["p1"], Some(2), 200)).await.unwrap();
+    let mut refused = read(&eve, "Condition", "c-psy", 403);
+    refused.error = Some(ErrorCode::SecurityLabelNotPermitted);
+    h.stage.on_complete(&refused).await;
+    h.run(read(&eve, "Patient", "p2", 403)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 0, "3 entries and 1 refusal: 4 of 5 (another 403 does not count)");
+    h.stage.on_complete(&withheld(2)).await;
+    let alerts = h.alerts().await;
+    assert_eq!(rules(&alerts), ["restricted_records"]);
+    assert_eq!(alerts[0]["observed"], 6);
+    assert_eq!(alerts[0]["threshold"], 5);
+    assert_eq!(alerts[0]["window_secs"], 3600);
+    h.stage.on_complete(&withheld(9)).await;
+    assert_eq!(h.stage.stats().alerts, 1, "once per window");
+}
+
+#[tokio::test]
 async fn disabled_detectors_never_fire() {
     let h = Harness::new(|c| c.distinct_patients.action = Action::Block);
     let alice = principal("alice");

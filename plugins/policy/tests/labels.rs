@@ -271,18 +271,28 @@ fn security_labels_data_of_the_wrong_shape_does_not_load() {
 #[tokio::test]
 async fn a_subsetted_search_keeps_meta_where_labels_are_withheld() {
     let elements = |c: &RequestCtx| query(c, "_elements");
-    let mut c = get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
-    c.request.query.push(phigate_plugin::QueryParam { name: "_elements".into(), value: "code,subject".into() });
+    let mut c =
+        get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
+    c.request
+        .query
+        .push(phigate_plugin::QueryParam { name: "_elements".into(), value: "code,subject".into() });
     stage().on_request(&mut c).await.unwrap();
     assert_eq!(elements(&c).as_deref(), Some("code,subject,meta"));
 
-    let mut c = get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
-    c.request.query.push(phigate_plugin::QueryParam { name: "_elements:exclude".into(), value: "meta".into() });
+    let mut c =
+        get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
+    c.request
+        .query
+        .push(phigate_plugin::QueryParam { name: "_elements:exclude".into(), value: "meta".into() });
     assert_eq!(stage().on_request(&mut c).await.unwrap_err().code, ErrorCode::BadRequest);
 
     // Under break-glass nothing is withheld, and the query goes as asked.
     let f = fhir(Interaction::SearchType, "Observation", None, &["a-p5"]);
-    let mut c = with_header(get("/fhir/Observation", er_doctor_a(), f), "x-break-glass-reason", "unresponsive patient");
+    let mut c = with_header(
+        get("/fhir/Observation", er_doctor_a(), f),
+        "x-break-glass-reason",
+        "unresponsive patient",
+    );
     c.request.query.push(phigate_plugin::QueryParam { name: "_elements".into(), value: "code".into() });
     stage().on_request(&mut c).await.unwrap();
     assert_eq!(elements(&c).as_deref(), Some("code"));

@@ -49,6 +49,8 @@ core_defaults! {
     default_probe_window_secs = 300;
     default_denial_threshold = 30;
     default_denial_window_secs = 60;
+    default_restricted_threshold = 20;
+    default_restricted_window_secs = 3600;
     default_block_secs = 900;
     default_policy_window_secs = 300;
 }
@@ -162,6 +164,30 @@ pub struct RateDenialsConfig {
     pub block_secs: u64,
 }
 
+/// Records withheld for their security labels: a principal collecting search entries left out
+/// and reads refused (`security_label_not_permitted`) because of labels it is not cleared for
+/// (psychiatry, substance use, a restricted chart) is opening records it should not.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictedRecordsConfig {
+    /// Whether the detector runs. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most withheld records within the window (each search entry left out, each refused read or
+    /// write); the next one fires. Default: 20.
+    #[serde(default = "default_restricted_threshold")]
+    pub threshold: u64,
+    /// Length of the sliding window, in seconds. Default: 3600.
+    #[serde(default = "default_restricted_window_secs")]
+    pub window_secs: u64,
+    /// `alert` or `block`. Default: `alert`.
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// How long `action: block` refuses the principal, in seconds. Default: 900.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
+}
+
 /// Alerts the policy asks for (`obligations.alert`, for example `break_glass_access`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -242,6 +268,7 @@ impl_default!(
     BulkPagingConfig,
     IdEnumerationConfig,
     RateDenialsConfig,
+    RestrictedRecordsConfig,
     PolicyAlertsConfig,
     OffHoursConfig
 );

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 pub use detectors::{
     Action, BulkPagingConfig, DistinctPatientsConfig, IdEnumerationConfig, OffHoursConfig, PagingMeasure,
-    PolicyAlertsConfig, RateDenialsConfig,
+    PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig,
 };
 pub use shared::SharedConfig;
 pub(crate) use shared::SharedSettings;
@@ -56,6 +56,9 @@ pub struct ExfilConfig {
     /// Storms of 429/403 answers.
     #[serde(default)]
     pub rate_denials: RateDenialsConfig,
+    /// Records withheld for security labels the principal is not cleared for.
+    #[serde(default)]
+    pub restricted_records: RestrictedRecordsConfig,
     /// Alerts requested by the policy decision (`obligations.alert`).
     #[serde(default)]
     pub policy_alerts: PolicyAlertsConfig,
@@ -93,6 +96,7 @@ impl ExfilConfig {
             bulk_paging: BulkPagingConfig::default(),
             id_enumeration: IdEnumerationConfig::default(),
             rate_denials: RateDenialsConfig::default(),
+            restricted_records: RestrictedRecordsConfig::default(),
             policy_alerts: PolicyAlertsConfig::default(),
             off_hours: OffHoursConfig::default(),
             shared: None,
@@ -151,11 +155,13 @@ impl ExfilConfig {
         let p = &self.bulk_paging;
         let e = &self.id_enumeration;
         let r = &self.rate_denials;
+        let l = &self.restricted_records;
         for (name, enabled, threshold, max, window, block) in [
             ("distinct_patients", d.enabled, d.threshold, 100_000, d.window_secs, d.block_secs),
             ("bulk_paging", p.enabled, p.threshold, u64::from(u32::MAX), p.window_secs, p.block_secs),
             ("id_enumeration", e.enabled, e.threshold, 1_000_000, e.window_secs, e.block_secs),
             ("rate_denials", r.enabled, r.threshold, 1_000_000, r.window_secs, r.block_secs),
+            ("restricted_records", l.enabled, l.threshold, 1_000_000, l.window_secs, l.block_secs),
         ] {
             if !enabled {
                 continue;
@@ -207,6 +213,10 @@ impl ExfilConfig {
             probes: rule(e.enabled, e.threshold, e.window_secs, e.action, e.block_secs),
             count_sequential: e.count_sequential,
             denials: rule(r.enabled, r.threshold, r.window_secs, r.action, r.block_secs),
+            restricted: {
+                let l = &self.restricted_records;
+                rule(l.enabled, l.threshold, l.window_secs, l.action, l.block_secs)
+            },
             policy: self.policy_alerts.enabled.then(|| Duration::from_secs(self.policy_alerts.window_secs)),
             off_hours: self
                 .off_hours
