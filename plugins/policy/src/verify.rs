@@ -6,6 +6,9 @@
 //! violation, and inherits serde_json's nesting limit (128). It checks every `reference` string
 //! anywhere in the document (a superset of the compartment params: `subject`, `patient`,
 //! `performer`, contained resources, Bundle entries) and the `id` of every `Patient` resource.
+//! When the decision withholds security labels, each resource's `meta.security` codings are
+//! matched too, and the walk reports which root Bundle entries (or whether the document itself)
+//! carry one (see [`crate::labels`]).
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
