@@ -163,26 +163,10 @@ async fn restricted_search_is_narrowed_and_foreign_reads_by_id_are_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn break_glass_needs_the_role_and_is_marked_in_the_audit_trail() {
     let mut env = FullEnv::start().await;
-    let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url("/fhir/Patient/a-p3"))
-        .bearer(&env.token("er_doctor_a"))
-        .header("x-break-glass-reason", "unconscious patient in the ER")
-        .send()
-        .await
-        .unwrap();
+    let res = env.get_break_glass("er_doctor_a", "/fhir/Patient/a-p3", "unconscious patient in the ER").await;
     assert_eq!(res.status, 200, "{}", res.text());
     let rid = res.header("x-request-id").unwrap().to_owned();
-    let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url("/fhir/Patient/a-p3"))
-        .bearer(&env.token("clinician_a"))
-        .header("x-break-glass-reason", "curious")
-        .send()
-        .await
-        .unwrap();
+    let res = env.get_break_glass("clinician_a", "/fhir/Patient/a-p3", "curious").await;
     assert_eq!(
         (res.status.as_u16(), common::error_code(&res.body).as_str()),
         (403, "break_glass_not_permitted")

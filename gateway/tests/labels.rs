@@ -71,24 +71,10 @@ async fn a_labelled_read_is_refused_unless_cleared_or_under_break_glass() {
     assert!(body.contains(PSY_ID) && !body.contains("suppressed"), "nothing withheld from her: {body}");
 
     let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url("/fhir/Condition/a-p3-cond-1"))
-        .bearer(&env.token("er_doctor_a"))
-        .header("x-break-glass-reason", "unconscious patient in the ER")
-        .send()
-        .await
-        .unwrap();
+        .get_break_glass("er_doctor_a", "/fhir/Condition/a-p3-cond-1", "unconscious patient in the ER")
+        .await;
     assert_eq!(res.status, 200, "break-glass clears labels too (an unlabelled record here)");
-    let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url(&path))
-        .bearer(&env.token("er_doctor_a"))
-        .header("x-break-glass-reason", "unconscious patient in the ER")
-        .send()
-        .await
-        .unwrap();
+    let res = env.get_break_glass("er_doctor_a", &path, "unconscious patient in the ER").await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert!(res.text().contains("Depressive"));
 }

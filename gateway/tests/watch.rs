@@ -48,15 +48,7 @@ async fn break_glass_access_raises_an_alert_that_never_copies_the_reason() {
     let extra = "exfil:\n  alerts_path: alerts/exfil.jsonl\n";
     let env = FullEnv::start_with(|_| {}, extra).await;
     let reason = "unconscious patient in the ER";
-    let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url("/fhir/Patient/a-p3"))
-        .bearer(&env.token("er_doctor_a"))
-        .header("x-break-glass-reason", reason)
-        .send()
-        .await
-        .unwrap();
+    let res = env.get_break_glass("er_doctor_a", "/fhir/Patient/a-p3", reason).await;
     assert_eq!(res.status, 200, "{}", res.text());
     let rid = res.header("x-request-id").unwrap().to_owned();
 

@@ -8,7 +8,7 @@ pub mod writes;
 use std::net::SocketAddr;
 
 use phigate::demo::pki::UPSTREAM_SERVER_NAME;
-use phigate_test_support::{start_upstream, RunningUpstream, TestGateway, TestPki};
+use phigate_test_support::{start_upstream, RunningUpstream, TestGateway, TestPki, TestResponse};
 
 /// PKI + upstream + gateway.
 pub struct Env {
@@ -207,6 +207,18 @@ impl FullEnv {
             .map(|_| error_code(&res.body))
             .unwrap_or_default();
         (res.status.as_u16(), code, res.text())
+    }
+
+    /// GET as a persona claiming emergency access with `reason` (`X-Break-Glass-Reason`).
+    pub async fn get_break_glass(&self, persona: &str, path: &str, reason: &str) -> TestResponse {
+        self.pki
+            .public_client()
+            .get(&self.gw.url(path))
+            .bearer(&self.token(persona))
+            .header("x-break-glass-reason", reason)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Every audit record written so far.

@@ -62,40 +62,32 @@ pub(crate) struct Rules {
 }
 
 impl Rules {
+    /// The rules with a window and an action, `None` where disabled (policy alerts have neither).
+    fn counted(&self) -> [Option<Rule>; 6] {
+        let off_hours = self.off_hours.as_ref().map(|o| o.rule);
+        [self.distinct, self.paging, self.probes, self.denials, self.restricted, off_hours]
+    }
+
     /// How long a principal's windows must be kept after its last request.
     pub(crate) fn longest_window(&self) -> Duration {
-        [
-            self.distinct,
-            self.paging,
-            self.probes,
-            self.denials,
-            self.restricted,
-            self.off_hours.as_ref().map(|o| o.rule),
-        ]
-        .iter()
-        .flatten()
-        .map(|r| r.window)
-        .chain(self.policy)
-        .max()
-        .unwrap_or(Duration::from_secs(1))
+        self.counted()
+            .iter()
+            .flatten()
+            .map(|r| r.window)
+            .chain(self.policy)
+            .max()
+            .unwrap_or(Duration::from_secs(1))
     }
 
     /// The longest block a rule here can impose (zero when no rule blocks).
     pub(crate) fn longest_block(&self) -> Duration {
-        [
-            self.distinct,
-            self.paging,
-            self.probes,
-            self.denials,
-            self.restricted,
-            self.off_hours.as_ref().map(|o| o.rule),
-        ]
-        .iter()
-        .flatten()
-        .filter(|r| r.action == Action::Block)
-        .map(|r| r.block)
-        .max()
-        .unwrap_or(Duration::ZERO)
+        self.counted()
+            .iter()
+            .flatten()
+            .filter(|r| r.action == Action::Block)
+            .map(|r| r.block)
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 }
 

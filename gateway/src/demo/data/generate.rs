@@ -186,7 +186,8 @@ fn patient_with_records(
     // principals cleared for that label see it (policies/labels.rego).
     if ctx.id.ends_with("-p1") {
         let id = format!("{}-cond-psy", ctx.id);
-        out.push(psychiatric_condition(ctx, &id, &info.encounters[1]));
+        let depression = ("35489007", "Depressive disorder (disorder)", "2025-03-12T00:00:00Z");
+        out.push(coded_condition(ctx, &id, &info.encounters[1], depression, Some("PSY")));
         info.conditions.push(id);
     }
     let id = format!("{}-medreq-1", ctx.id);
@@ -259,6 +260,18 @@ fn observation(ctx: &PatientCtx, id: &str, enc: &str, n: usize, rng: &mut Rng) -
 
 fn condition(ctx: &PatientCtx, id: &str, enc: &str, which: usize) -> StoredResource {
     let (code, display) = CONDITIONS[which];
+    coded_condition(ctx, id, enc, (code, display, "2024-11-05T00:00:00Z"), None)
+}
+
+/// A Condition with SNOMED `code`, `display` and onset, labelled with `security` (an ActCode
+/// sensitivity) when given.
+fn coded_condition(
+    ctx: &PatientCtx,
+    id: &str,
+    enc: &str,
+    (code, display, onset): (&str, &str, &str),
+    security: Option<&str>,
+) -> StoredResource {
     let clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical";
     let category = "http://terminology.hl7.org/CodeSystem/condition-category";
     let mut r = ctx.child(
@@ -271,9 +284,12 @@ fn condition(ctx: &PatientCtx, id: &str, enc: &str, which: usize) -> StoredResou
             "code": { "coding": [{ "system": SNOMED, "code": code, "display": display }], "text": display },
             "subject": ctx.subject(),
             "encounter": { "reference": format!("Encounter/{enc}") },
-            "onsetDateTime": "2024-11-05T00:00:00Z",
+            "onsetDateTime": onset,
         }),
     );
+    if let Some(label) = security {
+        r.security(ACT_CODE, label);
+    }
     r.token("clinical-status", Some(clinical), "active");
     r.token("category", Some(category), "encounter-diagnosis");
     r.token("code", Some(SNOMED), code);
@@ -282,28 +298,6 @@ fn condition(ctx: &PatientCtx, id: &str, enc: &str, which: usize) -> StoredResou
 
 /// HL7 v3 ActCode: the sensitivity codes FHIR servers put in `meta.security`.
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
-
-fn psychiatric_condition(ctx: &PatientCtx, id: &str, enc: &str) -> StoredResource {
-    let clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical";
-    let category = "http://terminology.hl7.org/CodeSystem/condition-category";
-    let mut r = ctx.child(
-        "Condition",
-        id.to_owned(),
-        json!({
-            "clinicalStatus": { "coding": [{ "system": clinical, "code": "active" }] },
-            "category": [{ "coding": [{ "system": category, "code": "encounter-diagnosis" }] }],
-            "code": { "coding": [{ "system": SNOMED, "code": "35489007", "display": "Depressive disorder (disorder)" }], "text": "Depressive disorder" },
-            "subject": ctx.subject(),
-            "encounter": { "reference": format!("Encounter/{enc}") },
-            "onsetDateTime": "2025-03-12T00:00:00Z",
-        }),
-    );
-    r.security(ACT_CODE, "PSY");
-    r.token("clinical-status", Some(clinical), "active");
-    r.token("category", Some(category), "encounter-diagnosis");
-    r.token("code", Some(SNOMED), "35489007");
-    r.finish()
-}
 
 fn medication_request(ctx: &PatientCtx, id: &str, enc: &str, which: usize) -> StoredResource {
     let (code, display) = MEDICATIONS[which];
