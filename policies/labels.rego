@@ -5,7 +5,9 @@
 # the principal is cleared for (`cleared_labels`), and the gateway withholds the others wherever
 # it verifies responses: such entries are left out of search results (an outcome entry says
 # results were withheld), anything else carrying one is refused with 403
-# `security_label_not_permitted`, and so is a write to a stored record carrying one.
+# `security_label_not_permitted`, and so is a write to a stored record carrying one. A patient
+# can carry labels too (data.patients[id].security, a restricted or VIP chart): every record
+# naming her then counts as carrying them.
 #
 # Cleared: the labels a role lists in data.role_grants[role].labels; for the patient's own app,
 # the labels marked `patient_access`; under break-glass, every label (break-glass is alerted).

@@ -34,6 +34,15 @@ impl Labels {
         self.0.as_ref().is_none_or(|t| t.is_empty())
     }
 
+    /// Whether a label written as a token (`system|code`, as on a patient in the data) is
+    /// withheld.
+    pub fn withholds_token(&self, token: &str) -> bool {
+        match token.rsplit_once('|') {
+            Some((system, code)) => self.withholds(Some(system).filter(|s| !s.is_empty()), code),
+            None => self.withholds(None, token),
+        }
+    }
+
     /// Whether a coding with this system and code is withheld.
     pub fn withholds(&self, system: Option<&str>, code: &str) -> bool {
         self.0.iter().flat_map(|t| t.iter()).any(|token| match token.rsplit_once('|') {

@@ -12,11 +12,14 @@ use regorus::Value;
 
 use crate::labels::Labels;
 
-/// `data.patients` read once per revision: each patient's tenant, sorted by patient id.
+/// `data.patients` read once per revision: each patient's tenant, sorted by patient id, and the
+/// security labels of the few patients that carry some (`security: ["system|code", ...]`: a
+/// restricted or VIP chart, whose every record is then treated as carrying them).
 #[derive(Debug, Default)]
 pub(crate) struct PatientTenants {
     tenants: Vec<TenantId>,
     patients: Vec<(PatientId, u32)>,
+    labelled: Vec<(Box<str>, Box<[String]>)>,
 }
 
 impl PatientTenants {
@@ -47,7 +50,49 @@ impl PatientTenants {
         // Object keys come sorted (regorus objects are ordered maps); sorting again is cheap and
         // keeps the binary search correct whatever the map's order.
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        PatientTenants { tenants, patients: out }
+        let mut labelled: Vec<(Box<str>, Box<[String]>)> = map
+            .iter()
+            .filter_map(|(id, info)| match (id, &info["security"]) {
+                (Value::String(id), Value::Array(labels)) => {
+                    let labels: Box<[String]> =
+                        labels.iter().filter_map(|l| l.as_string().ok().map(|l| l.to_string())).collect();
+                    Some((Box::from(id.as_ref()), labels))
+                }
+                _ => None,
+            })
+            .collect();
+        labelled.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        PatientTenants { tenants, patients: out, labelled }
+    }
+
+    /// Checks the shape of `data.patients[*].security` (absent, or a list of `system|code`
+    /// tokens): a typo must not switch a restriction off.
+    pub(crate) fn check_labels(patients: &Value) -> Result<(), String> {
+        let Value::Object(map) = patients else { return Ok(()) };
+        for info in map.values() {
+            match &info["security"] {
+                Value::Undefined => {}
+                Value::Array(labels)
+                    if labels.iter().all(|l| {
+                        l.as_string()
+                            .is_ok_and(|t| t.rsplit_once('|').is_some_and(|(_, code)| !code.is_empty()))
+                    }) => {}
+                _ => return Err("each patient's `security` must be a list of system|code tokens".into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The security labels of patient `id` (none for most).
+    fn labels_of(&self, id: &str) -> &[String] {
+        if self.labelled.is_empty() {
+            return &[];
+        }
+        self.labelled
+            .binary_search_by(|(p, _)| (**p).cmp(id))
+            .ok()
+            .and_then(|i| self.labelled.get(i))
+            .map_or(&[], |(_, l)| l)
     }
 
     fn tenant_index(&self, tenant: &str) -> Option<u32> {
@@ -60,9 +105,9 @@ impl PatientTenants {
 }
 
 /// What a response may hold: the patients it may name, and the security labels it may not
-/// carry.
+/// carry (on a resource, or on a patient it names).
 #[derive(Debug, Clone)]
-pub struct Permit(Kind, Labels);
+pub struct Permit(Kind, Labels, Option<Arc<PatientTenants>>);
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -82,18 +127,24 @@ impl Permit {
     fn of_ids(mut ids: Vec<PatientId>) -> Permit {
         ids.sort_unstable();
         ids.dedup();
-        Permit(Kind::Patients(ids.into()), Labels::default())
+        Permit(Kind::Patients(ids.into()), Labels::default(), None)
     }
 
     /// Every patient of `tenant`, by `index`.
     pub(crate) fn tenant(tenant: &str, index: Arc<PatientTenants>) -> Permit {
-        Permit(Kind::Tenant(index.tenant_index(tenant), index), Labels::default())
+        Permit(Kind::Tenant(index.tenant_index(tenant), index), Labels::default(), None)
     }
 
     /// The same permit, with resources carrying one of `labels` withheld.
     #[must_use]
     pub fn withholding(self, labels: Labels) -> Permit {
-        Permit(self.0, labels)
+        Permit(self.0, labels, self.2)
+    }
+
+    /// The same permit, with the patients' own labels from `index` (when any patient has some).
+    fn with_patient_labels(self, index: &Arc<PatientTenants>) -> Permit {
+        let labelled = !self.1.is_empty() && !index.labelled.is_empty();
+        Permit(self.0, self.1, labelled.then(|| index.clone()))
     }
 
     /// What `decision` permits, `None` when it asks for no check. A decision naming both a
@@ -101,13 +152,17 @@ impl Permit {
     pub(crate) fn of(decision: &Decision, index: &Arc<PatientTenants>) -> Option<Permit> {
         let o = &decision.obligations;
         let labels = || o.withheld_labels.clone().map(Labels::shared).unwrap_or_default();
-        match (&o.permitted_patients, &o.permitted_tenant) {
-            (Some(patients), _) => Some(Permit::of_ids(patients.clone()).withholding(labels())),
-            (None, Some(tenant)) => {
-                Some(Permit::tenant(tenant.as_str(), index.clone()).withholding(labels()))
-            }
-            (None, None) => None,
-        }
+        let permit = match (&o.permitted_patients, &o.permitted_tenant) {
+            (Some(patients), _) => Permit::of_ids(patients.clone()),
+            (None, Some(tenant)) => Permit::tenant(tenant.as_str(), index.clone()),
+            (None, None) => return None,
+        };
+        Some(permit.withholding(labels()).with_patient_labels(index))
+    }
+
+    /// Whether patient `id` carries a label this permit withholds.
+    pub(crate) fn patient_withheld(&self, id: &str) -> bool {
+        self.2.as_ref().is_some_and(|index| index.labels_of(id).iter().any(|t| self.1.withholds_token(t)))
     }
 
     /// The security labels a response may not carry.
@@ -135,6 +190,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::labels::Labels;
 
     fn index() -> Arc<PatientTenants> {
         let data = Value::from_json_str(
@@ -155,6 +211,41 @@ mod tests {
         assert_eq!(p.get("odd"), None, "a patient whose tenant is not a string belongs to no tenant");
         assert_eq!(p.get("bare"), None);
         assert_eq!(p.get(""), None);
+    }
+
+    #[test]
+    fn patients_labels_are_read_and_withheld_only_when_the_permit_withholds_them() {
+        let data = Value::from_json_str(
+            r#"{"a-p1": {"tenant": "tenant-a"},
+                "a-vip": {"tenant": "tenant-a", "security": ["urn:conf|R", "urn:act|PSY"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(PatientTenants::check_labels(&data), Ok(()));
+        let index = Arc::new(PatientTenants::from_data(&data));
+        assert_eq!(index.labels_of("a-vip"), ["urn:conf|R", "urn:act|PSY"]);
+        assert!(index.labels_of("a-p1").is_empty());
+        let permit = |labels: &[&str]| {
+            Permit::patients(["a-p1", "a-vip"])
+                .withholding(Labels::from_tokens(labels.iter().copied()))
+                .with_patient_labels(&index)
+        };
+        assert!(permit(&["urn:conf|R"]).patient_withheld("a-vip"));
+        assert!(permit(&["R"]).patient_withheld("a-vip"), "a bare code matches any system");
+        assert!(!permit(&["urn:conf|R"]).patient_withheld("a-p1"));
+        assert!(!permit(&["urn:conf|V"]).patient_withheld("a-vip"));
+        assert!(!permit(&[]).patient_withheld("a-vip"), "nothing withheld");
+    }
+
+    #[test]
+    fn patient_labels_of_another_shape_are_refused() {
+        for bad in [
+            r#"{"p": {"tenant": "t", "security": "urn:conf|R"}}"#,
+            r#"{"p": {"tenant": "t", "security": ["R"]}}"#,
+            r#"{"p": {"tenant": "t", "security": ["urn:conf|"]}}"#,
+            r#"{"p": {"tenant": "t", "security": [7]}}"#,
+        ] {
+            assert!(PatientTenants::check_labels(&Value::from_json_str(bad).unwrap()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -294,8 +294,11 @@ impl Revision {
 }
 
 /// The labels `data.security_labels` enforces: its keys, each a `system|code` token (or a bare
-/// code, any system). Another shape is a load error: a typo must not switch enforcement off.
+/// code, any system). Another shape is a load error: a typo must not switch enforcement off; so
+/// is a patient's `security` list (`data.patients`) of another shape.
 fn security_labels(data: &Value) -> Result<Arc<[String]>, LoadError> {
+    PatientTenants::check_labels(&data["patients"])
+        .map_err(|m| LoadError::Rego(format!("data.patients: {m}")))?;
     let bad = |message: &str| LoadError::Rego(format!("data.security_labels: {message}"));
     match &data["security_labels"] {
         Value::Undefined => Ok(Arc::from([])),

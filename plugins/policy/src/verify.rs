@@ -155,6 +155,10 @@ impl Node<'_> {
     fn check(&self, id: &str) -> Result<(), ()> {
         match self.permit.get(id) {
             Some(patient) => {
+                // A patient whose chart carries a withheld label: whatever names it does too.
+                if self.permit.patient_withheld(id) {
+                    self.labelled.set(true);
+                }
                 let mut seen = self.seen.borrow_mut();
                 if seen.last() != Some(&patient) {
                     seen.push(patient);

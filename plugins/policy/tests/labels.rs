@@ -297,3 +297,81 @@ async fn a_subsetted_search_keeps_meta_where_labels_are_withheld() {
     stage().on_request(&mut c).await.unwrap();
     assert_eq!(elements(&c).as_deref(), Some("code"));
 }
+
+/// The shipped policies with patient a-p2's chart labelled restricted (`R`) in the data.
+fn stage_with_restricted_a_p2() -> phigate_policy::PolicyStage {
+    let tmp = policies_copy();
+    let path = tmp.path().join("data/tenants.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let restricted = format!(r#""a-p2": {{"tenant": "tenant-a", "security": ["{CONF}|R"]}}"#);
+    let edited = text.replace(r#""a-p2": {"tenant": "tenant-a"}"#, &restricted);
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
+    let stage = stage_at(tmp.path());
+    std::mem::forget(tmp);
+    stage
+}
+
+#[tokio::test]
+async fn every_record_of_a_restricted_patient_is_withheld_as_if_labelled() {
+    let s = stage_with_restricted_a_p2();
+    // Search: the a-p2 entries (unlabelled themselves) are left out; a-p1's are sent.
+    let mut c =
+        get("/fhir/Observation", clinician_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
+    s.on_request(&mut c).await.unwrap();
+    let body = searchset(&[
+        observation("o1", "a-p1", ""),
+        observation("o2", "a-p2", ""),
+        observation("o3", "a-p1", ""),
+    ]);
+    s.on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    assert_eq!(c.response.withheld, Some(1), "o2");
+    let sent: serde_json::Value = serde_json::from_slice(c.response.replace_body.as_ref().unwrap()).unwrap();
+    assert!(!sent.to_string().contains("a-p2"));
+    // A read of the patient, or of one of her records: refused.
+    for (path, ty, id, body) in [
+        ("/fhir/Patient/a-p2", "Patient", "a-p2", r#"{"resourceType":"Patient","id":"a-p2"}"#.to_owned()),
+        ("/fhir/Observation/o2", "Observation", "o2", observation("o2", "a-p2", "")),
+    ] {
+        let patients: &[&str] = if ty == "Patient" { &["a-p2"] } else { &[] };
+        let mut c = get(path, clinician_a(), fhir(Interaction::Read, ty, Some(id), patients));
+        s.on_request(&mut c).await.unwrap();
+        let denial = s.on_buffered_response(&mut c, body.as_bytes()).unwrap_err();
+        assert_eq!(denial.code, ErrorCode::SecurityLabelNotPermitted, "{path}");
+    }
+    // Her other patient is untouched, and break-glass reaches a-p2.
+    let mut c =
+        get("/fhir/Patient/a-p1", clinician_a(), fhir(Interaction::Read, "Patient", Some("a-p1"), &["a-p1"]));
+    s.on_request(&mut c).await.unwrap();
+    s.on_buffered_response(&mut c, br#"{"resourceType":"Patient","id":"a-p1"}"#).unwrap();
+    let c =
+        get("/fhir/Patient/a-p2", er_doctor_a(), fhir(Interaction::Read, "Patient", Some("a-p2"), &["a-p2"]));
+    let mut c = with_header(c, "x-break-glass-reason", "unresponsive patient in ED bay 3");
+    s.on_request(&mut c).await.unwrap();
+    s.on_buffered_response(&mut c, br#"{"resourceType":"Patient","id":"a-p2"}"#).unwrap();
+}
+
+#[test]
+fn patient_labels_of_the_wrong_shape_do_not_load() {
+    let allow = r#"decision := {"allow": true} if input.principal"#;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("authz.rego"),
+        format!(
+            "package phigate.authz\n\ndecision := {{\"allow\": false}} if not input.principal\n\n{allow}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(tmp.path().join("data")).unwrap();
+    std::fs::write(
+        tmp.path().join("data/p.json"),
+        r#"{"patients": {"a-p1": {"tenant": "t", "security": "R"}}}"#,
+    )
+    .unwrap();
+    let mut c = phigate_policy::PolicyConfig::new(tmp.path());
+    c.watch = false;
+    let routes = vec![route()];
+    let ctx = phigate_plugin::StageBuildCtx { routes: &routes, config_dir: std::path::Path::new("/") };
+    let issues = c.build(&ctx).err().unwrap();
+    assert!(issues[0].message.contains("data.patients"), "{}", issues[0].message);
+}
