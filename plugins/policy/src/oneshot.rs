@@ -26,7 +26,8 @@ pub enum EvalInputError {
 
 /// Evaluates `data.phigate.authz.decision` of the policies in `dir` (data from `dir/data`) for
 /// `input_json` (an input document, see `policies/README.md`). Returns
-/// `{"revision", "decision": <the policy's value>, "code": <error code when denied, else null>}`.
+/// `{"revision", "decision": <the policy's value>, "code": <error code when denied, else null>,
+/// "withheld_labels": <the security labels the gateway would withhold, else null>}`.
 ///
 /// # Errors
 /// Load, input and evaluation errors, with the engine's full message (this is the operator's
@@ -44,6 +45,7 @@ pub fn eval_input(dir: &Path, input_json: &str) -> Result<serde_json::Value, Eva
         "revision": &*revision.id,
         "decision": raw,
         "code": code,
+        "withheld_labels": parsed.obligations.withheld_labels.as_deref(),
     }))
 }
 

@@ -56,6 +56,18 @@ fn eval_input_gives_the_decision_and_code() {
     assert_eq!(out["code"], "tenant_mismatch");
     assert_eq!(out["revision"].as_str().unwrap().len(), 16);
     assert!(eval_input(&shipped_policies(), "{not json").is_err());
+    // An allowed read says which security labels the gateway would withhold.
+    let own = input.replace("b-p1", "a-p1");
+    let out = eval_input(&shipped_policies(), &own).unwrap();
+    assert_eq!(
+        (&out["decision"]["allow"], &out["code"]),
+        (&serde_json::json!(true), &serde_json::Value::Null)
+    );
+    let withheld = out["withheld_labels"].as_array().unwrap();
+    assert_eq!(withheld.len(), 5, "a clinician is cleared for none of the shipped labels: {out}");
+    let psychiatrist = own.replace(r#""roles":["clinician"]"#, r#""roles":["psychiatrist"]"#);
+    let out = eval_input(&shipped_policies(), &psychiatrist).unwrap();
+    assert_eq!(out["withheld_labels"].as_array().unwrap().len(), 4);
 }
 
 /// `phigate policy diff`: the same policies decide a corpus alike; a data change (clinician_b
