@@ -3,7 +3,8 @@
 //! every mode). Where a decision withholds labels, `meta` is added to each `_elements` of the
 //! forwarded query; what cannot be rewritten that way is refused: an `_elements` with a modifier
 //! (`_elements:exclude`), one in a POST `_search` body, or one anywhere in a batch or
-//! transaction Bundle (its entries' URLs).
+//! transaction Bundle (its entries' URLs). `$graphql` answers with whatever fields the query
+//! picks, not resources with their `meta`: refused too.
 
 use phigate_plugin::{Denial, ErrorCode, Interaction, QueryParam, RequestCtx};
 
@@ -24,6 +25,15 @@ pub(crate) fn body_kind(ctx: &RequestCtx) -> Option<Body> {
         }
         Interaction::Batch | Interaction::Transaction => Some(Body::Bundle),
         _ => None,
+    }
+}
+
+/// Refuses an operation whose answer the label check cannot read (`$graphql`).
+pub(crate) fn labels_readable(ctx: &RequestCtx) -> Result<(), Denial> {
+    match ctx.fhir.as_ref().and_then(|f| f.operation.as_deref()) {
+        Some("graphql") => Err(Denial::new(ErrorCode::PolicyDenied)
+            .with_cause("$graphql where security labels are withheld: its answer carries no meta")),
+        _ => Ok(()),
     }
 }
 

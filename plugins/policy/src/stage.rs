@@ -379,7 +379,9 @@ impl Stage for PolicyStage {
                 // The labels are read from each resource's meta: keep it in subsetted answers.
                 let kind = crate::elements::body_kind(ctx);
                 let body = ctx.request.body.as_deref().filter(|_| ctx.request.method == http::Method::POST);
-                if let Err(denial) = crate::elements::keep_meta(&mut ctx.request.query, body.zip(kind)) {
+                let kept = crate::elements::labels_readable(ctx)
+                    .and_then(|()| crate::elements::keep_meta(&mut ctx.request.query, body.zip(kind)));
+                if let Err(denial) = kept {
                     ctx.decision = Some(decision);
                     return Err(denial);
                 }

@@ -286,6 +286,12 @@ async fn a_subsetted_search_keeps_meta_where_labels_are_withheld() {
         .push(phigate_plugin::QueryParam { name: "_elements:exclude".into(), value: "meta".into() });
     assert_eq!(stage().on_request(&mut c).await.unwrap_err().code, ErrorCode::BadRequest);
 
+    // $graphql answers with chosen fields, not resources with meta: refused.
+    let mut f = fhir(Interaction::Operation, "Patient", Some("a-p1"), &["a-p1"]);
+    f.operation = Some("graphql".into());
+    let mut c = get("/fhir/Patient/a-p1/$graphql", clinician_a(), f);
+    assert_eq!(stage().on_request(&mut c).await.unwrap_err().code, ErrorCode::PolicyDenied);
+
     // Under break-glass nothing is withheld, and the query goes as asked.
     let f = fhir(Interaction::SearchType, "Observation", None, &["a-p5"]);
     let mut c = with_header(
