@@ -97,6 +97,42 @@ impl WorkingHours {
     }
 }
 
+/// The section's working hours and each listed tenant's (`off_hours.tenants`).
+#[derive(Debug, Clone)]
+pub(crate) struct Schedules {
+    default: WorkingHours,
+    /// Sorted by tenant id.
+    tenants: Vec<(Box<str>, WorkingHours)>,
+}
+
+impl Schedules {
+    /// From the config section.
+    ///
+    /// # Errors
+    /// The key (relative to `off_hours`) and what is wrong; never the value.
+    pub(crate) fn parse(c: &OffHoursConfig) -> Result<Schedules, (String, &'static str)> {
+        let default = WorkingHours::parse(c).map_err(|(key, m)| (key.to_owned(), m))?;
+        let mut tenants = Vec::with_capacity(c.tenants.len());
+        for (tenant, overrides) in &c.tenants {
+            if tenant.is_empty() {
+                return Err(("tenants".into(), "tenant ids must not be empty"));
+            }
+            let hours = WorkingHours::parse(&c.for_tenant(overrides))
+                .map_err(|(key, m)| (format!("tenants.{tenant}.{key}"), m))?;
+            tenants.push((Box::from(tenant.as_str()), hours));
+        }
+        // BTreeMap order: already sorted.
+        Ok(Schedules { default, tenants })
+    }
+
+    /// Whether `wall` falls within the working hours of `tenant` (the section's own when the
+    /// tenant has none of its own).
+    pub(crate) fn contains(&self, tenant: Option<&str>, wall: SystemTime) -> bool {
+        let own = tenant.and_then(|t| self.tenants.binary_search_by(|(k, _)| (**k).cmp(t)).ok());
+        own.and_then(|i| self.tenants.get(i)).map_or(&self.default, |(_, h)| h).contains(wall)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +183,39 @@ mod tests {
         assert!(!h.contains(at("2026-12-05T06:00:00Z")));
         assert!(!h.contains(at("2026-12-05T23:00:00Z")), "Saturday night is not worked");
         assert!(!h.contains(at("2026-12-04T05:00:00Z")), "Friday 05:00 belongs to Thursday's night");
+    }
+
+    #[test]
+    fn a_tenant_keeps_its_own_hours_in_its_own_zone() {
+        let mut c = OffHoursConfig {
+            time_zone: "America/Chicago".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"].map(str::to_owned).to_vec(),
+            ..OffHoursConfig::default()
+        };
+        let berlin = crate::config::TenantHoursConfig {
+            time_zone: Some("Europe/Berlin".into()),
+            start: Some("08:00".into()),
+            ..Default::default()
+        };
+        c.tenants.insert("tenant-de".into(), berlin);
+        let s = Schedules::parse(&c).unwrap_or_else(|e| panic!("{e:?}"));
+        // Monday 2026-12-07 13:30 UTC: 14:30 in Berlin (CET), 07:30 in Chicago (CST).
+        let t = at("2026-12-07T13:30:00Z");
+        assert!(s.contains(Some("tenant-de"), t));
+        assert!(s.contains(Some("tenant-us"), t), "a tenant without hours of its own: the section's");
+        assert!(s.contains(None, t));
+        // 07:30 UTC: 08:30 in Berlin, 01:30 in Chicago.
+        let t = at("2026-12-07T07:30:00Z");
+        assert!(s.contains(Some("tenant-de"), t));
+        assert!(!s.contains(Some("tenant-us"), t));
+        // 18:30 UTC: 19:30 in Berlin (past its end, inherited 19:00), 12:30 in Chicago.
+        let t = at("2026-12-07T18:30:00Z");
+        assert!(!s.contains(Some("tenant-de"), t));
+        assert!(s.contains(None, t));
+
+        let bad = crate::config::TenantHoursConfig { start: Some("8am".into()), ..Default::default() };
+        c.tenants.insert("tenant-x".into(), bad);
+        assert_eq!(Schedules::parse(&c).err().map(|(k, _)| k).as_deref(), Some("tenants.tenant-x.start"));
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, OffHoursConfig,
     PagingMeasure, PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig, SharedConfig,
+    TenantHoursConfig,
 };
 pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;

@@ -95,13 +95,19 @@ impl Rules {
 #[derive(Debug, Clone)]
 pub(crate) struct OffHoursRule {
     pub(crate) rule: Rule,
-    pub(crate) hours: crate::hours::WorkingHours,
+    pub(crate) hours: crate::hours::Schedules,
     pub(crate) exempt_roles: Vec<String>,
 }
 
 impl OffHoursRule {
-    /// Whether a request by a principal with `roles` at `wall` time is watched and off hours.
-    pub(crate) fn fires_for(&self, roles: &[String], wall: std::time::SystemTime) -> bool {
-        !roles.iter().any(|r| self.exempt_roles.contains(r)) && !self.hours.contains(wall)
+    /// Whether a request at `wall` time by a principal of `tenant` with `roles` is watched and
+    /// outside its tenant's working hours.
+    pub(crate) fn fires_for(
+        &self,
+        tenant: Option<&str>,
+        roles: &[String],
+        wall: std::time::SystemTime,
+    ) -> bool {
+        !roles.iter().any(|r| self.exempt_roles.contains(r)) && !self.hours.contains(tenant, wall)
     }
 }

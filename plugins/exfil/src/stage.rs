@@ -246,7 +246,9 @@ impl Stage for ExfilStage {
         let state =
             self.local.principals.get_with_by_ref(&key, || Arc::new(Mutex::new(PrincipalState::default())));
         let off_hours =
-            self.rules.off_hours.as_ref().is_some_and(|o| o.fires_for(&p.roles, self.clock.wall()));
+            self.rules.off_hours.as_ref().is_some_and(|o| {
+                o.fires_for(p.tenant.as_ref().map(|t| t.as_str()), &p.roles, self.clock.wall())
+            });
         let found = {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
             st.observe(&self.rules, now, &observation(ctx, off_hours))

@@ -119,6 +119,22 @@ fn every_invalid_value_is_reported_at_once_without_the_value() {
 }
 
 #[test]
+fn a_tenants_working_hours_are_checked_and_named_by_tenant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let yaml = "alerts_path: a.jsonl\noff_hours:\n  enabled: true\n  time_zone: Europe/Berlin\n  tenants:\n    tenant-us: { time_zone: America/New_York }\n    tenant-b: { days: [Funday] }\n";
+    let issues = build(parse(yaml).unwrap(), tmp.path()).unwrap_err();
+    let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();
+    assert_eq!(keys, ["off_hours.tenants.tenant-b.days"]);
+    assert!(!issues[0].message.contains("Funday"));
+    assert!(
+        parse("alerts_path: a\noff_hours: {tenants: {t: {exempt_roles: [x]}}}").is_err(),
+        "only hours per tenant"
+    );
+    let ok = "alerts_path: a.jsonl\noff_hours:\n  enabled: true\n  tenants:\n    tenant-us: { time_zone: America/New_York, start: \"06:00\" }\n";
+    assert!(build(parse(ok).unwrap(), tmp.path()).is_ok());
+}
+
+#[test]
 fn a_disabled_detector_is_not_validated() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = ExfilConfig::new("a.jsonl");

@@ -362,3 +362,30 @@ async fn off_hours_access_to_patient_data_alerts_once_per_window() {
     h.run(read(&alice, "Patient", "p3", 200)).await.unwrap();
     assert_eq!(rules(&h.alerts().await), ["off_hours"]);
 }
+
+/// `off_hours.tenants`: a principal is judged by its own tenant's working hours.
+#[tokio::test]
+async fn off_hours_follow_the_principals_tenant() {
+    // Monday 2026-12-07 11:30 UTC: 05:30 in Chicago (the section's zone), 12:30 in Berlin.
+    let wall: std::time::SystemTime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_643_000);
+    let h = Harness::with_clock(phigate_exfil::ManualClock::at(wall), |c| {
+        c.off_hours.enabled = true;
+        c.off_hours.time_zone = "America/Chicago".into();
+        let berlin = phigate_exfil::TenantHoursConfig {
+            time_zone: Some("Europe/Berlin".into()),
+            ..Default::default()
+        };
+        c.off_hours.tenants.insert("tenant-de".into(), berlin);
+    });
+    h.spawn_writer();
+    let in_berlin = std::sync::Arc::new(phigate_plugin::Principal {
+        tenant: Some(phigate_plugin::TenantId::from("tenant-de")),
+        ..(*principal("hans")).clone()
+    });
+    h.run(read(&in_berlin, "Patient", "p1", 200)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 0, "midday in Berlin");
+    h.run(read(&principal("alice"), "Patient", "p2", 200)).await.unwrap();
+    let alerts = h.alerts().await;
+    assert_eq!(rules(&alerts), ["off_hours"]);
+    assert_eq!(alerts[0]["principal"]["sub"], "alice", "05:30 in Chicago for tenant-a");
+}

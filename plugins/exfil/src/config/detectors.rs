@@ -2,6 +2,8 @@
 //! `window_secs`, `action`, `block_secs`) plus its own options; they are separate structs so that
 //! an option put under the wrong detector is an error, not silently ignored.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -245,6 +247,11 @@ pub struct OffHoursConfig {
     /// department). Default: none.
     #[serde(default)]
     pub exempt_roles: Vec<String>,
+    /// Working hours of particular tenants (by the principal's tenant), for a gateway in front
+    /// of sites in several time zones: each key is a tenant id, each value overrides any of
+    /// `time_zone`, `start`, `end` and `days` (the rest as above). Default: none.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantHoursConfig>,
     /// One alert per principal within this many seconds. Default: 3600.
     #[serde(default = "default_off_hours_window_secs")]
     pub window_secs: u64,
@@ -254,6 +261,45 @@ pub struct OffHoursConfig {
     /// How long `action: block` refuses the principal, in seconds. Default: 900.
     #[serde(default = "default_block_secs")]
     pub block_secs: u64,
+}
+
+/// One tenant's working hours (`off_hours.tenants`): what differs from the section's own.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantHoursConfig {
+    /// IANA time zone of this tenant's sites.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Start of its working hours, `HH:MM` local time.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// End of its working hours (exclusive), `HH:MM` local time.
+    #[serde(default)]
+    pub end: Option<String>,
+    /// Its working days (`mon` … `sun`).
+    #[serde(default)]
+    pub days: Option<Vec<String>>,
+}
+
+impl OffHoursConfig {
+    /// The section's hours with `tenant`'s overrides applied.
+    pub(crate) fn for_tenant(&self, tenant: &TenantHoursConfig) -> OffHoursConfig {
+        let mut c = self.clone();
+        c.tenants.clear();
+        if let Some(z) = &tenant.time_zone {
+            c.time_zone.clone_from(z);
+        }
+        if let Some(s) = &tenant.start {
+            c.start.clone_from(s);
+        }
+        if let Some(e) = &tenant.end {
+            c.end.clone_from(e);
+        }
+        if let Some(d) = &tenant.days {
+            c.days.clone_from(d);
+        }
+        c
+    }
 }
 
 macro_rules! impl_default {

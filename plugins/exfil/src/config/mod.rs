@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 pub use detectors::{
     Action, BulkPagingConfig, DistinctPatientsConfig, IdEnumerationConfig, OffHoursConfig, PagingMeasure,
-    PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig,
+    PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig, TenantHoursConfig,
 };
 pub use shared::SharedConfig;
 pub(crate) use shared::SharedSettings;
@@ -181,7 +181,7 @@ impl ExfilConfig {
         }
         let o = &self.off_hours;
         if o.enabled {
-            if let Err((key, message)) = crate::hours::WorkingHours::parse(o) {
+            if let Err((key, message)) = crate::hours::Schedules::parse(o) {
                 bad(&format!("off_hours.{key}"), message);
             }
             if !(1..=MAX_SECS).contains(&o.window_secs) {
@@ -221,7 +221,7 @@ impl ExfilConfig {
             off_hours: self
                 .off_hours
                 .enabled
-                .then(|| crate::hours::WorkingHours::parse(&self.off_hours).ok())
+                .then(|| crate::hours::Schedules::parse(&self.off_hours).ok())
                 .flatten()
                 .map(|hours| {
                     let o = &self.off_hours;
