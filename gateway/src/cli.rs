@@ -165,6 +165,10 @@ pub enum AuditCommand {
         /// Only accesses the gateway refused.
         #[arg(long)]
         denied: bool,
+        /// Only accesses that met records restricted by security labels the caller is not
+        /// cleared for (search entries left out, reads or writes refused).
+        #[arg(long)]
+        restricted: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ReportFormatArg,
@@ -245,6 +249,7 @@ fn audit_report(command: AuditCommand) -> ExitCode {
         until,
         break_glass,
         denied,
+        restricted,
         format,
     } = command
     else {
@@ -258,6 +263,7 @@ fn audit_report(command: AuditCommand) -> ExitCode {
         until,
         break_glass_only: break_glass,
         denied_only: denied,
+        restricted_only: restricted,
     };
     let format = match format {
         ReportFormatArg::Jsonl => phigate_audit::ReportFormat::Jsonl,

@@ -55,6 +55,44 @@ async fn a_search_loses_the_labelled_entry_and_says_results_were_withheld() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_report_lists_who_met_restricted_records() {
+    let mut env = FullEnv::start().await;
+    assert_eq!(env.get_as("clinician_a", "/fhir/Condition?patient=a-p1").await.0, 200);
+    assert_eq!(env.get_as("clinician_a", &format!("/fhir/Condition/{PSY_ID}")).await.0, 403);
+    assert_eq!(env.get_as("psychiatrist_a", &format!("/fhir/Condition/{PSY_ID}")).await.0, 200);
+    assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);
+    env.gw.stop();
+    let report = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(["audit", "report", "--restricted", "--format", format])
+            .arg(env.pki.dir().join("audit"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let lines: Vec<serde_json::Value> = String::from_utf8(report("jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(&str, Option<u64>, Option<&str>)> = lines
+        .iter()
+        .map(|a| (a["subject"].as_str().unwrap(), a["withheld"].as_u64(), a["error"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [("clinician_a", Some(1), None), ("clinician_a", None, Some("security_label_not_permitted"))],
+        "the psychiatrist's read and the plain read are not listed"
+    );
+    let bundle: serde_json::Value = serde_json::from_slice(&report("fhir")).unwrap();
+    assert_eq!(
+        bundle["entry"][0]["resource"]["outcomeDesc"],
+        "entries withheld for their security labels: 1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_labelled_read_is_refused_unless_cleared_or_under_break_glass() {
     let env = FullEnv::start().await;
     let path = format!("/fhir/Condition/{PSY_ID}");

@@ -40,6 +40,10 @@ pub struct ReportQuery {
     pub break_glass_only: bool,
     /// Only refused accesses.
     pub denied_only: bool,
+    /// Only accesses that met records restricted by security labels the caller is not cleared
+    /// for: search entries left out, or a read or write refused with
+    /// `security_label_not_permitted`.
+    pub restricted_only: bool,
 }
 
 /// How the report is written.
@@ -111,6 +115,8 @@ pub struct Access {
     pub status: Option<u16>,
     /// The stable error code the request ended with.
     pub error: Option<String>,
+    /// Search result entries left out for their security labels.
+    pub withheld: Option<u32>,
     /// The policy decision's reasons.
     pub reasons: Vec<String>,
     /// Emergency access.
@@ -195,6 +201,13 @@ pub fn report(
     Ok(summary)
 }
 
+impl Access {
+    /// Whether the access met records restricted by security labels (left out or refused).
+    fn met_restricted_records(&self) -> bool {
+        self.withheld.is_some_and(|n| n > 0) || self.error.as_deref() == Some("security_label_not_permitted")
+    }
+}
+
 impl ReportQuery {
     fn matches(&self, a: &Access) -> bool {
         let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
@@ -203,6 +216,7 @@ impl ReportQuery {
             && self.patient.as_ref().is_none_or(|p| a.patients.contains(p))
             && (!self.break_glass_only || a.break_glass)
             && (!self.denied_only || a.outcome == "denied")
+            && (!self.restricted_only || a.met_restricted_records())
             && self.since.is_none_or(|t| a.ts.as_str() >= rfc3339(t).as_str())
             && self.until.is_none_or(|t| a.ts.as_str() < rfc3339(t).as_str())
     }
@@ -252,6 +266,7 @@ struct Record {
     break_glass_reason: Option<String>,
     status: Option<u16>,
     error: Option<String>,
+    withheld: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +308,7 @@ impl Record {
             patients: self.patients,
             status: self.status,
             error: self.error,
+            withheld: self.withheld,
             reasons,
             break_glass,
             break_glass_reason: self.break_glass_reason,

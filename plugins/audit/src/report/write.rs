@@ -157,10 +157,11 @@ fn outcome(a: &Access) -> &'static str {
 }
 
 fn outcome_desc(a: &Access) -> Option<String> {
-    match (&a.error, a.outcome.as_str()) {
-        (Some(code), _) => Some(code.clone()),
-        (None, "incomplete") => Some("no outcome recorded".to_owned()),
-        (None, _) => None,
+    match (&a.error, a.outcome.as_str(), a.withheld.filter(|n| *n > 0)) {
+        (Some(code), _, _) => Some(code.clone()),
+        (None, "incomplete", _) => Some("no outcome recorded".to_owned()),
+        (None, _, Some(n)) => Some(format!("entries withheld for their security labels: {n}")),
+        (None, _, None) => None,
     }
 }
 
