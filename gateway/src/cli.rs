@@ -1,7 +1,7 @@
 //! The command line: `run`, `check`, `demo`, `config schema` (and, as their stages land,
 //! `policy test|eval` and `audit verify`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -95,6 +95,16 @@ pub enum PolicyCommand {
         /// The policy directory.
         #[arg(default_value = "policies")]
         dir: PathBuf,
+        /// Only the tests whose full rule path matches this regular expression (like
+        /// `opa test --run`): `tenant_test`, `test_break_glass_.*`.
+        #[arg(long)]
+        run: Option<String>,
+        /// Fail (exit 1) when line coverage over the policy files is below this percentage.
+        #[arg(long, value_parser = coverage_threshold)]
+        threshold: Option<f64>,
+        /// Output format: `text`, or `json` (one document: results, coverage, agreement).
+        #[arg(long, value_enum, default_value = "text")]
+        format: TestFormatArg,
     },
     /// Decide every input of a corpus with two policy directories (each with its `data/`) and
     /// list the inputs decided differently: what a change would do, before it is rolled out.
@@ -175,6 +185,22 @@ pub enum AuditCommand {
     },
 }
 
+/// What `phigate policy test` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestFormatArg {
+    /// PASS/FAIL lines, coverage per file, a summary.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+fn coverage_threshold(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err("expected a percentage from 0 to 100".to_owned()),
+    }
+}
+
 /// What `phigate audit report` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportFormatArg {
@@ -211,14 +237,8 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Policy { command: PolicyCommand::Test { dir } } => {
-            let report = phigate_policy::run_policy_tests(&dir);
-            println!("{report}");
-            if report.success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+        Command::Policy { command: PolicyCommand::Test { dir, run, threshold, format } } => {
+            policy_test(&dir, run.as_deref(), threshold, format)
         }
         Command::Policy { command: PolicyCommand::Eval { input, dir } } => policy_eval(&dir, &input),
         Command::Policy { command: PolicyCommand::Diff { from, to, inputs } } => {
@@ -235,6 +255,44 @@ pub fn main() -> ExitCode {
             print!("{}", config::reference_markdown());
             ExitCode::SUCCESS
         }
+    }
+}
+
+/// `phigate policy test`: exit 0 when every selected test passes (and coverage reaches the
+/// threshold), 1 otherwise, 2 for a bad `--run` expression.
+fn policy_test(dir: &Path, run: Option<&str>, threshold: Option<f64>, format: TestFormatArg) -> ExitCode {
+    let filter = match run.map(regex::Regex::new).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("--run: not a regular expression: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let keep = |rule: &str| filter.as_ref().is_none_or(|f| f.is_match(rule));
+    let report = phigate_policy::run_policy_tests_matching(dir, &dir.join("data"), &keep);
+    let coverage = report.coverage_percent();
+    let covered = threshold.is_none_or(|t| coverage >= t);
+    match format {
+        TestFormatArg::Text => {
+            println!("{report}");
+            if report.results.is_empty() && report.load_error.is_none() {
+                println!("no test matched");
+            }
+            if let (Some(t), false) = (threshold, covered) {
+                println!("FAIL coverage {coverage:.1}% is below the threshold {t}%");
+            }
+        }
+        TestFormatArg::Json => {
+            let mut doc = report.to_json();
+            doc["coverage"]["threshold"] = threshold.into();
+            doc["success"] = (report.success() && covered).into();
+            println!("{doc}");
+        }
+    }
+    if report.success() && covered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

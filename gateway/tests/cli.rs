@@ -1,6 +1,7 @@
 //! The command line: `phigate check` exits 0 or prints one `file:line: key: message` line per
 //! error and exits 2; `phigate config schema` prints the reference; `phigate policy diff` exits
-//! by whether a change decides a corpus differently.
+//! by whether a change decides a corpus differently; `phigate policy test` selects tests, prints
+//! JSON and holds a coverage threshold.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
@@ -110,5 +111,39 @@ fn policy_diff_exits_by_whether_decisions_changed() {
     assert!(out.contains("DIFF would_deny clinician_b.read_b_p1: allow -> patient_not_permitted"), "{out}");
 
     let (code, _, err) = phigate(&["policy", "diff", "--from", policies, "--to", "/nonexistent/policies"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn policy_test_selects_tests_reports_json_and_holds_a_coverage_threshold() {
+    let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+    let (code, out, _) =
+        phigate(&["policy", "test", policies, "--run", "labels_test\\.test_break", "--format", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rules: Vec<&str> =
+        doc["results"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["data.phigate.labels_test.test_break_glass_clears_every_label"]);
+    assert_eq!(
+        (doc["passed"].as_u64(), doc["failed"].as_u64(), doc["success"].as_bool()),
+        (Some(1), Some(0), Some(true))
+    );
+    assert!(doc["agreement"]["probes"].as_u64().unwrap() > 100);
+    let partial = doc["coverage"]["percent"].as_f64().unwrap();
+    assert!(partial < 90.0, "one test covers little: {partial}");
+
+    // The whole suite clears 90%; one test does not, and the threshold fails it.
+    let (code, out, _) = phigate(&["policy", "test", policies, "--threshold", "90"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = phigate(&["policy", "test", policies, "--run", "tenant_test", "--threshold", "90"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is below the threshold 90%"), "{out}");
+
+    let (code, out, _) = phigate(&["policy", "test", policies, "--run", "no_such_test"]);
+    assert_eq!(code, 1, "nothing ran: {out}");
+    assert!(out.contains("no test matched"), "{out}");
+    let (code, _, err) = phigate(&["policy", "test", policies, "--run", "("]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = phigate(&["policy", "test", policies, "--threshold", "120"]);
     assert_eq!(code, 2, "{err}");
 }

@@ -66,7 +66,8 @@ pub use permit::Permit;
 pub use phigate_plugin::patient_of_reference as patient_of;
 pub use stage::{PolicyStage, ReloadOutcome, BREAK_GLASS_HEADER};
 pub use testing::{
-    run_policy_tests, run_policy_tests_with, FileCoverage, TestOutcome, TestReport, TestResult,
+    run_policy_tests, run_policy_tests_matching, run_policy_tests_with, FileCoverage, TestOutcome,
+    TestReport, TestResult,
 };
 pub use verify::{verify as verify_response, verify_collect, Verdict, Verified};
 
