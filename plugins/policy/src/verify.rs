@@ -368,8 +368,8 @@ impl<'de> Visitor<'de> for TypeSeed<'_> {
     ignore_scalars!();
 }
 
-/// A resource's `meta`: its `security` codings are matched against the withheld labels; the
-/// rest is walked like any node.
+/// A resource's `meta` (an object, or null; anything else makes the body unreadable): its
+/// `security` codings are matched against the withheld labels; the rest is walked like any node.
 struct MetaSeed<'a>(Node<'a>);
 
 impl<'de> DeserializeSeed<'de> for MetaSeed<'_> {
@@ -393,13 +393,13 @@ impl<'de> Visitor<'de> for MetaSeed<'_> {
         }
         Ok(())
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        self.0.visit_seq(seq)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
-    ignore_scalars!(str);
+    // A `meta` that is not an object is not FHIR, and could hide labels: unreadable (refused).
 }
 
-/// `meta.security`: a list of codings.
+/// `meta.security`: a list of codings (or null); any other shape makes the body unreadable.
 struct Codings<'a>(Node<'a>);
 
 impl<'de> DeserializeSeed<'de> for Codings<'_> {
@@ -418,10 +418,11 @@ impl<'de> Visitor<'de> for Codings<'_> {
         while seq.next_element_seed(Coding(self.0))?.is_some() {}
         Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        self.0.visit_map(map)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
-    ignore_scalars!(str);
+    // Anything else (a lone coding object, a string) is not FHIR: rather than guess whether it
+    // carries a label, the body is unreadable (refused).
 }
 
 /// One coding of `meta.security`: its `system` and `code` are matched; anything else in it (an

@@ -210,6 +210,20 @@ fn label_checks_fail_closed_on_odd_shapes_and_skip_meta_when_nothing_is_withheld
     // A coding naming its code twice is ambiguous: unreadable, so refused.
     let twice = r#"{"resourceType":"Observation","meta":{"security":[{"code":"N","code":"R"}]}}"#;
     assert_eq!(verify_collect(twice.as_bytes(), &permit()).verdict, Verdict::Unreadable);
+    let lone = r#"{"resourceType":"Observation","meta":{"security":{"code":"R"}}}"#;
+    assert_eq!(
+        verify_collect(lone.as_bytes(), &permit()).verdict,
+        Verdict::Unreadable,
+        "a coding not in a list"
+    );
+    let listed = r#"{"resourceType":"Observation","meta":[{"security":[{"code":"R"}]}]}"#;
+    assert_eq!(
+        verify_collect(listed.as_bytes(), &permit()).verdict,
+        Verdict::Unreadable,
+        "a meta that is a list"
+    );
+    let null = r#"{"resourceType":"Observation","meta":{"security":null}}"#;
+    assert_eq!(verify_collect(null.as_bytes(), &permit()).withheld, Withheld::Nothing);
     let escaped = r#"{"resourceType":"Observation","meta":{"security":[{"code":"\u0052"}]}}"#;
     assert_eq!(verify_collect(escaped.as_bytes(), &permit()).withheld, Withheld::Whole, "an escaped R is R");
 }
