@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use jiff::civil::Weekday;
+use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
@@ -19,6 +19,8 @@ pub(crate) struct WorkingHours {
     end: u16,
     /// Working days, Monday first.
     days: [bool; 7],
+    /// Holidays (local dates, sorted): not working days.
+    holidays: Vec<Date>,
     /// The last answer, for the Unix minute it was for: `minute << 1 | within`. Hours start and
     /// end on a minute and zone offsets are whole minutes, so one answer holds for its minute,
     /// and the time-zone arithmetic runs once a minute instead of once a request.
@@ -63,7 +65,13 @@ impl WorkingHours {
         if !days.contains(&true) {
             return Err(("days", "at least one working day is required"));
         }
-        Ok(WorkingHours { zone, start, end, days, last: Arc::new(AtomicU64::new(u64::MAX)) })
+        let mut holidays = Vec::with_capacity(c.holidays.len());
+        for h in &c.holidays {
+            let date = (h.len() == 10).then(|| h.parse::<Date>().ok()).flatten();
+            holidays.push(date.ok_or(("holidays", "each must be a date, `YYYY-MM-DD`"))?);
+        }
+        holidays.sort_unstable();
+        Ok(WorkingHours { zone, start, end, days, holidays, last: Arc::new(AtomicU64::new(u64::MAX)) })
     }
 
     /// Whether `wall` falls within working hours, in the zone's local time.
@@ -86,13 +94,14 @@ impl WorkingHours {
         let local = ts.to_zoned(self.zone.clone());
         let minute =
             u16::try_from(local.hour()).unwrap_or(0) * 60 + u16::try_from(local.minute()).unwrap_or(0);
-        let day = day_index(local.weekday());
+        let date = local.date();
+        let working = |d: Date| self.days[day_index(d.weekday())] && self.holidays.binary_search(&d).is_err();
         if self.start < self.end {
-            self.days[day] && (self.start..self.end).contains(&minute)
+            working(date) && (self.start..self.end).contains(&minute)
         } else {
             // Across midnight: the evening part on a working day, or the morning part after one.
-            let yesterday = (day + 6) % 7;
-            (self.days[day] && minute >= self.start) || (self.days[yesterday] && minute < self.end)
+            let after_working_night = date.yesterday().is_ok_and(working);
+            (working(date) && minute >= self.start) || (after_working_night && minute < self.end)
         }
     }
 }
@@ -216,6 +225,30 @@ mod tests {
         let bad = crate::config::TenantHoursConfig { start: Some("8am".into()), ..Default::default() };
         c.tenants.insert("tenant-x".into(), bad);
         assert_eq!(Schedules::parse(&c).err().map(|(k, _)| k).as_deref(), Some("tenants.tenant-x.start"));
+    }
+
+    #[test]
+    fn a_holiday_is_not_worked_but_the_night_before_still_ends_as_usual() {
+        let mut c = OffHoursConfig {
+            time_zone: "Europe/Berlin".into(),
+            holidays: vec!["2026-12-25".into(), "2026-12-24".into()],
+            ..OffHoursConfig::default()
+        };
+        let h = WorkingHours::parse(&c).unwrap_or_else(|e| panic!("{e:?}"));
+        // Friday 2026-12-25 10:00 CET (09:00 UTC): a Friday, but a holiday.
+        assert!(!h.contains(at("2026-12-25T09:00:00Z")));
+        assert!(!h.contains(at("2026-12-24T09:00:00Z")), "Thursday the 24th, listed too");
+        assert!(h.contains(at("2026-12-23T09:00:00Z")), "Wednesday the 23rd is worked");
+        // A night shift (22:00 to 06:00) starting on the 23rd ends on the morning of the 24th.
+        (c.start, c.end) = ("22:00".into(), "06:00".into());
+        let night = WorkingHours::parse(&c).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(night.contains(at("2026-12-24T04:00:00Z")), "05:00 on the 24th, Wednesday's night");
+        assert!(!night.contains(at("2026-12-24T22:00:00Z")), "23:00 on the 24th, a holiday's night");
+        assert!(!night.contains(at("2026-12-25T04:00:00Z")), "05:00 on the 25th, after a holiday's night");
+        c.holidays = vec!["24.12.2026".into()];
+        assert_eq!(WorkingHours::parse(&c).err().map(|(k, _)| k), Some("holidays"));
+        c.holidays = vec!["2026-02-30".into()];
+        assert_eq!(WorkingHours::parse(&c).err().map(|(k, _)| k), Some("holidays"));
     }
 
     #[test]

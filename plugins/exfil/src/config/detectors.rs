@@ -243,13 +243,17 @@ pub struct OffHoursConfig {
     /// Working days (`mon` … `sun`). Default: Monday to Friday.
     #[serde(default = "default_work_days")]
     pub days: Vec<String>,
+    /// Public holidays (`YYYY-MM-DD`, local dates): not working days, whatever `days` says. A
+    /// night span that starts the evening before still ends as usual. Default: none.
+    #[serde(default)]
+    pub holidays: Vec<String>,
     /// Principals holding any of these roles are not watched (night shift, emergency
     /// department). Default: none.
     #[serde(default)]
     pub exempt_roles: Vec<String>,
     /// Working hours of particular tenants (by the principal's tenant), for a gateway in front
     /// of sites in several time zones: each key is a tenant id, each value overrides any of
-    /// `time_zone`, `start`, `end` and `days` (the rest as above). Default: none.
+    /// `time_zone`, `start`, `end`, `days` and `holidays` (the rest as above). Default: none.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantHoursConfig>,
     /// One alert per principal within this many seconds. Default: 3600.
@@ -279,6 +283,9 @@ pub struct TenantHoursConfig {
     /// Its working days (`mon` … `sun`).
     #[serde(default)]
     pub days: Option<Vec<String>>,
+    /// Its public holidays (`YYYY-MM-DD`), in place of the section's.
+    #[serde(default)]
+    pub holidays: Option<Vec<String>>,
 }
 
 impl OffHoursConfig {
@@ -297,6 +304,9 @@ impl OffHoursConfig {
         }
         if let Some(d) = &tenant.days {
             c.days.clone_from(d);
+        }
+        if let Some(h) = &tenant.holidays {
+            c.holidays.clone_from(h);
         }
         c
     }
