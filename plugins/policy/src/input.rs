@@ -7,6 +7,7 @@
 //! The decision cache keys on everything except `time`.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::UNIX_EPOCH;
 
 use phigate_plugin::{FhirRequest, Principal, RequestCtx};
@@ -18,17 +19,99 @@ pub const INPUT_VERSION: u32 = 1;
 /// Longest `Prefer` header the input carries; longer ones are passed as no preferences.
 const MAX_PREFER_BYTES: usize = 256;
 
+/// The input's member names, each built once: a string `Value` is an `Arc<str>`, so cloning one
+/// is a reference count where building one from `&str` is an allocation (about 35 per input).
+struct Keys {
+    acr: Value,
+    amr: Value,
+    auth_time: Value,
+    break_glass_reason: Value,
+    cert_bound: Value,
+    cert_thumbprint: Value,
+    client: Value,
+    client_id: Value,
+    compartment: Value,
+    count: Value,
+    dpop_bound: Value,
+    entries: Value,
+    fhir: Value,
+    fhir_user: Value,
+    id: Value,
+    interaction: Value,
+    ip: Value,
+    iss: Value,
+    method: Value,
+    operation: Value,
+    path: Value,
+    patient: Value,
+    patients: Value,
+    prefer: Value,
+    principal: Value,
+    request: Value,
+    resource_type: Value,
+    roles: Value,
+    route: Value,
+    scopes: Value,
+    sub: Value,
+    tenant: Value,
+    time: Value,
+    unix_secs: Value,
+    unresolved: Value,
+    v: Value,
+    version_id: Value,
+}
+
+static K: LazyLock<Keys> = LazyLock::new(|| Keys {
+    acr: Value::from("acr"),
+    amr: Value::from("amr"),
+    auth_time: Value::from("auth_time"),
+    break_glass_reason: Value::from("break_glass_reason"),
+    cert_bound: Value::from("cert_bound"),
+    cert_thumbprint: Value::from("cert_thumbprint"),
+    client: Value::from("client"),
+    client_id: Value::from("client_id"),
+    compartment: Value::from("compartment"),
+    count: Value::from("count"),
+    dpop_bound: Value::from("dpop_bound"),
+    entries: Value::from("entries"),
+    fhir: Value::from("fhir"),
+    fhir_user: Value::from("fhir_user"),
+    id: Value::from("id"),
+    interaction: Value::from("interaction"),
+    ip: Value::from("ip"),
+    iss: Value::from("iss"),
+    method: Value::from("method"),
+    operation: Value::from("operation"),
+    path: Value::from("path"),
+    patient: Value::from("patient"),
+    patients: Value::from("patients"),
+    prefer: Value::from("prefer"),
+    principal: Value::from("principal"),
+    request: Value::from("request"),
+    resource_type: Value::from("resource_type"),
+    roles: Value::from("roles"),
+    route: Value::from("route"),
+    scopes: Value::from("scopes"),
+    sub: Value::from("sub"),
+    tenant: Value::from("tenant"),
+    time: Value::from("time"),
+    unix_secs: Value::from("unix_secs"),
+    unresolved: Value::from("unresolved"),
+    v: Value::from("v"),
+    version_id: Value::from("version_id"),
+});
+
 /// An object under construction.
 #[derive(Default)]
 struct Obj(BTreeMap<Value, Value>);
 
 impl Obj {
-    fn set(&mut self, key: &str, v: impl Into<Value>) -> &mut Self {
-        self.0.insert(Value::from(key), v.into());
+    fn set(&mut self, key: &Value, v: impl Into<Value>) -> &mut Self {
+        self.0.insert(key.clone(), v.into());
         self
     }
 
-    fn opt<V: Into<Value>>(&mut self, key: &str, v: Option<V>) -> &mut Self {
+    fn opt<V: Into<Value>>(&mut self, key: &Value, v: Option<V>) -> &mut Self {
         if let Some(v) = v {
             self.set(key, v);
         }
@@ -46,37 +129,37 @@ fn strings<'a>(it: impl IntoIterator<Item = &'a str>) -> Value {
 
 fn principal(p: &Principal) -> Value {
     let mut o = Obj::default();
-    o.set("sub", p.subject.as_str())
-        .set("iss", &*p.issuer)
-        .opt("tenant", p.tenant.as_ref().map(|t| t.as_str()))
-        .set("roles", strings(p.roles.iter().map(String::as_str)))
-        .set("scopes", strings(p.scopes.iter().map(String::as_str)))
-        .opt("fhir_user", p.fhir_user.as_deref())
-        .opt("patient", p.patient.as_ref().map(|x| x.as_str()))
-        .opt("client_id", p.client_id.as_deref())
-        .set("amr", strings(p.amr.iter().map(String::as_str)))
-        .opt("acr", p.acr.as_deref())
-        .opt("auth_time", p.auth_time)
-        .set("cert_bound", p.cert_thumbprint.is_some())
-        .set("dpop_bound", p.dpop_jkt.is_some());
+    o.set(&K.sub, p.subject.as_str())
+        .set(&K.iss, &*p.issuer)
+        .opt(&K.tenant, p.tenant.as_ref().map(|t| t.as_str()))
+        .set(&K.roles, strings(p.roles.iter().map(String::as_str)))
+        .set(&K.scopes, strings(p.scopes.iter().map(String::as_str)))
+        .opt(&K.fhir_user, p.fhir_user.as_deref())
+        .opt(&K.patient, p.patient.as_ref().map(|x| x.as_str()))
+        .opt(&K.client_id, p.client_id.as_deref())
+        .set(&K.amr, strings(p.amr.iter().map(String::as_str)))
+        .opt(&K.acr, p.acr.as_deref())
+        .opt(&K.auth_time, p.auth_time)
+        .set(&K.cert_bound, p.cert_thumbprint.is_some())
+        .set(&K.dpop_bound, p.dpop_jkt.is_some());
     o.done()
 }
 
 fn fhir(f: &FhirRequest) -> Value {
     let mut o = Obj::default();
-    o.set("interaction", f.interaction.as_str())
-        .opt("resource_type", f.resource_type)
-        .opt("id", f.id.as_deref())
-        .opt("version_id", f.version_id.as_deref())
-        .opt("operation", f.operation.as_deref())
-        .opt("count", f.count)
-        .set("patients", strings(f.patients.iter().map(|p| p.as_str())))
-        .set("unresolved", strings(f.unresolved.iter().map(|u| u.name.as_str())))
-        .set("entries", Value::from(f.entries.iter().map(fhir).collect::<Vec<_>>()));
+    o.set(&K.interaction, f.interaction.as_str())
+        .opt(&K.resource_type, f.resource_type)
+        .opt(&K.id, f.id.as_deref())
+        .opt(&K.version_id, f.version_id.as_deref())
+        .opt(&K.operation, f.operation.as_deref())
+        .opt(&K.count, f.count)
+        .set(&K.patients, strings(f.patients.iter().map(|p| p.as_str())))
+        .set(&K.unresolved, strings(f.unresolved.iter().map(|u| u.name.as_str())))
+        .set(&K.entries, Value::from(f.entries.iter().map(fhir).collect::<Vec<_>>()));
     if let Some(c) = &f.compartment {
         let mut co = Obj::default();
-        co.set("resource_type", c.resource_type).set("id", c.id.as_str());
-        o.set("compartment", co.done());
+        co.set(&K.resource_type, c.resource_type).set(&K.id, c.id.as_str());
+        o.set(&K.compartment, co.done());
     }
     o.done()
 }
@@ -104,23 +187,23 @@ fn prefer(ctx: &RequestCtx) -> Value {
 pub(crate) fn build(ctx: &RequestCtx) -> Value {
     let mut request = Obj::default();
     request
-        .set("method", ctx.request.method.as_str())
-        .set("route", &*ctx.route.name)
-        .set("path", ctx.request.path.as_str())
-        .opt("tenant", ctx.tenant.as_ref().map(|t| t.as_str()))
-        .opt("fhir", ctx.fhir.as_ref().map(fhir))
-        .set("patients", strings(ctx.fhir.iter().flat_map(|f| f.patients.iter().map(|p| p.as_str()))))
-        .opt("break_glass_reason", ctx.break_glass_reason.as_deref())
-        .set("prefer", prefer(ctx));
+        .set(&K.method, ctx.request.method.as_str())
+        .set(&K.route, &*ctx.route.name)
+        .set(&K.path, ctx.request.path.as_str())
+        .opt(&K.tenant, ctx.tenant.as_ref().map(|t| t.as_str()))
+        .opt(&K.fhir, ctx.fhir.as_ref().map(fhir))
+        .set(&K.patients, strings(ctx.fhir.iter().flat_map(|f| f.patients.iter().map(|p| p.as_str()))))
+        .opt(&K.break_glass_reason, ctx.break_glass_reason.as_deref())
+        .set(&K.prefer, prefer(ctx));
     let mut client = Obj::default();
     client
-        .opt("ip", ctx.client.ip.map(|ip| ip.to_string()))
-        .opt("cert_thumbprint", ctx.client.cert_thumbprint.as_deref());
+        .opt(&K.ip, ctx.client.ip.map(|ip| ip.to_string()))
+        .opt(&K.cert_thumbprint, ctx.client.cert_thumbprint.as_deref());
     let mut root = Obj::default();
-    root.set("v", INPUT_VERSION)
-        .opt("principal", ctx.principal.as_deref().map(principal))
-        .set("request", request.done())
-        .set("client", client.done());
+    root.set(&K.v, INPUT_VERSION)
+        .opt(&K.principal, ctx.principal.as_deref().map(principal))
+        .set(&K.request, request.done())
+        .set(&K.client, client.done());
     root.done()
 }
 
@@ -128,9 +211,9 @@ pub(crate) fn build(ctx: &RequestCtx) -> Value {
 pub(crate) fn with_time(mut input: Value, ctx: &RequestCtx) -> Value {
     let secs = ctx.received_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut time = Obj::default();
-    time.set("unix_secs", secs);
+    time.set(&K.unix_secs, secs);
     if let Ok(obj) = input.as_object_mut() {
-        obj.extend([(Value::from("time"), time.done())]);
+        obj.extend([(K.time.clone(), time.done())]);
     }
     input
 }
