@@ -96,6 +96,49 @@ pub struct Decision {
     pub revision: String,
     /// What the gateway must do if it forwards.
     pub obligations: Obligations,
+    /// What a shadow policy (a candidate evaluated beside the active one, never enforced)
+    /// decided for the same request, when one is configured.
+    pub shadow: Option<ShadowDecision>,
+}
+
+/// A shadow policy's decision for a request, compared with the enforced one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowDecision {
+    /// The shadow revision (content hash), or empty when it failed before deciding.
+    pub revision: String,
+    /// How it compares with the enforced decision.
+    pub outcome: ShadowOutcome,
+    /// Its verdict: `allow`, or the error code it would deny with; `None` when it failed.
+    pub verdict: Option<&'static str>,
+}
+
+/// How a shadow decision compares with the enforced one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowOutcome {
+    /// Same verdict, and the same error code (deny) or obligations (allow).
+    Agree,
+    /// It would allow what is denied.
+    WouldAllow,
+    /// It would deny what is allowed.
+    WouldDeny,
+    /// Same verdict, another error code or other obligations.
+    WouldDiffer,
+    /// It failed to decide (the enforced decision stands).
+    Error,
+}
+
+impl ShadowOutcome {
+    /// The snake_case name, as in metrics, logs and audit records.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ShadowOutcome::Agree => "agree",
+            ShadowOutcome::WouldAllow => "would_allow",
+            ShadowOutcome::WouldDeny => "would_deny",
+            ShadowOutcome::WouldDiffer => "would_differ",
+            ShadowOutcome::Error => "error",
+        }
+    }
 }
 
 /// Obligations attached to an allow decision.

@@ -21,7 +21,7 @@ pub use build::{read_secret_key, BackgroundTask, ConfigIssue, StageBuildCtx, MIN
 pub use change::{Change, ChangeEvent, ChangeSink, ChangeTrigger};
 pub use ctx::{
     ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo, ResponseInfo,
-    RouteMeta, UpstreamEdits,
+    RouteMeta, ShadowDecision, ShadowOutcome, UpstreamEdits,
 };
 pub use error::{Denial, ErrorCode};
 pub use fhir::{patient_of_reference, Compartment, FhirRequest, Interaction, UnresolvedParam};

@@ -50,6 +50,7 @@ fn ctx(id: String) -> RequestCtx {
         reasons: vec!["care_team".into()],
         revision: "r1".into(),
         obligations: Default::default(),
+        shadow: None,
     });
     c
 }

@@ -134,5 +134,6 @@ pub(crate) fn parse(v: &Value, revision: &Revision) -> Result<Decision, EvalErro
         reasons,
         revision: revision.id.to_string(),
         obligations: obligations(&v["obligations"], &revision.security_labels)?,
+        shadow: None,
     })
 }

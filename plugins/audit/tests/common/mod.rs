@@ -152,6 +152,7 @@ pub fn read_ctx(id: &str) -> RequestCtx {
         reasons: vec!["care_team".into()],
         revision: "rev-abc".into(),
         obligations: Default::default(),
+        shadow: None,
     });
     ctx
 }
