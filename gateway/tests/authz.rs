@@ -283,7 +283,7 @@ async fn verified_responses_are_fhir_json_and_xml_is_406_before_forwarding() {
 /// compared on every request and counted, while the active policy alone decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_policy_is_counted_through_the_gateway_and_never_enforced() {
-    let env = FullEnv::start_edited(
+    let mut env = FullEnv::start_edited(
         |policies| {
             let next = policies.parent().unwrap().join("policies-next");
             phigate::demo::policies::write(&next).unwrap();
@@ -301,6 +301,15 @@ async fn a_shadow_policy_is_counted_through_the_gateway_and_never_enforced() {
     .await;
     assert_eq!(env.get_as("clinician_b", "/fhir/Patient/b-p1").await.0, 200, "the active policy decides");
     assert_eq!(env.get_as("clinician_b", "/fhir/Patient/b-p3").await.0, 403);
+    // Each access's audit record says what the candidate would have done.
+    let record =
+        env.wait_record(|r| r["phase"] == "outcome" && r["patients"] == serde_json::json!(["b-p1"])).await;
+    let shadow = &record["decision"]["shadow"];
+    assert_eq!(
+        (shadow["outcome"].as_str(), shadow["verdict"].as_str()),
+        (Some("would_deny"), Some("patient_not_permitted"))
+    );
+    assert_eq!(shadow["revision"].as_str().unwrap().len(), 16);
     let metrics = common::admin_get(env.gw.admin, "/metrics").await;
     let count = |outcome: &str| {
         let prefix = format!("phigate_policy_shadow_decisions_total{{outcome=\"{outcome}\"}} ");
@@ -310,6 +319,21 @@ async fn a_shadow_policy_is_counted_through_the_gateway_and_never_enforced() {
     assert_eq!(count("agree"), Some(1), "the refused foreign read: {metrics}");
     let (_, ready) = common::admin_call(env.gw.admin, "GET", "/readyz", None, None).await;
     assert!(ready.to_string().contains("shadow "), "{ready}");
+    // Which real accesses the change would refuse, from the trail.
+    env.gw.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+        .args(["audit", "report", "--shadow", "would-deny"])
+        .arg(env.pki.dir().join("audit"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (lines[0]["patients"].clone(), lines[0]["shadow"].clone()),
+        (serde_json::json!(["b-p1"]), serde_json::json!("would_deny"))
+    );
 }
 
 /// Routes that name the tenant they address (`routes[].tenant`): a fixed tenant per route and a

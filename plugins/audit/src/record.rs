@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use phigate_plugin::{ChangeEvent, Compartment, FhirRequest, Interaction, PatientId, QueryParam, RequestCtx};
+use phigate_plugin::{
+    ChangeEvent, Compartment, FhirRequest, Interaction, PatientId, QueryParam, RequestCtx, ShadowDecision,
+};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -81,6 +83,9 @@ struct DecisionFields<'a> {
     reasons: &'a [String],
     revision: &'a str,
     break_glass: bool,
+    /// What a shadow policy decided for the same request (only when one is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<&'a ShadowDecision>,
 }
 
 /// The access record, field order as documented in the README.
@@ -180,6 +185,7 @@ impl RecordBuilder {
                 reasons: &d.reasons,
                 revision: &d.revision,
                 break_glass: d.obligations.break_glass,
+                shadow: d.shadow.as_ref(),
             }),
             break_glass_reason: ctx.break_glass_reason.as_deref(),
             forwarded: resp.forwarded,

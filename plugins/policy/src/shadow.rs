@@ -2,34 +2,10 @@
 //! enforced. What a security team reads before promoting it: how many decisions would change,
 //! and which requests (by request id, to find in the audit trail).
 
-use phigate_plugin::{Decision, RequestCtx};
+use phigate_plugin::{Decision, RequestCtx, ShadowDecision, ShadowOutcome as Outcome};
 
 use crate::decision::deny_code;
 use crate::events;
-
-/// How a shadow decision compares with the enforced one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Same verdict, same error code or obligations.
-    Agree,
-    /// The shadow would allow what is denied.
-    WouldAllow,
-    /// The shadow would deny what is allowed.
-    WouldDeny,
-    /// Same verdict, but another error code (deny) or other obligations (allow).
-    WouldDiffer,
-}
-
-impl Outcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Agree => "agree",
-            Outcome::WouldAllow => "would_allow",
-            Outcome::WouldDeny => "would_deny",
-            Outcome::WouldDiffer => "would_differ",
-        }
-    }
-}
 
 /// Compares what the shadow decided with what is enforced.
 pub(crate) fn compare(active: &Decision, shadow: &Decision) -> Outcome {
@@ -44,7 +20,14 @@ pub(crate) fn compare(active: &Decision, shadow: &Decision) -> Outcome {
 
 /// Counts the comparison and logs a disagreement: request id, route, FHIR interaction and type,
 /// both revisions, verdicts and reasons (policy identifiers). Never patients, claims or values.
-pub(crate) fn record(ctx: &RequestCtx, active: &Decision, shadow: Result<&Decision, &crate::EvalError>) {
+/// Returns the comparison for the request's audit record.
+pub(crate) fn record(
+    ctx: &RequestCtx,
+    active: &Decision,
+    shadow: Result<&Decision, &crate::EvalError>,
+    revision: &str,
+) -> ShadowDecision {
+    let verdict = |d: &Decision| if d.allow { "allow" } else { deny_code(&d.reasons).as_str() };
     let shadow = match shadow {
         Ok(s) => s,
         Err(e) => {
@@ -55,15 +38,16 @@ pub(crate) fn record(ctx: &RequestCtx, active: &Decision, shadow: Result<&Decisi
                 ctx.request_id.as_str(),
                 e.kind()
             );
-            return;
+            return ShadowDecision { revision: revision.to_owned(), outcome: Outcome::Error, verdict: None };
         }
     };
     let outcome = compare(active, shadow);
     events::SHADOW.with_label_values(&[outcome.as_str()]).inc();
+    let decided =
+        ShadowDecision { revision: shadow.revision.clone(), outcome, verdict: Some(verdict(shadow)) };
     if outcome == Outcome::Agree {
-        return;
+        return decided;
     }
-    let verdict = |d: &Decision| if d.allow { "allow" } else { deny_code(&d.reasons).as_str() };
     let fhir = ctx.fhir.as_ref();
     log::info!(
         target: "phigate::policy::shadow",
@@ -80,6 +64,7 @@ pub(crate) fn record(ctx: &RequestCtx, active: &Decision, shadow: Result<&Decisi
         shadow.revision,
         shadow.reasons.join(","),
     );
+    decided
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use phigate_plugin::{
     async_trait, BackgroundTask, Change, ChangeSink, ChangeTrigger, Decision, Denial, ErrorCode, Flow,
-    PreRead, Readiness, RequestCtx, ResponseHead, Stage,
+    PreRead, Readiness, RequestCtx, ResponseHead, ShadowDecision, Stage,
 };
 use regorus::Value;
 
@@ -156,7 +156,10 @@ impl PolicyStage {
     /// # Errors
     /// An [`EvalError`] when the policy fails; the stage answers those with `policy_error`.
     pub fn decide(&self, ctx: &RequestCtx) -> Result<Arc<Decision>, EvalError> {
-        self.inner.decide(ctx).map(|(decision, _)| decision)
+        self.inner.decide(ctx).map(|(decision, _, shadow)| match shadow {
+            None => decision,
+            Some(shadow) => Arc::new(Decision { shadow: Some(shadow), ..Decision::clone(&decision) }),
+        })
     }
 }
 
@@ -183,9 +186,13 @@ pub(crate) fn prepare(s: &StageSettings, sources: &Sources, entrypoint: &str) ->
     Revision::compile(sources, &s.gateway, entrypoint, s.max_eval)
 }
 
+/// A decision, the patient → tenant index of its revision, and the shadow policy's comparison.
+type Decided = (Arc<Decision>, Arc<PatientTenants>, Option<ShadowDecision>);
+
 impl Inner {
-    /// The decision, with the patient → tenant index of the revision that made it.
-    fn decide(&self, ctx: &RequestCtx) -> Result<(Arc<Decision>, Arc<PatientTenants>), EvalError> {
+    /// The decision, with the patient → tenant index of the revision that made it and, when a
+    /// shadow policy is configured, what it decided.
+    fn decide(&self, ctx: &RequestCtx) -> Result<Decided, EvalError> {
         let revision = self.active.load();
         let index = revision.patient_tenants.clone();
         let base = input::build(ctx);
@@ -196,8 +203,8 @@ impl Inner {
                 let key = format!("{}\n{}", revision.id, base.to_json_str().unwrap_or_default());
                 if let Some(hit) = cache.get(&key) {
                     events::CACHE.with_label_values(&["hit"]).inc();
-                    self.compare_shadow(ctx, &hit, shadow_input);
-                    return Ok((hit, index));
+                    let shadow = self.compare_shadow(ctx, &hit, shadow_input);
+                    return Ok((hit, index, shadow));
                 }
                 events::CACHE.with_label_values(&["miss"]).inc();
                 Some(key)
@@ -209,16 +216,21 @@ impl Inner {
         if let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key, decision.clone());
         }
-        self.compare_shadow(ctx, &decision, shadow_input);
-        Ok((decision, index))
+        let shadow = self.compare_shadow(ctx, &decision, shadow_input);
+        Ok((decision, index, shadow))
     }
 
     /// Evaluates the shadow revision on `input` and records how it compares with `active`.
-    fn compare_shadow(&self, ctx: &RequestCtx, active: &Decision, input: Option<Value>) {
-        let (Some(shadow), Some(input)) = (&self.shadow, input) else { return };
+    fn compare_shadow(
+        &self,
+        ctx: &RequestCtx,
+        active: &Decision,
+        input: Option<Value>,
+    ) -> Option<ShadowDecision> {
+        let (Some(shadow), Some(input)) = (&self.shadow, input) else { return None };
         let revision = shadow.load();
         let decided = revision.evaluate(input).and_then(|out| decision::parse(&out, &revision));
-        crate::shadow::record(ctx, active, decided.as_ref());
+        Some(crate::shadow::record(ctx, active, decided.as_ref(), &revision.id))
     }
 }
 
@@ -346,7 +358,7 @@ impl Stage for PolicyStage {
 
     async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
         ctx.break_glass_reason = break_glass_reason(ctx, self.inner.settings.max_reason_bytes)?;
-        let (decision, index) = match self.inner.decide(ctx) {
+        let (decision, index, shadow) = match self.inner.decide(ctx) {
             Ok(d) => d,
             Err(e) => {
                 let revision = self.inner.active.load().id.clone();
@@ -354,7 +366,7 @@ impl Stage for PolicyStage {
                 return Err(Denial::new(ErrorCode::PolicyError).with_cause(e.kind()));
             }
         };
-        let decision = Decision::clone(&decision);
+        let decision = Decision { shadow, ..Decision::clone(&decision) };
         if !decision.allow {
             events::DECISIONS.with_label_values(&["deny"]).inc();
             let denial = deny(&decision);

@@ -74,13 +74,28 @@ async fn a_shadow_policy_is_compared_counted_and_never_enforced() {
     // a-p3: both allow, but the response would be checked against another permitted set. a-p4:
     // allowed, the shadow would deny. a-p5: denied, the shadow would allow.
     let mut outcomes = Vec::new();
+    let mut recorded = Vec::new();
     for p in ["a-p3", "a-p4", "a-p5"] {
         let mut c = read(p);
         let r = stage.on_request(&mut c).await;
         outcomes.push(r.is_ok());
-        assert_eq!(c.decision.as_ref().unwrap().revision, active, "the active revision decides");
+        let d = c.decision.as_ref().unwrap();
+        assert_eq!(d.revision, active, "the active revision decides");
+        // What the audit record will carry: the candidate's revision, outcome and verdict.
+        let shadow = d.shadow.as_ref().unwrap();
+        assert_eq!(shadow.revision, candidate);
+        recorded.push((shadow.outcome.as_str(), shadow.verdict));
     }
     assert_eq!(outcomes, [true, true, false], "enforced: the active care team");
+    assert_eq!(
+        recorded,
+        [
+            ("would_differ", Some("allow")),
+            ("would_deny", Some("patient_not_permitted")),
+            ("would_allow", Some("allow"))
+        ]
+    );
+    assert_eq!(same.decision.as_ref().unwrap().shadow.as_ref().map(|s| s.outcome.as_str()), Some("agree"));
     let after = counts();
     let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     // agree, would_allow, would_deny, would_differ, error

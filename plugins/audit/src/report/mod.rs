@@ -44,6 +44,9 @@ pub struct ReportQuery {
     /// for: search entries left out, or a read or write refused with
     /// `security_label_not_permitted`.
     pub restricted_only: bool,
+    /// Only accesses a shadow policy compared with this outcome (`would_deny`, `would_allow`,
+    /// `would_differ`, `agree`, `error`): what a candidate policy would have changed.
+    pub shadow: Option<String>,
 }
 
 /// How the report is written.
@@ -119,6 +122,8 @@ pub struct Access {
     pub withheld: Option<u32>,
     /// The policy decision's reasons.
     pub reasons: Vec<String>,
+    /// How a shadow policy compared (`would_deny`, ...), when one was configured.
+    pub shadow: Option<String>,
     /// Emergency access.
     pub break_glass: bool,
     /// The emergency-access justification.
@@ -217,6 +222,7 @@ impl ReportQuery {
             && (!self.break_glass_only || a.break_glass)
             && (!self.denied_only || a.outcome == "denied")
             && (!self.restricted_only || a.met_restricted_records())
+            && eq(&self.shadow, &a.shadow)
             && self.since.is_none_or(|t| a.ts.as_str() >= rfc3339(t).as_str())
             && self.until.is_none_or(|t| a.ts.as_str() < rfc3339(t).as_str())
     }
@@ -282,14 +288,21 @@ struct DecisionPart {
     reasons: Vec<String>,
     #[serde(default)]
     break_glass: bool,
+    shadow: Option<ShadowPart>,
+}
+
+#[derive(Deserialize)]
+struct ShadowPart {
+    outcome: String,
 }
 
 impl Record {
     fn into_access(self, outcome: &str) -> Access {
         let (interaction, resource_type, operation) =
             self.fhir.map_or((None, None, None), |f| (f.interaction, f.resource_type, f.operation));
-        let (reasons, break_glass) =
-            self.decision.map_or((Vec::new(), false), |d| (d.reasons, d.break_glass));
+        let (reasons, break_glass, shadow) = self
+            .decision
+            .map_or((Vec::new(), false, None), |d| (d.reasons, d.break_glass, d.shadow.map(|s| s.outcome)));
         Access {
             ts: self.ts,
             outcome: outcome.to_owned(),
@@ -310,6 +323,7 @@ impl Record {
             error: self.error,
             withheld: self.withheld,
             reasons,
+            shadow,
             break_glass,
             break_glass_reason: self.break_glass_reason,
         }
