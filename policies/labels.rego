@@ -7,7 +7,8 @@
 # results were withheld), anything else carrying one is refused with 403
 # `security_label_not_permitted`, and so is a write to a stored record carrying one. A patient
 # can carry labels too (data.patients[id].security, a restricted or VIP chart): every record
-# naming her then counts as carrying them.
+# naming her then counts as carrying them for principals who reach her through their tenant
+# (her care team and her own app reach her by name, and see her chart).
 #
 # Cleared: the labels a role lists in data.role_grants[role].labels; for the patient's own app,
 # the labels marked `patient_access`; under break-glass, every label (break-glass is alerted).

@@ -14,7 +14,8 @@ use crate::labels::Labels;
 
 /// `data.patients` read once per revision: each patient's tenant, sorted by patient id, and the
 /// security labels of the few patients that carry some (`security: ["system|code", ...]`: a
-/// restricted or VIP chart, whose every record is then treated as carrying them).
+/// restricted or VIP chart, whose every record is then treated as carrying them, for
+/// tenant-scoped decisions).
 #[derive(Debug, Default)]
 pub(crate) struct PatientTenants {
     tenants: Vec<TenantId>,
@@ -142,8 +143,11 @@ impl Permit {
     }
 
     /// The same permit, with the patients' own labels from `index` (when any patient has some).
+    /// They apply to principals who reach patients through their tenant (tenant-wide roles,
+    /// backend services): a principal held to named patients (her care team, a patient's own
+    /// app) reaches each of them as one of its own, chart labels or not.
     fn with_patient_labels(self, index: &Arc<PatientTenants>) -> Permit {
-        let labelled = !self.1.is_empty() && !index.labelled.is_empty();
+        let labelled = matches!(self.0, Kind::Tenant(..)) && !self.1.is_empty() && !index.labelled.is_empty();
         Permit(self.0, self.1, labelled.then(|| index.clone()))
     }
 
@@ -225,7 +229,7 @@ mod tests {
         assert_eq!(index.labels_of("a-vip"), ["urn:conf|R", "urn:act|PSY"]);
         assert!(index.labels_of("a-p1").is_empty());
         let permit = |labels: &[&str]| {
-            Permit::patients(["a-p1", "a-vip"])
+            Permit::tenant("tenant-a", index.clone())
                 .withholding(Labels::from_tokens(labels.iter().copied()))
                 .with_patient_labels(&index)
         };
@@ -234,6 +238,10 @@ mod tests {
         assert!(!permit(&["urn:conf|R"]).patient_withheld("a-p1"));
         assert!(!permit(&["urn:conf|V"]).patient_withheld("a-vip"));
         assert!(!permit(&[]).patient_withheld("a-vip"), "nothing withheld");
+        let care_team = Permit::patients(["a-p1", "a-vip"])
+            .withholding(Labels::from_tokens(["urn:conf|R"]))
+            .with_patient_labels(&index);
+        assert!(!care_team.patient_withheld("a-vip"), "held to named patients: her own, chart labels or not");
     }
 
     #[test]
