@@ -129,6 +129,15 @@ pub enum ShadowOutcome {
 }
 
 impl ShadowOutcome {
+    /// Every outcome.
+    pub const ALL: [ShadowOutcome; 5] = [
+        ShadowOutcome::Agree,
+        ShadowOutcome::WouldAllow,
+        ShadowOutcome::WouldDeny,
+        ShadowOutcome::WouldDiffer,
+        ShadowOutcome::Error,
+    ];
+
     /// The snake_case name, as in metrics, logs and audit records.
     pub const fn as_str(self) -> &'static str {
         match self {
