@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
+use phigate_plugin::ShadowOutcome;
 
 use crate::config::{self, ValidateOptions};
 
@@ -179,42 +181,14 @@ pub enum AuditCommand {
         /// cleared for (search entries left out, reads or writes refused).
         #[arg(long)]
         restricted: bool,
-        /// Only accesses a shadow policy compared with this outcome: what a candidate policy
-        /// would have changed on real traffic.
-        #[arg(long, value_enum)]
-        shadow: Option<ShadowArg>,
+        /// Only accesses a shadow policy compared with this outcome (as the audit record names
+        /// it): what a candidate policy would have changed on real traffic.
+        #[arg(long, value_parser = PossibleValuesParser::new(ShadowOutcome::ALL.map(ShadowOutcome::as_str)))]
+        shadow: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ReportFormatArg,
     },
-}
-
-/// A shadow policy's outcome, for `phigate audit report --shadow`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ShadowArg {
-    /// It would deny what was allowed.
-    WouldDeny,
-    /// It would allow what was denied.
-    WouldAllow,
-    /// Same verdict, another error code or other obligations.
-    WouldDiffer,
-    /// It decided the same.
-    Agree,
-    /// It failed to decide.
-    Error,
-}
-
-impl ShadowArg {
-    fn outcome(self) -> phigate_plugin::ShadowOutcome {
-        use phigate_plugin::ShadowOutcome as O;
-        match self {
-            ShadowArg::WouldDeny => O::WouldDeny,
-            ShadowArg::WouldAllow => O::WouldAllow,
-            ShadowArg::WouldDiffer => O::WouldDiffer,
-            ShadowArg::Agree => O::Agree,
-            ShadowArg::Error => O::Error,
-        }
-    }
 }
 
 /// What `phigate policy test` prints.
@@ -355,7 +329,7 @@ fn audit_report(command: AuditCommand) -> ExitCode {
         break_glass_only: break_glass,
         denied_only: denied,
         restricted_only: restricted,
-        shadow: shadow.map(|s| s.outcome().as_str().to_owned()),
+        shadow,
     };
     let format = match format {
         ReportFormatArg::Jsonl => phigate_audit::ReportFormat::Jsonl,

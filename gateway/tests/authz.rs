@@ -322,7 +322,7 @@ async fn a_shadow_policy_is_counted_through_the_gateway_and_never_enforced() {
     // Which real accesses the change would refuse, from the trail.
     env.gw.stop();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
-        .args(["audit", "report", "--shadow", "would-deny"])
+        .args(["audit", "report", "--shadow", "would_deny"])
         .arg(env.pki.dir().join("audit"))
         .output()
         .unwrap();

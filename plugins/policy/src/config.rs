@@ -70,7 +70,7 @@ pub struct PolicyConfig {
 /// (`phigate_policy_shadow_decisions_total{outcome}`: `agree`, `would_allow`, `would_deny`,
 /// `would_differ` for the same verdict with another error code or other obligations, `error`),
 /// go into each access's audit record (`decision.shadow`: revision, outcome, verdict; `phigate
-/// audit report --shadow would-deny` lists what the candidate would refuse) and each
+/// audit report --shadow would_deny` lists what the candidate would refuse) and each
 /// disagreement is logged with the request id, route, FHIR interaction and type and both
 /// verdicts and reasons (target `phigate::policy::shadow`; never patients or claims).
 /// Costs one more evaluation per request while configured.
