@@ -348,10 +348,9 @@ async fn a_route_names_the_tenant_and_other_tenants_are_refused_before_forwardin
         "",
         "",
         |cfg, _| {
-            let fhir_route = "  - { name: fhir, path_prefix: /fhir, upstream: fhir, fhir: true }\n";
-            assert!(cfg.contains(fhir_route));
-            cfg.replace(
-                fhir_route,
+            let fhir_route = common::FHIR_ROUTE;
+            common::replace_fhir_route(
+                &cfg,
                 &format!(
                     "{fhir_route}  - {{ name: tenant-a, path_prefix: /tenant-a/fhir, upstream: fhir, fhir: true, \
                      upstream_path_prefix: /fhir, tenant: {{ fixed: tenant-a }} }}\n  \

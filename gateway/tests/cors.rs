@@ -27,10 +27,8 @@ async fn start() -> FullEnv {
         "",
         "",
         |cfg, _| {
-            let fhir_route = "  - { name: fhir, path_prefix: /fhir, upstream: fhir, fhir: true }\n";
-            assert!(cfg.contains(fhir_route));
-            cfg.replace(
-            fhir_route,
+            common::replace_fhir_route(
+            &cfg,
             "  - name: fhir\n    path_prefix: /fhir\n    upstream: fhir\n    fhir: true\n    cors:\n      \
              allowed_origins: [https://app.example, 'http://localhost:3000']\n      \
              allowed_methods: [GET, HEAD, POST, PUT]\n      max_age_secs: 300\n  \

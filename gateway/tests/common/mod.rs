@@ -23,6 +23,15 @@ pub fn yaml(pki: &TestPki, upstream: SocketAddr, client_cert: &str) -> String {
     yaml_sni(pki, upstream, client_cert, UPSTREAM_SERVER_NAME)
 }
 
+/// The FHIR route line of [`yaml`], as tests that add routes next to it find it.
+pub const FHIR_ROUTE: &str = "  - { name: fhir, path_prefix: /fhir, upstream: fhir, fhir: true }\n";
+
+/// `cfg` (from [`yaml`]) with its FHIR route replaced by `routes` (YAML list items).
+pub fn replace_fhir_route(cfg: &str, routes: &str) -> String {
+    assert!(cfg.contains(FHIR_ROUTE), "no FHIR route in {cfg}");
+    cfg.replace(FHIR_ROUTE, routes)
+}
+
 /// [`yaml`] with another upstream SNI (the name the upstream certificate must carry).
 pub fn yaml_sni(pki: &TestPki, upstream: SocketAddr, client_cert: &str, sni: &str) -> String {
     let p = &pki.paths;

@@ -230,6 +230,11 @@ fn label_checks_fail_closed_on_odd_shapes_and_skip_meta_when_nothing_is_withheld
 
 /// A one-file policy with `data/labels.json` holding `labels` as `data.security_labels`.
 fn policy_with_labels(decision: &str, labels: &str) -> Result<phigate_policy::PolicyStage, String> {
+    policy_with_data(decision, &format!(r#"{{"security_labels": {labels}}}"#))
+}
+
+/// A one-file policy (deciding `decision` for a principal) over `data/data.json` = `data`.
+fn policy_with_data(decision: &str, data: &str) -> Result<phigate_policy::PolicyStage, String> {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("authz.rego"),
@@ -237,8 +242,7 @@ fn policy_with_labels(decision: &str, labels: &str) -> Result<phigate_policy::Po
     )
     .unwrap();
     std::fs::create_dir(tmp.path().join("data")).unwrap();
-    std::fs::write(tmp.path().join("data/labels.json"), format!(r#"{{"security_labels": {labels}}}"#))
-        .unwrap();
+    std::fs::write(tmp.path().join("data/data.json"), data).unwrap();
     let mut c = phigate_policy::PolicyConfig::new(tmp.path());
     c.watch = false;
     c.max_eval_ms = 10_000;
@@ -374,24 +378,7 @@ async fn every_record_of_a_restricted_patient_is_withheld_from_tenant_wide_princ
 #[test]
 fn patient_labels_of_the_wrong_shape_do_not_load() {
     let allow = r#"decision := {"allow": true} if input.principal"#;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("authz.rego"),
-        format!(
-            "package phigate.authz\n\ndecision := {{\"allow\": false}} if not input.principal\n\n{allow}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(tmp.path().join("data")).unwrap();
-    std::fs::write(
-        tmp.path().join("data/p.json"),
-        r#"{"patients": {"a-p1": {"tenant": "t", "security": "R"}}}"#,
-    )
-    .unwrap();
-    let mut c = phigate_policy::PolicyConfig::new(tmp.path());
-    c.watch = false;
-    let routes = vec![route()];
-    let ctx = phigate_plugin::StageBuildCtx { routes: &routes, config_dir: std::path::Path::new("/") };
-    let issues = c.build(&ctx).err().unwrap();
-    assert!(issues[0].message.contains("data.patients"), "{}", issues[0].message);
+    let err =
+        policy_with_data(allow, r#"{"patients": {"a-p1": {"tenant": "t", "security": "R"}}}"#).err().unwrap();
+    assert!(err.contains("data.patients"), "{err}");
 }

@@ -10,13 +10,7 @@ use phigate_plugin::{ErrorCode, Interaction, PreRead, Stage};
 use support::*;
 
 fn count(result: &str) -> u64 {
-    prometheus::gather()
-        .iter()
-        .filter(|f| f.name() == "phigate_policy_pre_reads_total")
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| m.get_label().iter().any(|l| l.name() == "result" && l.value() == result))
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
+    counter("phigate_policy_pre_reads_total", "result", result)
 }
 
 #[tokio::test]

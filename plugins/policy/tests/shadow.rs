@@ -13,13 +13,7 @@ use phigate_policy::{PolicyConfig, ShadowConfig};
 use support::*;
 
 fn count(outcome: &str) -> u64 {
-    prometheus::gather()
-        .iter()
-        .filter(|f| f.name() == "phigate_policy_shadow_decisions_total")
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| m.get_label().iter().any(|l| l.name() == "outcome" && l.value() == outcome))
-        .map(|m| m.get_counter().get_value() as u64)
-        .sum()
+    counter("phigate_policy_shadow_decisions_total", "outcome", outcome)
 }
 
 fn counts() -> [u64; 5] {

@@ -132,3 +132,15 @@ pub fn with_header(mut c: RequestCtx, name: &'static str, value: &str) -> Reques
 pub fn query(c: &RequestCtx, name: &str) -> Option<String> {
     c.request.query.iter().find(|p: &&QueryParam| p.name == name).map(|p| p.value.clone())
 }
+
+/// The value of counter `name` summed over the series whose `label` is `value` (process-wide:
+/// a test reading one is alone in its binary).
+pub fn counter(name: &str, label: &str, value: &str) -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| m.get_label().iter().any(|l| l.name() == label && l.value() == value))
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
