@@ -175,6 +175,41 @@ pub struct Obligations {
     pub withheld_labels: Option<Arc<[String]>>,
 }
 
+/// What a bulk-export URL the gateway issued grants (FHIR Bulk Data: the export's status URL and
+/// its files). The gateway hands the client sealed URLs in place of the upstream's and, when one
+/// comes back, restores the upstream target and fills [`RequestCtx::bulk`] with this: the export
+/// belongs to the principal that started it, which the policy stage enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkAccess {
+    /// Which URL of the export this is.
+    pub kind: BulkKind,
+    /// The issuer of the principal that started the export.
+    pub issuer: Arc<str>,
+    /// Its subject.
+    pub subject: Arc<str>,
+    /// Its tenant, if it had one.
+    pub tenant: Option<TenantId>,
+}
+
+/// The URLs of a bulk export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkKind {
+    /// The status URL (`Content-Location` of the kick-off): polled, or deleted to cancel.
+    Status,
+    /// An output or error file of the manifest (NDJSON).
+    File,
+}
+
+impl BulkKind {
+    /// The stable name: `status` or `file` (policy input, metrics labels).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BulkKind::Status => "status",
+            BulkKind::File => "file",
+        }
+    }
+}
+
 /// Changes stages ask for on the forwarded request, beyond the query.
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamEdits {
@@ -221,6 +256,13 @@ pub struct ResponseInfo {
     pub replace_body: Option<Bytes>,
     /// Bundle entries a stage left out of the response (see `replace_body`), for the audit record.
     pub withheld: Option<u32>,
+    /// Set by a stage in `on_request` (instead of `buffer_body`) when it must check a response
+    /// too large to buffer piece by piece (NDJSON bulk files): the body then streams through
+    /// [`Stage::on_response_chunk`](crate::Stage::on_response_chunk) of every stage before any
+    /// byte of it reaches the client. The gateway sends such a body without `Content-Length`
+    /// (chunked on HTTP/1.1), so a stage may hold bytes back or leave them out, and a denial
+    /// ends the response mid-way: the client sees a truncated body, never the unchecked bytes.
+    pub filter_body: bool,
 }
 
 /// The per-request context. Built by the gateway, passed to every stage in order.
@@ -245,6 +287,9 @@ pub struct RequestCtx {
     pub fhir: Option<FhirRequest>,
     /// The tenant the request addresses, when the route or request names one.
     pub tenant: Option<TenantId>,
+    /// On a bulk-export URL the gateway issued: what it grants, and to whom. `request` and
+    /// `fhir` then describe the upstream target the URL stands for.
+    pub bulk: Option<BulkAccess>,
     /// The verified caller (identity stage).
     pub principal: Option<Arc<Principal>>,
     /// The policy decision (policy stage).
@@ -274,6 +319,7 @@ impl RequestCtx {
             request,
             fhir: None,
             tenant: None,
+            bulk: None,
             principal: None,
             decision: None,
             break_glass_reason: None,

@@ -119,6 +119,12 @@ error_codes! {
     FormatNotAcceptable = ("format_not_acceptable", 406, "Responses are verified by the gateway, which reads FHIR JSON only; ask for application/fhir+json."),
     /// Bulk export must be requested asynchronously.
     ExportRequiresAsync = ("export_requires_async", 400, "Bulk export must be requested with Prefer: respond-async."),
+    /// A bulk-export URL (status or file) the gateway did not issue, or whose time ran out; also
+    /// the upstream's own status URL asked for directly instead of through the one the gateway
+    /// issued.
+    BulkUrlInvalid = ("bulk_url_invalid", 404, "This bulk export URL is not valid or has expired; start a new export."),
+    /// A bulk-export URL issued to another principal: an export belongs to whoever started it.
+    BulkUrlNotOwner = ("bulk_url_not_owner", 403, "This bulk export was started by another client."),
     /// Too many requests.
     RateLimited = ("rate_limited", 429, "Too many requests."),
     /// The principal is blocked after exfiltration-like activity.

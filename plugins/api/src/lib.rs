@@ -20,8 +20,8 @@ mod stage;
 pub use build::{read_secret_key, BackgroundTask, ConfigIssue, StageBuildCtx, MIN_SECRET_KEY_BYTES};
 pub use change::{Change, ChangeEvent, ChangeSink, ChangeTrigger};
 pub use ctx::{
-    ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo, ResponseInfo,
-    RouteMeta, ShadowDecision, ShadowOutcome, UpstreamEdits,
+    BulkAccess, BulkKind, ClientInfo, Decision, Obligations, QueryParam, RequestCtx, RequestId, RequestInfo,
+    ResponseInfo, RouteMeta, ShadowDecision, ShadowOutcome, UpstreamEdits,
 };
 pub use error::{Denial, ErrorCode};
 pub use fhir::{patient_of_reference, Compartment, FhirRequest, Interaction, UnresolvedParam};

@@ -125,6 +125,15 @@ pub trait Stage: Send + Sync + 'static {
     /// it cheap). `end` is true for the last call. Default: nothing.
     fn on_response_body(&self, _ctx: &mut RequestCtx, _chunk: &[u8], _end: bool) {}
 
+    /// Runs for each piece of the upstream response body, in order, when some stage set
+    /// `ctx.response.filter_body` (and before [`Stage::on_response_body`]): returns the bytes to
+    /// pass on (the piece, part of it, bytes held back from earlier pieces, or nothing). `end` is
+    /// true for the last call, whose piece may be empty: whatever is held back must be returned
+    /// or refused then. A denial ends the response where it is. Default: pass the piece on.
+    fn on_response_chunk(&self, _ctx: &mut RequestCtx, chunk: Bytes, _end: bool) -> Result<Bytes, Denial> {
+        Ok(chunk)
+    }
+
     /// Runs once with the complete response body when some stage asked for buffering. A denial
     /// replaces the response before any of the body left the gateway; a stage may instead set
     /// `ctx.response.replace_body` to leave out part of it. Default: accept.
