@@ -23,3 +23,26 @@ test_export_by_user_denied if {
 	not d.allow
 	"scope_insufficient" in d.reasons
 }
+
+# The export's status URL and files, reached through the URLs the gateway issued.
+poll_op := object.union(f.op("operation", null, []), {"operation": "export-poll-status"})
+
+file_op := object.union(f.op("read", "Binary", []), {"id": "job-1-Observation"})
+
+test_bulk_client_polls_its_export if {
+	d := authz.decision with input as f.with_request(f.get(f.bulk_client, poll_op), {"bulk": "status"})
+	d.allow
+}
+
+test_bulk_client_reads_an_export_file_checked_by_tenant if {
+	d := authz.decision with input as f.with_request(f.get(f.bulk_client, file_op), {"bulk": "file"})
+	d.allow
+	d.obligations.permitted_tenant == "tenant-a"
+}
+
+test_bulk_urls_need_system_read if {
+	some kind in ["status", "file"]
+	d := authz.decision with input as f.with_request(f.get(f.scraper_a, file_op), {"bulk": kind})
+	not d.allow
+	"scope_insufficient" in d.reasons
+}

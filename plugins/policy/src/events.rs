@@ -54,7 +54,17 @@ pub(crate) static RESPONSE_CHECKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Search result entries left out because they carried a withheld security label.
+/// Bulk export URLs refused because another principal started the export, by URL kind.
+pub(crate) static BULK_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "phigate_policy_bulk_not_owner_total",
+        "Bulk export URLs (status, file) refused because they were issued to another principal.",
+        &["url"],
+    )
+});
+
+/// Search result entries (and bulk file lines) left out because they carried a withheld security
+/// label.
 pub(crate) static WITHHELD_ENTRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "phigate_policy_withheld_entries_total",

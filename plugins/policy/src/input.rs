@@ -3,7 +3,7 @@
 //! Schema (documented with examples in `policies/README.md`); absent facts are omitted, never null:
 //! `{v, principal: {sub, iss, tenant, roles, scopes, fhir_user, patient, client_id, amr, acr,
 //! auth_time, cert_bound, dpop_bound}, request: {method, route, path, tenant, fhir, patients,
-//! break_glass_reason, prefer}, client: {ip, cert_thumbprint}, time: {unix_secs}}`.
+//! break_glass_reason, prefer, bulk}, client: {ip, cert_thumbprint}, time: {unix_secs}}`.
 //! The decision cache keys on everything except `time`.
 
 use std::collections::BTreeMap;
@@ -26,6 +26,7 @@ struct Keys {
     amr: Value,
     auth_time: Value,
     break_glass_reason: Value,
+    bulk: Value,
     cert_bound: Value,
     cert_thumbprint: Value,
     client: Value,
@@ -66,6 +67,7 @@ static K: LazyLock<Keys> = LazyLock::new(|| Keys {
     amr: Value::from("amr"),
     auth_time: Value::from("auth_time"),
     break_glass_reason: Value::from("break_glass_reason"),
+    bulk: Value::from("bulk"),
     cert_bound: Value::from("cert_bound"),
     cert_thumbprint: Value::from("cert_thumbprint"),
     client: Value::from("client"),
@@ -194,6 +196,7 @@ pub(crate) fn build(ctx: &RequestCtx) -> Value {
         .opt(&K.fhir, ctx.fhir.as_ref().map(fhir))
         .set(&K.patients, strings(ctx.fhir.iter().flat_map(|f| f.patients.iter().map(|p| p.as_str()))))
         .opt(&K.break_glass_reason, ctx.break_glass_reason.as_deref())
+        .opt(&K.bulk, ctx.bulk.as_ref().map(|b| b.kind.as_str()))
         .set(&K.prefer, prefer(ctx));
     let mut client = Obj::default();
     client

@@ -35,6 +35,7 @@
 //! `phigate policy eval`.
 
 mod agreement;
+mod bulk;
 mod config;
 mod decision;
 mod elements;

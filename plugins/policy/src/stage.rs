@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Change, ChangeSink, ChangeTrigger, Decision, Denial, ErrorCode, Flow,
-    PreRead, Readiness, RequestCtx, ResponseHead, ShadowDecision, Stage,
+    async_trait, BackgroundTask, BulkKind, Change, ChangeSink, ChangeTrigger, Decision, Denial, ErrorCode,
+    Flow, PreRead, Readiness, RequestCtx, ResponseHead, ShadowDecision, Stage,
 };
 use regorus::Value;
 
+use crate::bulk::NdjsonCheck;
 use crate::error::{EvalError, LoadError};
 use crate::events;
 use crate::labels::{without_entries, Withheld};
@@ -358,6 +360,7 @@ impl Stage for PolicyStage {
 
     async fn on_request(&self, ctx: &mut RequestCtx) -> Result<Flow, Denial> {
         ctx.break_glass_reason = break_glass_reason(ctx, self.inner.settings.max_reason_bytes)?;
+        crate::bulk::check_owner(ctx)?;
         let (decision, index, shadow) = match self.inner.decide(ctx) {
             Ok(d) => d,
             Err(e) => {
@@ -376,7 +379,12 @@ impl Stage for PolicyStage {
         events::DECISIONS.with_label_values(&["allow"]).inc();
         // The response must be checked before any byte of it reaches the client, so that a
         // violation can still replace the status: ask for the whole response now.
-        if let Some(permit) = Permit::of(&decision, &index) {
+        let bulk = ctx.bulk.as_ref().map(|b| b.kind);
+        if let (Some(permit), Some(BulkKind::File)) = (Permit::of(&decision, &index), bulk) {
+            // An export file is NDJSON, checked line by line as it streams.
+            ctx.response.filter_body = true;
+            ctx.extensions.insert(NdjsonCheck::new(permit));
+        } else if let (Some(permit), None) = (Permit::of(&decision, &index), bulk) {
             // Verification reads FHIR JSON: a client asking for XML is refused before anything
             // is forwarded, one accepting anything gets JSON.
             match crate::format::judge(&ctx.request) {
@@ -413,6 +421,9 @@ impl Stage for PolicyStage {
     }
 
     fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {
+        if ctx.extensions.get::<NdjsonCheck>().is_some() {
+            return ndjson_head(head);
+        }
         let verify = ctx.extensions.get::<Permit>().is_some();
         if !verify || !head.status.is_success() || head.status.as_u16() == 204 {
             return Ok(());
@@ -430,6 +441,19 @@ impl Stage for PolicyStage {
         }
         ctx.response.buffer_body = true;
         Ok(())
+    }
+
+    fn on_response_chunk(&self, ctx: &mut RequestCtx, chunk: Bytes, end: bool) -> Result<Bytes, Denial> {
+        let Some(check) = ctx.extensions.get_mut::<NdjsonCheck>() else {
+            return Ok(chunk);
+        };
+        let sent = check.feed(&chunk, end);
+        if sent.is_err() || end {
+            if let Some(check) = ctx.extensions.remove::<NdjsonCheck>() {
+                check.record(ctx);
+            }
+        }
+        sent
     }
 
     fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
@@ -471,6 +495,29 @@ impl Stage for PolicyStage {
             }
         }
     }
+}
+
+/// An export file's answer must be NDJSON (or, for an error, JSON) to be checked line by line.
+fn ndjson_head(head: &ResponseHead<'_>) -> Result<(), Denial> {
+    if !head.status.is_success() || head.status.as_u16() == 204 {
+        return Ok(());
+    }
+    let media = head
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let readable = media.as_deref().is_some_and(|m| {
+        matches!(
+            m,
+            "application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson" | "application/json"
+        ) || m.ends_with("+json")
+    });
+    if readable {
+        return Ok(());
+    }
+    events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
+    Err(Denial::new(ErrorCode::PolicyError).with_cause("bulk file not verifiable (not NDJSON)"))
 }
 
 /// Leaves the entries at `drop` out of the search result `body` (the client gets the rest and an
