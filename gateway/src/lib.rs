@@ -1,6 +1,7 @@
 //! phigate: a zero-trust, PHI-aware API gateway on pingora.
 
 pub mod admin;
+pub mod bulk;
 pub mod changes;
 pub mod config;
 pub mod cors;

@@ -46,6 +46,10 @@ pub struct Metrics {
     /// `origin_not_allowed`, `method_not_allowed`, `header_not_allowed`). Never by origin: the
     /// `Origin` header is client-chosen, so its values are unbounded.
     pub cors_preflights: IntCounterVec,
+    /// Bulk export URLs handed to clients, by what (`status`: a kick-off's status URL;
+    /// `manifest`: a completed export's manifest) and result (`issued`, or `removed`: a status
+    /// URL the gateway could not issue, left out).
+    pub bulk_urls: IntCounterVec,
 }
 
 static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::new(|| {
@@ -114,6 +118,11 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
         change_records_pending: register_int_gauge!(
             "phigate_change_records_pending",
             "Changes to what the gateway enforces that took effect, could not be recorded yet and are being tried again."
+        )?,
+        bulk_urls: register_int_counter_vec!(
+            "phigate_bulk_urls_total",
+            "Bulk export URLs handed to clients sealed to the principal, by url (status, manifest) and result (issued, removed).",
+            &["url", "result"]
         )?,
         cors_preflights: register_int_counter_vec!(
             "phigate_cors_preflights_total",

@@ -102,6 +102,23 @@ impl Pipeline {
         }
     }
 
+    /// Passes a piece of a filtered body (`ctx.response.filter_body`) through every stage's
+    /// `on_response_chunk`, in order: what is left to send.
+    ///
+    /// # Errors
+    /// The first stage's denial: the response ends there.
+    pub fn on_response_chunk(
+        &self,
+        ctx: &mut RequestCtx,
+        mut chunk: Bytes,
+        end: bool,
+    ) -> Result<Bytes, Denial> {
+        for stage in &self.stages {
+            chunk = stage.on_response_chunk(ctx, chunk, end)?;
+        }
+        Ok(chunk)
+    }
+
     /// Runs `on_buffered_response` of each stage; the first denial replaces the response. Returns
     /// the body to send: the upstream's, or what stages replaced it with.
     ///

@@ -59,6 +59,19 @@ impl Route {
         }
     }
 
+    /// The matched prefix without a trailing `/` (empty for `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// For a path as the upstream sees it (under the replacement prefix when the route has one,
+    /// else under the route's own), the rest after that prefix (`""` or starting with `/`); `None`
+    /// when the path is not under it (on whole segments).
+    pub fn upstream_rest<'p>(&self, path: &'p str) -> Option<&'p str> {
+        let base = self.rewrite.as_deref().unwrap_or(&self.prefix);
+        path.strip_prefix(base).filter(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
     /// The path to forward upstream for the normalized `path`.
     pub fn upstream_path(&self, path: &str) -> String {
         match &self.rewrite {

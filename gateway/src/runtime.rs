@@ -36,6 +36,8 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
     /// Tracing, when configured.
     pub telemetry: Option<crate::telemetry::Telemetry>,
+    /// Bulk export URL sealing, when configured.
+    pub bulk: Option<crate::bulk::Bulk>,
 }
 
 /// The runtime could not be built from an otherwise valid config.
@@ -147,6 +149,11 @@ impl Runtime {
             trusted_proxies,
             metrics,
             telemetry: cfg.tracing.as_ref().map(|t| crate::telemetry::Telemetry::new(t, dir)).transpose()?,
+            bulk: cfg.bulk_export.as_ref().map(|b| crate::bulk::Bulk::build(b, dir)).transpose().map_err(
+                |issues| {
+                    BuildError::Invalid(issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+                },
+            )?,
         })
     }
 }

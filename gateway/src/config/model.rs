@@ -65,6 +65,14 @@ pub struct Config {
     /// durably before anything is forwarded. Absent: no audit stage (not for PHI routes).
     #[serde(default)]
     pub audit: Option<phigate_audit::AuditConfig>,
+    /// FHIR Bulk Data export through the gateway: the kick-off's status URL and the manifest's
+    /// file URLs reach the client sealed to the principal that started the export (any replica
+    /// with the key opens them; nothing is stored), so a leaked URL is useless to anyone else,
+    /// and each file is checked line by line like any response (tenant, patients, security
+    /// labels). Needs the `policy` section, which enforces who may use a URL. Absent: export
+    /// status and file URLs pass as the upstream wrote them, and the gateway cannot check them.
+    #[serde(default)]
+    pub bulk_export: Option<crate::bulk::BulkExportConfig>,
     /// Distributed tracing: a span per request (and per stage and upstream exchange) exported
     /// over OTLP/HTTP; W3C `traceparent` continued from clients and sent upstream. Spans carry
     /// no PHI (no path, query, subject or client address). Absent: no tracing.

@@ -42,6 +42,7 @@ pub fn validate(loaded: &LoadedConfig, opts: ValidateOptions) -> Result<(), Conf
     v.routes();
     v.empty_paths();
     v.tracing();
+    v.bulk_export();
     if opts.check_files {
         check_files(loaded, &mut v.errors);
     }
@@ -152,6 +153,20 @@ impl Validator<'_> {
         let Some(tracing) = &self.loaded.config.tracing else { return };
         for (key, message) in tracing.problems() {
             self.err(format!("tracing.{key}"), message);
+        }
+    }
+
+    fn bulk_export(&mut self) {
+        let cfg = &self.loaded.config;
+        let Some(bulk) = &cfg.bulk_export else { return };
+        for (key, message) in bulk.problems() {
+            self.err(format!("bulk_export.{key}"), message);
+        }
+        if cfg.policy.is_none() {
+            self.err(
+                "bulk_export".into(),
+                "needs the `policy` section: the policy stage refuses a bulk URL to anyone but the principal it was issued to",
+            );
         }
     }
 

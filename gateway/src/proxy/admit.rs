@@ -95,8 +95,18 @@ pub(super) async fn admit(
             }
         }
     }
+    let (target, bulk) = match &rt.bulk {
+        Some(b) if route.meta.fhir => b.admit(route, target, &method, &rt.target_limits)?,
+        _ => (target, None),
+    };
     let info = RequestInfo { method, path: target.path, query: target.query, headers, body: None };
     let mut req = RequestCtx::new(ctx.request_id.clone(), route.meta.clone(), info);
+    if let Some(b) = &bulk {
+        // A completed export's manifest is rewritten before it is sent: read it whole.
+        req.response.buffer_body =
+            b.kind == phigate_plugin::BulkKind::Status && req.request.method == Method::GET;
+    }
+    req.bulk = bulk;
     if let Some(source) = &route.tenant {
         req.tenant = Some(source.of(&req.request.headers)?);
     }

@@ -2,6 +2,7 @@
 //! forwarding, error responses) and to the stage pipeline; it holds no stage logic itself.
 
 mod admit;
+mod bulk;
 mod ctx;
 mod exchange;
 mod forward;
@@ -163,6 +164,9 @@ impl ProxyHttp for GatewayProxy {
         if ctx.replace_body.is_some() {
             *body = if end_of_stream { ctx.replace_body.take() } else { None };
             return Ok(None);
+        }
+        if ctx.buffered.is_none() && ctx.req.as_ref().is_some_and(|r| r.response.filter_body) {
+            self.filter_body(body, end_of_stream, ctx)?;
         }
         if let Some(buf) = ctx.buffered.as_mut() {
             if let Some(chunk) = body.take() {
@@ -364,13 +368,43 @@ impl GatewayProxy {
         }
         if let Err(denial) = verdict {
             self.replace_response(resp, ctx, &denial)?;
-        } else if req.response.buffer_body {
+            return Ok(());
+        }
+        bulk::seal_status_location(&self.rt, req, resp)?;
+        if req.response.buffer_body || req.response.filter_body {
             // The body is held back until it has been inspected; its length may change.
             resp.remove_header(&header::CONTENT_LENGTH);
             resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-            ctx.buffered = Some(bytes::BytesMut::new());
+            if req.response.buffer_body {
+                ctx.buffered = Some(bytes::BytesMut::new());
+            }
         }
         Ok(())
+    }
+
+    /// A piece of a filtered body through the stages' `on_response_chunk`. A denial ends the
+    /// response where it is (the head and the checked bytes before it are out): the connection is
+    /// closed without the body's end, so the client sees a truncated transfer.
+    fn filter_body(&self, body: &mut Option<Bytes>, end: bool, ctx: &mut GatewayCtx) -> Result<()> {
+        let Some(req) = ctx.req.as_mut() else { return Ok(()) };
+        let chunk = body.take().unwrap_or_default();
+        match self.rt.pipeline.on_response_chunk(req, chunk, end) {
+            Ok(sent) => {
+                *body = (!sent.is_empty() || end).then_some(sent);
+                Ok(())
+            }
+            Err(denial) => {
+                req.error = Some(denial.code);
+                ctx.error = Some(denial.code);
+                log::warn!(
+                    target: "phigate::proxy",
+                    "request_id={} response ended mid-body: {}",
+                    ctx.request_id.as_str(),
+                    denial.code.as_str()
+                );
+                Error::e_explain(ErrorType::InternalError, "response refused mid-body by a stage")
+            }
+        }
     }
 
     /// Replaces an upstream response (head already received) with the error for `denial`.

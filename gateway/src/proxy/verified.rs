@@ -30,7 +30,7 @@ pub(super) async fn fetch_verified(
 ) -> pingora::Result<()> {
     match fetch(rt, connector, session, ctx).await {
         Ok((resp, body)) => match verify(rt, ctx, &resp, body) {
-            Ok(body) => write_upstream(session, ctx, resp, body).await,
+            Ok(body) => write_upstream(rt, session, ctx, resp, body).await,
             Err(denial) => write_denial(session, ctx, &denial).await,
         },
         Err(denial) => write_denial(session, ctx, &denial).await,
@@ -64,10 +64,12 @@ fn verify(rt: &Runtime, ctx: &mut GatewayCtx, resp: &ResponseHeader, body: Bytes
     let Some(req) = ctx.req.as_mut() else { return Ok(body) };
     let mut head = ResponseHead { status: resp.status, headers: &resp.headers };
     rt.pipeline.on_response(req, &mut head)?;
-    rt.pipeline.on_buffered_response(req, body)
+    let body = rt.pipeline.on_buffered_response(req, body)?;
+    super::bulk::rewrite_manifest(rt, req, resp.status, body)
 }
 
 async fn write_upstream(
+    rt: &Runtime,
     session: &mut Session,
     ctx: &mut GatewayCtx,
     mut resp: ResponseHeader,
@@ -79,6 +81,7 @@ async fn write_upstream(
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
     if let Some(req) = ctx.req.as_mut() {
+        super::bulk::seal_status_location(rt, req, &mut resp)?;
         for (name, value) in std::mem::take(&mut req.response.add_headers) {
             resp.insert_header(name, value)?;
         }
