@@ -346,3 +346,43 @@ async fn hostile_host_header_does_not_steer_links() {
     assert!(!text.contains("evil.example"), "{text}");
     assert!(text.contains(&format!("\"fullUrl\":\"https://{}/fhir/Patient/a-p1\"", up.addr)), "{text}");
 }
+
+#[tokio::test]
+async fn bulk_export_sends_its_status_and_file_headers_over_tls() {
+    let pki = TestPki::new();
+    let up = start_upstream(&pki).await;
+    let client = pki.upstream_client();
+    let kick_off = client
+        .get(&format!("{}/$export?_type=Patient,Condition", up.base_url()))
+        .header("prefer", "respond-async")
+        .header("x-phigate-tenant", "tenant-b")
+        .send()
+        .await
+        .expect("kick-off");
+    assert_eq!(kick_off.status, StatusCode::ACCEPTED);
+    assert_eq!(kick_off.header("content-type"), Some("application/fhir+json"));
+    let status_url = kick_off.header("content-location").expect("Content-Location").to_owned();
+    assert_eq!(status_url, format!("{}/$export-poll-status?_jobId=job-1", up.base_url()));
+    let first = client.get(&status_url).send().await.expect("first poll");
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!((first.header("x-progress"), first.header("retry-after")), (Some("in-progress"), Some("1")));
+    assert!(first.body.is_empty());
+    let done = client.get(&status_url).send().await.expect("second poll");
+    assert_eq!((done.status, done.header("content-type")), (StatusCode::OK, Some("application/json")));
+    let manifest = done.json();
+    assert_eq!(manifest["output"][1]["type"], "Patient");
+    let file_url = manifest["output"][1]["url"].as_str().expect("file URL");
+    assert_eq!(file_url, format!("{}/Binary/job-1-Patient", up.base_url()));
+    let file = client.get(file_url).send().await.expect("file");
+    assert_eq!((file.status, file.header("content-type")), (StatusCode::OK, Some("application/fhir+ndjson")));
+    // The tenant header crossed the wire: only tenant-b's four patients.
+    let ids: Vec<_> = file
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("NDJSON line")["id"].clone())
+        .collect();
+    assert_eq!(ids, ["b-p1", "b-p2", "b-p3", "b-p4"]);
+    let cancel = client.request(http::Method::DELETE, &status_url).send().await.expect("cancel");
+    assert_eq!(cancel.status, StatusCode::ACCEPTED);
+    assert_eq!(client.get(&status_url).send().await.expect("poll").status, StatusCode::NOT_FOUND);
+}

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use http::{Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::Value;
 
-use super::fhir::{ApiRequest, FhirApi};
-use crate::demo::data::SampleData;
+use super::fhir::{ApiRequest, FhirApi, Reply, FHIR_JSON};
+use super::{FHIR_NDJSON, MAX_EXPORT_JOBS};
+use crate::demo::data::{SampleData, RESOURCE_TYPES, TENANT_TAG_SYSTEM};
 
 const BASE: &str = "https://up.test/fhir";
 
@@ -25,6 +26,7 @@ fn call(api: &FhirApi, method: Method, target: &str, form: Option<&str>) -> (Sta
         base_url: BASE,
         form_body: form.is_some(),
         body: body.as_bytes(),
+        headers: &HeaderMap::new(),
     });
     let json = serde_json::from_slice(&reply.body).expect("JSON body");
     (reply.status, json)
@@ -186,6 +188,7 @@ fn batch_answers_each_entry_in_order() {
         base_url: BASE,
         form_body: false,
         body: bundle.as_bytes(),
+        headers: &HeaderMap::new(),
     });
     assert_eq!(reply.status, StatusCode::OK);
     let v: Value = serde_json::from_slice(&reply.body).expect("json");
@@ -210,6 +213,7 @@ fn transaction_and_non_bundle_posts_are_400() {
         base_url: BASE,
         form_body: false,
         body: br#"{"resourceType":"Bundle","type":"transaction","entry":[]}"#,
+        headers: &HeaderMap::new(),
     });
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
@@ -261,4 +265,352 @@ fn error_bodies_never_echo_the_request() {
     let (_, v) = get(&api, "Observation?secret-param=SSN-123-45-6789");
     assert!(!v.to_string().contains("SSN-123"));
     assert!(!v.to_string().contains("secret-param"));
+}
+
+#[test]
+fn metadata_lists_the_bulk_export_operations() {
+    let api = api();
+    let (_, v) = get(&api, "metadata");
+    let system = v["rest"][0]["operation"].as_array().expect("system operations");
+    assert!(system.iter().any(|o| o["name"] == "export"
+        && o["definition"] == "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"));
+    let patient = v["rest"][0]["resource"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .expect("Patient");
+    let names: Vec<_> =
+        patient["operation"].as_array().expect("operations").iter().map(|o| &o["name"]).collect();
+    assert_eq!(names, ["everything", "export"]);
+}
+
+// Bulk Data Access export.
+
+const ASYNC: (&str, &str) = ("prefer", "respond-async");
+
+/// Sends a request with headers; the raw reply, since bulk answers are not all FHIR JSON.
+fn send(api: &FhirApi, method: Method, target: &str, headers: &[(&'static str, &str)]) -> Reply {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(*name, HeaderValue::from_str(value).expect("header value"));
+    }
+    api.handle(&ApiRequest {
+        method: &method,
+        path,
+        query,
+        base_url: BASE,
+        form_body: false,
+        body: &[],
+        headers: &map,
+    })
+}
+
+fn header<'r>(reply: &'r Reply, name: &str) -> Option<&'r str> {
+    reply.headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.to_str().ok())
+}
+
+fn json(reply: &Reply) -> Value {
+    serde_json::from_slice(&reply.body).expect("JSON body")
+}
+
+/// The target (below the base) of an absolute URL the upstream handed out.
+fn target(url: &str) -> &str {
+    url.strip_prefix(BASE).and_then(|t| t.strip_prefix('/')).expect("URL on the base")
+}
+
+/// Starts an export; the status URL from `Content-Location`.
+fn kick_off(api: &FhirApi, target: &str, headers: &[(&'static str, &str)]) -> String {
+    let reply = send(api, Method::GET, target, headers);
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{target}: {:?}", reply.body);
+    header(&reply, "content-location").expect("Content-Location").to_owned()
+}
+
+/// Polls until the manifest is ready (the first poll is "in progress").
+fn manifest(api: &FhirApi, status_url: &str) -> Value {
+    let first = send(api, Method::GET, target(status_url), &[]);
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let done = send(api, Method::GET, target(status_url), &[]);
+    assert_eq!(done.status, StatusCode::OK);
+    json(&done)
+}
+
+/// Every file of a manifest: (type, resources), checking the count against the lines.
+fn files(api: &FhirApi, manifest: &Value) -> Vec<(String, Vec<Value>)> {
+    let outputs = manifest["output"].as_array().expect("output");
+    outputs
+        .iter()
+        .map(|o| {
+            let ty = o["type"].as_str().expect("type").to_owned();
+            let reply = send(api, Method::GET, target(o["url"].as_str().expect("url")), &[]);
+            assert_eq!((reply.status, reply.content_type), (StatusCode::OK, Some(FHIR_NDJSON)));
+            let text = std::str::from_utf8(&reply.body).expect("UTF-8");
+            assert!(text.ends_with('\n'), "every line ends in a newline");
+            let lines: Vec<Value> =
+                text.lines().map(|l| serde_json::from_str(l).expect("one resource per line")).collect();
+            assert_eq!(o["count"].as_u64(), Some(lines.len() as u64), "{ty}");
+            (ty, lines)
+        })
+        .collect()
+}
+
+fn tenant_tags(resource: &Value) -> Vec<&str> {
+    resource["meta"]["tag"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .filter(|t| t["system"] == TENANT_TAG_SYSTEM)
+                .filter_map(|t| t["code"].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn export_of(api: &FhirApi, tenant: Option<&str>) -> Vec<Value> {
+    let mut headers = vec![ASYNC];
+    headers.extend(tenant.map(|t| ("x-phigate-tenant", t)));
+    let status = kick_off(api, "$export", &headers);
+    files(api, &manifest(api, &status)).into_iter().flat_map(|(_, lines)| lines).collect()
+}
+
+#[test]
+fn export_kick_off_needs_prefer_respond_async() {
+    let api = api();
+    for target in ["$export", "Patient/$export"] {
+        let reply = send(&api, Method::GET, target, &[]);
+        assert_eq!(
+            (reply.status, issue_code(&json(&reply))),
+            (StatusCode::BAD_REQUEST, "invalid"),
+            "{target}"
+        );
+        let reply = send(&api, Method::GET, target, &[("prefer", "return=minimal")]);
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{target}");
+    }
+    let reply = send(&api, Method::GET, "$export", &[("prefer", "handling=strict, respond-async")]);
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+}
+
+#[test]
+fn export_refuses_unknown_types_formats_and_parameters() {
+    let api = api();
+    for (target, code) in [
+        ("$export?_type=Banana", "invalid"),
+        ("$export?_type=Patient,Banana", "invalid"),
+        ("$export?_type=Patient,", "invalid"),
+        ("$export?_outputFormat=text/csv", "invalid"),
+        ("$export?_since=2020-01-01T00:00:00Z", "not-supported"),
+        ("Patient/$export?_type=Practitioner", "not-supported"),
+    ] {
+        let reply = send(&api, Method::GET, target, &[ASYNC]);
+        assert_eq!((reply.status, issue_code(&json(&reply))), (StatusCode::BAD_REQUEST, code), "{target}");
+    }
+    for target in [
+        "$export?_outputFormat=application%2Ffhir%2Bndjson",
+        "$export?_outputFormat=application/fhir+ndjson",
+        "$export?_outputFormat=application/ndjson",
+        "$export?_outputFormat=ndjson&_type=Patient",
+    ] {
+        assert_eq!(send(&api, Method::GET, target, &[ASYNC]).status, StatusCode::ACCEPTED, "{target}");
+    }
+}
+
+#[test]
+fn export_kick_off_answers_202_with_the_status_url_and_an_informational_outcome() {
+    let api = api();
+    let reply = send(&api, Method::GET, "$export", &[ASYNC]);
+    assert_eq!((reply.status, reply.content_type), (StatusCode::ACCEPTED, Some(FHIR_JSON)));
+    assert_eq!(
+        header(&reply, "content-location"),
+        Some(&*format!("{BASE}/$export-poll-status?_jobId=job-1"))
+    );
+    let v = json(&reply);
+    assert_eq!(v["resourceType"], "OperationOutcome");
+    assert_eq!(
+        (&v["issue"][0]["severity"], &v["issue"][0]["code"], &v["issue"][0]["diagnostics"]),
+        (&Value::from("information"), &Value::from("informational"), &Value::from("Export started"))
+    );
+    let second = kick_off(&api, "Patient/$export", &[ASYNC]);
+    assert_eq!(second, format!("{BASE}/$export-poll-status?_jobId=job-2"));
+}
+
+#[test]
+fn export_first_poll_is_in_progress_then_the_manifest_counts_the_file_lines() {
+    let api = api();
+    let status = kick_off(&api, "$export?_outputFormat=ndjson", &[ASYNC]);
+    let first = send(&api, Method::GET, target(&status), &[]);
+    assert_eq!((first.status, first.body.len(), first.content_type), (StatusCode::ACCEPTED, 0, None));
+    assert_eq!(
+        (header(&first, "x-progress"), header(&first, "retry-after")),
+        (Some("in-progress"), Some("1"))
+    );
+    for _ in 0..2 {
+        let done = send(&api, Method::GET, target(&status), &[]);
+        assert_eq!((done.status, done.content_type), (StatusCode::OK, Some("application/json")));
+        let m = json(&done);
+        let time = m["transactionTime"].as_str().expect("transactionTime");
+        assert!(time.len() == 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'), "{time}");
+        assert_eq!(m["request"], format!("{BASE}/$export?_outputFormat=ndjson"));
+        assert_eq!((&m["requiresAccessToken"], &m["error"]), (&Value::Bool(true), &serde_json::json!([])));
+        let outputs = m["output"].as_array().expect("output");
+        let types: Vec<_> = outputs.iter().filter_map(|o| o["type"].as_str()).collect();
+        let mut all = RESOURCE_TYPES.to_vec();
+        all.sort_unstable();
+        assert_eq!(types, all);
+        for o in outputs {
+            assert_eq!(o["url"], format!("{BASE}/Binary/job-1-{}", o["type"].as_str().unwrap_or("")));
+        }
+        let files = files(&api, &m);
+        let total: usize = files.iter().map(|(_, lines)| lines.len()).sum();
+        assert_eq!(total, api.data.resources().len());
+    }
+}
+
+#[test]
+fn export_files_hold_one_resource_of_their_type_per_line() {
+    let api = api();
+    let status = kick_off(&api, "$export?_type=Observation,Patient&_type=Patient", &[ASYNC]);
+    let files = files(&api, &manifest(&api, &status));
+    let counts: Vec<_> = files.iter().map(|(ty, lines)| (ty.as_str(), lines.len())).collect();
+    assert_eq!(counts, [("Observation", 108), ("Patient", 9)]);
+    for (ty, lines) in &files {
+        for r in lines {
+            assert_eq!(r["resourceType"], **ty);
+            let id = r["id"].as_str().expect("id");
+            let stored = api.data.resource(ty, id).expect("exported resource is in the store");
+            assert_eq!(serde_json::from_slice::<Value>(&stored.json).ok().as_ref(), Some(r));
+        }
+    }
+    let status = kick_off(&api, "Patient/$export", &[ASYNC]);
+    let m = manifest(&api, &status);
+    let types: Vec<_> =
+        m["output"].as_array().expect("output").iter().filter_map(|o| o["type"].as_str()).collect();
+    assert_eq!(types, ["Condition", "Encounter", "MedicationRequest", "Observation", "Patient"]);
+}
+
+#[test]
+fn export_with_a_tenant_header_holds_only_that_tenants_resources() {
+    let api = api();
+    for (tenant, other) in [("tenant-a", "tenant-b"), ("tenant-b", "tenant-a")] {
+        let resources = export_of(&api, Some(tenant));
+        assert!(!resources.is_empty(), "{tenant}");
+        for r in &resources {
+            let tags = tenant_tags(r);
+            assert!(tags.contains(&tenant) && !tags.contains(&other), "{tenant}: {}", r["id"]);
+        }
+    }
+    let b_patients: Vec<_> = export_of(&api, Some("tenant-b"))
+        .into_iter()
+        .filter(|r| r["resourceType"] == "Patient")
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(b_patients, ["b-p1", "b-p2", "b-p3", "b-p4"]);
+    let reply = send(&api, Method::GET, "$export", &[ASYNC, ("x-phigate-tenant", "")]);
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = send(
+        &api,
+        Method::GET,
+        "$export",
+        &[ASYNC, ("x-phigate-tenant", "tenant-a"), ("x-phigate-tenant", "tenant-b")],
+    );
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn export_without_a_tenant_header_holds_both_tenants() {
+    let api = api();
+    let resources = export_of(&api, None);
+    assert_eq!(resources.len(), api.data.resources().len());
+    for tenant in ["tenant-a", "tenant-b"] {
+        assert!(resources.iter().any(|r| tenant_tags(r).contains(&tenant)), "{tenant}");
+    }
+}
+
+#[test]
+fn deleting_an_export_removes_the_job_and_its_files() {
+    let api = api();
+    let status = kick_off(&api, "$export?_type=Patient", &[ASYNC]);
+    let m = manifest(&api, &status);
+    let file = m["output"][0]["url"].as_str().expect("url").to_owned();
+    assert_eq!(send(&api, Method::GET, target(&file), &[]).status, StatusCode::OK);
+    let reply = send(&api, Method::DELETE, target(&status), &[]);
+    assert_eq!((reply.status, reply.body.len()), (StatusCode::ACCEPTED, 0));
+    for (method, url) in [(Method::GET, &status), (Method::GET, &file), (Method::DELETE, &status)] {
+        let reply = send(&api, method.clone(), target(url), &[]);
+        assert_eq!(
+            (reply.status, issue_code(&json(&reply))),
+            (StatusCode::NOT_FOUND, "not-found"),
+            "{method} {url}"
+        );
+    }
+    // The rest of the upstream stays read-only.
+    assert_eq!(send(&api, Method::DELETE, "Patient/a-p1", &[]).status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[test]
+fn unknown_or_missing_export_job_and_file_are_404() {
+    let api = api();
+    kick_off(&api, "$export?_type=Patient", &[ASYNC]);
+    for target in [
+        "$export-poll-status?_jobId=job-9",
+        "$export-poll-status",
+        "$export-poll-status?jobId=job-1",
+        "Binary/job-9-Patient",
+        "Binary/job-1-Observation",
+        "Binary/job-1",
+    ] {
+        let reply = send(&api, Method::GET, target, &[]);
+        assert_eq!(
+            (reply.status, issue_code(&json(&reply))),
+            (StatusCode::NOT_FOUND, "not-found"),
+            "{target}"
+        );
+    }
+    // Other Binary ids keep the answer for an unsupported type.
+    let reply = send(&api, Method::GET, "Binary/x", &[]);
+    assert_eq!((reply.status, issue_code(&json(&reply))), (StatusCode::NOT_FOUND, "not-supported"));
+    assert_eq!(send(&api, Method::GET, "Binary/job-1-Patient", &[]).status, StatusCode::OK);
+}
+
+#[test]
+fn only_the_newest_export_jobs_are_kept() {
+    let api = api();
+    for n in 1..=MAX_EXPORT_JOBS + 1 {
+        let status = kick_off(&api, "$export?_type=Patient", &[ASYNC]);
+        assert!(status.ends_with(&format!("_jobId=job-{n}")), "{status}");
+    }
+    let poll =
+        |job: usize| send(&api, Method::GET, &format!("$export-poll-status?_jobId=job-{job}"), &[]).status;
+    assert_eq!(poll(1), StatusCode::NOT_FOUND);
+    assert_eq!(send(&api, Method::GET, "Binary/job-1-Patient", &[]).status, StatusCode::NOT_FOUND);
+    assert_eq!(poll(2), StatusCode::ACCEPTED);
+    assert_eq!(poll(MAX_EXPORT_JOBS + 1), StatusCode::ACCEPTED);
+}
+
+#[test]
+fn bulk_endpoints_are_refused_in_a_batch_and_by_head_without_side_effects() {
+    let api = api();
+    let status = kick_off(&api, "$export?_type=Patient", &[ASYNC]);
+    let bundle = r#"{"resourceType":"Bundle","type":"batch","entry":[
+        {"request":{"method":"GET","url":"$export-poll-status?_jobId=job-1"}},
+        {"request":{"method":"GET","url":"Binary/job-1-Patient"}},
+        {"request":{"method":"GET","url":"Patient/$export"}}]}"#;
+    let reply = api.handle(&ApiRequest {
+        method: &Method::POST,
+        path: "",
+        query: "",
+        base_url: BASE,
+        form_body: false,
+        body: bundle.as_bytes(),
+        headers: &HeaderMap::new(),
+    });
+    let v = json(&reply);
+    let statuses: Vec<_> =
+        v["entry"].as_array().expect("entries").iter().map(|e| e["response"]["status"].clone()).collect();
+    assert_eq!(statuses, ["400 Bad Request", "400 Bad Request", "400 Bad Request"]);
+    assert_eq!(send(&api, Method::HEAD, target(&status), &[]).status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(send(&api, Method::HEAD, "$export", &[ASYNC]).status, StatusCode::METHOD_NOT_ALLOWED);
+    // Neither consumed the first poll nor started a job.
+    assert_eq!(send(&api, Method::GET, target(&status), &[]).status, StatusCode::ACCEPTED);
+    assert!(kick_off(&api, "$export", &[ASYNC]).ends_with("_jobId=job-2"));
 }

@@ -92,5 +92,12 @@ fn run_entry(api: &FhirApi, entry: &BundleEntry, base_url: &str) -> Reply {
         None => url.trim_start_matches('/'),
     };
     let (path, query) = relative.split_once('?').unwrap_or((relative, ""));
+    if super::bulk::is_bulk_path(path) {
+        return outcome(
+            StatusCode::BAD_REQUEST,
+            "not-supported",
+            "Bulk export endpoints cannot be used in a batch.",
+        );
+    }
     api.get(path, query, base_url)
 }

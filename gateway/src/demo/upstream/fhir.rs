@@ -7,15 +7,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
+use super::bulk::{self, ExportLevel, Exports};
 use super::search::{self, Params, SearchScope};
 use crate::demo::data::{
     resource_type, search_params, ParamKind, SampleData, COMPARTMENT_TYPES, RESOURCE_TYPES,
 };
 
-/// The media type of every response body.
+/// The media type of response bodies (bulk export manifests and files excepted).
 pub const FHIR_JSON: &str = "application/fhir+json";
 
 /// A response before it becomes HTTP.
@@ -25,11 +26,21 @@ pub(crate) struct Reply {
     pub(crate) body: Bytes,
     /// Weak ETag for single-resource reads.
     pub(crate) etag: Option<&'static str>,
+    /// The body's media type; None for an empty body.
+    pub(crate) content_type: Option<&'static str>,
+    /// Further response headers (bulk export: `Content-Location`, `Retry-After`, `X-Progress`).
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Reply {
+    /// 200 with a FHIR JSON body.
     pub(crate) fn ok(body: Bytes) -> Self {
-        Reply { status: StatusCode::OK, body, etag: None }
+        Reply { status: StatusCode::OK, body, etag: None, content_type: Some(FHIR_JSON), headers: Vec::new() }
+    }
+
+    /// 202 Accepted with an empty body and these headers.
+    pub(crate) fn accepted(headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        Reply { status: StatusCode::ACCEPTED, body: Bytes::new(), etag: None, content_type: None, headers }
     }
 }
 
@@ -39,7 +50,7 @@ pub(crate) fn outcome(status: StatusCode, code: &str, diagnostics: &'static str)
         "resourceType": "OperationOutcome",
         "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }],
     });
-    Reply { status, body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), etag: None }
+    Reply { status, ..Reply::ok(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())) }
 }
 
 /// One request as the API sees it: the path already stripped of the base path.
@@ -53,6 +64,8 @@ pub(crate) struct ApiRequest<'a> {
     pub(crate) base_url: &'a str,
     pub(crate) form_body: bool,
     pub(crate) body: &'a [u8],
+    /// The request headers (bulk export reads `Prefer` and `X-Phigate-Tenant`).
+    pub(crate) headers: &'a HeaderMap,
 }
 
 /// The sample FHIR API over one data set.
@@ -60,11 +73,12 @@ pub(crate) struct ApiRequest<'a> {
 pub(crate) struct FhirApi {
     pub(crate) data: Arc<SampleData>,
     capability: Bytes,
+    exports: Exports,
 }
 
 impl FhirApi {
     pub(crate) fn new(data: Arc<SampleData>) -> Self {
-        FhirApi { data, capability: capability_statement() }
+        FhirApi { data, capability: capability_statement(), exports: Exports::default() }
     }
 
     /// Answers one request.
@@ -84,6 +98,7 @@ impl FhirApi {
         match *req.method {
             Method::GET | Method::HEAD => self.route_get(segs, req),
             Method::POST => self.route_post(segs, req),
+            Method::DELETE => self.route_delete(segs, req),
             _ => read_only(),
         }
     }
@@ -91,6 +106,20 @@ impl FhirApi {
     fn route_get(&self, segs: [Option<&str>; 4], req: &ApiRequest<'_>) -> Reply {
         let (q, base) = (req.query, req.base_url);
         match segs {
+            [Some("$export" | "$export-poll-status"), None, ..]
+            | [Some("Patient"), Some("$export"), None, _]
+                if req.method == Method::HEAD =>
+            {
+                bulk::get_only()
+            }
+            [Some("$export"), None, ..] => self.exports.kick_off(&self.data, ExportLevel::System, req),
+            [Some("$export-poll-status"), None, ..] => self.exports.poll(q, base),
+            [Some("Patient"), Some("$export"), None, _] => {
+                self.exports.kick_off(&self.data, ExportLevel::Patient, req)
+            }
+            [Some("Binary"), Some(name), None, _] if bulk::is_file_name(name) => {
+                self.exports.file(&self.data, name)
+            }
             [Some("metadata"), None, ..] => Reply::ok(self.capability.clone()),
             [Some(ty), None, ..] => self.search_type(ty, q, "", base),
             [Some("Patient"), Some(id), Some("$everything"), None] => self.everything(id, q, base),
@@ -122,9 +151,26 @@ impl FhirApi {
         }
     }
 
+    /// The one write: cancelling a bulk export. Everything else stays read-only.
+    fn route_delete(&self, segs: [Option<&str>; 4], req: &ApiRequest<'_>) -> Reply {
+        match segs {
+            [Some("$export-poll-status"), None, ..] => self.exports.cancel(req.query),
+            _ => read_only(),
+        }
+    }
+
     /// A GET for batch entries (never recursive: a batch entry cannot be a POST).
     pub(crate) fn get(&self, path: &str, query: &str, base_url: &str) -> Reply {
-        self.handle(&ApiRequest { method: &Method::GET, path, query, base_url, form_body: false, body: &[] })
+        let headers = HeaderMap::new();
+        self.handle(&ApiRequest {
+            method: &Method::GET,
+            path,
+            query,
+            base_url,
+            form_body: false,
+            body: &[],
+            headers: &headers,
+        })
     }
 
     fn read(&self, ty: &str, id: &str) -> Reply {
@@ -132,7 +178,7 @@ impl FhirApi {
             return unknown_type();
         }
         match self.data.resource(ty, id) {
-            Some(r) => Reply { status: StatusCode::OK, body: r.json.clone(), etag: Some("W/\"1\"") },
+            Some(r) => Reply { etag: Some("W/\"1\""), ..Reply::ok(r.json.clone()) },
             None => outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found."),
         }
     }
@@ -215,10 +261,16 @@ fn capability_statement() -> Bytes {
                 "searchParam": params,
             });
             if *ty == "Patient" {
-                r["operation"] = json!([{
-                    "name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }]);
+                r["operation"] = json!([
+                    {
+                        "name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                    },
+                    {
+                        "name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+                    },
+                ]);
             }
             r
         })
@@ -235,6 +287,10 @@ fn capability_statement() -> Bytes {
             "mode": "server",
             "resource": resources,
             "interaction": [{ "code": "batch" }],
+            "operation": [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+            }],
         }],
     });
     Bytes::from(serde_json::to_vec(&cs).unwrap_or_default())

@@ -4,7 +4,8 @@
 //!
 //! It plays the hospital's FHIR server in `phigate demo`, in the end-to-end tests and in the load
 //! tests, so it records what it receives ([`Recorder`]) and answers from bytes serialized once at
-//! startup. It is read-only. Routes (all JSON, `application/fhir+json`):
+//! startup. It is read-only, bulk export jobs aside. Routes (JSON, `application/fhir+json`, unless
+//! noted):
 //!
 //! ```text
 //! GET  {base}/metadata                    CapabilityStatement
@@ -14,9 +15,17 @@
 //! GET  {base}/Patient/{id}/{type}         compartment search
 //! GET  {base}/Patient/{id}/$everything    everything about a patient, paged
 //! POST {base}                             batch Bundle → batch-response
+//! GET  {base}/$export, {base}/Patient/$export        bulk export kick-off (Prefer: respond-async) → 202
+//! GET  {base}/$export-poll-status?_jobId=job-N       202 in progress, then the manifest (application/json)
+//! DELETE {base}/$export-poll-status?_jobId=job-N     cancel: 202, job and files gone
+//! GET  {base}/Binary/job-N-{type}                    export file (application/fhir+ndjson)
 //! ```
+//!
+//! Bulk export (FHIR Bulk Data Access v2, HAPI FHIR's URLs) honours `X-Phigate-Tenant` as a
+//! partition; see `bulk.rs` for the details.
 
 mod batch;
+mod bulk;
 mod fhir;
 mod recorder;
 mod search;
@@ -31,6 +40,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use batch::MAX_BATCH_ENTRIES;
+pub use bulk::{FHIR_NDJSON, MAX_EXPORT_JOBS, TENANT_HEADER};
 pub use fhir::FHIR_JSON;
 pub use recorder::{Recorder, SeenRequest, MAX_RECORDED_BODY};
 pub use search::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

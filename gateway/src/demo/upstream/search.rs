@@ -56,6 +56,11 @@ impl Params {
         }
         Ok(self)
     }
+
+    /// The decoded `(name, value)` pairs, in request order.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
 }
 
 fn decode(s: &str) -> Result<String, Reply> {

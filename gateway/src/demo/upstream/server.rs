@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
-use super::fhir::{outcome, ApiRequest, FhirApi, Reply, FHIR_JSON};
+use super::fhir::{outcome, ApiRequest, FhirApi, Reply};
 use super::{Recorder, RunningUpstream, SeenRequest, MAX_RECORDED_BODY};
 use crate::demo::data::SampleData;
 use crate::demo::pki::cert_thumbprint;
@@ -205,6 +205,7 @@ async fn handle(
         base_url: &base_url,
         form_body,
         body: &body,
+        headers: &parts.headers,
     });
     let mut res = respond(reply);
     // Like many FHIR servers' permissive CORS defaults: the gateway's policy must replace it.
@@ -270,9 +271,14 @@ fn respond(reply: Reply) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(reply.body));
     *res.status_mut() = reply.status;
     let headers = res.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if let Some(content_type) = reply.content_type {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
     if let Some(etag) = reply.etag {
         headers.insert(header::ETAG, HeaderValue::from_static(etag));
+    }
+    for (name, value) in reply.headers {
+        headers.append(name, value);
     }
     res
 }
