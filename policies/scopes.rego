@@ -40,11 +40,13 @@ deny contains "scope_insufficient" if {
 	not permits("*", l)
 }
 
-# Other operations: reading ones (GET) need read, anything else needs update.
+# Other operations: reading ones (GET) need read, anything else needs update. (An export's status
+# URL, polled or cancelled by the client that started it, is judged in export.rego.)
 deny contains "scope_insufficient" if {
 	some op in ops
 	op.interaction == "operation"
 	not op.operation in {"everything", "export"}
+	not input.request.bulk
 	not permits(object.get(op, "resource_type", "*"), object.get({"GET": "r"}, input.request.method, "u"))
 }
 

@@ -160,6 +160,17 @@ pub const PERSONAS: &[Persona] = &[
         care_team: &[],
         note: "broad tenant-wide role: the exfiltration scenarios' suspect",
     },
+    Persona {
+        name: "bulk_a",
+        tenant: "tenant-a",
+        roles: &[],
+        scope: "system/*.read",
+        mfa: true,
+        bound: false,
+        dpop: false,
+        care_team: &[],
+        note: "tenant A's backend service: bulk export, its status and file URLs sealed to it",
+    },
 ];
 
 /// The issuer's files and the personas' tokens, written under `dir`.

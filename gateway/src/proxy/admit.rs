@@ -118,8 +118,12 @@ pub(super) async fn admit(
             req.request.body = read_body(session, rt.limits.max_body_inspect_bytes).await?;
         }
         let content_type = req.request.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        // Cancelling an export is a DELETE of its status URL (FHIR Bulk Data), an operation no
+        // other FHIR request deletes: classified as the status request it cancels.
+        let cancel = req.bulk.as_ref().is_some_and(|b| b.kind == phigate_plugin::BulkKind::Status)
+            && req.request.method == Method::DELETE;
         let fhir = request::classify(
-            &req.request.method,
+            if cancel { &Method::GET } else { &req.request.method },
             route.rest(&req.request.path),
             &req.request.query,
             req.request.body.as_deref(),

@@ -27,6 +27,9 @@ use respond::{write_denial, write_local, write_preflight, REQUEST_ID};
 
 use crate::runtime::Runtime;
 
+/// The error type of a response a stage refused while its body streamed.
+const RESPONSE_REFUSED: &str = "response_refused";
+
 /// The gateway's proxy logic.
 #[derive(Clone)]
 pub struct GatewayProxy {
@@ -256,7 +259,17 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut GatewayCtx) -> FailToProxy {
-        let code = error_code_for(e);
+        if session.response_written().is_some() {
+            // The head (and perhaps part of the body) is out: nothing may be spliced into the
+            // body. The connection ends without the body's end, so the client sees a truncated
+            // transfer, never a complete-looking one.
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
+        // A stage refused the body before any of it went out: its code, not a proxy failure.
+        let code = match (e.etype(), ctx.error) {
+            (ErrorType::Custom(RESPONSE_REFUSED), Some(code)) => Some(code),
+            _ => error_code_for(e),
+        };
         let status = match code {
             Some(code) => {
                 let denial = Denial::new(code).with_cause(e.etype().as_str().to_owned());
@@ -402,7 +415,7 @@ impl GatewayProxy {
                     ctx.request_id.as_str(),
                     denial.code.as_str()
                 );
-                Error::e_explain(ErrorType::InternalError, "response refused mid-body by a stage")
+                Error::e_explain(ErrorType::Custom(RESPONSE_REFUSED), "response refused mid-body by a stage")
             }
         }
     }
