@@ -65,6 +65,8 @@ fn demo_starts_writes_demo_json_and_its_curl_line_returns_200() {
         printed.iter().find(|l| l.contains(".opaque)")).expect("an opaque-token line"),
         printed.iter().find(|l| l.contains("/exfil/blocks")).expect("a SOC line"),
         printed.iter().find(|l| l.contains("/.well-known/phigate/jwks.json")).expect("a JWKS line"),
+        // Its last poll answers the manifest.
+        printed.iter().find(|l| l.contains("/Patient/$export")).expect("a bulk export line"),
     ];
     for curl in curls {
         let out = Command::new("bash")

@@ -226,6 +226,17 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
             format!("curl -s --cacert {ca} {} {base}/Condition/a-p1-cond-psy", bearer("psychiatrist_a")),
         ),
         (
+            "bulk_a (a backend service) starts a bulk export; the status URL it gets back is sealed to it: \
+             poll it twice (in progress, then the manifest, whose file URLs are sealed too)"
+                .into(),
+            format!(
+                "loc=$(curl -s -D - -o /dev/null --cacert {ca} {auth} -H 'Prefer: respond-async' \
+                 '{base}/Patient/$export?_type=Patient,Observation' | tr -d '\\r' | sed -n 's/^content-location: //Ip'); \
+                 curl -s --cacert {ca} {auth} \"$loc\"; curl -s --cacert {ca} {auth} \"$loc\"",
+                auth = bearer("bulk_a")
+            ),
+        ),
+        (
             "No token: 401 with a Bearer challenge".into(),
             format!("curl -si --cacert {ca} {base}/Patient/a-p1"),
         ),
