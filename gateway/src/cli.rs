@@ -156,7 +156,8 @@ pub enum AuditCommand {
         /// The Ed25519 public key checkpoints must verify with (as for `verify`).
         #[arg(long)]
         public_key: Option<PathBuf>,
-        /// Only accesses that named this patient id.
+        /// Only accesses that reached this patient id: named in the request, or in a response the
+        /// gateway verified (a search result, an export file).
         #[arg(long)]
         patient: Option<String>,
         /// Only accesses by this subject (token `sub`).

@@ -412,3 +412,30 @@ async fn a_route_names_the_tenant_and_other_tenants_are_refused_before_forwardin
     assert_eq!((outside.status.as_u16(), common::error_code(&outside.body).as_str()), (400, "bad_request"));
     assert_eq!(env.upstream.recorder.count(), 4, "only the four permitted requests were forwarded");
 }
+
+/// A tenant-wide search names no patient, yet reaches every patient it returns: the audit
+/// record lists them (`disclosed`), and the accounting of one of them finds the search.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_wide_search_is_accounted_to_every_patient_it_returned() {
+    let mut env = FullEnv::start().await;
+    let (status, _, body) = env.get_as("scraper_a", "/fhir/Patient?_count=3").await;
+    assert_eq!(status, 200, "{body}");
+    let bundle: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut returned: Vec<&str> =
+        bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap()).collect();
+    returned.sort_unstable();
+    assert_eq!(returned.len(), 3);
+    let record = env.wait_record(|r| r["phase"] == "outcome" && r["subject"] == "scraper_a").await;
+    assert_eq!(record["patients"], serde_json::json!([]), "the request named nobody");
+    assert_eq!(record["disclosed"], serde_json::json!(returned), "{record}");
+    let rid = record["request_id"].as_str().unwrap().to_owned();
+    env.gw.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+        .args(["audit", "report", "--patient", returned[2]])
+        .arg(env.pki.dir().join("audit"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().any(|l| l.contains(&rid)), "{text}");
+}

@@ -92,6 +92,15 @@ async fn an_export_is_polled_and_read_through_urls_sealed_to_the_client_that_sta
     assert_eq!(record["path"].as_str().unwrap().split('/').nth(2), Some("Binary"), "{record}");
     assert_eq!(record["entries"], count, "{record}");
     assert_eq!(record["subject"], "bulk_a");
+    // Whose records the file held: every patient its lines name, in the audit record.
+    let mut named: Vec<&str> = lines
+        .iter()
+        .map(|r| r["subject"]["reference"].as_str().unwrap().trim_start_matches("Patient/"))
+        .collect();
+    named.sort_unstable();
+    named.dedup();
+    assert!(!named.is_empty());
+    assert_eq!(record["disclosed"], serde_json::json!(named), "{record}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,8 @@ struct Record<'a> {
     path: &'a str,
     fhir: Option<FhirFields<'a>>,
     patients: &'a [PatientId],
+    /// The patients the response body named, as a stage that read it recorded them (outcome).
+    disclosed: Option<&'a [PatientId]>,
     query: Vec<QueryField<'a>>,
     decision: Option<DecisionFields<'a>>,
     break_glass_reason: Option<&'a str>,
@@ -179,6 +181,7 @@ impl RecordBuilder {
             path: &ctx.request.path,
             fhir: fhir.map(fhir_fields),
             patients,
+            disclosed: resp.patients.as_deref().filter(|_| done),
             query,
             decision: ctx.decision.as_ref().map(|d| DecisionFields {
                 allow: d.allow,

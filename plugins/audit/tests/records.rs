@@ -27,6 +27,7 @@ const REQUIRED: &[&str] = &[
     "path",
     "fhir",
     "patients",
+    "disclosed",
     "query",
     "decision",
     "break_glass_reason",
@@ -57,6 +58,7 @@ async fn allowed_read_records_attempt_then_outcome_with_every_field() {
     ctx.break_glass_reason = Some("ER admission".into());
     assert!(matches!(stage.on_request(&mut ctx).await, Ok(Flow::Continue)));
     answered(&mut ctx, 200);
+    ctx.response.patients = Some(vec![phigate_plugin::PatientId::new("p1")]);
     stage.on_complete(&ctx).await;
 
     let recs = access(&env.audit_dir, "req-read");
@@ -83,6 +85,8 @@ async fn allowed_read_records_attempt_then_outcome_with_every_field() {
     }
     assert_eq!(attempt["phase"], "attempt");
     assert_eq!(attempt["status"], serde_json::Value::Null);
+    assert_eq!(attempt["disclosed"], serde_json::Value::Null, "nothing was answered yet");
+    assert_eq!(outcome["disclosed"], serde_json::json!(["p1"]));
     assert_eq!(outcome["phase"], "outcome");
     assert_eq!(outcome["forwarded"], true);
     assert_eq!(outcome["status"], 200);

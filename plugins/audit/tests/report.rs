@@ -27,8 +27,9 @@ async fn forwarded(stage: &AuditStage, id: &str, subject: &str, patient: &str, s
     stage.on_complete(&ctx).await;
 }
 
-/// Three accesses: dr-alice reads p1 (200), dr-bob reads p2 by break-glass (200), dr-bob is
-/// refused p1 (403, never forwarded), then one attempt whose outcome was never written.
+/// Three accesses: dr-alice reads p1 (200), dr-bob reads p2 by break-glass (200; the response,
+/// as verified, named p2 and p5), dr-bob is refused p1 (403, never forwarded), then one attempt
+/// whose outcome was never written.
 async fn trail(env: &Env) {
     let stage = env.stage();
     forwarded(&stage, "r-1", "dr-alice", "p1", 200).await;
@@ -40,6 +41,7 @@ async fn trail(env: &Env) {
     ctx.decision.as_mut().unwrap().obligations.break_glass = true;
     stage.on_request(&mut ctx).await.unwrap();
     answered(&mut ctx, 200);
+    ctx.response.patients = Some(vec![PatientId::new("p2"), PatientId::new("p5")]);
     stage.on_complete(&ctx).await;
 
     let mut ctx = read_ctx("r-3");
@@ -102,6 +104,8 @@ async fn one_row_per_access_with_attempt_and_outcome_merged() {
         (Some("sid-9"), Some("10.1.2.3"))
     );
     assert_eq!(first["patients"], serde_json::json!(["p1"]));
+    assert_eq!(first["disclosed"], serde_json::json!([]), "the response was not read");
+    assert_eq!(rows[1]["disclosed"], serde_json::json!(["p2", "p5"]));
     assert_eq!(
         (first["interaction"].as_str(), first["resource_type"].as_str()),
         (Some("search-type"), Some("Observation"))
@@ -131,6 +135,8 @@ async fn filters_by_patient_subject_tenant_break_glass_and_refusal() {
     // Everyone who touched p1, including the refused attempt and the incomplete one.
     assert_eq!(ids(&jsonl(&env, &q(|q| q.patient = Some("p1".into())))), ["r-1", "r-3", "r-4"]);
     assert_eq!(ids(&jsonl(&env, &q(|q| q.subject = Some("dr-bob".into())))), ["r-2", "r-3"]);
+    // p5 was not named by any request, but a response reached her.
+    assert_eq!(ids(&jsonl(&env, &q(|q| q.patient = Some("p5".into())))), ["r-2"]);
     assert_eq!(ids(&jsonl(&env, &q(|q| q.break_glass_only = true))), ["r-2"]);
     assert_eq!(ids(&jsonl(&env, &q(|q| q.denied_only = true))), ["r-3"]);
     assert!(jsonl(&env, &q(|q| q.tenant = Some("tenant-b".into()))).is_empty());
@@ -184,6 +190,13 @@ async fn fhir_format_is_a_bundle_of_audit_events() {
     assert_eq!(e["entity"][0]["role"]["code"], "1");
     // Break-glass: purpose of use ETREAT and the justification; refused: outcome 4 with the code.
     assert_eq!(events[1]["purposeOfEvent"][0]["coding"][0]["code"], "ETREAT");
+    let reached: Vec<&str> = events[1]["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"]["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(reached, ["Patient/p2", "Patient/p5"], "named and disclosed, each once");
     assert_eq!(events[1]["agent"][0]["purposeOfUse"][0]["text"], "patient unconscious in ED");
     assert_eq!(
         (events[2]["outcome"].as_str(), events[2]["outcomeDesc"].as_str()),

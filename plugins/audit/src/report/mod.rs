@@ -26,7 +26,8 @@ use crate::verify::{verify, VerifyReport, VerifyStatus};
 /// Which accesses to report (every given filter must hold).
 #[derive(Debug, Clone, Default)]
 pub struct ReportQuery {
-    /// Accesses that named this patient (in the path, the query or a Bundle entry).
+    /// Accesses that reached this patient: named in the request (path, query, Bundle entry) or in
+    /// the response (a search result, an export file) as the gateway verified it.
     pub patient: Option<String>,
     /// Accesses by this subject (token `sub`).
     pub subject: Option<String>,
@@ -114,6 +115,9 @@ pub struct Access {
     pub operation: Option<String>,
     /// Every patient the request named.
     pub patients: Vec<String>,
+    /// The patients the response named (verified responses: a search, an export file), whether
+    /// the request named them or not.
+    pub disclosed: Vec<String>,
     /// The status sent to the client.
     pub status: Option<u16>,
     /// The stable error code the request ended with.
@@ -218,7 +222,7 @@ impl ReportQuery {
         let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
         eq(&self.subject, &a.subject)
             && eq(&self.tenant, &a.tenant)
-            && self.patient.as_ref().is_none_or(|p| a.patients.contains(p))
+            && self.patient.as_ref().is_none_or(|p| a.patients.contains(p) || a.disclosed.contains(p))
             && (!self.break_glass_only || a.break_glass)
             && (!self.denied_only || a.outcome == "denied")
             && (!self.restricted_only || a.met_restricted_records())
@@ -268,6 +272,7 @@ struct Record {
     fhir: Option<FhirPart>,
     #[serde(default)]
     patients: Vec<String>,
+    disclosed: Option<Vec<String>>,
     decision: Option<DecisionPart>,
     break_glass_reason: Option<String>,
     status: Option<u16>,
@@ -319,6 +324,7 @@ impl Record {
             resource_type,
             operation,
             patients: self.patients,
+            disclosed: self.disclosed.unwrap_or_default(),
             status: self.status,
             error: self.error,
             withheld: self.withheld,

@@ -91,9 +91,11 @@ pub(super) fn audit_event(a: &Access) -> Value {
         event["purposeOfEvent"] =
             json!([{"coding": [{"system": ACT_REASON, "code": "ETREAT", "display": "Emergency Treatment"}]}]);
     }
+    let disclosed_only = a.disclosed.iter().filter(|p| !a.patients.contains(p));
     let entities: Vec<Value> = a
         .patients
         .iter()
+        .chain(disclosed_only)
         .map(|p| {
             json!({
                 "what": {"reference": format!("Patient/{p}")},
