@@ -10,7 +10,7 @@
 mod common;
 
 use common::writes::{assert_nothing_forwarded_since_last, forwarded, refusal};
-use common::FullEnv;
+use common::{exfil_alerts, FullEnv};
 use phigate_test_support::TestResponse;
 
 /// The sample upstream partitions exports by `X-Phigate-Tenant`.
@@ -18,7 +18,10 @@ const TENANT_HEADER: &str = "  routes:\n    fhir: { forward_tenant_header: true 
 
 async fn start(partitioned: bool) -> FullEnv {
     let identity = if partitioned { TENANT_HEADER } else { "" };
-    FullEnv::start_full(|_| {}, identity, "bulk_export: { ttl_secs: 600 }\n").await
+    // The SOC hears of a second export within the day.
+    let extra = "bulk_export: { ttl_secs: 600 }\n\
+                 exfil: { alerts_path: alerts/exfil.jsonl, bulk_exports: { threshold: 1 } }\n";
+    FullEnv::start_full(|_| {}, identity, extra).await
 }
 
 async fn get(env: &FullEnv, persona: &str, path: &str, prefer: bool) -> TestResponse {
@@ -186,4 +189,21 @@ async fn a_line_of_another_tenant_ends_the_file_before_it() {
             .await;
         assert_eq!(record["error"], "patient_not_permitted", "{record}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_after_export_alerts_the_soc() {
+    let env = start(true).await;
+    kick_off(&env, "Patient", Some("tenant-a")).await;
+    // Refused kick-offs are not exports: this one lacks Prefer: respond-async.
+    let sync = get(&env, "bulk_a", "/fhir/Patient/$export", false).await;
+    assert_eq!(refusal(&sync), (400, "export_requires_async".into()));
+    kick_off(&env, "Observation", Some("tenant-a")).await;
+    let alerts = exfil_alerts(&env, 1).await;
+    let alert = alerts.iter().find(|a| a["rule"] == "bulk_exports").expect("a bulk_exports alert");
+    assert_eq!(
+        (alert["principal"]["sub"].as_str(), alert["observed"].as_u64()),
+        (Some("bulk_a"), Some(2)),
+        "{alert}"
+    );
 }

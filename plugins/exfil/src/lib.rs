@@ -11,7 +11,8 @@
 //!   `distinct_patients` (one principal touching more than N patients), `bulk_paging` (more than N
 //!   Bundle entries or search pages), `id_enumeration` (reads that miss with 404/403/410, or walk
 //!   adjacent numeric ids), `rate_denials` (storms of 429/403), `restricted_records` (records
-//!   withheld for security labels the principal is not cleared for), plus alerts the policy asks for
+//!   withheld for security labels the principal is not cleared for), `bulk_exports` (`$export`
+//!   kick-offs the upstream accepted), plus alerts the policy asks for
 //!   (`obligations.alert`, for example `break_glass_access`). One alert per principal, rule and
 //!   window.
 //! * **Never blocks a worker**: alerts go through a bounded queue to a background writer; a full
@@ -53,9 +54,9 @@ mod writer;
 pub use alert::ALERT_VERSION;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Action, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig, OffHoursConfig,
-    PagingMeasure, PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig, SharedConfig,
-    TenantHoursConfig,
+    Action, BulkExportsConfig, BulkPagingConfig, DistinctPatientsConfig, ExfilConfig, IdEnumerationConfig,
+    OffHoursConfig, PagingMeasure, PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig,
+    SharedConfig, TenantHoursConfig,
 };
 pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;

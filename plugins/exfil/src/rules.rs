@@ -12,6 +12,7 @@ pub(crate) enum RuleId {
     IdEnumeration,
     RateDenials,
     RestrictedRecords,
+    BulkExports,
     /// Requested by the policy decision; the policy's own alert name is a separate field.
     Policy,
     OffHours,
@@ -25,6 +26,7 @@ impl RuleId {
             RuleId::IdEnumeration => "id_enumeration",
             RuleId::RateDenials => "rate_denials",
             RuleId::RestrictedRecords => "restricted_records",
+            RuleId::BulkExports => "bulk_exports",
             RuleId::Policy => "policy",
             RuleId::OffHours => "off_hours",
         }
@@ -53,6 +55,8 @@ pub(crate) struct Rules {
     pub(crate) denials: Option<Rule>,
     /// Records withheld for their security labels.
     pub(crate) restricted: Option<Rule>,
+    /// Bulk exports started.
+    pub(crate) exports: Option<Rule>,
     /// De-duplication window of policy-requested alerts.
     pub(crate) policy: Option<Duration>,
     /// Patient data reached outside working hours.
@@ -63,9 +67,9 @@ pub(crate) struct Rules {
 
 impl Rules {
     /// The rules with a window and an action, `None` where disabled (policy alerts have neither).
-    fn counted(&self) -> [Option<Rule>; 6] {
+    fn counted(&self) -> [Option<Rule>; 7] {
         let off_hours = self.off_hours.as_ref().map(|o| o.rule);
-        [self.distinct, self.paging, self.probes, self.denials, self.restricted, off_hours]
+        [self.distinct, self.paging, self.probes, self.denials, self.restricted, self.exports, off_hours]
     }
 
     /// How long a principal's windows must be kept after its last request.

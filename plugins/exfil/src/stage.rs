@@ -158,6 +158,9 @@ fn observation(ctx: &RequestCtx, off_hours: bool) -> Observation<'_> {
         off_hours,
         withheld: u64::from(ctx.response.withheld.unwrap_or(0))
             + u64::from(ctx.error == Some(ErrorCode::SecurityLabelNotPermitted)),
+        export_started: ctx.response.forwarded
+            && ctx.response.status == Some(202)
+            && fhir.and_then(|f| f.operation.as_deref()) == Some("export"),
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct Observation<'a> {
     /// Records withheld for their security labels: search entries left out, plus one for a read
     /// or write refused with `security_label_not_permitted`.
     pub(crate) withheld: u64,
+    /// A bulk export the upstream accepted (a `$export` kick-off answered 202).
+    pub(crate) export_started: bool,
 }
 
 /// A detector that fired.
@@ -110,6 +112,7 @@ pub(crate) struct PrincipalState {
     last_read: Option<u64>,
     denials: Counted,
     restricted: Counted,
+    exports: Counted,
     /// (policy alert name, when last written).
     policy: Vec<(Box<str>, Instant)>,
     off_hours: Dedup,
@@ -155,6 +158,11 @@ impl PrincipalState {
         if let Some(r) = &rules.restricted {
             if let Some(n) = self.restricted.add(r, now, obs.withheld) {
                 found.push(Finding::of(RuleId::RestrictedRecords, r, n, samples()));
+            }
+        }
+        if let Some(r) = &rules.exports {
+            if let Some(n) = self.exports.add(r, now, u64::from(obs.export_started)) {
+                found.push(Finding::of(RuleId::BulkExports, r, n, samples()));
             }
         }
         if let Some(o) = &rules.off_hours {

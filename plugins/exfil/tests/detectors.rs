@@ -389,3 +389,36 @@ async fn off_hours_follow_the_principals_tenant() {
     assert_eq!(rules(&alerts), ["off_hours"]);
     assert_eq!(alerts[0]["principal"]["sub"], "alice", "05:30 in Chicago for tenant-a");
 }
+
+#[tokio::test]
+async fn bulk_exports_count_the_exports_the_upstream_accepted() {
+    let h = Harness::new(|c| {
+        c.bulk_exports.enabled = true;
+        c.bulk_exports.threshold = 2;
+        c.bulk_exports.window_secs = 86_400;
+    });
+    h.spawn_writer();
+    let svc = principal("backend");
+    let export = |status: u16| {
+        let mut ctx = search(&svc, &[], None, status);
+        let fhir = ctx.fhir.as_mut().unwrap();
+        fhir.interaction = phigate_plugin::Interaction::Operation;
+        fhir.resource_type = Some("Patient");
+        fhir.operation = Some("export".into());
+        ctx
+    };
+    h.stage.on_complete(&export(202)).await;
+    // Refused or failed kick-offs, and polls of a running export, are not exports started.
+    h.stage.on_complete(&export(400)).await;
+    let mut refused = export(403);
+    refused.response.forwarded = false;
+    h.stage.on_complete(&refused).await;
+    h.stage.on_complete(&export(202)).await;
+    assert_eq!(h.stage.stats().alerts, 0, "2 exports is at the threshold, not over it");
+    h.advance_secs(3600);
+    h.stage.on_complete(&export(202)).await;
+    let alerts = h.alerts().await;
+    assert_eq!(rules(&alerts), ["bulk_exports"]);
+    assert_eq!(alerts[0]["observed"], 3);
+    assert_eq!(alerts[0]["window_secs"], 86_400);
+}

@@ -53,6 +53,8 @@ core_defaults! {
     default_denial_window_secs = 60;
     default_restricted_threshold = 20;
     default_restricted_window_secs = 3600;
+    default_exports_threshold = 3;
+    default_exports_window_secs = 86_400;
     default_block_secs = 900;
     default_policy_window_secs = 300;
 }
@@ -181,6 +183,30 @@ pub struct RestrictedRecordsConfig {
     pub threshold: u64,
     /// Length of the sliding window, in seconds. Default: 3600.
     #[serde(default = "default_restricted_window_secs")]
+    pub window_secs: u64,
+    /// `alert` or `block`. Default: `alert`.
+    #[serde(default = "default_action")]
+    pub action: Action,
+    /// How long `action: block` refuses the principal, in seconds. Default: 900.
+    #[serde(default = "default_block_secs")]
+    pub block_secs: u64,
+}
+
+/// Bulk exports started: a backend service starting export after export (FHIR `$export`, each
+/// a copy of a whole tenant's or group's records) is the largest exfiltration there is, even
+/// when each one is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkExportsConfig {
+    /// Whether the detector runs. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Most exports started (kick-offs the upstream accepted, 202) within the window; the next
+    /// one fires. Default: 3.
+    #[serde(default = "default_exports_threshold")]
+    pub threshold: u64,
+    /// Length of the sliding window, in seconds. Default: 86400 (a day).
+    #[serde(default = "default_exports_window_secs")]
     pub window_secs: u64,
     /// `alert` or `block`. Default: `alert`.
     #[serde(default = "default_action")]
@@ -325,6 +351,7 @@ impl_default!(
     IdEnumerationConfig,
     RateDenialsConfig,
     RestrictedRecordsConfig,
+    BulkExportsConfig,
     PolicyAlertsConfig,
     OffHoursConfig
 );

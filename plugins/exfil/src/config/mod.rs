@@ -13,8 +13,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 pub use detectors::{
-    Action, BulkPagingConfig, DistinctPatientsConfig, IdEnumerationConfig, OffHoursConfig, PagingMeasure,
-    PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig, TenantHoursConfig,
+    Action, BulkExportsConfig, BulkPagingConfig, DistinctPatientsConfig, IdEnumerationConfig, OffHoursConfig,
+    PagingMeasure, PolicyAlertsConfig, RateDenialsConfig, RestrictedRecordsConfig, TenantHoursConfig,
 };
 pub use shared::SharedConfig;
 pub(crate) use shared::SharedSettings;
@@ -59,6 +59,9 @@ pub struct ExfilConfig {
     /// Records withheld for security labels the principal is not cleared for.
     #[serde(default)]
     pub restricted_records: RestrictedRecordsConfig,
+    /// Bulk exports (`$export`) started.
+    #[serde(default)]
+    pub bulk_exports: BulkExportsConfig,
     /// Alerts requested by the policy decision (`obligations.alert`).
     #[serde(default)]
     pub policy_alerts: PolicyAlertsConfig,
@@ -97,6 +100,7 @@ impl ExfilConfig {
             id_enumeration: IdEnumerationConfig::default(),
             rate_denials: RateDenialsConfig::default(),
             restricted_records: RestrictedRecordsConfig::default(),
+            bulk_exports: BulkExportsConfig::default(),
             policy_alerts: PolicyAlertsConfig::default(),
             off_hours: OffHoursConfig::default(),
             shared: None,
@@ -156,12 +160,14 @@ impl ExfilConfig {
         let e = &self.id_enumeration;
         let r = &self.rate_denials;
         let l = &self.restricted_records;
+        let x = &self.bulk_exports;
         for (name, enabled, threshold, max, window, block) in [
             ("distinct_patients", d.enabled, d.threshold, 100_000, d.window_secs, d.block_secs),
             ("bulk_paging", p.enabled, p.threshold, u64::from(u32::MAX), p.window_secs, p.block_secs),
             ("id_enumeration", e.enabled, e.threshold, 1_000_000, e.window_secs, e.block_secs),
             ("rate_denials", r.enabled, r.threshold, 1_000_000, r.window_secs, r.block_secs),
             ("restricted_records", l.enabled, l.threshold, 1_000_000, l.window_secs, l.block_secs),
+            ("bulk_exports", x.enabled, x.threshold, 1_000_000, x.window_secs, x.block_secs),
         ] {
             if !enabled {
                 continue;
@@ -216,6 +222,10 @@ impl ExfilConfig {
             restricted: {
                 let l = &self.restricted_records;
                 rule(l.enabled, l.threshold, l.window_secs, l.action, l.block_secs)
+            },
+            exports: {
+                let x = &self.bulk_exports;
+                rule(x.enabled, x.threshold, x.window_secs, x.action, x.block_secs)
             },
             policy: self.policy_alerts.enabled.then(|| Duration::from_secs(self.policy_alerts.window_secs)),
             off_hours: self
