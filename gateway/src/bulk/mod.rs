@@ -52,8 +52,10 @@ pub struct BulkExportConfig {
     #[serde(default = "default_ttl_secs")]
     pub ttl_secs: u64,
     /// The upstream's status endpoint, relative to the route's base (HAPI FHIR:
-    /// `$export-poll-status`). Asked for directly instead of through an issued URL, it is
-    /// refused with 404 `bulk_url_invalid`. Default `$export-poll-status`.
+    /// `$export-poll-status`; a server with job ids in the path, such as `bulkstatus/<id>`:
+    /// `bulkstatus`). Asked for directly instead of through an issued URL (it or any path under
+    /// it, by any method), it is refused with 404 `bulk_url_invalid`. Default
+    /// `$export-poll-status`.
     #[serde(default = "default_status_path")]
     pub status_path: String,
 }
@@ -171,7 +173,11 @@ impl Bulk {
         let Some(token) =
             rest.strip_prefix('/').and_then(|r| r.strip_prefix(SEGMENT)).and_then(|r| r.strip_prefix('/'))
         else {
-            if rest == &*self.status_rest {
+            // The status endpoint and anything under it (servers that put the job id in the
+            // path), whatever the method.
+            let status =
+                rest.strip_prefix(&*self.status_rest).is_some_and(|r| r.is_empty() || r.starts_with('/'));
+            if status {
                 return Err(invalid("the upstream's status URL asked for directly"));
             }
             return Ok((target, None));

@@ -134,8 +134,17 @@ fn forged_tampered_expired_or_foreign_urls_do_not_open() {
 #[test]
 fn the_upstream_status_url_is_refused_when_asked_for_directly() {
     let (b, r) = (bulk(), route("fhir", "/fhir", None));
-    let refused = admit(&b, &r, "/fhir/$export-poll-status?_jobId=job-1", Method::GET);
-    assert_eq!(refused.unwrap_err(), ErrorCode::BulkUrlInvalid);
+    for direct in [
+        "/fhir/$export-poll-status?_jobId=job-1",
+        "/fhir/$export-poll-status/",
+        "/fhir/$export-poll-status/job-1",
+    ] {
+        for method in [Method::GET, Method::DELETE, Method::POST] {
+            assert_eq!(admit(&b, &r, direct, method).unwrap_err(), ErrorCode::BulkUrlInvalid, "{direct}");
+        }
+    }
+    // Only whole segments: another endpoint that shares the prefix passes.
+    assert!(admit(&b, &r, "/fhir/$export-poll-status-other", Method::GET).is_ok_and(|(_, a)| a.is_none()));
     // Everything else passes untouched.
     let (target, access) = admit(&b, &r, "/fhir/Observation?patient=a-p1", Method::GET).expect("passes");
     assert_eq!((target.as_str(), access), ("/fhir/Observation?patient=a-p1", None));

@@ -379,12 +379,20 @@ impl Stage for PolicyStage {
         events::DECISIONS.with_label_values(&["allow"]).inc();
         // The response must be checked before any byte of it reaches the client, so that a
         // violation can still replace the status: ask for the whole response now.
-        let bulk = ctx.bulk.as_ref().map(|b| b.kind);
-        if let (Some(permit), Some(BulkKind::File)) = (Permit::of(&decision, &index), bulk) {
-            // An export file is NDJSON, checked line by line as it streams.
-            ctx.response.filter_body = true;
-            ctx.extensions.insert(NdjsonCheck::new(permit));
-        } else if let (Some(permit), None) = (Permit::of(&decision, &index), bulk) {
+        // (An export's status answers a manifest, not FHIR, naming no patient: nothing to check.)
+        let permit = match ctx.bulk.as_ref().map(|b| b.kind) {
+            None => Permit::of(&decision, &index),
+            Some(BulkKind::File) => {
+                // An export file is NDJSON, checked line by line as it streams.
+                if let Some(permit) = Permit::of(&decision, &index) {
+                    ctx.response.filter_body = true;
+                    ctx.extensions.insert(NdjsonCheck::new(permit));
+                }
+                None
+            }
+            Some(BulkKind::Status) => None,
+        };
+        if let Some(permit) = permit {
             // Verification reads FHIR JSON: a client asking for XML is refused before anything
             // is forwarded, one accepting anything gets JSON.
             match crate::format::judge(&ctx.request) {

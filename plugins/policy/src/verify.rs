@@ -9,6 +9,11 @@
 //! When the decision withholds security labels, each resource's `meta.security` codings are
 //! matched too, and the walk reports which root Bundle entries (or whether the document itself)
 //! carry one (see [`crate::labels`]).
+//!
+//! Base64 content is not opaque when it is FHIR: an object with `data` and a FHIR JSON or NDJSON
+//! `contentType` (a `Binary` resource, an `Attachment`; HAPI serves bulk export files as
+//! `Binary`) has its decoded content walked the same way, two levels deep at most. Other content
+//! (a PDF, an image) cannot be read; a `securityContext` or other reference beside it still is.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -106,6 +111,7 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
         seen: &seen,
         top: Some(&root),
         entry_list: None,
+        embedded: 0,
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = walk.deserialize(&mut de).and_then(|()| de.end());
@@ -149,6 +155,8 @@ struct Node<'a> {
     top: Option<&'a Root>,
     /// On the root's `entry` value only: where its count and labelled elements go.
     entry_list: Option<&'a Root>,
+    /// How many base64 layers above this document were decoded to reach it.
+    embedded: u8,
 }
 
 impl Node<'_> {
@@ -179,6 +187,47 @@ impl Node<'_> {
 
 fn stop<E: de::Error>() -> E {
     E::custom("patient not permitted")
+}
+
+/// Most base64 layers decoded (a `Binary` holding a Bundle holding a `Binary`); deeper is
+/// unreadable.
+const MAX_EMBEDDED: u8 = 2;
+
+/// Whether a `contentType` is FHIR JSON (one document) or NDJSON (one per line), or neither.
+fn embedded_kind(content_type: &str) -> Option<bool> {
+    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/fhir+json" | "application/json" | "application/json+fhir" => Some(false),
+        "application/fhir+ndjson" | "application/ndjson" | "application/x-ndjson" => Some(true),
+        _ => None,
+    }
+}
+
+impl Node<'_> {
+    /// Walks base64 `data` of FHIR `content_type` like the document around it.
+    fn walk_embedded<E: de::Error>(self, content_type: &str, data: &str) -> Result<(), E> {
+        use base64::Engine;
+        let Some(ndjson) = embedded_kind(content_type) else {
+            return Ok(());
+        };
+        if self.embedded >= MAX_EMBEDDED {
+            return Err(E::custom("embedded FHIR content nested too deep"));
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data.as_bytes())
+            .map_err(|_| E::custom("embedded FHIR content is not base64"))?;
+        let node = Node { embedded: self.embedded + 1, ..self.inner() };
+        let docs: Vec<&[u8]> = if ndjson { decoded.split(|&b| b == b'\n').collect() } else { vec![&decoded] };
+        for doc in docs.into_iter().filter(|d| !d.iter().all(u8::is_ascii_whitespace)) {
+            let mut de = serde_json::Deserializer::from_slice(doc);
+            let walked = node.deserialize(&mut de).and_then(|()| de.end());
+            if self.violation.get() {
+                return Err(stop());
+            }
+            walked.map_err(|_| E::custom("embedded FHIR content is not readable JSON"))?;
+        }
+        Ok(())
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for Node<'_> {
@@ -218,6 +267,7 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut is_patient = false;
         let mut id: Option<String> = None;
+        let (mut data, mut content_type): (Option<Text<'de>>, Option<Text<'de>>) = (None, None);
         let child = self.inner();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
@@ -236,8 +286,15 @@ impl<'de> Visitor<'de> for Node<'_> {
                     None => map.next_value_seed(child)?,
                 },
                 Key::Meta if !self.permit.labels().is_empty() => map.next_value_seed(MetaSeed(child))?,
+                Key::Data if data.is_none() => data = map.next_value_seed(StrOrWalk(child))?,
+                Key::ContentType if content_type.is_none() => {
+                    content_type = map.next_value_seed(StrOrWalk(child))?;
+                }
                 _ => map.next_value_seed(child)?,
             }
+        }
+        if let (Some(data), Some(content_type)) = (&data, &content_type) {
+            self.walk_embedded::<A::Error>(&content_type.0, &data.0)?;
         }
         if is_patient {
             self.check(id.as_deref().unwrap_or("")).map_err(|()| stop::<A::Error>())?;
@@ -257,6 +314,8 @@ enum Key {
     Security,
     System,
     Code,
+    Data,
+    ContentType,
     Other,
 }
 
@@ -285,6 +344,8 @@ impl Visitor<'_> for KeySeed {
             "security" => Key::Security,
             "system" => Key::System,
             "code" => Key::Code,
+            "data" => Key::Data,
+            "contentType" => Key::ContentType,
             _ => Key::Other,
         })
     }
@@ -462,6 +523,50 @@ impl<'de> Visitor<'de> for Coding<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// A string member kept (borrowed unless it has escapes); any other value walked like a node.
+struct StrOrWalk<'a>(Node<'a>);
+
+impl<'de> DeserializeSeed<'de> for StrOrWalk<'_> {
+    type Value = Option<Text<'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrOrWalk<'_> {
+    type Value = Option<Text<'de>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FHIR JSON")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Text(Cow::Borrowed(s))))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Some(Text(Cow::Owned(s.to_owned()))))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(map).map(|()| None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_seq(seq).map(|()| None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 

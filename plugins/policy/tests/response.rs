@@ -159,3 +159,61 @@ async fn tenant_wide_responses_are_checked_by_each_patients_tenant() {
         assert_eq!(denial.code, ErrorCode::PatientNotPermitted, "{foreign}");
     }
 }
+
+/// FHIR content inside base64 (`Binary`, `Attachment`; HAPI serves bulk export files as
+/// `Binary`) is checked like the document around it; other content stays opaque.
+#[test]
+fn base64_fhir_content_is_checked_like_the_document_around_it() {
+    use base64::Engine;
+    use phigate_policy::{verify_collect, Labels, Permit, Verdict, Withheld};
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let binary = |content_type: &str, content: &str| {
+        format!(
+            r#"{{"resourceType":"Binary","id":"job-1-Observation","contentType":"{content_type}","data":"{}"}}"#,
+            b64(content)
+        )
+    };
+    let permit = Permit::patients(["a-p1"]);
+    let own = r#"{"resourceType":"Observation","subject":{"reference":"Patient/a-p1"}}"#;
+    let foreign = r#"{"resourceType":"Observation","subject":{"reference":"Patient/b-p1"}}"#;
+    let verdict = |body: &str| verify_collect(body.as_bytes(), &permit).verdict;
+    // An NDJSON export file, one resource per line; a JSON document.
+    let ndjson = format!("{own}\n{own}\n");
+    let checked = verify_collect(binary("application/fhir+ndjson", &ndjson).as_bytes(), &permit);
+    assert_eq!((checked.verdict, checked.named), (Verdict::Clean, vec![PatientId::new("a-p1")]));
+    assert_eq!(
+        verdict(&binary("application/fhir+ndjson", &format!("{own}\n{foreign}\n"))),
+        Verdict::Violation
+    );
+    assert_eq!(verdict(&binary("application/fhir+json; fhirVersion=4.0", foreign)), Verdict::Violation);
+    // An Attachment in a DocumentReference, `data` before `contentType`.
+    let doc = format!(
+        r#"{{"resourceType":"DocumentReference","subject":{{"reference":"Patient/a-p1"}},"content":[{{"attachment":{{"data":"{}","contentType":"application/json"}}}}]}}"#,
+        b64(foreign)
+    );
+    assert_eq!(verdict(&doc), Verdict::Violation);
+    // A PDF cannot be read: its bytes are not judged (the references beside it are).
+    assert_eq!(verdict(&binary("application/pdf", "%PDF-1.7 Patient/b-p1")), Verdict::Clean);
+    // Not base64, not JSON, or nested past two layers: unreadable, never passed.
+    let not_b64 = r#"{"resourceType":"Binary","contentType":"application/fhir+json","data":"***"}"#;
+    assert_eq!(verdict(not_b64), Verdict::Unreadable);
+    assert_eq!(verdict(&binary("application/fhir+json", "{not json")), Verdict::Unreadable);
+    let deep = binary(
+        "application/fhir+json",
+        &binary("application/fhir+json", &binary("application/fhir+json", own)),
+    );
+    assert_eq!(verdict(&deep), Verdict::Unreadable);
+    assert_eq!(
+        verdict(&binary("application/fhir+json", &binary("application/fhir+json", own))),
+        Verdict::Clean
+    );
+    // A security label inside withholds the whole resource.
+    let psy = r#"{"resourceType":"Condition","meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}]},"subject":{"reference":"Patient/a-p1"}}"#;
+    let labelled = Permit::patients(["a-p1"])
+        .withholding(Labels::from_tokens(["http://terminology.hl7.org/CodeSystem/v3-ActCode|PSY"]));
+    let checked = verify_collect(binary("application/fhir+ndjson", psy).as_bytes(), &labelled);
+    assert_eq!((checked.verdict, checked.withheld), (Verdict::Clean, Withheld::Whole));
+    // `data` of another shape is walked, not trusted.
+    let odd = r#"{"resourceType":"Basic","data":{"subject":{"reference":"Patient/b-p1"}}}"#;
+    assert_eq!(verdict(odd), Verdict::Violation);
+}
