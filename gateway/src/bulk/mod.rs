@@ -47,6 +47,11 @@ pub struct BulkExportConfig {
     /// a restart invalidates the URLs issued before it).
     #[serde(default)]
     pub key_path: Option<PathBuf>,
+    /// Keys URLs issued before a rotation were sealed with (same format): still opened, never
+    /// used to seal. Rotate by moving the old key here and a new one to `key_path`; drop it
+    /// after `ttl_secs`. Default: none.
+    #[serde(default)]
+    pub previous_key_paths: Vec<PathBuf>,
     /// How long an issued URL (status or file) stays valid, in seconds. Default 86400 (a day;
     /// the Bulk Data IG asks servers to keep files for at least some hours).
     #[serde(default = "default_ttl_secs")]
@@ -90,6 +95,8 @@ impl BulkExportConfig {
 /// The sealing key and settings, built once.
 pub struct Bulk {
     key: LessSafeKey,
+    /// Keys that only open (rotated out).
+    previous: Vec<LessSafeKey>,
     rng: SystemRandom,
     ttl_secs: u64,
     /// `/` + the status path: compared with a route's rest.
@@ -126,29 +133,40 @@ impl Bulk {
     /// The key file's problems, under `bulk_export.key_path`.
     pub fn build(cfg: &BulkExportConfig, dir: &Path) -> Result<Bulk, Vec<ConfigIssue>> {
         let rng = SystemRandom::new();
+        let mut issues = Vec::new();
+        let mut read = |path: &Path, key: &str| {
+            let path = if path.is_absolute() { path.to_owned() } else { dir.join(path) };
+            phigate_plugin::read_secret_key(&path, key, &mut issues)
+        };
         let secret = match &cfg.key_path {
-            Some(path) => {
-                let mut issues = Vec::new();
-                let path = if path.is_absolute() { path.clone() } else { dir.join(path) };
-                match phigate_plugin::read_secret_key(&path, "bulk_export.key_path", &mut issues) {
-                    Some(k) => k,
-                    None => return Err(issues),
-                }
-            }
+            Some(path) => read(path, "bulk_export.key_path"),
             None => {
                 let mut k = vec![0u8; 32];
-                rng.fill(&mut k)
-                    .map_err(|_| vec![ConfigIssue::new("bulk_export", "no system randomness")])?;
-                k
+                rng.fill(&mut k).ok().map(|()| k)
             }
         };
-        Bulk::with_secret(&secret, cfg.ttl_secs, &cfg.status_path)
-            .ok_or_else(|| vec![ConfigIssue::new("bulk_export.key_path", "no key could be derived")])
+        let previous: Vec<_> = cfg
+            .previous_key_paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| read(p, &format!("bulk_export.previous_key_paths[{i}]")))
+            .collect();
+        let Some(secret) = secret.filter(|_| issues.is_empty()) else {
+            if issues.is_empty() {
+                issues.push(ConfigIssue::new("bulk_export", "no system randomness for a key"));
+            }
+            return Err(issues);
+        };
+        let mut bulk = Bulk::with_secret(&secret, cfg.ttl_secs, &cfg.status_path)
+            .ok_or_else(|| vec![ConfigIssue::new("bulk_export.key_path", "no key could be derived")])?;
+        bulk.previous = previous.iter().filter_map(|k| derive_key(k)).collect();
+        Ok(bulk)
     }
 
     fn with_secret(secret: &[u8], ttl_secs: u64, status_path: &str) -> Option<Bulk> {
         Some(Bulk {
             key: derive_key(secret)?,
+            previous: Vec::new(),
             rng: SystemRandom::new(),
             ttl_secs,
             status_rest: format!("/{status_path}").into(),
@@ -280,15 +298,18 @@ impl Bulk {
             return Err(invalid("not a URL the gateway issued"));
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| invalid("not a URL the gateway issued"))?;
-        let mut sealed = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(AAD), &mut sealed)
-            .map_err(|_| invalid("not a URL the gateway issued"))?;
-        let ticket: Ticket =
-            serde_json::from_slice(plain).map_err(|_| invalid("not a URL the gateway issued"))?;
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| invalid("not a URL the gateway issued"))?;
+        // The current key, then those rotated out.
+        let ticket = std::iter::once(&self.key)
+            .chain(&self.previous)
+            .find_map(|key| {
+                let mut sealed = sealed.to_vec();
+                let plain = key
+                    .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(AAD), &mut sealed)
+                    .ok()?;
+                serde_json::from_slice::<Ticket>(plain).ok()
+            })
+            .ok_or_else(|| invalid("not a URL the gateway issued"))?;
         if ticket.e <= now {
             return Err(invalid("expired"));
         }

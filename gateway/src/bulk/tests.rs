@@ -210,6 +210,7 @@ fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
 fn config_problems_are_named() {
     let cfg = |ttl_secs, status_path: &str| BulkExportConfig {
         key_path: None,
+        previous_key_paths: Vec::new(),
         ttl_secs,
         status_path: status_path.into(),
     };
@@ -224,4 +225,33 @@ fn config_problems_are_named() {
     let missing = BulkExportConfig { key_path: Some("no-such-bulk-key".into()), ..cfg(3600, "s") };
     let issues = Bulk::build(&missing, &dir).unwrap_err();
     assert_eq!(issues[0].key_path, "bulk_export.key_path");
+}
+
+#[test]
+fn urls_sealed_before_a_key_rotation_still_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("old.key"), KEY).expect("write");
+    std::fs::write(dir.path().join("new.key"), b"a brand new key of at least thirty-two bytes")
+        .expect("write");
+    let cfg = |key: &str, previous: &[&str]| BulkExportConfig {
+        key_path: Some(key.into()),
+        previous_key_paths: previous.iter().map(Into::into).collect(),
+        ttl_secs: 3600,
+        status_path: "$export-poll-status".into(),
+    };
+    let r = route("fhir", "/fhir", None);
+    let old = Bulk::build(&cfg("old.key", &[]), dir.path()).expect("old");
+    let url = old.issue(BulkKind::File, &r, &ctx(&r, "bulk", "tenant-a"), "/fhir/Binary/f1").expect("issued");
+    let rotated = Bulk::build(&cfg("new.key", &["old.key"]), dir.path()).expect("rotated");
+    assert_eq!(admit(&rotated, &r, path_of(&url), Method::GET).expect("opens").0, "/fhir/Binary/f1");
+    // New URLs are sealed with the new key only.
+    let fresh =
+        rotated.issue(BulkKind::File, &r, &ctx(&r, "bulk", "tenant-a"), "/fhir/Binary/f2").expect("issued");
+    assert_eq!(admit(&old, &r, path_of(&fresh), Method::GET).unwrap_err(), ErrorCode::BulkUrlInvalid);
+    // Once the old key is dropped, its URLs are gone.
+    let dropped = Bulk::build(&cfg("new.key", &[]), dir.path()).expect("dropped");
+    assert_eq!(admit(&dropped, &r, path_of(&url), Method::GET).unwrap_err(), ErrorCode::BulkUrlInvalid);
+    // A previous key that cannot be read is named.
+    let issues = Bulk::build(&cfg("new.key", &["missing.key"]), dir.path()).unwrap_err();
+    assert_eq!(issues[0].key_path, "bulk_export.previous_key_paths[0]");
 }
