@@ -258,7 +258,8 @@ impl Bulk {
     }
 
     /// The manifest of a completed export with every `url` under the route replaced by an
-    /// issued file URL (`output`, `error` and `deleted`); other members as sent.
+    /// issued URL: a file URL for `output`, `error` and `deleted`, a status URL for `link` (the
+    /// next page of a large manifest, Bulk Data 2.0); other members as sent.
     ///
     /// # Errors
     /// 502 `upstream_error` when the body is not a JSON object.
@@ -266,11 +267,16 @@ impl Bulk {
         let bad = || Denial::new(ErrorCode::UpstreamError).with_cause("bulk manifest is not a JSON object");
         let mut manifest: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad())?;
         let object = manifest.as_object_mut().ok_or_else(bad)?;
-        for list in ["output", "error", "deleted"] {
+        for (list, kind) in [
+            ("output", BulkKind::File),
+            ("error", BulkKind::File),
+            ("deleted", BulkKind::File),
+            ("link", BulkKind::Status),
+        ] {
             let Some(items) = object.get_mut(list).and_then(|v| v.as_array_mut()) else { continue };
             for item in items {
                 let Some(url) = item.get_mut("url") else { continue };
-                let issued = url.as_str().and_then(|u| self.issue(BulkKind::File, route, req, u));
+                let issued = url.as_str().and_then(|u| self.issue(kind, route, req, u));
                 if let Some(issued) = issued {
                     *url = serde_json::Value::String(issued);
                 }

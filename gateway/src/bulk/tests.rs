@@ -185,7 +185,8 @@ fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
     let manifest = br#"{"transactionTime":"2026-12-07T17:00:00Z","request":"https://gw/fhir/$export","requiresAccessToken":true,
         "output":[{"type":"Patient","url":"https://fhir.internal/fhir/Binary/job-1-Patient","count":2},
                   {"type":"Observation","url":"https://bucket.s3.example/o.ndjson","count":5}],
-        "error":[{"type":"OperationOutcome","url":"/fhir/Binary/job-1-errors"}]}"#;
+        "error":[{"type":"OperationOutcome","url":"/fhir/Binary/job-1-errors"}],
+        "link":[{"relation":"next","url":"https://fhir.internal/fhir/$export-poll-status?_jobId=job-1&page=2"}]}"#;
     let out: serde_json::Value =
         serde_json::from_slice(&b.rewrite_manifest(&r, &c, manifest).expect("rewritten")).expect("json");
     let patient_url = out["output"][0]["url"].as_str().expect("url");
@@ -202,6 +203,11 @@ fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
     let error_url = out["error"][0]["url"].as_str().expect("url");
     assert_eq!(admit(&b, &r, path_of(error_url), Method::GET).expect("opens").0, "/fhir/Binary/job-1-errors");
     assert_eq!(out["transactionTime"], "2026-12-07T17:00:00Z");
+    // The next page of the manifest is polled like the status URL.
+    let next = out["link"][0]["url"].as_str().expect("url");
+    let (target, access) = admit(&b, &r, path_of(next), Method::GET).expect("opens");
+    assert_eq!(target, "/fhir/$export-poll-status?_jobId=job-1&page=2");
+    assert_eq!(access.map(|a| a.kind), Some(BulkKind::Status));
     assert_eq!(b.rewrite_manifest(&r, &c, b"[1]").unwrap_err().code, ErrorCode::UpstreamError);
     assert_eq!(b.rewrite_manifest(&r, &c, b"not json").unwrap_err().code, ErrorCode::UpstreamError);
 }
