@@ -102,14 +102,8 @@ impl NdjsonCheck {
                 events::WITHHELD_ENTRIES.with_label_values::<&str>(&[]).inc();
                 Ok(false)
             }
-            Verdict::Violation => {
-                events::RESPONSE_CHECKS.with_label_values(&["violation"]).inc();
-                Err(Denial::new(ErrorCode::PatientNotPermitted)
-                    .with_cause("bulk file names a patient outside the permitted set"))
-            }
-            Verdict::Unreadable => {
-                events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
-                Err(Denial::new(ErrorCode::PolicyError).with_cause("bulk file line is not readable JSON"))
+            Verdict::Violation | Verdict::Unreadable => {
+                Err(crate::stage::refusal(checked.verdict, "bulk file line"))
             }
         }
     }

@@ -222,7 +222,7 @@ pub(crate) fn with_time(mut input: Value, ctx: &RequestCtx) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use http::{HeaderMap, Method};
@@ -230,7 +230,8 @@ mod tests {
 
     use super::*;
 
-    fn ctx(principal: Principal) -> RequestCtx {
+    /// A GET on the `fhir` route by `principal` (for the crate's unit tests).
+    pub(crate) fn ctx(principal: Principal) -> RequestCtx {
         let route = Arc::new(RouteMeta {
             name: "fhir".into(),
             index: 0,

@@ -492,16 +492,21 @@ impl Stage for PolicyStage {
                 }
                 Ok(())
             }
-            Verdict::Violation => {
-                events::RESPONSE_CHECKS.with_label_values(&["violation"]).inc();
-                Err(Denial::new(ErrorCode::PatientNotPermitted)
-                    .with_cause("response names a patient outside the permitted set"))
-            }
-            Verdict::Unreadable => {
-                events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
-                Err(Denial::new(ErrorCode::PolicyError).with_cause("response body is not readable JSON"))
-            }
+            Verdict::Violation | Verdict::Unreadable => Err(refusal(checked.verdict, "response")),
         }
+    }
+}
+
+/// The refusal of a body (`what`: a response, a bulk file line) verification did not pass,
+/// counted.
+pub(crate) fn refusal(verdict: Verdict, what: &str) -> Denial {
+    if verdict == Verdict::Violation {
+        events::RESPONSE_CHECKS.with_label_values(&["violation"]).inc();
+        Denial::new(ErrorCode::PatientNotPermitted)
+            .with_cause(format!("{what} names a patient outside the permitted set"))
+    } else {
+        events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
+        Denial::new(ErrorCode::PolicyError).with_cause(format!("{what} is not readable JSON"))
     }
 }
 

@@ -16,6 +16,19 @@ fn api() -> FhirApi {
     FhirApi::new(Arc::new(SampleData::generate()))
 }
 
+/// POSTs `body` to the base (a batch or transaction Bundle).
+fn post_bundle(api: &FhirApi, body: &[u8]) -> Reply {
+    api.handle(&ApiRequest {
+        method: &Method::POST,
+        path: "",
+        query: "",
+        base_url: BASE,
+        form_body: false,
+        body,
+        headers: &HeaderMap::new(),
+    })
+}
+
 fn call(api: &FhirApi, method: Method, target: &str, form: Option<&str>) -> (StatusCode, Value) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let body = form.unwrap_or("");
@@ -181,15 +194,7 @@ fn batch_answers_each_entry_in_order() {
         {"request":{"method":"GET","url":"Patient/nope"}},
         {"request":{"method":"GET","url":"Observation?patient=a-p3&_count=2"}},
         {"request":{"method":"DELETE","url":"Patient/a-p1"}}]}"#;
-    let reply = api.handle(&ApiRequest {
-        method: &Method::POST,
-        path: "",
-        query: "",
-        base_url: BASE,
-        form_body: false,
-        body: bundle.as_bytes(),
-        headers: &HeaderMap::new(),
-    });
+    let reply = post_bundle(&api, bundle.as_bytes());
     assert_eq!(reply.status, StatusCode::OK);
     let v: Value = serde_json::from_slice(&reply.body).expect("json");
     assert_eq!(v["type"], "batch-response");
@@ -206,15 +211,7 @@ fn transaction_and_non_bundle_posts_are_400() {
     let api = api();
     let (s, v) = call(&api, Method::POST, "", None);
     assert_eq!((s, issue_code(&v)), (StatusCode::BAD_REQUEST, "invalid"));
-    let reply = api.handle(&ApiRequest {
-        method: &Method::POST,
-        path: "",
-        query: "",
-        base_url: BASE,
-        form_body: false,
-        body: br#"{"resourceType":"Bundle","type":"transaction","entry":[]}"#,
-        headers: &HeaderMap::new(),
-    });
+    let reply = post_bundle(&api, br#"{"resourceType":"Bundle","type":"transaction","entry":[]}"#);
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
 
@@ -595,15 +592,7 @@ fn bulk_endpoints_are_refused_in_a_batch_and_by_head_without_side_effects() {
         {"request":{"method":"GET","url":"$export-poll-status?_jobId=job-1"}},
         {"request":{"method":"GET","url":"Binary/job-1-Patient"}},
         {"request":{"method":"GET","url":"Patient/$export"}}]}"#;
-    let reply = api.handle(&ApiRequest {
-        method: &Method::POST,
-        path: "",
-        query: "",
-        base_url: BASE,
-        form_body: false,
-        body: bundle.as_bytes(),
-        headers: &HeaderMap::new(),
-    });
+    let reply = post_bundle(&api, bundle.as_bytes());
     let v = json(&reply);
     let statuses: Vec<_> =
         v["entry"].as_array().expect("entries").iter().map(|e| e["response"]["status"].clone()).collect();

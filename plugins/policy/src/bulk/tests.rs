@@ -1,9 +1,6 @@
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
-use phigate_plugin::{
-    BulkAccess, BulkKind, ErrorCode, Principal, RequestCtx, RequestId, RequestInfo, RouteMeta, TenantId,
-};
+use phigate_plugin::{BulkAccess, BulkKind, ErrorCode, Principal, RequestCtx, TenantId};
 
 use super::*;
 use crate::labels::Labels;
@@ -114,24 +111,10 @@ fn what_was_sent_is_recorded_for_the_audit() {
 }
 
 fn ctx_for(sub: &str, tenant: Option<&str>) -> RequestCtx {
-    let meta = Arc::new(RouteMeta {
-        name: "fhir".into(),
-        index: 0,
-        prefix: "/fhir".into(),
-        fhir: true,
-        upstream: "u".into(),
-    });
-    let info = RequestInfo {
-        method: Method::GET,
-        path: "/fhir/Binary/x".into(),
-        query: Vec::new(),
-        headers: HeaderMap::new(),
-        body: None,
-    };
-    let mut ctx = RequestCtx::new(RequestId::new("r"), meta, info);
-    ctx.principal =
-        Some(Arc::new(Principal { tenant: tenant.map(TenantId::new), ..Principal::new("https://idp", sub) }));
-    ctx
+    crate::input::tests::ctx(Principal {
+        tenant: tenant.map(TenantId::new),
+        ..Principal::new("https://idp", sub)
+    })
 }
 
 #[test]
