@@ -1,13 +1,15 @@
 //! Response verification of a search result page: 50 Observations (US Core-like, each with
 //! `meta` and a tenant tag, as the demo upstream writes them), checked against a care team,
 //! without and with withheld security labels (the shipped data's five), and a page where one
-//! entry carries a withheld label (cut out and checked again).
+//! entry carries a withheld label (cut out and checked again). And a bulk export file: 1,000
+//! such Observations as NDJSON, checked line by line as the policy stage checks a streamed file
+//! (reported in bytes per second).
 //!
 //! `cargo bench -p phigate-policy --bench verify`.
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use phigate_policy::{verify_collect, without_entries, Labels, Permit, Verdict, Withheld};
 
 const LABELS: [&str; 5] = [
@@ -61,5 +63,29 @@ fn verify(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify);
+/// 1,000 Observations, one per line, as a bulk export file holds them.
+fn ndjson_file() -> Vec<u8> {
+    let bundle: serde_json::Value = serde_json::from_slice(&page(None)).expect("page");
+    let one: Vec<String> =
+        bundle["entry"].as_array().expect("entries").iter().map(|e| e["resource"].to_string()).collect();
+    (0..20).flat_map(|_| one.iter()).flat_map(|l| [l.as_bytes(), b"\n"]).flatten().copied().collect()
+}
+
+fn ndjson(c: &mut Criterion) {
+    let file = ndjson_file();
+    let permit = Permit::patients(["a-p1", "a-p2"]).withholding(Labels::from_tokens(LABELS));
+    let mut group = c.benchmark_group("verify/ndjson");
+    group.throughput(Throughput::Bytes(file.len() as u64));
+    group.bench_function("1000_lines", |b| {
+        b.iter(|| {
+            for line in black_box(&file).split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let v = verify_collect(line, &permit);
+                assert!(v.verdict == Verdict::Clean && v.withheld == Withheld::Nothing);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, ndjson);
 criterion_main!(benches);
