@@ -227,7 +227,14 @@ pub enum ConfigCommand {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A serving process logs through its own writer thread; a one-shot command writes directly.
+    init_logging(matches!(cli.command, Command::Run { .. } | Command::Demo { command: None, .. }));
+    let code = dispatch(cli);
+    crate::logsink::flush();
+    code
+}
+
+fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config, upgrade } => run(&config, upgrade),
@@ -349,9 +356,17 @@ fn audit_report(command: AuditCommand) -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(serving: bool) {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env).format_timestamp_micros().try_init();
+    let mut builder = env_logger::Builder::from_env(env);
+    builder.format_timestamp_micros();
+    if serving {
+        // Without the thread, lines go to stderr directly as before.
+        if let Ok(writer) = crate::logsink::stderr_writer() {
+            builder.target(env_logger::Target::Pipe(Box::new(writer)));
+        }
+    }
+    let _ = builder.try_init();
 }
 
 /// Loads and validates, printing every error (one per line) and every warning.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod cors;
 pub mod error_response;
 pub mod events;
+pub mod logsink;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

@@ -209,5 +209,7 @@ impl BackgroundService for Background {
                 log::warn!("tracing: the spans queued at shutdown could not be exported");
             }
         }
+        // Log lines waiting for the writer thread go out before the process exits.
+        let _ = tokio::task::spawn_blocking(crate::logsink::flush).await;
     }
 }
