@@ -164,7 +164,8 @@ async fn a_labelled_resource_is_left_out_of_the_file() {
 async fn a_line_of_another_tenant_ends_the_file_before_it() {
     // The upstream is not partitioned: tenant A's export holds tenant B's resources too. (The
     // sample files are smaller than pingora's 64 KiB body read, so the foreign line is in the
-    // first piece here; the policy stage's tests cover a file cut after lines went out.)
+    // first piece here; `a_foreign_line_after_lines_went_out_cuts_the_transfer_short` has one
+    // that arrives later.)
     let env = start(false).await;
     let status = kick_off(&env, "Patient,Observation", None).await;
     let manifest = manifest(&env, &status).await;
@@ -206,4 +207,48 @@ async fn export_after_export_alerts_the_soc() {
         (Some("bulk_a"), Some(2)),
         "{alert}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_line_after_lines_went_out_cuts_the_transfer_short() {
+    // The gateway's data places a-p5 in tenant B while the upstream files her under tenant A,
+    // and every resource is 20 times in the file: a-p1's lines alone fill more than one piece
+    // read from the upstream (64 KiB), so the head and checked lines go out before a-p5's.
+    let env = FullEnv::start_custom(
+        |upstream| upstream.export_copies(20),
+        |dir| {
+            let path = dir.join("data/tenants.json");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let moved =
+                text.replace(r#""a-p5": {"tenant": "tenant-a"}"#, r#""a-p5": {"tenant": "tenant-b"}"#);
+            assert_ne!(moved, text, "a-p5 moved");
+            std::fs::write(&path, moved).unwrap();
+        },
+        TENANT_HEADER,
+        "bulk_export: {}\n",
+        // The shipped policy tests' fixtures keep a-p5 in tenant A.
+        |cfg, _| cfg.replace("  max_eval_ms: 2000\n", "  max_eval_ms: 2000\n  test_on_reload: false\n"),
+    )
+    .await;
+    let status = kick_off(&env, "Observation", Some("tenant-a")).await;
+    let manifest = manifest(&env, &status).await;
+    let (url, count) = output(&manifest, "Observation");
+    assert_eq!(count, 5 * 12 * 20);
+    let res =
+        env.pki.public_client().get(&env.gw.url(&path_of(url))).bearer(&env.token("bulk_a")).send().await;
+    assert!(res.is_err(), "a complete response: {:?}", res.map(|r| (r.status, r.body.len())));
+    let record = env
+        .wait_record(|r| {
+            r["phase"] == "outcome" && r["path"].as_str().is_some_and(|p| p.ends_with("-Observation"))
+        })
+        .await;
+    assert_eq!(
+        (record["status"].as_u64(), record["error"].as_str()),
+        (Some(200), Some("patient_not_permitted")),
+        "{record}"
+    );
+    // What went out before the cut: whole lines of tenant A's other patients, never a-p5's.
+    let disclosed = record["disclosed"].as_array().unwrap();
+    assert!(!disclosed.is_empty() && !disclosed.iter().any(|p| p == "a-p5"), "{record}");
+    assert!(record["bytes_out"].as_u64().unwrap() > 0, "{record}");
 }

@@ -8,6 +8,7 @@ pub mod writes;
 use std::net::SocketAddr;
 
 use phigate::demo::pki::UPSTREAM_SERVER_NAME;
+use phigate::demo::upstream::SampleUpstreamBuilder;
 use phigate_test_support::{start_upstream, RunningUpstream, TestGateway, TestPki, TestResponse};
 
 /// PKI + upstream + gateway.
@@ -172,8 +173,22 @@ impl FullEnv {
         extra: &str,
         edit_cfg: impl FnOnce(String, SocketAddr) -> String,
     ) -> FullEnv {
+        Self::start_custom(|b| b, edit, identity, extra, edit_cfg).await
+    }
+
+    /// [`FullEnv::start_edited`], with the sample upstream's builder adjusted by `upstream`.
+    pub async fn start_custom(
+        upstream: impl FnOnce(SampleUpstreamBuilder) -> SampleUpstreamBuilder,
+        edit: impl FnOnce(&std::path::Path),
+        identity: &str,
+        extra: &str,
+        edit_cfg: impl FnOnce(String, SocketAddr) -> String,
+    ) -> FullEnv {
         let pki = TestPki::new();
-        let upstream = start_upstream(&pki).await;
+        let upstream = upstream(phigate_test_support::upstream_builder(&pki))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let dir = pki.dir();
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;

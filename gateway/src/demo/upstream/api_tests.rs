@@ -603,3 +603,17 @@ fn bulk_endpoints_are_refused_in_a_batch_and_by_head_without_side_effects() {
     assert_eq!(send(&api, Method::GET, target(&status), &[]).status, StatusCode::ACCEPTED);
     assert!(kick_off(&api, "$export", &[ASYNC]).ends_with("_jobId=job-2"));
 }
+
+#[test]
+fn export_copies_repeat_each_resource_in_a_row() {
+    let once = api();
+    let thrice = FhirApi::new(Arc::new(SampleData::generate())).with_export_copies(3);
+    let single = files(&once, &manifest(&once, &kick_off(&once, "Patient/$export?_type=Patient", &[ASYNC])));
+    let copied =
+        files(&thrice, &manifest(&thrice, &kick_off(&thrice, "Patient/$export?_type=Patient", &[ASYNC])));
+    let ids =
+        |lines: &[Value]| lines.iter().map(|r| r["id"].as_str().expect("id").to_owned()).collect::<Vec<_>>();
+    let expected: Vec<String> =
+        ids(&single[0].1).into_iter().flat_map(|id| [id.clone(), id.clone(), id]).collect();
+    assert_eq!(ids(&copied[0].1), expected);
+}

@@ -70,6 +70,8 @@ impl ExportLevel {
 #[derive(Debug, Default)]
 pub(crate) struct Exports {
     state: Mutex<State>,
+    /// Each resource's line appears this many times in a row in the files (0 and 1: once).
+    copies: usize,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +96,12 @@ struct Job {
 }
 
 impl Exports {
+    /// Export files with each resource `copies` times in a row: a larger export, for tests of
+    /// files streamed in many pieces.
+    pub(crate) fn with_copies(copies: usize) -> Self {
+        Exports { copies, ..Exports::default() }
+    }
+
     /// `GET [base]/$export` or `GET [base]/Patient/$export`: validates, snapshots the selection
     /// and answers 202 with the status URL in `Content-Location`.
     pub(crate) fn kick_off(&self, data: &SampleData, level: ExportLevel, req: &ApiRequest<'_>) -> Reply {
@@ -108,7 +116,12 @@ impl Exports {
             Ok(t) => t,
             Err(reply) => return reply,
         };
-        let outputs = select(data, &types, tenant);
+        let mut outputs = select(data, &types, tenant);
+        if self.copies > 1 {
+            for (_, indexes) in &mut outputs {
+                *indexes = indexes.iter().flat_map(|i| std::iter::repeat_n(*i, self.copies)).collect();
+            }
+        }
         let mut state = self.lock();
         let id = format!("{JOB_PREFIX}{}", state.last.saturating_add(1));
         let Ok(location) =

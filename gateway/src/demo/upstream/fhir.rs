@@ -81,6 +81,12 @@ impl FhirApi {
         FhirApi { data, capability: capability_statement(), exports: Exports::default() }
     }
 
+    /// The API with export files holding each resource `copies` times in a row.
+    pub(crate) fn with_export_copies(mut self, copies: usize) -> Self {
+        self.exports = Exports::with_copies(copies);
+        self
+    }
+
     /// Answers one request.
     pub(crate) fn handle(&self, req: &ApiRequest<'_>) -> Reply {
         // Exact segments: an empty one (`Patient//x`, trailing `/`) matches no route rather than

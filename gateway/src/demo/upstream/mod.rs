@@ -97,6 +97,7 @@ impl SampleUpstream {
             public_base_url: None,
             data: None,
             record_capacity: DEFAULT_RECORD_CAPACITY,
+            export_copies: 1,
         }
     }
 }
@@ -110,6 +111,7 @@ pub struct SampleUpstreamBuilder {
     public_base_url: Option<String>,
     data: Option<Arc<SampleData>>,
     record_capacity: usize,
+    export_copies: usize,
 }
 
 impl SampleUpstreamBuilder {
@@ -175,6 +177,14 @@ impl SampleUpstreamBuilder {
         self
     }
 
+    /// Each resource appears `copies` times in a row in bulk export files (and in the
+    /// manifest's counts): an export far larger than the sample data, for tests of files that
+    /// stream in many pieces. Default 1.
+    pub fn export_copies(mut self, copies: usize) -> Self {
+        self.export_copies = copies.max(1);
+        self
+    }
+
     /// Binds the listener, then starts serving on the current tokio runtime.
     ///
     /// # Errors
@@ -221,6 +231,7 @@ impl SampleUpstreamBuilder {
             public_base_url,
             data: self.data.unwrap_or_else(|| Arc::new(SampleData::generate())),
             recorder: Recorder::new(self.record_capacity),
+            export_copies: self.export_copies,
         })
     }
 }

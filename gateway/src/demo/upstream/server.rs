@@ -39,6 +39,7 @@ pub(super) struct Prepared {
     pub(super) public_base_url: Option<String>,
     pub(super) data: Arc<SampleData>,
     pub(super) recorder: Recorder,
+    pub(super) export_copies: usize,
 }
 
 struct Shared {
@@ -66,7 +67,7 @@ impl Prepared {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let auto = Builder::new(TokioExecutor::new());
         let shared = Arc::new(Shared {
-            api: FhirApi::new(self.data.clone()),
+            api: FhirApi::new(self.data.clone()).with_export_copies(self.export_copies),
             base_path: self.base_path.clone(),
             public_base_url: self.public_base_url,
             scheme,
