@@ -141,17 +141,21 @@ fn observation(ctx: &RequestCtx, off_hours: bool) -> Observation<'_> {
             matches!(f.interaction, phigate_plugin::Interaction::Read | phigate_plugin::Interaction::Vread)
         })
         .and_then(|f| f.id.as_deref());
+    // A bulk export's file holds the tenant's records by design: the export is watched when it
+    // starts (`bulk_exports`), not again as patients touched and entries paged per file.
+    let export_file = ctx.bulk.as_ref().is_some_and(|b| b.kind == phigate_plugin::BulkKind::File);
     Observation {
         patients: fhir.map_or(&[], |f| f.patients.as_slice()),
         // Recorded by a stage that already read the body (policy verification), else our own read.
         response_patients: match (&ctx.response.patients, facts) {
+            _ if export_file => &[],
             (Some(p), _) => p.as_slice(),
             (None, f) => f.map_or(&[], |f| f.patients.as_slice()),
         },
         // 0: nothing was written (connection lost); the denial's status, if any, says more.
         status: ctx.response.status.filter(|s| *s != 0).or_else(|| ctx.error.map(|c| c.status().as_u16())),
         forwarded: ctx.response.forwarded,
-        entries: ctx.response.entries.or_else(|| facts.and_then(|f| f.entries)),
+        entries: ctx.response.entries.or_else(|| facts.and_then(|f| f.entries)).filter(|_| !export_file),
         interaction: fhir.map(|f| f.interaction),
         read_id,
         policy_alert: ctx.decision.as_ref().and_then(|d| d.obligations.alert.as_deref()),

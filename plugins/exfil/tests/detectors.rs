@@ -422,3 +422,32 @@ async fn bulk_exports_count_the_exports_the_upstream_accepted() {
     assert_eq!(alerts[0]["observed"], 3);
     assert_eq!(alerts[0]["window_secs"], 86_400);
 }
+
+#[tokio::test]
+async fn export_files_are_not_counted_again_as_patients_touched_or_entries_paged() {
+    let h = Harness::new(|c| {
+        c.distinct_patients.enabled = true;
+        c.distinct_patients.threshold = 3;
+        c.bulk_paging.enabled = true;
+        c.bulk_paging.threshold = 10;
+    });
+    let svc = principal("backend");
+    let file = |n: usize| {
+        let mut ctx = read(&svc, "Binary", "job-1-Observation", 200);
+        ctx.response.patients = Some((0..n).map(|i| PatientId::new(format!("p{i}"))).collect());
+        ctx.response.entries = Some(u32::try_from(n).unwrap_or(u32::MAX));
+        ctx
+    };
+    let mut exported = file(100);
+    exported.bulk = Some(phigate_plugin::BulkAccess {
+        kind: phigate_plugin::BulkKind::File,
+        issuer: "https://idp".into(),
+        subject: "backend".into(),
+        tenant: None,
+    });
+    h.stage.on_complete(&exported).await;
+    assert_eq!(h.stage.stats().alerts, 0, "an export file (the export is watched when it starts)");
+    // The same body read any other way counts.
+    h.stage.on_complete(&file(100)).await;
+    assert!(h.stage.stats().alerts >= 1);
+}
