@@ -48,6 +48,7 @@ mod rules;
 mod shared;
 mod stage;
 mod state;
+mod webhook;
 mod window;
 mod writer;
 
@@ -62,3 +63,4 @@ pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;
 pub use phigate_redis::RedisTlsConfig;
 pub use stage::{checked_reason, BlockView, ExfilStage, MAX_REASON_BYTES};
+pub use webhook::WebhookConfig;

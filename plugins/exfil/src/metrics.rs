@@ -61,6 +61,29 @@ pub(crate) static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Alert lines the writer failed to append.
+/// Webhook POSTs by result: `delivered`, or why one failed (`connect`, `timeout`, `status`).
+pub(crate) static WEBHOOK_POSTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "phigate_exfil_webhook_posts_total",
+        "Alert POSTs to the webhook, by result (delivered, connect, timeout, status).",
+        &["result"],
+    )
+});
+
+/// Alert lines the webhook accepted.
+pub(crate) static WEBHOOK_LINES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("phigate_exfil_webhook_alerts_delivered_total", "Alert lines the webhook accepted (2xx).")
+});
+
+/// Alert lines that will not reach the webhook (hand-off full, or the oldest dropped while the
+/// collector was down); they are in the alerts file.
+pub(crate) static WEBHOOK_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "phigate_exfil_webhook_dropped_total",
+        "Alert lines not delivered to the webhook (queue full while it was down); they are in the alerts file.",
+    )
+});
+
 pub(crate) static WRITE_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "phigate_exfil_alert_write_failures_total",

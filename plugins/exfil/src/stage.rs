@@ -40,6 +40,7 @@ pub struct ExfilStage {
     /// Blocks shared with the other replicas (`shared:`), and its task until handed out.
     shared: Option<Shared>,
     shared_task: Mutex<Option<SharedTask>>,
+    webhook_task: Mutex<Option<crate::webhook::WebhookTask>>,
     stats: Arc<Stats>,
     flags: WriterFlags,
     path: PathBuf,
@@ -78,10 +79,26 @@ impl ExfilStage {
             task: Mutex::new(Some(task)),
             shared,
             shared_task: Mutex::new(shared_task),
+            webhook_task: Mutex::new(None),
             stats,
             flags,
             path,
         }
+    }
+
+    /// The stage with alerts also handed to a webhook: the writer passes each batch on after
+    /// appending it.
+    pub(crate) fn with_webhook(
+        self,
+        webhook: Option<(crate::webhook::Handoff, crate::webhook::WebhookTask)>,
+    ) -> Self {
+        if let Some((handoff, task)) = webhook {
+            if let Some(writer) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                writer.webhook = Some(handoff);
+            }
+            *self.webhook_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        }
+        self
     }
 
     /// The resolved alerts file.
@@ -194,8 +211,13 @@ impl Stage for ExfilStage {
     fn background_tasks(&self) -> Vec<BackgroundTask> {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let shared = self.shared_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let webhook = self.webhook_task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let writer = task.map(|t| -> BackgroundTask { Box::pin(t.run()) });
-        writer.into_iter().chain(shared.map(|t| -> BackgroundTask { Box::pin(t.run()) })).collect()
+        writer
+            .into_iter()
+            .chain(shared.map(|t| -> BackgroundTask { Box::pin(t.run()) }))
+            .chain(webhook.map(|t| -> BackgroundTask { Box::pin(t.run()) }))
+            .collect()
     }
 
     /// Refuses a principal blocked here or by another replica with 403 `principal_blocked`,

@@ -86,6 +86,8 @@ pub(crate) struct WriterTask {
     reopen: Arc<AtomicBool>,
     stats: Arc<Stats>,
     healthy: Arc<AtomicBool>,
+    /// Where each appended batch goes next (`webhook:`).
+    pub(crate) webhook: Option<crate::webhook::Handoff>,
 }
 
 /// Shared between the stage and its writer.
@@ -113,6 +115,7 @@ pub(crate) fn channel(
         reopen: flags.reopen.clone(),
         stats: stats.clone(),
         healthy: flags.healthy.clone(),
+        webhook: None,
     };
     (AlertQueue { tx, stats }, task)
 }
@@ -120,7 +123,7 @@ pub(crate) fn channel(
 impl WriterTask {
     /// Runs until every sender is gone and the queue is drained.
     pub(crate) async fn run(self) {
-        let WriterTask { mut rx, file, path, reopen, stats, healthy } = self;
+        let WriterTask { mut rx, file, path, reopen, stats, healthy, webhook } = self;
         let mut file = tokio::fs::File::from_std(file);
         let mut buf = Vec::with_capacity(64 << 10);
         let mut waiters = Vec::new();
@@ -148,6 +151,10 @@ impl WriterTask {
                 let res = append(&mut file, &buf).await;
                 failed_since_flush |= res.is_err();
                 record(&stats, &healthy, res, lines);
+                // Delivered even when the file failed: the SOC still hears of it.
+                if let Some(tx) = &webhook {
+                    crate::webhook::hand_off(tx, &buf, lines);
+                }
                 buf.clear();
             }
             if !waiters.is_empty() {

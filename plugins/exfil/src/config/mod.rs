@@ -72,6 +72,10 @@ pub struct ExfilConfig {
     /// only the principals it saw misbehave).
     #[serde(default)]
     pub shared: Option<SharedConfig>,
+    /// Alerts also POSTed to a collector (a SIEM's HTTP input, an incident tool) as NDJSON, over
+    /// HTTPS, retried while it is down; the file stays the record. Default: none.
+    #[serde(default)]
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 fn default_queue_capacity() -> usize {
@@ -104,6 +108,7 @@ impl ExfilConfig {
             policy_alerts: PolicyAlertsConfig::default(),
             off_hours: OffHoursConfig::default(),
             shared: None,
+            webhook: None,
         }
     }
 
@@ -133,6 +138,14 @@ impl ExfilConfig {
     ) -> Result<ExfilStage, Vec<ConfigIssue>> {
         let mut issues = self.issues();
         let shared = self.shared.as_ref().and_then(|s| s.settings(ctx.config_dir, &mut issues));
+        let webhook = match self.webhook.as_ref().map(|w| w.build(ctx.config_dir)) {
+            Some(Ok(built)) => Some(built),
+            Some(Err(mut found)) => {
+                issues.append(&mut found);
+                None
+            }
+            None => None,
+        };
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -140,7 +153,7 @@ impl ExfilConfig {
         let file = writer::open_alerts_file(&path)
             .map_err(|e| vec![ConfigIssue::new("alerts_path", format!("cannot open for appending: {e}"))])?;
         let sizes = (self.queue_capacity, self.max_principals);
-        Ok(ExfilStage::new(self.rules(), sizes, (file, path), shared, clock))
+        Ok(ExfilStage::new(self.rules(), sizes, (file, path), shared, clock).with_webhook(webhook))
     }
 
     fn issues(&self) -> Vec<ConfigIssue> {
