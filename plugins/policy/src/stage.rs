@@ -379,9 +379,10 @@ impl Stage for PolicyStage {
         events::DECISIONS.with_label_values(&["allow"]).inc();
         // The response must be checked before any byte of it reaches the client, so that a
         // violation can still replace the status: ask for the whole response now.
-        // (An export's status answers a manifest, not FHIR, naming no patient: nothing to check.)
+        // An export's status answers a manifest (JSON naming no patient): verified like any
+        // answer, so that whatever else a status URL answers is checked too.
         let permit = match ctx.bulk.as_ref().map(|b| b.kind) {
-            None => Permit::of(&decision, &index),
+            None | Some(BulkKind::Status) => Permit::of(&decision, &index),
             Some(BulkKind::File) => {
                 // An export file is NDJSON, checked line by line as it streams.
                 if let Some(permit) = Permit::of(&decision, &index) {
@@ -390,7 +391,6 @@ impl Stage for PolicyStage {
                 }
                 None
             }
-            Some(BulkKind::Status) => None,
         };
         if let Some(permit) = permit {
             // Verification reads FHIR JSON: a client asking for XML is refused before anything
@@ -434,6 +434,11 @@ impl Stage for PolicyStage {
         }
         let verify = ctx.extensions.get::<Permit>().is_some();
         if !verify || !head.status.is_success() || head.status.as_u16() == 204 {
+            return Ok(());
+        }
+        // An export in progress answers 202 without a body (or media type); the body, if any,
+        // is still checked as JSON.
+        if head.status.as_u16() == 202 && ctx.bulk.as_ref().is_some_and(|b| b.kind == BulkKind::Status) {
             return Ok(());
         }
         let json = head

@@ -217,3 +217,48 @@ fn base64_fhir_content_is_checked_like_the_document_around_it() {
     let odd = r#"{"resourceType":"Basic","data":{"subject":{"reference":"Patient/b-p1"}}}"#;
     assert_eq!(verdict(odd), Verdict::Violation);
 }
+
+/// An export's status URL (reached through a URL the gateway issued): in progress (202, no
+/// body) passes; a manifest passes; anything else it answers is verified like any response.
+#[tokio::test]
+async fn an_export_status_answer_is_verified_like_any_response() {
+    let service = principal("svc", "tenant-a", &[], &["system/*.read"]);
+    let poll = || {
+        let mut f = fhir(Interaction::Operation, "", None, &[]);
+        f.resource_type = None;
+        f.operation = Some("export-poll-status".into());
+        let mut c = get("/fhir/$export-poll-status", service.clone(), f);
+        c.bulk = Some(phigate_plugin::BulkAccess {
+            kind: phigate_plugin::BulkKind::Status,
+            issuer: service.issuer.clone(),
+            subject: service.subject.as_str().into(),
+            tenant: service.tenant.clone(),
+        });
+        c
+    };
+    let head = |c: &mut RequestCtx, status: StatusCode| {
+        let mut headers = HeaderMap::new();
+        if status == StatusCode::OK {
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+        }
+        let mut head = ResponseHead { status, headers: &mut headers };
+        stage().on_response(c, &mut head).map_err(|d| d.code)
+    };
+    let mut c = poll();
+    stage().on_request(&mut c).await.unwrap();
+    assert!(c.response.buffer_body);
+    assert_eq!(head(&mut c, StatusCode::ACCEPTED), Ok(()), "in progress: no body, no media type");
+    assert!(stage().on_buffered_response(&mut c, b"").is_ok());
+    let mut c = poll();
+    stage().on_request(&mut c).await.unwrap();
+    assert_eq!(head(&mut c, StatusCode::OK), Ok(()));
+    let manifest = br#"{"transactionTime":"2026-12-07T17:00:00Z","request":"x","requiresAccessToken":true,
+        "output":[{"type":"Patient","url":"https://gw/fhir/Binary/job-1-Patient","count":4}],"error":[]}"#;
+    assert!(stage().on_buffered_response(&mut c, manifest).is_ok());
+    // A status URL answering another tenant's record is refused.
+    let mut c = poll();
+    stage().on_request(&mut c).await.unwrap();
+    assert_eq!(head(&mut c, StatusCode::OK), Ok(()));
+    let leak = br#"{"resourceType":"Patient","id":"b-p1"}"#;
+    assert_eq!(stage().on_buffered_response(&mut c, leak).unwrap_err().code, ErrorCode::PatientNotPermitted);
+}
