@@ -95,6 +95,11 @@ async fn an_export_is_polled_and_read_through_urls_sealed_to_the_client_that_sta
     assert_eq!(record["path"].as_str().unwrap().split('/').nth(2), Some("Binary"), "{record}");
     assert_eq!(record["entries"], count, "{record}");
     assert_eq!(record["subject"], "bulk_a");
+    // The same file over HTTP/2 (the body streams as DATA frames, without Content-Length).
+    let h2 = env.pki.public_client_builder().http2_only().build().unwrap();
+    let res2 = h2.get(&env.gw.url(&path_of(url))).bearer(&env.token("bulk_a")).send().await.unwrap();
+    assert_eq!((res2.status.as_u16(), res2.version), (200, http::Version::HTTP_2));
+    assert_eq!(res2.body, res.body);
     // Whose records the file held: every patient its lines name, in the audit record.
     let mut named: Vec<&str> = lines
         .iter()
