@@ -186,6 +186,10 @@ pub enum AuditCommand {
         /// it): what a candidate policy would have changed on real traffic.
         #[arg(long, value_parser = PossibleValuesParser::new(ShadowOutcome::ALL.map(ShadowOutcome::as_str)))]
         shadow: Option<String>,
+        /// Only bulk export accesses: kick-offs, and the export's status and files reached
+        /// through the URLs the gateway issued (who exported, who downloaded which file).
+        #[arg(long)]
+        bulk: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ReportFormatArg,
@@ -323,6 +327,7 @@ fn audit_report(command: AuditCommand) -> ExitCode {
         denied,
         restricted,
         shadow,
+        bulk,
         format,
     } = command
     else {
@@ -338,6 +343,7 @@ fn audit_report(command: AuditCommand) -> ExitCode {
         denied_only: denied,
         restricted_only: restricted,
         shadow,
+        bulk_only: bulk,
     };
     let format = match format {
         ReportFormatArg::Jsonl => phigate_audit::ReportFormat::Jsonl,

@@ -75,7 +75,7 @@ fn output<'m>(manifest: &'m serde_json::Value, ty: &str) -> (&'m str, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_is_polled_and_read_through_urls_sealed_to_the_client_that_started_it() {
-    let env = start(true).await;
+    let mut env = start(true).await;
     let status = kick_off(&env, "Patient,Observation", Some("tenant-a")).await;
     let manifest = manifest(&env, &status).await;
     // The upstream's file URLs never reach the client; each is issued to bulk_a.
@@ -109,6 +109,32 @@ async fn an_export_is_polled_and_read_through_urls_sealed_to_the_client_that_sta
     named.dedup();
     assert!(!named.is_empty());
     assert_eq!(record["disclosed"], serde_json::json!(named), "{record}");
+    assert_eq!(record["bulk"], "file");
+    // The accounting of the export: who started it, polled it and read which file; nothing else.
+    assert_eq!(env.get_as("clinician_a", "/fhir/Patient/a-p1").await.0, 200);
+    env.gw.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+        .args(["audit", "report", "--bulk"])
+        .arg(env.pki.dir().join("audit"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seen: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["subject"].as_str().unwrap(), r["bulk"].as_str().or(r["operation"].as_str()).unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("bulk_a", "export"),
+            ("bulk_a", "status"),
+            ("bulk_a", "status"),
+            ("bulk_a", "file"),
+            ("bulk_a", "file")
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

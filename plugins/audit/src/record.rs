@@ -106,6 +106,8 @@ struct Record<'a> {
     route: &'a str,
     path: &'a str,
     fhir: Option<FhirFields<'a>>,
+    /// Reached through a bulk export URL the gateway issued: `status` or `file`.
+    bulk: Option<&'static str>,
     patients: &'a [PatientId],
     /// The patients the response body named, as a stage that read it recorded them (outcome).
     disclosed: Option<&'a [PatientId]>,
@@ -180,6 +182,7 @@ impl RecordBuilder {
             route: &ctx.route.name,
             path: &ctx.request.path,
             fhir: fhir.map(fhir_fields),
+            bulk: ctx.bulk.as_ref().map(|b| b.kind.as_str()),
             patients,
             disclosed: resp.patients.as_deref().filter(|_| done),
             query,

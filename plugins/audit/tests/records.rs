@@ -26,6 +26,7 @@ const REQUIRED: &[&str] = &[
     "route",
     "path",
     "fhir",
+    "bulk",
     "patients",
     "disclosed",
     "query",

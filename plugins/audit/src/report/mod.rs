@@ -48,6 +48,9 @@ pub struct ReportQuery {
     /// Only accesses a shadow policy compared with this outcome (`would_deny`, `would_allow`,
     /// `would_differ`, `agree`, `error`): what a candidate policy would have changed.
     pub shadow: Option<String>,
+    /// Only bulk export accesses: kick-offs (`$export`), and the export's status and files
+    /// reached through the URLs the gateway issued.
+    pub bulk_only: bool,
 }
 
 /// How the report is written.
@@ -113,6 +116,8 @@ pub struct Access {
     pub resource_type: Option<String>,
     /// FHIR operation (`everything`, `export`, ...).
     pub operation: Option<String>,
+    /// Reached through a bulk export URL the gateway issued: `status` or `file`.
+    pub bulk: Option<String>,
     /// Every patient the request named.
     pub patients: Vec<String>,
     /// The patients the response named (verified responses: a search, an export file), whether
@@ -227,6 +232,7 @@ impl ReportQuery {
             && (!self.denied_only || a.outcome == "denied")
             && (!self.restricted_only || a.met_restricted_records())
             && eq(&self.shadow, &a.shadow)
+            && (!self.bulk_only || a.bulk.is_some() || a.operation.as_deref() == Some("export"))
             && self.since.is_none_or(|t| a.ts.as_str() >= rfc3339(t).as_str())
             && self.until.is_none_or(|t| a.ts.as_str() < rfc3339(t).as_str())
     }
@@ -270,6 +276,7 @@ struct Record {
     #[serde(default)]
     route: String,
     fhir: Option<FhirPart>,
+    bulk: Option<String>,
     #[serde(default)]
     patients: Vec<String>,
     disclosed: Option<Vec<String>>,
@@ -323,6 +330,7 @@ impl Record {
             interaction,
             resource_type,
             operation,
+            bulk: self.bulk,
             patients: self.patients,
             disclosed: self.disclosed.unwrap_or_default(),
             status: self.status,
