@@ -259,7 +259,8 @@ impl Bulk {
 
     /// The manifest of a completed export with every `url` under the route replaced by an
     /// issued URL: a file URL for `output`, `error` and `deleted`, a status URL for `link` (the
-    /// next page of a large manifest, Bulk Data 2.0); other members as sent.
+    /// next page of a large manifest, Bulk Data 2.0); `requiresAccessToken` true once a URL was
+    /// issued (the gateway asks the client's token for them); other members as sent.
     ///
     /// # Errors
     /// 502 `upstream_error` when the body is not a JSON object.
@@ -267,6 +268,7 @@ impl Bulk {
         let bad = || Denial::new(ErrorCode::UpstreamError).with_cause("bulk manifest is not a JSON object");
         let mut manifest: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad())?;
         let object = manifest.as_object_mut().ok_or_else(bad)?;
+        let mut issued_any = false;
         for (list, kind) in [
             ("output", BulkKind::File),
             ("error", BulkKind::File),
@@ -279,8 +281,14 @@ impl Bulk {
                 let issued = url.as_str().and_then(|u| self.issue(kind, route, req, u));
                 if let Some(issued) = issued {
                     *url = serde_json::Value::String(issued);
+                    issued_any = true;
                 }
             }
+        }
+        if issued_any {
+            // The issued URLs are opened with the client's token (identity runs on them), whatever
+            // the upstream's own files needed.
+            object.insert("requiresAccessToken".into(), serde_json::Value::Bool(true));
         }
         serde_json::to_vec(&manifest).map(Bytes::from).map_err(|_| bad())
     }

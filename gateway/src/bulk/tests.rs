@@ -182,7 +182,7 @@ fn upstream_urls_map_through_the_route_prefix_rewrite() {
 fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
     let (b, r) = (bulk(), route("fhir", "/fhir", None));
     let c = ctx(&r, "bulk", "tenant-a");
-    let manifest = br#"{"transactionTime":"2026-12-07T17:00:00Z","request":"https://gw/fhir/$export","requiresAccessToken":true,
+    let manifest = br#"{"transactionTime":"2026-12-07T17:00:00Z","request":"https://gw/fhir/$export","requiresAccessToken":false,
         "output":[{"type":"Patient","url":"https://fhir.internal/fhir/Binary/job-1-Patient","count":2},
                   {"type":"Observation","url":"https://bucket.s3.example/o.ndjson","count":5}],
         "error":[{"type":"OperationOutcome","url":"/fhir/Binary/job-1-errors"}],
@@ -203,6 +203,7 @@ fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
     let error_url = out["error"][0]["url"].as_str().expect("url");
     assert_eq!(admit(&b, &r, path_of(error_url), Method::GET).expect("opens").0, "/fhir/Binary/job-1-errors");
     assert_eq!(out["transactionTime"], "2026-12-07T17:00:00Z");
+    assert_eq!(out["requiresAccessToken"], true, "the issued URLs need the client's token");
     // The next page of the manifest is polled like the status URL.
     let next = out["link"][0]["url"].as_str().expect("url");
     let (target, access) = admit(&b, &r, path_of(next), Method::GET).expect("opens");
