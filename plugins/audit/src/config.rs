@@ -66,6 +66,13 @@ pub struct AuditConfig {
     /// operator action after this age.
     #[serde(default = "default_retention_days")]
     pub retention_days: NonZeroU32,
+    /// A copy of the trail off the host as it is written: every line made durable (segment
+    /// headers, access and operator records, checkpoints, recoveries; exactly the segment
+    /// stream, hash chain included) is POSTed as NDJSON to a collector over HTTPS, retried while
+    /// it is down, bounded. The local trail stays the record: nothing waits for the collector, so
+    /// a request never does. Default: none.
+    #[serde(default)]
+    pub forward: Option<phigate_shipper::ShipperConfig>,
 }
 
 fn default_max_wait_ms() -> NonZeroU32 {
@@ -119,6 +126,7 @@ impl AuditConfig {
             checkpoint_every_secs: default_checkpoint_every_secs(),
             file_mode: default_file_mode(),
             retention_days: default_retention_days(),
+            forward: None,
         }
     }
 
@@ -156,6 +164,18 @@ impl AuditConfig {
                 .ok(),
             None => None,
         };
+        let forward = match self
+            .forward
+            .as_ref()
+            .map(|f| f.build(ctx.config_dir, "forward", "audit forward", crate::metrics::forward()))
+        {
+            Some(Ok(built)) => Some(built),
+            Some(Err(mut found)) => {
+                issues.append(&mut found);
+                None
+            }
+            None => None,
+        };
         let Some(signer) = signer else {
             return Err(issues);
         };
@@ -172,7 +192,7 @@ impl AuditConfig {
             checkpoint_every: Duration::from_secs(self.checkpoint_every_secs.get().into()),
             clock: crate::segment::system_clock(),
         };
-        AuditStage::start(self, settings, hmac_key)
+        AuditStage::start(self, settings, hmac_key, forward)
             .map_err(|e| vec![ConfigIssue::new("dir", format!("cannot start writer: {e}"))])
     }
 }

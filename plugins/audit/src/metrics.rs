@@ -67,3 +67,40 @@ pub(crate) static WAIT_TIMEOUTS: LazyLock<IntCounter> = LazyLock::new(|| {
     );
     or_unregistered(register_int_counter!(n, h), || IntCounter::new(n, h))
 });
+
+/// Forwarding POSTs by result (`delivered`, `connect`, `timeout`, `status`).
+static FORWARD_POSTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = || {
+        prometheus::Opts::new(
+            "phigate_audit_forward_posts_total",
+            "POSTs of audit lines to the forwarding collector, by result (delivered, connect, timeout, status).",
+        )
+    };
+    or_unregistered(register_int_counter_vec!(opts(), &["result"]), || {
+        IntCounterVec::new(opts(), &["result"])
+    })
+});
+
+/// Audit lines the forwarding collector accepted.
+static FORWARD_LINES: LazyLock<IntCounter> = LazyLock::new(|| {
+    let (n, h) = ("phigate_audit_forward_lines_total", "Audit lines the forwarding collector accepted.");
+    or_unregistered(register_int_counter!(n, h), || IntCounter::new(n, h))
+});
+
+/// Audit lines that will not reach the collector (they are in the local trail).
+static FORWARD_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    let (n, h) = (
+        "phigate_audit_forward_dropped_total",
+        "Audit lines not forwarded (queue full while the collector was down); they are in the local trail.",
+    );
+    or_unregistered(register_int_counter!(n, h), || IntCounter::new(n, h))
+});
+
+/// The forwarding shipper's counters.
+pub(crate) fn forward() -> phigate_shipper::Metrics {
+    phigate_shipper::Metrics {
+        posts: FORWARD_POSTS.clone(),
+        delivered: FORWARD_LINES.clone(),
+        dropped: FORWARD_DROPPED.clone(),
+    }
+}

@@ -22,6 +22,8 @@ struct DeniedRecorded;
 /// the stage is dropped and every queued record is written.
 pub struct AuditStage {
     writer: Writer,
+    /// The forwarding task (`forward:`) until the gateway spawns it.
+    forward_task: std::sync::Mutex<Option<phigate_shipper::ShipperTask>>,
     records: RecordBuilder,
     max_wait: Duration,
     dir: PathBuf,
@@ -38,16 +40,19 @@ impl AuditStage {
         cfg: AuditConfig,
         settings: StoreSettings,
         hmac_key: Option<Vec<u8>>,
+        forward: Option<(phigate_shipper::Handoff, phigate_shipper::ShipperTask)>,
     ) -> std::io::Result<Self> {
+        let (handoff, forward_task) = forward.unzip();
         let dir = settings.dir.clone();
         let limits = BatchLimits {
             max_records: cfg.max_batch_records.get() as usize,
             max_bytes: cfg.max_batch_bytes.get() as usize,
             queue: cfg.queue_capacity.get() as usize,
         };
-        let writer = Writer::spawn(Box::new(SegmentStore::new(settings)), limits)?;
+        let writer = Writer::spawn(Box::new(SegmentStore::new(settings).forwarding(handoff)), limits)?;
         Ok(AuditStage {
             writer,
+            forward_task: std::sync::Mutex::new(forward_task),
             records: RecordBuilder::new(hmac_key.as_deref()),
             max_wait: Duration::from_millis(cfg.max_wait_ms.get().into()),
             dir,
@@ -123,6 +128,12 @@ impl Stage for AuditStage {
             None => Readiness::Ready(None),
             Some(reason) => Readiness::NotReady(Cow::Owned(reason)),
         }
+    }
+
+    /// The forwarding task (`forward:`), once.
+    fn background_tasks(&self) -> Vec<phigate_plugin::BackgroundTask> {
+        let task = self.forward_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        task.map(|t| -> phigate_plugin::BackgroundTask { Box::pin(t.run()) }).into_iter().collect()
     }
 
     /// Appends the `attempt` record and returns only once it is durable: the gateway forwards

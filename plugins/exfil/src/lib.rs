@@ -48,7 +48,6 @@ mod rules;
 mod shared;
 mod stage;
 mod state;
-mod webhook;
 mod window;
 mod writer;
 
@@ -62,5 +61,5 @@ pub use config::{
 pub use error::{FlushError, UnblockError};
 pub use metrics::ExfilStats;
 pub use phigate_redis::RedisTlsConfig;
+pub use phigate_shipper::ShipperConfig;
 pub use stage::{checked_reason, BlockView, ExfilStage, MAX_REASON_BYTES};
-pub use webhook::WebhookConfig;

@@ -75,6 +75,15 @@ pub(crate) static WEBHOOK_LINES: LazyLock<IntCounter> = LazyLock::new(|| {
     counter("phigate_exfil_webhook_alerts_delivered_total", "Alert lines the webhook accepted (2xx).")
 });
 
+/// The webhook shipper's counters.
+pub(crate) fn webhook() -> phigate_shipper::Metrics {
+    phigate_shipper::Metrics {
+        posts: WEBHOOK_POSTS.clone(),
+        delivered: WEBHOOK_LINES.clone(),
+        dropped: WEBHOOK_DROPPED.clone(),
+    }
+}
+
 /// Alert lines that will not reach the webhook (hand-off full, or the oldest dropped while the
 /// collector was down); they are in the alerts file.
 pub(crate) static WEBHOOK_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {

@@ -40,7 +40,7 @@ pub struct ExfilStage {
     /// Blocks shared with the other replicas (`shared:`), and its task until handed out.
     shared: Option<Shared>,
     shared_task: Mutex<Option<SharedTask>>,
-    webhook_task: Mutex<Option<crate::webhook::WebhookTask>>,
+    webhook_task: Mutex<Option<phigate_shipper::ShipperTask>>,
     stats: Arc<Stats>,
     flags: WriterFlags,
     path: PathBuf,
@@ -90,7 +90,7 @@ impl ExfilStage {
     /// appending it.
     pub(crate) fn with_webhook(
         self,
-        webhook: Option<(crate::webhook::Handoff, crate::webhook::WebhookTask)>,
+        webhook: Option<(phigate_shipper::Handoff, phigate_shipper::ShipperTask)>,
     ) -> Self {
         if let Some((handoff, task)) = webhook {
             if let Some(writer) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {

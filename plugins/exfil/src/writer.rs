@@ -87,7 +87,7 @@ pub(crate) struct WriterTask {
     stats: Arc<Stats>,
     healthy: Arc<AtomicBool>,
     /// Where each appended batch goes next (`webhook:`).
-    pub(crate) webhook: Option<crate::webhook::Handoff>,
+    pub(crate) webhook: Option<phigate_shipper::Handoff>,
 }
 
 /// Shared between the stage and its writer.
@@ -152,8 +152,8 @@ impl WriterTask {
                 failed_since_flush |= res.is_err();
                 record(&stats, &healthy, res, lines);
                 // Delivered even when the file failed: the SOC still hears of it.
-                if let Some(tx) = &webhook {
-                    crate::webhook::hand_off(tx, &buf, lines);
+                if let Some(handoff) = &webhook {
+                    handoff.offer(&buf);
                 }
                 buf.clear();
             }

@@ -94,6 +94,8 @@ pub struct SegmentStore {
     /// unacknowledged, whatever it looks like (a failed repair may have left a newline in it).
     failed_at: Option<(u64, u64)>,
     buf: Vec<u8>,
+    /// Where every line goes once durable (`forward:`): the segment stream, in order.
+    forward: Option<phigate_shipper::Handoff>,
 }
 
 impl SegmentStore {
@@ -113,7 +115,15 @@ impl SegmentStore {
             recoveries: 0,
             failed_at: None,
             buf: Vec::with_capacity(1 << 16),
+            forward: None,
         }
+    }
+
+    /// The store with every line it makes durable also handed to a shipper (headers, records,
+    /// checkpoints, recoveries: the segment stream as written, in order).
+    pub(crate) fn forwarding(mut self, forward: Option<phigate_shipper::Handoff>) -> Self {
+        self.forward = forward;
+        self
     }
 
     fn open_file(&self, path: &Path, create_new: bool) -> Result<File, SinkError> {
@@ -182,6 +192,10 @@ impl SegmentStore {
             self.failed_at = Some((o.index, o.len));
             self.open = None;
             return Err(SinkError::from_write(e));
+        }
+        // Only what is durable here leaves the host (never waiting for the collector).
+        if let Some(forward) = &self.forward {
+            forward.offer(buf);
         }
         Ok(())
     }

@@ -75,7 +75,7 @@ pub struct ExfilConfig {
     /// Alerts also POSTed to a collector (a SIEM's HTTP input, an incident tool) as NDJSON, over
     /// HTTPS, retried while it is down; the file stays the record. Default: none.
     #[serde(default)]
-    pub webhook: Option<crate::webhook::WebhookConfig>,
+    pub webhook: Option<phigate_shipper::ShipperConfig>,
 }
 
 fn default_queue_capacity() -> usize {
@@ -138,7 +138,11 @@ impl ExfilConfig {
     ) -> Result<ExfilStage, Vec<ConfigIssue>> {
         let mut issues = self.issues();
         let shared = self.shared.as_ref().and_then(|s| s.settings(ctx.config_dir, &mut issues));
-        let webhook = match self.webhook.as_ref().map(|w| w.build(ctx.config_dir)) {
+        let webhook = match self
+            .webhook
+            .as_ref()
+            .map(|w| w.build(ctx.config_dir, "webhook", "exfil webhook", crate::metrics::webhook()))
+        {
             Some(Ok(built)) => Some(built),
             Some(Err(mut found)) => {
                 issues.append(&mut found);

@@ -1,11 +1,13 @@
-//! Alerts delivered to a webhook (a SIEM's HTTP collector, an incident tool), besides the file.
+//! NDJSON lines shipped to an HTTPS collector (a SIEM's HTTP input such as Splunk HEC or an
+//! Elastic or Sentinel ingestion endpoint, an incident tool), besides the file that keeps them.
 //!
-//! The writer hands each batch it appended to the alerts file to this task (never waiting: a
-//! full hand-off drops the batch for the webhook only, counted), which POSTs the lines as NDJSON
-//! (`application/x-ndjson`, one alert object per line, exactly the file's lines) over HTTPS with
-//! TLS 1.3. A failure (connection, TLS, time-out, a status other than 2xx) is retried with
-//! backoff (1 s doubling to 60 s) and the lines stay queued in order; past `max_pending_bytes`
-//! the oldest are dropped and counted. The file stays the record: the webhook is delivery.
+//! The owner (the exfil alert writer, the audit writer) hands each batch of lines it made
+//! durable to a [`Handoff`] and never waits: a full hand-off drops the batch for the collector
+//! only, counted. The [`ShipperTask`] POSTs the lines as `application/x-ndjson`, exactly as
+//! written and in order, over HTTPS (TLS 1.3, the process's provider). A failure (connection,
+//! TLS, time-out, a status other than 2xx) is retried with backoff (1 s doubling to 60 s), the
+//! same lines whole; past `max_pending_bytes` waiting the oldest are dropped and counted. The
+//! file stays the record: shipping is delivery.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::metrics;
+use prometheus::{IntCounter, IntCounterVec};
 
 /// Most bytes one POST carries.
 const MAX_POST_BYTES: usize = 1 << 20;
@@ -35,11 +37,11 @@ const HANDOFF_BATCHES: usize = 256;
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-/// Where alerts are POSTed, besides the file (`exfil.webhook`).
+/// Where lines are POSTed, besides the file that keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// The collector's URL; `https://` only (alerts name principals and patients).
+pub struct ShipperConfig {
+    /// The collector's URL; `https://` only (the lines name principals and patients).
     pub url: String,
     /// CA bundle (PEM) the collector's certificate must chain to, relative to the config file.
     /// Default: the system's trusted roots.
@@ -53,8 +55,8 @@ pub struct WebhookConfig {
     /// Time limit of one POST, in milliseconds. Default 5000.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// Most alert bytes waiting for delivery while the collector is down; past it the oldest are
-    /// dropped (`phigate_exfil_webhook_dropped_total`). Default 16 MiB.
+    /// Most bytes waiting for delivery while the collector is down; past it the oldest lines
+    /// are dropped (and counted). Default 16 MiB.
     #[serde(default = "default_max_pending_bytes")]
     pub max_pending_bytes: usize,
 }
@@ -67,31 +69,68 @@ fn default_max_pending_bytes() -> usize {
     16 << 20
 }
 
-/// The hand-off side, kept by the writer.
-pub(crate) type Handoff = mpsc::Sender<Bytes>;
+/// The counters of one shipper (each owner registers its own names).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// POSTs by result: `delivered`, or why one failed (`connect`, `timeout`, `status`).
+    pub posts: IntCounterVec,
+    /// Lines the collector accepted.
+    pub delivered: IntCounter,
+    /// Lines that will not reach the collector (hand-off full, or the oldest dropped while it
+    /// was down).
+    pub dropped: IntCounter,
+}
 
-/// The delivery task, until the gateway spawns it.
-pub(crate) struct WebhookTask {
+/// The owner's side: where each durable batch goes.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    tx: mpsc::Sender<Bytes>,
+    dropped: IntCounter,
+}
+
+impl Handoff {
+    /// Hands a batch of complete lines over without waiting; a full hand-off drops it, counted.
+    pub fn offer(&self, batch: &[u8]) {
+        if self.tx.try_send(Bytes::copy_from_slice(batch)).is_err() {
+            self.dropped.inc_by(lines_in(batch));
+        }
+    }
+}
+
+/// The delivery task, until the owner's background task runs it.
+pub struct ShipperTask {
     rx: mpsc::Receiver<Bytes>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: Uri,
     authorization: Option<HeaderValue>,
     timeout: Duration,
     max_pending: usize,
+    metrics: Metrics,
+    /// Names the shipper in its log lines (`exfil webhook`, `audit forward`).
+    name: &'static str,
 }
 
-impl std::fmt::Debug for WebhookTask {
+impl std::fmt::Debug for ShipperTask {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookTask").field("url", &self.url.host()).finish_non_exhaustive()
+        f.debug_struct("ShipperTask").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
-impl WebhookConfig {
-    /// The hand-off and the task, or every problem with the section (keys under `webhook.`,
-    /// never a value).
-    pub(crate) fn build(&self, dir: &Path) -> Result<(Handoff, WebhookTask), Vec<ConfigIssue>> {
+impl ShipperConfig {
+    /// The hand-off and the task, or every problem with the section (keys under `section.`,
+    /// never a value). `dir`: the config file's directory; `name`: for log lines.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub fn build(
+        &self,
+        dir: &Path,
+        section: &str,
+        name: &'static str,
+        metrics: Metrics,
+    ) -> Result<(Handoff, ShipperTask), Vec<ConfigIssue>> {
         let mut issues = Vec::new();
-        let mut bad = |k: &str, m: &str| issues.push(ConfigIssue::new(format!("webhook.{k}"), m));
+        let mut bad = |k: &str, m: &str| issues.push(ConfigIssue::new(format!("{section}.{k}"), m));
         let url = match self.url.parse::<Uri>() {
             Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => Some(u),
             _ => {
@@ -131,15 +170,18 @@ impl WebhookConfig {
             .build();
         let client = Client::builder(TokioExecutor::new()).build(connector);
         let (tx, rx) = mpsc::channel(HANDOFF_BATCHES);
-        let task = WebhookTask {
+        let handoff = Handoff { tx, dropped: metrics.dropped.clone() };
+        let task = ShipperTask {
             rx,
             client,
             url,
             authorization,
             timeout: Duration::from_millis(self.timeout_ms),
             max_pending: self.max_pending_bytes,
+            metrics,
+            name,
         };
-        Ok((tx, task))
+        Ok((handoff, task))
     }
 }
 
@@ -165,16 +207,9 @@ fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, &'static str> {
     Ok(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
 }
 
-/// Hands a batch of alert lines to the webhook without waiting; a full hand-off drops it.
-pub(crate) fn hand_off(tx: &Handoff, batch: &[u8], lines: u64) {
-    if tx.try_send(Bytes::copy_from_slice(batch)).is_err() {
-        metrics::WEBHOOK_DROPPED.inc_by(lines);
-    }
-}
-
-impl WebhookTask {
-    /// Delivers batches in order until the writer is gone and everything queued was tried.
-    pub(crate) async fn run(mut self) {
+impl ShipperTask {
+    /// Delivers batches in order until the owner is gone and everything queued was tried.
+    pub async fn run(mut self) {
         let mut pending: VecDeque<Bytes> = VecDeque::new();
         let mut pending_bytes = 0usize;
         let mut backoff = BACKOFF_START;
@@ -195,7 +230,7 @@ impl WebhookTask {
             while pending_bytes > self.max_pending {
                 let Some(old) = pending.pop_front() else { break };
                 pending_bytes -= old.len();
-                metrics::WEBHOOK_DROPPED.inc_by(lines_in(&old));
+                self.metrics.dropped.inc_by(lines_in(&old));
             }
             // One POST: whole batches up to the size limit (at least one).
             let mut take = 0;
@@ -212,8 +247,8 @@ impl WebhookTask {
             let lines = lines_in(&body);
             match self.post(body).await {
                 Ok(()) => {
-                    metrics::WEBHOOK_POSTS.with_label_values(&["delivered"]).inc();
-                    metrics::WEBHOOK_LINES.inc_by(lines);
+                    self.metrics.posts.with_label_values(&["delivered"]).inc();
+                    self.metrics.delivered.inc_by(lines);
                     for _ in 0..take {
                         if let Some(b) = pending.pop_front() {
                             pending_bytes -= b.len();
@@ -222,9 +257,10 @@ impl WebhookTask {
                     backoff = BACKOFF_START;
                 }
                 Err(reason) => {
-                    metrics::WEBHOOK_POSTS.with_label_values(&[reason]).inc();
+                    self.metrics.posts.with_label_values(&[reason]).inc();
                     log::warn!(
-                        "exfil webhook: delivery failed ({reason}); retrying in {}s",
+                        "{}: delivery failed ({reason}); retrying in {}s",
+                        self.name,
                         backoff.as_secs()
                     );
                     tokio::time::sleep(backoff).await;
@@ -238,7 +274,7 @@ impl WebhookTask {
     async fn post(&self, body: Bytes) -> Result<(), &'static str> {
         let mut req = Request::post(self.url.clone())
             .header(CONTENT_TYPE, "application/x-ndjson")
-            .header(USER_AGENT, "phigate-exfil")
+            .header(USER_AGENT, "phigate")
             .body(Full::new(body))
             .map_err(|_| "request")?;
         if let Some(auth) = &self.authorization {
@@ -256,3 +292,6 @@ impl WebhookTask {
 fn lines_in(batch: &[u8]) -> u64 {
     batch.iter().filter(|&&b| b == b'\n').count() as u64
 }
+
+#[cfg(feature = "testing")]
+pub mod testing;
