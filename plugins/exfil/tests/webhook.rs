@@ -27,9 +27,10 @@ async fn raise(h: &Harness, principals: usize, threshold: u64) {
     }
 }
 
-#[tokio::test]
-async fn alerts_reach_the_collector_as_the_files_lines() {
-    let mut c = collector(0).await;
+/// A collector failing its first `fail_first` POSTs, and a watch (more than 2 patients alerts)
+/// shipping to it, its writer running.
+async fn watched(fail_first: usize) -> (Collector, Harness) {
+    let c = collector(fail_first).await;
     let hook = webhook(&c);
     let h = Harness::new(|cfg| {
         cfg.distinct_patients.enabled = true;
@@ -37,6 +38,12 @@ async fn alerts_reach_the_collector_as_the_files_lines() {
         cfg.webhook = Some(hook);
     });
     h.spawn_writer();
+    (c, h)
+}
+
+#[tokio::test]
+async fn alerts_reach_the_collector_as_the_files_lines() {
+    let (mut c, h) = watched(0).await;
     raise(&h, 3, 2).await;
     let file: Vec<String> = h.alerts().await.iter().map(ToString::to_string).collect();
     assert_eq!(file.len(), 3);
@@ -54,14 +61,7 @@ async fn alerts_reach_the_collector_as_the_files_lines() {
 
 #[tokio::test]
 async fn a_failing_collector_gets_the_alerts_again_in_order() {
-    let mut c = collector(2).await;
-    let hook = webhook(&c);
-    let h = Harness::new(|cfg| {
-        cfg.distinct_patients.enabled = true;
-        cfg.distinct_patients.threshold = 2;
-        cfg.webhook = Some(hook);
-    });
-    h.spawn_writer();
+    let (mut c, h) = watched(2).await;
     raise(&h, 1, 2).await;
     h.alerts().await;
     // 503, 503 (the task backs off 1 s, then 2 s), then accepted: the collector answers by count.
