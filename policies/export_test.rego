@@ -46,3 +46,16 @@ test_bulk_urls_need_system_read if {
 	not d.allow
 	"scope_insufficient" in d.reasons
 }
+
+# Cancelling is a DELETE of the status URL: the kick-off's scopes, not a write scope.
+test_bulk_client_cancels_its_export if {
+	d := authz.decision with input as f.with_request(f.req(f.bulk_client, "DELETE", poll_op), {"bulk": "status"})
+	d.allow
+}
+
+# The same DELETE of an operation without the gateway's bulk URL needs a write scope.
+test_deleting_an_operation_otherwise_needs_a_write_scope if {
+	d := authz.decision with input as f.req(f.bulk_client, "DELETE", poll_op)
+	not d.allow
+	"scope_insufficient" in d.reasons
+}

@@ -81,6 +81,10 @@ REQUESTS = {
     "export_async": ("GET", op("operation", None, [], operation="export"), {"prefer": ["respond-async"]}),
     "break_glass_a_p5": ("GET", op("read", "Patient", ["a-p5"], id="a-p5"), {"break_glass_reason": "ED"}),
     "capabilities": ("GET", op("capabilities"), {}),
+    # Through the bulk export URLs the gateway issued (input.request.bulk).
+    "bulk_status": ("GET", op("operation", None, [], operation="export-poll-status"), {"bulk": "status"}),
+    "bulk_cancel": ("DELETE", op("operation", None, [], operation="export-poll-status"), {"bulk": "status"}),
+    "bulk_file": ("GET", op("read", "Binary", [], id="job-1-Observation"), {"bulk": "file"}),
 }
 
 
