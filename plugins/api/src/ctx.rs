@@ -189,6 +189,9 @@ pub struct BulkAccess {
     pub subject: Arc<str>,
     /// Its tenant, if it had one.
     pub tenant: Option<TenantId>,
+    /// Its OAuth client (`client_id`/`azp`), if the token named one: the same user's other app
+    /// is another client.
+    pub client_id: Option<Arc<str>>,
 }
 
 /// The URLs of a bulk export.
