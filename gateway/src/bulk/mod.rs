@@ -4,7 +4,7 @@
 //! `Content-Location`; the status URL, once complete, answers a manifest listing the output
 //! files' URLs. Whoever holds those URLs can read the export: on most servers they are
 //! capabilities any valid token opens. The gateway hands the client sealed URLs instead: the
-//! upstream target, the route, the principal (issuer, subject, tenant) and an expiry, encrypted
+//! upstream target, the route, the principal (issuer, subject, tenant, OAuth client) and an expiry, encrypted
 //! and authenticated (ChaCha20-Poly1305, a key from `bulk_export.key_path`), under the route
 //! as `<prefix>/$phigate-bulk/<ticket>`. Any replica holding the key can open one; nothing is
 //! stored. When a sealed URL comes back, admission restores the upstream target (so routing,
@@ -122,6 +122,9 @@ struct Ticket {
     i: String,
     s: String,
     n: Option<String>,
+    /// The OAuth client, when the token named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
     /// Expiry, seconds since the epoch.
     e: u64,
 }
@@ -224,6 +227,7 @@ impl Bulk {
             issuer: ticket.i.into(),
             subject: ticket.s.into(),
             tenant: ticket.n.map(TenantId::new),
+            client_id: ticket.c.map(Into::into),
         };
         Ok((restored, Some(access)))
     }
@@ -251,6 +255,7 @@ impl Bulk {
             i: principal.issuer.to_string(),
             s: principal.subject.to_string(),
             n: principal.tenant.as_ref().map(|t| t.to_string()),
+            c: principal.client_id.clone(),
             e: unix_now().saturating_add(self.ttl_secs),
         };
         let token = self.seal(&ticket)?;

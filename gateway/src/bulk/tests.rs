@@ -39,6 +39,7 @@ fn ctx(route: &Route, sub: &str, tenant: &str) -> RequestCtx {
     let mut ctx = RequestCtx::new(RequestId::new("r1"), route.meta.clone(), info);
     ctx.principal = Some(Arc::new(Principal {
         tenant: Some(TenantId::new(tenant)),
+        client_id: Some("backend-app".into()),
         ..Principal::new("https://idp", sub)
     }));
     ctx
@@ -83,6 +84,7 @@ fn an_issued_status_url_restores_the_upstream_target_for_its_owner() {
     assert_eq!(access.kind, BulkKind::Status);
     assert_eq!((&*access.issuer, &*access.subject), ("https://idp", "bulk"));
     assert_eq!(access.tenant.as_ref().map(TenantId::as_str), Some("tenant-a"));
+    assert_eq!(access.client_id.as_deref(), Some("backend-app"));
     // A status URL may be polled or deleted (cancel); nothing else.
     assert!(admit(&b, &r, path_of(&url), Method::DELETE).is_ok());
     assert_eq!(admit(&b, &r, path_of(&url), Method::POST).unwrap_err(), ErrorCode::MethodNotAllowed);

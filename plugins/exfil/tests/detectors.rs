@@ -444,6 +444,7 @@ async fn export_files_are_not_counted_again_as_patients_touched_or_entries_paged
         issuer: "https://idp".into(),
         subject: "backend".into(),
         tenant: None,
+        client_id: None,
     });
     h.stage.on_complete(&exported).await;
     assert_eq!(h.stage.stats().alerts, 0, "an export file (the export is watched when it starts)");

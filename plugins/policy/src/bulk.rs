@@ -18,13 +18,15 @@ use crate::verify::{verify_collect, Verdict};
 /// Longest line (one resource) held back while it is incomplete; longer ends the file.
 pub(crate) const MAX_LINE_BYTES: usize = 16 << 20;
 
-/// Refuses a bulk URL to anyone but the principal it was issued to (issuer, subject and tenant).
+/// Refuses a bulk URL to anyone but the principal it was issued to (issuer, subject, tenant and
+/// OAuth client: the same user's other app is not the client that started the export).
 pub(crate) fn check_owner(ctx: &RequestCtx) -> Result<(), Denial> {
     let Some(access) = &ctx.bulk else { return Ok(()) };
     let owner = ctx.principal.as_ref().is_some_and(|p| {
         *p.issuer == *access.issuer
             && p.subject.as_str() == &*access.subject
             && p.tenant.as_ref().map(|t| t.as_str()) == access.tenant.as_ref().map(|t| t.as_str())
+            && p.client_id.as_deref() == access.client_id.as_deref()
     });
     if owner {
         return Ok(());

@@ -233,6 +233,7 @@ async fn an_export_status_answer_is_verified_like_any_response() {
             issuer: service.issuer.clone(),
             subject: service.subject.as_str().into(),
             tenant: service.tenant.clone(),
+            client_id: service.client_id.as_deref().map(Into::into),
         });
         c
     };

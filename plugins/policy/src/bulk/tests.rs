@@ -113,6 +113,7 @@ fn what_was_sent_is_recorded_for_the_audit() {
 fn ctx_for(sub: &str, tenant: Option<&str>) -> RequestCtx {
     crate::input::tests::ctx(Principal {
         tenant: tenant.map(TenantId::new),
+        client_id: Some("backend-app".into()),
         ..Principal::new("https://idp", sub)
     })
 }
@@ -124,6 +125,7 @@ fn only_the_principal_the_url_was_issued_to_may_use_it() {
         issuer: "https://idp".into(),
         subject: "bulk".into(),
         tenant: Some(TenantId::new("tenant-a")),
+        client_id: Some("backend-app".into()),
     };
     let mut owner = ctx_for("bulk", Some("tenant-a"));
     owner.bulk = Some(access.clone());
@@ -137,8 +139,11 @@ fn only_the_principal_the_url_was_issued_to_may_use_it() {
         ("bulk", Some("tenant-a"), "https://another-idp"),
     ] {
         let mut ctx = ctx_for(sub, tenant);
-        ctx.principal =
-            Some(Arc::new(Principal { tenant: tenant.map(TenantId::new), ..Principal::new(issuer, sub) }));
+        ctx.principal = Some(Arc::new(Principal {
+            tenant: tenant.map(TenantId::new),
+            client_id: Some("backend-app".into()),
+            ..Principal::new(issuer, sub)
+        }));
         ctx.bulk = Some(access.clone());
         assert_eq!(
             check_owner(&ctx).unwrap_err().code,
@@ -146,6 +151,15 @@ fn only_the_principal_the_url_was_issued_to_may_use_it() {
             "{sub} {tenant:?} {issuer}"
         );
     }
+    // The same subject through another OAuth client (the user's other app).
+    let mut other_app = ctx_for("bulk", Some("tenant-a"));
+    other_app.principal = Some(Arc::new(Principal {
+        tenant: Some(TenantId::new("tenant-a")),
+        client_id: Some("another-app".into()),
+        ..Principal::new("https://idp", "bulk")
+    }));
+    other_app.bulk = Some(access.clone());
+    assert_eq!(check_owner(&other_app).unwrap_err().code, ErrorCode::BulkUrlNotOwner);
     let mut anonymous = ctx_for("bulk", Some("tenant-a"));
     anonymous.principal = None;
     anonymous.bulk = Some(access);
