@@ -282,4 +282,8 @@ async fn a_foreign_line_after_lines_went_out_cuts_the_transfer_short() {
     let disclosed = record["disclosed"].as_array().unwrap();
     assert!(!disclosed.is_empty() && !disclosed.iter().any(|p| p == "a-p5"), "{record}");
     assert!(record["bytes_out"].as_u64().unwrap() > 0, "{record}");
+    // Over HTTP/2 the stream is reset: never a complete response either.
+    let h2 = env.pki.public_client_builder().http2_only().build().unwrap();
+    let res = h2.get(&env.gw.url(&path_of(url))).bearer(&env.token("bulk_a")).send().await;
+    assert!(res.is_err(), "a complete HTTP/2 response: {:?}", res.map(|r| (r.status, r.body.len())));
 }
