@@ -164,18 +164,13 @@ impl AuditConfig {
                 .ok(),
             None => None,
         };
-        let forward = match self
-            .forward
-            .as_ref()
-            .map(|f| f.build(ctx.config_dir, "forward", "audit forward", crate::metrics::forward()))
-        {
-            Some(Ok(built)) => Some(built),
-            Some(Err(mut found)) => {
-                issues.append(&mut found);
-                None
-            }
-            None => None,
-        };
+        let forward = phigate_shipper::build_optional(
+            self.forward.as_ref(),
+            ctx.config_dir,
+            ("forward", "audit forward"),
+            crate::metrics::forward,
+            &mut issues,
+        );
         let Some(signer) = signer else {
             return Err(issues);
         };

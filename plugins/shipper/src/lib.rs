@@ -185,6 +185,24 @@ impl ShipperConfig {
     }
 }
 
+/// [`ShipperConfig::build`] for an optional section: `None` when absent or invalid, its
+/// problems appended to `issues`.
+pub fn build_optional(
+    cfg: Option<&ShipperConfig>,
+    dir: &Path,
+    (section, name): (&str, &'static str),
+    metrics: impl FnOnce() -> Metrics,
+    issues: &mut Vec<ConfigIssue>,
+) -> Option<(Handoff, ShipperTask)> {
+    match cfg?.build(dir, section, name, metrics()) {
+        Ok(built) => Some(built),
+        Err(mut found) => {
+            issues.append(&mut found);
+            None
+        }
+    }
+}
+
 /// The trust store: the CA file's certificates, or the system's roots.
 fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, &'static str> {
     let mut roots = rustls::RootCertStore::empty();

@@ -138,18 +138,13 @@ impl ExfilConfig {
     ) -> Result<ExfilStage, Vec<ConfigIssue>> {
         let mut issues = self.issues();
         let shared = self.shared.as_ref().and_then(|s| s.settings(ctx.config_dir, &mut issues));
-        let webhook = match self
-            .webhook
-            .as_ref()
-            .map(|w| w.build(ctx.config_dir, "webhook", "exfil webhook", crate::metrics::webhook()))
-        {
-            Some(Ok(built)) => Some(built),
-            Some(Err(mut found)) => {
-                issues.append(&mut found);
-                None
-            }
-            None => None,
-        };
+        let webhook = phigate_shipper::build_optional(
+            self.webhook.as_ref(),
+            ctx.config_dir,
+            ("webhook", "exfil webhook"),
+            crate::metrics::webhook,
+            &mut issues,
+        );
         if !issues.is_empty() {
             return Err(issues);
         }
