@@ -470,6 +470,17 @@ impl Stage for PolicyStage {
     }
 
     fn on_buffered_response(&self, ctx: &mut RequestCtx, body: &[u8]) -> Result<(), Denial> {
+        if let Some(mut check) = ctx.extensions.remove::<NdjsonCheck>() {
+            // An export file another stage had buffered: the whole body, line by line, as if
+            // it had streamed (never sent unchecked).
+            let sent = check.feed(body, true);
+            check.record(ctx);
+            let sent = sent?;
+            if sent.len() != body.len() {
+                ctx.response.replace_body = Some(sent);
+            }
+            return Ok(());
+        }
         let Some(permit) = ctx.extensions.get::<Permit>() else {
             return Ok(());
         };

@@ -263,3 +263,42 @@ async fn an_export_status_answer_is_verified_like_any_response() {
     let leak = br#"{"resourceType":"Patient","id":"b-p1"}"#;
     assert_eq!(stage().on_buffered_response(&mut c, leak).unwrap_err().code, ErrorCode::PatientNotPermitted);
 }
+
+/// An export file is checked line by line as it streams; if another stage had the body buffered
+/// instead, the whole body gets the same check: no path sends it unchecked.
+#[tokio::test]
+async fn an_export_file_buffered_by_another_stage_is_checked_the_same_way() {
+    let service = principal("svc", "tenant-a", &[], &["system/*.read"]);
+    let file = || {
+        let mut c = get(
+            "/fhir/Binary/job-1-Observation",
+            service.clone(),
+            fhir(Interaction::Read, "Binary", Some("job-1-Observation"), &[]),
+        );
+        c.bulk = Some(phigate_plugin::BulkAccess {
+            kind: phigate_plugin::BulkKind::File,
+            issuer: service.issuer.clone(),
+            subject: service.subject.as_str().into(),
+            tenant: service.tenant.clone(),
+            client_id: service.client_id.as_deref().map(Into::into),
+        });
+        c
+    };
+    let own = r#"{"resourceType":"Observation","subject":{"reference":"Patient/a-p1"}}"#;
+    let foreign = r#"{"resourceType":"Observation","subject":{"reference":"Patient/b-p1"}}"#;
+    let mut c = file();
+    stage().on_request(&mut c).await.unwrap();
+    assert!(c.response.filter_body && !c.response.buffer_body);
+    c.response.buffer_body = true; // as a custom stage might
+    let body = format!("{own}\n{foreign}\n");
+    assert_eq!(
+        stage().on_buffered_response(&mut c, body.as_bytes()).unwrap_err().code,
+        ErrorCode::PatientNotPermitted
+    );
+    let mut c = file();
+    stage().on_request(&mut c).await.unwrap();
+    c.response.buffer_body = true;
+    let body = format!("{own}\n{own}\n");
+    assert!(stage().on_buffered_response(&mut c, body.as_bytes()).is_ok());
+    assert_eq!(c.response.entries, Some(2));
+}
