@@ -188,7 +188,7 @@ async fn post_search_is_judged_by_its_form_body() {
     assert_eq!(res.status, 200, "{}", res.text());
     let bundle = res.json();
     assert_eq!(bundle["resourceType"], "Bundle");
-    assert!(bundle["total"].as_u64().is_some_and(|n| n > 0), "{bundle}");
+    assert!(bundle["entry"].as_array().is_some_and(|e| !e.is_empty()), "{bundle}");
     let seen = forwarded(&env).await;
     // The tenant's max_page_size obligation bounds the page: the body names no _count, so the
     // URL gains one.

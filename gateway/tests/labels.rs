@@ -36,6 +36,7 @@ async fn a_search_loses_the_labelled_entry_and_says_results_were_withheld() {
         let entries = bundle["entry"].as_array().unwrap();
         let ids: Vec<&str> = entries.iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
         assert_eq!(ids, ["a-p1-cond-1", "a-p1-cond-2"]);
+        assert_eq!(bundle.get("total"), None, "a total of 3 would give the labelled record away");
         let outcome = entries.last().unwrap();
         assert_eq!(outcome["search"]["mode"], "outcome");
         assert_eq!(outcome["resource"]["issue"][0]["code"], "suppressed");
@@ -52,6 +53,25 @@ async fn a_search_loses_the_labelled_entry_and_says_results_were_withheld() {
     assert_eq!(s, 200);
     assert!(!body.contains(PSY_ID), "{body}");
     assert!(body.contains("a-p1-cond-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_is_sent_only_to_those_who_may_see_everything_it_counts() {
+    let env = FullEnv::start().await;
+    let path = "/fhir/Condition?patient=a-p1&_summary=count";
+    for persona in ["clinician_a", "psychiatrist_a"] {
+        let (s, _, body) = env.get_as(persona, path).await;
+        assert_eq!(s, 200, "{body}");
+        let bundle: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (bundle["type"].as_str(), bundle.get("total")),
+            (Some("searchset"), None),
+            "{persona}: {body}"
+        );
+    }
+    let res = env.get_break_glass("er_doctor_a", path, "unconscious patient in the ER").await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.json()["total"], 3, "break-glass is cleared for every label: the server's count");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Response verification of a search result page: 50 Observations (US Core-like, each with
 //! `meta` and a tenant tag, as the demo upstream writes them), checked against a care team,
 //! without and with withheld security labels (the shipped data's five), and a page where one
-//! entry carries a withheld label (cut out and checked again). And a bulk export file: 1,000
+//! entry carries a withheld label (cut out and checked again); with labels withheld, the page's
+//! `total` removed too. And a bulk export file: 1,000
 //! such Observations as NDJSON, checked line by line as the policy stage checks a streamed file
 //! (reported in bytes per second).
 //!
@@ -10,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use phigate_policy::{verify_collect, without_entries, Labels, Permit, Verdict, Withheld};
+use phigate_policy::{verify_collect, without_counts, without_entries, Labels, Permit, Verdict, Withheld};
 
 const LABELS: [&str; 5] = [
     "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",
@@ -50,6 +51,14 @@ fn verify(c: &mut Criterion) {
     });
     c.bench_function("verify/50_entries/five_labels_withheld", |b| {
         b.iter(|| black_box(verify_collect(black_box(&clean), &withholding)))
+    });
+    // What a principal with labels withheld gets on every page: the check, then the total out.
+    c.bench_function("verify/50_entries/five_labels_withheld_count_hidden", |b| {
+        b.iter(|| {
+            let v = verify_collect(black_box(&clean), &withholding);
+            let hidden = without_counts(&clean, v.count_members).expect("an object").expect("a total");
+            black_box((v, hidden))
+        })
     });
     c.bench_function("verify/50_entries/one_entry_cut_out", |b| {
         b.iter(|| {

@@ -47,6 +47,13 @@ pub struct PolicyConfig {
     /// A search without `_count` always gains `_count=<max>`. Default: clamp.
     #[serde(default)]
     pub oversized_page: crate::page::OversizedPage,
+    /// While a principal has security labels withheld, remove the `total` and the `last` paging
+    /// link of every Bundle answered (search and history results, `_summary=count` too): a count
+    /// includes the labelled records left out, so it would tell that a patient has, say, a
+    /// psychiatry note (HAPI's consent service suppresses totals for the same reason). Set false
+    /// only if the upstream already leaves such records out of its counts. Default: true.
+    #[serde(default = "default_true")]
+    pub hide_counts: bool,
     /// Run the revision's own `*_test.rego` tests before serving it, at start and on every
     /// reload; a revision that fails them is rejected. Default: true.
     #[serde(default = "default_true")]
@@ -159,6 +166,7 @@ impl PolicyConfig {
             max_break_glass_reason_bytes: default_max_break_glass_reason_bytes(),
             max_narrow_patients: default_max_narrow_patients(),
             oversized_page: crate::page::OversizedPage::default(),
+            hide_counts: true,
             test_on_reload: true,
             watch: true,
             decision_cache: DecisionCacheConfig::default(),
@@ -239,6 +247,7 @@ impl PolicyConfig {
             max_reason_bytes: self.max_break_glass_reason_bytes,
             max_narrow_patients: self.max_narrow_patients,
             oversized_page: self.oversized_page,
+            hide_counts: self.hide_counts,
             test_on_reload: self.test_on_reload,
             watch: self.watch,
             cache: self.decision_cache.enabled.then(|| {

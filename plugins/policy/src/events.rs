@@ -73,6 +73,15 @@ pub(crate) static WITHHELD_ENTRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Bundles whose `total` or `last` link was removed because the caller has labels withheld.
+pub(crate) static HIDDEN_COUNTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "phigate_policy_hidden_counts_total",
+        "Bundles whose total or last link was removed because the caller has security labels withheld.",
+        &[],
+    )
+});
+
 /// Searches narrowed to the permitted patients, or refused because narrowing was not possible.
 pub(crate) static NARROWING: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(

@@ -8,6 +8,8 @@
 //! system). The response verification notes which resources carry one; a search result loses
 //! those entries (and says so in an `OperationOutcome` entry), anything else is refused.
 
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -103,6 +105,148 @@ pub fn without_entries(body: &[u8], drop: &[u32]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The members of a JSON object, in order (each key unescaped, its value as the server wrote
+/// it), collected into `out` until `wanted` of them named `total` or `link` have been read; then
+/// reading stops (`stopped` is set and an error ends the parse: serde_json would insist on
+/// reading to the end).
+struct Leading<'s, 'de> {
+    wanted: u32,
+    out: &'s RefCell<Vec<(Cow<'de, str>, &'de RawValue)>>,
+    stopped: &'s Cell<bool>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Leading<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Leading<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = 0;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            seen += u32::from(matches!(key.as_ref(), "total" | "link"));
+            let value = map.next_value::<&'de RawValue>()?;
+            self.out.borrow_mut().push((key, value));
+            if seen >= self.wanted {
+                self.stopped.set(true);
+                return Err(serde::de::Error::custom("read enough"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Link<'a> {
+    #[serde(borrow, default)]
+    relation: Option<Cow<'a, str>>,
+}
+
+/// The Bundle `body` without what would count the entries it cannot show: its `total` and its
+/// `last` paging link (whose offset is the total, give or take a page), however often and
+/// however escaped; every other member and link as the server wrote it. `count_members` is how
+/// many members the verification saw named `total` or `link` ([`crate::Verified`]): reading
+/// stops after the last of them and the rest (the entries, typically) is copied as it is,
+/// without being parsed again (so `body` must be one the verification found clean: valid JSON).
+/// `Ok(None)` when there is nothing to remove; `Err` when the body
+/// is not a JSON object (the caller refuses it).
+///
+/// A total counts the labelled records a principal is not cleared for (on this page or any
+/// other), so it tells whether a patient has, say, a psychiatry note; HAPI's consent service
+/// suppresses it for the same reason.
+pub fn without_counts(body: &[u8], count_members: u32) -> Result<Option<Vec<u8>>, NotAnObject> {
+    if count_members == 0 {
+        return Ok(None);
+    }
+    let members = RefCell::new(Vec::new());
+    let stopped = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = Leading { wanted: count_members, out: &members, stopped: &stopped };
+    let parsed = serde::de::DeserializeSeed::deserialize(read, &mut de).and_then(|()| de.end());
+    if parsed.is_err() && !stopped.get() {
+        return Err(NotAnObject);
+    }
+    let members = members.into_inner();
+    // Where the members read end: the rest of the body follows as it is.
+    let Some((_, last)) = members.last() else {
+        return Ok(None);
+    };
+    let rest = (last.get().as_ptr() as usize)
+        .checked_sub(body.as_ptr() as usize)
+        .and_then(|start| start.checked_add(last.get().len()))
+        .and_then(|end| body.get(end..))
+        .ok_or(NotAnObject)?;
+    let mut changed = false;
+    let mut kept: Vec<(&str, Cow<'_, [u8]>)> = Vec::with_capacity(members.len());
+    for (key, value) in &members {
+        match key.as_ref() {
+            "total" => changed = true,
+            "link" => match without_last(value) {
+                Some(links) => {
+                    changed = true;
+                    kept.push((key, Cow::Owned(links)));
+                }
+                None => kept.push((key, Cow::Borrowed(value.get().as_bytes()))),
+            },
+            _ => kept.push((key, Cow::Borrowed(value.get().as_bytes()))),
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    out.push(b'{');
+    for (i, (key, value)) in kept.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).map_err(|_| NotAnObject)?;
+        out.push(b':');
+        out.extend_from_slice(value);
+    }
+    // `rest` is `, "next": ... }` or `}`; with nothing kept before it, its comma goes.
+    let rest = if kept.is_empty() {
+        let trimmed = rest.trim_ascii_start();
+        trimmed.strip_prefix(b",").unwrap_or(trimmed)
+    } else {
+        rest
+    };
+    out.extend_from_slice(rest);
+    Ok(Some(out))
+}
+
+/// A body [`without_counts`] could not read as a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAnObject;
+
+/// A Bundle's `link` array without its `last` links, or `None` when it has none (or is not an
+/// array of objects: left as it is, it names no count).
+fn without_last(links: &RawValue) -> Option<Vec<u8>> {
+    let items = serde_json::from_str::<Vec<&RawValue>>(links.get()).ok()?;
+    let last = |item: &&RawValue| {
+        serde_json::from_str::<Link<'_>>(item.get()).is_ok_and(|l| l.relation.as_deref() == Some("last"))
+    };
+    if !items.iter().any(last) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(links.get().len());
+    out.push(b'[');
+    for (i, item) in items.iter().filter(|item| !last(item)).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.get().as_bytes());
+    }
+    out.push(b']');
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -154,6 +298,58 @@ mod tests {
         let all = without_entries(body, &[0, 1, 2]).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&all).unwrap();
         assert_eq!(v["entry"].as_array().unwrap().len(), 1, "only the outcome entry is left");
+    }
+
+    #[test]
+    fn counts_are_removed_and_everything_else_kept_as_written() {
+        let body = br#"{"resourceType":"Bundle" ,"type":"searchset", "total": 12,
+            "link":[{"relation":"self","url":"https://x/fhir/Observation?_count=1"},
+                    {"relation":"next","url":"https://x/fhir?_getpages=a&_getpagesoffset=1"},
+                    {"relation":"last","url":"https://x/fhir?_getpages=a&_getpagesoffset=11"}],
+            "entry":[{"resource":{"resourceType":"Observation","id":"o1","note":[{"text":"total \"last\" ]}"}]}}]}"#;
+        let out = without_counts(body, 2).unwrap().expect("counts to remove");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let original: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(v.get("total"), None);
+        let relations: Vec<&str> =
+            v["link"].as_array().unwrap().iter().map(|l| l["relation"].as_str().unwrap()).collect();
+        assert_eq!(relations, ["self", "next"]);
+        for member in ["resourceType", "type", "entry"] {
+            assert_eq!(v[member], original[member]);
+        }
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(
+            text.contains(r#""entry":[{"resource":{"resourceType":"Observation","id":"o1","note":[{"text":"total \"last\" ]}"}]}}]"#),
+            "values are the server's bytes: {text}"
+        );
+        assert!(!text.contains("offset=11"));
+
+        // `_summary=count`: the count is all there was.
+        let out =
+            without_counts(br#"{"resourceType":"Bundle","type":"searchset","total":3}"#, 1).unwrap().unwrap();
+        assert_eq!(out, br#"{"resourceType":"Bundle","type":"searchset"}"#);
+    }
+
+    #[test]
+    fn counts_are_found_however_written_and_a_bundle_without_them_is_left_alone() {
+        let escaped =
+            without_counts(br#"{"tot\u0061l":3,"resourceType":"Bundle","total":4}"#, 2).unwrap().unwrap();
+        assert_eq!(escaped, br#"{"resourceType":"Bundle"}"#, "an escaped or repeated key is the same member");
+        let link =
+            without_counts(br#"{"link":[{"url":"u","relation":"l\u0061st"}],"type":"history"}"#, 1).unwrap();
+        assert_eq!(link.unwrap(), br#"{"link":[],"type":"history"}"#);
+        let nothing = br#"{"resourceType":"Bundle","type":"searchset","link":[{"relation":"next","url":"u"}],
+            "entry":[{"resource":{"resourceType":"Claim","total":{"value":3}}}]}"#;
+        assert_eq!(without_counts(nothing, 1), Ok(None), "a resource's own total is not the Bundle's");
+        assert_eq!(
+            without_counts(br#"{"link":{"relation":"last"}}"#, 1),
+            Ok(None),
+            "a link that is not a list is not paging"
+        );
+        assert_eq!(without_counts(b"[1]", 1), Err(NotAnObject));
+        assert_eq!(without_counts(b"{\"type\":", 1), Err(NotAnObject));
+        let first = without_counts(b"{ \"total\" : 1 ,\n \"type\":\"searchset\" }", 1).unwrap().unwrap();
+        assert_eq!(first, b"{\n \"type\":\"searchset\" }", "the comma after a first member goes with it");
     }
 
     #[test]

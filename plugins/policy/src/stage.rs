@@ -16,7 +16,7 @@ use regorus::Value;
 use crate::bulk::NdjsonCheck;
 use crate::error::{EvalError, LoadError};
 use crate::events;
-use crate::labels::{without_entries, Withheld};
+use crate::labels::{without_counts, without_entries, NotAnObject, Withheld};
 use crate::narrow::{narrow, NarrowError};
 use crate::permit::{PatientTenants, Permit};
 use crate::revision::{GatewaySettings, Revision, Sources};
@@ -37,6 +37,7 @@ pub(crate) struct StageSettings {
     pub(crate) max_reason_bytes: usize,
     pub(crate) max_narrow_patients: usize,
     pub(crate) oversized_page: crate::page::OversizedPage,
+    pub(crate) hide_counts: bool,
     pub(crate) test_on_reload: bool,
     pub(crate) watch: bool,
     pub(crate) cache: Option<(Duration, u64)>,
@@ -499,6 +500,22 @@ impl Stage for PolicyStage {
                         checked = sent;
                         ctx.response.withheld = Some(u32::try_from(drop.len()).unwrap_or(u32::MAX));
                         ctx.response.replace_body = Some(cut.into());
+                    }
+                }
+                if self.inner.settings.hide_counts && checked.entries.is_some() && !permit.labels().is_empty()
+                {
+                    let sent = ctx.response.replace_body.as_deref().unwrap_or(body);
+                    match without_counts(sent, checked.count_members) {
+                        Ok(None) => {}
+                        Ok(Some(hidden)) => {
+                            events::HIDDEN_COUNTS.with_label_values::<&str>(&[]).inc();
+                            ctx.response.replace_body = Some(hidden.into());
+                        }
+                        Err(NotAnObject) => {
+                            events::RESPONSE_CHECKS.with_label_values(&["security_label"]).inc();
+                            return Err(Denial::new(ErrorCode::SecurityLabelNotPermitted)
+                                .with_cause("the result's counts could not be removed"));
+                        }
                     }
                 }
                 // What the body held, for the stages after this one (exfil windows, audit).

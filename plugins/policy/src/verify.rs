@@ -81,6 +81,9 @@ pub struct Verified {
     /// reported only for a search result (`searchset` Bundle); in any other Bundle a labelled
     /// entry withholds the whole response (a batch or history answer cannot lose entries).
     pub withheld: Withheld,
+    /// For a clean body that is a JSON object: how many of its members are named `total` or
+    /// `link` (what [`crate::without_counts`] looks at; it stops reading after the last).
+    pub count_members: u32,
 }
 
 /// Facts about the root of the document, gathered on the way.
@@ -91,14 +94,22 @@ struct Root {
     entries: Cell<Option<u32>>,
     /// Root `entry` elements carrying a withheld label.
     withheld: RefCell<Vec<u32>>,
+    /// Root members named `total` or `link`.
+    count_members: Cell<u32>,
 }
 
 /// Checks a body against `permit`, also collecting which patients it named and how many Bundle
 /// entries it has (for the stages after this one, so they need not parse the body again).
 pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
-    let clean = |named, entries, withheld| Verified { verdict: Verdict::Clean, named, entries, withheld };
+    let clean = |named, entries, withheld, count_members| Verified {
+        verdict: Verdict::Clean,
+        named,
+        entries,
+        withheld,
+        count_members,
+    };
     if body.iter().all(u8::is_ascii_whitespace) {
-        return clean(Vec::new(), None, Withheld::Nothing);
+        return clean(Vec::new(), None, Withheld::Nothing, 0);
     }
     let violation = Cell::new(false);
     let labelled = Cell::new(false);
@@ -121,7 +132,13 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
         (false, Err(_)) => Verdict::Unreadable,
     };
     if verdict != Verdict::Clean {
-        return Verified { verdict, named: Vec::new(), entries: None, withheld: Withheld::Nothing };
+        return Verified {
+            verdict,
+            named: Vec::new(),
+            entries: None,
+            withheld: Withheld::Nothing,
+            count_members: 0,
+        };
     }
     let mut named = seen.into_inner();
     named.sort_unstable();
@@ -138,7 +155,7 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
     } else {
         Withheld::Whole
     };
-    clean(named, entries, withheld)
+    clean(named, entries, withheld, root.count_members.get())
 }
 
 #[derive(Clone, Copy)]
@@ -286,6 +303,12 @@ impl<'de> Visitor<'de> for Node<'_> {
                     None => map.next_value_seed(child)?,
                 },
                 Key::Meta if !self.permit.labels().is_empty() => map.next_value_seed(MetaSeed(child))?,
+                Key::Count => {
+                    if let Some(root) = self.top {
+                        root.count_members.set(root.count_members.get().saturating_add(1));
+                    }
+                    map.next_value_seed(child)?;
+                }
                 Key::Data if data.is_none() => data = map.next_value_seed(StrOrWalk(child))?,
                 Key::ContentType if content_type.is_none() => {
                     content_type = map.next_value_seed(StrOrWalk(child))?;
@@ -316,6 +339,7 @@ enum Key {
     Code,
     Data,
     ContentType,
+    Count,
     Other,
 }
 
@@ -346,6 +370,7 @@ impl Visitor<'_> for KeySeed {
             "code" => Key::Code,
             "data" => Key::Data,
             "contentType" => Key::ContentType,
+            "total" | "link" => Key::Count,
             _ => Key::Other,
         })
     }

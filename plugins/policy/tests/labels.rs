@@ -9,7 +9,7 @@ mod support;
 
 use http::{Method, StatusCode};
 use phigate_plugin::{ErrorCode, Interaction, PatientId, PreRead, Principal, RequestCtx, Stage};
-use phigate_policy::{verify_collect, Labels, Permit, Verdict, Withheld};
+use phigate_policy::{verify_collect, Labels, Permit, PolicyConfig, Verdict, Withheld};
 use std::sync::Arc;
 use support::*;
 
@@ -87,13 +87,21 @@ async fn labelled_search_entries_are_left_out_and_the_rest_is_sent() {
     assert_eq!(named, ["a-p1"], "a patient named only in a withheld entry was not served");
 }
 
+/// The body the client gets: the replacement, or what the upstream sent.
+fn sent(c: &RequestCtx, body: &str) -> serde_json::Value {
+    serde_json::from_slice(c.response.replace_body.as_deref().unwrap_or(body.as_bytes())).unwrap()
+}
+
 #[tokio::test]
-async fn a_clean_search_result_is_sent_as_it_came() {
+async fn a_clean_search_result_loses_only_its_count() {
     let mut c = search_by(clinician_a()).await;
     let body = searchset(&[observation("o1", "a-p1", &coding(CONF, "N"))]);
     stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
-    assert!(c.response.replace_body.is_none());
+    let mut expected: serde_json::Value = serde_json::from_str(&body).unwrap();
+    expected.as_object_mut().unwrap().remove("total");
+    assert_eq!(sent(&c, &body), expected, "the total would count records the clinician cannot see");
     assert_eq!(c.response.withheld, None);
+    assert_eq!(c.response.entries, Some(1));
 }
 
 #[tokio::test]
@@ -101,12 +109,36 @@ async fn a_cleared_role_gets_the_labelled_entry() {
     let mut c = search_by(psychiatrist_a()).await;
     let body = searchset(&[observation("o2", "a-p2", &coding(ACT, "PSY"))]);
     stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
-    assert!(c.response.replace_body.is_none());
+    assert_eq!(c.response.withheld, None);
+    let got = sent(&c, &body);
+    assert_eq!(got["entry"][0]["resource"]["meta"]["security"][0]["code"], "PSY");
+    assert_eq!(got.get("total"), None, "other labels are still withheld: no count");
     // ... but not one carrying a label its role does not clear.
     let mut c = search_by(psychiatrist_a()).await;
     let body = searchset(&[observation("o2", "a-p2", &coding(ACT, "ETH"))]);
     stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
     assert_eq!(c.response.withheld, Some(1));
+    assert_eq!(sent(&c, &body).get("total"), None);
+}
+
+#[tokio::test]
+async fn counts_are_kept_when_nothing_is_withheld_or_the_upstream_hides_them_itself() {
+    let body = searchset(&[observation("o1", "a-p5", &coding(CONF, "V"))]);
+    let c = get("/fhir/Observation", er_doctor_a(), fhir(Interaction::SearchType, "Observation", None, &[]));
+    let mut c = with_header(c, "x-break-glass-reason", "unresponsive patient in ED bay 3");
+    stage().on_request(&mut c).await.unwrap();
+    stage().on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    assert!(c.response.replace_body.is_none(), "break-glass sees every label, so its count is true");
+
+    let mut config = PolicyConfig::new(shipped_policies());
+    config.watch = false;
+    config.max_eval_ms = 10_000;
+    config.hide_counts = false;
+    let keeping = build(config);
+    let mut c = search_by(clinician_a()).await;
+    let body = searchset(&[observation("o1", "a-p1", "")]);
+    keeping.on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    assert!(c.response.replace_body.is_none());
 }
 
 #[tokio::test]

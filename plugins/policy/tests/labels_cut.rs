@@ -1,11 +1,13 @@
 //! Leaving labelled entries out of a search result, over generated Bundles: whatever the
 //! spacing, the strings (escapes, brackets and commas inside them) and which entries are
 //! labelled, the client gets exactly the unlabelled entries, byte for byte and in order, then
-//! one outcome entry, and every other member of the Bundle as the server sent it.
+//! one outcome entry, and every other member of the Bundle as the server sent it. And taking a
+//! Bundle's counts out: wherever its `total` and `link` members are, however many, the client
+//! gets every other member and every link but `last`, the entries byte for byte.
 
 #![allow(clippy::unwrap_used)]
 
-use phigate_policy::{verify_collect, without_entries, Labels, Permit, Verdict, Withheld};
+use phigate_policy::{verify_collect, without_counts, without_entries, Labels, Permit, Verdict, Withheld};
 use proptest::prelude::*;
 
 const PSY: &str = r#"{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}"#;
@@ -61,5 +63,75 @@ proptest! {
         }
         // And checked again, nothing withheld is left.
         prop_assert_eq!(verify_collect(&cut, &permit).withheld, Withheld::Nothing);
+    }
+}
+
+/// A Bundle member: (name, rendered value). `total` and `link` may repeat.
+fn member() -> impl Strategy<Value = (String, String)> {
+    let relation = prop::sample::select(vec!["self", "next", "previous", "last", "first"]);
+    prop_oneof![
+        (0u32..500).prop_map(|n| ("total".to_owned(), n.to_string())),
+        prop::collection::vec(relation, 0..4).prop_map(|rels| {
+            let links: Vec<String> = rels
+                .iter()
+                .map(|r| format!(r#"{{"relation":"{r}","url":"https://x/fhir?_getpagesoffset=7"}}"#))
+                .collect();
+            ("link".to_owned(), format!("[{}]", links.join(" , ")))
+        }),
+        Just(("id".to_owned(), r#""b1""#.to_owned())),
+        Just((
+            "meta".to_owned(),
+            r#"{"lastUpdated":"2026-01-01T00:00:00Z","tag":[{"code":"total"}]}"#.to_owned()
+        )),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn counts_come_out_and_nothing_else(
+        members in prop::collection::vec(member(), 0..6),
+        entries in prop::collection::vec(entry(), 0..4),
+        order in Just((0..9).collect::<Vec<usize>>()).prop_shuffle(),
+        ws in "[ \n]{0,2}",
+    ) {
+        let rendered: Vec<String> = entries.iter().enumerate().map(|(i, e)| render(i, e)).collect();
+        let entry = format!("[{}]", rendered.join(","));
+        let mut all: Vec<(String, String)> =
+            vec![("resourceType".into(), r#""Bundle""#.into()), ("type".into(), r#""searchset""#.into())];
+        all.extend(members);
+        all.push(("entry".into(), entry.clone()));
+        // Any order: a count may come first, last or between the entries and the rest.
+        let mut all: Vec<(usize, (String, String))> = all.into_iter().enumerate().collect();
+        all.sort_by_key(|(i, _)| order[*i]);
+        let all: Vec<(String, String)> = all.into_iter().map(|(_, m)| m).collect();
+        let body = format!(
+            "{{{ws}{}{ws}}}",
+            all.iter().map(|(k, v)| format!(r#""{k}"{ws}:{ws}{v}"#)).collect::<Vec<_>>().join(&format!("{ws},{ws}"))
+        );
+        let permit = Permit::patients(["a-p1", "a-p2"]);
+        let checked = verify_collect(body.as_bytes(), &permit);
+        prop_assert_eq!(checked.verdict, Verdict::Clean);
+        let original: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let has_last = all.iter().any(|(k, v)| k == "link" && v.contains(r#""last""#));
+        let has_total = all.iter().any(|(k, _)| k == "total");
+        let out = without_counts(body.as_bytes(), checked.count_members).unwrap();
+        let Some(out) = out else {
+            prop_assert!(!has_last && !has_total, "nothing removed from {}", body);
+            return Ok(());
+        };
+        let sent: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&out))))?;
+        prop_assert_eq!(sent.get("total"), None);
+        let mut expected = original.clone();
+        let object = expected.as_object_mut().unwrap();
+        object.remove("total");
+        if let Some(links) = object.get_mut("link").and_then(|l| l.as_array_mut()) {
+            links.retain(|l| l["relation"] != "last");
+        }
+        // serde_json keeps the last of repeated keys; so does every reader of the result.
+        prop_assert_eq!(&sent, &expected);
+        prop_assert!(String::from_utf8_lossy(&out).contains(&entry), "entries not sent as written");
     }
 }
