@@ -148,26 +148,106 @@ struct Link<'a> {
     relation: Option<Cow<'a, str>>,
 }
 
+/// The members of a JSON document's root object as the verification walk found them: where
+/// each starts (the byte offset of its key's opening quote) and whether it is named `total` or
+/// `link`. The places are unknown when a root key was written with escapes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RootMembers {
+    starts: Option<Vec<(usize, bool)>>,
+    counts: u32,
+}
+
+impl RootMembers {
+    /// From the walk's root keys (the address of each key's first character, if borrowed from
+    /// `body`) in order.
+    pub(crate) fn found(body: &[u8], keys: Vec<(Option<usize>, bool)>) -> RootMembers {
+        let counts = keys.iter().filter(|(_, count)| *count).count();
+        let base = body.as_ptr() as usize;
+        let starts = keys
+            .into_iter()
+            .map(|(at, count)| Some((at?.checked_sub(base)?.checked_sub(1)?, count)))
+            .collect::<Option<Vec<_>>>();
+        RootMembers { starts, counts: u32::try_from(counts).unwrap_or(u32::MAX) }
+    }
+
+    /// How many root members are named `total` or `link`.
+    pub fn counts(&self) -> u32 {
+        self.counts
+    }
+}
+
 /// The Bundle `body` without what would count the entries it cannot show: its `total` and its
 /// `last` paging link (whose offset is the total, give or take a page), however often and
-/// however escaped; every other member and link as the server wrote it. `count_members` is how
-/// many members the verification saw named `total` or `link` ([`crate::Verified`]): reading
-/// stops after the last of them and the rest (the entries, typically) is copied as it is,
-/// without being parsed again (so `body` must be one the verification found clean: valid JSON).
-/// `Ok(None)` when there is nothing to remove; `Err` when the body
-/// is not a JSON object (the caller refuses it).
+/// however escaped; every other member and link as the server wrote it. `members` is where the
+/// verification found the root's members ([`crate::Verified::root`]): they are cut apart there,
+/// without parsing the body again (with escaped root keys, the members up to the last count are
+/// parsed instead). `body` must be one the verification found clean. `Ok(None)` when there is
+/// nothing to remove; `Err` when the body is not a JSON object (the caller refuses it).
 ///
 /// A total counts the labelled records a principal is not cleared for (on this page or any
 /// other), so it tells whether a patient has, say, a psychiatry note; HAPI's consent service
 /// suppresses it for the same reason.
-pub fn without_counts(body: &[u8], count_members: u32) -> Result<Option<Vec<u8>>, NotAnObject> {
-    if count_members == 0 {
+pub fn without_counts(body: &[u8], members: &RootMembers) -> Result<Option<Vec<u8>>, NotAnObject> {
+    if members.counts == 0 {
         return Ok(None);
     }
+    let Some(starts) = &members.starts else {
+        return parsed_without_counts(body, members.counts);
+    };
+    let Some(brace) = body.iter().rposition(|b| !b.is_ascii_whitespace()) else {
+        return Err(NotAnObject);
+    };
+    let (Some(&(first, _)), Some(b'}')) = (starts.first(), body.get(brace)) else {
+        return Err(NotAnObject);
+    };
+    let mut changed = false;
+    let mut kept: Vec<Cow<'_, [u8]>> = Vec::with_capacity(starts.len());
+    for (i, &(start, count)) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).map_or(brace, |next| next.0);
+        // `"key": value ,` (or the last member, up to the closing brace).
+        let member = body.get(start..end).filter(|m| m.first() == Some(&b'"')).ok_or(NotAnObject)?;
+        let member = member.trim_ascii_end();
+        let member = member.strip_suffix(b",").unwrap_or(member).trim_ascii_end();
+        if !count {
+            kept.push(Cow::Borrowed(member));
+        } else if member.starts_with(br#""total""#) {
+            changed = true;
+        } else {
+            let value = member.get(br#""link""#.len()..).unwrap_or_default().trim_ascii_start();
+            let value = value.strip_prefix(b":").ok_or(NotAnObject)?.trim_ascii_start();
+            match without_last(value) {
+                Some(links) => {
+                    changed = true;
+                    let mut rewritten = br#""link":"#.to_vec();
+                    rewritten.extend_from_slice(&links);
+                    kept.push(Cow::Owned(rewritten));
+                }
+                None => kept.push(Cow::Borrowed(member)),
+            }
+        }
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(body.get(..first).ok_or(NotAnObject)?);
+    for (i, member) in kept.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(member);
+    }
+    out.extend_from_slice(body.get(brace..).ok_or(NotAnObject)?);
+    Ok(Some(out))
+}
+
+/// [`without_counts`] for a body whose root keys were escaped: its members parsed, up to the
+/// last of the `counts` named `total` or `link`, the rest copied as it is.
+fn parsed_without_counts(body: &[u8], counts: u32) -> Result<Option<Vec<u8>>, NotAnObject> {
     let members = RefCell::new(Vec::new());
     let stopped = Cell::new(false);
     let mut de = serde_json::Deserializer::from_slice(body);
-    let read = Leading { wanted: count_members, out: &members, stopped: &stopped };
+    let read = Leading { wanted: counts, out: &members, stopped: &stopped };
     let parsed = serde::de::DeserializeSeed::deserialize(read, &mut de).and_then(|()| de.end());
     if parsed.is_err() && !stopped.get() {
         return Err(NotAnObject);
@@ -187,7 +267,7 @@ pub fn without_counts(body: &[u8], count_members: u32) -> Result<Option<Vec<u8>>
     for (key, value) in &members {
         match key.as_ref() {
             "total" => changed = true,
-            "link" => match without_last(value) {
+            "link" => match without_last(value.get().as_bytes()) {
                 Some(links) => {
                     changed = true;
                     kept.push((key, Cow::Owned(links)));
@@ -227,15 +307,15 @@ pub struct NotAnObject;
 
 /// A Bundle's `link` array without its `last` links, or `None` when it has none (or is not an
 /// array of objects: left as it is, it names no count).
-fn without_last(links: &RawValue) -> Option<Vec<u8>> {
-    let items = serde_json::from_str::<Vec<&RawValue>>(links.get()).ok()?;
+fn without_last(links: &[u8]) -> Option<Vec<u8>> {
+    let items = serde_json::from_slice::<Vec<&RawValue>>(links).ok()?;
     let last = |item: &&RawValue| {
         serde_json::from_str::<Link<'_>>(item.get()).is_ok_and(|l| l.relation.as_deref() == Some("last"))
     };
     if !items.iter().any(last) {
         return None;
     }
-    let mut out = Vec::with_capacity(links.get().len());
+    let mut out = Vec::with_capacity(links.len());
     out.push(b'[');
     for (i, item) in items.iter().filter(|item| !last(item)).enumerate() {
         if i > 0 {
@@ -300,6 +380,13 @@ mod tests {
         assert_eq!(v["entry"].as_array().unwrap().len(), 1, "only the outcome entry is left");
     }
 
+    /// The counts taken out of `body`, where the verification found its members.
+    fn hide(body: &[u8]) -> Result<Option<Vec<u8>>, NotAnObject> {
+        let checked = crate::verify_collect(body, &crate::Permit::patients(["a-p1"]));
+        assert_eq!(checked.verdict, crate::Verdict::Clean);
+        without_counts(body, &checked.root)
+    }
+
     #[test]
     fn counts_are_removed_and_everything_else_kept_as_written() {
         let body = br#"{"resourceType":"Bundle" ,"type":"searchset", "total": 12,
@@ -307,7 +394,7 @@ mod tests {
                     {"relation":"next","url":"https://x/fhir?_getpages=a&_getpagesoffset=1"},
                     {"relation":"last","url":"https://x/fhir?_getpages=a&_getpagesoffset=11"}],
             "entry":[{"resource":{"resourceType":"Observation","id":"o1","note":[{"text":"total \"last\" ]}"}]}}]}"#;
-        let out = without_counts(body, 2).unwrap().expect("counts to remove");
+        let out = hide(body).unwrap().expect("counts to remove");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let original: serde_json::Value = serde_json::from_slice(body).unwrap();
         assert_eq!(v.get("total"), None);
@@ -325,31 +412,39 @@ mod tests {
         assert!(!text.contains("offset=11"));
 
         // `_summary=count`: the count is all there was.
-        let out =
-            without_counts(br#"{"resourceType":"Bundle","type":"searchset","total":3}"#, 1).unwrap().unwrap();
+        let out = hide(br#"{"resourceType":"Bundle","type":"searchset","total":3}"#).unwrap().unwrap();
         assert_eq!(out, br#"{"resourceType":"Bundle","type":"searchset"}"#);
+        let first = hide(b"{ \"total\" : 1 ,\n \"type\":\"searchset\" }").unwrap().unwrap();
+        assert_eq!(first, b"{ \"type\":\"searchset\"}", "the comma after a first member goes with it");
+        let last = hide(b"{\"type\":\"searchset\" ,\"total\":1 }").unwrap().unwrap();
+        assert_eq!(last, b"{\"type\":\"searchset\"}", "and the comma before a last one");
     }
 
     #[test]
     fn counts_are_found_however_written_and_a_bundle_without_them_is_left_alone() {
-        let escaped =
-            without_counts(br#"{"tot\u0061l":3,"resourceType":"Bundle","total":4}"#, 2).unwrap().unwrap();
+        // An escaped root key: the members are parsed instead.
+        let escaped = hide(br#"{"tot\u0061l":3,"resourceType":"Bundle","total":4}"#).unwrap().unwrap();
         assert_eq!(escaped, br#"{"resourceType":"Bundle"}"#, "an escaped or repeated key is the same member");
-        let link =
-            without_counts(br#"{"link":[{"url":"u","relation":"l\u0061st"}],"type":"history"}"#, 1).unwrap();
+        let escaped =
+            hide(b"{\"resourceType\":\"Bundle\", \"tot\\u0061l\":3 , \"entry\":[] }").unwrap().unwrap();
+        assert_eq!(escaped, b"{\"resourceType\":\"Bundle\" , \"entry\":[] }", "the rest as written");
+        let link = hide(br#"{"link":[{"url":"u","relation":"l\u0061st"}],"type":"history"}"#).unwrap();
         assert_eq!(link.unwrap(), br#"{"link":[],"type":"history"}"#);
         let nothing = br#"{"resourceType":"Bundle","type":"searchset","link":[{"relation":"next","url":"u"}],
             "entry":[{"resource":{"resourceType":"Claim","total":{"value":3}}}]}"#;
-        assert_eq!(without_counts(nothing, 1), Ok(None), "a resource's own total is not the Bundle's");
+        assert_eq!(hide(nothing), Ok(None), "a resource's own total is not the Bundle's");
         assert_eq!(
-            without_counts(br#"{"link":{"relation":"last"}}"#, 1),
+            hide(br#"{"link":{"relation":"last"}}"#),
             Ok(None),
             "a link that is not a list is not paging"
         );
-        assert_eq!(without_counts(b"[1]", 1), Err(NotAnObject));
-        assert_eq!(without_counts(b"{\"type\":", 1), Err(NotAnObject));
-        let first = without_counts(b"{ \"total\" : 1 ,\n \"type\":\"searchset\" }", 1).unwrap().unwrap();
-        assert_eq!(first, b"{\n \"type\":\"searchset\" }", "the comma after a first member goes with it");
+        assert_eq!(hide(b"{}"), Ok(None));
+        let misplaced = RootMembers { starts: Some(vec![(0, true)]), counts: 1 };
+        assert_eq!(without_counts(b"[1]", &misplaced), Err(NotAnObject));
+        assert_eq!(without_counts(b"{\"total\":1", &misplaced), Err(NotAnObject));
+        let unplaced = RootMembers { starts: None, counts: 1 };
+        assert_eq!(without_counts(b"[1]", &unplaced), Err(NotAnObject));
+        assert_eq!(without_counts(b"{\"type\":", &unplaced), Err(NotAnObject));
     }
 
     #[test]

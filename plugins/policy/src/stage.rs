@@ -505,7 +505,7 @@ impl Stage for PolicyStage {
                 if self.inner.settings.hide_counts && checked.entries.is_some() && !permit.labels().is_empty()
                 {
                     let sent = ctx.response.replace_body.as_deref().unwrap_or(body);
-                    match without_counts(sent, checked.count_members) {
+                    match without_counts(sent, &checked.root) {
                         Ok(None) => {}
                         Ok(Some(hidden)) => {
                             events::HIDDEN_COUNTS.with_label_values::<&str>(&[]).inc();

@@ -22,7 +22,7 @@ use std::fmt;
 use phigate_plugin::{patient_of_reference as patient_of, PatientId};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::labels::Withheld;
+use crate::labels::{RootMembers, Withheld};
 use crate::permit::Permit;
 
 /// The scalar `visit_*` methods of a walker that ignores scalars (with `str`: strings too).
@@ -81,9 +81,9 @@ pub struct Verified {
     /// reported only for a search result (`searchset` Bundle); in any other Bundle a labelled
     /// entry withholds the whole response (a batch or history answer cannot lose entries).
     pub withheld: Withheld,
-    /// For a clean body that is a JSON object: how many of its members are named `total` or
-    /// `link` (what [`crate::without_counts`] looks at; it stops reading after the last).
-    pub count_members: u32,
+    /// For a clean body that is a JSON object: where its members are, for
+    /// [`crate::without_counts`] (which then need not parse the body again).
+    pub root: RootMembers,
 }
 
 /// Facts about the root of the document, gathered on the way.
@@ -94,22 +94,18 @@ struct Root {
     entries: Cell<Option<u32>>,
     /// Root `entry` elements carrying a withheld label.
     withheld: RefCell<Vec<u32>>,
-    /// Root members named `total` or `link`.
-    count_members: Cell<u32>,
+    /// Where each root member's key starts (an address in the body; `None` for a key written
+    /// with escapes, whose place is not known) and whether it is named `total` or `link`.
+    keys: RefCell<Vec<(Option<usize>, bool)>>,
 }
 
 /// Checks a body against `permit`, also collecting which patients it named and how many Bundle
 /// entries it has (for the stages after this one, so they need not parse the body again).
 pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
-    let clean = |named, entries, withheld, count_members| Verified {
-        verdict: Verdict::Clean,
-        named,
-        entries,
-        withheld,
-        count_members,
-    };
+    let clean =
+        |named, entries, withheld, root| Verified { verdict: Verdict::Clean, named, entries, withheld, root };
     if body.iter().all(u8::is_ascii_whitespace) {
-        return clean(Vec::new(), None, Withheld::Nothing, 0);
+        return clean(Vec::new(), None, Withheld::Nothing, RootMembers::default());
     }
     let violation = Cell::new(false);
     let labelled = Cell::new(false);
@@ -137,7 +133,7 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
             named: Vec::new(),
             entries: None,
             withheld: Withheld::Nothing,
-            count_members: 0,
+            root: RootMembers::default(),
         };
     }
     let mut named = seen.into_inner();
@@ -155,7 +151,8 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
     } else {
         Withheld::Whole
     };
-    clean(named, entries, withheld, root.count_members.get())
+    let members = RootMembers::found(body, root.keys.into_inner());
+    clean(named, entries, withheld, members)
 }
 
 #[derive(Clone, Copy)]
@@ -286,7 +283,18 @@ impl<'de> Visitor<'de> for Node<'_> {
         let mut id: Option<String> = None;
         let (mut data, mut content_type): (Option<Text<'de>>, Option<Text<'de>>) = (None, None);
         let child = self.inner();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
+        loop {
+            let key = match self.top {
+                Some(root) => {
+                    let Some((key, at)) = map.next_key_seed(RootKeySeed)? else { break };
+                    root.keys.borrow_mut().push((at, matches!(key, Key::Count)));
+                    key
+                }
+                None => match map.next_key_seed(KeySeed)? {
+                    Some(key) => key,
+                    None => break,
+                },
+            };
             match key {
                 Key::Reference => map.next_value_seed(RefSeed(child))?,
                 Key::ResourceType => {
@@ -303,12 +311,6 @@ impl<'de> Visitor<'de> for Node<'_> {
                     None => map.next_value_seed(child)?,
                 },
                 Key::Meta if !self.permit.labels().is_empty() => map.next_value_seed(MetaSeed(child))?,
-                Key::Count => {
-                    if let Some(root) = self.top {
-                        root.count_members.set(root.count_members.get().saturating_add(1));
-                    }
-                    map.next_value_seed(child)?;
-                }
                 Key::Data if data.is_none() => data = map.next_value_seed(StrOrWalk(child))?,
                 Key::ContentType if content_type.is_none() => {
                     content_type = map.next_value_seed(StrOrWalk(child))?;
@@ -358,21 +360,49 @@ impl Visitor<'_> for KeySeed {
         f.write_str("a key")
     }
     fn visit_str<E>(self, k: &str) -> Result<Key, E> {
-        Ok(match k {
-            "reference" => Key::Reference,
-            "resourceType" => Key::ResourceType,
-            "id" => Key::Id,
-            "entry" => Key::Entry,
-            "type" => Key::Type,
-            "meta" => Key::Meta,
-            "security" => Key::Security,
-            "system" => Key::System,
-            "code" => Key::Code,
-            "data" => Key::Data,
-            "contentType" => Key::ContentType,
-            "total" | "link" => Key::Count,
-            _ => Key::Other,
-        })
+        Ok(key(k))
+    }
+}
+
+fn key(k: &str) -> Key {
+    match k {
+        "reference" => Key::Reference,
+        "resourceType" => Key::ResourceType,
+        "id" => Key::Id,
+        "entry" => Key::Entry,
+        "type" => Key::Type,
+        "meta" => Key::Meta,
+        "security" => Key::Security,
+        "system" => Key::System,
+        "code" => Key::Code,
+        "data" => Key::Data,
+        "contentType" => Key::ContentType,
+        "total" | "link" => Key::Count,
+        _ => Key::Other,
+    }
+}
+
+/// A key of the root object, and where it is in the body (the address of its first character;
+/// `None` when it was written with escapes and so was copied out of the body).
+struct RootKeySeed;
+
+impl<'de> DeserializeSeed<'de> for RootKeySeed {
+    type Value = (Key, Option<usize>);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RootKeySeed {
+    type Value = (Key, Option<usize>);
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_borrowed_str<E>(self, k: &'de str) -> Result<Self::Value, E> {
+        Ok((key(k), Some(k.as_ptr() as usize)))
+    }
+    fn visit_str<E>(self, k: &str) -> Result<Self::Value, E> {
+        Ok((key(k), None))
     }
 }
 

@@ -95,9 +95,12 @@ proptest! {
         entries in prop::collection::vec(entry(), 0..4),
         order in Just((0..9).collect::<Vec<usize>>()).prop_shuffle(),
         ws in "[ \n]{0,2}",
+        escaped in any::<bool>(),
     ) {
         let rendered: Vec<String> = entries.iter().enumerate().map(|(i, e)| render(i, e)).collect();
         let entry = format!("[{}]", rendered.join(","));
+        // A key written with an escape is the same key (and is found another way).
+        let key = |k: &str| if escaped && k == "total" { "tot\\u0061l".to_owned() } else { k.to_owned() };
         let mut all: Vec<(String, String)> =
             vec![("resourceType".into(), r#""Bundle""#.into()), ("type".into(), r#""searchset""#.into())];
         all.extend(members);
@@ -108,7 +111,7 @@ proptest! {
         let all: Vec<(String, String)> = all.into_iter().map(|(_, m)| m).collect();
         let body = format!(
             "{{{ws}{}{ws}}}",
-            all.iter().map(|(k, v)| format!(r#""{k}"{ws}:{ws}{v}"#)).collect::<Vec<_>>().join(&format!("{ws},{ws}"))
+            all.iter().map(|(k, v)| format!(r#""{}"{ws}:{ws}{v}"#, key(k))).collect::<Vec<_>>().join(&format!("{ws},{ws}"))
         );
         let permit = Permit::patients(["a-p1", "a-p2"]);
         let checked = verify_collect(body.as_bytes(), &permit);
@@ -116,7 +119,7 @@ proptest! {
         let original: serde_json::Value = serde_json::from_str(&body).unwrap();
         let has_last = all.iter().any(|(k, v)| k == "link" && v.contains(r#""last""#));
         let has_total = all.iter().any(|(k, _)| k == "total");
-        let out = without_counts(body.as_bytes(), checked.count_members).unwrap();
+        let out = without_counts(body.as_bytes(), &checked.root).unwrap();
         let Some(out) = out else {
             prop_assert!(!has_last && !has_total, "nothing removed from {}", body);
             return Ok(());
