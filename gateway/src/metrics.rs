@@ -121,7 +121,7 @@ static METRICS: LazyLock<Result<Arc<Metrics>, prometheus::Error>> = LazyLock::ne
         )?,
         bulk_urls: register_int_counter_vec!(
             "phigate_bulk_urls_total",
-            "Bulk export URLs handed to clients sealed to the principal, by url (status, manifest) and result (issued, removed).",
+            "Bulk export URLs handed to clients sealed to the principal, by url (status, manifest) and result (issued; removed: a status URL off the route; refused: a manifest naming a URL off the route, or not JSON).",
             &["url", "result"]
         )?,
         cors_preflights: register_int_counter_vec!(

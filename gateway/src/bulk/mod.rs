@@ -12,8 +12,9 @@
 //! policy stage refuses a principal other than the one the URL was issued to. The upstream's own
 //! status URL asked for directly is refused: the capability is the sealed one.
 //!
-//! What the gateway cannot seal it leaves alone: a URL outside the route (a presigned object
-//! store URL) reaches the client as the upstream wrote it.
+//! A manifest naming a file the gateway cannot seal (a URL outside the route: a presigned object
+//! store URL) is refused by default: the file would reach the client unchecked and unaudited.
+//! `external_files: pass` lets such URLs through as the upstream wrote them.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,6 +64,24 @@ pub struct BulkExportConfig {
     /// `$export-poll-status`.
     #[serde(default = "default_status_path")]
     pub status_path: String,
+    /// A completed export's manifest naming a URL outside the route (files on an object store,
+    /// presigned): `refuse` answers 502 `upstream_error` instead of the manifest, since such
+    /// files would reach the client without the gateway's line-by-line check, its audit record
+    /// or its owner binding; `pass` sends those URLs as the upstream wrote them (the upstream
+    /// then answers for who reads them). Default: refuse.
+    #[serde(default)]
+    pub external_files: ExternalFiles,
+}
+
+/// What to do with a manifest URL outside the route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalFiles {
+    /// Refuse the manifest (502 `upstream_error`).
+    #[default]
+    Refuse,
+    /// Send the URL as the upstream wrote it.
+    Pass,
 }
 
 fn default_ttl_secs() -> u64 {
@@ -101,6 +120,7 @@ pub struct Bulk {
     ttl_secs: u64,
     /// `/` + the status path: compared with a route's rest.
     status_rest: Box<str>,
+    external: ExternalFiles,
 }
 
 impl std::fmt::Debug for Bulk {
@@ -163,6 +183,7 @@ impl Bulk {
         let mut bulk = Bulk::with_secret(&secret, cfg.ttl_secs, &cfg.status_path)
             .ok_or_else(|| vec![ConfigIssue::new("bulk_export.key_path", "no key could be derived")])?;
         bulk.previous = previous.iter().filter_map(|k| derive_key(k)).collect();
+        bulk.external = cfg.external_files;
         Ok(bulk)
     }
 
@@ -173,6 +194,7 @@ impl Bulk {
             rng: SystemRandom::new(),
             ttl_secs,
             status_rest: format!("/{status_path}").into(),
+            external: ExternalFiles::Refuse,
         })
     }
 
@@ -265,10 +287,13 @@ impl Bulk {
     /// The manifest of a completed export with every `url` under the route replaced by an
     /// issued URL: a file URL for `output`, `error` and `deleted`, a status URL for `link` (the
     /// next page of a large manifest, Bulk Data 2.0); `requiresAccessToken` true once a URL was
-    /// issued (the gateway asks the client's token for them); other members as sent.
+    /// issued (the gateway asks the client's token for them); other members as sent. A URL that
+    /// cannot be issued (outside the route) is refused, or with `external_files: pass` left as
+    /// written.
     ///
     /// # Errors
-    /// 502 `upstream_error` when the body is not a JSON object.
+    /// 502 `upstream_error` when the body is not a JSON object, or names a URL outside the route
+    /// (unless passed).
     pub fn rewrite_manifest(&self, route: &Route, req: &RequestCtx, body: &[u8]) -> Result<Bytes, Denial> {
         let bad = || Denial::new(ErrorCode::UpstreamError).with_cause("bulk manifest is not a JSON object");
         let mut manifest: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad())?;
@@ -284,9 +309,17 @@ impl Bulk {
             for item in items {
                 let Some(url) = item.get_mut("url") else { continue };
                 let issued = url.as_str().and_then(|u| self.issue(kind, route, req, u));
-                if let Some(issued) = issued {
-                    *url = serde_json::Value::String(issued);
-                    issued_any = true;
+                match issued {
+                    Some(issued) => {
+                        *url = serde_json::Value::String(issued);
+                        issued_any = true;
+                    }
+                    None if self.external == ExternalFiles::Pass => {}
+                    None => {
+                        return Err(Denial::new(ErrorCode::UpstreamError).with_cause(
+                            "bulk manifest names a URL outside the route (external_files: refuse)",
+                        ))
+                    }
                 }
             }
         }

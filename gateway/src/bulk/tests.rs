@@ -185,8 +185,7 @@ fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
     let (b, r) = (bulk(), route("fhir", "/fhir", None));
     let c = ctx(&r, "bulk", "tenant-a");
     let manifest = br#"{"transactionTime":"2026-12-07T17:00:00Z","request":"https://gw/fhir/$export","requiresAccessToken":false,
-        "output":[{"type":"Patient","url":"https://fhir.internal/fhir/Binary/job-1-Patient","count":2},
-                  {"type":"Observation","url":"https://bucket.s3.example/o.ndjson","count":5}],
+        "output":[{"type":"Patient","url":"https://fhir.internal/fhir/Binary/job-1-Patient","count":2}],
         "error":[{"type":"OperationOutcome","url":"/fhir/Binary/job-1-errors"}],
         "link":[{"relation":"next","url":"https://fhir.internal/fhir/$export-poll-status?_jobId=job-1&page=2"}]}"#;
     let out: serde_json::Value =
@@ -198,10 +197,6 @@ fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
         ("/fhir/Binary/job-1-Patient", Some(BulkKind::File))
     );
     assert_eq!(out["output"][0]["count"], 2);
-    assert_eq!(
-        out["output"][1]["url"], "https://bucket.s3.example/o.ndjson",
-        "a URL off the route is left alone"
-    );
     let error_url = out["error"][0]["url"].as_str().expect("url");
     assert_eq!(admit(&b, &r, path_of(error_url), Method::GET).expect("opens").0, "/fhir/Binary/job-1-errors");
     assert_eq!(out["transactionTime"], "2026-12-07T17:00:00Z");
@@ -216,12 +211,36 @@ fn a_manifest_gets_issued_file_urls_and_keeps_the_rest() {
 }
 
 #[test]
+fn a_manifest_naming_a_file_off_the_route_is_refused_unless_passed() {
+    let r = route("fhir", "/fhir", None);
+    let c = ctx(&r, "bulk", "tenant-a");
+    let manifest = br#"{"transactionTime":"2026-12-07T17:00:00Z","requiresAccessToken":false,
+        "output":[{"type":"Patient","url":"https://fhir.internal/fhir/Binary/job-1-Patient"},
+                  {"type":"Observation","url":"https://bucket.s3.example/o.ndjson?X-Amz-Signature=abc"}]}"#;
+    let mut b = bulk();
+    let refused = b.rewrite_manifest(&r, &c, manifest).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::UpstreamError);
+    assert!(!format!("{refused:?}").contains("s3.example"), "the URL is not repeated: {refused:?}");
+    // An external error file or next page is refused the same way.
+    for list in ["error", "link"] {
+        let other = format!(r#"{{"output":[],"{list}":[{{"url":"https://elsewhere.example/x"}}]}}"#);
+        assert!(b.rewrite_manifest(&r, &c, other.as_bytes()).is_err(), "{list}");
+    }
+    b.external = ExternalFiles::Pass;
+    let out: serde_json::Value =
+        serde_json::from_slice(&b.rewrite_manifest(&r, &c, manifest).expect("passed")).expect("json");
+    assert!(out["output"][0]["url"].as_str().expect("url").contains("/fhir/$phigate-bulk/"));
+    assert_eq!(out["output"][1]["url"], "https://bucket.s3.example/o.ndjson?X-Amz-Signature=abc");
+}
+
+#[test]
 fn config_problems_are_named() {
     let cfg = |ttl_secs, status_path: &str| BulkExportConfig {
         key_path: None,
         previous_key_paths: Vec::new(),
         ttl_secs,
         status_path: status_path.into(),
+        external_files: ExternalFiles::default(),
     };
     assert!(cfg(86_400, "$export-poll-status").problems().is_empty());
     assert_eq!(cfg(10, "$export-poll-status").problems()[0].0, "ttl_secs");
@@ -229,7 +248,13 @@ fn config_problems_are_named() {
         assert_eq!(cfg(86_400, bad).problems()[0].0, "status_path", "{bad}");
     }
     let built = Bulk::build(&cfg(3600, "$export-poll-status"), Path::new("/"));
-    assert!(built.is_ok(), "a random key per process without key_path");
+    assert_eq!(
+        built.map(|b| b.external).ok(),
+        Some(ExternalFiles::Refuse),
+        "a random key per process without key_path"
+    );
+    let passing = BulkExportConfig { external_files: ExternalFiles::Pass, ..cfg(3600, "s") };
+    assert_eq!(Bulk::build(&passing, Path::new("/")).map(|b| b.external).ok(), Some(ExternalFiles::Pass));
     let dir = std::env::temp_dir();
     let missing = BulkExportConfig { key_path: Some("no-such-bulk-key".into()), ..cfg(3600, "s") };
     let issues = Bulk::build(&missing, &dir).unwrap_err();
@@ -247,6 +272,7 @@ fn urls_sealed_before_a_key_rotation_still_open() {
         previous_key_paths: previous.iter().map(Into::into).collect(),
         ttl_secs: 3600,
         status_path: "$export-poll-status".into(),
+        external_files: ExternalFiles::default(),
     };
     let r = route("fhir", "/fhir", None);
     let old = Bulk::build(&cfg("old.key", &[]), dir.path()).expect("old");

@@ -48,7 +48,7 @@ pub(super) fn seal_status_location(rt: &Runtime, req: &RequestCtx, resp: &mut Re
 }
 
 /// A completed export's manifest (200 on a status URL) with its file URLs issued to the
-/// principal; any other answer as it came.
+/// principal (or refused, naming a file off the route); any other answer as it came.
 pub(super) fn rewrite_manifest(
     rt: &Runtime,
     req: &RequestCtx,
@@ -60,7 +60,8 @@ pub(super) fn rewrite_manifest(
         return Ok(body);
     }
     let Some(route) = rt.router.get(req.route.index) else { return Ok(body) };
-    let rewritten = bulk.rewrite_manifest(route, req, &body)?;
-    rt.metrics.bulk_urls.with_label_values(&["manifest", "issued"]).inc();
-    Ok(rewritten)
+    let rewritten = bulk.rewrite_manifest(route, req, &body);
+    let outcome = if rewritten.is_ok() { "issued" } else { "refused" };
+    rt.metrics.bulk_urls.with_label_values(&["manifest", outcome]).inc();
+    rewritten
 }
