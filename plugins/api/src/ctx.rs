@@ -110,6 +110,11 @@ pub struct ShadowDecision {
     pub outcome: ShadowOutcome,
     /// Its verdict: `allow`, or the error code it would deny with; `None` when it failed.
     pub verdict: Option<&'static str>,
+    /// For `would_differ`, what differs, by name: `code` (both deny, with other error codes) or
+    /// the obligations (`narrow_patients`, `max_page_size`, ...; see
+    /// [`Obligations::differing`]). Never their values, which may name patients.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differs: Vec<&'static str>,
 }
 
 /// How a shadow decision compares with the enforced one.
@@ -173,6 +178,34 @@ pub struct Obligations {
     /// else is refused with 403 `security_label_not_permitted`). Only on decisions whose
     /// responses are verified (`permitted_patients` or `permitted_tenant`).
     pub withheld_labels: Option<Arc<[String]>>,
+}
+
+impl Obligations {
+    /// The names of the obligations whose values differ between `self` and `other`, in
+    /// declaration order.
+    pub fn differing(&self, other: &Obligations) -> Vec<&'static str> {
+        let Obligations {
+            narrow_patients,
+            permitted_patients,
+            permitted_tenant,
+            max_page_size,
+            break_glass,
+            alert,
+            withheld_labels,
+        } = self;
+        [
+            ("narrow_patients", *narrow_patients != other.narrow_patients),
+            ("permitted_patients", *permitted_patients != other.permitted_patients),
+            ("permitted_tenant", *permitted_tenant != other.permitted_tenant),
+            ("max_page_size", *max_page_size != other.max_page_size),
+            ("break_glass", *break_glass != other.break_glass),
+            ("alert", *alert != other.alert),
+            ("withheld_labels", *withheld_labels != other.withheld_labels),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+    }
 }
 
 /// What a bulk-export URL the gateway issued grants (FHIR Bulk Data: the export's status URL and
@@ -331,5 +364,26 @@ impl RequestCtx {
             error: None,
             extensions: http::Extensions::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differing_obligations_are_named_without_their_values() {
+        let a = Obligations { max_page_size: Some(50), ..Obligations::default() };
+        assert!(a.differing(&a.clone()).is_empty());
+        let b = Obligations {
+            narrow_patients: Some(vec![PatientId::new("p1")]),
+            max_page_size: Some(20),
+            withheld_labels: Some(Arc::from(["PSY".to_owned()])),
+            ..Obligations::default()
+        };
+        assert_eq!(a.differing(&b), ["narrow_patients", "max_page_size", "withheld_labels"]);
+        assert_eq!(b.differing(&a), a.differing(&b));
+        let bg = Obligations { break_glass: true, alert: Some("break_glass_access".into()), ..a.clone() };
+        assert_eq!(a.differing(&bg), ["break_glass", "alert"]);
     }
 }
