@@ -319,21 +319,33 @@ async fn a_shadow_policy_is_counted_through_the_gateway_and_never_enforced() {
     assert_eq!(count("agree"), Some(1), "the refused foreign read: {metrics}");
     let (_, ready) = common::admin_call(env.gw.admin, "GET", "/readyz", None, None).await;
     assert!(ready.to_string().contains("shadow "), "{ready}");
-    // Which real accesses the change would refuse, from the trail.
+    // A search both allow, narrowed to other patients by the candidate: what differs is named.
+    assert_eq!(env.get_as("clinician_b", "/fhir/Observation?code=8867-4").await.0, 200);
+    // Which real accesses the change would refuse or change, from the trail.
     env.gw.stop();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
-        .args(["audit", "report", "--shadow", "would_deny"])
-        .arg(env.pki.dir().join("audit"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let report = |outcome: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(["audit", "report", "--shadow", outcome])
+            .arg(env.pki.dir().join("audit"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect::<Vec<serde_json::Value>>()
+    };
+    let lines = report("would_deny");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(
         (lines[0]["patients"].clone(), lines[0]["shadow"].clone()),
         (serde_json::json!(["b-p1"]), serde_json::json!("would_deny"))
     );
+    assert_eq!(lines[0].get("shadow_differs"), None);
+    let lines = report("would_differ");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["shadow_differs"], serde_json::json!(["narrow_patients", "permitted_patients"]));
 }
 
 /// Routes that name the tenant they address (`routes[].tenant`): a fixed tenant per route and a

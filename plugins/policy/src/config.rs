@@ -76,10 +76,11 @@ pub struct PolicyConfig {
 /// after the active decision, and compared with it. Its decisions only count
 /// (`phigate_policy_shadow_decisions_total{outcome}`: `agree`, `would_allow`, `would_deny`,
 /// `would_differ` for the same verdict with another error code or other obligations, `error`),
-/// go into each access's audit record (`decision.shadow`: revision, outcome, verdict; `phigate
-/// audit report --shadow would_deny` lists what the candidate would refuse) and each
-/// disagreement is logged with the request id, route, FHIR interaction and type and both
-/// verdicts and reasons (target `phigate::policy::shadow`; never patients or claims).
+/// go into each access's audit record (`decision.shadow`: revision, outcome, verdict, and what
+/// differs by name; `phigate audit report --shadow would_deny` lists what the candidate would
+/// refuse) and each disagreement is logged with the request id, route, FHIR interaction and
+/// type, both verdicts and reasons, and what differs (target `phigate::policy::shadow`; never
+/// patients, claims or obligation values).
 /// Costs one more evaluation per request while configured.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

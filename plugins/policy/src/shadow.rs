@@ -38,20 +38,29 @@ pub(crate) fn record(
                 ctx.request_id.as_str(),
                 e.kind()
             );
-            return ShadowDecision { revision: revision.to_owned(), outcome: Outcome::Error, verdict: None };
+            return ShadowDecision {
+                revision: revision.to_owned(),
+                outcome: Outcome::Error,
+                verdict: None,
+                differs: Vec::new(),
+            };
         }
     };
     let outcome = compare(active, shadow);
     events::SHADOW.with_label_values(&[outcome.as_str()]).inc();
-    let decided =
-        ShadowDecision { revision: shadow.revision.clone(), outcome, verdict: Some(verdict(shadow)) };
+    let decided = ShadowDecision {
+        revision: shadow.revision.clone(),
+        outcome,
+        verdict: Some(verdict(shadow)),
+        differs: differs(outcome, active, shadow),
+    };
     if outcome == Outcome::Agree {
         return decided;
     }
     let fhir = ctx.fhir.as_ref();
     log::info!(
         target: "phigate::policy::shadow",
-        "request_id={} outcome={} route={} interaction={} resource_type={} active={} ({}) reasons=[{}] shadow={} ({}) reasons=[{}]",
+        "request_id={} outcome={} route={} interaction={} resource_type={} active={} ({}) reasons=[{}] shadow={} ({}) reasons=[{}] differs=[{}]",
         ctx.request_id.as_str(),
         outcome.as_str(),
         ctx.route.name,
@@ -63,8 +72,19 @@ pub(crate) fn record(
         verdict(shadow),
         shadow.revision,
         shadow.reasons.join(","),
+        decided.differs.join(","),
     );
     decided
+}
+
+/// What makes a `would_differ`: the error code of two denials, or the obligations of two allows
+/// (by name).
+fn differs(outcome: Outcome, active: &Decision, shadow: &Decision) -> Vec<&'static str> {
+    match outcome {
+        Outcome::WouldDiffer if !active.allow => vec!["code"],
+        Outcome::WouldDiffer => active.obligations.differing(&shadow.obligations),
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +116,9 @@ mod tests {
         let mut narrowed = d(true, &[]);
         narrowed.obligations.narrow_patients = Some(vec![PatientId::new("p1")]);
         assert_eq!(compare(&d(true, &[]), &narrowed), Outcome::WouldDiffer);
+        assert_eq!(differs(Outcome::WouldDiffer, &d(true, &[]), &narrowed), ["narrow_patients"]);
+        let (denied, other) = (d(false, &["patient_not_permitted"]), d(false, &["scope_insufficient"]));
+        assert_eq!(differs(Outcome::WouldDiffer, &denied, &other), ["code"]);
+        assert!(differs(Outcome::WouldDeny, &d(true, &[]), &denied).is_empty());
     }
 }

@@ -78,15 +78,15 @@ async fn a_shadow_policy_is_compared_counted_and_never_enforced() {
         // What the audit record will carry: the candidate's revision, outcome and verdict.
         let shadow = d.shadow.as_ref().unwrap();
         assert_eq!(shadow.revision, candidate);
-        recorded.push((shadow.outcome.as_str(), shadow.verdict));
+        recorded.push((shadow.outcome.as_str(), shadow.verdict, shadow.differs.clone()));
     }
     assert_eq!(outcomes, [true, true, false], "enforced: the active care team");
     assert_eq!(
         recorded,
         [
-            ("would_differ", Some("allow")),
-            ("would_deny", Some("patient_not_permitted")),
-            ("would_allow", Some("allow"))
+            ("would_differ", Some("allow"), vec!["permitted_patients"]),
+            ("would_deny", Some("patient_not_permitted"), vec![]),
+            ("would_allow", Some("allow"), vec![])
         ]
     );
     assert_eq!(same.decision.as_ref().unwrap().shadow.as_ref().map(|s| s.outcome.as_str()), Some("agree"));
@@ -99,6 +99,8 @@ async fn a_shadow_policy_is_compared_counted_and_never_enforced() {
     let mut search = get("/fhir/Observation", a2(), fhir(Interaction::SearchType, "Observation", None, &[]));
     stage.on_request(&mut search).await.unwrap();
     assert_eq!(count("would_differ") - after[3], 1);
+    let differs = &search.decision.as_ref().unwrap().shadow.as_ref().unwrap().differs;
+    assert_eq!(differs, &["narrow_patients", "permitted_patients"], "named, never valued");
 }
 
 #[tokio::test]

@@ -133,6 +133,10 @@ pub struct Access {
     pub reasons: Vec<String>,
     /// How a shadow policy compared (`would_deny`, ...), when one was configured.
     pub shadow: Option<String>,
+    /// For `would_differ`: what differed (`code`, or obligation names such as
+    /// `narrow_patients`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadow_differs: Vec<String>,
     /// Emergency access.
     pub break_glass: bool,
     /// The emergency-access justification.
@@ -306,15 +310,17 @@ struct DecisionPart {
 #[derive(Deserialize)]
 struct ShadowPart {
     outcome: String,
+    #[serde(default)]
+    differs: Vec<String>,
 }
 
 impl Record {
     fn into_access(self, outcome: &str) -> Access {
         let (interaction, resource_type, operation) =
             self.fhir.map_or((None, None, None), |f| (f.interaction, f.resource_type, f.operation));
-        let (reasons, break_glass, shadow) = self
-            .decision
-            .map_or((Vec::new(), false, None), |d| (d.reasons, d.break_glass, d.shadow.map(|s| s.outcome)));
+        let (reasons, break_glass, shadow) =
+            self.decision.map_or((Vec::new(), false, None), |d| (d.reasons, d.break_glass, d.shadow));
+        let (shadow, shadow_differs) = shadow.map_or((None, Vec::new()), |s| (Some(s.outcome), s.differs));
         Access {
             ts: self.ts,
             outcome: outcome.to_owned(),
@@ -338,6 +344,7 @@ impl Record {
             withheld: self.withheld,
             reasons,
             shadow,
+            shadow_differs,
             break_glass,
             break_glass_reason: self.break_glass_reason,
         }
