@@ -29,12 +29,30 @@ pub struct TestGateway {
 
 /// A free loopback port (bound, read, released: the race with other processes is acceptable in
 /// tests).
+///
+/// Never the same port twice in this process: tests run concurrently, and two gateways handed
+/// one port would leave one unable to bind while the other answered its clients (seen as a TLS
+/// handshake cut short by another gateway's plain-HTTP admin port). And taken below the kernel's
+/// ephemeral range when it can be: between its release here and the gateway's bind, anything
+/// else in the process binding `127.0.0.1:0` (a sample upstream, a collector) could be handed
+/// the same port by the kernel, and the test would talk to that server instead (seen as a TLS
+/// handshake refusing another test's certificate authority).
 pub fn free_port() -> u16 {
-    // Never the same port twice in this process: tests run concurrently, and two gateways handed
-    // one port would leave one unable to bind while the other answered its clients (seen as a
-    // TLS handshake cut short by another gateway's plain-HTTP admin port).
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let bindable = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    if let Some(low) = ephemeral_low().filter(|low| *low > FIXED_BASE + 1000) {
+        // Start somewhere else in each process, so concurrent test binaries rarely probe alike.
+        let span = u32::from(low - FIXED_BASE);
+        let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+        for i in 0..span {
+            let port = FIXED_BASE + u16::try_from((start + i) % span).unwrap_or(0);
+            if !given.contains(&port) && bindable(port) {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
     for _ in 0..1000 {
         let port =
             TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
@@ -43,6 +61,15 @@ pub fn free_port() -> u16 {
         }
     }
     0
+}
+
+/// The lowest port of the range below the kernel's ephemeral ports that [`free_port`] hands out.
+const FIXED_BASE: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range (what `bind(0)` draws from), if known.
+fn ephemeral_low() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
 }
 
 struct NotifyShutdown(Arc<Notify>);
