@@ -274,10 +274,11 @@ impl Stage for ExfilStage {
         let now = self.clock.now();
         let state =
             self.local.principals.get_with_by_ref(&key, || Arc::new(Mutex::new(PrincipalState::default())));
+        // Judged by the hours of the tenant whose data it is: the one the request addressed
+        // (`routes[].tenant`), else the principal's.
+        let tenant = ctx.tenant.as_ref().or(p.tenant.as_ref()).map(|t| t.as_str());
         let off_hours =
-            self.rules.off_hours.as_ref().is_some_and(|o| {
-                o.fires_for(p.tenant.as_ref().map(|t| t.as_str()), &p.roles, self.clock.wall())
-            });
+            self.rules.off_hours.as_ref().is_some_and(|o| o.fires_for(tenant, &p.roles, self.clock.wall()));
         let found = {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
             st.observe(&self.rules, now, &observation(ctx, off_hours))

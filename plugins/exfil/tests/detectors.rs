@@ -363,9 +363,10 @@ async fn off_hours_access_to_patient_data_alerts_once_per_window() {
     assert_eq!(rules(&h.alerts().await), ["off_hours"]);
 }
 
-/// `off_hours.tenants`: a principal is judged by its own tenant's working hours.
+/// `off_hours.tenants`: a request is judged by the working hours of the tenant it addresses, else
+/// of the principal's own.
 #[tokio::test]
-async fn off_hours_follow_the_principals_tenant() {
+async fn off_hours_follow_the_addressed_or_the_principals_tenant() {
     // Monday 2026-12-07 11:30 UTC: 05:30 in Chicago (the section's zone), 12:30 in Berlin.
     let wall: std::time::SystemTime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_643_000);
     let h = Harness::with_clock(phigate_exfil::ManualClock::at(wall), |c| {
@@ -378,16 +379,34 @@ async fn off_hours_follow_the_principals_tenant() {
         c.off_hours.tenants.insert("tenant-de".into(), berlin);
     });
     h.spawn_writer();
+    // A read of patient `id`, addressing `tenant` (`routes[].tenant`) or none.
+    let at = |p: &std::sync::Arc<phigate_plugin::Principal>, id: &str, tenant: Option<&str>| {
+        let mut c = read(p, "Patient", id, 200);
+        c.tenant = tenant.map(phigate_plugin::TenantId::from);
+        c
+    };
     let in_berlin = std::sync::Arc::new(phigate_plugin::Principal {
         tenant: Some(phigate_plugin::TenantId::from("tenant-de")),
         ..(*principal("hans")).clone()
     });
-    h.run(read(&in_berlin, "Patient", "p1", 200)).await.unwrap();
-    assert_eq!(h.stage.stats().alerts, 0, "midday in Berlin");
-    h.run(read(&principal("alice"), "Patient", "p2", 200)).await.unwrap();
+    h.run(at(&in_berlin, "p1", None)).await.unwrap();
+    assert_eq!(h.stage.stats().alerts, 0, "midday in Berlin, by the principal's tenant");
+    h.run(at(&principal("alice"), "p2", None)).await.unwrap();
     let alerts = h.alerts().await;
     assert_eq!(rules(&alerts), ["off_hours"]);
     assert_eq!(alerts[0]["principal"]["sub"], "alice", "05:30 in Chicago for tenant-a");
+
+    // The tenant a request addresses is the one whose hours count: a principal without a tenant
+    // of its own (a platform service) reading tenant-de's data at midday in Berlin does not
+    // alert; reading tenant-a's (Chicago, 05:30), it does.
+    let platform =
+        std::sync::Arc::new(phigate_plugin::Principal { tenant: None, ..(*principal("ops")).clone() });
+    h.run(at(&platform, "p3", Some("tenant-de"))).await.unwrap();
+    assert_eq!(rules(&h.alerts().await), ["off_hours"], "midday in Berlin, whoever asks");
+    h.run(at(&platform, "p4", Some("tenant-a"))).await.unwrap();
+    let alerts = h.alerts().await;
+    assert_eq!(rules(&alerts), ["off_hours", "off_hours"]);
+    assert_eq!(alerts[1]["principal"]["sub"], "ops");
 }
 
 #[tokio::test]

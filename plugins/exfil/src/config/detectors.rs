@@ -277,8 +277,9 @@ pub struct OffHoursConfig {
     /// department). Default: none.
     #[serde(default)]
     pub exempt_roles: Vec<String>,
-    /// Working hours of particular tenants (by the principal's tenant), for a gateway in front
-    /// of sites in several time zones: each key is a tenant id, each value overrides any of
+    /// Working hours of particular tenants, for a gateway in front of sites in several time
+    /// zones (a request is judged by the tenant it addresses, `routes[].tenant`, else by the
+    /// principal's): each key is a tenant id, each value overrides any of
     /// `time_zone`, `start`, `end`, `days` and `holidays` (the rest as above). Default: none.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantHoursConfig>,
