@@ -11,7 +11,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use phigate_policy::{verify_collect, without_counts, without_entries, Labels, Permit, Verdict, Withheld};
+use phigate_policy::{
+    verify_collect, without_counts, without_entries, Labels, Permit, Verdict, Withheld, WithheldNotice,
+};
 
 const LABELS: [&str; 5] = [
     "http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",
@@ -64,7 +66,7 @@ fn verify(c: &mut Criterion) {
         b.iter(|| {
             let v = verify_collect(black_box(&labelled), &withholding);
             let Withheld::Entries(drop) = &v.withheld else { unreachable!() };
-            let cut = without_entries(&labelled, drop).expect("cut");
+            let cut = without_entries(&labelled, drop, WithheldNotice::Outcome).expect("cut");
             let again = verify_collect(&cut, &withholding);
             assert_eq!(again.verdict, Verdict::Clean);
             black_box(again)

@@ -54,6 +54,13 @@ pub struct PolicyConfig {
     /// only if the upstream already leaves such records out of its counts. Default: true.
     #[serde(default = "default_true")]
     pub hide_counts: bool,
+    /// Whether a search result that lost entries for their security labels says so: `outcome`
+    /// adds an `OperationOutcome` entry (issue `suppressed`) saying some results were withheld,
+    /// not which or how many (the clinician knows the record is incomplete and can ask for
+    /// break-glass, and learns that this page had such a record); `silent` only leaves them
+    /// out (with `hide_counts`, nothing then tells that anything is missing). Default: outcome.
+    #[serde(default)]
+    pub withheld_notice: crate::labels::WithheldNotice,
     /// Run the revision's own `*_test.rego` tests before serving it, at start and on every
     /// reload; a revision that fails them is rejected. Default: true.
     #[serde(default = "default_true")]
@@ -168,6 +175,7 @@ impl PolicyConfig {
             max_narrow_patients: default_max_narrow_patients(),
             oversized_page: crate::page::OversizedPage::default(),
             hide_counts: true,
+            withheld_notice: crate::labels::WithheldNotice::default(),
             test_on_reload: true,
             watch: true,
             decision_cache: DecisionCacheConfig::default(),
@@ -249,6 +257,7 @@ impl PolicyConfig {
             max_narrow_patients: self.max_narrow_patients,
             oversized_page: self.oversized_page,
             hide_counts: self.hide_counts,
+            withheld_notice: self.withheld_notice,
             test_on_reload: self.test_on_reload,
             watch: self.watch,
             cache: self.decision_cache.enabled.then(|| {

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -77,11 +78,25 @@ struct Entries<'a> {
     entry: &'a RawValue,
 }
 
+/// Whether a search result that lost entries for their labels says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WithheldNotice {
+    /// An `OperationOutcome` entry (`search.mode` `outcome`, issue `suppressed`) at the end of
+    /// the page says some results were withheld, not which or how many: the clinician knows the
+    /// record is incomplete (and may ask for break-glass), and learns that this page had one.
+    #[default]
+    Outcome,
+    /// Nothing says so (as HAPI's consent service leaves it): the page is only shorter. With
+    /// `hide_counts`, a client cannot tell that anything was left out.
+    Silent,
+}
+
 /// The Bundle `body` without the entries at `drop` (ascending indexes), with a `suppressed`
-/// outcome entry in their place at the end; everything else byte for byte as it was. `None`
-/// when the body is not a Bundle whose `entry` array has the entries named (the caller refuses
-/// the response).
-pub fn without_entries(body: &[u8], drop: &[u32]) -> Option<Vec<u8>> {
+/// outcome entry in their place at the end unless `notice` is silent; everything else byte for
+/// byte as it was. `None` when the body is not a Bundle whose `entry` array has the entries
+/// named (the caller refuses the response).
+pub fn without_entries(body: &[u8], drop: &[u32], notice: WithheldNotice) -> Option<Vec<u8>> {
     let bundle: Entries<'_> = serde_json::from_slice(body).ok()?;
     let items: Vec<&RawValue> = serde_json::from_str(bundle.entry.get()).ok()?;
     if drop.iter().any(|&i| usize::try_from(i).map_or(true, |i| i >= items.len())) {
@@ -95,11 +110,18 @@ pub fn without_entries(body: &[u8], drop: &[u32]) -> Option<Vec<u8>> {
     out.push(b'[');
     let kept =
         items.iter().enumerate().filter(|(i, _)| !drop.iter().any(|&d| usize::try_from(d).ok() == Some(*i)));
-    for (_, item) in kept {
+    for (i, (_, item)) in kept.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
         out.extend_from_slice(item.get().as_bytes());
-        out.push(b',');
     }
-    out.extend_from_slice(SUPPRESSED.as_bytes());
+    if notice == WithheldNotice::Outcome {
+        if out.last() != Some(&b'[') {
+            out.push(b',');
+        }
+        out.extend_from_slice(SUPPRESSED.as_bytes());
+    }
     out.push(b']');
     out.extend_from_slice(tail);
     Some(out)
@@ -361,7 +383,7 @@ mod tests {
                        {"resource":{"resourceType":"Observation","id":"o2", "note":"a \"quoted\" ]}"}},
                        {"resource":{"resourceType":"Observation","id":"o3"}} ],
             "link":[{"relation":"next","url":"https://fhir.example/x"}]}"#;
-        let out = without_entries(body, &[1]).unwrap();
+        let out = without_entries(body, &[1], WithheldNotice::Outcome).unwrap();
         let text = std::str::from_utf8(&out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let ids: Vec<_> =
@@ -375,9 +397,20 @@ mod tests {
         assert!(text.ends_with(r#""link":[{"relation":"next","url":"https://fhir.example/x"}]}"#));
         assert!(!text.contains("o2"));
 
-        let all = without_entries(body, &[0, 1, 2]).unwrap();
+        let all = without_entries(body, &[0, 1, 2], WithheldNotice::Outcome).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&all).unwrap();
         assert_eq!(v["entry"].as_array().unwrap().len(), 1, "only the outcome entry is left");
+
+        // Silent: the page is only shorter.
+        let silent = without_entries(body, &[1], WithheldNotice::Silent).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&silent).unwrap();
+        let ids: Vec<_> =
+            v["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].clone()).collect();
+        assert_eq!(ids, [serde_json::json!("o1"), serde_json::json!("o3")]);
+        assert!(!String::from_utf8_lossy(&silent).contains("suppressed"));
+        let none = without_entries(body, &[0, 1, 2], WithheldNotice::Silent).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&none).unwrap();
+        assert_eq!(v["entry"], serde_json::json!([]));
     }
 
     /// The counts taken out of `body`, where the verification found its members.
@@ -449,10 +482,22 @@ mod tests {
 
     #[test]
     fn a_body_the_cut_cannot_place_is_refused() {
-        assert_eq!(without_entries(br#"{"entry":[{}]}"#, &[1]), None, "no such entry");
-        assert_eq!(without_entries(br#"{"resourceType":"Observation"}"#, &[0]), None, "no entries");
-        assert_eq!(without_entries(br#"{"entry":[{}],"entry":[{}]}"#, &[0]), None, "a repeated entry key");
-        assert_eq!(without_entries(br#"{"entry":{}}"#, &[0]), None);
-        assert_eq!(without_entries(b"not json", &[0]), None);
+        assert_eq!(
+            without_entries(br#"{"entry":[{}]}"#, &[1], WithheldNotice::Outcome),
+            None,
+            "no such entry"
+        );
+        assert_eq!(
+            without_entries(br#"{"resourceType":"Observation"}"#, &[0], WithheldNotice::Outcome),
+            None,
+            "no entries"
+        );
+        assert_eq!(
+            without_entries(br#"{"entry":[{}],"entry":[{}]}"#, &[0], WithheldNotice::Outcome),
+            None,
+            "a repeated entry key"
+        );
+        assert_eq!(without_entries(br#"{"entry":{}}"#, &[0], WithheldNotice::Outcome), None);
+        assert_eq!(without_entries(b"not json", &[0], WithheldNotice::Outcome), None);
     }
 }

@@ -60,7 +60,9 @@ pub use config::{DecisionCacheConfig, PolicyConfig, ShadowConfig};
 pub use decision::deny_code;
 pub use error::{EvalError, LoadError};
 pub use input::INPUT_VERSION;
-pub use labels::{without_counts, without_entries, Labels, NotAnObject, RootMembers, Withheld};
+pub use labels::{
+    without_counts, without_entries, Labels, NotAnObject, RootMembers, Withheld, WithheldNotice,
+};
 pub use oneshot::{diff_inputs, eval_input, DiffReport, Difference, EvalInputError};
 pub use page::OversizedPage;
 pub use permit::Permit;

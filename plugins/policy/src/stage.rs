@@ -16,7 +16,7 @@ use regorus::Value;
 use crate::bulk::NdjsonCheck;
 use crate::error::{EvalError, LoadError};
 use crate::events;
-use crate::labels::{without_counts, without_entries, NotAnObject, Withheld};
+use crate::labels::{without_counts, without_entries, NotAnObject, Withheld, WithheldNotice};
 use crate::narrow::{narrow, NarrowError};
 use crate::permit::{PatientTenants, Permit};
 use crate::revision::{GatewaySettings, Revision, Sources};
@@ -38,6 +38,7 @@ pub(crate) struct StageSettings {
     pub(crate) max_narrow_patients: usize,
     pub(crate) oversized_page: crate::page::OversizedPage,
     pub(crate) hide_counts: bool,
+    pub(crate) withheld_notice: WithheldNotice,
     pub(crate) test_on_reload: bool,
     pub(crate) watch: bool,
     pub(crate) cache: Option<(Duration, u64)>,
@@ -496,7 +497,8 @@ impl Stage for PolicyStage {
                             .with_cause("response carries a withheld security label"));
                     }
                     Withheld::Entries(drop) => {
-                        let (sent, cut) = withhold_entries(body, permit, &drop)?;
+                        let notice = self.inner.settings.withheld_notice;
+                        let (sent, cut) = withhold_entries(body, permit, &drop, notice)?;
                         checked = sent;
                         ctx.response.withheld = Some(u32::try_from(drop.len()).unwrap_or(u32::MAX));
                         ctx.response.replace_body = Some(cut.into());
@@ -569,9 +571,14 @@ fn ndjson_head(head: &ResponseHead<'_>) -> Result<(), Denial> {
 /// Leaves the entries at `drop` out of the search result `body` (the client gets the rest and an
 /// outcome entry saying results were withheld): what the sent body holds, and the body. A body
 /// the cut cannot be made in is refused.
-fn withhold_entries(body: &[u8], permit: &Permit, drop: &[u32]) -> Result<(Verified, Vec<u8>), Denial> {
+fn withhold_entries(
+    body: &[u8],
+    permit: &Permit,
+    drop: &[u32],
+    notice: WithheldNotice,
+) -> Result<(Verified, Vec<u8>), Denial> {
     let refused = || Denial::new(ErrorCode::SecurityLabelNotPermitted);
-    let Some(cut) = without_entries(body, drop) else {
+    let Some(cut) = without_entries(body, drop, notice) else {
         events::RESPONSE_CHECKS.with_label_values(&["security_label"]).inc();
         return Err(refused().with_cause("labelled entries could not be left out"));
     };
@@ -584,6 +591,8 @@ fn withhold_entries(body: &[u8], permit: &Permit, drop: &[u32]) -> Result<(Verif
     }
     events::WITHHELD_ENTRIES.with_label_values::<&str>(&[]).inc_by(drop.len() as u64);
     // The outcome entry is the gateway's, not a result.
-    sent.entries = sent.entries.map(|n| n.saturating_sub(1));
+    if notice == WithheldNotice::Outcome {
+        sent.entries = sent.entries.map(|n| n.saturating_sub(1));
+    }
     Ok((sent, cut))
 }

@@ -9,7 +9,7 @@ mod support;
 
 use http::{Method, StatusCode};
 use phigate_plugin::{ErrorCode, Interaction, PatientId, PreRead, Principal, RequestCtx, Stage};
-use phigate_policy::{verify_collect, Labels, Permit, PolicyConfig, Verdict, Withheld};
+use phigate_policy::{verify_collect, Labels, Permit, PolicyConfig, Verdict, Withheld, WithheldNotice};
 use std::sync::Arc;
 use support::*;
 
@@ -139,6 +139,25 @@ async fn counts_are_kept_when_nothing_is_withheld_or_the_upstream_hides_them_its
     let body = searchset(&[observation("o1", "a-p1", "")]);
     keeping.on_buffered_response(&mut c, body.as_bytes()).unwrap();
     assert!(c.response.replace_body.is_none());
+}
+
+#[tokio::test]
+async fn a_silent_cut_leaves_nothing_that_tells() {
+    let mut config = PolicyConfig::new(shipped_policies());
+    config.watch = false;
+    config.max_eval_ms = 10_000;
+    config.withheld_notice = WithheldNotice::Silent;
+    let silent = build(config);
+    let mut c = search_by(clinician_a()).await;
+    let body = searchset(&[observation("o1", "a-p1", ""), observation("o2", "a-p2", &coding(ACT, "PSY"))]);
+    silent.on_buffered_response(&mut c, body.as_bytes()).unwrap();
+    let got = sent(&c, &body);
+    let ids: Vec<&str> =
+        got["entry"].as_array().unwrap().iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
+    assert_eq!(ids, ["o1"]);
+    assert_eq!(got["entry"].as_array().unwrap().len(), 1, "no outcome entry");
+    assert_eq!(got.get("total"), None);
+    assert_eq!((c.response.withheld, c.response.entries), (Some(1), Some(1)), "the audit still knows");
 }
 
 #[tokio::test]

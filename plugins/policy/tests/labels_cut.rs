@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use phigate_policy::{verify_collect, without_counts, without_entries, Labels, Permit, Verdict, Withheld};
+use phigate_policy::{
+    verify_collect, without_counts, without_entries, Labels, Permit, Verdict, Withheld, WithheldNotice,
+};
 use proptest::prelude::*;
 
 const PSY: &str = r#"{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}"#;
@@ -29,7 +31,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_cut_keeps_exactly_the_unlabelled_entries(entries in prop::collection::vec(entry(), 0..12), ws in "[ \n]{0,2}") {
+    fn the_cut_keeps_exactly_the_unlabelled_entries(
+        entries in prop::collection::vec(entry(), 0..12),
+        ws in "[ \n]{0,2}",
+        silent in any::<bool>(),
+    ) {
+        let notice = if silent { WithheldNotice::Silent } else { WithheldNotice::Outcome };
         let rendered: Vec<String> = entries.iter().enumerate().map(|(i, e)| render(i, e)).collect();
         let body = format!(
             r#"{{{ws}"resourceType":"Bundle","type":"searchset","total":{},{ws}"entry":[{}],"link":[{{"relation":"self","url":"https://x/fhir/Observation?a=[1]"}}]{ws}}}"#,
@@ -45,14 +52,18 @@ proptest! {
             return Ok(());
         }
         prop_assert_eq!(&checked.withheld, &Withheld::Entries(labelled.clone()));
-        let cut = without_entries(body.as_bytes(), &labelled).unwrap();
+        let cut = without_entries(body.as_bytes(), &labelled, notice).unwrap();
         let sent: serde_json::Value = serde_json::from_slice(&cut).unwrap();
         let original: serde_json::Value = serde_json::from_str(&body).unwrap();
         let kept: Vec<serde_json::Value> = original["entry"].as_array().unwrap().iter().enumerate()
             .filter(|(i, _)| !labelled.contains(&(*i as u32))).map(|(_, e)| e.clone()).collect();
         let got = sent["entry"].as_array().unwrap();
-        prop_assert_eq!(&got[..got.len() - 1], &kept[..]);
-        prop_assert_eq!(&got[got.len() - 1]["search"]["mode"], "outcome");
+        if silent {
+            prop_assert_eq!(&got[..], &kept[..]);
+        } else {
+            prop_assert_eq!(&got[..got.len() - 1], &kept[..]);
+            prop_assert_eq!(&got[got.len() - 1]["search"]["mode"], "outcome");
+        }
         for member in ["resourceType", "type", "total", "link"] {
             prop_assert_eq!(&sent[member], &original[member]);
         }
