@@ -35,6 +35,23 @@ pub(crate) fn check_owner(ctx: &RequestCtx) -> Result<(), Denial> {
     Err(Denial::new(ErrorCode::BulkUrlNotOwner).with_cause("bulk URL issued to another principal"))
 }
 
+/// A completed export's manifest without the `count` of its `output` and `deleted` files: a
+/// file loses the lines whose labels are withheld, so the upstream's count would tell how many
+/// were left out (as `Bundle.total` does for a search). `None` when there is none to remove or
+/// the body is not a JSON object (the gateway's manifest rewrite refuses that one).
+pub(crate) fn manifest_without_counts(body: &[u8]) -> Option<Vec<u8>> {
+    let mut manifest: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = manifest.as_object_mut()?;
+    let mut removed = false;
+    for list in ["output", "deleted"] {
+        let Some(items) = object.get_mut(list).and_then(|v| v.as_array_mut()) else { continue };
+        for item in items.iter_mut().filter_map(|i| i.as_object_mut()) {
+            removed |= item.remove("count").is_some();
+        }
+    }
+    removed.then(|| serde_json::to_vec(&manifest).ok()).flatten()
+}
+
 /// The line-by-line check of one streamed NDJSON file.
 #[derive(Debug, Clone)]
 pub(crate) struct NdjsonCheck {

@@ -48,8 +48,8 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub oversized_page: crate::page::OversizedPage,
     /// While a principal has security labels withheld, remove the `total` and the `last` paging
-    /// link of every Bundle answered (search and history results, `_summary=count` too): a count
-    /// includes the labelled records left out, so it would tell that a patient has, say, a
+    /// link of every Bundle answered (search and history results, `_summary=count` too), and the
+    /// `count` of a bulk export manifest's files: a count includes the labelled records left out, so it would tell that a patient has, say, a
     /// psychiatry note (HAPI's consent service suppresses totals for the same reason). Set false
     /// only if the upstream already leaves such records out of its counts. Default: true.
     #[serde(default = "default_true")]

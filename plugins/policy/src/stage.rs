@@ -504,8 +504,16 @@ impl Stage for PolicyStage {
                         ctx.response.replace_body = Some(cut.into());
                     }
                 }
-                if self.inner.settings.hide_counts && checked.entries.is_some() && !permit.labels().is_empty()
-                {
+                let hide = self.inner.settings.hide_counts && !permit.labels().is_empty();
+                if hide && ctx.bulk.as_ref().is_some_and(|b| b.kind == BulkKind::Status) {
+                    // A completed export's manifest: its files' counts include the lines left out.
+                    let sent = ctx.response.replace_body.as_deref().unwrap_or(body);
+                    if let Some(hidden) = crate::bulk::manifest_without_counts(sent) {
+                        events::HIDDEN_COUNTS.with_label_values::<&str>(&[]).inc();
+                        ctx.response.replace_body = Some(hidden.into());
+                    }
+                }
+                if hide && checked.entries.is_some() {
                     let sent = ctx.response.replace_body.as_deref().unwrap_or(body);
                     match without_counts(sent, &checked.root) {
                         Ok(None) => {}

@@ -165,3 +165,26 @@ fn only_the_principal_the_url_was_issued_to_may_use_it() {
     anonymous.bulk = Some(access);
     assert_eq!(check_owner(&anonymous).unwrap_err().code, ErrorCode::BulkUrlNotOwner);
 }
+
+#[test]
+fn a_manifest_loses_its_file_counts_and_nothing_else() {
+    let body = br#"{"transactionTime":"2026-12-07T17:00:00Z","requiresAccessToken":true,
+        "output":[{"type":"Patient","url":"https://gw/fhir/$phigate-bulk/t1","count":2},
+                  {"type":"Condition","url":"https://gw/fhir/$phigate-bulk/t2","count":9}],
+        "deleted":[{"type":"Bundle","url":"https://gw/fhir/$phigate-bulk/t3","count":1}],
+        "error":[{"type":"OperationOutcome","url":"https://gw/fhir/$phigate-bulk/t4","count":1}]}"#;
+    let out: serde_json::Value =
+        serde_json::from_slice(&manifest_without_counts(body).expect("counts")).unwrap();
+    let original: serde_json::Value = serde_json::from_slice(body).unwrap();
+    for list in ["output", "deleted"] {
+        for (got, was) in out[list].as_array().unwrap().iter().zip(original[list].as_array().unwrap()) {
+            assert_eq!(got.get("count"), None, "{list}");
+            assert_eq!((&got["type"], &got["url"]), (&was["type"], &was["url"]));
+        }
+    }
+    assert_eq!(out["error"], original["error"], "error files count outcomes, not records");
+    assert_eq!(out["transactionTime"], original["transactionTime"]);
+    assert_eq!(manifest_without_counts(br#"{"output":[{"type":"Patient","url":"u"}]}"#), None);
+    assert_eq!(manifest_without_counts(br#"{"resourceType":"OperationOutcome"}"#), None, "in progress");
+    assert_eq!(manifest_without_counts(b"[1]"), None);
+}
