@@ -6,10 +6,12 @@
 //! `cargo bench -p phigate-policy --bench decide`. Besides criterion's estimates it prints
 //! p50/p99 per scenario from a separate timed loop (criterion reports means, not tails).
 //!
-//! Measured 2026-11-23 on the shared 2-core dev machine (load average 0.2): decision with cache
-//! off p50 29.5-31 µs, p99 49-64 µs; a tenant-wide read with 50,000 patients in the tenant p50
-//! 27 µs (it was 58 ms when the policies listed the tenant); cache hit p50 3.9-4.1 µs, p99
-//! 5.9-7.4 µs. See load-tests/results/microbench.md.
+//! Measured 2026-12-07 on the shared 2-core dev machine: decision with cache off p50 23-26 µs,
+//! p99 36-51 µs (the tail is this VM's noise as much as the policy's); a tenant-wide read with
+//! 50,000 patients in the tenant p50 22-23 µs (it was 58 ms when the policies listed the
+//! tenant); cache hit p50 2.6-3.4 µs, p99 4.8-6.6 µs. regorus' VM alone, outside the stage, takes
+//! p50 ~21-23 µs of that (the `allow` rule alone ~17 µs: 17 `deny` bodies over many small rule
+//! calls). See load-tests/results/microbench.md.
 //! Strategies for one evaluation: interpreter cloning the prepared engine ~460 µs, interpreter
 //! reusing a warm engine ~420-900 µs (noisy), bytecode on a reused VM ~50-90 µs; the stage serves
 //! from a pool of VMs.
