@@ -88,8 +88,13 @@ impl Gateway {
 
     /// Runs until a signal: SIGTERM drains gracefully, SIGINT stops fast, SIGQUIT hands the
     /// listening sockets to a new process started with `--upgrade`.
+    /// The last log lines (pingora's own shutdown lines, this one) are written before the
+    /// process exits: the log writer thread is flushed after pingora returns.
     pub fn run_forever(self) -> ! {
-        self.server.run_forever()
+        self.server.run(RunArgs::default());
+        log::info!(target: "phigate", "stopped");
+        crate::logsink::flush();
+        std::process::exit(0)
     }
 }
 

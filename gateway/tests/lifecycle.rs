@@ -86,8 +86,13 @@ fn write_config(
 }
 
 fn spawn_gateway(config: &Path, upgrade: bool) -> Child {
+    spawn_logging(config, upgrade, Stdio::null())
+}
+
+/// The gateway with its log (stderr) going to `log`.
+fn spawn_logging(config: &Path, upgrade: bool, log: Stdio) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_phigate"));
-    cmd.arg("run").arg("--config").arg(config).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("run").arg("--config").arg(config).stdout(Stdio::null()).stderr(log);
     if upgrade {
         cmd.arg("--upgrade");
     }
@@ -126,7 +131,8 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let mut up = slow_upstream().await;
     let (port, admin) = (free_port(), free_port());
     let config = write_config(dir.path(), port, admin, up.addr, false);
-    let gw = spawn_gateway(&config, false);
+    let log_path = dir.path().join("gateway.log");
+    let gw = spawn_logging(&config, false, std::fs::File::create(&log_path).unwrap().into());
     wait_listening(([127, 0, 0, 1], port).into());
 
     let d = dir.path().to_owned();
@@ -137,6 +143,9 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request completed");
     let status = tokio::task::spawn_blocking(move || wait_exit(gw, Duration::from_secs(20))).await.unwrap();
     assert!(status.success(), "clean exit: {status}");
+    // Lines logged as the process exits are written (the log writer thread is flushed first).
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.trim_end().ends_with("stopped"), "the last line is missing: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
