@@ -101,6 +101,10 @@ error_codes! {
     /// such as a restricted confidentiality or a sensitive-information code) the principal is
     /// not cleared for. Search results are not refused for this: such entries are left out.
     SecurityLabelNotPermitted = ("security_label_not_permitted", 403, "This record is restricted by a security label the caller is not cleared for."),
+    /// What a client is told instead of another refusal that would say too much: a read of a
+    /// record whose security label it is not cleared for, when the policy keeps withheld records
+    /// silent (`policy.withheld_notice: silent`). The audit trail keeps the true code.
+    ResourceNotFound = ("resource_not_found", 404, "The resource was not found."),
     /// The principal's scopes do not allow this interaction or resource type.
     ScopeInsufficient = ("scope_insufficient", 403, "The token's scopes do not allow this request."),
     /// Policy denied the request for another reason.
@@ -165,12 +169,27 @@ pub struct Denial {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Why, for operators. Goes to the log, never to the client; must not contain tokens or PHI.
     pub cause: Option<Cow<'static, str>>,
+    /// The code the client is answered with instead of `code`, when `code` itself would tell
+    /// too much; the audit record, metrics and alerts keep `code`. Default: none.
+    pub answered_as: Option<ErrorCode>,
 }
 
 impl Denial {
     /// A denial with this code and no extra headers or cause.
     pub fn new(code: ErrorCode) -> Self {
-        Denial { code, headers: Vec::new(), cause: None }
+        Denial { code, headers: Vec::new(), cause: None, answered_as: None }
+    }
+
+    /// Answers the client with `public` (its status and message) while `code` is what is
+    /// recorded.
+    pub fn answered_as(mut self, public: ErrorCode) -> Self {
+        self.answered_as = Some(public);
+        self
+    }
+
+    /// The code the client sees: [`Denial::answered_as`] if set, else `code`.
+    pub fn shown(&self) -> ErrorCode {
+        self.answered_as.unwrap_or(self.code)
     }
 
     /// Adds a log-only cause.
@@ -216,5 +235,14 @@ mod tests {
             assert!(c.status().is_client_error() || c.status().is_server_error(), "{c}");
             assert!(!c.message().is_empty());
         }
+    }
+
+    #[test]
+    fn a_denial_answered_as_another_code_keeps_its_own() {
+        let d = Denial::new(ErrorCode::SecurityLabelNotPermitted);
+        assert_eq!(d.shown(), ErrorCode::SecurityLabelNotPermitted);
+        let d = d.answered_as(ErrorCode::ResourceNotFound);
+        assert_eq!((d.code, d.shown()), (ErrorCode::SecurityLabelNotPermitted, ErrorCode::ResourceNotFound));
+        assert_eq!(d.shown().status(), StatusCode::NOT_FOUND);
     }
 }
