@@ -112,6 +112,38 @@ async fn the_audit_report_lists_who_met_restricted_records() {
     );
 }
 
+/// `policy.withheld_notice: silent`: nothing a client gets tells that a record was withheld (no
+/// outcome entry, no total, a read answered 404), while the audit trail records what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_silent_a_withheld_record_looks_absent_to_the_client_but_not_to_the_audit() {
+    let env = FullEnv::start_edited(
+        |_| {},
+        "",
+        "",
+        |cfg, _| cfg.replace("  max_eval_ms: 2000\n", "  max_eval_ms: 2000\n  withheld_notice: silent\n"),
+    )
+    .await;
+    let (s, _, body) = env.get_as("clinician_a", "/fhir/Condition?patient=a-p1").await;
+    assert_eq!(s, 200, "{body}");
+    let bundle: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&str> =
+        bundle["entry"].as_array().unwrap().iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
+    assert_eq!(ids, ["a-p1-cond-1", "a-p1-cond-2"], "{body}");
+    assert!(!body.contains("suppressed") && bundle.get("total").is_none(), "{body}");
+
+    let (s, code, body) = env.get_as("clinician_a", &format!("/fhir/Condition/{PSY_ID}")).await;
+    assert_eq!((s, code.as_str()), (404, "resource_not_found"), "{body}");
+    assert!(!body.contains("label") && !body.contains("Depressive"), "{body}");
+    let record = env
+        .wait_record(|r| r["phase"] == "outcome" && r["path"].as_str().is_some_and(|p| p.ends_with(PSY_ID)))
+        .await;
+    assert_eq!(
+        (record["status"].as_u64(), record["error"].as_str()),
+        (Some(404), Some("security_label_not_permitted")),
+        "{record}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_labelled_read_is_refused_unless_cleared_or_under_break_glass() {
     let env = FullEnv::start().await;

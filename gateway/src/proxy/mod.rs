@@ -91,7 +91,7 @@ impl ProxyHttp for GatewayProxy {
                     // The stages leave their evidence (the audit trail's `denied` record) before
                     // the client learns it was refused.
                     req.error = Some(denial.code);
-                    req.response.status = Some(denial.code.status().as_u16());
+                    req.response.status = Some(denial.shown().status().as_u16());
                     self.rt.pipeline.on_refused(req).await;
                 }
                 write_denial(session, ctx, &denial).await?;
@@ -189,8 +189,11 @@ impl ProxyHttp for GatewayProxy {
                         // Headers are already out: the client sees the refusal in the body only.
                         ctx.error = Some(denial.code);
                         req.error = Some(denial.code);
-                        let (_, err) =
-                            crate::error_response::error_body(denial.code, ctx.request_id.as_str(), ctx.fhir);
+                        let (_, err) = crate::error_response::error_body(
+                            denial.shown(),
+                            ctx.request_id.as_str(),
+                            ctx.fhir,
+                        );
                         *body = Some(err);
                         return Ok(None);
                     }
@@ -428,8 +431,8 @@ impl GatewayProxy {
         denial: &Denial,
     ) -> Result<()> {
         let (content_type, body) =
-            crate::error_response::error_body(denial.code, ctx.request_id.as_str(), ctx.fhir);
-        resp.set_status(denial.code.status())?;
+            crate::error_response::error_body(denial.shown(), ctx.request_id.as_str(), ctx.fhir);
+        resp.set_status(denial.shown().status())?;
         let names: Vec<_> = resp.headers.keys().cloned().collect();
         for name in names {
             if name.as_str() != REQUEST_ID {

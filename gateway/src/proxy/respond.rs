@@ -19,12 +19,14 @@ pub(super) async fn write_denial(session: &mut Session, ctx: &mut GatewayCtx, de
     if let Some(cause) = &denial.cause {
         log::info!("request {} denied: {}: {cause}", ctx.request_id.as_str(), denial.code);
     }
+    // The true code is recorded; the client gets the one the denial is answered with.
     ctx.error = Some(denial.code);
     if let Some(req) = ctx.req.as_mut() {
         req.error = Some(denial.code);
     }
-    let (content_type, body) = error_body(denial.code, ctx.request_id.as_str(), ctx.fhir);
-    let mut resp = ResponseHeader::build(denial.code.status(), Some(4 + denial.headers.len()))?;
+    let shown = denial.shown();
+    let (content_type, body) = error_body(shown, ctx.request_id.as_str(), ctx.fhir);
+    let mut resp = ResponseHeader::build(shown.status(), Some(4 + denial.headers.len()))?;
     resp.insert_header(header::CONTENT_TYPE, content_type)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(header::CACHE_CONTROL, "no-store")?;

@@ -87,8 +87,9 @@ pub enum WithheldNotice {
     /// record is incomplete (and may ask for break-glass), and learns that this page had one.
     #[default]
     Outcome,
-    /// Nothing says so (as HAPI's consent service leaves it): the page is only shorter. With
-    /// `hide_counts`, a client cannot tell that anything was left out.
+    /// Nothing says so (as HAPI's consent service leaves it): the page is only shorter, and a
+    /// read of such a record answers 404 `resource_not_found`. With `hide_counts`, a client
+    /// cannot tell that anything was left out.
     Silent,
 }
 

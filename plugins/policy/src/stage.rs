@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use phigate_plugin::{
     async_trait, BackgroundTask, BulkKind, Change, ChangeSink, ChangeTrigger, Decision, Denial, ErrorCode,
-    Flow, PreRead, Readiness, RequestCtx, ResponseHead, ShadowDecision, Stage,
+    Flow, Interaction, PreRead, Readiness, RequestCtx, ResponseHead, ShadowDecision, Stage,
 };
 use regorus::Value;
 
@@ -493,8 +493,21 @@ impl Stage for PolicyStage {
                     Withheld::Nothing => {}
                     Withheld::Whole => {
                         events::RESPONSE_CHECKS.with_label_values(&["security_label"]).inc();
-                        return Err(Denial::new(ErrorCode::SecurityLabelNotPermitted)
-                            .with_cause("response carries a withheld security label"));
+                        let refused = Denial::new(ErrorCode::SecurityLabelNotPermitted)
+                            .with_cause("response carries a withheld security label");
+                        // Kept silent, a read of the record answers as if it did not exist (the
+                        // audit keeps the true code).
+                        let read = ctx
+                            .fhir
+                            .as_ref()
+                            .is_some_and(|f| matches!(f.interaction, Interaction::Read | Interaction::Vread));
+                        return Err(
+                            if read && self.inner.settings.withheld_notice == WithheldNotice::Silent {
+                                refused.answered_as(ErrorCode::ResourceNotFound)
+                            } else {
+                                refused
+                            },
+                        );
                     }
                     Withheld::Entries(drop) => {
                         let notice = self.inner.settings.withheld_notice;

@@ -158,6 +158,24 @@ async fn a_silent_cut_leaves_nothing_that_tells() {
     assert_eq!(got["entry"].as_array().unwrap().len(), 1, "no outcome entry");
     assert_eq!(got.get("total"), None);
     assert_eq!((c.response.withheld, c.response.entries), (Some(1), Some(1)), "the audit still knows");
+
+    // A read of the record answers as if it did not exist; what is recorded is the truth.
+    let mut c = read_by(clinician_a()).await;
+    let body = observation("o1", "a-p1", &coding(CONF, "R"));
+    let denial = silent.on_buffered_response(&mut c, body.as_bytes()).unwrap_err();
+    assert_eq!(
+        (denial.code, denial.shown()),
+        (ErrorCode::SecurityLabelNotPermitted, ErrorCode::ResourceNotFound)
+    );
+    // With the notice on (the default), the refusal says what it is.
+    let mut c = read_by(clinician_a()).await;
+    let denial = stage().on_buffered_response(&mut c, body.as_bytes()).unwrap_err();
+    assert_eq!(denial.shown(), ErrorCode::SecurityLabelNotPermitted);
+    // Not a read (a search whose Bundle itself is labelled): refused as such, silent or not.
+    let mut c = search_by(clinician_a()).await;
+    let labelled_bundle = r#"{"resourceType":"Bundle","type":"searchset","meta":{"security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-Confidentiality","code":"R"}]},"entry":[]}"#;
+    let denial = silent.on_buffered_response(&mut c, labelled_bundle.as_bytes()).unwrap_err();
+    assert_eq!(denial.shown(), ErrorCode::SecurityLabelNotPermitted);
 }
 
 #[tokio::test]
