@@ -6,7 +6,9 @@
 //! `|HIV`). A decision's `withheld_labels` lists those the principal is not cleared for, as FHIR
 //! token strings: `system|code` (that system), `|code` (a coding without a system) or `code` (any
 //! system). The response verification notes which resources carry one; a search result loses
-//! those entries (and says so in an `OperationOutcome` entry), anything else is refused.
+//! those entries (and says so in an `OperationOutcome` entry, unless kept silent), anything else
+//! is refused. Counts that would give the left-out records away (`Bundle.total`, the `last`
+//! paging link) are cut out of the Bundle too.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
