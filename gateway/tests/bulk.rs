@@ -230,6 +230,48 @@ async fn a_line_of_another_tenant_ends_the_file_before_it() {
     }
 }
 
+/// A Group's export (`Group/[id]/$export`) is sealed and checked like any other: the cohort's
+/// records come through; another tenant's Group is not found by a partitioned upstream, and from
+/// an upstream that does not partition, its file is refused by the line check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_export_is_sealed_and_checked_like_any_other() {
+    async fn group_kick_off(env: &FullEnv, group: &str) -> TestResponse {
+        get(env, "bulk_a", &format!("/fhir/Group/{group}/$export?_type=Observation"), true).await
+    }
+    let env = start(true).await;
+    let res = group_kick_off(&env, "tenant-a-cohort").await;
+    assert_eq!(res.status, 202, "{}", res.text());
+    let status = path_of(res.header("content-location").expect("Content-Location"));
+    let files = manifest(&env, &status).await;
+    let res = get(&env, "bulk_a", &path_of(output(&files, "Observation")), false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let mut subjects: Vec<String> = res
+        .text()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"]["reference"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    assert_eq!(subjects, ["Patient/a-p1", "Patient/a-p2"]);
+    // Tenant B's cohort, asked for by tenant A's service: the partitioned upstream has no such
+    // Group for tenant A.
+    assert_eq!(group_kick_off(&env, "tenant-b-cohort").await.status, 404);
+
+    // An upstream that does not partition exports it; its file never reaches tenant A's service.
+    let env = start(false).await;
+    let res = group_kick_off(&env, "tenant-b-cohort").await;
+    assert_eq!(res.status, 202, "{}", res.text());
+    let status = path_of(res.header("content-location").expect("Content-Location"));
+    let files = manifest(&env, &status).await;
+    let res = get(&env, "bulk_a", &path_of(output(&files, "Observation")), false).await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()), "{}", res.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_after_export_alerts_the_soc() {
     let env = start(true).await;

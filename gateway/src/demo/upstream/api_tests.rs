@@ -514,6 +514,44 @@ fn export_with_a_tenant_header_holds_only_that_tenants_resources() {
 }
 
 #[test]
+fn a_group_export_holds_its_members_records_and_another_tenants_group_is_not_found() {
+    let api = api();
+    let status = kick_off(
+        &api,
+        "Group/tenant-a-cohort/$export?_type=Patient,Observation",
+        &[ASYNC, ("x-phigate-tenant", "tenant-a")],
+    );
+    let files = files(&api, &manifest(&api, &status));
+    let patients: Vec<_> = files
+        .iter()
+        .filter(|(ty, _)| ty == "Patient")
+        .flat_map(|(_, l)| l)
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(patients, ["a-p1", "a-p2"], "the cohort: tenant A's first two patients");
+    let subjects: std::collections::BTreeSet<_> = files
+        .iter()
+        .filter(|(ty, _)| ty == "Observation")
+        .flat_map(|(_, l)| l)
+        .map(|r| r["subject"]["reference"].as_str().expect("subject").to_owned())
+        .collect();
+    assert_eq!(subjects.into_iter().collect::<Vec<_>>(), ["Patient/a-p1", "Patient/a-p2"]);
+    // Another tenant's Group, on a partitioned request, and an unknown Group: 404, no job.
+    for (target, tenant) in
+        [("Group/tenant-b-cohort/$export", Some("tenant-a")), ("Group/nobody/$export", None)]
+    {
+        let mut headers = vec![ASYNC];
+        headers.extend(tenant.map(|t| ("x-phigate-tenant", t)));
+        assert_eq!(send(&api, Method::GET, target, &headers).status, StatusCode::NOT_FOUND, "{target}");
+    }
+    assert!(kick_off(&api, "Group/tenant-b-cohort/$export", &[ASYNC]).ends_with("_jobId=job-2"));
+    assert_eq!(
+        send(&api, Method::HEAD, "Group/tenant-a-cohort/$export", &[ASYNC]).status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[test]
 fn export_without_a_tenant_header_holds_both_tenants() {
     let api = api();
     let resources = export_of(&api, None);
@@ -591,12 +629,13 @@ fn bulk_endpoints_are_refused_in_a_batch_and_by_head_without_side_effects() {
     let bundle = r#"{"resourceType":"Bundle","type":"batch","entry":[
         {"request":{"method":"GET","url":"$export-poll-status?_jobId=job-1"}},
         {"request":{"method":"GET","url":"Binary/job-1-Patient"}},
-        {"request":{"method":"GET","url":"Patient/$export"}}]}"#;
+        {"request":{"method":"GET","url":"Patient/$export"}},
+        {"request":{"method":"GET","url":"Group/tenant-a-cohort/$export"}}]}"#;
     let reply = post_bundle(&api, bundle.as_bytes());
     let v = json(&reply);
     let statuses: Vec<_> =
         v["entry"].as_array().expect("entries").iter().map(|e| e["response"]["status"].clone()).collect();
-    assert_eq!(statuses, ["400 Bad Request", "400 Bad Request", "400 Bad Request"]);
+    assert_eq!(statuses, ["400 Bad Request", "400 Bad Request", "400 Bad Request", "400 Bad Request"]);
     assert_eq!(send(&api, Method::HEAD, target(&status), &[]).status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(send(&api, Method::HEAD, "$export", &[ASYNC]).status, StatusCode::METHOD_NOT_ALLOWED);
     // Neither consumed the first poll nor started a job.

@@ -4,13 +4,17 @@
 //! ```text
 //! GET    {base}/$export?_type=…&_outputFormat=…       kick-off (needs Prefer: respond-async):
 //! GET    {base}/Patient/$export?…                       202, Content-Location: the status URL
+//! GET    {base}/Group/{tenant}-cohort/$export?…
 //! GET    {base}/$export-poll-status?_jobId=job-N       1st poll 202 (X-Progress, Retry-After),
 //!                                                       later polls 200 with the manifest
 //! DELETE {base}/$export-poll-status?_jobId=job-N       202; the job and its files are gone
 //! GET    {base}/Binary/job-N-{Type}                     one type's resources as NDJSON
 //! ```
 //!
-//! `Patient/$export` covers Patient and the Patient compartment types (not Practitioner). With
+//! `Patient/$export` covers Patient and the Patient compartment types (not Practitioner), and
+//! so does a Group's export, for the Group's members only: the sample upstream has one cohort per
+//! tenant, `Group/<tenant>-cohort`, its first two patients (the Group resources themselves are
+//! not served). With
 //! `X-Phigate-Tenant: t` only resources whose `meta.tag` carries system [`TENANT_TAG_SYSTEM`] and
 //! code `t` are exported, like a partitioned server; without it, the whole store. Any parameter
 //! other than `_type` and `_outputFormat` (`_since`, `_typeFilter`, …) is refused rather than
@@ -51,6 +55,8 @@ pub(crate) enum ExportLevel {
     System,
     /// `GET [base]/Patient/$export`: Patient and the Patient compartment types.
     Patient,
+    /// `GET [base]/Group/[id]/$export`: the same types, of the Group's members.
+    Group,
 }
 
 impl ExportLevel {
@@ -58,7 +64,7 @@ impl ExportLevel {
     fn types(self) -> Vec<&'static str> {
         match self {
             ExportLevel::System => RESOURCE_TYPES.to_vec(),
-            ExportLevel::Patient => {
+            ExportLevel::Patient | ExportLevel::Group => {
                 std::iter::once("Patient").chain(COMPARTMENT_TYPES.iter().copied()).collect()
             }
         }
@@ -102,9 +108,17 @@ impl Exports {
         Exports { copies, ..Exports::default() }
     }
 
-    /// `GET [base]/$export` or `GET [base]/Patient/$export`: validates, snapshots the selection
-    /// and answers 202 with the status URL in `Content-Location`.
-    pub(crate) fn kick_off(&self, data: &SampleData, level: ExportLevel, req: &ApiRequest<'_>) -> Reply {
+    /// `GET [base]/$export`, `GET [base]/Patient/$export` or `GET [base]/Group/[id]/$export`
+    /// (`group`: the id): validates, snapshots the selection and answers 202 with the status URL
+    /// in `Content-Location`. A Group not found, or of another tenant than `X-Phigate-Tenant`
+    /// names, is 404.
+    pub(crate) fn kick_off(
+        &self,
+        data: &SampleData,
+        level: ExportLevel,
+        group: Option<&str>,
+        req: &ApiRequest<'_>,
+    ) -> Reply {
         if !respond_async(req.headers) {
             return bad("Bulk export requires the header Prefer: respond-async.");
         }
@@ -112,11 +126,16 @@ impl Exports {
             Ok(t) => t,
             Err(reply) => return reply,
         };
+        let members = match group.map(|id| cohort(data, id)) {
+            None => None,
+            Some(Some((of, members))) if tenant.is_none_or(|t| t == of) => Some(members),
+            Some(_) => return outcome(StatusCode::NOT_FOUND, "not-found", "Unknown Group."),
+        };
         let types = match requested_types(level, req.query) {
             Ok(t) => t,
             Err(reply) => return reply,
         };
-        let mut outputs = select(data, &types, tenant);
+        let mut outputs = select(data, &types, tenant, members.as_deref());
         if self.copies > 1 {
             for (_, indexes) in &mut outputs {
                 *indexes = indexes.iter().flat_map(|i| std::iter::repeat_n(*i, self.copies)).collect();
@@ -228,8 +247,10 @@ pub(crate) fn is_bulk_path(path: &str) -> bool {
     let mut segs = path.split('/');
     let first = segs.next().unwrap_or("");
     let second = segs.next().unwrap_or("");
+    let third = segs.next().unwrap_or("");
     first.starts_with("$export")
         || second.starts_with("$export")
+        || third.starts_with("$export")
         || (first == "Binary" && is_file_name(second))
 }
 
@@ -308,17 +329,34 @@ fn requested_types(level: ExportLevel, query: &str) -> Result<Vec<&'static str>,
     Ok(types)
 }
 
-/// Store indexes per type (types without a match left out), limited to the tenant's `meta.tag`.
-fn select(data: &SampleData, types: &[&'static str], tenant: Option<&str>) -> Vec<(&'static str, Vec<u32>)> {
+/// A tenant's cohort, `Group/<tenant>-cohort`: the tenant and its first two patients.
+fn cohort<'d>(data: &'d SampleData, id: &str) -> Option<(&'d str, Vec<&'d str>)> {
+    let tenant = data.tenant(id.strip_suffix("-cohort")?)?;
+    Some((tenant.id.as_str(), tenant.patients.iter().take(2).map(|p| p.id.as_str()).collect()))
+}
+
+/// Store indexes per type (types without a match left out), limited to the tenant's `meta.tag`
+/// and, for a Group, to its members.
+fn select(
+    data: &SampleData,
+    types: &[&'static str],
+    tenant: Option<&str>,
+    members: Option<&[&str]>,
+) -> Vec<(&'static str, Vec<u32>)> {
     // `_tag` tokens are indexed from `meta.tag` as `system|code`.
     let tag = tenant.map(|t| format!("{TENANT_TAG_SYSTEM}|{t}"));
     types
         .iter()
         .filter_map(|ty| {
-            let picked: Vec<u32> = data
-                .of_type(ty)
-                .iter()
-                .copied()
+            let mut candidates: Vec<u32> = match members {
+                Some(members) => {
+                    members.iter().flat_map(|m| data.of_patient(ty, m).iter().copied()).collect()
+                }
+                None => data.of_type(ty).to_vec(),
+            };
+            candidates.sort_unstable();
+            let picked: Vec<u32> = candidates
+                .into_iter()
                 .filter(|i| tag.as_deref().is_none_or(|tag| data.get(*i).has_token("_tag", tag)))
                 .collect();
             (!picked.is_empty()).then_some((*ty, picked))

@@ -114,14 +114,18 @@ impl FhirApi {
         match segs {
             [Some("$export" | "$export-poll-status"), None, ..]
             | [Some("Patient"), Some("$export"), None, _]
+            | [Some("Group"), Some(_), Some("$export"), None]
                 if req.method == Method::HEAD =>
             {
                 bulk::get_only()
             }
-            [Some("$export"), None, ..] => self.exports.kick_off(&self.data, ExportLevel::System, req),
+            [Some("$export"), None, ..] => self.exports.kick_off(&self.data, ExportLevel::System, None, req),
             [Some("$export-poll-status"), None, ..] => self.exports.poll(q, base),
             [Some("Patient"), Some("$export"), None, _] => {
-                self.exports.kick_off(&self.data, ExportLevel::Patient, req)
+                self.exports.kick_off(&self.data, ExportLevel::Patient, None, req)
+            }
+            [Some("Group"), Some(id), Some("$export"), None] => {
+                self.exports.kick_off(&self.data, ExportLevel::Group, Some(id), req)
             }
             [Some("Binary"), Some(name), None, _] if bulk::is_file_name(name) => {
                 self.exports.file(&self.data, name)
