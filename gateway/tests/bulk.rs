@@ -272,6 +272,40 @@ async fn a_group_export_is_sealed_and_checked_like_any_other() {
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()), "{}", res.text());
 }
 
+/// A kick-off by POST (Bulk Data v2: the parameters in a `Parameters` body) is judged, forwarded
+/// with its body and sealed like a GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_kicked_off_by_post_is_sealed_like_any_other() {
+    let env = start(true).await;
+    let body = br#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient"}]}"#;
+    let post = |persona: &str, prefer: bool| {
+        let mut req = env
+            .pki
+            .public_client()
+            .request(http::Method::POST, &env.gw.url("/fhir/Patient/$export"))
+            .bearer(&env.token(persona))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_vec());
+        if prefer {
+            req = req.header("prefer", "respond-async");
+        }
+        req.send()
+    };
+    let res = post("bulk_a", true).await.unwrap();
+    assert_eq!(res.status, 202, "{}", res.text());
+    let seen = forwarded(&env).await;
+    assert_eq!((seen.method.as_str(), seen.body.as_deref()), ("POST", Some(&body[..])));
+    let status = path_of(res.header("content-location").expect("Content-Location"));
+    let files = manifest(&env, &status).await;
+    assert_eq!(files["output"].as_array().unwrap().len(), 1, "{files}");
+    let res = get(&env, "bulk_a", &path_of(output(&files, "Patient")), false).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(res.text().lines().all(|l| l.contains(r#""resourceType":"Patient""#) && !l.contains("b-p")));
+    // The same rules as a GET: asynchronous only, backend services only.
+    assert_eq!(refusal(&post("bulk_a", false).await.unwrap()), (400, "export_requires_async".into()));
+    assert_eq!(refusal(&post("clinician_a", true).await.unwrap()).0, 403);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_after_export_alerts_the_soc() {
     let env = start(true).await;

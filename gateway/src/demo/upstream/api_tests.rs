@@ -551,6 +551,45 @@ fn a_group_export_holds_its_members_records_and_another_tenants_group_is_not_fou
     );
 }
 
+/// A POST kick-off: `path` with a `Parameters` body, `Prefer: respond-async`.
+fn post_kick_off(api: &FhirApi, path: &str, body: &str) -> Reply {
+    let mut map = HeaderMap::new();
+    map.append("prefer", HeaderValue::from_static("respond-async"));
+    api.handle(&ApiRequest {
+        method: &Method::POST,
+        path,
+        query: "",
+        base_url: BASE,
+        form_body: false,
+        body: body.as_bytes(),
+        headers: &map,
+    })
+}
+
+#[test]
+fn an_export_kicked_off_by_post_takes_its_parameters_from_the_body() {
+    let api = api();
+    let body = r#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueString":"Patient,Condition"},
+        {"name":"_outputFormat","valueString":"application/fhir+ndjson"}]}"#;
+    for path in ["$export", "Patient/$export", "Group/tenant-a-cohort/$export"] {
+        let reply = post_kick_off(&api, path, body);
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{path}: {:?}", reply.body);
+        let status = header(&reply, "content-location").expect("Content-Location").to_owned();
+        let types: Vec<String> =
+            files(&api, &manifest(&api, &status)).into_iter().map(|(ty, _)| ty).collect();
+        assert_eq!(types, ["Condition", "Patient"], "{path}");
+    }
+    assert_eq!(post_kick_off(&api, "$export", "").status, StatusCode::ACCEPTED, "no body: every type");
+    for bad in [
+        r#"{"resourceType":"Bundle"}"#,
+        "not json",
+        r#"{"resourceType":"Parameters","parameter":[{"name":"_type","valueInteger":3}]}"#,
+        r#"{"resourceType":"Parameters","parameter":[{"name":"_since","valueString":"2026-01-01"}]}"#,
+    ] {
+        assert_eq!(post_kick_off(&api, "$export", bad).status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
 #[test]
 fn export_without_a_tenant_header_holds_both_tenants() {
     let api = api();

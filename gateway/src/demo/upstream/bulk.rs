@@ -5,6 +5,7 @@
 //! GET    {base}/$export?_type=…&_outputFormat=…       kick-off (needs Prefer: respond-async):
 //! GET    {base}/Patient/$export?…                       202, Content-Location: the status URL
 //! GET    {base}/Group/{tenant}-cohort/$export?…
+//! POST   any of the three, with a `Parameters` body (`_type`, `_outputFormat` as valueString)
 //! GET    {base}/$export-poll-status?_jobId=job-N       1st poll 202 (X-Progress, Retry-After),
 //!                                                       later polls 200 with the manifest
 //! DELETE {base}/$export-poll-status?_jobId=job-N       202; the job and its files are gone
@@ -362,6 +363,28 @@ fn select(
             (!picked.is_empty()).then_some((*ty, picked))
         })
         .collect()
+}
+
+/// A POST kick-off's `Parameters` body (`{"resourceType":"Parameters","parameter":[{"name":
+/// "_type","valueString":"Patient"}]}`) as the query string a GET kick-off would carry; the
+/// parameters are then judged alike. An empty body is no parameter.
+pub(crate) fn parameters_query(body: &[u8]) -> Result<String, Reply> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let parameters: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad("The kick-off body is not a Parameters resource."))?;
+    if parameters["resourceType"] != "Parameters" {
+        return Err(bad("The kick-off body is not a Parameters resource."));
+    }
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for p in parameters["parameter"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let (Some(name), Some(value)) = (p["name"].as_str(), p["valueString"].as_str()) else {
+            return Err(bad("Each kick-off parameter needs a name and a valueString."));
+        };
+        query.append_pair(name, value);
+    }
+    Ok(query.finish())
 }
 
 /// The `_jobId` of a status request; missing is an unknown job, repeated is ambiguous.

@@ -141,7 +141,17 @@ impl FhirApi {
     }
 
     fn route_post(&self, segs: [Option<&str>; 4], req: &ApiRequest<'_>) -> Reply {
+        // A bulk export kicked off by POST (Bulk Data v2): its `Parameters` body, as a query.
+        let export = |level, group| match bulk::parameters_query(req.body) {
+            Ok(query) => {
+                self.exports.kick_off(&self.data, level, group, &ApiRequest { query: &query, ..*req })
+            }
+            Err(reply) => reply,
+        };
         match segs {
+            [Some("$export"), None, ..] => export(ExportLevel::System, None),
+            [Some("Patient"), Some("$export"), None, _] => export(ExportLevel::Patient, None),
+            [Some("Group"), Some(id), Some("$export"), None] => export(ExportLevel::Group, Some(id)),
             [None, ..] => super::batch::batch(self, req),
             [Some(ty), Some("_search"), None, _] => {
                 if !req.form_body {
