@@ -280,6 +280,13 @@ fn metadata_lists_the_bulk_export_operations() {
     let names: Vec<_> =
         patient["operation"].as_array().expect("operations").iter().map(|o| &o["name"]).collect();
     assert_eq!(names, ["everything", "export"]);
+    let group = v["rest"][0]["resource"].as_array().expect("resources").iter().find(|r| r["type"] == "Group");
+    let group = group.expect("Group");
+    assert_eq!(
+        group["operation"][0]["definition"],
+        "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"
+    );
+    assert!(group.get("interaction").is_none(), "no Group resource is served");
 }
 
 // Bulk Data Access export.

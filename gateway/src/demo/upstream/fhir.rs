@@ -294,6 +294,14 @@ fn capability_statement() -> Bytes {
             }
             r
         })
+        .chain(std::iter::once(json!({
+            // Group resources are not served; a tenant's cohort can be exported.
+            "type": "Group",
+            "operation": [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+            }],
+        })))
         .collect();
     let cs = json!({
         "resourceType": "CapabilityStatement",
