@@ -238,12 +238,16 @@ async fn a_group_export_is_sealed_and_checked_like_any_other() {
     async fn group_kick_off(env: &FullEnv, group: &str) -> TestResponse {
         get(env, "bulk_a", &format!("/fhir/Group/{group}/$export?_type=Observation"), true).await
     }
+    /// Exports the Group's Observations and reads the file through the issued URLs.
+    async fn observation_file(env: &FullEnv, group: &str) -> TestResponse {
+        let res = group_kick_off(env, group).await;
+        assert_eq!(res.status, 202, "{}", res.text());
+        let status = path_of(res.header("content-location").expect("Content-Location"));
+        let files = manifest(env, &status).await;
+        get(env, "bulk_a", &path_of(output(&files, "Observation")), false).await
+    }
     let env = start(true).await;
-    let res = group_kick_off(&env, "tenant-a-cohort").await;
-    assert_eq!(res.status, 202, "{}", res.text());
-    let status = path_of(res.header("content-location").expect("Content-Location"));
-    let files = manifest(&env, &status).await;
-    let res = get(&env, "bulk_a", &path_of(output(&files, "Observation")), false).await;
+    let res = observation_file(&env, "tenant-a-cohort").await;
     assert_eq!(res.status, 200, "{}", res.text());
     let mut subjects: Vec<String> = res
         .text()
@@ -264,11 +268,7 @@ async fn a_group_export_is_sealed_and_checked_like_any_other() {
 
     // An upstream that does not partition exports it; its file never reaches tenant A's service.
     let env = start(false).await;
-    let res = group_kick_off(&env, "tenant-b-cohort").await;
-    assert_eq!(res.status, 202, "{}", res.text());
-    let status = path_of(res.header("content-location").expect("Content-Location"));
-    let files = manifest(&env, &status).await;
-    let res = get(&env, "bulk_a", &path_of(output(&files, "Observation")), false).await;
+    let res = observation_file(&env, "tenant-b-cohort").await;
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()), "{}", res.text());
 }
 
