@@ -187,6 +187,10 @@ impl RootMembers {
     /// `body`) in order.
     pub(crate) fn found(body: &[u8], keys: Vec<(Option<usize>, bool)>) -> RootMembers {
         let counts = keys.iter().filter(|(_, count)| *count).count();
+        if counts == 0 {
+            // Nothing to cut (a resource read, most answers): the places are not needed.
+            return RootMembers::default();
+        }
         let base = body.as_ptr() as usize;
         let starts = keys
             .into_iter()
