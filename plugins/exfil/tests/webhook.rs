@@ -89,3 +89,37 @@ fn bad_settings_are_named() {
     assert_eq!(keys, ["webhook.url", "webhook.timeout_ms", "webhook.authorization_env", "webhook.ca_path"]);
     assert!(issues.iter().all(|i| !i.message.contains("siem.example")), "values are never echoed");
 }
+
+/// While the collector is down, batches keep arriving: far more than the hand-off holds (a few
+/// hundred) wait in the shipper's queue, bounded by `max_pending_bytes`, and all reach the
+/// collector in order once it answers; none is dropped.
+#[tokio::test]
+async fn batches_arriving_while_the_collector_is_down_wait_in_the_bounded_queue() {
+    let mut c = collector(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let counter = |name: &str| prometheus::IntCounter::new(name, "test").unwrap();
+    let metrics = phigate_shipper::Metrics {
+        posts: prometheus::IntCounterVec::new(prometheus::Opts::new("posts", "test"), &["result"]).unwrap(),
+        delivered: counter("delivered"),
+        dropped: counter("dropped"),
+    };
+    let (handoff, task) =
+        c.config(None).build(dir.path(), "webhook", "test shipper", metrics.clone()).unwrap();
+    tokio::spawn(task.run());
+    handoff.offer(b"line 0\n");
+    // The first POST fails: the shipper backs off a second, and 600 batches arrive meanwhile.
+    assert_eq!(c.next().await.1, Bytes::from_static(b"line 0\n"));
+    for i in 1..=600 {
+        handoff.offer(format!("line {i}\n").as_bytes());
+        // The owner is another task (or thread): the shipper runs between its batches.
+        tokio::task::yield_now().await;
+    }
+    let mut lines = Vec::new();
+    while lines.len() < 601 {
+        let (_, body) = c.next().await;
+        lines.extend(String::from_utf8(body.to_vec()).unwrap().lines().map(str::to_owned));
+    }
+    let expected: Vec<String> = (0..=600).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "every line, once, in order");
+    assert_eq!(metrics.dropped.get(), 0);
+}

@@ -234,21 +234,12 @@ impl ShipperTask {
         loop {
             if pending.is_empty() {
                 match self.rx.recv().await {
-                    Some(batch) => {
-                        pending_bytes += batch.len();
-                        pending.push_back(batch);
-                    }
+                    Some(batch) => self.queue(&mut pending, &mut pending_bytes, batch),
                     None => return,
                 }
             }
             while let Ok(batch) = self.rx.try_recv() {
-                pending_bytes += batch.len();
-                pending.push_back(batch);
-            }
-            while pending_bytes > self.max_pending {
-                let Some(old) = pending.pop_front() else { break };
-                pending_bytes -= old.len();
-                self.metrics.dropped.inc_by(lines_in(&old));
+                self.queue(&mut pending, &mut pending_bytes, batch);
             }
             // One POST: whole batches up to the size limit (at least one).
             let mut take = 0;
@@ -281,10 +272,37 @@ impl ShipperTask {
                         self.name,
                         backoff.as_secs()
                     );
-                    tokio::time::sleep(backoff).await;
+                    // Batches keep arriving while the collector is down: they are taken off
+                    // the hand-off into the queue `max_pending_bytes` bounds, so the hand-off
+                    // (a few hundred batches) does not fill and drop the newest first.
+                    let wake = tokio::time::sleep(backoff);
+                    tokio::pin!(wake);
+                    loop {
+                        tokio::select! {
+                            () = &mut wake => break,
+                            batch = self.rx.recv() => match batch {
+                                Some(batch) => self.queue(&mut pending, &mut pending_bytes, batch),
+                                None => {
+                                    (&mut wake).await;
+                                    break;
+                                }
+                            },
+                        }
+                    }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
+        }
+    }
+
+    /// Queues a batch, dropping the oldest (counted) past `max_pending` bytes waiting.
+    fn queue(&self, pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, batch: Bytes) {
+        *pending_bytes += batch.len();
+        pending.push_back(batch);
+        while *pending_bytes > self.max_pending {
+            let Some(old) = pending.pop_front() else { break };
+            *pending_bytes -= old.len();
+            self.metrics.dropped.inc_by(lines_in(&old));
         }
     }
 
