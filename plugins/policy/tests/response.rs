@@ -6,7 +6,7 @@
 mod support;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
-use phigate_plugin::{ErrorCode, Interaction, PatientId, RequestCtx, ResponseHead, Stage};
+use phigate_plugin::{ErrorCode, Interaction, PatientId, Principal, RequestCtx, ResponseHead, Stage};
 use support::*;
 
 async fn allowed_read_of_observation() -> RequestCtx {
@@ -228,13 +228,7 @@ async fn an_export_status_answer_is_verified_like_any_response() {
         f.resource_type = None;
         f.operation = Some("export-poll-status".into());
         let mut c = get("/fhir/$export-poll-status", service.clone(), f);
-        c.bulk = Some(phigate_plugin::BulkAccess {
-            kind: phigate_plugin::BulkKind::Status,
-            issuer: service.issuer.clone(),
-            subject: service.subject.as_str().into(),
-            tenant: service.tenant.clone(),
-            client_id: service.client_id.as_deref().map(Into::into),
-        });
+        c.bulk = Some(issued_to(&service, phigate_plugin::BulkKind::Status));
         c
     };
     let head = |c: &mut RequestCtx, status: StatusCode| {
@@ -264,6 +258,17 @@ async fn an_export_status_answer_is_verified_like_any_response() {
     assert_eq!(stage().on_buffered_response(&mut c, leak).unwrap_err().code, ErrorCode::PatientNotPermitted);
 }
 
+/// What a bulk URL the gateway issued to `p` grants.
+fn issued_to(p: &Principal, kind: phigate_plugin::BulkKind) -> phigate_plugin::BulkAccess {
+    phigate_plugin::BulkAccess {
+        kind,
+        issuer: p.issuer.clone(),
+        subject: p.subject.as_str().into(),
+        tenant: p.tenant.clone(),
+        client_id: p.client_id.as_deref().map(Into::into),
+    }
+}
+
 /// An export file is checked line by line as it streams; if another stage had the body buffered
 /// instead, the whole body gets the same check: no path sends it unchecked.
 #[tokio::test]
@@ -275,13 +280,7 @@ async fn an_export_file_buffered_by_another_stage_is_checked_the_same_way() {
             service.clone(),
             fhir(Interaction::Read, "Binary", Some("job-1-Observation"), &[]),
         );
-        c.bulk = Some(phigate_plugin::BulkAccess {
-            kind: phigate_plugin::BulkKind::File,
-            issuer: service.issuer.clone(),
-            subject: service.subject.as_str().into(),
-            tenant: service.tenant.clone(),
-            client_id: service.client_id.as_deref().map(Into::into),
-        });
+        c.bulk = Some(issued_to(&service, phigate_plugin::BulkKind::File));
         c
     };
     let own = r#"{"resourceType":"Observation","subject":{"reference":"Patient/a-p1"}}"#;
