@@ -68,9 +68,13 @@ pub struct AuditConfig {
     pub retention_days: NonZeroU32,
     /// A copy of the trail off the host as it is written: every line made durable (segment
     /// headers, access and operator records, checkpoints, recoveries; exactly the segment
-    /// stream, hash chain included) is POSTed as NDJSON to a collector over HTTPS, retried while
-    /// it is down, bounded. The local trail stays the record: nothing waits for the collector, so
-    /// a request never does. Default: none.
+    /// stream, hash chain included) is POSTed as NDJSON to a collector over HTTPS, in order. It
+    /// is read from the segment files, which are its queue: a collector that is down is retried
+    /// for as long as it takes and nothing is dropped, and a restart resumes from the cursor kept
+    /// in `forward-cursor.json` in `dir` (at least once: a restart may send up to the last second's
+    /// lines again). The first start with `forward` begins at the trail's end. The local trail
+    /// stays the record: nothing waits for the collector, so a request never does.
+    /// `max_pending_bytes` does not apply here. Default: none.
     #[serde(default)]
     pub forward: Option<phigate_shipper::ShipperConfig>,
 }
@@ -164,13 +168,13 @@ impl AuditConfig {
                 .ok(),
             None => None,
         };
-        let forward = phigate_shipper::build_optional(
-            self.forward.as_ref(),
-            ctx.config_dir,
-            ("forward", "audit forward"),
-            crate::metrics::forward,
-            &mut issues,
-        );
+        let forward = match &self.forward {
+            None => None,
+            Some(f) => f
+                .build_poster(ctx.config_dir, "forward", "audit forward", crate::metrics::forward())
+                .map_err(|mut found| issues.append(&mut found))
+                .ok(),
+        };
         let Some(signer) = signer else {
             return Err(issues);
         };

@@ -22,6 +22,7 @@ mod chain;
 mod checkpoint;
 mod config;
 mod error;
+mod forward;
 mod keys;
 mod metrics;
 mod record;
@@ -37,6 +38,7 @@ pub use chain::FORMAT_VERSION;
 pub use checkpoint::CHECKPOINT_LOG;
 pub use config::AuditConfig;
 pub use error::{KeyError, SinkError};
+pub use forward::CURSOR_FILE;
 pub use keys::{
     generate_hmac_key, generate_signing_key, load_public_key, load_signing_key, write_public_key, PublicKey,
 };

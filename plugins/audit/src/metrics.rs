@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter, IntCounterVec,
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge, Histogram,
+    IntCounter, IntCounterVec, IntGauge,
 };
 
 fn or_unregistered<T>(r: prometheus::Result<T>, fallback: impl FnOnce() -> prometheus::Result<T>) -> T
@@ -87,20 +88,16 @@ static FORWARD_LINES: LazyLock<IntCounter> = LazyLock::new(|| {
     or_unregistered(register_int_counter!(n, h), || IntCounter::new(n, h))
 });
 
-/// Audit lines that will not reach the collector (they are in the local trail).
-static FORWARD_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+/// Bytes of the trail durable and not yet accepted by the collector.
+pub(crate) static FORWARD_LAG: LazyLock<IntGauge> = LazyLock::new(|| {
     let (n, h) = (
-        "phigate_audit_forward_dropped_total",
-        "Audit lines not forwarded (queue full while the collector was down); they are in the local trail.",
+        "phigate_audit_forward_lag_bytes",
+        "Bytes of the audit trail made durable and not yet accepted by the forwarding collector.",
     );
-    or_unregistered(register_int_counter!(n, h), || IntCounter::new(n, h))
+    or_unregistered(register_int_gauge!(n, h), || IntGauge::new(n, h))
 });
 
-/// The forwarding shipper's counters.
-pub(crate) fn forward() -> phigate_shipper::Metrics {
-    phigate_shipper::Metrics {
-        posts: FORWARD_POSTS.clone(),
-        delivered: FORWARD_LINES.clone(),
-        dropped: FORWARD_DROPPED.clone(),
-    }
+/// The forwarding poster's counters: POSTs by result, lines delivered.
+pub(crate) fn forward() -> (IntCounterVec, IntCounter) {
+    (FORWARD_POSTS.clone(), FORWARD_LINES.clone())
 }

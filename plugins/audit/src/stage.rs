@@ -23,7 +23,7 @@ struct DeniedRecorded;
 pub struct AuditStage {
     writer: Writer,
     /// The forwarding task (`forward:`) until the gateway spawns it.
-    forward_task: std::sync::Mutex<Option<phigate_shipper::ShipperTask>>,
+    forward_task: std::sync::Mutex<Option<crate::forward::Forwarder>>,
     records: RecordBuilder,
     max_wait: Duration,
     dir: PathBuf,
@@ -40,16 +40,18 @@ impl AuditStage {
         cfg: AuditConfig,
         settings: StoreSettings,
         hmac_key: Option<Vec<u8>>,
-        forward: Option<(phigate_shipper::Handoff, phigate_shipper::ShipperTask)>,
+        forward: Option<phigate_shipper::Poster>,
     ) -> std::io::Result<Self> {
-        let (handoff, forward_task) = forward.unzip();
         let dir = settings.dir.clone();
+        let (publisher, forward_task) = forward
+            .map(|poster| crate::forward::Forwarder::new(dir.clone(), settings.file_mode, poster))
+            .unzip();
         let limits = BatchLimits {
             max_records: cfg.max_batch_records.get() as usize,
             max_bytes: cfg.max_batch_bytes.get() as usize,
             queue: cfg.queue_capacity.get() as usize,
         };
-        let writer = Writer::spawn(Box::new(SegmentStore::new(settings).forwarding(handoff)), limits)?;
+        let writer = Writer::spawn(Box::new(SegmentStore::new(settings).forwarding(publisher)), limits)?;
         Ok(AuditStage {
             writer,
             forward_task: std::sync::Mutex::new(forward_task),

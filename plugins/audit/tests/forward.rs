@@ -6,9 +6,10 @@
 mod common;
 
 use common::*;
-use phigate_audit::{verify, VerifyStatus};
+use phigate_audit::{verify, AuditStage, VerifyStatus, CURSOR_FILE};
 use phigate_plugin::{Flow, Stage};
-use phigate_shipper::testing::collector;
+use phigate_shipper::testing::{collector, Collector};
+use tokio::task::JoinHandle;
 
 #[tokio::test]
 async fn the_collector_gets_the_segment_stream_as_written() {
@@ -38,6 +39,153 @@ async fn the_collector_gets_the_segment_stream_as_written() {
     assert_eq!(verify(&env.audit_dir, Some(&env.public_key)).status, VerifyStatus::Intact);
 }
 
+/// A stage forwarding to `c`, its forwarder running; the handle ends once the stage is dropped
+/// and everything durable was delivered.
+fn forwarding(env: &Env, c: &Collector, segment_max_bytes: Option<u64>) -> (AuditStage, JoinHandle<()>) {
+    let mut cfg = env.config();
+    cfg.forward = Some(c.config(None));
+    if let Some(max) = segment_max_bytes {
+        cfg.segment_max_bytes = max;
+    }
+    let stage = build(cfg, env.tmp.path());
+    let mut tasks = stage.background_tasks();
+    assert_eq!(tasks.len(), 1);
+    let task = tokio::spawn(tasks.remove(0));
+    (stage, task)
+}
+
+/// Waits for the forwarder to end (at most 30 s: a forwarder that never catches up fails here).
+async fn finished(task: JoinHandle<()>) {
+    tokio::time::timeout(std::time::Duration::from_secs(30), task)
+        .await
+        .expect("the forwarder delivers everything and ends")
+        .unwrap();
+}
+
+async fn write_records(stage: &AuditStage, prefix: &str, n: usize) {
+    for i in 0..n {
+        let mut ctx = read_ctx(&format!("{prefix}-{i}"));
+        assert!(matches!(stage.on_request(&mut ctx).await, Ok(Flow::Continue)));
+        answered(&mut ctx, 200);
+        stage.on_complete(&ctx).await;
+    }
+}
+
+/// The trail's bytes, every segment in order.
+fn trail(env: &Env) -> Vec<u8> {
+    env.segments().iter().flat_map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// The bodies the collector accepted (it answered 200), concatenated.
+fn accepted(posts: Vec<phigate_shipper::testing::Received>) -> String {
+    String::from_utf8(posts.into_iter().flat_map(|(_, body)| body.to_vec()).collect()).unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_resumes_where_delivery_stopped_and_sends_nothing_twice() {
+    let env = Env::new();
+    // Run 1: the collector refuses everything, and the process dies with nothing delivered.
+    let mut down = collector(usize::MAX).await;
+    let (stage, task) = forwarding(&env, &down, None);
+    write_records(&stage, "first", 3).await;
+    let (_, refused) = down.next().await; // the forwarder is running and has saved its start
+    assert!(!refused.is_empty());
+    drop(stage);
+    task.abort();
+    let cursor = std::fs::read_to_string(env.audit_dir.join(CURSOR_FILE)).unwrap();
+    assert_eq!(cursor.trim(), r#"{"segment":1,"offset":0}"#);
+
+    // Run 2: a collector that works gets what run 1 wrote, then what run 2 writes.
+    let mut up = collector(0).await;
+    let (stage, task) = forwarding(&env, &up, None);
+    write_records(&stage, "second", 2).await;
+    drop(stage);
+    finished(task).await; // everything durable was delivered and the cursor saved
+    let after_two = trail(&env);
+    assert_eq!(accepted(up.taken_now()), String::from_utf8(after_two.clone()).unwrap());
+
+    // Run 3: only what run 3 writes; nothing of runs 1 and 2 again.
+    let mut next = collector(0).await;
+    let (stage, task) = forwarding(&env, &next, None);
+    write_records(&stage, "third", 1).await;
+    drop(stage);
+    finished(task).await;
+    let all = trail(&env);
+    assert!(all.len() > after_two.len());
+    assert_eq!(accepted(next.taken_now()), String::from_utf8(all[after_two.len()..].to_vec()).unwrap());
+    assert_eq!(verify(&env.audit_dir, Some(&env.public_key)).status, VerifyStatus::Intact);
+}
+
+#[tokio::test]
+async fn the_stream_is_delivered_across_rotated_segments() {
+    let env = Env::new();
+    let mut c = collector(0).await;
+    let (stage, task) = forwarding(&env, &c, Some(64 << 10));
+    write_records(&stage, "rotating", 150).await;
+    drop(stage);
+    finished(task).await;
+    assert!(env.segments().len() >= 2, "the records filled more than one segment");
+    assert_eq!(accepted(c.taken_now()), String::from_utf8(trail(&env)).unwrap());
+}
+
+#[tokio::test]
+async fn a_first_start_sends_from_the_end_and_a_damaged_cursor_resends_the_newest_segment() {
+    let env = Env::new();
+    let stage = env.stage();
+    write_records(&stage, "before", 2).await;
+    drop(stage);
+    let before = trail(&env).len();
+
+    // First start with `forward`: what was written before is not sent.
+    let mut c = collector(0).await;
+    let (stage, task) = forwarding(&env, &c, None);
+    write_records(&stage, "new", 2).await;
+    drop(stage);
+    finished(task).await;
+    let all = trail(&env);
+    assert_eq!(accepted(c.taken_now()), String::from_utf8(all[before..].to_vec()).unwrap());
+
+    // A cursor that does not fit the files: the newest segment (here the only one) again.
+    for damaged in ["not json", r#"{"segment":1,"offset":5}"#] {
+        std::fs::write(env.audit_dir.join(CURSOR_FILE), damaged).unwrap();
+        let mut c = collector(0).await;
+        let (stage, task) = forwarding(&env, &c, None);
+        write_records(&stage, "later", 1).await;
+        drop(stage);
+        finished(task).await;
+        assert_eq!(accepted(c.taken_now()), String::from_utf8(trail(&env)).unwrap(), "{damaged}");
+    }
+}
+
+#[tokio::test]
+async fn a_torn_tail_reaches_the_collector_as_the_files_hold_it() {
+    let env = Env::new();
+    let mut c = collector(0).await;
+    let (stage, task) = forwarding(&env, &c, None);
+    write_records(&stage, "whole", 2).await;
+    drop(stage);
+    finished(task).await;
+    let delivered = trail(&env).len();
+    assert_eq!(accepted(c.taken_now()).len(), delivered);
+    // A crash in the middle of a write: half a line at the end of the segment.
+    let seg = env.segments().pop().unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, br#"{"v":1,"kind":"access","seq":9"#).unwrap();
+    drop(f);
+
+    // The restart repairs it (newline, chained recovery record); the copy gets the same bytes.
+    let mut c = collector(0).await;
+    let (stage, task) = forwarding(&env, &c, None);
+    write_records(&stage, "after", 1).await;
+    drop(stage);
+    finished(task).await;
+    let all = trail(&env);
+    let shipped = accepted(c.taken_now());
+    assert!(shipped.starts_with(r#"{"v":1,"kind":"access","seq":9"#), "{shipped}");
+    assert!(shipped.contains(r#""kind":"recovery""#));
+    assert_eq!(shipped, String::from_utf8(all[delivered..].to_vec()).unwrap());
+}
+
 #[test]
 fn bad_forward_settings_are_named_under_forward() {
     let env = Env::new();
@@ -47,14 +195,17 @@ fn bad_forward_settings_are_named_under_forward() {
         ca_path: None,
         authorization_env: None,
         timeout_ms: 5000,
-        max_pending_bytes: 16 << 20,
+        max_pending_bytes: None,
     };
     bad.timeout_ms = 0;
+    bad.max_pending_bytes = Some(1 << 20);
     cfg.forward = Some(bad);
     let ctx = phigate_plugin::StageBuildCtx { routes: &[], config_dir: env.tmp.path() };
     let keys: Vec<String> = cfg.build(&ctx).unwrap_err().into_iter().map(|i| i.key_path).collect();
     assert!(
-        keys.contains(&"forward.url".to_owned()) && keys.contains(&"forward.timeout_ms".to_owned()),
+        ["forward.url", "forward.timeout_ms", "forward.max_pending_bytes"]
+            .iter()
+            .all(|k| keys.contains(&(*k).to_owned())),
         "{keys:?}"
     );
 }

@@ -82,7 +82,7 @@ fn bad_settings_are_named() {
         ca_path: Some("missing-ca.pem".into()),
         authorization_env: Some("PHIGATE_TEST_SURELY_UNSET_VARIABLE".into()),
         timeout_ms: 10,
-        max_pending_bytes: 16 << 20,
+        max_pending_bytes: Some(16 << 20),
     });
     let issues = cfg.build(&ctx).unwrap_err();
     let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();

@@ -1,13 +1,18 @@
 //! NDJSON lines shipped to an HTTPS collector (a SIEM's HTTP input such as Splunk HEC or an
 //! Elastic or Sentinel ingestion endpoint, an incident tool), besides the file that keeps them.
 //!
-//! The owner (the exfil alert writer, the audit writer) hands each batch of lines it made
-//! durable to a [`Handoff`] and never waits: a full hand-off drops the batch for the collector
-//! only, counted. The [`ShipperTask`] POSTs the lines as `application/x-ndjson`, exactly as
-//! written and in order, over HTTPS (TLS 1.3, the process's provider). A failure (connection,
-//! TLS, time-out, a status other than 2xx) is retried with backoff (1 s doubling to 60 s), the
-//! same lines whole; past `max_pending_bytes` waiting the oldest are dropped and counted. The
-//! file stays the record: shipping is delivery.
+//! A [`Poster`] POSTs lines as `application/x-ndjson`, exactly as written, over HTTPS (TLS 1.3,
+//! the process's provider); [`Poster::deliver`] retries a failure (connection, TLS, time-out, a
+//! status other than 2xx) with backoff (1 s doubling to 60 s), the same lines whole. Two ways to
+//! feed it:
+//! - in memory: the owner (the exfil alert writer) hands each batch of lines it made durable to a
+//!   [`Handoff`] and never waits; the [`ShipperTask`] delivers them in order. A full hand-off
+//!   drops the batch for the collector only, counted; past `max_pending_bytes` waiting the oldest
+//!   are dropped and counted;
+//! - from the owner's own files (the audit trail), which then are the queue: the owner reads what
+//!   to send and calls [`Poster::deliver`] itself.
+//!
+//! The file stays the record: shipping is delivery.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -56,18 +61,18 @@ pub struct ShipperConfig {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Most bytes waiting for delivery while the collector is down; past it the oldest lines
-    /// are dropped (and counted). Default 16 MiB.
-    #[serde(default = "default_max_pending_bytes")]
-    pub max_pending_bytes: usize,
+    /// are dropped (and counted). Default 16 MiB. Not for `audit.forward`, whose queue is the
+    /// trail itself (nothing is dropped).
+    #[serde(default)]
+    pub max_pending_bytes: Option<usize>,
 }
 
 fn default_timeout_ms() -> u64 {
     5000
 }
 
-fn default_max_pending_bytes() -> usize {
-    16 << 20
-}
+/// Default of `max_pending_bytes`.
+const DEFAULT_MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// The counters of one shipper (each owner registers its own names).
 #[derive(Debug, Clone)]
@@ -97,28 +102,38 @@ impl Handoff {
     }
 }
 
-/// The delivery task, until the owner's background task runs it.
-pub struct ShipperTask {
-    rx: mpsc::Receiver<Bytes>,
+/// POSTs to one collector.
+pub struct Poster {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: Uri,
     authorization: Option<HeaderValue>,
     timeout: Duration,
-    max_pending: usize,
-    metrics: Metrics,
+    /// POSTs by result.
+    posts: IntCounterVec,
+    /// Lines the collector accepted.
+    delivered: IntCounter,
     /// Names the shipper in its log lines (`exfil webhook`, `audit forward`).
     name: &'static str,
 }
 
-impl std::fmt::Debug for ShipperTask {
+impl std::fmt::Debug for Poster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShipperTask").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Poster").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
+/// The in-memory delivery task, until the owner's background task runs it.
+#[derive(Debug)]
+pub struct ShipperTask {
+    rx: mpsc::Receiver<Bytes>,
+    poster: Poster,
+    max_pending: usize,
+    dropped: IntCounter,
+}
+
 impl ShipperConfig {
-    /// The hand-off and the task, or every problem with the section (keys under `section.`,
-    /// never a value). `dir`: the config file's directory; `name`: for log lines.
+    /// The hand-off and the in-memory task, or every problem with the section (keys under
+    /// `section.`, never a value). `dir`: the config file's directory; `name`: for log lines.
     ///
     /// # Errors
     /// Every problem found.
@@ -129,7 +144,56 @@ impl ShipperConfig {
         name: &'static str,
         metrics: Metrics,
     ) -> Result<(Handoff, ShipperTask), Vec<ConfigIssue>> {
+        let max_pending = self.max_pending_bytes.unwrap_or(DEFAULT_MAX_PENDING_BYTES);
         let mut issues = Vec::new();
+        if !(64 << 10..=1 << 30).contains(&max_pending) {
+            issues.push(ConfigIssue::new(
+                format!("{section}.max_pending_bytes"),
+                "must be between 65536 and 1073741824",
+            ));
+        }
+        let poster = self.poster_checked(dir, section, name, (metrics.posts, metrics.delivered), &mut issues);
+        let (Some(poster), true) = (poster, issues.is_empty()) else {
+            return Err(issues);
+        };
+        let (tx, rx) = mpsc::channel(HANDOFF_BATCHES);
+        let handoff = Handoff { tx, dropped: metrics.dropped.clone() };
+        Ok((handoff, ShipperTask { rx, poster, max_pending, dropped: metrics.dropped }))
+    }
+
+    /// A [`Poster`] for an owner that reads what to send from its own files (no hand-off, no
+    /// queue: `max_pending_bytes` is refused). `counters`: POSTs by result, lines delivered.
+    ///
+    /// # Errors
+    /// Every problem found (keys under `section.`).
+    pub fn build_poster(
+        &self,
+        dir: &Path,
+        section: &str,
+        name: &'static str,
+        counters: (IntCounterVec, IntCounter),
+    ) -> Result<Poster, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        if self.max_pending_bytes.is_some() {
+            issues.push(ConfigIssue::new(
+                format!("{section}.max_pending_bytes"),
+                "not used here: lines wait in the files they are read from, and none is dropped",
+            ));
+        }
+        match self.poster_checked(dir, section, name, counters, &mut issues) {
+            Some(poster) if issues.is_empty() => Ok(poster),
+            _ => Err(issues),
+        }
+    }
+
+    fn poster_checked(
+        &self,
+        dir: &Path,
+        section: &str,
+        name: &'static str,
+        (posts, delivered): (IntCounterVec, IntCounter),
+        issues: &mut Vec<ConfigIssue>,
+    ) -> Option<Poster> {
         let mut bad = |k: &str, m: &str| issues.push(ConfigIssue::new(format!("{section}.{k}"), m));
         let url = match self.url.parse::<Uri>() {
             Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => Some(u),
@@ -138,11 +202,10 @@ impl ShipperConfig {
                 None
             }
         };
+        let mut ok = true;
         if !(100..=60_000).contains(&self.timeout_ms) {
             bad("timeout_ms", "must be between 100 and 60000");
-        }
-        if !(64 << 10..=1 << 30).contains(&self.max_pending_bytes) {
-            bad("max_pending_bytes", "must be between 65536 and 1073741824");
+            ok = false;
         }
         let authorization = match &self.authorization_env {
             None => None,
@@ -153,6 +216,7 @@ impl ShipperConfig {
                 }
                 None => {
                     bad("authorization_env", "the environment variable is not set (or not a header value)");
+                    ok = false;
                     None
                 }
             },
@@ -160,28 +224,23 @@ impl ShipperConfig {
         let tls = tls_config(self.ca_path.as_deref().map(|p| dir.join(p)).as_deref())
             .map_err(|m| bad("ca_path", m))
             .ok();
-        let (Some(url), Some(tls), true) = (url, tls, issues.is_empty()) else {
-            return Err(issues);
+        let (Some(url), Some(tls), true) = (url, tls, ok) else {
+            return None;
         };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        let (tx, rx) = mpsc::channel(HANDOFF_BATCHES);
-        let handoff = Handoff { tx, dropped: metrics.dropped.clone() };
-        let task = ShipperTask {
-            rx,
-            client,
+        Some(Poster {
+            client: Client::builder(TokioExecutor::new()).build(connector),
             url,
             authorization,
             timeout: Duration::from_millis(self.timeout_ms),
-            max_pending: self.max_pending_bytes,
-            metrics,
+            posts,
+            delivered,
             name,
-        };
-        Ok((handoff, task))
+        })
     }
 }
 
@@ -253,44 +312,32 @@ impl ShipperTask {
             } else {
                 pending.iter().take(take).flat_map(|b| b.iter().copied()).collect::<Vec<u8>>().into()
             };
-            let lines = lines_in(&body);
-            match self.post(body).await {
-                Ok(()) => {
-                    self.metrics.posts.with_label_values(&["delivered"]).inc();
-                    self.metrics.delivered.inc_by(lines);
-                    for _ in 0..take {
-                        if let Some(b) = pending.pop_front() {
-                            pending_bytes -= b.len();
-                        }
+            if self.poster.post_counted(body, backoff).await {
+                for _ in 0..take {
+                    if let Some(b) = pending.pop_front() {
+                        pending_bytes -= b.len();
                     }
-                    backoff = BACKOFF_START;
                 }
-                Err(reason) => {
-                    self.metrics.posts.with_label_values(&[reason]).inc();
-                    log::warn!(
-                        "{}: delivery failed ({reason}); retrying in {}s",
-                        self.name,
-                        backoff.as_secs()
-                    );
-                    // Batches keep arriving while the collector is down: they are taken off
-                    // the hand-off into the queue `max_pending_bytes` bounds, so the hand-off
-                    // (a few hundred batches) does not fill and drop the newest first.
-                    let wake = tokio::time::sleep(backoff);
-                    tokio::pin!(wake);
-                    loop {
-                        tokio::select! {
-                            () = &mut wake => break,
-                            batch = self.rx.recv() => match batch {
-                                Some(batch) => self.queue(&mut pending, &mut pending_bytes, batch),
-                                None => {
-                                    (&mut wake).await;
-                                    break;
-                                }
-                            },
-                        }
+                backoff = BACKOFF_START;
+            } else {
+                // Batches keep arriving while the collector is down: they are taken off the
+                // hand-off into the queue `max_pending_bytes` bounds, so the hand-off (a few
+                // hundred batches) does not fill and drop the newest first.
+                let wake = tokio::time::sleep(backoff);
+                tokio::pin!(wake);
+                loop {
+                    tokio::select! {
+                        () = &mut wake => break,
+                        batch = self.rx.recv() => match batch {
+                            Some(batch) => self.queue(&mut pending, &mut pending_bytes, batch),
+                            None => {
+                                (&mut wake).await;
+                                break;
+                            }
+                        },
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -302,7 +349,39 @@ impl ShipperTask {
         while *pending_bytes > self.max_pending {
             let Some(old) = pending.pop_front() else { break };
             *pending_bytes -= old.len();
-            self.metrics.dropped.inc_by(lines_in(&old));
+            self.dropped.inc_by(lines_in(&old));
+        }
+    }
+}
+
+impl Poster {
+    /// Most bytes one POST should carry (callers cut their reads to it).
+    pub const MAX_POST_BYTES: usize = MAX_POST_BYTES;
+
+    /// POSTs `body` until the collector accepts it, waiting 1 s doubling to 60 s between tries.
+    /// Never gives up: the caller's lines wait in its files meanwhile.
+    pub async fn deliver(&self, body: Bytes) {
+        let mut backoff = BACKOFF_START;
+        while !self.post_counted(body.clone(), backoff).await {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One POST, counted; a failure is logged with the wait before the next try.
+    async fn post_counted(&self, body: Bytes, backoff: Duration) -> bool {
+        let lines = lines_in(&body);
+        match self.post(body).await {
+            Ok(()) => {
+                self.posts.with_label_values(&["delivered"]).inc();
+                self.delivered.inc_by(lines);
+                true
+            }
+            Err(reason) => {
+                self.posts.with_label_values(&[reason]).inc();
+                log::warn!("{}: delivery failed ({reason}); retrying in {}s", self.name, backoff.as_secs());
+                false
+            }
         }
     }
 

@@ -93,8 +93,13 @@ impl Collector {
             ca_path: Some(self.ca_path.clone()),
             authorization_env: authorization_env.map(str::to_owned),
             timeout_ms: 5000,
-            max_pending_bytes: 16 << 20,
+            max_pending_bytes: None,
         }
+    }
+
+    /// Every POST received so far and not yet taken, without waiting.
+    pub fn taken_now(&mut self) -> Vec<Received> {
+        std::iter::from_fn(|| self.received.try_recv().ok()).collect()
     }
 
     /// The next POST (waits at most 20 s).

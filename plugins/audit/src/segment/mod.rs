@@ -75,6 +75,8 @@ struct OpenSegment {
     name: String,
     index: u64,
     len: u64,
+    /// Bytes in the file, torn ones included (what the forwarder may read).
+    end: u64,
     opened: Instant,
 }
 
@@ -94,8 +96,8 @@ pub struct SegmentStore {
     /// unacknowledged, whatever it looks like (a failed repair may have left a newline in it).
     failed_at: Option<(u64, u64)>,
     buf: Vec<u8>,
-    /// Where every line goes once durable (`forward:`): the segment stream, in order.
-    forward: Option<phigate_shipper::Handoff>,
+    /// Told how far the files are durable (`forward:`), so the forwarder reads them up to there.
+    forward: Option<crate::forward::Publisher>,
 }
 
 impl SegmentStore {
@@ -119,9 +121,9 @@ impl SegmentStore {
         }
     }
 
-    /// The store with every line it makes durable also handed to a shipper (headers, records,
-    /// checkpoints, recoveries: the segment stream as written, in order).
-    pub(crate) fn forwarding(mut self, forward: Option<phigate_shipper::Handoff>) -> Self {
+    /// The store telling the forwarder where it starts appending and how far the files are
+    /// durable after each `fdatasync` (headers, records, checkpoints, recoveries: the whole stream).
+    pub(crate) fn forwarding(mut self, forward: Option<crate::forward::Publisher>) -> Self {
         self.forward = forward;
         self
     }
@@ -168,7 +170,10 @@ impl SegmentStore {
         );
         let mut buf = Vec::new();
         let hash = append_line(&mut buf, "segment", seq, inner.as_bytes(), &prev_hash);
-        self.open = Some(OpenSegment { file, name, index, len: 0, opened: (self.s.clock)() });
+        self.open = Some(OpenSegment { file, name, index, len: 0, end: 0, opened: (self.s.clock)() });
+        if let Some(forward) = &self.forward {
+            crate::forward::publish_start(forward, crate::forward::Pos { segment: index, offset: 0 });
+        }
         self.write_sync(&buf)?;
         self.sync_dir()?;
         if let Some(o) = self.open.as_mut() {
@@ -193,9 +198,10 @@ impl SegmentStore {
             self.open = None;
             return Err(SinkError::from_write(e));
         }
+        o.end += buf.len() as u64;
         // Only what is durable here leaves the host (never waiting for the collector).
         if let Some(forward) = &self.forward {
-            forward.offer(buf);
+            crate::forward::publish_durable(forward, crate::forward::Pos { segment: o.index, offset: o.end });
         }
         Ok(())
     }

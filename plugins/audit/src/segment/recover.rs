@@ -74,8 +74,13 @@ impl SegmentStore {
             name: segment_name(index),
             index,
             len: valid_end,
+            end: data.len() as u64,
             opened: (self.s.clock)(),
         });
+        if let Some(forward) = &self.forward {
+            // Durable and whole up to `valid_end`; a torn tail after it goes with its repair.
+            crate::forward::publish_start(forward, crate::forward::Pos { segment: index, offset: valid_end });
+        }
         self.next_seq = seq + 1;
         self.last_hash = hash;
         // Lines written after the last checkpoint before a restart (and the recovery record
