@@ -41,6 +41,8 @@ struct AlertV1<'a> {
     request_id: Option<&'a str>,
     break_glass: Option<BreakGlass>,
     lift_reason: Option<&'a str>,
+    /// `replica` or `all_replicas`.
+    counted_on: &'static str,
 }
 
 #[derive(Serialize)]
@@ -58,6 +60,45 @@ struct BreakGlass {
 /// The wall-clock time `later` (a monotonic instant) corresponds to.
 fn wall_at(wall_now: SystemTime, now: Instant, later: Instant) -> SystemTime {
     wall_now + later.saturating_duration_since(now)
+}
+
+/// Where counted: this replica's windows, or all replicas' (`shared.windows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CountedOn {
+    Replica,
+    AllReplicas,
+}
+
+impl CountedOn {
+    fn as_str(self) -> &'static str {
+        match self {
+            CountedOn::Replica => "replica",
+            CountedOn::AllReplicas => "all_replicas",
+        }
+    }
+}
+
+/// The request an alert names, owned (reference-counted parts only): kept by the task that
+/// counts over the replicas, which raises the alert after the request is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub(crate) principal: std::sync::Arc<Principal>,
+    pub(crate) tenant: Option<phigate_plugin::TenantId>,
+    pub(crate) source_ip: Option<IpAddr>,
+    pub(crate) route: std::sync::Arc<str>,
+    pub(crate) request_id: phigate_plugin::RequestId,
+}
+
+impl Origin {
+    pub(crate) fn of(ctx: &RequestCtx, p: &std::sync::Arc<Principal>) -> Self {
+        Origin {
+            principal: p.clone(),
+            tenant: ctx.tenant.clone().or_else(|| p.tenant.clone()),
+            source_ip: ctx.client.ip,
+            route: ctx.route.name.clone(),
+            request_id: ctx.request_id.clone(),
+        }
+    }
 }
 
 /// Serializes one alert as a JSON line (with its `\n`). (Serializing these plain fields cannot
@@ -102,6 +143,42 @@ pub(crate) fn line(
         request_id: Some(ctx.request_id.as_str()),
         break_glass,
         lift_reason: None,
+        counted_on: CountedOn::Replica.as_str(),
+    };
+    encode(&alert)
+}
+
+/// Serializes an alert of the windows counted over all replicas, naming the request whose
+/// addition took the total over the threshold (this replica's, possibly some milliseconds ago).
+pub(crate) fn shared_line(
+    f: &Finding,
+    o: &Origin,
+    (wall, now): (SystemTime, Instant),
+    blocked_until: Option<Instant>,
+) -> Option<Vec<u8>> {
+    let alert = AlertV1 {
+        v: ALERT_VERSION,
+        ts: humantime::format_rfc3339_millis(wall).to_string(),
+        alert_id: uuid::Uuid::new_v4().to_string(),
+        rule: f.rule.as_str(),
+        policy_alert: None,
+        principal: PrincipalFields { sub: o.principal.subject.as_str(), iss: &o.principal.issuer },
+        tenant: o.tenant.as_ref().map(|t| t.as_str()),
+        session_id: o.principal.session_id.as_deref(),
+        client_id: o.principal.client_id.as_deref(),
+        source_ip: o.source_ip,
+        route: Some(&o.route),
+        window_secs: f.window.as_secs(),
+        observed: f.observed,
+        threshold: f.threshold,
+        sample_patient_ids: &f.samples,
+        action: f.action.as_str(),
+        blocked_until: blocked_until
+            .map(|until| humantime::format_rfc3339_millis(wall_at(wall, now, until)).to_string()),
+        request_id: Some(o.request_id.as_str()),
+        break_glass: None,
+        lift_reason: None,
+        counted_on: CountedOn::AllReplicas.as_str(),
     };
     encode(&alert)
 }
@@ -140,6 +217,7 @@ pub(crate) fn lift_line(
         request_id: None,
         break_glass: None,
         lift_reason: Some(reason),
+        counted_on: CountedOn::Replica.as_str(),
     };
     encode(&alert)
 }

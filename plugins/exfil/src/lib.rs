@@ -43,6 +43,7 @@ mod error;
 mod hours;
 mod local;
 mod metrics;
+mod raise;
 mod response;
 mod rules;
 mod shared;

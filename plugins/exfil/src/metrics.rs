@@ -136,6 +136,16 @@ pub(crate) static SHARED_UP: LazyLock<IntGauge> = LazyLock::new(|| {
     register(g)
 });
 
+/// Requests' additions to the windows counted over the replicas (`shared.windows`), by result
+/// (`counted`, or `dropped`: the queue to the task was full, or Redis was unavailable).
+pub(crate) static SHARED_WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "phigate_exfil_shared_windows_total",
+        "Requests' additions to the exfiltration windows counted over all replicas through Redis, by result.",
+        &["result"],
+    )
+});
+
 /// Counters of one stage instance (the Prometheus ones are process-wide).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -151,6 +161,8 @@ pub(crate) struct Stats {
     pub(crate) blocks_lifted: AtomicU64,
     pub(crate) shared_lifts_published: AtomicU64,
     pub(crate) shared_lifts_received: AtomicU64,
+    pub(crate) shared_window_batches: AtomicU64,
+    pub(crate) shared_window_dropped: AtomicU64,
 }
 
 /// A snapshot of one stage's counters.
@@ -181,6 +193,10 @@ pub struct ExfilStats {
     pub shared_lifts_published: u64,
     /// Lifts of other replicas applied here (announced, or recorded and loaded at connection).
     pub shared_lifts_received: u64,
+    /// Batches of this replica's window additions counted in Redis (`shared.windows`).
+    pub shared_window_batches: u64,
+    /// Requests' window additions not counted over the replicas (queue full, Redis unavailable).
+    pub shared_window_dropped: u64,
 }
 
 impl Stats {
@@ -203,6 +219,8 @@ impl Stats {
             blocks_lifted: get(&self.blocks_lifted),
             shared_lifts_published: get(&self.shared_lifts_published),
             shared_lifts_received: get(&self.shared_lifts_received),
+            shared_window_batches: get(&self.shared_window_batches),
+            shared_window_dropped: get(&self.shared_window_dropped),
         }
     }
 }

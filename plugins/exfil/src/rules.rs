@@ -72,6 +72,19 @@ impl Rules {
         [self.distinct, self.paging, self.probes, self.denials, self.restricted, self.exports, off_hours]
     }
 
+    /// The settings of a counting rule, `None` when disabled (or not a counting rule).
+    pub(crate) fn rule(&self, id: RuleId) -> Option<&Rule> {
+        match id {
+            RuleId::DistinctPatients => self.distinct.as_ref(),
+            RuleId::BulkPaging => self.paging.as_ref(),
+            RuleId::IdEnumeration => self.probes.as_ref(),
+            RuleId::RateDenials => self.denials.as_ref(),
+            RuleId::RestrictedRecords => self.restricted.as_ref(),
+            RuleId::BulkExports => self.exports.as_ref(),
+            RuleId::Policy | RuleId::OffHours => None,
+        }
+    }
+
     /// How long a principal's windows must be kept after its last request.
     pub(crate) fn longest_window(&self) -> Duration {
         self.counted()

@@ -10,23 +10,21 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use phigate_plugin::{
-    async_trait, BackgroundTask, Denial, ErrorCode, Flow, Principal, Readiness, RequestCtx, Stage,
-};
+use phigate_plugin::{async_trait, BackgroundTask, Denial, ErrorCode, Flow, Readiness, RequestCtx, Stage};
 
-use crate::alert;
+use crate::alert::Origin;
 use crate::clock::Clock;
-use crate::config::Action;
 use crate::config::{PagingMeasure, SharedSettings};
 use crate::error::FlushError;
-use crate::local::{key_of, Local, PrincipalKey};
+use crate::local::{key_of, Local};
 use crate::metrics::{self, ExfilStats, Stats};
+use crate::raise::Alerter;
 use crate::response::{self, ResponseFacts};
 use crate::rules::Rules;
-use crate::shared::{Shared, SharedTask};
-use crate::state::{Finding, Observation, PrincipalState};
+use crate::shared::{Counting, Shared, SharedTask, WindowsTask};
+use crate::state::{Observation, PrincipalState, Tally};
 use crate::writer::{self, AlertQueue, WriterFlags, WriterTask};
 
 /// The exfiltration watch stage. Built by [`ExfilConfig::build`](crate::ExfilConfig::build).
@@ -41,6 +39,11 @@ pub struct ExfilStage {
     shared: Option<Shared>,
     shared_task: Mutex<Option<SharedTask>>,
     webhook_task: Mutex<Option<phigate_shipper::ShipperTask>>,
+    /// Raises alerts (shared with the task counting over the replicas).
+    alerter: Arc<Alerter>,
+    /// Window additions to count over the replicas (`shared.windows`), and its task.
+    counting: Option<Counting>,
+    windows_task: Mutex<Option<WindowsTask>>,
     stats: Arc<Stats>,
     flags: WriterFlags,
     path: PathBuf,
@@ -64,10 +67,25 @@ impl ExfilStage {
         let flags = WriterFlags { healthy: Arc::new(AtomicBool::new(true)), ..WriterFlags::default() };
         let (queue, task) = writer::channel(queue_capacity, (file, path.clone()), stats.clone(), &flags);
         let local = Arc::new(Local::new(max_principals, rules.longest_window() + Duration::from_secs(1)));
+        let windows = shared.as_ref().and_then(|s| Some((s.client.clone(), s.windows.clone()?, s.timeout)));
         let (shared, shared_task) = match shared {
             Some(s) => {
                 let (handle, task) = Shared::new(s, local.clone(), clock.clone(), stats.clone());
                 (Some(handle), Some(task))
+            }
+            None => (None, None),
+        };
+        let alerter = Arc::new(Alerter {
+            clock: clock.clone(),
+            local: local.clone(),
+            queue: queue.clone(),
+            shared: shared.clone(),
+            stats: stats.clone(),
+        });
+        let (counting, windows_task) = match windows {
+            Some(settings) => {
+                let (c, t) = WindowsTask::new(settings, rules.clone(), alerter.clone());
+                (Some(c), Some(t))
             }
             None => (None, None),
         };
@@ -80,6 +98,9 @@ impl ExfilStage {
             shared,
             shared_task: Mutex::new(shared_task),
             webhook_task: Mutex::new(None),
+            alerter,
+            counting,
+            windows_task: Mutex::new(windows_task),
             stats,
             flags,
             path,
@@ -119,33 +140,6 @@ impl ExfilStage {
     /// when a line since the previous flush could not be written.
     pub async fn flush(&self) -> Result<(), FlushError> {
         self.queue.flush().await
-    }
-
-    fn raise(&self, ctx: &RequestCtx, p: &Principal, key: &PrincipalKey, f: &Finding, now: Instant) {
-        let until = (f.action == Action::Block).then(|| now + f.block);
-        if let Some(until) = until {
-            if !self.local.blocks.block(key, until, now) {
-                metrics::BLOCKS_NOT_RECORDED.inc();
-                log::error!("exfil block not recorded: max_principals blocks already in force");
-            }
-            if let Some(shared) = &self.shared {
-                shared.publish(&p.issuer, p.subject.as_str(), until);
-            }
-        }
-        metrics::ALERTS.with_label_values(&[f.rule.as_str(), f.action.as_str()]).inc();
-        Stats::bump(&self.stats.alerts, 1);
-        log::warn!(
-            "exfil alert rule={} action={} observed={} threshold={} request_id={}",
-            f.rule.as_str(),
-            f.action.as_str(),
-            f.observed,
-            f.threshold,
-            ctx.request_id.as_str()
-        );
-        match alert::line(f, ctx, p, (self.clock.wall(), now), until) {
-            Some(line) => self.queue.push(line),
-            None => self.queue.dropped("unserializable"),
-        }
     }
 }
 
@@ -212,11 +206,13 @@ impl Stage for ExfilStage {
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let shared = self.shared_task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let webhook = self.webhook_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let windows = self.windows_task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let writer = task.map(|t| -> BackgroundTask { Box::pin(t.run()) });
         writer
             .into_iter()
             .chain(shared.map(|t| -> BackgroundTask { Box::pin(t.run()) }))
             .chain(webhook.map(|t| -> BackgroundTask { Box::pin(t.run()) }))
+            .chain(windows.map(|t| -> BackgroundTask { Box::pin(t.run()) }))
             .collect()
     }
 
@@ -262,9 +258,10 @@ impl Stage for ExfilStage {
 
     /// Feeds the windows with what the request did and raises the alerts that fire.
     async fn on_complete(&self, ctx: &RequestCtx) {
-        let Some(p) = ctx.principal.as_deref() else {
+        let Some(principal) = ctx.principal.as_ref() else {
             return;
         };
+        let p = &**principal;
         // A blocked principal's refused requests were counted in on_request; they must not
         // re-trigger the rules that blocked it.
         if ctx.error == Some(ErrorCode::PrincipalBlocked) {
@@ -279,12 +276,18 @@ impl Stage for ExfilStage {
         let tenant = ctx.tenant.as_ref().or(p.tenant.as_ref()).map(|t| t.as_str());
         let off_hours =
             self.rules.off_hours.as_ref().is_some_and(|o| o.fires_for(tenant, &p.roles, self.clock.wall()));
+        let mut tally = self.counting.as_ref().map(|_| Tally::default());
         let found = {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-            st.observe(&self.rules, now, &observation(ctx, off_hours))
+            st.observe(&self.rules, now, &observation(ctx, off_hours), tally.as_mut())
         };
         for f in &found {
-            self.raise(ctx, p, &key, f, now);
+            self.alerter.raise(ctx, p, f, now);
+        }
+        if let (Some(counting), Some(tally)) = (&self.counting, tally) {
+            if !tally.is_empty() {
+                counting.add(Origin::of(ctx, principal), tally);
+            }
         }
     }
 }

@@ -118,9 +118,54 @@ pub(crate) struct PrincipalState {
     off_hours: Dedup,
 }
 
+/// The rules whose windows are also counted over the replicas (`shared.windows`), in the order
+/// of [`Tally`]'s arrays.
+pub(crate) const SHARED_RULES: [RuleId; 6] = [
+    RuleId::DistinctPatients,
+    RuleId::BulkPaging,
+    RuleId::IdEnumeration,
+    RuleId::RateDenials,
+    RuleId::RestrictedRecords,
+    RuleId::BulkExports,
+];
+
+/// What one request added to the windows of [`SHARED_RULES`], for counting them over the
+/// replicas too.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tally {
+    /// The weight added per rule (for `distinct_patients`: the patients' count).
+    pub(crate) weights: [u64; 6],
+    /// The patients served (`distinct_patients`), without repeats.
+    pub(crate) patients: Vec<PatientId>,
+    /// The rules that fired on this replica (their window over the replicas is then taken as
+    /// alerted, so the same excess is not alerted twice).
+    pub(crate) fired: [bool; 6],
+}
+
+impl Tally {
+    /// Nothing to add.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.weights.iter().all(|w| *w == 0) && !self.fired.iter().any(|f| *f)
+    }
+
+    fn add(&mut self, rule: RuleId, weight: u64, fired: bool) {
+        if let Some(i) = SHARED_RULES.iter().position(|r| *r == rule) {
+            self.weights[i] += weight;
+            self.fired[i] |= fired;
+        }
+    }
+}
+
 impl PrincipalState {
-    /// Feeds one completed request to every enabled detector; returns those that fired.
-    pub(crate) fn observe(&mut self, rules: &Rules, now: Instant, obs: &Observation<'_>) -> Vec<Finding> {
+    /// Feeds one completed request to every enabled detector; returns those that fired. With
+    /// `tally`, also notes what it added to the windows counted over the replicas.
+    pub(crate) fn observe(
+        &mut self,
+        rules: &Rules,
+        now: Instant,
+        obs: &Observation<'_>,
+        mut tally: Option<&mut Tally>,
+    ) -> Vec<Finding> {
         let mut found = Vec::new();
         if let Some(r) = &rules.distinct {
             // Only patients whose data was actually served count as touched; refused attempts
@@ -129,41 +174,49 @@ impl PrincipalState {
             let named = if served { obs.patients } else { &[] };
             let returned = if rules.count_response_patients { obs.response_patients } else { &[] };
             let n = self.patients.add(now, named.iter().chain(returned), r.window, limit(r));
+            let mut fired = false;
             if let Some(n) = n.map(|n| n as u64).filter(|n| *n > r.threshold) {
                 if self.patients_dedup.take(now, r.window) {
                     let samples = self.patients.newest(rules.samples);
                     found.push(Finding::of(RuleId::DistinctPatients, r, n, samples));
                     self.patients.clear();
+                    fired = true;
                 }
+            }
+            if let Some(t) = tally.as_deref_mut() {
+                for p in named.iter().chain(returned) {
+                    if !t.patients.contains(p) {
+                        t.patients.push(p.clone());
+                    }
+                }
+                t.weights[0] = t.patients.len() as u64;
+                t.fired[0] |= fired;
             }
         }
         let samples = || sample(obs, rules.samples);
-        if let Some(r) = &rules.paging {
-            if let Some(n) = self.paging.add(r, now, paging_weight(rules.measure, obs)) {
-                found.push(Finding::of(RuleId::BulkPaging, r, n, samples()));
+        let mut count = |counted: &mut Counted, rule: RuleId, r: &Rule, weight: u64| {
+            let fired = counted.add(r, now, weight);
+            if let Some(t) = tally.as_deref_mut() {
+                t.add(rule, weight, fired.is_some());
             }
+            fired.map(|n| Finding::of(rule, r, n, samples()))
+        };
+        if let Some(r) = &rules.paging {
+            found.extend(count(&mut self.paging, RuleId::BulkPaging, r, paging_weight(rules.measure, obs)));
         }
         if let Some(r) = &rules.probes {
-            let weight = u64::from(self.is_probe(rules.count_sequential, obs));
-            if let Some(n) = self.probes.add(r, now, weight) {
-                found.push(Finding::of(RuleId::IdEnumeration, r, n, samples()));
-            }
+            let weight = u64::from(is_probe(&mut self.last_read, rules.count_sequential, obs));
+            found.extend(count(&mut self.probes, RuleId::IdEnumeration, r, weight));
         }
         if let Some(r) = &rules.denials {
             let denied = matches!(obs.status, Some(403 | 429));
-            if let Some(n) = self.denials.add(r, now, u64::from(denied)) {
-                found.push(Finding::of(RuleId::RateDenials, r, n, samples()));
-            }
+            found.extend(count(&mut self.denials, RuleId::RateDenials, r, u64::from(denied)));
         }
         if let Some(r) = &rules.restricted {
-            if let Some(n) = self.restricted.add(r, now, obs.withheld) {
-                found.push(Finding::of(RuleId::RestrictedRecords, r, n, samples()));
-            }
+            found.extend(count(&mut self.restricted, RuleId::RestrictedRecords, r, obs.withheld));
         }
         if let Some(r) = &rules.exports {
-            if let Some(n) = self.exports.add(r, now, u64::from(obs.export_started)) {
-                found.push(Finding::of(RuleId::BulkExports, r, n, samples()));
-            }
+            found.extend(count(&mut self.exports, RuleId::BulkExports, r, u64::from(obs.export_started)));
         }
         if let Some(o) = &rules.off_hours {
             // Patient data actually served, off hours: once per principal per window.
@@ -182,21 +235,6 @@ impl PrincipalState {
         found
     }
 
-    /// A read by id that missed, or that walked to a numerically adjacent id.
-    fn is_probe(&mut self, sequential: bool, obs: &Observation<'_>) -> bool {
-        let Some(id) = obs.read_id else {
-            return false;
-        };
-        let missed = matches!(obs.status, Some(403 | 404 | 410));
-        let mut adjacent = false;
-        if sequential {
-            let n = id.parse::<u64>().ok();
-            adjacent = matches!((self.last_read, n), (Some(a), Some(b)) if a.abs_diff(b) == 1);
-            self.last_read = n;
-        }
-        missed || adjacent
-    }
-
     fn policy_due(&mut self, name: &str, now: Instant, window: Duration) -> bool {
         self.policy.retain(|(_, at)| now.saturating_duration_since(*at) < window);
         if self.policy.iter().any(|(n, _)| &**n == name) {
@@ -207,6 +245,22 @@ impl PrincipalState {
         }
         true
     }
+}
+
+/// A read by id that missed, or that walked to a numerically adjacent id (`last_read`: the
+/// principal's previous numeric read, updated).
+fn is_probe(last_read: &mut Option<u64>, sequential: bool, obs: &Observation<'_>) -> bool {
+    let Some(id) = obs.read_id else {
+        return false;
+    };
+    let missed = matches!(obs.status, Some(403 | 404 | 410));
+    let mut adjacent = false;
+    if sequential {
+        let n = id.parse::<u64>().ok();
+        adjacent = matches!((*last_read, n), (Some(a), Some(b)) if a.abs_diff(b) == 1);
+        *last_read = n;
+    }
+    missed || adjacent
 }
 
 /// The distinct-set threshold as a size.

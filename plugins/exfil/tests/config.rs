@@ -225,6 +225,21 @@ fn shared_section_parses_with_defaults_and_builds_without_connecting() {
 }
 
 #[test]
+fn window_keys_cannot_share_the_block_keys_prefix_or_carry_braces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let parsed = parse("alerts_path: a\nshared: {redis_url: u, hmac_key_path: k}").unwrap().shared.unwrap();
+    assert!(parsed.windows, "counted over the replicas by default");
+    assert_eq!(parsed.window_prefix, "phigate:exfil:window:");
+    for bad in ["phigate:exfil:block:windows:", "phigate:", "w:{x}:", "w:*"] {
+        let mut c = with_shared(tmp.path(), "redis://127.0.0.1:1/0", &[7; 32]);
+        c.shared.as_mut().unwrap().window_prefix = bad.into();
+        let issues = build(c, tmp.path()).unwrap_err();
+        let keys: Vec<&str> = issues.iter().map(|i| i.key_path.as_str()).collect();
+        assert_eq!(keys, ["shared.window_prefix"], "{bad}");
+    }
+}
+
+#[test]
 fn shared_section_problems_are_reported_without_the_url_or_its_password() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = with_shared(tmp.path(), "rediss://user:s3cret-pw@redis.example:6380/0#insecure", &[7; 31]);

@@ -12,8 +12,10 @@ use serde::Deserialize;
 use super::resolve;
 
 /// Shares `action: block` decisions between the gateway's replicas through Redis, so that a
-/// principal blocked by one replica is refused by all of them. Detection, not authorization:
-/// with Redis unreachable every replica still blocks what it sees itself.
+/// principal blocked by one replica is refused by all of them, and (`windows`) counts the
+/// detectors' windows over all replicas, so that a principal whose requests are spread over
+/// them is still seen. Detection, not authorization: with Redis unreachable every replica still
+/// counts and blocks what it sees itself.
 #[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharedConfig {
@@ -39,6 +41,21 @@ pub struct SharedConfig {
     /// `phigate:exfil:block:`.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// Count the windows of `distinct_patients`, `bulk_paging`, `id_enumeration`,
+    /// `rate_denials`, `restricted_records` and `bulk_exports` over every replica too: each
+    /// replica adds what it counted to Redis every 250 ms (per-principal buckets of a sixteenth
+    /// of the window, distinct patients as HyperLogLogs of keyed hashes: Redis never sees a
+    /// patient id), and the replica whose addition takes the total over the threshold raises the
+    /// alert (`counted_on: all_replicas`), once per window over all replicas; a `block` is then
+    /// shared like any other. Each replica's own windows still alert at once
+    /// (`counted_on: replica`). Default: true.
+    #[serde(default = "default_windows")]
+    pub windows: bool,
+    /// Prefix of the window keys (`<prefix>{<hash>}:<rule>:<bucket>`, expiring with the window).
+    /// Must differ from `key_prefix` and not start with it. No glob characters. Default:
+    /// `phigate:exfil:window:`.
+    #[serde(default = "default_window_prefix")]
+    pub window_prefix: String,
     /// Longest one Redis command or connection attempt may take, in milliseconds; past it the
     /// connection is dropped and re-established with backoff. Requests never wait for Redis.
     /// 1..=60000. Default: 1000.
@@ -55,6 +72,12 @@ fn default_key_prefix() -> String {
 fn default_timeout_ms() -> u64 {
     1000
 }
+fn default_windows() -> bool {
+    true
+}
+fn default_window_prefix() -> String {
+    "phigate:exfil:window:".to_owned()
+}
 
 impl std::fmt::Debug for SharedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,6 +88,8 @@ impl std::fmt::Debug for SharedConfig {
             .field("hmac_key_path", &self.hmac_key_path)
             .field("channel", &self.channel)
             .field("key_prefix", &self.key_prefix)
+            .field("windows", &self.windows)
+            .field("window_prefix", &self.window_prefix)
             .field("timeout_ms", &self.timeout_ms)
             .finish()
     }
@@ -76,6 +101,8 @@ pub(crate) struct SharedSettings {
     pub(crate) key: Vec<u8>,
     pub(crate) channel: String,
     pub(crate) key_prefix: String,
+    /// The window keys' prefix when windows are counted over the replicas.
+    pub(crate) windows: Option<String>,
     pub(crate) timeout: Duration,
 }
 
@@ -88,6 +115,8 @@ impl SharedConfig {
             hmac_key_path: hmac_key_path.into(),
             channel: default_channel(),
             key_prefix: default_key_prefix(),
+            windows: default_windows(),
+            window_prefix: default_window_prefix(),
             timeout_ms: default_timeout_ms(),
         }
     }
@@ -109,6 +138,13 @@ impl SharedConfig {
         if !plain(&self.key_prefix) || self.key_prefix.contains(['*', '?', '[', ']', '\\']) {
             bad("key_prefix", "must be 1-64 characters without spaces, control or glob characters");
         }
+        if !plain(&self.window_prefix) || self.window_prefix.contains(['*', '?', '[', ']', '\\', '{', '}']) {
+            bad("window_prefix", "must be 1-64 characters without spaces, control, glob or brace characters");
+        } else if self.window_prefix.starts_with(&self.key_prefix)
+            || self.key_prefix.starts_with(&self.window_prefix)
+        {
+            bad("window_prefix", "must not start with key_prefix, nor key_prefix with it");
+        }
         let keys = ConfigKeys { url: "shared.redis_url", tls: "shared.tls" };
         let client = phigate_redis::client(&self.redis_url, self.tls.as_ref(), dir, keys, issues);
         let key_path = resolve(dir, &self.hmac_key_path);
@@ -121,6 +157,7 @@ impl SharedConfig {
             key: key?,
             channel: self.channel.clone(),
             key_prefix: self.key_prefix.clone(),
+            windows: self.windows.then(|| self.window_prefix.clone()),
             timeout: Duration::from_millis(self.timeout_ms),
         })
     }

@@ -21,6 +21,7 @@
 
 mod message;
 mod task;
+mod windows;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -32,6 +33,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 pub(crate) use task::SharedTask;
+pub(crate) use windows::{Counting, WindowsTask};
 
 use crate::blocks::Blocks;
 use crate::clock::Clock;
@@ -85,6 +87,7 @@ pub(crate) struct SharedState {
 }
 
 /// The stage's side: hashes principals, checks received blocks, queues its own.
+#[derive(Clone)]
 pub(crate) struct Shared {
     state: Arc<SharedState>,
     tx: mpsc::Sender<Command>,
@@ -186,6 +189,19 @@ impl SharedState {
             mac.update(field);
         }
         mac.finalize().into_bytes().into()
+    }
+
+    /// The name of a patient in Redis (`shared.windows`): the first 16 bytes of an HMAC under
+    /// the same key, in a domain of its own (never equal to a principal's).
+    fn patient_tag(&self, patient: &str) -> [u8; 16] {
+        let mut mac = self.mac.clone();
+        mac.update(b"patient");
+        mac.update(&(patient.len() as u64).to_be_bytes());
+        mac.update(patient.as_bytes());
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&full[..16]);
+        tag
     }
 
     fn wall_now(&self) -> Duration {
@@ -297,6 +313,7 @@ mod tests {
             key: vec![key; 32],
             channel: "c".into(),
             key_prefix: "p:".into(),
+            windows: None,
             timeout: Duration::from_secs(1),
         };
         let local = Arc::new(Local::new(8, Duration::from_secs(60)));
