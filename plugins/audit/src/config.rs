@@ -72,7 +72,7 @@ pub struct AuditConfig {
     /// is read from the segment files, which are its queue: a collector that is down is retried
     /// for as long as it takes and nothing is dropped, and a restart resumes from the cursor kept
     /// in `forward-cursor.json` in `dir` (at least once: a restart may send up to the last second's
-    /// lines again). The first start with `forward` begins at the trail's end. The local trail
+    /// lines again). The first start with `forward` begins with the segment the gateway appends to. The local trail
     /// stays the record: nothing waits for the collector, so a request never does.
     /// `max_pending_bytes` does not apply here. Default: none.
     #[serde(default)]

@@ -9,8 +9,9 @@
 //! delivery stopped: lines are delivered at least once; a restart may send up to the last second's
 //! lines again (each line's `seq` tells).
 //!
-//! Without a cursor (the first start with `forward`), delivery begins where this process starts
-//! appending; that position is saved before anything is sent.
+//! Without a cursor (the first start with `forward`), delivery begins at the start of the segment
+//! this process appends to, so that the copy always begins with a segment header (and
+//! `phigate audit verify` can check it); that position is saved before anything is sent.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -44,7 +45,7 @@ pub(crate) struct Pos {
 /// What the store has told the forwarder.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Published {
-    /// Where this process started appending (set once).
+    /// The start of the segment this process first appended to (set once).
     pub(crate) start: Option<Pos>,
     /// How far the files are durable.
     pub(crate) durable: Option<Pos>,
@@ -53,11 +54,11 @@ pub(crate) struct Published {
 /// The store's side.
 pub(crate) type Publisher = watch::Sender<Published>;
 
-/// Tells the forwarder where this process starts appending (and that it is durable up to there).
-pub(crate) fn publish_start(tx: &Publisher, pos: Pos) {
+/// Tells the forwarder the segment this process appends to (`durable`: how far it is durable).
+pub(crate) fn publish_start(tx: &Publisher, durable: Pos) {
     tx.send_modify(|p| {
-        p.start.get_or_insert(pos);
-        p.durable = Some(pos);
+        p.start.get_or_insert(Pos { segment: durable.segment, offset: 0 });
+        p.durable = Some(durable);
     });
 }
 

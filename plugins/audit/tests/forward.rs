@@ -128,32 +128,44 @@ async fn the_stream_is_delivered_across_rotated_segments() {
     assert_eq!(accepted(c.taken_now()), String::from_utf8(trail(&env)).unwrap());
 }
 
-#[tokio::test]
-async fn a_first_start_sends_from_the_end_and_a_damaged_cursor_resends_the_newest_segment() {
-    let env = Env::new();
-    let stage = env.stage();
-    write_records(&stage, "before", 2).await;
-    drop(stage);
-    let before = trail(&env).len();
+/// The bytes of the segments from the `from`-th (0-based) on.
+fn segments_from(env: &Env, from: usize) -> String {
+    let bytes: Vec<u8> = env.segments()[from..].iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
+    String::from_utf8(bytes).unwrap()
+}
 
-    // First start with `forward`: what was written before is not sent.
+#[tokio::test]
+async fn a_first_start_sends_the_current_segment_from_its_header_and_a_damaged_cursor_the_newest() {
+    let env = Env::new();
+    let mut cfg = env.config();
+    cfg.segment_max_bytes = 64 << 10;
+    let stage = build(cfg, env.tmp.path());
+    write_records(&stage, "before", 150).await;
+    drop(stage);
+    let older = env.segments().len() - 1;
+    assert!(older >= 1, "older segments exist");
+
+    // First start with `forward`: the segment it appends to, from its header; no older one.
     let mut c = collector(0).await;
-    let (stage, task) = forwarding(&env, &c, None);
+    let (stage, task) = forwarding(&env, &c, Some(64 << 10));
     write_records(&stage, "new", 2).await;
     drop(stage);
     finished(task).await;
-    let all = trail(&env);
-    assert_eq!(accepted(c.taken_now()), String::from_utf8(all[before..].to_vec()).unwrap());
+    let shipped = accepted(c.taken_now());
+    assert!(shipped.starts_with(r#"{"v":1,"kind":"segment""#), "{}", &shipped[..80]);
+    assert_eq!(shipped, segments_from(&env, older));
 
-    // A cursor that does not fit the files: the newest segment (here the only one) again.
-    for damaged in ["not json", r#"{"segment":1,"offset":5}"#] {
-        std::fs::write(env.audit_dir.join(CURSOR_FILE), damaged).unwrap();
+    // A cursor that does not fit the files: the newest segment again, from its header.
+    let newest = env.segments().len() - 1;
+    let index = newest as u64 + 1;
+    for damaged in ["not json".to_owned(), format!(r#"{{"segment":{index},"offset":5}}"#)] {
+        std::fs::write(env.audit_dir.join(CURSOR_FILE), &damaged).unwrap();
         let mut c = collector(0).await;
-        let (stage, task) = forwarding(&env, &c, None);
+        let (stage, task) = forwarding(&env, &c, Some(64 << 10));
         write_records(&stage, "later", 1).await;
         drop(stage);
         finished(task).await;
-        assert_eq!(accepted(c.taken_now()), String::from_utf8(trail(&env)).unwrap(), "{damaged}");
+        assert_eq!(accepted(c.taken_now()), segments_from(&env, newest), "{damaged}");
     }
 }
 

@@ -78,7 +78,8 @@ impl SegmentStore {
             opened: (self.s.clock)(),
         });
         if let Some(forward) = &self.forward {
-            // Durable and whole up to `valid_end`; a torn tail after it goes with its repair.
+            // Durable and whole up to `valid_end` (a torn tail after it goes with its repair); a
+            // first start sends this segment from its header.
             crate::forward::publish_start(forward, crate::forward::Pos { segment: index, offset: valid_end });
         }
         self.next_seq = seq + 1;
