@@ -137,10 +137,12 @@ pub enum PolicyCommand {
 /// `phigate audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Verify an audit directory: every hash chain, segment link and checkpoint signature.
-    /// Exit 0 intact, 1 tampered, 2 unreadable.
+    /// Verify an audit directory: every hash chain, segment link and checkpoint signature. Given
+    /// a file instead, verify a copy of the trail that `audit.forward` delivered (the lines a
+    /// collector received, in order): its segments as the files, lines received twice skipped
+    /// once proven identical. Exit 0 intact, 1 tampered, 2 unreadable.
     Verify {
-        /// The audit directory.
+        /// The audit directory, or a file holding a forwarded copy.
         dir: PathBuf,
         /// The Ed25519 public key (PEM or raw) checkpoints must verify with. Without it, the key
         /// recorded in the first segment header is trusted.
@@ -264,7 +266,11 @@ fn dispatch(cli: Cli) -> ExitCode {
             policy_diff(&from, &to, &inputs)
         }
         Command::Audit { command: AuditCommand::Verify { dir, public_key } } => {
-            let report = phigate_audit::verify(&dir, public_key.as_deref());
+            let report = if dir.is_file() {
+                phigate_audit::verify_stream(&dir, public_key.as_deref())
+            } else {
+                phigate_audit::verify(&dir, public_key.as_deref())
+            };
             println!("{report}");
             ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
         }

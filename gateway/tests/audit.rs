@@ -68,6 +68,28 @@ async fn attempt_is_durable_before_forwarding_and_the_trail_verifies() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // A copy of the trail as `audit.forward` delivers it (the segments' lines, in order), given
+    // as a file: verified as a copy.
+    let copy = pki.dir().join("collected.ndjson");
+    let verify_copy = |copy: &std::path::Path| {
+        let mut segments: Vec<_> = std::fs::read_dir(&audit_dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl") && p.to_string_lossy().contains("seg-"))
+            .collect();
+        segments.sort();
+        let bytes: Vec<u8> = segments.iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
+        std::fs::write(copy, bytes).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_phigate"))
+            .args(["audit", "verify"])
+            .arg(copy)
+            .arg("--public-key")
+            .arg(pki.dir().join("audit.pub"))
+            .output()
+            .unwrap()
+    };
+    let out = verify_copy(&copy);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 
     // The accounting of the patient's disclosures, as FHIR AuditEvents.
     let report = |args: &[&str]| {
@@ -102,6 +124,13 @@ async fn attempt_is_durable_before_forwarding_and_the_trail_verifies() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = verify_copy(&copy);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a copy with the change: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // And no report comes out of it.
     let out = report(&[]);
     assert_eq!(

@@ -47,4 +47,4 @@ pub use report::{parse_time, report, Access, ReportError, ReportFormat, ReportQu
 pub use segment::SegmentStore;
 pub use sink::{AuditSink, PendingRecord, RecordKind};
 pub use stage::AuditStage;
-pub use verify::{verify, Failure, VerifyReport, VerifyStatus};
+pub use verify::{verify, verify_stream, Failure, VerifyReport, VerifyStatus};

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use phigate_audit::{verify, AuditStage, VerifyStatus, CURSOR_FILE};
+use phigate_audit::{verify, verify_stream, AuditStage, VerifyStatus, CURSOR_FILE};
 use phigate_plugin::{Flow, Stage};
 use phigate_shipper::testing::{collector, Collector};
 use tokio::task::JoinHandle;
@@ -102,7 +102,8 @@ async fn a_restart_resumes_where_delivery_stopped_and_sends_nothing_twice() {
     drop(stage);
     finished(task).await; // everything durable was delivered and the cursor saved
     let after_two = trail(&env);
-    assert_eq!(accepted(up.taken_now()), String::from_utf8(after_two.clone()).unwrap());
+    let copy = accepted(up.taken_now());
+    assert_eq!(copy, String::from_utf8(after_two.clone()).unwrap());
 
     // Run 3: only what run 3 writes; nothing of runs 1 and 2 again.
     let mut next = collector(0).await;
@@ -112,8 +113,15 @@ async fn a_restart_resumes_where_delivery_stopped_and_sends_nothing_twice() {
     finished(task).await;
     let all = trail(&env);
     assert!(all.len() > after_two.len());
-    assert_eq!(accepted(next.taken_now()), String::from_utf8(all[after_two.len()..].to_vec()).unwrap());
+    let more = accepted(next.taken_now());
+    assert_eq!(more, String::from_utf8(all[after_two.len()..].to_vec()).unwrap());
     assert_eq!(verify(&env.audit_dir, Some(&env.public_key)).status, VerifyStatus::Intact);
+    // What the collectors received, stored one after the other, verifies as a copy.
+    let stored = env.tmp.path().join("collected.ndjson");
+    std::fs::write(&stored, copy + &more).unwrap();
+    let report = verify_stream(&stored, Some(&env.public_key));
+    assert_eq!(report.status, VerifyStatus::Intact, "{report}");
+    assert_eq!(report.records, 12);
 }
 
 #[tokio::test]
@@ -178,7 +186,8 @@ async fn a_torn_tail_reaches_the_collector_as_the_files_hold_it() {
     drop(stage);
     finished(task).await;
     let delivered = trail(&env).len();
-    assert_eq!(accepted(c.taken_now()).len(), delivered);
+    let first = accepted(c.taken_now());
+    assert_eq!(first.len(), delivered);
     // A crash in the middle of a write: half a line at the end of the segment.
     let seg = env.segments().pop().unwrap();
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
@@ -196,6 +205,11 @@ async fn a_torn_tail_reaches_the_collector_as_the_files_hold_it() {
     assert!(shipped.starts_with(r#"{"v":1,"kind":"access","seq":9"#), "{shipped}");
     assert!(shipped.contains(r#""kind":"recovery""#));
     assert_eq!(shipped, String::from_utf8(all[delivered..].to_vec()).unwrap());
+    let stored = env.tmp.path().join("collected.ndjson");
+    std::fs::write(&stored, first + &shipped).unwrap();
+    let report = verify_stream(&stored, Some(&env.public_key));
+    assert_eq!(report.status, VerifyStatus::Intact, "{report}");
+    assert_eq!(report.recoveries, 1);
 }
 
 #[test]

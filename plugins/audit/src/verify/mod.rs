@@ -8,6 +8,9 @@
 //! signed with another key fails the signature check.
 
 mod checks;
+mod stream;
+
+pub use stream::verify_stream;
 
 use checks::{check_log, check_segment};
 
@@ -83,6 +86,9 @@ pub struct VerifyReport {
     /// trail a gateway is writing, or a crash its next start closes with a `recovery` record.
     /// Not a record and not tampering (0 when the trail ends with a complete line).
     pub incomplete_tail_bytes: u64,
+    /// For a copy ([`verify_stream`]): lines received again (delivery is at least once) and
+    /// skipped, each proven identical to its first copy by the chain.
+    pub resent_lines: u64,
     /// The first failure, when not intact.
     pub failure: Option<Failure>,
 }
@@ -108,6 +114,9 @@ impl fmt::Display for VerifyReport {
             self.segments, self.records, self.operator_records, self.checkpoints, self.checkpoints_logged,
             self.attempts_without_outcome, self.recoveries
         )?;
+        if self.resent_lines > 0 {
+            writeln!(f, "lines sent again (identical, skipped): {}", self.resent_lines)?;
+        }
         if self.incomplete_tail_bytes > 0 {
             writeln!(
                 f,
@@ -156,6 +165,7 @@ pub fn verify(dir: &Path, public_key: Option<&Path>) -> VerifyReport {
         attempts_without_outcome: 0,
         recoveries: 0,
         incomplete_tail_bytes: 0,
+        resent_lines: 0,
         failure: None,
     };
     if let Err((status, failure)) = run(dir, public_key, &mut report) {
@@ -166,6 +176,9 @@ pub fn verify(dir: &Path, public_key: Option<&Path>) -> VerifyReport {
 }
 
 struct Walk {
+    /// A copy starting after the trail's first segment: its first header is taken as it comes
+    /// (segment, previous segment, seq and `prev`); everything after must link to it.
+    anchored: bool,
     key: Option<VerifyingKey>,
     last: Option<(u64, Hash)>,
     prev_segment: Option<String>,
@@ -186,6 +199,7 @@ fn run(dir: &Path, public_key: Option<&Path>, report: &mut VerifyReport) -> Resu
         return Err(fail(Unreadable, dir, None, None, "no audit segments"));
     }
     let mut walk = Walk {
+        anchored: false,
         key,
         last: None,
         prev_segment: None,
