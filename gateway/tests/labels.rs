@@ -142,6 +142,18 @@ async fn kept_silent_a_withheld_record_looks_absent_to_the_client_but_not_to_the
         (Some(404), Some("security_label_not_permitted")),
         "{record}"
     );
+
+    // A write to it, refused on its pre-read, and its history: absent too; nothing is written.
+    while env.upstream.recorder.try_next().is_some() {}
+    let res =
+        send(&env, "writer_a", Method::DELETE, &format!("/fhir/Condition/{PSY_ID}"), FHIR_JSON, Vec::new())
+            .await;
+    assert_eq!(refusal(&res), (404, "resource_not_found".to_owned()));
+    let pre_read = forwarded(&env).await;
+    assert_eq!(pre_read.method.as_str(), "GET");
+    assert_nothing_forwarded_since_last(&env).await;
+    let (s, code, body) = env.get_as("clinician_a", &format!("/fhir/Condition/{PSY_ID}/_history")).await;
+    assert_eq!((s, code.as_str()), (404, "resource_not_found"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,9 +165,15 @@ async fn a_labelled_read_is_refused_unless_cleared_or_under_break_glass() {
     assert!(!body.contains("Depressive") && !body.contains("PSY"), "{body}");
     assert_eq!(forwarded(&env).await.path_and_query, path, "judged on the upstream's answer");
 
+    let (s, code, body) = env.get_as("clinician_a", &format!("{path}/_history")).await;
+    assert_eq!((s, code.as_str()), (403, "security_label_not_permitted"), "its history too");
+    assert!(!body.contains("Depressive"), "{body}");
+
     let (s, _, body) = env.get_as("psychiatrist_a", &path).await;
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("Depressive"));
+    let (s, _, body) = env.get_as("psychiatrist_a", &format!("{path}/_history")).await;
+    assert!(s == 200 && body.contains("Depressive"), "{body}");
     let (s, _, body) = env.get_as("psychiatrist_a", "/fhir/Condition?patient=a-p1").await;
     assert_eq!(s, 200);
     assert!(body.contains(PSY_ID) && !body.contains("suppressed"), "nothing withheld from her: {body}");

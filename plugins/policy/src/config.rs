@@ -58,9 +58,10 @@ pub struct PolicyConfig {
     /// adds an `OperationOutcome` entry (issue `suppressed`) saying some results were withheld,
     /// not which or how many (the clinician knows the record is incomplete and can ask for
     /// break-glass, and learns that this page had such a record); `silent` only leaves them
-    /// out, and answers a read of such a record 404 `resource_not_found` as if it did not exist
-    /// (the audit keeps `security_label_not_permitted`; with `hide_counts`, nothing then tells
-    /// that anything is missing). Default: outcome.
+    /// out, and answers a read of such a record (a version of it, its history, a write to it)
+    /// 404 `resource_not_found` as if it did not exist (the audit keeps
+    /// `security_label_not_permitted`; with `hide_counts`, nothing then tells that anything is
+    /// missing). Default: outcome.
     #[serde(default)]
     pub withheld_notice: crate::labels::WithheldNotice,
     /// Run the revision's own `*_test.rego` tests before serving it, at start and on every

@@ -90,8 +90,8 @@ pub enum WithheldNotice {
     #[default]
     Outcome,
     /// Nothing says so (as HAPI's consent service leaves it): the page is only shorter, and a
-    /// read of such a record answers 404 `resource_not_found`. With `hide_counts`, a client
-    /// cannot tell that anything was left out.
+    /// read of such a record, its history or a write to it answers 404 `resource_not_found`.
+    /// With `hide_counts`, a client cannot tell that anything was left out.
     Silent,
 }
 

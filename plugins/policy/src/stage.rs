@@ -89,6 +89,18 @@ pub enum ReloadOutcome {
 }
 
 impl PolicyStage {
+    /// A refusal for a record's security label, answered 404 `resource_not_found` when the
+    /// notice is `silent` (the record looks absent; the audit keeps the true code). Anything
+    /// else unchanged.
+    fn disguised(&self, d: Denial) -> Denial {
+        if d.code == ErrorCode::SecurityLabelNotPermitted
+            && self.inner.settings.withheld_notice == WithheldNotice::Silent
+        {
+            d.answered_as(ErrorCode::ResourceNotFound)
+        } else {
+            d
+        }
+    }
     /// Loads the active revision and the shadow one, if configured; an error names the key of
     /// the directory that failed (`dir` or `shadow.dir`).
     pub(crate) fn new(settings: StageSettings) -> Result<PolicyStage, (&'static str, LoadError)> {
@@ -427,7 +439,7 @@ impl Stage for PolicyStage {
     }
 
     fn on_pre_read(&self, ctx: &mut RequestCtx, read: PreRead<'_>) -> Result<(), Denial> {
-        pre_read::judge(ctx, read)
+        pre_read::judge(ctx, read).map_err(|d| self.disguised(d))
     }
 
     fn on_response(&self, ctx: &mut RequestCtx, head: &mut ResponseHead<'_>) -> Result<(), Denial> {
@@ -495,19 +507,13 @@ impl Stage for PolicyStage {
                         events::RESPONSE_CHECKS.with_label_values(&["security_label"]).inc();
                         let refused = Denial::new(ErrorCode::SecurityLabelNotPermitted)
                             .with_cause("response carries a withheld security label");
-                        // Kept silent, a read of the record answers as if it did not exist (the
-                        // audit keeps the true code).
-                        let read = ctx
-                            .fhir
-                            .as_ref()
-                            .is_some_and(|f| matches!(f.interaction, Interaction::Read | Interaction::Vread));
-                        return Err(
-                            if read && self.inner.settings.withheld_notice == WithheldNotice::Silent {
-                                refused.answered_as(ErrorCode::ResourceNotFound)
-                            } else {
-                                refused
-                            },
-                        );
+                        // Kept silent, a read of the record, a version of it or its history
+                        // answers as if it did not exist; a search or a type's history cannot.
+                        let of_one_record = ctx.fhir.as_ref().is_some_and(|f| {
+                            matches!(f.interaction, Interaction::Read | Interaction::Vread)
+                                || (f.interaction == Interaction::History && f.id.is_some())
+                        });
+                        return Err(if of_one_record { self.disguised(refused) } else { refused });
                     }
                     Withheld::Entries(drop) => {
                         let notice = self.inner.settings.withheld_notice;

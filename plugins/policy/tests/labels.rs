@@ -224,6 +224,58 @@ async fn a_write_to_a_labelled_record_is_refused_on_its_pre_read() {
     assert_eq!(stage().on_pre_read(&mut c, read).map_err(|d| d.code), Ok(()));
 }
 
+fn silent_stage() -> phigate_policy::PolicyStage {
+    let mut config = PolicyConfig::new(shipped_policies());
+    config.watch = false;
+    config.max_eval_ms = 10_000;
+    config.withheld_notice = WithheldNotice::Silent;
+    build(config)
+}
+
+#[tokio::test]
+async fn kept_silent_a_write_to_a_labelled_record_and_its_history_answer_as_if_it_did_not_exist() {
+    let silent = silent_stage();
+    // A write refused on its pre-read: 404 shown, the true code kept.
+    let writer = principal("clinician_a", "tenant-a", &["clinician"], &["user/*.cruds"]);
+    let f = fhir(Interaction::Delete, "Observation", Some("o1"), &[]);
+    let mut c = ctx(Method::DELETE, "/fhir/Observation/o1", writer, f);
+    silent.on_request(&mut c).await.unwrap();
+    let stored = observation("o1", "a-p1", &coding(ACT, "HIV"));
+    let read = PreRead::Answered { status: StatusCode::OK, body: stored.as_bytes() };
+    let denial = silent.on_pre_read(&mut c, read).unwrap_err();
+    assert_eq!(
+        (denial.code, denial.shown()),
+        (ErrorCode::SecurityLabelNotPermitted, ErrorCode::ResourceNotFound)
+    );
+    // Another refusal of the pre-read keeps its code.
+    let foreign = observation("o1", "b-p1", "");
+    let read = PreRead::Answered { status: StatusCode::OK, body: foreign.as_bytes() };
+    assert_eq!(silent.on_pre_read(&mut c, read).unwrap_err().shown(), ErrorCode::PatientNotPermitted);
+
+    // The history of the record (a version carries the label): 404 shown.
+    let history = || {
+        let f = fhir(Interaction::History, "Observation", Some("o1"), &[]);
+        get("/fhir/Observation/o1/_history", clinician_a(), f)
+    };
+    let versions = format!(
+        r#"{{"resourceType":"Bundle","type":"history","entry":[{{"resource":{}}},{{"resource":{}}}]}}"#,
+        observation("o1", "a-p1", &coding(ACT, "PSY")),
+        observation("o1", "a-p1", "")
+    );
+    let mut c = history();
+    silent.on_request(&mut c).await.unwrap();
+    let denial = silent.on_buffered_response(&mut c, versions.as_bytes()).unwrap_err();
+    assert_eq!(
+        (denial.code, denial.shown()),
+        (ErrorCode::SecurityLabelNotPermitted, ErrorCode::ResourceNotFound)
+    );
+    // With the notice on (the default), the record's history is refused as what it is.
+    let mut c = history();
+    stage().on_request(&mut c).await.unwrap();
+    let denial = stage().on_buffered_response(&mut c, versions.as_bytes()).unwrap_err();
+    assert_eq!(denial.shown(), ErrorCode::SecurityLabelNotPermitted);
+}
+
 fn permit() -> Permit {
     Permit::patients(["a-p1", "a-p2"]).withholding(Labels::from_tokens([&*format!("{ACT}|PSY"), "R"]))
 }

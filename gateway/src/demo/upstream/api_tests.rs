@@ -82,6 +82,21 @@ fn read_returns_the_resource_and_missing_is_404_operation_outcome() {
 }
 
 #[test]
+fn the_history_of_a_resource_is_its_one_version() {
+    let api = api();
+    let (s, v) = get(&api, "Observation/a-p2-obs-03/_history");
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((v["type"].as_str(), v["total"].as_u64()), (Some("history"), Some(1)));
+    assert_eq!(v["entry"][0]["resource"]["id"], "a-p2-obs-03");
+    assert_eq!(v["entry"][0]["fullUrl"], format!("{BASE}/Observation/a-p2-obs-03"));
+    assert_eq!(v["entry"][0]["response"]["etag"], "W/\"1\"");
+    let (s, v) = get(&api, "Patient/a-p2/_history");
+    assert_eq!((s, v["entry"][0]["resource"]["id"].as_str()), (StatusCode::OK, Some("a-p2")));
+    let (s, v) = get(&api, "Observation/a-p2-obs-99/_history");
+    assert_eq!((s, issue_code(&v)), (StatusCode::NOT_FOUND, "not-found"));
+}
+
+#[test]
 fn search_pages_with_default_size_and_next_link_using_offset() {
     let api = api();
     let (s, v) = get(&api, "Observation");

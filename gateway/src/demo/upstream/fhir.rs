@@ -133,6 +133,7 @@ impl FhirApi {
             [Some("metadata"), None, ..] => Reply::ok(self.capability.clone()),
             [Some(ty), None, ..] => self.search_type(ty, q, "", base),
             [Some("Patient"), Some(id), Some("$everything"), None] => self.everything(id, q, base),
+            [Some(ty), Some(id), Some("_history"), None] => self.history(ty, id, base),
             [Some("Patient"), Some(id), Some(ty), None] => self.compartment(id, ty, q, base),
             [Some(_), Some("_search"), None, _] => read_only(),
             [Some(ty), Some(id), None, _] => self.read(ty, id),
@@ -201,6 +202,27 @@ impl FhirApi {
             Some(r) => Reply { etag: Some("W/\"1\""), ..Reply::ok(r.json.clone()) },
             None => outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found."),
         }
+    }
+
+    /// The history of one resource: its only version (every resource here is at version 1).
+    fn history(&self, ty: &str, id: &str, base_url: &str) -> Reply {
+        if resource_type(ty).is_none() {
+            return unknown_type();
+        }
+        let Some(r) = self.data.resource(ty, id) else {
+            return outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found.");
+        };
+        let mut body = Vec::with_capacity(r.json.len() + 256);
+        body.extend_from_slice(
+            br#"{"resourceType":"Bundle","type":"history","total":1,"entry":[{"fullUrl":"#,
+        );
+        body.extend_from_slice(json!(format!("{base_url}/{ty}/{id}")).to_string().as_bytes());
+        body.extend_from_slice(br#","resource":"#);
+        body.extend_from_slice(&r.json);
+        body.extend_from_slice(br#","request":{"method":"PUT","url":"#);
+        body.extend_from_slice(json!(format!("{ty}/{id}")).to_string().as_bytes());
+        body.extend_from_slice(br#"},"response":{"status":"200","etag":"W/\"1\""}}]}"#);
+        Reply::ok(body.into())
     }
 
     fn search_type(&self, ty: &str, query: &str, form: &str, base_url: &str) -> Reply {
@@ -277,7 +299,7 @@ fn capability_statement() -> Bytes {
                 .collect();
             let mut r = json!({
                 "type": ty,
-                "interaction": [{ "code": "read" }, { "code": "search-type" }],
+                "interaction": [{ "code": "read" }, { "code": "history-instance" }, { "code": "search-type" }],
                 "searchParam": params,
             });
             if *ty == "Patient" {

@@ -10,6 +10,7 @@
 //! ```text
 //! GET  {base}/metadata                    CapabilityStatement
 //! GET  {base}/{type}/{id}                 read (404 OperationOutcome when missing)
+//! GET  {base}/{type}/{id}/_history        its history (one version)
 //! GET  {base}/{type}?params               search: patient|subject|_id|tokens, _count (≤100), _offset
 //! POST {base}/{type}/_search              search with a form body
 //! GET  {base}/Patient/{id}/{type}         compartment search
