@@ -53,6 +53,9 @@ error_codes! {
     HeadersTooLarge = ("headers_too_large", 431, "The request line or headers are too large."),
     /// The request body exceeds what the gateway inspects.
     BodyTooLarge = ("body_too_large", 413, "The request body is too large."),
+    /// A request body the gateway must read (a FHIR write, batch or `_search` form) was sent with
+    /// a `Content-Encoding` (gzip, ...): it reads bodies as sent, so they must come uncompressed.
+    ContentEncodingUnsupported = ("content_encoding_unsupported", 415, "The gateway reads request bodies; send them without Content-Encoding."),
     /// No route matches the path.
     RouteNotFound = ("route_not_found", 404, "No route matches this path."),
     /// A CORS preflight (an `OPTIONS` with `Origin` and `Access-Control-Request-Method`) asked for
