@@ -38,6 +38,8 @@ pub struct Runtime {
     pub telemetry: Option<crate::telemetry::Telemetry>,
     /// Bulk export URL sealing, when configured.
     pub bulk: Option<crate::bulk::Bulk>,
+    /// Level of response compression for clients that accept it (0: off).
+    pub response_compression_level: u32,
 }
 
 /// The runtime could not be built from an otherwise valid config.
@@ -148,6 +150,7 @@ impl Runtime {
             limits: cfg.limits.clone(),
             trusted_proxies,
             metrics,
+            response_compression_level: cfg.server.response_compression_level,
             telemetry: cfg.tracing.as_ref().map(|t| crate::telemetry::Telemetry::new(t, dir)).transpose()?,
             bulk: cfg.bulk_export.as_ref().map(|b| crate::bulk::Bulk::build(b, dir)).transpose().map_err(
                 |issues| {

@@ -130,6 +130,9 @@ impl Validator<'_> {
         if config.server.threads == 0 {
             self.err("server.threads".into(), "must be at least 1");
         }
+        if config.server.response_compression_level > 9 {
+            self.err("server.response_compression_level".into(), "must be between 0 and 9");
+        }
         let limits = &config.limits;
         for (name, value) in [
             ("max_target_bytes", limits.max_target_bytes),

@@ -115,6 +115,10 @@ pub(super) async fn admit(
     req.client = client;
     if route.meta.fhir {
         if wants_body(&req.request.method) {
+            if encoded(&req.request.headers) {
+                return Err(Denial::new(ErrorCode::ContentEncodingUnsupported)
+                    .with_cause("request body with a content coding"));
+            }
             req.request.body = read_body(session, rt.limits.max_body_inspect_bytes).await?;
         }
         let content_type = req.request.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -147,6 +151,16 @@ fn actual_cors(route: &Route, headers: &HeaderMap) -> Option<CorsState> {
 
 fn ambiguous(a: Ambiguity) -> Denial {
     Denial::new(a.error_code()).with_cause(a.reason())
+}
+
+/// Whether the request names a content coding other than `identity`: a body the gateway could
+/// not read as sent.
+fn encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |v| {
+            v.split(',').any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 fn wants_body(m: &Method) -> bool {

@@ -50,7 +50,38 @@ pub(super) async fn exchange(
         buf.extend_from_slice(&chunk);
     }
     connector.release_http_session(up, &*peer, peer.options.idle_timeout).await;
-    Ok((resp, buf.freeze()))
+    let mut resp = resp;
+    let body = decoded(&mut resp, buf.freeze(), rt.limits.max_response_buffer_bytes)?;
+    Ok((resp, body))
+}
+
+/// The body of an upstream that compressed it although the gateway asked for identity, decoded
+/// (gzip, deflate) up to `limit` bytes, its `Content-Encoding` removed. Any other coding is
+/// refused: what cannot be read cannot be verified.
+fn decoded(resp: &mut ResponseHeader, body: Bytes, limit: usize) -> Result<Bytes, Denial> {
+    use std::io::Read as _;
+    let Some(coding) = resp.headers.get(http::header::CONTENT_ENCODING) else {
+        return Ok(body);
+    };
+    let coding = coding.to_str().unwrap_or("?").trim().to_ascii_lowercase();
+    if body.is_empty() || coding.is_empty() || coding == "identity" {
+        return Ok(body);
+    }
+    let refused = |why: &'static str| Denial::new(ErrorCode::UpstreamError).with_cause(why);
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let read = match coding.as_str() {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&body[..]).take(cap).read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(&body[..]).take(cap).read_to_end(&mut out),
+        _ => return Err(refused("response in a content coding the gateway cannot read")),
+    };
+    read.map_err(|_| refused("compressed response not decodable"))?;
+    if out.len() > limit {
+        return Err(refused("response too large to verify"));
+    }
+    resp.remove_header(&http::header::CONTENT_ENCODING);
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    Ok(out.into())
 }
 
 /// A connection to a healthy endpoint of `upstream`, trying others after connect failures as
@@ -89,5 +120,64 @@ async fn connect(
         }
         retries += 1;
         failed = Some(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Write as _;
+
+    use super::*;
+
+    fn head(coding: Option<&str>) -> ResponseHeader {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        h.insert_header("content-type", "application/fhir+json").unwrap();
+        h.insert_header("content-length", "10").unwrap();
+        if let Some(c) = coding {
+            h.insert_header("content-encoding", c).unwrap();
+        }
+        h
+    }
+
+    fn gzip(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap().into()
+    }
+
+    fn deflate(data: &[u8]) -> Bytes {
+        let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap().into()
+    }
+
+    #[test]
+    fn gzip_and_deflate_bodies_are_decoded_and_their_coding_removed() {
+        let json = br#"{"resourceType":"Patient","id":"a-p1"}"#;
+        for (coding, body) in [("gzip", gzip(json)), ("x-gzip", gzip(json)), ("Deflate", deflate(json))] {
+            let mut h = head(Some(coding));
+            assert_eq!(&decoded(&mut h, body, 1 << 20).unwrap()[..], json, "{coding}");
+            assert!(h.headers.get("content-encoding").is_none() && h.headers.get("content-length").is_none());
+        }
+        let mut h = head(None);
+        assert_eq!(&decoded(&mut h, Bytes::from_static(json), 1 << 20).unwrap()[..], json);
+        assert!(h.headers.get("content-length").is_some(), "an identity body is left alone");
+    }
+
+    #[test]
+    fn a_body_that_inflates_past_the_limit_or_cannot_be_read_is_refused() {
+        // 1 MiB of zeros compresses to about a kilobyte: decoded only up to the limit.
+        let bomb = gzip(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 4096);
+        let refused = decoded(&mut head(Some("gzip")), bomb.clone(), 64 << 10).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::UpstreamError);
+        assert_eq!(decoded(&mut head(Some("gzip")), bomb, 1 << 20).unwrap().len(), 1 << 20, "at the limit");
+        for (coding, body) in
+            [("br", Bytes::from_static(b"\x0b\x02\x80")), ("gzip", Bytes::from_static(b"not gzip"))]
+        {
+            let refused = decoded(&mut head(Some(coding)), body, 1 << 20).unwrap_err();
+            assert_eq!(refused.code, ErrorCode::UpstreamError, "{coding}");
+        }
     }
 }

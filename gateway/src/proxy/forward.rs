@@ -59,8 +59,8 @@ fn trace_context(rt: &Runtime, up: &mut RequestHeader, ctx: &GatewayCtx) -> Resu
 }
 
 /// The headers the gateway sets on everything it sends upstream, forwarded requests and its own
-/// pre-reads alike: `Host` when absent, its forwarding headers, the request id, and the stages'
-/// header edits.
+/// pre-reads alike: `Host` when absent, its forwarding headers, the request id, no
+/// `Accept-Encoding` (identity), and the stages' header edits.
 pub(super) fn gateway_headers(
     rt: &Runtime,
     authority: Option<&str>,
@@ -79,6 +79,9 @@ pub(super) fn gateway_headers(
     }
     up.insert_header("x-forwarded-proto", "https")?;
     up.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+    // The gateway reads what it verifies (search results, records by id, export files and
+    // manifests): the upstream is asked for identity, whatever the client accepts.
+    up.remove_header(&header::ACCEPT_ENCODING);
     trace_context(rt, up, ctx)?;
     if let Some(req) = ctx.req.as_ref() {
         for name in &req.upstream.remove_headers {

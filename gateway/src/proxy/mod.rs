@@ -59,7 +59,18 @@ impl ProxyHttp for GatewayProxy {
         GatewayCtx::new()
     }
 
+    /// Response compression for clients that accept it (`server.response_compression_level`;
+    /// 0 leaves pingora's module off).
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        modules.add_module(pingora::modules::http::compression::ResponseCompressionBuilder::enable(
+            self.rt.response_compression_level,
+        ));
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut GatewayCtx) -> Result<bool> {
+        // Upstreams are asked for identity (`forward::gateway_headers`); a body one compresses
+        // anyway is decompressed before any stage reads it, so nothing is passed on unread.
+        session.upstream_compression.adjust_decompression(true);
         if let Some(telemetry) = &self.rt.telemetry {
             ctx.trace = Some(telemetry.start(&session.req_header().headers));
         }

@@ -46,6 +46,7 @@ fn cases() -> Vec<Case> {
         ("trusted proxy without host bits", "routes:", s("trusted_proxies:\n  - 10.1.2.3/8\nroutes:"), "trusted_proxies[0]", 16, "host bits"),
         ("timeouts must be positive", "    sni: fhir.internal", s("    sni: fhir.internal\n    connect_timeout_ms: 0"), "upstreams[0].connect_timeout_ms", 11, "greater than 0"),
         ("threads at least 1", "routes:", s("server:\n  threads: 0\nroutes:"), "server.threads", 16, "at least 1"),
+        ("compression level at most 9", "routes:", s("server:\n  response_compression_level: 10\nroutes:"), "server.response_compression_level", 16, "between 0 and 9"),
         ("body inspection capped at pingora's buffer", "routes:", s("limits:\n  max_body_inspect_bytes: 65537\nroutes:"), "limits.max_body_inspect_bytes", 16, "at most 65536"),
         ("body inspection positive", "routes:", s("limits:\n  max_body_inspect_bytes: 0\nroutes:"), "limits.max_body_inspect_bytes", 16, "greater than 0"),
         ("empty file path", "      cert_path: pki/gateway.crt", s("      cert_path: \"\""), "listeners[0].tls.cert_path", 5, "must not be empty"),

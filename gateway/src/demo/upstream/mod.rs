@@ -22,6 +22,9 @@
 //! GET  {base}/Binary/job-N-{type}                    export file (application/fhir+ndjson)
 //! ```
 //!
+//! Bodies of 1 KiB or more are gzipped when the request accepts gzip, as HAPI FHIR does
+//! ([`Gzip`]).
+//!
 //! Bulk export (FHIR Bulk Data Access v2, HAPI FHIR's URLs) honours `X-Phigate-Tenant` as a
 //! partition; see `bulk.rs` for the details.
 
@@ -99,8 +102,18 @@ impl SampleUpstream {
             data: None,
             record_capacity: DEFAULT_RECORD_CAPACITY,
             export_copies: 1,
+            gzip: Gzip::WhenAsked,
         }
     }
+}
+
+/// When the sample upstream gzips a response body (of 1 KiB or more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gzip {
+    /// When the request's `Accept-Encoding` names `gzip`, as HAPI FHIR does (the default).
+    WhenAsked,
+    /// Always, asked or not: a misbehaving server, for tests of what the gateway does then.
+    Always,
 }
 
 /// Configures and starts a sample upstream.
@@ -113,6 +126,7 @@ pub struct SampleUpstreamBuilder {
     data: Option<Arc<SampleData>>,
     record_capacity: usize,
     export_copies: usize,
+    gzip: Gzip,
 }
 
 impl SampleUpstreamBuilder {
@@ -186,6 +200,12 @@ impl SampleUpstreamBuilder {
         self
     }
 
+    /// When response bodies are gzipped. Default [`Gzip::WhenAsked`].
+    pub fn gzip(mut self, gzip: Gzip) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
     /// Binds the listener, then starts serving on the current tokio runtime.
     ///
     /// # Errors
@@ -233,6 +253,7 @@ impl SampleUpstreamBuilder {
             data: self.data.unwrap_or_else(|| Arc::new(SampleData::generate())),
             recorder: Recorder::new(self.record_capacity),
             export_copies: self.export_copies,
+            gzip: self.gzip,
         })
     }
 }

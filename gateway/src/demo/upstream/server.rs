@@ -40,6 +40,7 @@ pub(super) struct Prepared {
     pub(super) data: Arc<SampleData>,
     pub(super) recorder: Recorder,
     pub(super) export_copies: usize,
+    pub(super) gzip: super::Gzip,
 }
 
 struct Shared {
@@ -49,6 +50,7 @@ struct Shared {
     scheme: &'static str,
     addr: SocketAddr,
     recorder: Recorder,
+    gzip: super::Gzip,
     auto: Builder<TokioExecutor>,
     h1: Builder<TokioExecutor>,
     h2: Builder<TokioExecutor>,
@@ -73,6 +75,7 @@ impl Prepared {
             scheme,
             addr,
             recorder: self.recorder.clone(),
+            gzip: self.gzip,
             h1: auto.clone().http1_only(),
             h2: auto.clone().http2_only(),
             auto,
@@ -185,14 +188,12 @@ async fn handle(
         record(&shared.recorder, &parts, &meta, body.as_ref().ok());
     }
     let Ok(body) = body else {
-        return Ok(respond(outcome(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "too-costly",
-            "The request body is too large.",
-        )));
+        let too_large =
+            outcome(http::StatusCode::PAYLOAD_TOO_LARGE, "too-costly", "The request body is too large.");
+        return Ok(respond(too_large, false));
     };
     let Some(path) = strip_base(parts.uri.path(), &shared.base_path) else {
-        return Ok(respond(outcome(http::StatusCode::NOT_FOUND, "not-found", "No such endpoint.")));
+        return Ok(respond(outcome(http::StatusCode::NOT_FOUND, "not-found", "No such endpoint."), false));
     };
     let base_url = base_url(&shared, &parts);
     let form_body = parts
@@ -208,7 +209,11 @@ async fn handle(
         body: &body,
         headers: &parts.headers,
     });
-    let mut res = respond(reply);
+    let gzip = match shared.gzip {
+        super::Gzip::Always => true,
+        super::Gzip::WhenAsked => accepts_gzip(&parts.headers),
+    };
+    let mut res = respond(reply, gzip);
     // Like many FHIR servers' permissive CORS defaults: the gateway's policy must replace it.
     if parts.headers.contains_key(header::ORIGIN) {
         res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -268,8 +273,37 @@ fn base_url(shared: &Shared, parts: &http::request::Parts) -> String {
     }
 }
 
-fn respond(reply: Reply) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(reply.body));
+/// Whether `Accept-Encoding` names `gzip` (or `*`) without `q=0`.
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+    })
+}
+
+/// Bodies shorter than this go as they are.
+const GZIP_MIN_BYTES: usize = 1024;
+
+fn gzipped(body: &[u8]) -> Option<Bytes> {
+    use std::io::Write as _;
+    let mut enc =
+        flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    enc.write_all(body).ok()?;
+    enc.finish().ok().map(Bytes::from)
+}
+
+fn respond(reply: Reply, gzip: bool) -> Response<Full<Bytes>> {
+    let compressed = (gzip && reply.body.len() >= GZIP_MIN_BYTES).then(|| gzipped(&reply.body)).flatten();
+    let encoded = compressed.is_some();
+    let mut res = Response::new(Full::new(compressed.unwrap_or(reply.body)));
+    if encoded {
+        res.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    res.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     *res.status_mut() = reply.status;
     let headers = res.headers_mut();
     if let Some(content_type) = reply.content_type {
