@@ -64,6 +64,17 @@ impl Route {
         &self.prefix
     }
 
+    /// The prefix the upstream sees the route under: the replacement prefix when the route has
+    /// one, else its own (no trailing `/`; empty for `/`).
+    pub fn upstream_prefix(&self) -> &str {
+        self.rewrite.as_deref().unwrap_or(&self.prefix)
+    }
+
+    /// Whether the route forwards under another prefix (`upstream_path_prefix`).
+    pub fn rewrites(&self) -> bool {
+        self.rewrite.as_deref().is_some_and(|r| r != self.prefix)
+    }
+
     /// For a path as the upstream sees it (under the replacement prefix when the route has one,
     /// else under the route's own), the rest after that prefix (`""` or starting with `/`); `None`
     /// when the path is not under it (on whole segments).

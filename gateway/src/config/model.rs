@@ -241,7 +241,11 @@ pub struct RouteConfig {
     #[serde(default)]
     pub fhir: bool,
     /// Replace the matched prefix with this one when forwarding (for example `/` or `/baseR4`).
-    /// Default: forward the path unchanged.
+    /// The upstream is told the public prefix in `X-Forwarded-Prefix` (for servers that build
+    /// their links from forwarding headers, such as HAPI with `ApacheProxyAddressStrategy`), and
+    /// a `Location` or `Content-Location` it answers under its prefix (on the client's host or
+    /// its own name) is mapped back under the route's, on the client's host (as nginx's
+    /// `proxy_redirect default`; on every route). Default: forward the path unchanged.
     #[serde(default)]
     pub upstream_path_prefix: Option<String>,
     /// Cross-origin access for browser apps (SMART on FHIR apps in a browser): the gateway

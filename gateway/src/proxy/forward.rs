@@ -59,8 +59,9 @@ fn trace_context(rt: &Runtime, up: &mut RequestHeader, ctx: &GatewayCtx) -> Resu
 }
 
 /// The headers the gateway sets on everything it sends upstream, forwarded requests and its own
-/// pre-reads alike: `Host` when absent, its forwarding headers, the request id, no
-/// `Accept-Encoding` (identity), and the stages' header edits.
+/// pre-reads alike: `Host` when absent, its forwarding headers (`X-Forwarded-Prefix` on a route
+/// forwarded under another prefix), the request id, no `Accept-Encoding` (identity), and the
+/// stages' header edits.
 pub(super) fn gateway_headers(
     rt: &Runtime,
     authority: Option<&str>,
@@ -84,6 +85,12 @@ pub(super) fn gateway_headers(
     up.remove_header(&header::ACCEPT_ENCODING);
     trace_context(rt, up, ctx)?;
     if let Some(req) = ctx.req.as_ref() {
+        // Where the client reached a route forwarded under another prefix, for servers that
+        // build their links from forwarding headers (HAPI's `ApacheProxyAddressStrategy`).
+        if let Some(route) = rt.router.get(req.route.index).filter(|r| r.rewrites()) {
+            let prefix = if route.prefix().is_empty() { "/" } else { route.prefix() };
+            up.insert_header("x-forwarded-prefix", prefix)?;
+        }
         for name in &req.upstream.remove_headers {
             up.remove_header(name);
         }

@@ -6,6 +6,7 @@ mod bulk;
 mod ctx;
 mod exchange;
 mod forward;
+mod location;
 mod pre_read;
 mod respond;
 mod verified;
@@ -160,6 +161,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         ctx.upstream_answered();
+        location::map_to_route(&self.rt, ctx, resp);
         self.stage_response(resp, ctx)?;
         // Last, so that neither the upstream nor a stage's header edits can widen the policy.
         if let Some(cors) = &ctx.cors {

@@ -55,7 +55,9 @@ async fn fetch(
     if let (Some(req), Some(sent)) = (ctx.req.as_mut(), ctx.upstream_sent_at) {
         req.response.upstream_latency = Some(sent.elapsed());
     }
-    Ok(answer)
+    let (mut resp, body) = answer;
+    super::location::map_to_route(rt, ctx, &mut resp);
+    Ok((resp, body))
 }
 
 /// The stages' checks of the whole response; the body to send (the upstream's, or what the

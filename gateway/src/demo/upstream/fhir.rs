@@ -136,7 +136,7 @@ impl FhirApi {
             [Some(ty), Some(id), Some("_history"), None] => self.history(ty, id, base),
             [Some("Patient"), Some(id), Some(ty), None] => self.compartment(id, ty, q, base),
             [Some(_), Some("_search"), None, _] => read_only(),
-            [Some(ty), Some(id), None, _] => self.read(ty, id),
+            [Some(ty), Some(id), None, _] => self.read(ty, id, base),
             _ => not_found(),
         }
     }
@@ -194,12 +194,17 @@ impl FhirApi {
         })
     }
 
-    fn read(&self, ty: &str, id: &str) -> Reply {
+    fn read(&self, ty: &str, id: &str, base_url: &str) -> Reply {
         if resource_type(ty).is_none() {
             return unknown_type();
         }
         match self.data.resource(ty, id) {
-            Some(r) => Reply { etag: Some("W/\"1\""), ..Reply::ok(r.json.clone()) },
+            Some(r) => {
+                // The version read, as HAPI names it.
+                let version = HeaderValue::from_str(&format!("{base_url}/{ty}/{id}/_history/1")).ok();
+                let headers = version.map(|v| vec![(http::header::CONTENT_LOCATION, v)]).unwrap_or_default();
+                Reply { etag: Some("W/\"1\""), headers, ..Reply::ok(r.json.clone()) }
+            }
             None => outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found."),
         }
     }

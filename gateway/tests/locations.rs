@@ -1,0 +1,74 @@
+//! `Location` and `Content-Location` of an upstream answer name URLs the client can follow
+//! through the gateway: on a route forwarded under another prefix (`upstream_path_prefix`), the
+//! upstream's URL is mapped back under the route's prefix on the client's host (as nginx's
+//! `proxy_redirect default`), and the upstream is told the public prefix (`X-Forwarded-Prefix`)
+//! for the links it builds itself.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a test failure
+
+mod common;
+
+use common::FullEnv;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_url_comes_back_under_the_route_the_client_used() {
+    let env = FullEnv::start_edited(
+        // The policy lets clinicians use the non-FHIR route.
+        |policies| {
+            std::fs::write(policies.join("data/routes.json"), r#"{"routes":{"raw":{"roles":["clinician"]}}}"#)
+                .unwrap()
+        },
+        "",
+        "",
+        |cfg, _| {
+            let routes = format!(
+                "{}  - {{ name: site, path_prefix: /site-a/fhir, upstream: fhir, fhir: true, \
+                 upstream_path_prefix: /fhir }}\n  - {{ name: raw, path_prefix: /raw, upstream: fhir, \
+                 upstream_path_prefix: /fhir }}\n",
+                common::FHIR_ROUTE
+            );
+            common::replace_fhir_route(&cfg, &routes)
+        },
+    )
+    .await;
+    let read = |path: &'static str| {
+        env.pki.public_client().get(&env.gw.url(path)).bearer(&env.token("clinician_a")).send()
+    };
+    let host = env.gw.url("/").trim_end_matches('/').to_owned();
+
+    let res = read("/site-a/fhir/Patient/a-p1").await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("content-location"),
+        Some(format!("{host}/site-a/fhir/Patient/a-p1/_history/1").as_str()),
+        "the upstream said {host}/fhir/...: not a URL of this route"
+    );
+    let seen = env.upstream.recorder.next().await;
+    assert_eq!(seen.path_and_query, "/fhir/Patient/a-p1");
+    assert_eq!(seen.headers.get("x-forwarded-prefix").unwrap(), "/site-a/fhir");
+
+    // A record read by id is verified before it is sent: its Content-Location is mapped too.
+    let res = read("/site-a/fhir/Observation/a-p1-obs-01").await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("content-location"),
+        Some(format!("{host}/site-a/fhir/Observation/a-p1-obs-01/_history/1").as_str())
+    );
+
+    // A route the gateway does not read (not FHIR): the answer streams, mapped the same way.
+    let res = read("/raw/metadata").await.unwrap();
+    assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));
+    let _ = env.upstream.recorder.next().await;
+    let res = read("/raw/Patient/a-p1").await.unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-location"), Some(format!("{host}/raw/Patient/a-p1/_history/1").as_str()));
+    let _ = env.upstream.recorder.next().await;
+
+    // The route that forwards under its own prefix: the upstream's URL is already right.
+    let res = read("/fhir/Patient/a-p1").await.unwrap();
+    assert_eq!(res.header("content-location"), Some(format!("{host}/fhir/Patient/a-p1/_history/1").as_str()));
+    let _ = env.upstream.recorder.next().await;
+    let seen = env.upstream.recorder.next().await;
+    assert_eq!(seen.path_and_query, "/fhir/Patient/a-p1");
+    assert!(seen.headers.get("x-forwarded-prefix").is_none());
+}
