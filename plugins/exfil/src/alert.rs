@@ -101,13 +101,25 @@ impl Origin {
     }
 }
 
+/// The request a finding's line names.
+struct Tipped<'a> {
+    principal: &'a Principal,
+    tenant: Option<&'a str>,
+    source_ip: Option<IpAddr>,
+    route: &'a str,
+    request_id: &'a str,
+    policy_alert: Option<&'a str>,
+    break_glass: Option<BreakGlass>,
+    counted_on: CountedOn,
+}
+
 /// Serializes one alert as a JSON line (with its `\n`). (Serializing these plain fields cannot
 /// fail; a failure would be logged and the alert counted as dropped.)
 pub(crate) fn line(
     f: &Finding,
     ctx: &RequestCtx,
     p: &Principal,
-    (wall, now): (SystemTime, Instant),
+    at: (SystemTime, Instant),
     blocked_until: Option<Instant>,
 ) -> Option<Vec<u8>> {
     let decision = ctx.decision.as_ref();
@@ -121,31 +133,17 @@ pub(crate) fn line(
         reason_given: ctx.break_glass_reason.as_deref().is_some_and(|r| !r.is_empty()),
         reason_bytes: ctx.break_glass_reason.as_deref().map_or(0, str::len),
     });
-    let alert = AlertV1 {
-        v: ALERT_VERSION,
-        ts: humantime::format_rfc3339_millis(wall).to_string(),
-        alert_id: uuid::Uuid::new_v4().to_string(),
-        rule: f.rule.as_str(),
-        policy_alert,
-        principal: PrincipalFields { sub: p.subject.as_str(), iss: &p.issuer },
+    let tipped = Tipped {
+        principal: p,
         tenant: ctx.tenant.as_ref().or(p.tenant.as_ref()).map(|t| t.as_str()),
-        session_id: p.session_id.as_deref(),
-        client_id: p.client_id.as_deref(),
         source_ip: ctx.client.ip,
-        route: Some(&ctx.route.name),
-        window_secs: f.window.as_secs(),
-        observed: f.observed,
-        threshold: f.threshold,
-        sample_patient_ids: &f.samples,
-        action: f.action.as_str(),
-        blocked_until: blocked_until
-            .map(|until| humantime::format_rfc3339_millis(wall_at(wall, now, until)).to_string()),
-        request_id: Some(ctx.request_id.as_str()),
+        route: &ctx.route.name,
+        request_id: ctx.request_id.as_str(),
+        policy_alert,
         break_glass,
-        lift_reason: None,
-        counted_on: CountedOn::Replica.as_str(),
+        counted_on: CountedOn::Replica,
     };
-    encode(&alert)
+    finding_line(f, tipped, at, blocked_until)
 }
 
 /// Serializes an alert of the windows counted over all replicas, naming the request whose
@@ -153,6 +151,25 @@ pub(crate) fn line(
 pub(crate) fn shared_line(
     f: &Finding,
     o: &Origin,
+    at: (SystemTime, Instant),
+    blocked_until: Option<Instant>,
+) -> Option<Vec<u8>> {
+    let tipped = Tipped {
+        principal: &o.principal,
+        tenant: o.tenant.as_ref().map(|t| t.as_str()),
+        source_ip: o.source_ip,
+        route: &o.route,
+        request_id: o.request_id.as_str(),
+        policy_alert: None,
+        break_glass: None,
+        counted_on: CountedOn::AllReplicas,
+    };
+    finding_line(f, tipped, at, blocked_until)
+}
+
+fn finding_line(
+    f: &Finding,
+    t: Tipped<'_>,
     (wall, now): (SystemTime, Instant),
     blocked_until: Option<Instant>,
 ) -> Option<Vec<u8>> {
@@ -161,13 +178,13 @@ pub(crate) fn shared_line(
         ts: humantime::format_rfc3339_millis(wall).to_string(),
         alert_id: uuid::Uuid::new_v4().to_string(),
         rule: f.rule.as_str(),
-        policy_alert: None,
-        principal: PrincipalFields { sub: o.principal.subject.as_str(), iss: &o.principal.issuer },
-        tenant: o.tenant.as_ref().map(|t| t.as_str()),
-        session_id: o.principal.session_id.as_deref(),
-        client_id: o.principal.client_id.as_deref(),
-        source_ip: o.source_ip,
-        route: Some(&o.route),
+        policy_alert: t.policy_alert,
+        principal: PrincipalFields { sub: t.principal.subject.as_str(), iss: &t.principal.issuer },
+        tenant: t.tenant,
+        session_id: t.principal.session_id.as_deref(),
+        client_id: t.principal.client_id.as_deref(),
+        source_ip: t.source_ip,
+        route: Some(t.route),
         window_secs: f.window.as_secs(),
         observed: f.observed,
         threshold: f.threshold,
@@ -175,10 +192,10 @@ pub(crate) fn shared_line(
         action: f.action.as_str(),
         blocked_until: blocked_until
             .map(|until| humantime::format_rfc3339_millis(wall_at(wall, now, until)).to_string()),
-        request_id: Some(o.request_id.as_str()),
-        break_glass: None,
+        request_id: Some(t.request_id),
+        break_glass: t.break_glass,
         lift_reason: None,
-        counted_on: CountedOn::AllReplicas.as_str(),
+        counted_on: t.counted_on.as_str(),
     };
     encode(&alert)
 }

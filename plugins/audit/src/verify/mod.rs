@@ -155,24 +155,31 @@ fn fail(
 /// that key (keep a copy off-host); without it, under the key named in the first segment header,
 /// which proves consistency but not authorship.
 pub fn verify(dir: &Path, public_key: Option<&Path>) -> VerifyReport {
-    let mut report = VerifyReport {
-        status: VerifyStatus::Intact,
-        segments: 0,
-        records: 0,
-        operator_records: 0,
-        checkpoints: 0,
-        checkpoints_logged: 0,
-        attempts_without_outcome: 0,
-        recoveries: 0,
-        incomplete_tail_bytes: 0,
-        resent_lines: 0,
-        failure: None,
-    };
-    if let Err((status, failure)) = run(dir, public_key, &mut report) {
-        report.status = status;
-        report.failure = Some(failure);
+    VerifyReport::of(|report| run(dir, public_key, report))
+}
+
+impl VerifyReport {
+    /// The report of a check: intact with its counts, else the first failure.
+    fn of(check: impl FnOnce(&mut VerifyReport) -> Result<(), Fail>) -> VerifyReport {
+        let mut report = VerifyReport {
+            status: VerifyStatus::Intact,
+            segments: 0,
+            records: 0,
+            operator_records: 0,
+            checkpoints: 0,
+            checkpoints_logged: 0,
+            attempts_without_outcome: 0,
+            recoveries: 0,
+            incomplete_tail_bytes: 0,
+            resent_lines: 0,
+            failure: None,
+        };
+        if let Err((status, failure)) = check(&mut report) {
+            report.status = status;
+            report.failure = Some(failure);
+        }
+        report
     }
-    report
 }
 
 struct Walk {

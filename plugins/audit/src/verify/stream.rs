@@ -24,24 +24,7 @@ use crate::segment::segment_name;
 /// Verifies a copy of the segment stream in the file at `path`. With `public_key`, checkpoint
 /// signatures must verify under that key; without it, under the key of the copy's first header.
 pub fn verify_stream(path: &Path, public_key: Option<&Path>) -> VerifyReport {
-    let mut report = VerifyReport {
-        status: VerifyStatus::Intact,
-        segments: 0,
-        records: 0,
-        operator_records: 0,
-        checkpoints: 0,
-        checkpoints_logged: 0,
-        attempts_without_outcome: 0,
-        recoveries: 0,
-        incomplete_tail_bytes: 0,
-        resent_lines: 0,
-        failure: None,
-    };
-    if let Err((status, failure)) = run(path, public_key, &mut report) {
-        report.status = status;
-        report.failure = Some(failure);
-    }
-    report
+    VerifyReport::of(|report| run(path, public_key, report))
 }
 
 /// The segment being rebuilt from the copy.
