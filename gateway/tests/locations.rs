@@ -55,6 +55,22 @@ async fn an_upstream_url_comes_back_under_the_route_the_client_used() {
         Some(format!("{host}/site-a/fhir/Observation/a-p1-obs-01/_history/1").as_str())
     );
 
+    // A search result's paging links: under the route, and the next page follows through it.
+    let res = read("/site-a/fhir/Observation?patient=a-p1&_count=2").await.unwrap();
+    assert_eq!(res.status, 200);
+    let _ = env.upstream.recorder.next().await;
+    let bundle: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    let next = bundle["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap();
+    let next = next["url"].as_str().unwrap();
+    assert!(next.starts_with(&format!("{host}/site-a/fhir/Observation?")), "{next}");
+    let page = env.pki.public_client().get(next).bearer(&env.token("clinician_a")).send().await.unwrap();
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    let _ = env.upstream.recorder.next().await;
+    assert!(
+        String::from_utf8_lossy(&res.body).contains(&format!("\"fullUrl\":\"{host}/fhir/")),
+        "entries as sent"
+    );
+
     // A route the gateway does not read (not FHIR): the answer streams, mapped the same way.
     let res = read("/raw/metadata").await.unwrap();
     assert_eq!(res.status, 200, "{}", String::from_utf8_lossy(&res.body));

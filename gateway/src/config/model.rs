@@ -245,7 +245,8 @@ pub struct RouteConfig {
     /// their links from forwarding headers, such as HAPI with `ApacheProxyAddressStrategy`), and
     /// a `Location` or `Content-Location` it answers under its prefix (on the client's host or
     /// its own name) is mapped back under the route's, on the client's host (as nginx's
-    /// `proxy_redirect default`; on every route). Default: forward the path unchanged.
+    /// `proxy_redirect default`; on every route), as are the paging links of the Bundles the
+    /// gateway reads whole. Default: forward the path unchanged.
     #[serde(default)]
     pub upstream_path_prefix: Option<String>,
     /// Cross-origin access for browser apps (SMART on FHIR apps in a browser): the gateway

@@ -3,7 +3,8 @@
 //! route's `upstream_path_prefix`, else its own prefix), on the client's host or on the
 //! upstream's own name, becomes the same URL under the route's prefix on the client's host. A
 //! created resource's `Location` (`201 Created`) then names a URL the client can follow through
-//! the gateway, not the server behind it. Anything else is left as it is.
+//! the gateway, not the server behind it. A Bundle's paging links are mapped the same way in the
+//! bodies the gateway reads whole. Anything else is left as it is.
 
 use http::header::{CONTENT_LOCATION, LOCATION};
 use http::HeaderValue;
@@ -15,36 +16,60 @@ use crate::runtime::Runtime;
 /// Maps the response's `Location` and `Content-Location` (not with `bulk_export`, for a kick-off
 /// or the URLs it issued: the gateway seals those itself).
 pub(super) fn map_to_route(rt: &Runtime, ctx: &GatewayCtx, resp: &mut ResponseHeader) {
-    let Some(req) = ctx.req.as_ref() else { return };
-    let export = req.fhir.as_ref().and_then(|f| f.operation.as_deref()) == Some("export");
-    if rt.bulk.is_some() && (req.bulk.is_some() || export) {
-        return;
-    }
     if !resp.headers.contains_key(LOCATION) && !resp.headers.contains_key(CONTENT_LOCATION) {
         return;
     }
-    let Some(route) = rt.router.get(req.route.index) else { return };
-    let Some(host) = req.request.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()) else {
-        return;
-    };
+    with_bases(rt, ctx, |bases| {
+        for name in [LOCATION, CONTENT_LOCATION] {
+            let mapped = resp.headers.get(&name).and_then(|v| v.to_str().ok()).and_then(|v| bases.map(v));
+            if let Some(value) = mapped.and_then(|m| HeaderValue::from_str(&m).ok()) {
+                // Replacing a header that is there cannot fail.
+                let _ = resp.insert_header(name, value);
+            }
+        }
+    });
+}
+
+/// A Bundle's paging links (`link[].url`) mapped like `Location`, so that a client pages
+/// through the gateway (a server that builds its links from its own base writes URLs under
+/// the upstream's prefix). The rest of the body is sent as it is (`fullUrl` and resources too).
+/// `None`: nothing to change.
+pub(super) fn map_bundle_links(rt: &Runtime, ctx: &GatewayCtx, body: &[u8]) -> Option<Vec<u8>> {
+    with_bases(rt, ctx, |bases| bases.bundle_links(body)).flatten()
+}
+
+/// Runs `f` with where the upstream and the client see the request's route.
+fn with_bases<R>(rt: &Runtime, ctx: &GatewayCtx, f: impl FnOnce(&Bases<'_>) -> R) -> Option<R> {
+    let req = ctx.req.as_ref()?;
+    let export = req.fhir.as_ref().and_then(|f| f.operation.as_deref()) == Some("export");
+    if rt.bulk.is_some() && (req.bulk.is_some() || export) {
+        return None;
+    }
+    let route = rt.router.get(req.route.index)?;
+    let host = req.request.headers.get(http::header::HOST).and_then(|h| h.to_str().ok())?;
     let upstream = rt.upstreams.get(ctx.upstream);
     // The upstream's own names: its SNI and its endpoints (`host:port`, without a `#n` slot).
-    let names = |authority: &http::uri::Authority| {
+    let each_name = |f: &mut dyn FnMut(&str) -> bool| {
         upstream.is_some_and(|u| {
             let labels = u.endpoints.iter().map(|e| e.label.split('#').next().unwrap_or(""));
-            std::iter::once(u.sni.as_str()).chain(labels).any(|n| {
-                n.eq_ignore_ascii_case(authority.as_str()) || n.eq_ignore_ascii_case(authority.host())
-            })
+            std::iter::once(u.sni.as_str()).chain(labels).any(|n| !n.is_empty() && f(n))
         })
     };
-    let bases = Bases { upstream: route.upstream_prefix(), public: route.prefix(), host, names: &names };
-    for name in [LOCATION, CONTENT_LOCATION] {
-        let mapped = resp.headers.get(&name).and_then(|v| v.to_str().ok()).and_then(|v| bases.map(v));
-        if let Some(value) = mapped.and_then(|m| HeaderValue::from_str(&m).ok()) {
-            // Replacing a header that is there cannot fail.
-            let _ = resp.insert_header(name, value);
-        }
-    }
+    let names = |authority: &http::uri::Authority| {
+        each_name(&mut |n| {
+            n.eq_ignore_ascii_case(authority.as_str()) || n.eq_ignore_ascii_case(authority.host())
+        })
+    };
+    let named_in =
+        |body: &[u8]| each_name(&mut |n| memchr::memmem::find(body, format!("://{n}").as_bytes()).is_some());
+    let bases = Bases {
+        upstream: route.upstream_prefix(),
+        public: route.prefix(),
+        host,
+        names: &names,
+        named_in: &named_in,
+    };
+    Some(f(&bases))
 }
 
 /// Where the upstream and the client see the route.
@@ -57,9 +82,56 @@ struct Bases<'a> {
     host: &'a str,
     /// Whether an authority is one of the upstream's own names.
     names: &'a dyn Fn(&http::uri::Authority) -> bool,
+    /// Whether a body names one of them as a URL's host (a cheap test before parsing).
+    named_in: &'a dyn Fn(&[u8]) -> bool,
+}
+
+#[derive(serde::Deserialize)]
+struct BundleRoot<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<&'a str>,
+    #[serde(borrow)]
+    link: Option<&'a serde_json::value::RawValue>,
 }
 
 impl Bases<'_> {
+    /// The body with its root `link` URLs mapped, `None` when it is not a Bundle or no link
+    /// needs it.
+    fn bundle_links(&self, body: &[u8]) -> Option<Vec<u8>> {
+        // Cheap first: parsed only when a URL may need it (under the upstream's own prefix on
+        // a route that forwards under another, or on the upstream's own name).
+        let rewrites = self.upstream != self.public;
+        let candidate = if rewrites {
+            memchr::memmem::find(body, format!("{}/", self.upstream).as_bytes()).is_some()
+        } else {
+            (self.named_in)(body)
+        };
+        if !candidate {
+            return None;
+        }
+        let root: BundleRoot<'_> = serde_json::from_slice(body).ok()?;
+        let raw = root.link.filter(|_| root.resource_type == Some("Bundle"))?;
+        let mut links: Vec<serde_json::Value> = serde_json::from_str(raw.get()).ok()?;
+        let mut changed = false;
+        for link in &mut links {
+            let mapped = link.get("url").and_then(|u| u.as_str()).and_then(|u| self.map(u));
+            if let (Some(url), Some(obj)) = (mapped, link.as_object_mut()) {
+                obj.insert("url".to_owned(), serde_json::Value::String(url));
+                changed = true;
+            }
+        }
+        if !changed {
+            return None;
+        }
+        let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        let end = start + raw.get().len();
+        let mut out = Vec::with_capacity(body.len() + 64);
+        out.extend_from_slice(body.get(..start)?);
+        serde_json::to_writer(&mut out, &links).ok()?;
+        out.extend_from_slice(body.get(end..)?);
+        Some(out)
+    }
+
     /// `value` under the route, `None` when it is not the upstream's or needs no change.
     fn map(&self, value: &str) -> Option<String> {
         let uri: http::Uri = value.parse().ok()?;
@@ -95,8 +167,12 @@ mod tests {
         a.host() == "hapi.internal" || a.as_str() == "10.0.0.5:8443"
     }
 
+    fn hapi_in(body: &[u8]) -> bool {
+        String::from_utf8_lossy(body).contains("://hapi.internal")
+    }
+
     fn bases<'a>(upstream: &'a str, public: &'a str) -> Bases<'a> {
-        Bases { upstream, public, host: "fhir.example.com", names: &hapi }
+        Bases { upstream, public, host: "fhir.example.com", names: &hapi, named_in: &hapi_in }
     }
 
     #[test]
@@ -114,6 +190,30 @@ mod tests {
         ] {
             assert_eq!(b.map(from).as_deref(), Some(to), "{from}");
         }
+    }
+
+    #[test]
+    fn a_bundles_paging_links_are_mapped_and_nothing_else() {
+        let b = bases("/baseR4", "/fhir");
+        let body = r#"{"resourceType":"Bundle","type":"searchset","link":[{"relation":"self","url":"https://fhir.example.com/baseR4/Observation?patient=a"},{"relation":"next","url":"https://hapi.internal/baseR4?_getpages=x&_getpagesoffset=20"}],"entry":[{"fullUrl":"https://fhir.example.com/baseR4/Observation/1","resource":{"resourceType":"Observation","id":"1","note":[{"text":"see https://fhir.example.com/baseR4/x"}]}}]}"#;
+        let out = String::from_utf8(b.bundle_links(body.as_bytes()).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["link"][0]["url"], "https://fhir.example.com/fhir/Observation?patient=a");
+        assert_eq!(v["link"][1]["url"], "https://fhir.example.com/fhir?_getpages=x&_getpagesoffset=20");
+        assert_eq!(v["link"][1]["relation"], "next");
+        let entries = &body[body.find(r#""entry""#).unwrap()..];
+        assert!(out.ends_with(entries), "the entries are the server's bytes: {out}");
+        // Links already under the route, a resource, or no Bundle: nothing to change.
+        let same = bases("/fhir", "/fhir");
+        let public = r#"{"resourceType":"Bundle","link":[{"relation":"self","url":"https://fhir.example.com/fhir/Observation"}]}"#;
+        assert_eq!(same.bundle_links(public.as_bytes()), None);
+        assert_eq!(
+            b.bundle_links(
+                br#"{"resourceType":"Observation","link":[{"url":"https://hapi.internal/baseR4/x"}]}"#
+            ),
+            None
+        );
+        assert_eq!(b.bundle_links(b"not json /baseR4/"), None);
     }
 
     #[test]

@@ -30,7 +30,13 @@ pub(super) async fn fetch_verified(
 ) -> pingora::Result<()> {
     match fetch(rt, connector, session, ctx).await {
         Ok((resp, body)) => match verify(rt, ctx, &resp, body) {
-            Ok(body) => write_upstream(rt, session, ctx, resp, body).await,
+            Ok(body) => {
+                let body = match super::location::map_bundle_links(rt, ctx, &body) {
+                    Some(mapped) => Bytes::from(mapped),
+                    None => body,
+                };
+                write_upstream(rt, session, ctx, resp, body).await
+            }
             Err(denial) => write_denial(session, ctx, &denial).await,
         },
         Err(denial) => write_denial(session, ctx, &denial).await,
