@@ -103,6 +103,10 @@ pub struct FhirRequest {
     pub count: Option<u32>,
     /// For batch/transaction: the classified entries.
     pub entries: Vec<FhirRequest>,
+    /// A further page of a search the server keeps (`GET [base]?_getpages=...`, HAPI's paging
+    /// links): which search it continues, and so which types and patients, only the server
+    /// knows. Its page is verified like any search result.
+    pub continuation: bool,
 }
 
 impl FhirRequest {
@@ -119,6 +123,7 @@ impl FhirRequest {
             unresolved: Vec::new(),
             count: None,
             entries: Vec::new(),
+            continuation: false,
         }
     }
 }
