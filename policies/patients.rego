@@ -126,11 +126,15 @@ refuse_unnarrowed if {
 	data.tenants[input.principal.tenant].restricted_search == "refuse"
 }
 
-# System-wide searches and type-level history cannot be narrowed by a patient parameter.
+# System-wide searches and type-level history cannot be narrowed by a patient parameter. A
+# further page of a search the server keeps (`continuation`, HAPI's `_getpages` links) is not a
+# new search: the search it continues was judged (and narrowed) when it was made, and this page
+# is verified like any result, entry by entry.
 refuse_unnarrowed if {
 	input.request.fhir.interaction in {"search-system", "history"}
 	count(input.request.patients) == 0
 	not input.request.fhir.id
+	not input.request.fhir.continuation
 	restricted
 }
 

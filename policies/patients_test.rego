@@ -124,6 +124,22 @@ test_system_search_refused_for_care_team if {
 	"patient_param_required" in d.reasons
 }
 
+test_a_further_page_of_a_stored_search_allowed_and_verified_for_care_team if {
+	page := object.union(f.op("search-system", null, []), {"continuation": true})
+	d := authz.decision with input as f.get(f.clinician_a, page)
+	d.allow
+	d.obligations.permitted_patients == ["a-p1", "a-p2"]
+}
+
+# Which types a stored search holds only the server knows: a principal whose scopes name some
+# types only cannot page one.
+test_a_further_page_needs_a_scope_for_every_type if {
+	page := object.union(f.op("search-system", null, []), {"continuation": true})
+	observations_only := object.union(f.clinician_a, {"scopes": ["user/Observation.rs"]})
+	d := authz.decision with input as f.get(observations_only, page)
+	not d.allow
+}
+
 test_conditional_delete_denied_for_care_team if {
 	d := authz.decision with input as f.req(f.writer_a, "DELETE", f.op("delete", "Observation", []))
 	not d.allow

@@ -88,3 +88,35 @@ async fn an_upstream_url_comes_back_under_the_route_the_client_used() {
     assert_eq!(seen.path_and_query, "/fhir/Patient/a-p1");
     assert!(seen.headers.get("x-forwarded-prefix").is_none());
 }
+
+/// HAPI pages a search through `[base]?_getpages=<stored search>&_getpagesoffset=N` links. For a
+/// clinician, such a page is not a new system-wide search (refused: it cannot be narrowed) but a
+/// continuation of the one she made: forwarded, and its page verified entry by entry, so a page of
+/// another patient's search is refused whatever its id says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_further_page_of_a_stored_search_is_forwarded_and_its_entries_verified() {
+    let env = FullEnv::start().await;
+    // The sample upstream's "stored search" id is the search itself.
+    let page =
+        |search: &str| format!("/fhir?_getpages={search}&_getpagesoffset=2&_count=2&_bundletype=searchset");
+    let (s, code, body) = env.get_as("clinician_a", &page("Observation%3Fpatient%3Da-p1")).await;
+    assert_eq!((s, code.as_str()), (200, ""), "{body}");
+    let bundle: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let entries = bundle["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e["resource"]["subject"]["reference"] == "Patient/a-p1"), "{body}");
+    let seen = env.upstream.recorder.next().await;
+    assert!(
+        seen.path_and_query.starts_with("/fhir?_getpages="),
+        "forwarded as sent: {}",
+        seen.path_and_query
+    );
+
+    // Another patient's search, named in the id: its page is refused on what it holds.
+    let (s, code, body) = env.get_as("clinician_a", &page("Observation%3Fpatient%3Da-p3")).await;
+    assert_eq!((s, code.as_str()), (403, "patient_not_permitted"), "{body}");
+    assert!(!body.contains("a-p3-obs"), "{body}");
+    // A system-wide search that is not a continuation is still refused.
+    let (s, code, _) = env.get_as("clinician_a", "/fhir?_lastUpdated=gt2020-01-01").await;
+    assert_eq!((s, code.as_str()), (403, "policy_denied"));
+}

@@ -89,6 +89,10 @@ fn classify_at(
         return classify_bundle(payload);
     }
     let mut req = shape(method, target)?;
+    // HAPI's paging links name the stored search on the base: `[base]?_getpages=<id>&...`.
+    req.continuation = target == Target::Base
+        && req.interaction == Interaction::SearchSystem
+        && query.iter().any(|q| q.name == "_getpages");
     let params = search_params(target, query, payload)?;
     req.count = count(&params)?;
     // `_type` narrows a system-level request; compartment `*` searches span every type.

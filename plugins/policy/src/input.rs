@@ -32,6 +32,7 @@ struct Keys {
     client: Value,
     client_id: Value,
     compartment: Value,
+    continuation: Value,
     count: Value,
     dpop_bound: Value,
     entries: Value,
@@ -73,6 +74,7 @@ static K: LazyLock<Keys> = LazyLock::new(|| Keys {
     client: Value::from("client"),
     client_id: Value::from("client_id"),
     compartment: Value::from("compartment"),
+    continuation: Value::from("continuation"),
     count: Value::from("count"),
     dpop_bound: Value::from("dpop_bound"),
     entries: Value::from("entries"),
@@ -158,6 +160,9 @@ fn fhir(f: &FhirRequest) -> Value {
         .set(&K.patients, strings(f.patients.iter().map(|p| p.as_str())))
         .set(&K.unresolved, strings(f.unresolved.iter().map(|u| u.name.as_str())))
         .set(&K.entries, Value::from(f.entries.iter().map(fhir).collect::<Vec<_>>()));
+    if f.continuation {
+        o.set(&K.continuation, true);
+    }
     if let Some(c) = &f.compartment {
         let mut co = Obj::default();
         co.set(&K.resource_type, c.resource_type).set(&K.id, c.id.as_str());

@@ -131,6 +131,7 @@ impl FhirApi {
                 self.exports.file(&self.data, name)
             }
             [Some("metadata"), None, ..] => Reply::ok(self.capability.clone()),
+            [None, ..] if q.split('&').any(|p| p.starts_with("_getpages=")) => self.page(q, base),
             [Some(ty), None, ..] => self.search_type(ty, q, "", base),
             [Some("Patient"), Some(id), Some("$everything"), None] => self.everything(id, q, base),
             [Some(ty), Some(id), Some("_history"), None] => self.history(ty, id, base),
@@ -207,6 +208,31 @@ impl FhirApi {
             }
             None => outcome(StatusCode::NOT_FOUND, "not-found", "Resource not found."),
         }
+    }
+
+    /// A further page of a search, HAPI-style: `[base]?_getpages=<search>&_getpagesoffset=N`.
+    /// HAPI names a search it stored; this server keeps none, so `<search>` is the search itself
+    /// (`Type?query`, percent-encoded), run again from the offset.
+    fn page(&self, query: &str, base_url: &str) -> Reply {
+        let (mut search, mut offset, mut count) = (None, "0".to_owned(), None);
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned();
+            match name {
+                "_getpages" => search = Some(value),
+                "_getpagesoffset" => offset = value,
+                "_count" => count = Some(value),
+                _ => {}
+            }
+        }
+        let Some((ty, q)) = search.as_deref().and_then(|s| s.split_once('?')) else {
+            return outcome(StatusCode::GONE, "not-found", "Search not found or expired.");
+        };
+        let mut q = format!("{q}&_offset={offset}");
+        if let Some(c) = count {
+            q.push_str(&format!("&_count={c}"));
+        }
+        self.search_type(ty, &q, "", base_url)
     }
 
     /// The history of one resource: its only version (every resource here is at version 1).

@@ -201,6 +201,16 @@ fn count_is_parsed_and_invalid_count_is_400() {
 }
 
 #[test]
+fn a_page_of_a_stored_search_on_the_base_is_a_continuation() {
+    let page = run("GET", "/?_getpages=9f3c&_getpagesoffset=20&_count=20&_bundletype=searchset", None, None);
+    let page = page.unwrap();
+    assert_eq!((page.interaction, page.continuation), (I::SearchSystem, true));
+    for target in ["/?_lastUpdated=gt2020", "/Observation?_getpages=9f3c", "/_search?_getpages=9f3c"] {
+        assert!(!run("GET", target, None, None).unwrap().continuation, "{target}");
+    }
+}
+
+#[test]
 fn invalid_paths_types_ids_and_methods_are_refused() {
     #[rustfmt::skip]
     let cases: &[(&str, &str, E)] = &[
