@@ -86,12 +86,47 @@ struct Bases<'a> {
     named_in: &'a dyn Fn(&[u8]) -> bool,
 }
 
-#[derive(serde::Deserialize)]
-struct BundleRoot<'a> {
-    #[serde(rename = "resourceType")]
-    resource_type: Option<&'a str>,
-    #[serde(borrow)]
-    link: Option<&'a serde_json::value::RawValue>,
+/// The root `resourceType` and `link` of a JSON object, read only as far as needed: parsing
+/// stops once both are found (a server that writes `link` before `entry`, as HAPI does, costs
+/// only the Bundle's head).
+fn bundle_head(body: &[u8]) -> Option<&serde_json::value::RawValue> {
+    use serde::de::{Deserializer as _, Error as _, IgnoredAny, MapAccess, Visitor};
+    use std::borrow::Cow;
+    use std::cell::Cell;
+
+    struct Head<'a> {
+        bundle: Cell<bool>,
+        link: Cell<Option<&'a serde_json::value::RawValue>>,
+    }
+    impl<'de> Visitor<'de> for &Head<'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a FHIR resource")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen_type = false;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                match &*key {
+                    "resourceType" => {
+                        self.bundle.set(map.next_value::<Cow<'de, str>>()? == "Bundle");
+                        seen_type = true;
+                    }
+                    "link" => self.link.set(Some(map.next_value()?)),
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                if seen_type && (!self.bundle.get() || self.link.get().is_some()) {
+                    // Enough is known: stop reading (the error only ends the walk).
+                    return Err(A::Error::custom("head read"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let head = Head { bundle: Cell::new(false), link: Cell::new(None) };
+    let _ = serde_json::Deserializer::from_slice(body).deserialize_map(&head);
+    head.link.get().filter(|_| head.bundle.get())
 }
 
 impl Bases<'_> {
@@ -109,8 +144,7 @@ impl Bases<'_> {
         if !candidate {
             return None;
         }
-        let root: BundleRoot<'_> = serde_json::from_slice(body).ok()?;
-        let raw = root.link.filter(|_| root.resource_type == Some("Bundle"))?;
+        let raw = bundle_head(body)?;
         let mut links: Vec<serde_json::Value> = serde_json::from_str(raw.get()).ok()?;
         let mut changed = false;
         for link in &mut links {
@@ -214,6 +248,23 @@ mod tests {
             None
         );
         assert_eq!(b.bundle_links(b"not json /baseR4/"), None);
+    }
+
+    #[test]
+    fn the_head_is_found_in_any_member_order_and_only_in_a_bundle() {
+        let link = r#"[{"relation":"next","url":"u"}]"#;
+        for body in [
+            format!(r#"{{"resourceType":"Bundle","link":{link},"entry":[{{"resource":{{"link":[]}}}}]}}"#),
+            format!(
+                r#"{{"entry":[{{"resource":{{"resourceType":"Patient","link":[]}}}}],"link":{link},"resourceType":"Bundle"}}"#
+            ),
+            format!(r#"{{"link":{link},"type":"searchset","resourceType":"Bundle"}}"#),
+        ] {
+            assert_eq!(super::bundle_head(body.as_bytes()).map(|r| r.get()), Some(link), "{body}");
+        }
+        assert!(super::bundle_head(br#"{"resourceType":"Patient","link":[{"other":{}}]}"#).is_none());
+        assert!(super::bundle_head(br#"{"resourceType":"Bundle","entry":[]}"#).is_none());
+        assert!(super::bundle_head(b"[1,2]").is_none());
     }
 
     #[test]
