@@ -120,3 +120,20 @@ async fn a_further_page_of_a_stored_search_is_forwarded_and_its_entries_verified
     let (s, code, _) = env.get_as("clinician_a", "/fhir?_lastUpdated=gt2020-01-01").await;
     assert_eq!((s, code.as_str()), (403, "policy_denied"));
 }
+
+/// A server that writes links on its own name (a fixed internal base URL): on a route that
+/// forwards under its own prefix, the Bundle's paging links are still mapped to the client's
+/// host, while a resource's `fullUrl` is sent as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_on_the_upstreams_own_name_are_mapped_to_the_clients_host() {
+    let name = format!("https://{}", phigate::demo::pki::UPSTREAM_SERVER_NAME);
+    let internal = format!("{name}/fhir");
+    let env = FullEnv::start_custom(|b| b.public_base_url(&name), |_| {}, "", "", |cfg, _| cfg).await;
+    let host = env.gw.url("/").trim_end_matches('/').to_owned();
+    let (s, _, body) = env.get_as("clinician_a", "/fhir/Observation?patient=a-p1&_count=2").await;
+    assert_eq!(s, 200, "{body}");
+    let bundle: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let next = bundle["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap();
+    assert!(next["url"].as_str().unwrap().starts_with(&format!("{host}/fhir/Observation?")), "{next}");
+    assert!(bundle["entry"][0]["fullUrl"].as_str().unwrap().starts_with(&internal), "{body}");
+}

@@ -60,8 +60,26 @@ fn with_bases<R>(rt: &Runtime, ctx: &GatewayCtx, f: impl FnOnce(&Bases<'_>) -> R
             n.eq_ignore_ascii_case(authority.as_str()) || n.eq_ignore_ascii_case(authority.host())
         })
     };
-    let named_in =
-        |body: &[u8]| each_name(&mut |n| memchr::memmem::find(body, format!("://{n}").as_bytes()).is_some());
+    // A `"url"` member whose value is an http(s) URL on one of those names (a `fullUrl` does not
+    // count: it is not a link, and is sent as written).
+    let named_in = |body: &[u8]| {
+        memchr::memmem::find_iter(body, b"\"url\"").any(|at| {
+            let rest = &body[at + 5..];
+            let start = rest.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | b':'));
+            let Some(value) = start.and_then(|i| rest.get(i..)).and_then(|v| v.strip_prefix(b"\"")) else {
+                return false;
+            };
+            let Some(after) = value.strip_prefix(b"https://").or_else(|| value.strip_prefix(b"http://"))
+            else {
+                return false;
+            };
+            each_name(&mut |n| {
+                after.len() > n.len()
+                    && after[..n.len()].eq_ignore_ascii_case(n.as_bytes())
+                    && matches!(after[n.len()], b'/' | b':' | b'"' | b'?')
+            })
+        })
+    };
     let bases = Bases {
         upstream: route.upstream_prefix(),
         public: route.prefix(),
@@ -202,7 +220,7 @@ mod tests {
     }
 
     fn hapi_in(body: &[u8]) -> bool {
-        String::from_utf8_lossy(body).contains("://hapi.internal")
+        String::from_utf8_lossy(body).contains("\"url\":\"https://hapi.internal")
     }
 
     fn bases<'a>(upstream: &'a str, public: &'a str) -> Bases<'a> {
