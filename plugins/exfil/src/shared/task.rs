@@ -50,7 +50,7 @@ return 1";
 /// Why the connection was given up; a metric label and a log word (never the URL or the
 /// server's message, which may quote it).
 #[derive(Debug, Clone, Copy)]
-struct Failure(&'static str);
+pub(super) struct Failure(pub(super) &'static str);
 
 impl From<RedisError> for Failure {
     fn from(e: RedisError) -> Self {

@@ -268,9 +268,8 @@ impl WindowsTask {
         }
         let answers: Vec<(u64, u8)> = match tokio::time::timeout(self.timeout, pipe.query_async(conn)).await {
             Err(_) => return Err("timeout"),
-            Ok(Err(e)) => {
-                return Err(if e.is_io_error() || e.is_connection_dropped() { "io" } else { "command" })
-            }
+            // The failure kinds of the blocks' link (timeout, tls, connect, io, command).
+            Ok(Err(e)) => return Err(super::task::Failure::from(e).0),
             Ok(Ok(a)) => a,
         };
         let mut fired = Vec::new();
