@@ -119,7 +119,7 @@ pub(super) async fn admit(
                 return Err(Denial::new(ErrorCode::ContentEncodingUnsupported)
                     .with_cause("request body with a content coding"));
             }
-            req.request.body = read_body(session, rt.limits.max_body_inspect_bytes).await?;
+            req.request.body = read_body(session, ctx, rt.limits.max_body_inspect_bytes).await?;
         }
         let content_type = req.request.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         // Cancelling an export is a DELETE of its status URL (FHIR Bulk Data), an operation no
@@ -179,7 +179,33 @@ fn client_info(session: &Session) -> ClientInfo {
 
 /// Reads the request body for inspection, bounded by `cap`. Pingora keeps what was read in its
 /// retry buffer and replays it upstream, so the body forwarded is the body inspected.
-async fn read_body(session: &mut Session, cap: usize) -> Result<Option<bytes::Bytes>, Denial> {
+///
+/// A `Content-Length` over the cap is refused before a byte is read. A client that waits for
+/// `100 Continue` (`Expect: 100-continue`, RFC 9110 §10.1.1) is sent one before the read, since
+/// the gateway, not the upstream, reads the body: the upstream then gets the body without the
+/// expectation.
+async fn read_body(
+    session: &mut Session,
+    ctx: &mut GatewayCtx,
+    cap: usize,
+) -> Result<Option<bytes::Bytes>, Denial> {
+    let headers = &session.req_header().headers;
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > cap as u64) {
+        return Err(Denial::new(ErrorCode::BodyTooLarge).with_cause("announced content-length over the cap"));
+    }
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    if expects_continue {
+        ctx.strip.push(header::EXPECT);
+        if !session.as_mut().is_body_done() {
+            session.as_mut().write_continue_response().await.map_err(|e| {
+                Denial::new(ErrorCode::BadRequest).with_cause(format!("100 continue: {}", e.etype().as_str()))
+            })?;
+        }
+    }
     session.as_mut().enable_retry_buffering();
     let mut buf = BytesMut::new();
     loop {

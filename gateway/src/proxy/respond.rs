@@ -1,5 +1,7 @@
 //! Writing gateway-made responses (errors and stage-local responses) to the client.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{header, HeaderValue};
 use phigate_plugin::{Denial, ErrorCode, LocalResponse};
@@ -87,5 +89,34 @@ async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Resu
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }
+    linger(session).await;
     Ok(())
+}
+
+/// How long, and how many bytes, a refused request's unread body is read and discarded for.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Lingering close (as nginx does it): a response written before the request body was read
+/// whole is followed by reading, and discarding, the rest of the body, bounded in time and bytes.
+///
+/// On HTTP/1.1 a connection closed with unread bytes in its receive buffer is reset, and a reset
+/// can destroy a response the client has not read yet: a client that sends its whole body before
+/// reading (most libraries do) would see a reset connection instead of the 401 or 413 written
+/// for it. HTTP/2 ends just the stream, without this problem.
+async fn linger(session: &mut Session) {
+    let downstream = session.as_mut();
+    if downstream.is_http2() || downstream.is_body_done() {
+        return;
+    }
+    let drain = async {
+        let mut read = 0usize;
+        while read < LINGER_BYTES {
+            match downstream.read_request_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
