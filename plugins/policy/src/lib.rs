@@ -37,6 +37,7 @@
 mod agreement;
 mod bulk;
 mod config;
+mod created;
 mod decision;
 mod elements;
 mod error;

@@ -106,9 +106,10 @@ impl PatientTenants {
 }
 
 /// What a response may hold: the patients it may name, and the security labels it may not
-/// carry (on a resource, or on a patient it names).
+/// carry (on a resource, or on a patient it names). Beside them, the patients the request itself
+/// created (see [`crate::created`]), sorted: empty but for the answer to such a write.
 #[derive(Debug, Clone)]
-pub struct Permit(Kind, Labels, Option<Arc<PatientTenants>>);
+pub struct Permit(Kind, Labels, Option<Arc<PatientTenants>>, Arc<[PatientId]>);
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -128,18 +129,18 @@ impl Permit {
     fn of_ids(mut ids: Vec<PatientId>) -> Permit {
         ids.sort_unstable();
         ids.dedup();
-        Permit(Kind::Patients(ids.into()), Labels::default(), None)
+        Permit(Kind::Patients(ids.into()), Labels::default(), None, Arc::from([]))
     }
 
     /// Every patient of `tenant`, by `index`.
     pub(crate) fn tenant(tenant: &str, index: Arc<PatientTenants>) -> Permit {
-        Permit(Kind::Tenant(index.tenant_index(tenant), index), Labels::default(), None)
+        Permit(Kind::Tenant(index.tenant_index(tenant), index), Labels::default(), None, Arc::from([]))
     }
 
     /// The same permit, with resources carrying one of `labels` withheld.
     #[must_use]
     pub fn withholding(self, labels: Labels) -> Permit {
-        Permit(self.0, labels, self.2)
+        Permit(self.0, labels, self.2, self.3)
     }
 
     /// The same permit, with the patients' own labels from `index` (when any patient has some).
@@ -148,7 +149,7 @@ impl Permit {
     /// app) reaches each of them as one of its own, chart labels or not.
     fn with_patient_labels(self, index: &Arc<PatientTenants>) -> Permit {
         let labelled = matches!(self.0, Kind::Tenant(..)) && !self.1.is_empty() && !index.labelled.is_empty();
-        Permit(self.0, self.1, labelled.then(|| index.clone()))
+        Permit(self.0, self.1, labelled.then(|| index.clone()), self.3)
     }
 
     /// What `decision` permits, `None` when it asks for no check. A decision naming both a
@@ -164,6 +165,15 @@ impl Permit {
         Some(permit.withholding(labels()).with_patient_labels(index))
     }
 
+    /// The same permit, also naming `created`: the patients the request created, in the answer
+    /// to that request.
+    #[must_use]
+    pub(crate) fn with_created(self, mut created: Vec<PatientId>) -> Permit {
+        created.sort_unstable();
+        created.dedup();
+        Permit(self.0, self.1, self.2, created.into())
+    }
+
     /// Whether patient `id` carries a label this permit withholds.
     pub(crate) fn patient_withheld(&self, id: &str) -> bool {
         self.2.as_ref().is_some_and(|index| index.labels_of(id).iter().any(|t| self.1.withholds_token(t)))
@@ -177,15 +187,16 @@ impl Permit {
     /// The stored id of `id` when it is permitted (a cheap clone, for recording what a body
     /// named).
     pub(crate) fn get(&self, id: &str) -> Option<PatientId> {
-        match &self.0 {
-            Kind::Patients(ids) => {
-                ids.binary_search_by(|p| p.as_str().cmp(id)).ok().and_then(|i| ids.get(i)).cloned()
-            }
+        let found = |ids: &[PatientId]| {
+            ids.binary_search_by(|p| p.as_str().cmp(id)).ok().and_then(|i| ids.get(i)).cloned()
+        };
+        let permitted = match &self.0 {
+            Kind::Patients(ids) => found(ids),
             Kind::Tenant(tenant, index) => {
-                let (p, t) = index.lookup(id)?;
-                (Some(*t) == *tenant).then(|| p.clone())
+                index.lookup(id).and_then(|(p, t)| (Some(*t) == *tenant).then(|| p.clone()))
             }
-        }
+        };
+        permitted.or_else(|| if self.3.is_empty() { None } else { found(&self.3) })
     }
 }
 

@@ -466,6 +466,9 @@ impl Stage for PolicyStage {
             events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
             return Err(Denial::new(ErrorCode::PolicyError).with_cause("response not verifiable (not JSON)"));
         }
+        if let Some(created) = crate::created::from_head(ctx.fhir.as_ref(), head.status, head.headers) {
+            ctx.extensions.insert(created);
+        }
         ctx.response.buffer_body = true;
         Ok(())
     }
@@ -495,8 +498,18 @@ impl Stage for PolicyStage {
             }
             return Ok(());
         }
+        let created = ctx.extensions.remove::<crate::created::Created>();
         let Some(permit) = ctx.extensions.get::<Permit>() else {
             return Ok(());
+        };
+        let created = created.or_else(|| crate::created::from_bundle(ctx.fhir.as_ref(), body));
+        let with_created;
+        let permit = match created {
+            Some(created) => {
+                with_created = permit.clone().with_created(created.0);
+                &with_created
+            }
+            None => permit,
         };
         let mut checked = verify_collect(body, permit);
         match checked.verdict {

@@ -6,6 +6,8 @@
 mod support;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
+use std::sync::Arc;
+
 use phigate_plugin::{ErrorCode, Interaction, PatientId, Principal, RequestCtx, ResponseHead, Stage};
 use support::*;
 
@@ -300,4 +302,107 @@ async fn an_export_file_buffered_by_another_stage_is_checked_the_same_way() {
     let body = format!("{own}\n{own}\n");
     assert!(stage().on_buffered_response(&mut c, body.as_bytes()).is_ok());
     assert_eq!(c.response.entries, Some(2));
+}
+
+/// A write by `who` allowed by the stage, answered with `status` (and `location`, if any) and a
+/// JSON body, as the gateway hands the answer to the stage.
+async fn answer_write(
+    who: Arc<Principal>,
+    f: phigate_plugin::FhirRequest,
+    status: StatusCode,
+    location: Option<&str>,
+    body: &[u8],
+) -> (RequestCtx, Result<(), ErrorCode>) {
+    let mut c = ctx(http::Method::POST, "/fhir/Patient", who, f);
+    stage().on_request(&mut c).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/fhir+json"));
+    if let Some(l) = location {
+        headers.insert("location", HeaderValue::from_str(l).unwrap());
+    }
+    let mut head = ResponseHead { status, headers: &mut headers };
+    stage().on_response(&mut c, &mut head).unwrap();
+    assert!(c.response.buffer_body, "a write's answer is checked too");
+    let result = stage().on_buffered_response(&mut c, body).map_err(|d| d.code);
+    (c, result)
+}
+
+fn backend_service() -> Arc<Principal> {
+    principal("registration", "tenant-a", &[], &["system/*.cruds"])
+}
+
+#[tokio::test]
+async fn a_patient_the_request_created_is_permitted_in_its_answer() {
+    // The new patient is in no policy data yet: without the server's word that this request
+    // created her, the answer to a committed write would be refused.
+    let body = br#"{"resourceType":"Patient","id":"new-1","name":[{"family":"Newborn"}]}"#;
+    let located = Some("https://fhir.test/fhir/Patient/new-1/_history/1");
+    let (c, result) = answer_write(
+        backend_service(),
+        fhir(Interaction::Create, "Patient", None, &[]),
+        StatusCode::CREATED,
+        located,
+        body,
+    )
+    .await;
+    assert_eq!(result, Ok(()));
+    let named: Vec<&str> = c.response.patients.as_deref().unwrap().iter().map(PatientId::as_str).collect();
+    assert_eq!(named, ["new-1"], "the audit records the patient created");
+}
+
+#[tokio::test]
+async fn a_created_patients_answer_naming_anyone_else_is_still_refused() {
+    let body = br#"{"resourceType":"Patient","id":"new-1","link":[{"other":{"reference":"Patient/b-p1"},"type":"seealso"}]}"#;
+    let (_, result) = answer_write(
+        backend_service(),
+        fhir(Interaction::Create, "Patient", None, &[]),
+        StatusCode::CREATED,
+        Some("Patient/new-1/_history/1"),
+        body,
+    )
+    .await;
+    assert_eq!(result, Err(ErrorCode::PatientNotPermitted));
+}
+
+#[tokio::test]
+async fn a_conditional_create_that_matched_an_existing_patient_is_checked_like_a_read() {
+    // 200, not 201: the server found a patient (of another tenant, here) and created nothing.
+    let body = br#"{"resourceType":"Patient","id":"b-p1"}"#;
+    let (_, result) = answer_write(
+        backend_service(),
+        fhir(Interaction::Create, "Patient", None, &[]),
+        StatusCode::OK,
+        Some("Patient/b-p1/_history/3"),
+        body,
+    )
+    .await;
+    assert_eq!(result, Err(ErrorCode::PatientNotPermitted));
+    let body = br#"{"resourceType":"Patient","id":"x-unknown"}"#;
+    let (_, result) = answer_write(
+        backend_service(),
+        fhir(Interaction::Create, "Patient", None, &[]),
+        StatusCode::CREATED,
+        Some("Patient/new-9/_history/1"),
+        body,
+    )
+    .await;
+    assert_eq!(result, Err(ErrorCode::PatientNotPermitted), "only the patient the server located is new");
+}
+
+#[tokio::test]
+async fn a_transaction_that_registers_a_patient_with_her_records_is_answered() {
+    let answer = br#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+        {"response":{"status":"201 Created","location":"Patient/new-7/_history/1"},
+         "resource":{"resourceType":"Patient","id":"new-7"}},
+        {"response":{"status":"201 Created","location":"Observation/o-new/_history/1"},
+         "resource":{"resourceType":"Observation","id":"o-new","subject":{"reference":"Patient/new-7"}}}]}"#;
+    let tx = phigate_plugin::FhirRequest::new(Interaction::Transaction);
+    let (_, result) = answer_write(backend_service(), tx.clone(), StatusCode::OK, None, answer).await;
+    assert_eq!(result, Ok(()));
+    // The same answer with one record of another tenant's patient is refused whole.
+    let leaky = br#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+        {"response":{"status":"201 Created","location":"Patient/new-7/_history/1"}},
+        {"response":{"status":"200 OK"},"resource":{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/b-p2"}}}]}"#;
+    let (_, result) = answer_write(backend_service(), tx, StatusCode::OK, None, leaky).await;
+    assert_eq!(result, Err(ErrorCode::PatientNotPermitted));
 }
