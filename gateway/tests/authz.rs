@@ -161,6 +161,30 @@ async fn restricted_search_is_narrowed_and_foreign_reads_by_id_are_verified() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_search_may_include_what_its_patients_records_reference() {
+    let env = FullEnv::start().await;
+    // Narrowed to her care team; the patients of the page come along, checked like the matches.
+    let (s, _, body) =
+        env.get_as("clinician_a", "/fhir/Observation?_count=5&_include=Observation:subject").await;
+    assert_eq!(s, 200, "{body}");
+    let seen = env.upstream.recorder.next().await;
+    assert!(seen.path_and_query.contains("_include=Observation"), "{}", seen.path_and_query);
+    let bundle: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let included: Vec<&str> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert!(!included.is_empty() && included.iter().all(|id| ["a-p1", "a-p2"].contains(id)), "{included:?}");
+    // Anchored outside the compartment, a revinclude reaches every patient of that practitioner.
+    let (s, _, _) = env.get_as("clinician_a", "/fhir/Practitioner?_revinclude=Encounter:practitioner").await;
+    assert_eq!(s, 403);
+    assert!(env.upstream.recorder.try_next().is_none(), "refused before the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn break_glass_needs_the_role_and_is_marked_in_the_audit_trail() {
     let mut env = FullEnv::start().await;
     let res = env.get_break_glass("er_doctor_a", "/fhir/Patient/a-p3", "unconscious patient in the ER").await;

@@ -100,6 +100,8 @@ struct Plan<'p> {
     count: Option<usize>,
     offset: Option<usize>,
     summary_count: bool,
+    /// `_include=<type>:patient` (or `:subject`): the page's patients are added to it.
+    include_patients: bool,
 }
 
 impl Plan<'_> {
@@ -150,6 +152,17 @@ fn plan<'p>(scope: &SearchScope<'_>, params: &'p Params) -> Result<Plan<'p>, Rep
     for (name, value) in &params.0 {
         // FHIR: a parameter with an empty value is ignored.
         if plan.control(name, value)? || value.is_empty() {
+            continue;
+        }
+        if name == "_include" {
+            // Only the patient a match belongs to can be included.
+            let target =
+                value.split_once(':').filter(|(t, p)| Some(*t) == ty && matches!(*p, "patient" | "subject"));
+            if target.is_none() {
+                return Err(bad("Only _include=<type>:patient (or :subject) is supported."));
+            }
+            plan.include_patients = true;
+            plan.echo.push((name, value));
             continue;
         }
         // Unknown params are refused, not ignored: silently dropping a filter would widen the
@@ -249,6 +262,22 @@ fn render(
             let _ = write!(out, "/{}/{}\",\"resource\":", r.resource_type, r.id);
             let _ = out.write_all(&r.json);
             let _ = out.write_all(b",\"search\":{\"mode\":\"match\"}}");
+        }
+        if plan.include_patients {
+            let mut patients: Vec<&str> =
+                page.iter().filter_map(|i| data.get(*i).patient.as_deref()).collect();
+            patients.sort_unstable();
+            patients.dedup();
+            for p in patients {
+                for i in data.of_patient("Patient", p) {
+                    let r = data.get(*i);
+                    let _ = out.write_all(b",{\"fullUrl\":\"");
+                    let _ = out.write_all(base_json.as_bytes());
+                    let _ = write!(out, "/Patient/{}\",\"resource\":", r.id);
+                    let _ = out.write_all(&r.json);
+                    let _ = out.write_all(b",\"search\":{\"mode\":\"include\"}}");
+                }
+            }
         }
         let _ = out.write_all(b"]");
     }

@@ -78,7 +78,16 @@ impl Findings {
 }
 
 /// Params the gateway cannot resolve to patients, whatever their value.
-const ALWAYS_UNRESOLVED: &[&str] = &["_include", "_revinclude", "_filter", "_query", "_contained"];
+const ALWAYS_UNRESOLVED: &[&str] = &["_filter", "_query", "_contained"];
+
+/// `_include` and `_revinclude` add the resources the matches reference, or that reference them.
+/// A search of one patient-compartment type matches only the patients it names (or, for a
+/// restricted principal, is narrowed to its own), so what it adds hangs off those patients'
+/// records, and the response check holds every added entry to the permitted patients like the
+/// matches. Anchored anywhere else (a system search, a non-compartment type such as
+/// `Practitioner?_revinclude=Encounter:practitioner`), or walked on with `:iterate`, they reach
+/// across the compartment to patients nobody named: unresolved.
+const INCLUDES: &[&str] = &["_include", "_revinclude"];
 
 /// Scans search params for patient ids and unresolvable params.
 pub(super) fn scan_params<'q>(
@@ -97,6 +106,16 @@ pub(super) fn scan_params<'q>(
         // patients by their attributes, not their ids.
         if name.contains('.') || base == "_has" || ALWAYS_UNRESOLVED.contains(&base) {
             out.unresolved(name);
+            continue;
+        }
+        if INCLUDES.contains(&base) {
+            let anchored = match scope {
+                Scope::Type(t) => t == "Patient" || !compartment.params(t).is_empty(),
+                Scope::Types(_) | Scope::Any => false,
+            };
+            if !anchored || modifier.is_some() {
+                out.unresolved(name);
+            }
             continue;
         }
         let role = match (role(base, scope, compartment), modifier) {

@@ -177,7 +177,6 @@ fn chained_reverse_chained_include_and_filter_params_are_unresolved() {
             "subject:Patient.name",
             "patient.name",
             "_has:Observation:patient:code",
-            "_include",
             "_revinclude:iterate",
             "_filter",
             "_query",
@@ -185,6 +184,26 @@ fn chained_reverse_chained_include_and_filter_params_are_unresolved() {
         ]
     );
     assert!(r.patients.is_empty());
+}
+
+#[test]
+fn includes_are_resolved_only_on_a_search_of_one_compartment_type() {
+    let cases: &[(&str, &[&str])] = &[
+        ("/Observation?patient=1&_include=Observation:encounter&_revinclude=Provenance:target", &[]),
+        ("/MedicationRequest?_include=MedicationRequest:medication", &[]),
+        ("/Patient?_id=1&_revinclude=Provenance:target", &[]),
+        ("/Patient/1/Encounter?_include=Encounter:practitioner", &[]),
+        // Anchored outside the compartment: every Encounter of that practitioner, any patient.
+        ("/Practitioner?_id=p&_revinclude=Encounter:practitioner", &["_revinclude"]),
+        ("/Organization?_include=Organization:partof", &["_include"]),
+        ("/?_type=Observation&_include=Observation:subject", &["_include"]),
+        ("/Observation?patient=1&_include:iterate=Encounter:practitioner", &["_include:iterate"]),
+    ];
+    for (target, unresolved) in cases {
+        let r = run("GET", target, None, None).unwrap_or_else(|e| panic!("{target}: {e:?}"));
+        let got: Vec<&str> = r.unresolved.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(got, *unresolved, "{target}");
+    }
 }
 
 #[test]
