@@ -185,6 +185,23 @@ async fn a_restricted_search_may_include_what_its_patients_records_reference() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_only_search_is_forwarded_without_a_page_size() {
+    let env = FullEnv::start().await;
+    let (s, _, body) = env.get_as("clinician_a", "/fhir/Observation?patient=a-p1&_summary=count").await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        env.upstream.recorder.next().await.path_and_query,
+        "/fhir/Observation?patient=a-p1&_summary=count"
+    );
+    // Any other search of hers gains the tenant's page size.
+    assert_eq!(env.get_as("clinician_a", "/fhir/Observation?patient=a-p1").await.0, 200);
+    assert_eq!(
+        env.upstream.recorder.next().await.path_and_query,
+        "/fhir/Observation?patient=a-p1&_count=100"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn break_glass_needs_the_role_and_is_marked_in_the_audit_trail() {
     let mut env = FullEnv::start().await;
     let res = env.get_break_glass("er_doctor_a", "/fhir/Patient/a-p3", "unconscious patient in the ER").await;

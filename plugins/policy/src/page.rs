@@ -53,6 +53,11 @@ pub(crate) fn cap(
         return Ok(None);
     };
     let exceeded = |why: &'static str| Denial::new(ErrorCode::PageSizeExceeded).with_cause(why);
+    // `_summary=count` asks for the total alone: no page to bound, and a `_count` beside it
+    // turns it back into a page on servers that read the last of the two (Medplum does).
+    if f.count.is_none() && query.iter().any(|p| p.name == "_summary" && p.value == "count") {
+        return Ok(Some(PageCap::Within));
+    }
     let in_query = query.iter_mut().find(|p| p.name == "_count");
     let outcome = match (f.count, in_query) {
         (Some(n), _) if n <= max => PageCap::Within,
@@ -87,6 +92,19 @@ mod tests {
 
     fn q(pairs: &[(&str, &str)]) -> Vec<QueryParam> {
         pairs.iter().map(|(n, v)| QueryParam { name: (*n).into(), value: (*v).into() }).collect()
+    }
+
+    #[test]
+    fn a_count_only_search_gains_no_count() {
+        let (mut f, mut query) = (search(None), q(&[("code", "x"), ("_summary", "count")]));
+        assert_eq!(cap(Some(&mut f), &mut query, 100, OversizedPage::Clamp).unwrap(), Some(PageCap::Within));
+        assert_eq!(query, q(&[("code", "x"), ("_summary", "count")]));
+        // With a _count of its own the cap applies as usual.
+        let (mut f, mut query) = (search(Some(500)), q(&[("_summary", "count"), ("_count", "500")]));
+        assert_eq!(cap(Some(&mut f), &mut query, 100, OversizedPage::Clamp).unwrap(), Some(PageCap::Clamped));
+        // Any other summary is a page.
+        let (mut f, mut query) = (search(None), q(&[("_summary", "true")]));
+        assert_eq!(cap(Some(&mut f), &mut query, 100, OversizedPage::Clamp).unwrap(), Some(PageCap::Added));
     }
 
     #[test]
