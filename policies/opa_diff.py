@@ -70,6 +70,7 @@ REQUESTS = {
     "search_obs_a_p4": ("GET", op("search-type", "Observation", ["a-p4"]), {}),
     "search_chained": ("GET", op("search-type", "Observation", unresolved=["subject:Patient.name"]), {}),
     "search_org": ("GET", op("search-type", "Organization"), {}),
+    "search_device": ("GET", op("search-type", "Device"), {}),
     "system_search": ("GET", op("search-system"), {}),
     "everything_a_p1": ("GET", op("operation", "Patient", ["a-p1"], id="a-p1", operation="everything"), {}),
     "create_obs": ("POST", op("create", "Observation", ["a-p3"]), {}),
@@ -96,6 +97,15 @@ def generated():
         yield f"{pname}.{rname}", {"v": 1, "principal": p, "request": request, "client": {}}
     yield "anonymous", {"v": 1, "request": {"method": "GET", "route": "fhir", "patients": [], "prefer": [],
                                             "fhir": op("read", "Patient", ["a-p1"], id="a-p1")}}
+    # A further page of a stored search (HAPI `_getpages`), by a principal whose scopes cover
+    # every type and by one whose scopes name a type.
+    page = op("search-system", continuation=True)
+    clinician = PERSONAS["clinician_a"]
+    for name, principal in [("clinician_a", clinician),
+                            ("clinician_a_observations_only", {**clinician, "scopes": ["user/Observation.rs"]})]:
+        yield f"{name}.search_page", {"v": 1, "principal": principal, "request": {
+            "method": "GET", "route": "fhir", "tenant": "tenant-a", "fhir": page, "patients": [],
+            "prefer": []}, "client": {}}
 
 
 def write_probes():

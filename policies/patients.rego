@@ -88,17 +88,23 @@ deny contains r if {
 	some op in ops
 	op.interaction in {"update", "patch", "delete"}
 	not op.id
-	data.fhir.patient_compartment[op.resource_type]
+	patient_type(op.resource_type)
 	restricted
 	some r in ["conditional_write", "patient_not_permitted"]
 }
+
+# Resources of these types belong to a patient: the R4 Patient compartment, and the few types
+# outside it that name their patient (data.fhir.patient_linked: a Device affixed to her).
+patient_type(t) if data.fhir.patient_compartment[t]
+
+patient_type(t) if data.fhir.patient_linked[t]
 
 # Whether the request reaches patient data at all (for principals who may reach none).
 patient_data if count(input.request.patients) > 0
 
 patient_data if {
 	some op in ops
-	data.fhir.patient_compartment[op.resource_type]
+	patient_type(op.resource_type)
 }
 
 patient_data if {
@@ -117,7 +123,7 @@ patient_data if {
 needs_narrowing if {
 	input.request.fhir.interaction == "search-type"
 	count(input.request.patients) == 0
-	data.fhir.patient_compartment[input.request.fhir.resource_type]
+	patient_type(input.request.fhir.resource_type)
 }
 
 refuse_unnarrowed if {

@@ -34,6 +34,25 @@ test_non_compartment_search_not_narrowed if {
 	d.obligations.narrow_patients == null
 }
 
+# A Device names the patient it is affixed to (Device.patient) outside the R4 compartment.
+test_search_of_a_patient_linked_type_narrowed if {
+	d := authz.decision with input as f.get(f.clinician_a, f.search("Device", []))
+	d.allow
+	d.obligations.narrow_patients == ["a-p1", "a-p2"]
+}
+
+test_patient_linked_type_is_patient_data if {
+	d := authz.decision with input as f.get(f.er_doctor_a, f.search("Device", []))
+	not d.allow
+	"patient_not_permitted" in d.reasons
+}
+
+test_conditional_write_of_a_patient_linked_type_denied_for_care_team if {
+	d := authz.decision with input as f.req(f.writer_a, "DELETE", f.op("delete", "Device", []))
+	not d.allow
+	"conditional_write" in d.reasons
+}
+
 test_unresolved_param_denied_for_care_team if {
 	fhir := object.union(f.search("Observation", []), {"unresolved": ["subject:Patient.name"]})
 	d := authz.decision with input as f.get(f.clinician_a, fhir)

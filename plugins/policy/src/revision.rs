@@ -196,7 +196,8 @@ pub(crate) struct Revision {
     pub(crate) id: Arc<str>,
     program: Arc<Program>,
     data: Value,
-    /// `data.fhir.patient_compartment`'s types, sorted; `None` when the data has no such map.
+    /// `data.fhir.patient_compartment`'s types and `data.fhir.patient_linked`'s, sorted; `None`
+    /// when the data has no compartment map.
     compartment: Option<Vec<Box<str>>>,
     /// `data.patients`: each patient's tenant, for checking responses of tenant-scoped decisions.
     pub(crate) patient_tenants: Arc<PatientTenants>,
@@ -262,9 +263,10 @@ impl Revision {
         }
     }
 
-    /// Whether resources of type `ty` belong to the patient compartment, by the policy data the
-    /// policies themselves use (`data.fhir.patient_compartment`). Without that map every type
-    /// counts: the check it gates then runs too often rather than too rarely.
+    /// Whether resources of type `ty` belong to a patient, by the policy data the policies
+    /// themselves use (`data.fhir.patient_compartment` and `data.fhir.patient_linked`). Without
+    /// the compartment map every type counts: the check it gates then runs too often rather than
+    /// too rarely.
     pub(crate) fn in_patient_compartment(&self, ty: &str) -> bool {
         self.compartment.as_ref().is_none_or(|types| types.binary_search_by(|t| (**t).cmp(ty)).is_ok())
     }
@@ -313,16 +315,24 @@ fn security_labels(data: &Value) -> Result<Arc<[String]>, LoadError> {
     }
 }
 
+/// The types whose resources belong to a patient: `data.fhir.patient_compartment`, and
+/// `data.fhir.patient_linked` (types outside the compartment that name their patient).
 fn compartment_types(data: &Value) -> Option<Vec<Box<str>>> {
     let Value::Object(map) = &data["fhir"]["patient_compartment"] else {
         return None;
     };
+    let linked = match &data["fhir"]["patient_linked"] {
+        Value::Object(linked) => Some(linked),
+        _ => None,
+    };
     let mut types: Vec<Box<str>> = map
         .iter()
+        .chain(linked.into_iter().flat_map(|l| l.iter()))
         .filter(|(_, member)| **member == Value::Bool(true))
         .filter_map(|(ty, _)| ty.as_string().ok().map(|t| Box::from(t.as_ref())))
         .collect();
     types.sort_unstable();
+    types.dedup();
     Some(types)
 }
 

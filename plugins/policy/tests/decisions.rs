@@ -100,6 +100,14 @@ async fn restricted_search_without_patient_is_narrowed_to_care_team() {
 }
 
 #[tokio::test]
+async fn a_search_of_devices_is_narrowed_to_the_care_team_like_a_compartment_type() {
+    // Device is outside the R4 Patient compartment, but Device.patient names her.
+    let mut c = get("/fhir/Device", clinician_a(), fhir(Interaction::SearchType, "Device", None, &[]));
+    assert_eq!(code_of(&mut c).await, Ok(()));
+    assert_eq!(query(&c, "patient").as_deref(), Some("a-p1,a-p2"));
+}
+
+#[tokio::test]
 async fn oversized_page_is_clamped_by_default_and_refused_when_configured() {
     let search = |count: u32| {
         let mut f = fhir(Interaction::SearchType, "Observation", None, &["a-p1"]);

@@ -48,6 +48,9 @@ async fn update_patch_and_delete_by_id_on_a_compartment_type_ask_for_a_pre_read(
     let patch = write_by_id(Method::PATCH, Interaction::Patch, "Encounter", "e1", &[]).await;
     assert!(patch.upstream.pre_read);
     assert!(delete_observation().await.upstream.pre_read);
+    // Outside the compartment, but naming its patient (data.fhir.patient_linked).
+    let device = write_by_id(Method::PUT, Interaction::Update, "Device", "d1", &["a-p1"]).await;
+    assert!(device.upstream.pre_read);
 }
 
 #[tokio::test]

@@ -100,7 +100,8 @@ pub fn fhir(interaction: Interaction, rt: &str, id: Option<&str>, patients: &[&s
 
 /// `FhirRequest::resource_type` is `&'static str` (the gateway validates against the R4 list).
 fn phigate_static(rt: &str) -> Option<&'static str> {
-    const TYPES: &[&str] = &["Patient", "Observation", "Encounter", "Practitioner", "Organization", "Group"];
+    const TYPES: &[&str] =
+        &["Patient", "Observation", "Encounter", "Practitioner", "Organization", "Group", "Device"];
     TYPES.iter().copied().find(|t| *t == rt)
 }
 
