@@ -24,11 +24,26 @@ allow if {
 	count(deny) == 0
 }
 
+# SMART discovery is public: an app reads the server's capabilities (`metadata`,
+# `.well-known/smart-configuration`, both `capabilities` to the gateway) before it has a token.
+# They hold no PHI. (The identity stage lets them through without a token on FHIR routes,
+# `identity.defaults.anonymous_discovery`.)
+allow if public_discovery
+
+public_discovery if {
+	not input.principal
+	input.v == 1
+	input.request.fhir.interaction == "capabilities"
+	input.request.method in {"GET", "HEAD"}
+}
+
 basis contains mode if input.request.fhir
 
 basis contains "break_glass" if break_glass
 
 basis contains grant
+
+basis contains "public_discovery" if public_discovery
 
 # An allowed request reports its basis (checked first: it is the common case). Otherwise:
 # without a principal nothing else is worth reporting; then the deny reasons, if any.

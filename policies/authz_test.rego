@@ -37,6 +37,23 @@ test_capabilities_allowed_for_any_principal if {
 	d.allow
 }
 
+anonymous(method, fhir) := {"v": 1, "request": {"method": method, "route": "fhir", "patients": [], "prefer": [], "fhir": fhir}}
+
+test_capabilities_public_without_principal if {
+	d := authz.decision with input as anonymous("GET", f.op("capabilities", null, []))
+	d.allow
+	"public_discovery" in d.reasons
+	d.obligations.permitted_patients == null
+}
+
+test_only_reading_capabilities_is_public if {
+	d := authz.decision with input as anonymous("POST", f.op("capabilities", null, []))
+	not d.allow
+	d.reasons == ["unauthenticated"]
+	e := authz.decision with input as object.union(anonymous("GET", f.op("capabilities", null, [])), {"v": 2})
+	not e.allow
+}
+
 test_search_gets_page_size_cap if {
 	d := authz.decision with input as f.get(f.clinician_a, f.search("Observation", ["a-p1"]))
 	d.allow

@@ -97,6 +97,10 @@ def generated():
         yield f"{pname}.{rname}", {"v": 1, "principal": p, "request": request, "client": {}}
     yield "anonymous", {"v": 1, "request": {"method": "GET", "route": "fhir", "patients": [], "prefer": [],
                                             "fhir": op("read", "Patient", ["a-p1"], id="a-p1")}}
+    # SMART discovery without a token (public), and a write of it (not).
+    for method in ["GET", "POST"]:
+        yield f"anonymous.capabilities_{method.lower()}", {"v": 1, "request": {
+            "method": method, "route": "fhir", "patients": [], "prefer": [], "fhir": op("capabilities")}}
     # A further page of a stored search (HAPI `_getpages`), by a principal whose scopes cover
     # every type and by one whose scopes name a type.
     page = op("search-system", continuation=True)

@@ -39,6 +39,44 @@ async fn identity_refusals_carry_the_standard_challenges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smart_app_discovers_the_server_without_a_token_and_nothing_else() {
+    let env = FullEnv::start().await;
+    let anonymous = |path: &str| env.pki.public_client().get(&env.gw.url(path)).send();
+    let res = anonymous("/fhir/.well-known/smart-configuration").await.unwrap();
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert!(res.json()["token_endpoint"].is_string(), "{}", res.text());
+    let res = anonymous("/fhir/metadata").await.unwrap();
+    assert_eq!(
+        (res.status.as_u16(), res.json()["resourceType"].as_str()),
+        (200, Some("CapabilityStatement"))
+    );
+    let seen = env.upstream.recorder.next().await;
+    assert_eq!(seen.path_and_query, "/fhir/.well-known/smart-configuration");
+    assert!(seen.headers.get("x-phigate-assertion").is_none(), "nobody to assert");
+    env.upstream.recorder.next().await;
+    // Nothing else is public, and discovery is not a way to write.
+    let res = anonymous("/fhir/Patient/a-p1").await.unwrap();
+    assert_eq!((res.status.as_u16(), common::error_code(&res.body).as_str()), (401, "token_missing"));
+    let res = env.pki.public_client().post(&env.gw.url("/fhir/metadata")).body("{}").send().await.unwrap();
+    assert_eq!(res.status, 405);
+    assert!(env.upstream.recorder.try_next().is_none());
+    // The discovery read is audited like any other, with nobody named.
+    let record = env
+        .wait_record(|r| r["path"] == "/fhir/.well-known/smart-configuration" && r["phase"] == "outcome")
+        .await;
+    assert_eq!((record["subject"].is_null(), record["status"].as_u64()), (true, Some(200)));
+    assert!(record["decision"]["reasons"].as_array().unwrap().iter().any(|r| r == "public_discovery"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_keep_its_capabilities_private() {
+    let env = FullEnv::start_full(|_| {}, "  defaults:\n    anonymous_discovery: false\n", "").await;
+    let res = env.pki.public_client().get(&env.gw.url("/fhir/metadata")).send().await.unwrap();
+    assert_eq!((res.status.as_u16(), common::error_code(&res.body).as_str()), (401, "token_missing"));
+    assert_eq!(env.get_as("clinician_a", "/fhir/metadata").await.0, 200, "with a token, as before");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_bound_token_needs_a_fresh_proof_over_http1_and_http2() {
     let env = FullEnv::start().await;
     // The demo persona whose token is bound to its own key (tokens/dpop_app.dpop-key.pem).

@@ -350,6 +350,14 @@ pub struct RoutePolicyConfig {
     /// Send the tenant upstream as `X-Phigate-Tenant`. Default false.
     #[serde(default)]
     pub forward_tenant_header: bool,
+    /// On a FHIR route, let a request without credentials read the server's capabilities:
+    /// `GET [base]/metadata` and `GET [base]/.well-known/smart-configuration`, which SMART apps
+    /// read before they have a token (SMART App Launch: the discovery document "SHALL" be
+    /// public). Such a request goes on without a principal, and the policy decides it (the
+    /// shipped policies allow it as `public_discovery`). A request that does carry a token is
+    /// authenticated as usual. Default true.
+    #[serde(default = "default_true")]
+    pub anonymous_discovery: bool,
 }
 
 impl Default for RoutePolicyConfig {
@@ -365,6 +373,7 @@ impl Default for RoutePolicyConfig {
             strip_authorization: false,
             forward_subject_header: false,
             forward_tenant_header: false,
+            anonymous_discovery: true,
         }
     }
 }
@@ -403,6 +412,9 @@ pub struct RouteOverrideConfig {
     /// Overrides `defaults.forward_tenant_header`.
     #[serde(default)]
     pub forward_tenant_header: Option<bool>,
+    /// Overrides `defaults.anonymous_discovery`.
+    #[serde(default)]
+    pub anonymous_discovery: Option<bool>,
 }
 
 impl RouteOverrideConfig {
@@ -418,6 +430,7 @@ impl RouteOverrideConfig {
             require_dpop_nonce: self.require_dpop_nonce.unwrap_or(d.require_dpop_nonce),
             strip_authorization: self.strip_authorization.unwrap_or(d.strip_authorization),
             forward_subject_header: self.forward_subject_header.unwrap_or(d.forward_subject_header),
+            anonymous_discovery: self.anonymous_discovery.unwrap_or(d.anonymous_discovery),
             forward_tenant_header: self.forward_tenant_header.unwrap_or(d.forward_tenant_header),
         }
     }

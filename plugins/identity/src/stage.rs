@@ -10,7 +10,7 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use moka::sync::Cache;
 use phigate_plugin::{
-    async_trait, BackgroundTask, Denial, Flow, Principal, Readiness, RequestCtx, Stage, TenantId,
+    async_trait, BackgroundTask, Denial, Flow, Interaction, Principal, Readiness, RequestCtx, Stage, TenantId,
 };
 use prometheus::IntCounter;
 use serde_json::{Map, Value};
@@ -160,6 +160,13 @@ fn credentials(headers: &HeaderMap) -> Result<(Scheme, &str), AuthError> {
         return Err(AuthError::Malformed("characters outside b64token"));
     }
     Ok((scheme, token))
+}
+
+/// A read of the server's capabilities on a FHIR route (`metadata`,
+/// `.well-known/smart-configuration`: the gateway classifies both as `capabilities`).
+fn discovery(ctx: &RequestCtx) -> bool {
+    ctx.fhir.as_ref().is_some_and(|f| f.interaction == Interaction::Capabilities)
+        && matches!(ctx.request.method, http::Method::GET | http::Method::HEAD)
 }
 
 impl IdentityStage {
@@ -475,6 +482,11 @@ impl Stage for IdentityStage {
             Ok(v) => {
                 metrics::inc(&self.ok);
                 self.apply(ctx, route, &v);
+                Ok(Flow::Continue)
+            }
+            Err(AuthError::Missing) if route.policy.anonymous_discovery && discovery(ctx) => {
+                // No credentials, for the server's capabilities: on without a principal, for
+                // the policy to decide.
                 Ok(Flow::Continue)
             }
             Err(e) => {

@@ -131,6 +131,7 @@ impl FhirApi {
                 self.exports.file(&self.data, name)
             }
             [Some("metadata"), None, ..] => Reply::ok(self.capability.clone()),
+            [Some(".well-known"), Some("smart-configuration"), None, _] => smart_configuration(base),
             [None, ..] if q.split('&').any(|p| p.starts_with("_getpages=")) => self.page(q, base),
             [Some(ty), None, ..] => self.search_type(ty, q, "", base),
             [Some("Patient"), Some(id), Some("$everything"), None] => self.everything(id, q, base),
@@ -300,6 +301,22 @@ impl FhirApi {
         };
         search::search(&self.data, &SearchScope::Everything { patient }, &params, base_url)
     }
+}
+
+/// `[base]/.well-known/smart-configuration` (SMART App Launch 2.0 discovery), as a server
+/// behind the gateway would publish it. The sample upstream issues no tokens: its endpoints
+/// are placeholders under its own base.
+fn smart_configuration(base: &str) -> Reply {
+    let doc = serde_json::json!({
+        "token_endpoint": format!("{base}/auth/token"),
+        "grant_types_supported": ["client_credentials", "authorization_code"],
+        "authorization_endpoint": format!("{base}/auth/authorize"),
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": ["permission-v2", "permission-v1", "client-confidential-asymmetric", "context-standalone-patient"],
+    });
+    let mut reply = Reply::ok(Bytes::from(doc.to_string()));
+    reply.content_type = Some("application/json");
+    reply
 }
 
 fn not_found() -> Reply {

@@ -9,6 +9,7 @@
 //!
 //! ```text
 //! GET  {base}/metadata                    CapabilityStatement
+//! GET  {base}/.well-known/smart-configuration   SMART discovery (placeholder endpoints)
 //! GET  {base}/{type}/{id}                 read (404 OperationOutcome when missing)
 //! GET  {base}/{type}/{id}/_history        its history (one version)
 //! GET  {base}/{type}?params               search: patient|subject|_id|tokens, _count (≤100), _offset

@@ -66,7 +66,9 @@ pub(super) fn parse(path: &str) -> Result<Target<'_>, ClassifyError> {
     }
     Ok(match &s[..n] {
         [] => Target::Base,
-        ["metadata"] => Target::Metadata,
+        // The server's capabilities: the CapabilityStatement, and SMART's discovery document
+        // (SMART App Launch 2.0 §2.1, under the FHIR base).
+        ["metadata"] | [".well-known", "smart-configuration"] => Target::Metadata,
         ["_history"] => Target::SystemHistory,
         ["_search"] => Target::SystemSearch,
         [op] if op.starts_with('$') => Target::SystemOp(op_name(op)?),
