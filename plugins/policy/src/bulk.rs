@@ -121,6 +121,9 @@ impl NdjsonCheck {
                 events::WITHHELD_ENTRIES.with_label_values::<&str>(&[]).inc();
                 Ok(false)
             }
+            Verdict::Violation if checked.unknown_patient => {
+                Err(crate::stage::unknown_patient("bulk file line"))
+            }
             Verdict::Violation | Verdict::Unreadable => {
                 Err(crate::stage::refusal(checked.verdict, "bulk file line"))
             }

@@ -179,6 +179,15 @@ impl Permit {
         self.2.as_ref().is_some_and(|index| index.labels_of(id).iter().any(|t| self.1.withholds_token(t)))
     }
 
+    /// Whether `id` is a patient a tenant permit's index does not know at all (placed in no
+    /// tenant), as opposed to another tenant's. Always false for a list of patients.
+    pub(crate) fn unknown(&self, id: &str) -> bool {
+        match &self.0 {
+            Kind::Patients(_) => false,
+            Kind::Tenant(_, index) => index.lookup(id).is_none(),
+        }
+    }
+
     /// The security labels a response may not carry.
     pub(crate) fn labels(&self) -> &Labels {
         &self.1

@@ -84,8 +84,11 @@ fn outcome(ctx: &RequestCtx, read: PreRead<'_>) -> (&'static str, Result<(), Den
         Verdict::Clean => ("allowed", Ok(())),
         Verdict::Violation => (
             "denied",
-            Err(Denial::new(ErrorCode::PatientNotPermitted)
-                .with_cause("stored record names a patient outside the permitted set")),
+            Err(Denial::new(ErrorCode::PatientNotPermitted).with_cause(if checked.unknown_patient {
+                "stored record names a patient the policy data places in no tenant"
+            } else {
+                "stored record names a patient outside the permitted set"
+            })),
         ),
         Verdict::Unreadable => ("error", Err(unreadable())),
     }

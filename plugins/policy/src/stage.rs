@@ -567,6 +567,7 @@ impl Stage for PolicyStage {
                 }
                 Ok(())
             }
+            Verdict::Violation if checked.unknown_patient => Err(unknown_patient("response")),
             Verdict::Violation | Verdict::Unreadable => Err(refusal(checked.verdict, "response")),
         }
     }
@@ -583,6 +584,16 @@ pub(crate) fn refusal(verdict: Verdict, what: &str) -> Denial {
         events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
         Denial::new(ErrorCode::PolicyError).with_cause(format!("{what} is not readable JSON"))
     }
+}
+
+/// The refusal of a body naming a patient the policy data places in no tenant, counted apart
+/// from other violations: a patient registered on the server since the data was last synced
+/// (`data.patients`) is refused like another tenant's, and operators need to tell the two apart.
+pub(crate) fn unknown_patient(what: &str) -> Denial {
+    events::RESPONSE_CHECKS.with_label_values(&["unknown_patient"]).inc();
+    Denial::new(ErrorCode::PatientNotPermitted).with_cause(format!(
+        "{what} names a patient the policy data places in no tenant (data.patients behind the server?)"
+    ))
 }
 
 /// An export file's answer must be NDJSON (or, for an error, JSON) to be checked line by line.

@@ -84,6 +84,9 @@ pub struct Verified {
     /// For a clean body that is a JSON object: where its members are, for
     /// [`crate::without_counts`] (which then need not parse the body again).
     pub root: RootMembers,
+    /// For a violation under a tenant: the patient was one the policy data places in no tenant
+    /// (most likely registered since the data was last synced), rather than another tenant's.
+    pub unknown_patient: bool,
 }
 
 /// Facts about the root of the document, gathered on the way.
@@ -102,18 +105,26 @@ struct Root {
 /// Checks a body against `permit`, also collecting which patients it named and how many Bundle
 /// entries it has (for the stages after this one, so they need not parse the body again).
 pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
-    let clean =
-        |named, entries, withheld, root| Verified { verdict: Verdict::Clean, named, entries, withheld, root };
+    let clean = |named, entries, withheld, root| Verified {
+        verdict: Verdict::Clean,
+        named,
+        entries,
+        withheld,
+        root,
+        unknown_patient: false,
+    };
     if body.iter().all(u8::is_ascii_whitespace) {
         return clean(Vec::new(), None, Withheld::Nothing, RootMembers::default());
     }
     let violation = Cell::new(false);
+    let unknown = Cell::new(false);
     let labelled = Cell::new(false);
     let seen = RefCell::new(Vec::new());
     let root = Root::default();
     let walk = Node {
         permit,
         violation: &violation,
+        unknown: &unknown,
         labelled: &labelled,
         seen: &seen,
         top: Some(&root),
@@ -134,6 +145,7 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
             entries: None,
             withheld: Withheld::Nothing,
             root: RootMembers::default(),
+            unknown_patient: verdict == Verdict::Violation && unknown.get(),
         };
     }
     let mut named = seen.into_inner();
@@ -159,6 +171,8 @@ pub fn verify_collect(body: &[u8], permit: &Permit) -> Verified {
 struct Node<'a> {
     permit: &'a Permit,
     violation: &'a Cell<bool>,
+    /// Set with `violation` when the patient is unknown to the tenant index.
+    unknown: &'a Cell<bool>,
     /// Set when a withheld security label is seen (outside a root entry, or in the entry being
     /// walked).
     labelled: &'a Cell<bool>,
@@ -189,6 +203,7 @@ impl Node<'_> {
             }
             None => {
                 self.violation.set(true);
+                self.unknown.set(self.permit.unknown(id));
                 Err(())
             }
         }

@@ -151,15 +151,29 @@ async fn tenant_wide_responses_are_checked_by_each_patients_tenant() {
     let named: Vec<&str> = c.response.patients.as_deref().unwrap().iter().map(|p| p.as_str()).collect();
     assert_eq!(named, ["a-p3", "a-p5"]);
 
-    // Another tenant's patient, or one the data does not know, replaces the response.
-    for foreign in ["b-p1", "a-p404"] {
+    // Another tenant's patient, or one the data does not know, replaces the response; the
+    // cause (logged, and counted apart) tells an unknown patient from another tenant's.
+    for (foreign, unknown) in [("b-p1", false), ("a-p404", true)] {
         let mut c = read();
         stage().on_request(&mut c).await.unwrap();
         let body =
             format!(r#"{{"resourceType":"Observation","subject":{{"reference":"Patient/{foreign}"}}}}"#);
         let denial = stage().on_buffered_response(&mut c, body.as_bytes()).unwrap_err();
         assert_eq!(denial.code, ErrorCode::PatientNotPermitted, "{foreign}");
+        let cause = denial.cause.unwrap_or_default();
+        assert_eq!(cause.contains("places in no tenant"), unknown, "{foreign}: {cause}");
     }
+}
+
+#[test]
+fn a_violation_says_whether_the_data_knows_the_patient() {
+    use phigate_policy::{verify_collect, Permit, Verdict};
+    let body = |p: &str| format!(r#"{{"resourceType":"Observation","subject":{{"reference":"Patient/{p}"}}}}"#);
+    let restricted = Permit::patients(["a-p1"]);
+    let checked = verify_collect(body("zz").as_bytes(), &restricted);
+    assert_eq!((checked.verdict, checked.unknown_patient), (Verdict::Violation, false), "a list knows no tenants");
+    let checked = verify_collect(body("a-p1").as_bytes(), &restricted);
+    assert_eq!((checked.verdict, checked.unknown_patient), (Verdict::Clean, false));
 }
 
 /// FHIR content inside base64 (`Binary`, `Attachment`; HAPI serves bulk export files as
