@@ -168,10 +168,15 @@ async fn tenant_wide_responses_are_checked_by_each_patients_tenant() {
 #[test]
 fn a_violation_says_whether_the_data_knows_the_patient() {
     use phigate_policy::{verify_collect, Permit, Verdict};
-    let body = |p: &str| format!(r#"{{"resourceType":"Observation","subject":{{"reference":"Patient/{p}"}}}}"#);
+    let body =
+        |p: &str| format!(r#"{{"resourceType":"Observation","subject":{{"reference":"Patient/{p}"}}}}"#);
     let restricted = Permit::patients(["a-p1"]);
     let checked = verify_collect(body("zz").as_bytes(), &restricted);
-    assert_eq!((checked.verdict, checked.unknown_patient), (Verdict::Violation, false), "a list knows no tenants");
+    assert_eq!(
+        (checked.verdict, checked.unknown_patient),
+        (Verdict::Violation, false),
+        "a list knows no tenants"
+    );
     let checked = verify_collect(body("a-p1").as_bytes(), &restricted);
     assert_eq!((checked.verdict, checked.unknown_patient), (Verdict::Clean, false));
 }
