@@ -1,8 +1,8 @@
 //! `phigate demo` starts, writes a `demo.json` whose every path exists, and the curl lines it
 //! prints work: the first returns 200 through the gateway and the mTLS upstream, so does the
 //! DPoP one with a proof from `phigate demo proof`, the opaque-token one (introspected at the
-//! demo's authorization server), and the SOC's admin line and the identity
-//! assertion's JWKS answer.
+//! demo's authorization server), the SOC's admin line, the identity assertion's JWKS and SMART
+//! discovery (no token) answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
@@ -67,6 +67,7 @@ fn demo_starts_writes_demo_json_and_its_curl_line_returns_200() {
         printed.iter().find(|l| l.contains("/.well-known/phigate/jwks.json")).expect("a JWKS line"),
         // Its last poll answers the manifest.
         printed.iter().find(|l| l.contains("/Patient/$export")).expect("a bulk export line"),
+        printed.iter().find(|l| l.contains("/.well-known/smart-configuration")).expect("a discovery line"),
     ];
     for curl in curls {
         let out = Command::new("bash")

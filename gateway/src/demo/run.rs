@@ -241,6 +241,10 @@ fn curl_lines(demo: &Demo) -> Vec<(String, String)> {
             format!("curl -si --cacert {ca} {base}/Patient/a-p1"),
         ),
         (
+            "A SMART app discovers the server before it has a token: public, and nothing else is".into(),
+            format!("curl -s --cacert {ca} {base}/.well-known/smart-configuration"),
+        ),
+        (
             "Password-only sign-in: 401 with the RFC 9470 step-up challenge".into(),
             format!("curl -si --cacert {ca} {} {base}/Patient/a-p5", bearer("nurse_nomfa")),
         ),
