@@ -447,7 +447,12 @@ impl Stage for PolicyStage {
             return ndjson_head(head);
         }
         let verify = ctx.extensions.get::<Permit>().is_some();
-        if !verify || !head.status.is_success() || head.status.as_u16() == 204 {
+        if verify && !head.status.is_success() {
+            // An error answer is checked too, but as what it is (see `ErrorAnswer`).
+            ctx.extensions.insert(ErrorAnswer(head.status));
+            return Ok(());
+        }
+        if !verify || head.status.as_u16() == 204 {
             return Ok(());
         }
         // An export in progress answers 202 without a body (or media type); the body, if any,
@@ -496,6 +501,10 @@ impl Stage for PolicyStage {
             if sent.len() != body.len() {
                 ctx.response.replace_body = Some(sent);
             }
+            return Ok(());
+        }
+        if let Some(ErrorAnswer(status)) = ctx.extensions.remove::<ErrorAnswer>() {
+            check_error_answer(ctx, status, body);
             return Ok(());
         }
         let created = ctx.extensions.remove::<crate::created::Created>();
@@ -571,6 +580,39 @@ impl Stage for PolicyStage {
             Verdict::Violation | Verdict::Unreadable => Err(refusal(checked.verdict, "response")),
         }
     }
+}
+
+/// The upstream answered a verified request with an error status (4xx, 5xx, or a redirect).
+#[derive(Debug, Clone, Copy)]
+struct ErrorAnswer(http::StatusCode);
+
+/// An error answer keeps its status (a client retries a 503, not a 403), and its body when that
+/// is FHIR JSON naming only permitted patients and no withheld label. Any other body (a load
+/// balancer's HTML page, a stack trace, an OperationOutcome naming someone else) is replaced
+/// with an OperationOutcome saying so: errors never carry PHI past the gateway, and an
+/// unreadable error page is not a policy error.
+fn check_error_answer(ctx: &mut RequestCtx, status: http::StatusCode, body: &[u8]) {
+    let Some(permit) = ctx.extensions.get::<Permit>() else { return };
+    let checked = verify_collect(body, permit);
+    if checked.verdict == Verdict::Clean && checked.withheld == Withheld::Nothing {
+        return;
+    }
+    events::RESPONSE_CHECKS.with_label_values(&["error_body_withheld"]).inc();
+    let outcome = serde_json::json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{
+            "severity": "error",
+            "code": "exception",
+            "diagnostics": format!(
+                "The server answered {}; the gateway withheld its error body (not FHIR JSON it can check, or naming what this request may not see).",
+                status.as_u16()
+            ),
+        }],
+    });
+    ctx.response.replace_body = Some(Bytes::from(outcome.to_string()));
+    ctx.response
+        .add_headers
+        .push((http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/fhir+json")));
 }
 
 /// The refusal of a body (`what`: a response, a bulk file line) verification did not pass,
