@@ -213,21 +213,31 @@ async fn batch_over_the_inspection_cap_is_413_body_too_large_and_not_forwarded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patch_by_a_care_team_writer_is_403_because_its_body_cannot_be_judged() {
+async fn a_json_patch_is_judged_by_what_it_writes_and_the_record_it_changes() {
     let env = FullEnv::start().await;
-    // A JSON Patch can move the record to any patient; the gateway does not apply patches.
-    let patch = br#"[{"op":"replace","path":"/subject","value":{"reference":"Patient/a-p3"}}]"#;
-    let res = send(
-        &env,
-        "writer_a",
-        Method::PATCH,
+    let patch = |body: &[u8], path: &'static str| {
+        send(&env, "writer_a", Method::PATCH, path, "application/json-patch+json", body.to_vec())
+    };
+    // Moving her patient's record to another patient: the patch names a-p3.
+    let res = patch(
+        br#"[{"op":"replace","path":"/subject","value":{"reference":"Patient/a-p3"}}]"#,
         "/fhir/Observation/a-p1-obs-01",
-        "application/json-patch+json",
-        patch.to_vec(),
     )
     .await;
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
     assert_nothing_forwarded_since_last(&env).await;
+    // A harmless patch of another patient's record: the stored record names a-p3.
+    let status = br#"[{"op":"replace","path":"/status","value":"amended"}]"#;
+    let res = patch(status, "/fhir/Observation/a-p3-obs-01").await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert_pre_read(&env, "/fhir/Observation/a-p3-obs-01").await;
+    // The same patch of her patient's record goes through (the read-only sample upstream's 405
+    // proves it reached it), after the pre-read.
+    let res = patch(status, "/fhir/Observation/a-p1-obs-01").await;
+    assert_eq!(res.status, 405, "{}", res.text());
+    assert_pre_read(&env, "/fhir/Observation/a-p1-obs-01").await;
+    let seen = forwarded(&env).await;
+    assert_eq!((seen.method, seen.body.as_deref()), (Method::PATCH, Some(&status[..])));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,13 +57,61 @@ fn create_and_update_bodies_name_their_patients() {
 fn bodies_the_gateway_cannot_read_are_flagged_or_refused() {
     let r = run("POST", "/Observation", Some("<Observation/>"), Some("application/fhir+xml")).unwrap();
     check(&r, &u(w(I::Create, OBS, None), &[UNRESOLVED_BODY]), "xml");
-    let patch = r#"[{"op":"replace","path":"/subject","value":{"reference":"Patient/9"}}]"#;
-    let r = run("PATCH", "/Observation/1", Some(patch), Some("application/json-patch+json")).unwrap();
-    check(&r, &u(w(I::Patch, OBS, Some("1")), &[UNRESOLVED_BODY]), "json patch");
+    let fhirpath_patch = r#"{"resourceType":"Parameters","parameter":[]}"#;
+    let r = run("PATCH", "/Observation/1", Some(fhirpath_patch), JSON).unwrap();
+    check(&r, &u(w(I::Patch, OBS, Some("1")), &[UNRESOLVED_BODY]), "FHIRPath patch");
     let r = run("POST", "/$export", Some(r#"{"resourceType":"Parameters"}"#), JSON).unwrap();
     check(&r, &u(w(I::Operation, None, None), &[UNRESOLVED_BODY]), "operation body");
     let err = run("POST", "/Observation", Some("{not json"), JSON).unwrap_err();
     assert_eq!(err, E::InvalidBody);
+}
+
+const JSON_PATCH: Option<&str> = Some("application/json-patch+json");
+
+#[test]
+fn a_json_patch_names_the_patients_its_values_write() {
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (r#"[{"op":"replace","path":"/status","value":"amended"}]"#, &[], &[]),
+        (r#"[{"op":"replace","path":"/subject","value":{"reference":"Patient/9"}}]"#, &["9"], &[]),
+        (r#"[{"op":"replace","path":"/subject/reference","value":"Patient/8"}]"#, &["8"], &[]),
+        (r#"[{"op":"add","path":"/performer/-","value":{"reference":"Patient/7"}}]"#, &["7"], &[]),
+        (r#"[{"op":"add","path":"/patient","value":{"reference":"6"}}]"#, &["6"], &[]),
+        // A bare id under `subject` could be a Group or a Device: unresolved, as in a body.
+        (r#"[{"op":"replace","path":"/subject/reference","value":"5"}]"#, &[], &["subject"]),
+        (r#"[{"op":"test","path":"/subject","value":{"reference":"Patient/4"}}]"#, &["4"], &[]),
+        (
+            r#"[{"op":"add","path":"","value":{"resourceType":"Observation","subject":{"reference":"Patient/3"}}}]"#,
+            &["3"],
+            &[],
+        ),
+        (
+            r#"[{"op":"add","path":"/contained/0","value":{"resourceType":"Encounter","subject":{"reference":"Patient/2"}}}]"#,
+            &["2"],
+            &[],
+        ),
+        // Rearranging or dropping what the stored record holds writes nothing new.
+        (
+            r#"[{"op":"remove","path":"/subject"},{"op":"copy","from":"/subject","path":"/focus/0"}]"#,
+            &[],
+            &[],
+        ),
+    ];
+    for (patch, patients, unresolved) in cases {
+        let r = run("PATCH", "/Observation/1", Some(patch), JSON_PATCH)
+            .unwrap_or_else(|e| panic!("{patch}: {e:?}"));
+        check(&r, &u(p(w(I::Patch, OBS, Some("1")), patients), unresolved), patch);
+    }
+    for bad in [
+        r#"{"op":"replace"}"#,
+        r#"[{"op":"replace","path":"/subject"}]"#,
+        r#"[{"op":"merge","path":"/x","value":1}]"#,
+    ] {
+        assert_eq!(
+            run("PATCH", "/Observation/1", Some(bad), JSON_PATCH).unwrap_err(),
+            E::InvalidBody,
+            "{bad}"
+        );
+    }
 }
 
 const BATCH: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[
