@@ -203,6 +203,13 @@ def check(run):
     moved = dict(obs, id=oid, subject={"reference": f"Patient/{foreign}"})
     s, doc, _ = gw.send(writer, f"Observation/{oid}", method="PUT", body=moved)
     c.expect("move own record to the other patient", s == 403, f"{s}")
+    patch = {"Content-Type": "application/json-patch+json"}
+    status = json.dumps([{"op": "replace", "path": "/status", "value": "final"}]).encode()
+    s, doc, _ = gw.send(writer, f"Observation/{oid}", method="PATCH", body=status, headers=patch)
+    c.expect("JSON Patch of own record", s == 200, f"{s} {code(doc)}")
+    away = json.dumps([{"op": "replace", "path": "/subject", "value": {"reference": f"Patient/{foreign}"}}]).encode()
+    s, doc, _ = gw.send(writer, f"Observation/{oid}", method="PATCH", body=away, headers=patch)
+    c.expect("JSON Patch moving own record to the other patient", s == 403, f"{s}")
     s, theirs, _ = gw.send(svc, f"Observation?patient={foreign}&_count=1")
     r = entries(theirs)[0]["resource"]
     s, doc, _ = gw.send(writer, f"Observation/{r['id']}", method="PUT", body=dict(r, subject={"reference": f"Patient/{own}"}))
