@@ -55,18 +55,16 @@ async fn env_with(upstream: SocketAddr) -> FullEnv {
     .await
 }
 
+/// `GET path` as `clinician_a`, whose responses are verified (her care team's patients).
+async fn read_as_clinician(env: &FullEnv, path: &str) -> phigate_test_support::TestResponse {
+    env.pki.public_client().get(&env.gw.url(path)).bearer(&env.token("clinician_a")).send().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_error_page_keeps_its_status_not_its_body() {
     let page = "<html><body>503 Service Unavailable<pre>at PatientDao.read(a-p3)</pre></body></html>";
     let env = env_with(failing_upstream(503, "text/html", page)).await;
-    let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url("/fhir/Patient/a-p1"))
-        .bearer(&env.token("clinician_a"))
-        .send()
-        .await
-        .unwrap();
+    let res = read_as_clinician(&env, "/fhir/Patient/a-p1").await;
     assert_eq!(res.status, 503, "the upstream's status, not 403 policy_error: {}", res.text());
     assert_eq!(res.header("content-type"), Some("application/fhir+json"));
     let outcome = res.json();
@@ -80,26 +78,12 @@ async fn an_error_outcome_naming_another_patient_is_withheld_and_a_plain_one_pas
     let naming =
         r#"{"resourceType":"Observation","id":"o9","status":"final","subject":{"reference":"Patient/a-p3"}}"#;
     let env = env_with(failing_upstream(409, "application/fhir+json", naming)).await;
-    let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url("/fhir/Observation/o9"))
-        .bearer(&env.token("clinician_a"))
-        .send()
-        .await
-        .unwrap();
+    let res = read_as_clinician(&env, "/fhir/Observation/o9").await;
     assert_eq!(res.status, 409);
     assert!(!res.text().contains("a-p3"), "{}", res.text());
 
     let plain = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found","diagnostics":"Observation/o9 is not known"}]}"#;
     let env = env_with(failing_upstream(404, "application/fhir+json", plain)).await;
-    let res = env
-        .pki
-        .public_client()
-        .get(&env.gw.url("/fhir/Observation/o9"))
-        .bearer(&env.token("clinician_a"))
-        .send()
-        .await
-        .unwrap();
+    let res = read_as_clinician(&env, "/fhir/Observation/o9").await;
     assert_eq!((res.status.as_u16(), res.text()), (404, plain.to_owned()), "passed as the server wrote it");
 }
