@@ -50,17 +50,10 @@ async fn update_of_a_patient_by_id_is_forwarded_without_a_pre_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patch_a_policy_allows_is_still_judged_by_the_stored_record() {
-    // A policy that lets restricted principals send JSON Patch bodies (the shipped one refuses
-    // them, see above): the record the patch changes is still read and judged first.
-    let env = FullEnv::start_with_policies(|dir| {
-        edit_policy(
-            &dir.join("patients.rego"),
-            "\trestricted\n\tsome r in [\"patient_not_permitted\", \"unresolved_params\"]\n",
-            "\trestricted\n\tnot input.request.fhir.interaction == \"patch\"\n\tsome r in [\"patient_not_permitted\", \"unresolved_params\"]\n",
-        );
-    })
-    .await;
+async fn a_patch_naming_nobody_is_still_judged_by_the_stored_record() {
+    // A JSON Patch names the patients its values write (none here); the record it changes is
+    // read and judged first.
+    let env = FullEnv::start().await;
     let patch = br#"[{"op":"replace","path":"/status","value":"amended"}]"#.to_vec();
     let foreign = "/fhir/Observation/a-p3-obs-01";
     let res =
