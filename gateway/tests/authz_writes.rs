@@ -213,13 +213,22 @@ async fn batch_over_the_inspection_cap_is_413_body_too_large_and_not_forwarded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_json_patch_moving_a_record_to_another_patient_is_403_before_any_read() {
+async fn a_patch_moving_a_record_to_another_patient_is_403_before_any_read() {
     let env = FullEnv::start().await;
     // The patch names a-p3; what it changes is judged by its pre-read (see pre_read.rs).
     let patch = br#"[{"op":"replace","path":"/subject","value":{"reference":"Patient/a-p3"}}]"#;
     let path = "/fhir/Observation/a-p1-obs-01";
     let res =
         send(&env, "writer_a", Method::PATCH, path, "application/json-patch+json", patch.to_vec()).await;
+    assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
+    assert_nothing_forwarded_since_last(&env).await;
+    // The same as a FHIRPath Patch (a Parameters resource).
+    let fhirpath = serde_json::json!({"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"},
+        {"name": "path", "valueString": "Observation.subject"},
+        {"name": "value", "valueReference": {"reference": "Patient/a-p3"}}]}]});
+    let res =
+        send(&env, "writer_a", Method::PATCH, path, FHIR_JSON, serde_json::to_vec(&fhirpath).unwrap()).await;
     assert_eq!(refusal(&res), (403, "patient_not_permitted".into()));
     assert_nothing_forwarded_since_last(&env).await;
 }

@@ -11,9 +11,9 @@
 //! `reference` in a JSON body counts, at any depth (`subject`, `performer`, `beneficiary`, an
 //! extension's `valueReference`, contained resources): any of them can place the written resource
 //! in a patient's compartment. Under `patient` a bare id is a Patient id; under `subject` or
-//! elsewhere it is unresolved. A JSON Patch counts the references its `add`, `replace` and
-//! `test` values write. A body the gateway does not interpret (XML, FHIRPath Patch, an
-//! operation's `Parameters`) is flagged with the unresolved name [`UNRESOLVED_BODY`]. A batch or
+//! elsewhere it is unresolved. A JSON Patch or a FHIRPath Patch counts the references its values
+//! write. A body the gateway does not interpret (XML, an operation's `Parameters`) is flagged
+//! with the unresolved name [`UNRESOLVED_BODY`]. A batch or
 //! transaction needs its JSON Bundle: each entry is classified like a request of its own, and the
 //! entries' patients and unresolved names are unioned into the Bundle's.
 
@@ -31,7 +31,7 @@ use phigate_plugin::{Compartment, FhirRequest, Interaction, QueryParam};
 
 pub use self::error::ClassifyError;
 
-use self::body::{is_form, is_json, is_json_patch, patch_refs, ResourceRefs};
+use self::body::{fhirpath_patch_refs, is_form, is_json, is_json_patch, patch_refs, ResourceRefs};
 use self::bundle::classify_bundle;
 use self::compartment::PatientCompartment;
 use self::path::Target;
@@ -203,6 +203,8 @@ fn read_body(req: &FhirRequest, payload: Payload<'_>, found: &mut Findings) -> R
                 refs.collect(found)
             } else if req.interaction == Interaction::Patch && is_json_patch(content_type) {
                 patch_refs(body)?.collect(found)
+            } else if req.interaction == Interaction::Patch && is_json(content_type) {
+                fhirpath_patch_refs(body)?.collect(found)
             } else {
                 if !is_search(req.interaction) {
                     found.unresolved(UNRESOLVED_BODY);

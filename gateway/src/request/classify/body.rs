@@ -280,6 +280,96 @@ pub(super) fn patch_refs(body: &[u8]) -> Result<ResourceRefs<'static>, ClassifyE
     Ok(ResourceRefs { refs })
 }
 
+/// The references a FHIRPath Patch (a `Parameters` resource of `operation`s, FHIR R4 §3.1.0.6.5)
+/// writes: in the `value` of each `add`, `insert` and `replace`, under the top-level element the
+/// operation's `path` (or, for an `add` to the resource itself, its `name`) names. A reference is
+/// a `reference` member (`valueReference`) or a part named `reference` with a string value (a
+/// complex value written as parts). `delete` and `move` write nothing new (see [`patch_refs`]).
+/// Another shape, or another operation type, is invalid.
+pub(super) fn fhirpath_patch_refs(body: &[u8]) -> Result<ResourceRefs<'static>, ClassifyError> {
+    use serde_json::Value;
+    let invalid = || ClassifyError::InvalidBody;
+    let doc: Value = serde_json::from_slice(body).map_err(|_| invalid())?;
+    if doc.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Err(invalid());
+    }
+    let parts_named = |op: &'_ Value, name: &str| -> Vec<Value> {
+        op.get("part")
+            .and_then(Value::as_array)
+            .map(|parts| {
+                parts
+                    .iter()
+                    .filter(|p| p.get("name").and_then(Value::as_str) == Some(name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let string_of = |part: Option<&Value>, key: &str| {
+        part.and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_owned)
+    };
+    let mut refs = Vec::new();
+    for op in doc.get("parameter").and_then(Value::as_array).into_iter().flatten() {
+        if op.get("name").and_then(Value::as_str) != Some("operation") {
+            return Err(invalid());
+        }
+        let kind = string_of(parts_named(op, "type").first(), "valueCode").ok_or_else(invalid)?;
+        match kind.as_str() {
+            "delete" | "move" => continue,
+            "add" | "insert" | "replace" => {}
+            _ => return Err(invalid()),
+        }
+        let path = string_of(parts_named(op, "path").first(), "valueString").ok_or_else(invalid)?;
+        // `Observation.subject`, `Observation.performer[0]`, or the resource itself (`add` names
+        // the element it adds).
+        let top = match path.split_once('.') {
+            Some((_, rest)) => rest.split(['.', '[', '(']).next().unwrap_or("").to_owned(),
+            None => string_of(parts_named(op, "name").first(), "valueString").unwrap_or_default(),
+        };
+        let element = match top.as_str() {
+            "subject" => Element::Subject,
+            "patient" => Element::Patient,
+            _ => Element::Other,
+        };
+        // A string written at `....reference` is itself a reference.
+        let at_reference = path.rsplit('.').next() == Some("reference");
+        for value in parts_named(op, "value") {
+            fhirpath_value_refs(&value, element, at_reference, &mut refs).map_err(|_| invalid())?;
+        }
+    }
+    Ok(ResourceRefs { refs })
+}
+
+/// The references in one `value` part of a FHIRPath Patch operation (see above).
+fn fhirpath_value_refs(
+    value: &serde_json::Value,
+    element: Element,
+    is_reference: bool,
+    out: &mut Vec<(Element, Cow<'static, str>)>,
+) -> Result<(), serde_json::Error> {
+    use serde_json::Value;
+    if let Value::Object(map) = value {
+        if is_reference || map.get("name").and_then(Value::as_str) == Some("reference") {
+            for (key, v) in map {
+                if let (true, Value::String(s)) = (key.starts_with("value"), v) {
+                    out.push((element, Cow::Owned(s.clone())));
+                }
+            }
+        }
+        for (key, v) in map {
+            if key == "part" {
+                for part in v.as_array().into_iter().flatten() {
+                    fhirpath_value_refs(part, element, false, out)?;
+                }
+            } else if key.starts_with("value") {
+                let walk = Walk { element: Some(element), is_ref: false, out: &mut *out };
+                serde::Deserializer::deserialize_any(v.clone(), walk)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a `Content-Type` is `application/x-www-form-urlencoded`.
 pub(super) fn is_form(content_type: Option<&str>) -> bool {
     content_type

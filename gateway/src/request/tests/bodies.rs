@@ -57,9 +57,6 @@ fn create_and_update_bodies_name_their_patients() {
 fn bodies_the_gateway_cannot_read_are_flagged_or_refused() {
     let r = run("POST", "/Observation", Some("<Observation/>"), Some("application/fhir+xml")).unwrap();
     check(&r, &u(w(I::Create, OBS, None), &[UNRESOLVED_BODY]), "xml");
-    let fhirpath_patch = r#"{"resourceType":"Parameters","parameter":[]}"#;
-    let r = run("PATCH", "/Observation/1", Some(fhirpath_patch), JSON).unwrap();
-    check(&r, &u(w(I::Patch, OBS, Some("1")), &[UNRESOLVED_BODY]), "FHIRPath patch");
     let r = run("POST", "/$export", Some(r#"{"resourceType":"Parameters"}"#), JSON).unwrap();
     check(&r, &u(w(I::Operation, None, None), &[UNRESOLVED_BODY]), "operation body");
     let err = run("POST", "/Observation", Some("{not json"), JSON).unwrap_err();
@@ -111,6 +108,87 @@ fn a_json_patch_names_the_patients_its_values_write() {
             E::InvalidBody,
             "{bad}"
         );
+    }
+}
+
+/// A FHIRPath Patch of one operation with these parts (after `type`).
+fn fhirpath_patch(kind: &str, parts: &str) -> String {
+    format!(
+        r#"{{"resourceType":"Parameters","parameter":[{{"name":"operation","part":[{{"name":"type","valueCode":"{kind}"}},{parts}]}}]}}"#
+    )
+}
+
+#[test]
+fn a_fhirpath_patch_names_the_patients_its_values_write() {
+    let path = |p: &str| format!(r#"{{"name":"path","valueString":"{p}"}}"#);
+    let cases: Vec<(String, &[&str], &[&str])> = vec![
+        (
+            fhirpath_patch(
+                "replace",
+                &format!(r#"{},{{"name":"value","valueCode":"amended"}}"#, path("Observation.status")),
+            ),
+            &[],
+            &[],
+        ),
+        (
+            fhirpath_patch(
+                "replace",
+                &format!(
+                    r#"{},{{"name":"value","valueReference":{{"reference":"Patient/9"}}}}"#,
+                    path("Observation.subject")
+                ),
+            ),
+            &["9"],
+            &[],
+        ),
+        (
+            fhirpath_patch(
+                "replace",
+                &format!(
+                    r#"{},{{"name":"value","valueString":"Patient/8"}}"#,
+                    path("Observation.subject.reference")
+                ),
+            ),
+            &["8"],
+            &[],
+        ),
+        // A complex value written as parts.
+        (
+            fhirpath_patch(
+                "add",
+                &format!(
+                    r#"{},{{"name":"name","valueString":"performer"}},{{"name":"value","part":[{{"name":"reference","valueString":"Patient/7"}}]}}"#,
+                    path("Observation")
+                ),
+            ),
+            &["7"],
+            &[],
+        ),
+        (
+            fhirpath_patch(
+                "insert",
+                &format!(
+                    r#"{},{{"name":"value","valueReference":{{"reference":"5"}}}},{{"name":"index","valueInteger":0}}"#,
+                    path("Observation.subject")
+                ),
+            ),
+            &[],
+            &["subject"],
+        ),
+        (fhirpath_patch("delete", &path("Observation.subject")), &[], &[]),
+    ];
+    for (patch, patients, unresolved) in &cases {
+        let r =
+            run("PATCH", "/Observation/1", Some(patch), JSON).unwrap_or_else(|e| panic!("{patch}: {e:?}"));
+        check(&r, &u(p(w(I::Patch, OBS, Some("1")), patients), unresolved), patch);
+    }
+    let unknown = fhirpath_patch("merge", &path("Observation.subject"));
+    for bad in [
+        unknown.as_str(),
+        r#"{"resourceType":"Observation"}"#,
+        r#"{"resourceType":"Parameters","parameter":[{"name":"x"}]}"#,
+    ] {
+        assert_eq!(run("PATCH", "/Observation/1", Some(bad), JSON).unwrap_err(), E::InvalidBody, "{bad}");
     }
 }
 
