@@ -107,9 +107,10 @@ impl PatientTenants {
 
 /// What a response may hold: the patients it may name, and the security labels it may not
 /// carry (on a resource, or on a patient it names). Beside them, the patients the request itself
-/// created (see [`crate::created`]), sorted: empty but for the answer to such a write.
+/// created (see [`crate::created`]), sorted: empty (no allocation) but for the answer to such a
+/// write.
 #[derive(Debug, Clone)]
-pub struct Permit(Kind, Labels, Option<Arc<PatientTenants>>, Arc<[PatientId]>);
+pub struct Permit(Kind, Labels, Option<Arc<PatientTenants>>, Vec<PatientId>);
 
 #[derive(Debug, Clone)]
 enum Kind {
@@ -129,12 +130,12 @@ impl Permit {
     fn of_ids(mut ids: Vec<PatientId>) -> Permit {
         ids.sort_unstable();
         ids.dedup();
-        Permit(Kind::Patients(ids.into()), Labels::default(), None, Arc::from([]))
+        Permit(Kind::Patients(ids.into()), Labels::default(), None, Vec::new())
     }
 
     /// Every patient of `tenant`, by `index`.
     pub(crate) fn tenant(tenant: &str, index: Arc<PatientTenants>) -> Permit {
-        Permit(Kind::Tenant(index.tenant_index(tenant), index), Labels::default(), None, Arc::from([]))
+        Permit(Kind::Tenant(index.tenant_index(tenant), index), Labels::default(), None, Vec::new())
     }
 
     /// The same permit, with resources carrying one of `labels` withheld.
@@ -171,7 +172,7 @@ impl Permit {
     pub(crate) fn with_created(self, mut created: Vec<PatientId>) -> Permit {
         created.sort_unstable();
         created.dedup();
-        Permit(self.0, self.1, self.2, created.into())
+        Permit(self.0, self.1, self.2, created)
     }
 
     /// Whether patient `id` carries a label this permit withholds.
@@ -205,7 +206,7 @@ impl Permit {
                 index.lookup(id).and_then(|(p, t)| (Some(*t) == *tenant).then(|| p.clone()))
             }
         };
-        permitted.or_else(|| if self.3.is_empty() { None } else { found(&self.3) })
+        permitted.or_else(|| found(&self.3))
     }
 }
 
