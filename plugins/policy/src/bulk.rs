@@ -121,11 +121,8 @@ impl NdjsonCheck {
                 events::WITHHELD_ENTRIES.with_label_values::<&str>(&[]).inc();
                 Ok(false)
             }
-            Verdict::Violation if checked.unknown_patient => {
-                Err(crate::stage::unknown_patient("bulk file line"))
-            }
             Verdict::Violation | Verdict::Unreadable => {
-                Err(crate::stage::refusal(checked.verdict, "bulk file line"))
+                Err(crate::stage::refusal(&checked, "bulk file line"))
             }
         }
     }

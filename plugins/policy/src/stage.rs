@@ -576,8 +576,7 @@ impl Stage for PolicyStage {
                 }
                 Ok(())
             }
-            Verdict::Violation if checked.unknown_patient => Err(unknown_patient("response")),
-            Verdict::Violation | Verdict::Unreadable => Err(refusal(checked.verdict, "response")),
+            Verdict::Violation | Verdict::Unreadable => Err(refusal(&checked, "response")),
         }
     }
 }
@@ -616,26 +615,25 @@ fn check_error_answer(ctx: &mut RequestCtx, status: http::StatusCode, body: &[u8
 }
 
 /// The refusal of a body (`what`: a response, a bulk file line) verification did not pass,
-/// counted.
-pub(crate) fn refusal(verdict: Verdict, what: &str) -> Denial {
-    if verdict == Verdict::Violation {
-        events::RESPONSE_CHECKS.with_label_values(&["violation"]).inc();
-        Denial::new(ErrorCode::PatientNotPermitted)
-            .with_cause(format!("{what} names a patient outside the permitted set"))
-    } else {
-        events::RESPONSE_CHECKS.with_label_values(&["unreadable"]).inc();
-        Denial::new(ErrorCode::PolicyError).with_cause(format!("{what} is not readable JSON"))
-    }
-}
-
-/// The refusal of a body naming a patient the policy data places in no tenant, counted apart
-/// from other violations: a patient registered on the server since the data was last synced
-/// (`data.patients`) is refused like another tenant's, and operators need to tell the two apart.
-pub(crate) fn unknown_patient(what: &str) -> Denial {
-    events::RESPONSE_CHECKS.with_label_values(&["unknown_patient"]).inc();
-    Denial::new(ErrorCode::PatientNotPermitted).with_cause(format!(
-        "{what} names a patient the policy data places in no tenant (data.patients behind the server?)"
-    ))
+/// counted by reason. A patient the policy data places in no tenant is refused like another
+/// tenant's, but counted and logged apart: most likely one registered on the server since the
+/// data was last synced, and operators need to tell that from a cross-tenant answer.
+pub(crate) fn refusal(checked: &Verified, what: &str) -> Denial {
+    let (reason, code, cause) = match checked.verdict {
+        Verdict::Violation if checked.unknown_patient => (
+            "unknown_patient",
+            ErrorCode::PatientNotPermitted,
+            "names a patient the policy data places in no tenant (data.patients behind the server?)",
+        ),
+        Verdict::Violation => {
+            ("violation", ErrorCode::PatientNotPermitted, "names a patient outside the permitted set")
+        }
+        Verdict::Clean | Verdict::Unreadable => {
+            ("unreadable", ErrorCode::PolicyError, "is not readable JSON")
+        }
+    };
+    events::RESPONSE_CHECKS.with_label_values(&[reason]).inc();
+    Denial::new(code).with_cause(format!("{what} {cause}"))
 }
 
 /// An export file's answer must be NDJSON (or, for an error, JSON) to be checked line by line.
