@@ -223,13 +223,13 @@ async fn a_restricted_search_may_include_what_its_patients_records_reference() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_count_only_search_is_forwarded_without_a_page_size() {
+async fn a_count_only_search_is_forwarded_asking_for_no_entries() {
     let env = FullEnv::start().await;
     let (s, _, body) = env.get_as("clinician_a", "/fhir/Observation?patient=a-p1&_summary=count").await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
         env.upstream.recorder.next().await.path_and_query,
-        "/fhir/Observation?patient=a-p1&_summary=count"
+        "/fhir/Observation?patient=a-p1&_summary=count&_count=0"
     );
     // Any other search of hers gains the tenant's page size.
     assert_eq!(env.get_as("clinician_a", "/fhir/Observation?patient=a-p1").await.0, 200);

@@ -53,11 +53,12 @@ pub(crate) fn cap(
         return Ok(None);
     };
     let exceeded = |why: &'static str| Denial::new(ErrorCode::PageSizeExceeded).with_cause(why);
-    // `_summary=count` asks for the total alone: no page to bound, and a `_count` beside it
-    // turns it back into a page on servers that read the last of the two (Medplum does).
-    if f.count.is_none() && query.iter().any(|p| p.name == "_summary" && p.value == "count") {
-        return Ok(Some(PageCap::Within));
-    }
+    // `_summary=count` asks for the total alone: the cap it gets is `_count=0` (a page of none,
+    // which FHIR servers answer with the total), not the maximum, which a server reading the
+    // last of the two (Medplum does) would answer with a full page. A server that ignores
+    // `_summary` is still bounded.
+    let count_only = f.count.is_none() && query.iter().any(|p| p.name == "_summary" && p.value == "count");
+    let max = if count_only { 0 } else { max };
     let in_query = query.iter_mut().find(|p| p.name == "_count");
     let outcome = match (f.count, in_query) {
         (Some(n), _) if n <= max => PageCap::Within,
@@ -95,10 +96,11 @@ mod tests {
     }
 
     #[test]
-    fn a_count_only_search_gains_no_count() {
+    fn a_count_only_search_asks_for_no_entries() {
         let (mut f, mut query) = (search(None), q(&[("code", "x"), ("_summary", "count")]));
-        assert_eq!(cap(Some(&mut f), &mut query, 100, OversizedPage::Clamp).unwrap(), Some(PageCap::Within));
-        assert_eq!(query, q(&[("code", "x"), ("_summary", "count")]));
+        assert_eq!(cap(Some(&mut f), &mut query, 100, OversizedPage::Clamp).unwrap(), Some(PageCap::Added));
+        assert_eq!(query, q(&[("code", "x"), ("_summary", "count"), ("_count", "0")]));
+        assert_eq!(f.count, Some(0), "the audit record shows what was asked");
         // With a _count of its own the cap applies as usual.
         let (mut f, mut query) = (search(Some(500)), q(&[("_summary", "count"), ("_count", "500")]));
         assert_eq!(cap(Some(&mut f), &mut query, 100, OversizedPage::Clamp).unwrap(), Some(PageCap::Clamped));
