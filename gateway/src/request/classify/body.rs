@@ -293,48 +293,41 @@ pub(super) fn fhirpath_patch_refs(body: &[u8]) -> Result<ResourceRefs<'static>, 
     if doc.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
         return Err(invalid());
     }
-    let parts_named = |op: &'_ Value, name: &str| -> Vec<Value> {
-        op.get("part")
-            .and_then(Value::as_array)
-            .map(|parts| {
-                parts
-                    .iter()
-                    .filter(|p| p.get("name").and_then(Value::as_str) == Some(name))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let string_of = |part: Option<&Value>, key: &str| {
-        part.and_then(|p| p.get(key)).and_then(Value::as_str).map(str::to_owned)
-    };
+    // The parts of an operation with this name, and the string in one's `key`.
+    fn parts<'v>(op: &'v Value, name: &'v str) -> impl Iterator<Item = &'v Value> {
+        let all = op.get("part").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        all.iter().filter(move |p| p.get("name").and_then(Value::as_str) == Some(name))
+    }
+    fn string<'v>(op: &'v Value, name: &'v str, key: &str) -> Option<&'v str> {
+        parts(op, name).next()?.get(key)?.as_str()
+    }
     let mut refs = Vec::new();
     for op in doc.get("parameter").and_then(Value::as_array).into_iter().flatten() {
         if op.get("name").and_then(Value::as_str) != Some("operation") {
             return Err(invalid());
         }
-        let kind = string_of(parts_named(op, "type").first(), "valueCode").ok_or_else(invalid)?;
-        match kind.as_str() {
+        let kind = string(op, "type", "valueCode").ok_or_else(invalid)?;
+        match kind {
             "delete" | "move" => continue,
             "add" | "insert" | "replace" => {}
             _ => return Err(invalid()),
         }
-        let path = string_of(parts_named(op, "path").first(), "valueString").ok_or_else(invalid)?;
+        let path = string(op, "path", "valueString").ok_or_else(invalid)?;
         // `Observation.subject`, `Observation.performer[0]`, or the resource itself (`add` names
         // the element it adds).
         let top = match path.split_once('.') {
-            Some((_, rest)) => rest.split(['.', '[', '(']).next().unwrap_or("").to_owned(),
-            None => string_of(parts_named(op, "name").first(), "valueString").unwrap_or_default(),
+            Some((_, rest)) => rest.split(['.', '[', '(']).next().unwrap_or(""),
+            None => string(op, "name", "valueString").unwrap_or_default(),
         };
-        let element = match top.as_str() {
+        let element = match top {
             "subject" => Element::Subject,
             "patient" => Element::Patient,
             _ => Element::Other,
         };
         // A string written at `....reference` is itself a reference.
         let at_reference = path.rsplit('.').next() == Some("reference");
-        for value in parts_named(op, "value") {
-            fhirpath_value_refs(&value, element, at_reference, &mut refs).map_err(|_| invalid())?;
+        for value in parts(op, "value") {
+            fhirpath_value_refs(value, element, at_reference, &mut refs).map_err(|_| invalid())?;
         }
     }
     Ok(ResourceRefs { refs })
