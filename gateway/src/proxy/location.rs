@@ -155,7 +155,8 @@ impl Bases<'_> {
         // a route that forwards under another, or on the upstream's own name).
         let rewrites = self.upstream != self.public;
         let candidate = if rewrites {
-            memchr::memmem::find(body, format!("{}/", self.upstream).as_bytes()).is_some()
+            let prefix = self.upstream.as_bytes();
+            memchr::memmem::find_iter(body, prefix).any(|at| body.get(at + prefix.len()) == Some(&b'/'))
         } else {
             (self.named_in)(body)
         };
