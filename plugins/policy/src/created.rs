@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 
 use http::{header, HeaderMap, StatusCode};
-use phigate_plugin::{patient_of_reference, FhirRequest, Interaction, PatientId};
+use phigate_plugin::{FhirRequest, Interaction, PatientId};
 use serde::Deserialize;
 
 /// The patients the upstream reported created by this request (kept in the request's extensions
@@ -55,14 +55,14 @@ pub(crate) fn from_bundle(fhir: Option<&FhirRequest>, body: &[u8]) -> Option<Cre
     (!ids.is_empty()).then_some(Created(ids))
 }
 
-/// The id of `Patient/<id>[/_history/<v>]` (relative or absolute); nothing for another type.
+/// The id of `Patient/<id>[/_history/<v>]` (relative or absolute); nothing for another type, or
+/// for a URL that only names a Patient on the way to something else.
 fn created_patient(location: &str) -> Option<PatientId> {
-    let id = patient_of_reference(location).filter(|id| !id.is_empty() && !id.starts_with("_"))?;
-    // `Patient/<id>` must be the located resource itself, not a Patient named on the way.
-    let tail = location.split('?').next().unwrap_or(location).trim_end_matches('/');
-    let own = tail.ends_with(&format!("Patient/{id}"))
-        || tail.rsplit_once("/_history/").is_some_and(|(head, _)| head.ends_with(&format!("Patient/{id}")));
-    own.then(|| PatientId::from(id))
+    let path = location.split(['?', '#']).next()?.trim_end_matches('/');
+    let resource = path.rsplit_once("/_history/").map_or(path, |(resource, _)| resource);
+    let (rest, id) = resource.rsplit_once('/')?;
+    let ty = rest.rsplit('/').next()?;
+    (ty == "Patient" && !id.is_empty() && !id.starts_with('_')).then(|| PatientId::from(id))
 }
 
 #[derive(Deserialize)]
