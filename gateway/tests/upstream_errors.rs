@@ -87,3 +87,15 @@ async fn an_error_outcome_naming_another_patient_is_withheld_and_a_plain_one_pas
     let res = read_as_clinician(&env, "/fhir/Observation/o9").await;
     assert_eq!((res.status.as_u16(), res.text()), (404, plain.to_owned()), "passed as the server wrote it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_naming_her_patient_passes_and_is_audited_as_disclosed() {
+    let record =
+        r#"{"resourceType":"Observation","id":"o9","status":"final","subject":{"reference":"Patient/a-p1"}}"#;
+    let env = env_with(failing_upstream(409, "application/fhir+json", record)).await;
+    let res = read_as_clinician(&env, "/fhir/Observation/o9").await;
+    assert_eq!((res.status.as_u16(), res.text()), (409, record.to_owned()));
+    let rid = res.header("x-request-id").unwrap().to_owned();
+    let audited = env.wait_record(|r| r["request_id"] == rid.as_str() && r["phase"] == "outcome").await;
+    assert_eq!(audited["disclosed"], serde_json::json!(["a-p1"]), "{audited}");
+}

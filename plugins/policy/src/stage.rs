@@ -594,6 +594,8 @@ fn check_error_answer(ctx: &mut RequestCtx, status: http::StatusCode, body: &[u8
     let Some(permit) = ctx.extensions.get::<Permit>() else { return };
     let checked = verify_collect(body, permit);
     if checked.verdict == Verdict::Clean && checked.withheld == Withheld::Nothing {
+        // Sent as it is: the patients it names are disclosed, and the audit record says so.
+        ctx.response.patients = Some(checked.named);
         return;
     }
     events::RESPONSE_CHECKS.with_label_values(&["error_body_withheld"]).inc();
